@@ -1,0 +1,157 @@
+"""The `fased` root command: global options, lazy sub-commands, and one error funnel.
+
+Sub-command modules are imported only when they are run (or listed by --help), so start-up
+pays for click and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import click
+
+from fased import __version__
+from fased.errors import EXIT_ERROR, EXIT_USAGE, FasedError
+
+# name -> "module:attribute" under fased.commands; the help line comes from the docstring.
+COMMANDS = {
+    "setup": "setup:setup",
+    "agent": "agent:agent",
+    "session": "session:session",
+    "config": "config:config",
+    "chat": "chat:chat",
+    "run": "run:run",
+    "task": "task:task",
+    "replay": "replay:replay",
+    "doctor": "doctor:doctor",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        available = [n for n in self.lazy if self._spec_exists(n)]
+        return sorted(set(super().list_commands(ctx)) | set(available))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and self._spec_exists(name):
+            module_name, attr = self.lazy[name].split(":")
+            module = importlib.import_module(f"{self._package}.{module_name}")
+            return getattr(module, attr)
+        return super().get_command(ctx, name)
+
+    @property
+    def _package(self) -> str:
+        return "fased.commands"
+
+    def _spec_exists(self, name: str) -> bool:
+        module_name = self.lazy[name].split(":")[0]
+        return importlib.util.find_spec(f"{self._package}.{module_name}") is not None
+
+
+class App:
+    """What every command needs: where the home is, and the store once it is opened."""
+
+    def __init__(self, home: str | None, idempotency_key: str | None):
+        self.home_option = home
+        self.idempotency_key = idempotency_key
+        self._store = None
+
+    @property
+    def store(self):
+        if self._store is None:
+            from fased.store import Store
+
+            self._store = Store(self.home_option, key=self.idempotency_key)
+        return self._store
+
+
+@click.group(
+    cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--home", metavar="DIR", envvar="FASED_HOME", show_envvar=True,
+    help="State directory (default ~/.fased).",
+)
+@click.option(
+    "idempotency_key", "--idempotency-key", metavar="KEY", envvar="FASED_IDEMPOTENCY_KEY",
+    show_envvar=True,
+    help="Run at most once: a re-run with a key already in the log appends nothing and "
+    "reports the original outcome.",
+)
+@click.version_option(__version__, "-V", "--version", prog_name="fased")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, idempotency_key: str | None) -> None:
+    """fased: AI agents in your shell, every action kept as an event.
+
+    Agents, models, sessions, tasks and every chat message are appended to a log under
+    ~/.fased; everything you see is rebuilt from it.
+
+    \b
+    Examples:
+      fased setup
+      fased agent models set primary ollama/llama3.2
+      git diff | fased chat "review this diff" > review.md
+      fased task new --every 1h --message "check the build" --session ops
+      fased run --once              # from cron
+      fased replay --since 1d       # what happened, exactly
+
+    \b
+    Exit codes: 0 ok, 1 error, 2 usage, 3 conflict, 4 state (log or home
+    unusable: see `fased doctor`), 5 every model failed.
+    """
+    ctx.obj = App(home, idempotency_key)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn every failure into one line and an exit code."""
+    debug = bool(os.environ.get("FASED_DEBUG"))
+    try:
+        code = cli.main(args=argv, prog_name="fased", standalone_mode=False)
+    except FasedError as exc:
+        _error(exc.message, exc.hint)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = 130
+    except BrokenPipeError:
+        _silence_stdout()
+        code = 0
+    except Exception as exc:  # a bug: still one line, the traceback only on request
+        if debug:
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc}",
+               "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, hint: str | None) -> None:
+    click.echo(f"Error: {message}", err=True)
+    if hint:
+        click.echo(f"Hint: {hint}", err=True)
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+__all__ = ["EXIT_USAGE", "cli", "main"]

@@ -1,0 +1,172 @@
+"""`fased replay`: the audit trail, and rebuilding or verifying the projections."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from fased.commands.output import echo_json, echo_jsonl, json_option, note, store, table
+from fased.errors import EXIT_ERROR, UsageError
+
+
+def _bound(option: str):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        from fased.audit import parse_bound
+
+        try:
+            return parse_bound(value)
+        except UsageError as exc:
+            raise click.BadParameter(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+    return convert
+
+
+@click.command()
+@click.option("--since", metavar="SEQ|TIME", callback=_bound("--since"),
+              help="From this seq, RFC 3339 time, or this long ago (30m, 2h, 1d).")
+@click.option("--until", metavar="SEQ|TIME", callback=_bound("--until"),
+              help="Up to this seq or time.")
+@click.option("types", "--type", "-t", metavar="GLOB", multiple=True,
+              help="Event type, e.g. 'turn.*' (repeatable).")
+@click.option("streams", "--stream", metavar="GLOB", multiple=True,
+              help="Stream, e.g. 'session:*' (repeatable).")
+@click.option("--agent", "-a", metavar="ID", help="Events of this agent and its sessions.")
+@click.option("--session", "-s", metavar="ID", help="Events of this session.")
+@click.option("-n", "last", type=click.IntRange(min=0), metavar="N", help="Only the last N.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
+@click.option("--rebuild", is_flag=True, help="Rebuild all projections from the log.")
+@click.option("--verify", is_flag=True,
+              help="Rebuild into a temporary place and compare with the live projections.")
+@click.option("--at", "at", metavar="SEQ|TIME",
+              help="Show agents, sessions and tasks as they were at this point.")
+@json_option
+def replay(since, until, types, streams, agent, session, last, follow, rebuild, verify, at,
+           json_):
+    """Show what happened, exactly: the event log, filtered.
+
+    \b
+    Examples:
+      fased replay -n 20                  # the last 20 events
+      fased replay --since 1d --type 'turn.*'
+      fased replay --agent main --json | jq .data
+      fased replay --since 120 --until 180
+      fased replay --follow               # like tail -f
+      fased replay --at 2026-11-20T18:00:00Z
+      fased replay --verify               # exit 1 if state.db differs from the log
+      fased replay --rebuild
+
+    Times: a seq number, an RFC 3339 time, a local time ('2026-11-21 09:00'), or a
+    duration meaning that long ago (30m, 2h, 1d).
+    """
+    modes = [m for m, on in (("--rebuild", rebuild), ("--verify", verify), ("--at", at),
+                             ("--follow", follow)) if on]
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} cannot be combined")
+    st = store()
+    if rebuild:
+        return _rebuild(st, json_)
+    if verify:
+        return _verify(st, json_)
+    if at:
+        return _at(st, at, json_)
+    from fased.audit import EventFilter, select_events
+
+    flt = EventFilter(since=since, until=until, types=list(types), streams=list(streams),
+                      agent=agent, session=session)
+    shown = list(select_events(st.log, flt, last))
+    _print(shown, json_, header=True)
+    if follow:
+        _follow(st, flt, shown[-1]["seq"] if shown else st.log.head().seq, json_, not shown)
+
+
+def _print(events: list[dict], json_: bool, header: bool) -> None:
+    if json_:
+        for e in events:
+            echo_jsonl(e)
+        return
+    rows = [(e["seq"], e["ts"][:19].replace("T", " "), e["type"], e["stream"],
+             e["meta"].get("actor", ""), _summary(e["data"])) for e in events]
+    table(rows, ("SEQ", "TIME (UTC)", "TYPE", "STREAM", "ACTOR", "DATA") if header else ())
+
+
+def _summary(data: dict) -> str:
+    parts = []
+    for key, value in data.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = text.replace("\n", "⏎")
+        parts.append(f"{key}={text[:60] + '…' if len(text) > 60 else text}")
+    return " ".join(parts)
+
+
+def _follow(st, flt, after: int, json_: bool, header: bool) -> None:
+    try:
+        while True:
+            new = [e for e in st.log.read(after + 1) if flt.matches(e)]
+            if new:
+                _print(new, json_, header)
+                header = False
+                after = new[-1]["seq"]
+            else:
+                head = st.log.head().seq
+                after = max(after, head) if not flt.selects_everything else after
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+
+
+def _rebuild(st, json_: bool) -> None:
+    started = time.perf_counter()
+    count = st.rebuild()
+    seconds = time.perf_counter() - started
+    rate = count / seconds if seconds else 0.0
+    if json_:
+        echo_json({"events": count, "seconds": round(seconds, 3), "events_per_second": int(rate)})
+    else:
+        click.echo(f"Rebuilt projections from {count} events in {seconds:.2f} s "
+                   f"({rate:,.0f} events/s).")
+
+
+def _verify(st, json_: bool) -> None:
+    from fased.audit import build_at, compare_databases
+
+    live = st.db()
+    fresh, path = build_at(st.log, None)
+    try:
+        differences = compare_databases(live, fresh)
+    finally:
+        fresh.close()
+        path.unlink(missing_ok=True)
+    if json_:
+        echo_json({"ok": not differences, "differences": differences})
+    elif differences:
+        for line in differences:
+            note(f"differs: {line}")
+        note("Projections differ from the log; `fased replay --rebuild` fixes them.")
+    else:
+        click.echo("Projections match the log.")
+    if differences:
+        raise SystemExit(EXIT_ERROR)
+
+
+def _at(st, at: str, json_: bool) -> None:
+    from fased.audit import build_at, last_seq_at, require_point, snapshot
+
+    seq = last_seq_at(st.log, require_point(at))
+    con, path = build_at(st.log, seq)
+    try:
+        state = snapshot(con)
+    finally:
+        con.close()
+        path.unlink(missing_ok=True)
+    if json_:
+        echo_json({"seq": seq, **state})
+        return
+    click.echo(f"State at seq {seq}:")
+    for name, rows in state.items():
+        click.echo(f"\n{name.upper()} ({len(rows)})")
+        if rows:
+            cols = list(rows[0].keys())[:6]
+            table([[r[c] for c in cols] for r in rows], [c.upper() for c in cols])

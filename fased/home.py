@@ -1,0 +1,52 @@
+"""The state directory: `--home`, else `$FASED_HOME`, else `~/.fased`; 0700, files 0600."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fased.errors import StateError
+
+
+def resolve_home(explicit: str | os.PathLike | None = None) -> Path:
+    """Where fased keeps its state, without touching the disk."""
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    env = os.environ.get("FASED_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    return Path.home() / ".fased"
+
+
+def ensure_home(home: Path) -> Path:
+    """Create the state directory (0700) if missing; fail clearly when it cannot be used."""
+    os.umask(0o077)  # every file fased (and SQLite) creates is private to the user
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the fased home {home}: {exc.strerror}") from None
+    if not home.is_dir():
+        raise StateError(f"the fased home {home} is not a directory")
+    if not os.access(home, os.R_OK | os.W_OK | os.X_OK):
+        raise StateError(
+            f"the fased home {home} is not readable and writable by this user",
+            hint=f"check its owner and mode (chmod 700 {home}) or point --home elsewhere",
+        )
+    return home
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file atomically (temp file, fsync, rename) with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,479 @@
+"""The append-only event log: segmented JSONL, one checksummed record per line.
+
+A record line is a complete JSON object whose first member is the checksum:
+
+    {"crc":"1a2b3c4d","seq":1,"id":"...","type":"agent.created",...}
+
+`crc` is the CRC-32 of the same line with the `"crc":"...",` member removed, so a reader checks
+it over the raw bytes without re-serialising anything. The events one command appends are one
+batch, written with one `write()`; `meta.batch = [i, n]` marks them (only when n > 1) so that a
+batch torn by a crash is cut off whole and readers never apply half a command.
+
+Segments are named by their first seq (`00000000000000000001.jsonl`) and roll at a size limit;
+only the last one is ever written. Appends hold an exclusive flock on `log.lock`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fased.errors import CorruptLogError, StateError
+
+PREFIX = b'{"crc":"'
+BODY_START = 18  # len('{"crc":"') + 8 hex digits + len('",')
+_BRACE_CRC = zlib.crc32(b"{")
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
+class BadRecord(ValueError):
+    """A line that is not a valid record (torn, zero-filled, flipped bit)."""
+
+
+def encode_record(record: dict) -> bytes:
+    """One record as its log line (with the trailing newline)."""
+    try:
+        body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # lone surrogates: keep the file valid UTF-8
+        body = json.dumps(record, separators=(",", ":")).encode()
+    crc = zlib.crc32(body)
+    return b'%s%08x",%s\n' % (PREFIX, crc, body[1:])
+
+
+def decode_record(line: bytes) -> dict:
+    """Check a line's checksum and parse it. `line` has no trailing newline."""
+    if len(line) <= BODY_START or not line.startswith(PREFIX) or line[16:18] != b'",':
+        raise BadRecord("not a fased record")
+    try:
+        crc = int(line[8:16], 16)
+    except ValueError:
+        raise BadRecord("malformed checksum") from None
+    if zlib.crc32(line[BODY_START:], _BRACE_CRC) != crc:
+        raise BadRecord("checksum mismatch")
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise BadRecord("checksum matches but JSON does not parse") from None
+    del record["crc"]
+    return record
+
+
+def is_batch_end(record: dict) -> bool:
+    """True unless the record is inside a multi-event batch that continues after it."""
+    batch = record["meta"].get("batch")
+    return batch is None or batch[0] == batch[1]
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.jsonl"
+
+
+@dataclass
+class Head:
+    """Where the log ends: the last complete batch's last seq and event id."""
+
+    seq: int
+    id: str | None
+
+
+@dataclass
+class _Tail:
+    path: Path
+    size: int
+    last_seq: int
+    last_id: str | None
+
+
+@dataclass
+class Repair:
+    """A torn tail that was cut off, and where the cut bytes were kept."""
+
+    segment: Path
+    offset: int
+    length: int
+    broken: Path
+
+
+class EventLog:
+    """The segments under `<home>/log` and the lock that serialises writers."""
+
+    def __init__(self, home: Path, segment_bytes: int | None = None):
+        self.home = Path(home)
+        self.dir = self.home / "log"
+        self.lock_path = self.home / "log.lock"
+        env_limit = os.environ.get("FASED_SEGMENT_BYTES")
+        self.segment_bytes = segment_bytes or (int(env_limit) if env_limit else DEFAULT_SEGMENT_BYTES)
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+        self._tail: _Tail | None = None
+        self.repairs: list[Repair] = []
+
+    # -- segments ---------------------------------------------------------------------------
+
+    def segments(self) -> list[tuple[int, Path]]:
+        """(first seq, path) of every segment, oldest first."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.endswith(".jsonl") and name[:-6].isdigit():
+                out.append((int(name[:-6]), self.dir / name))
+        out.sort()
+        return out
+
+    # -- locking ----------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the exclusive writer lock (re-entrant within this object)."""
+        if self._lock_depth == 0:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StateError(f"cannot open {self.lock_path}: {exc.strerror}") from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_fd = fd
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    @property
+    def is_locked(self) -> bool:
+        return self._lock_depth > 0
+
+    # -- the tail (writers only) -------------------------------------------------------------
+
+    def _recover_tail(self) -> _Tail:
+        """Find the end of the log, cutting off a torn or corrupt last batch. Under the lock."""
+        assert self.is_locked
+        segs = self.segments()
+        if not segs:
+            self.dir.mkdir(mode=0o700, exist_ok=True)
+            path = self.dir / segment_name(1)
+            self._create_segment(path)
+            return _Tail(path, 0, 0, None)
+        first_seq, path = segs[-1]
+        size = path.stat().st_size
+        cached = self._tail
+        if cached is not None and cached.path == path and cached.size == size:
+            return cached
+        with open(path, "rb") as f:
+            good_end, last = _scan_back_for_batch_end(f, size)
+        if good_end < size:
+            self._cut(path, good_end, size)
+        if last is None:
+            return _Tail(path, 0, first_seq - 1, _last_id_before(segs))
+        return _Tail(path, good_end, last["seq"], last["id"])
+
+    def _cut(self, path: Path, offset: int, size: int) -> None:
+        """Move bytes [offset, size) of a segment into a `.broken` file, then truncate."""
+        with open(path, "rb") as f:
+            f.seek(offset)
+            cut = f.read(size - offset)
+        broken = path.with_name(f"{path.name}.{offset}.broken")
+        n = 1
+        while broken.exists():
+            n += 1
+            broken = path.with_name(f"{path.name}.{offset}.{n}.broken")
+        fd = os.open(broken, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, cut)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
+        self.repairs.append(Repair(path, offset, size - offset, broken))
+
+    def _create_segment(self, path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        _fsync_dir(path.parent)
+
+    def repair_tail(self) -> list[Repair]:
+        """Cut a torn tail now (what every append does first). Returns the cuts made."""
+        before = len(self.repairs)
+        with self.locked():
+            self._tail = None
+            self._tail = self._recover_tail()
+        return self.repairs[before:]
+
+    def head_locked(self) -> Head:
+        """The end of the log, after repairing a torn tail. Under the lock."""
+        self._tail = self._recover_tail()
+        return Head(self._tail.last_seq, self._tail.last_id)
+
+    # -- appending --------------------------------------------------------------------------
+
+    def append(self, records: list[dict], fsync: bool = True) -> list[dict]:
+        """Write records (with seq already assigned by `next_seq`) as one batch. Under the lock.
+
+        Each record needs seq, id, type, v, ts, stream, data, meta. On any write or fsync error
+        the segment is truncated back to where it was, so the log stays valid.
+        """
+        assert self.is_locked and records
+        tail = self._recover_tail()
+        if records[0]["seq"] != tail.last_seq + 1:
+            raise AssertionError("records must continue the log: use next_seq()")
+        path, size = tail.path, tail.size
+        if size >= self.segment_bytes:
+            path = self.dir / segment_name(records[0]["seq"])
+            self._create_segment(path)
+            size = 0
+        n = len(records)
+        if n > 1:
+            for i, rec in enumerate(records, 1):
+                rec["meta"]["batch"] = [i, n]
+        data = b"".join(encode_record(r) for r in records)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if fsync:
+                    os.fsync(fd)
+            except OSError as exc:
+                _truncate_quietly(fd, size)
+                self._tail = None
+                raise StateError(
+                    f"could not write the event log ({path.name}): {exc.strerror or exc}",
+                    hint="nothing was recorded; free disk space and try again"
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else None,
+                ) from None
+        finally:
+            os.close(fd)
+        self._tail = _Tail(path, size + len(data), records[-1]["seq"], records[-1]["id"])
+        return records
+
+    def next_seq(self) -> int:
+        """The seq the next appended record gets. Under the lock."""
+        self._tail = self._recover_tail()
+        return self._tail.last_seq + 1
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def head(self) -> Head:
+        """The end of the log as a reader sees it (no lock, no repair); O(1) in log length."""
+        segs = self.segments()
+        for i in range(len(segs) - 1, -1, -1):
+            path = segs[i][1]
+            try:
+                with open(path, "rb") as f:
+                    _, last = _scan_back_for_batch_end(f, os.fstat(f.fileno()).st_size)
+            except FileNotFoundError:
+                continue
+            if last is not None:
+                return Head(last["seq"], last["id"])
+        return Head(0, None)
+
+    def read(self, from_seq: int = 1, to_seq: int | None = None) -> Iterator[dict]:
+        """Events with from_seq <= seq (<= to_seq), oldest first, complete batches only.
+
+        A bad record before the tail raises CorruptLogError naming file and offset; a torn or
+        bad last batch of the last segment is treated as not there (the next append cuts it).
+        """
+        segs = self.segments()
+        start = 0
+        for i, (first, _) in enumerate(segs):
+            if first <= from_seq:
+                start = i
+        for i in range(start, len(segs)):
+            first, path = segs[i]
+            if to_seq is not None and first > to_seq:
+                return
+            for record in self._read_segment(path, from_seq, i == len(segs) - 1):
+                if to_seq is not None and record["seq"] > to_seq:
+                    return
+                yield record
+
+    def _read_segment(self, path: Path, from_seq: int, is_last: bool) -> Iterator[dict]:
+        with _open_or_none(path) as f:
+            if f is None:
+                return
+            end = os.fstat(f.fileno()).st_size
+            if is_last:
+                end, _ = _scan_back_for_batch_end(f, end)
+            offset = _seek_seq(f, end, from_seq) if from_seq > 1 else 0
+            f.seek(offset)
+            remaining = end - offset
+            rest = b""
+            expect = 0  # the batch index the next record must carry; 0: any (we may start mid-batch)
+            while remaining > 0:
+                chunk = f.read(min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                buf = rest + chunk if rest else chunk
+                lines = buf.split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    try:
+                        record = decode_record(line)
+                    except BadRecord as exc:
+                        raise CorruptLogError(str(path), offset, str(exc)) from None
+                    batch = record["meta"].get("batch")
+                    if batch is not None:
+                        if expect and batch[0] != expect:
+                            raise CorruptLogError(str(path), offset, "batch out of order")
+                        expect = 1 if batch[0] == batch[1] else batch[0] + 1
+                    elif expect > 1:
+                        raise CorruptLogError(str(path), offset, "incomplete batch")
+                    else:
+                        expect = 1
+                    offset += len(line) + 1
+                    if record["seq"] >= from_seq:
+                        yield record
+            if rest or expect > 1:
+                raise CorruptLogError(str(path), offset, "incomplete record or batch at the end")
+
+    def read_reverse(self) -> Iterator[dict]:
+        """Events newest first; cost grows with what is read, not with the log's length."""
+        segs = self.segments()
+        for i in range(len(segs) - 1, -1, -1):
+            path = segs[i][1]
+            with _open_or_none(path) as f:
+                if f is None:
+                    continue
+                end = os.fstat(f.fileno()).st_size
+                if i == len(segs) - 1:
+                    end, _ = _scan_back_for_batch_end(f, end)
+                for start, line in _lines_back(f, end):
+                    try:
+                        yield decode_record(line)
+                    except BadRecord as exc:
+                        raise CorruptLogError(str(path), start, str(exc)) from None
+
+
+@contextmanager
+def _open_or_none(path: Path):
+    """Open a segment for reading; None when a concurrent rebuild or test removed it."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        yield None
+        return
+    with f:
+        yield f
+
+
+def _lines_back(f, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of each line in [0, end), newest first. `end` is 0 or just after a newline."""
+    pos = end
+    carry = b""
+    while pos > 0:
+        size = min(_CHUNK, pos)
+        pos -= size
+        f.seek(pos)
+        buf = f.read(size) + carry
+        parts = buf.split(b"\n")
+        parts.pop()  # the empty string after the final newline
+        line_end = pos + len(buf)
+        for line in reversed(parts[1:] if pos > 0 else parts):
+            start = line_end - len(line) - 1
+            yield start, line
+            line_end = start
+        carry = parts[0] + b"\n" if pos > 0 and parts else b""
+
+
+def _last_line_end(f, size: int) -> int:
+    """Offset just after the last newline in [0, size); 0 when there is none."""
+    pos = size
+    while pos > 0:
+        n = min(_CHUNK, pos)
+        pos -= n
+        f.seek(pos)
+        i = f.read(n).rfind(b"\n")
+        if i >= 0:
+            return pos + i + 1
+    return 0
+
+
+def _scan_back_for_batch_end(f, size: int) -> tuple[int, dict | None]:
+    """The offset just after the last complete, valid batch, and that batch's last record.
+
+    What follows it is a torn write, a zero-filled or corrupt record, or a batch a crash cut
+    short: the tail that an append cuts off and a reader ignores.
+    """
+    for start, line in _lines_back(f, _last_line_end(f, size)):
+        if line.strip(b"\0"):
+            try:
+                record = decode_record(line)
+            except BadRecord:
+                continue
+            if is_batch_end(record):
+                return start + len(line) + 1, record
+    return 0, None
+
+
+def _seek_seq(f, end: int, seq: int) -> int:
+    """Offset of a line start before the record with `seq`, close to it (binary search)."""
+    lo, hi = 0, end
+    best = 0
+    while hi - lo > 4096:
+        mid = (lo + hi) // 2
+        f.seek(mid)
+        f.readline()  # skip the partial line
+        start = f.tell()
+        line = f.readline()
+        if start >= end or not line.endswith(b"\n"):
+            hi = mid
+            continue
+        try:
+            rec_seq = decode_record(line[:-1])["seq"]
+        except BadRecord:
+            hi = mid
+            continue
+        if rec_seq < seq:
+            best = start
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def _last_id_before(segs: list[tuple[int, Path]]) -> str | None:
+    for _, path in reversed(segs[:-1]):
+        with open(path, "rb") as f:
+            _, last = _scan_back_for_batch_end(f, os.fstat(f.fileno()).st_size)
+        if last is not None:
+            return last["id"]
+    return None
+
+
+def _truncate_quietly(fd: int, size: int) -> None:
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,114 @@
+"""Projections: pure functions from events to rows in `state.db` (and a few files).
+
+Each module in MODULES declares:
+  TABLES    {table: {"columns": {name: type}, "pk": ..., "indexes": [...]}} (sqlite-utils specs)
+  HANDLERS  {event type: handler(con, event)}: plain SQL on a sqlite3 connection; no clock,
+            environment, network or randomness, only the event.
+  VERSION   an int to bump when handler logic changes (table changes are noticed by themselves)
+and optionally `sync_files(con, home, events)`, `rebuild_files(con, home)` for file projections.
+
+A new event type plugs in by adding its schema file and a handler here, nothing more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from functools import cache
+
+from fased.upcast import upcast
+
+MODULES = ("core", "agents", "sessions", "config", "providers", "turns", "tasks")
+
+Handler = Callable[[sqlite3.Connection, dict], None]
+
+
+class Projector:
+    """All projection modules, loaded once per process."""
+
+    def __init__(self) -> None:
+        self.modules = [importlib.import_module(f"fased.projections.{m}") for m in MODULES]
+        self.tables: dict[str, dict] = {}
+        self.handlers: dict[str, list[Handler]] = {}
+        parts = []
+        for module in self.modules:
+            self.tables.update(module.TABLES)
+            for etype, fn in module.HANDLERS.items():
+                self.handlers.setdefault(etype, []).append(fn)
+            parts.append(f"{module.__name__}:{getattr(module, 'VERSION', 1)}")
+        parts.append(json.dumps(self.tables, sort_keys=True, default=str))
+        self.version = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
+
+    def create_tables(self, con: sqlite3.Connection) -> None:
+        """Create every projection table (sqlite-utils: imported only here, it is not cheap)."""
+        import sqlite_utils
+
+        db = sqlite_utils.Database(con)
+        for name, spec in self.tables.items():
+            db[name].create(
+                spec["columns"], pk=spec.get("pk"), not_null=spec.get("not_null"),
+                defaults=spec.get("defaults"), if_not_exists=True,
+            )
+            for index in spec.get("indexes", ()):
+                db[name].create_index(index, if_not_exists=True)
+
+    def apply(self, con: sqlite3.Connection, events: Iterable[dict]) -> dict | None:
+        """Apply events in order inside the caller's transaction; returns the last one."""
+        handlers = self.handlers
+        streams: dict[str, list[int]] = {}
+        keys: dict[str, list] = {}
+        last = None
+        for record in events:
+            record = upcast(record)
+            for fn in handlers.get(record["type"], ()):
+                fn(con, record)
+            seq = record["seq"]
+            counted = streams.get(record["stream"])
+            if counted is None:
+                streams[record["stream"]] = [1, seq]
+            else:
+                counted[0] += 1
+                counted[1] = seq
+            key = record["meta"].get("key")
+            if key is not None:
+                if key in keys:
+                    keys[key][2] = seq
+                else:
+                    keys[key] = [key, seq, seq, record["meta"].get("command")]
+            last = record
+        if streams:
+            con.executemany(
+                "INSERT INTO streams(name, version, last_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET version = version + excluded.version, "
+                "last_seq = excluded.last_seq",
+                [(name, n, seq) for name, (n, seq) in streams.items()],
+            )
+        if keys:
+            con.executemany(
+                "INSERT INTO idempotency(key, first_seq, last_seq, command) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET last_seq = excluded.last_seq",
+                list(keys.values()),
+            )
+        return last
+
+    def sync_files(self, con: sqlite3.Connection, home, events: list[dict]) -> None:
+        """Bring file projections (fased.json, transcripts) up to date after `events`."""
+        for module in self.modules:
+            sync = getattr(module, "sync_files", None)
+            if sync is not None:
+                sync(con, home, events)
+
+    def rebuild_files(self, con: sqlite3.Connection, home) -> None:
+        """Regenerate every file projection from the rows."""
+        for module in self.modules:
+            rebuild = getattr(module, "rebuild_files", None)
+            if rebuild is not None:
+                rebuild(con, home)
+
+
+@cache
+def projector() -> Projector:
+    return Projector()

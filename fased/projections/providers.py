@@ -1,0 +1,7 @@
+"""Projection of providers events (filled in by the issue that introduces them)."""
+
+VERSION = 1
+
+TABLES: dict = {}
+
+HANDLERS: dict = {}
