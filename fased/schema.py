@@ -128,7 +128,7 @@ def _object_error(value: dict, schema: dict, root: dict, path: str) -> str | Non
         if key in props:
             problem = first_error(item, props[key], root, sub)
         elif extra is False:
-            return f"{path}: unknown key {key!r}"
+            return f"{sub}: unknown key"
         elif isinstance(extra, dict):
             problem = first_error(item, extra, root, sub)
         else:

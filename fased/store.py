@@ -69,13 +69,17 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def db(self) -> sqlite3.Connection:
-        """A connection to the projections, caught up with the log."""
+    def db(self, check_files: bool = True) -> sqlite3.Connection:
+        """A connection to the projections, caught up with the log (and, unless told not to,
+        with hand edits of fased.json, which are recorded as events first)."""
         con = self._connect()
-        if self._is_current(con, self.log.head()):
-            return con
-        with self.log.locked():
-            return self._catch_up_locked()
+        if not self._is_current(con, self.log.head()):
+            with self.log.locked():
+                con = self._catch_up_locked()
+        if check_files:
+            projector().check_files(self, con)
+            con = self._connect()
+        return con
 
     def close(self) -> None:
         if self._con is not None:
@@ -191,9 +195,18 @@ class Store:
         With an idempotency key that is already in the log, nothing is appended and the
         original events come back with `replayed=True`.
         """
-        key = self._next_key()
+        return self._transact(decide, self._next_key(), check_files=True)
+
+    def append_internal(self, drafts: list[Draft]) -> Outcome:
+        """Append events fased itself decided on (no idempotency key, no file checks)."""
+        return self._transact(lambda con: drafts, None, check_files=False)
+
+    def _transact(self, decide, key: str | None, check_files: bool) -> Outcome:
         with self.log.locked():
             con = self._catch_up_locked()
+            if check_files:
+                projector().check_files(self, con)
+                con = self._catch_up_locked()
             if key is not None:
                 row = con.execute(
                     "SELECT first_seq, last_seq, command FROM idempotency WHERE key = ?", (key,)

@@ -5,7 +5,9 @@ Each module in MODULES declares:
   HANDLERS  {event type: handler(con, event)}: plain SQL on a sqlite3 connection; no clock,
             environment, network or randomness, only the event.
   VERSION   an int to bump when handler logic changes (table changes are noticed by themselves)
-and optionally `sync_files(con, home, events)`, `rebuild_files(con, home)` for file projections.
+and optionally, for file projections: `sync_files(con, home, events)` after events are applied,
+`rebuild_files(con, home)` after a rebuild, `check_files(store, con)` before a command reads
+state (to record hand edits).
 
 A new event type plugs in by adding its schema file and a handler here, nothing more.
 """
@@ -100,6 +102,13 @@ class Projector:
             sync = getattr(module, "sync_files", None)
             if sync is not None:
                 sync(con, home, events)
+
+    def check_files(self, store, con: sqlite3.Connection) -> None:
+        """Notice hand edits of file projections (fased.json) and record them as events."""
+        for module in self.modules:
+            check = getattr(module, "check_files", None)
+            if check is not None:
+                check(store, con)
 
     def rebuild_files(self, con: sqlite3.Connection, home) -> None:
         """Regenerate every file projection from the rows."""

@@ -1,7 +1,63 @@
-"""Projection of sessions events (filled in by the issue that introduces them)."""
+"""Sessions: the working contexts under an agent, and each agent's current session."""
+
+from __future__ import annotations
+
+import sqlite3
 
 VERSION = 1
 
-TABLES: dict = {}
+TABLES = {
+    "sessions": {
+        "columns": {
+            "id": str, "agent": str, "name": str, "created_at": str, "updated_at": str,
+            "created_seq": int, "deleted": int, "deleted_at": str, "messages": int,
+            "input_tokens": int, "output_tokens": int, "model_override": str,
+            "queue_mode": str,
+        },
+        "pk": "id",
+        "defaults": {"deleted": 0, "messages": 0, "input_tokens": 0, "output_tokens": 0},
+        "indexes": [["agent"]],
+    },
+}
 
-HANDLERS: dict = {}
+
+def _created(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute(
+        "INSERT INTO sessions(id, agent, name, created_at, updated_at, created_seq, deleted,"
+        " messages, input_tokens, output_tokens) VALUES (?,?,?,?,?,?,0,0,0,0)",
+        (d["session"], d["agent"], d.get("name"), e["ts"], e["ts"], e["seq"]),
+    )
+
+
+def _switched(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE agents SET current_session = ? WHERE id = ?", (d["session"], d["agent"]))
+
+
+def _renamed(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE sessions SET name = ?, updated_at = ? WHERE id = ?",
+                (d["name"], e["ts"], d["session"]))
+
+
+def _deleted(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE sessions SET deleted = 1, deleted_at = ?, updated_at = ? WHERE id = ?",
+                (e["ts"], e["ts"], d["session"]))
+    con.execute("UPDATE agents SET current_session = NULL WHERE id = ? AND current_session = ?",
+                (d["agent"], d["session"]))
+
+
+def _restored(con: sqlite3.Connection, e: dict) -> None:
+    con.execute("UPDATE sessions SET deleted = 0, deleted_at = NULL, updated_at = ? WHERE id = ?",
+                (e["ts"], e["data"]["session"]))
+
+
+HANDLERS = {
+    "session.created": _created,
+    "session.switched": _switched,
+    "session.renamed": _renamed,
+    "session.deleted": _deleted,
+    "session.restored": _restored,
+}

@@ -1,0 +1,293 @@
+"""`fased agent ...`: create, list, show, select, rename, delete and restore agents."""
+
+from __future__ import annotations
+
+import click
+
+from fased.commands.main import LazyGroup
+from fased.commands.output import echo_json, json_option, store, table
+from fased.errors import ConflictError, UsageError
+
+
+@click.group(cls=LazyGroup, lazy={"models": "models:models"})
+def agent() -> None:
+    """Agents: an identity, a workspace, models, sessions and tasks.
+
+    \b
+    Examples:
+      fased agent create ops --name "Ops" --emoji 🛠 --model ollama/llama3.2
+      fased agent list
+      fased agent use ops
+      fased agent show ops --json
+      fased agent files
+      fased agent models set primary openai/gpt-4o-mini
+    """
+
+
+@agent.command("create")
+@click.argument("agent_id", metavar="ID")
+@click.option("--name", help="Display name (default: the id).")
+@click.option("--workspace", metavar="DIR", type=click.Path(file_okay=False),
+              help="Workspace directory (default: derived from the default workspace).")
+@click.option("--model", metavar="REF", help="Primary model ref, e.g. ollama/llama3.2.")
+@click.option("--emoji", help="An emoji for the agent's identity.")
+@click.option("--use", "use_it", is_flag=True, help="Also make it the selected agent.")
+@json_option
+def create(agent_id, name, workspace, model, emoji, use_it, json_):
+    """Create an agent. IDs: lower-case letters, digits, '-' and '_'.
+
+    \b
+    Examples:
+      fased agent create ops
+      fased agent create research --name Research --workspace ~/research --use
+    """
+    from pathlib import Path
+
+    from fased.agents import check_agent_id, require_new_agent
+    from fased.store import Draft
+
+    check_agent_id(agent_id)
+    if workspace:
+        workspace = str(Path(workspace).expanduser().absolute())
+    if model:
+        model = _checked_ref(model)
+
+    def decide(con):
+        require_new_agent(con, agent_id)
+        data = {"agent": agent_id, "name": name or agent_id}
+        for key, value in (("emoji", emoji), ("workspace", workspace), ("model", model)):
+            if value:
+                data[key] = value
+        drafts = [Draft("agent.created", f"agent:{agent_id}", data, expect=0)]
+        if use_it:
+            drafts.append(Draft("agent.selected", "agents", {"agent": agent_id}))
+        return drafts
+
+    from fased.setup import bootstrap_workspace
+
+    outcome = store().transact(decide)
+    ws, created = bootstrap_workspace(store(), agent_id)
+    _report(outcome, json_, f"Created agent {agent_id} (workspace {ws}"
+            + (f"; created {', '.join(created)})." if created else ")."))
+
+
+def _checked_ref(ref: str) -> str:
+    """A model ref checked against the provider registry when that feature is present."""
+    try:
+        from fased.models import check_ref_for_agent
+    except ImportError:
+        return ref
+    return check_ref_for_agent(store().db(), ref)
+
+
+def _report(outcome, json_: bool, message: str) -> None:
+    if json_:
+        echo_json({"events": [e["seq"] for e in outcome.events], "replayed": outcome.replayed,
+                   "message": message})
+        return
+    click.echo(message + (" (already done: idempotency key)" if outcome.replayed else ""))
+
+
+@agent.command("list")
+@click.option("--all", "all_", is_flag=True, help="Include deleted agents.")
+@json_option
+def list_(all_: bool, json_: bool):
+    """List agents; * marks the selected one."""
+    from fased.agents import selected_agent
+    from fased.views import agent_rows
+
+    con = store().db()
+    rows = agent_rows(con, store().home, include_deleted=all_)
+    if json_:
+        echo_json(rows)
+        return
+    sel = selected_agent(con)
+    table(
+        [("*" if r["id"] == sel else " ", r["id"], r["name"], r["emoji"] or "",
+          r["model"]["primary"] or "-", r["sessions"], r["tasks"],
+          "deleted" if r["deleted"] else "", r["workspace"]) for r in rows],
+        (" ", "ID", "NAME", "EMOJI", "PRIMARY MODEL", "SESSIONS", "TASKS", "STATE", "WORKSPACE"),
+    )
+
+
+@agent.command("show")
+@click.argument("agent_id", metavar="[ID]", required=False)
+@json_option
+def show(agent_id, json_):
+    """Show an agent: workspace, models, identity, policies, sessions and tasks."""
+    from fased.agents import get_agent
+    from fased.views import agent_detail
+
+    con = store().db()
+    row = get_agent(con, agent_id, include_deleted=True)
+    detail = agent_detail(con, store().home, row)
+    if json_:
+        echo_json(detail)
+        return
+    click.echo(f"{detail['emoji'] + ' ' if detail['emoji'] else ''}{detail['name']} "
+               f"({detail['id']}){' [selected]' if detail['selected'] else ''}"
+               f"{' [deleted]' if detail['deleted'] else ''}")
+    m = detail["model"]
+    lines = [
+        ("Workspace", detail["workspace"]),
+        ("Primary model", m["primary"] or "(none: `fased agent models set primary REF`)"),
+        ("Fallbacks", ", ".join(m["fallbacks"]) or "(none)"),
+        ("Task model", m["task"] or "(primary)"),
+        ("Skills", detail["skills"]),
+        ("Tools", detail["tools"]),
+        ("Sessions", f"{detail['sessions']} (current: {detail['current_session'] or '-'})"),
+        ("Tasks", str(detail["tasks"])),
+        ("Created", detail["created_at"]),
+    ]
+    for label, value in lines:
+        click.echo(f"  {label + ':':<15}{value}")
+    if detail.get("task_list"):
+        click.echo("  Task list:")
+        for t in detail["task_list"]:
+            click.echo(f"    {t['id']}  {t['schedule']}  session {t['session']}  {t['state']}")
+
+
+@agent.command("use")
+@click.argument("agent_id", metavar="ID")
+def use(agent_id):
+    """Make ID the selected agent (the one commands act on by default)."""
+    from fased.agents import get_agent, selected_agent
+    from fased.store import Draft
+
+    def decide(con):
+        get_agent(con, agent_id)
+        if selected_agent(con) == agent_id:
+            return []
+        return [Draft("agent.selected", "agents", {"agent": agent_id})]
+
+    outcome = store().transact(decide)
+    click.echo(f"Selected agent {agent_id}." if outcome.events or outcome.replayed
+               else f"Agent {agent_id} is already selected.")
+
+
+@agent.command("set-identity")
+@click.argument("agent_id", metavar="[ID]", required=False)
+@click.option("--name", help="New display name.")
+@click.option("--emoji", help="New emoji ('' clears it).")
+def set_identity(agent_id, name, emoji):
+    """Change an agent's name or emoji."""
+    from fased.agents import get_agent
+    from fased.store import Draft
+
+    if name is None and emoji is None:
+        raise UsageError("nothing to change", hint="give --name and/or --emoji")
+    if name is not None and not name.strip():
+        raise UsageError("--name must not be empty")
+
+    def decide(con):
+        row = get_agent(con, agent_id)
+        data = {"agent": row["id"]}
+        if name is not None and name != row["name"]:
+            data["name"] = name
+        if emoji is not None and (emoji or None) != row["emoji"]:
+            data["emoji"] = emoji or None
+        return [Draft("agent.updated", f"agent:{row['id']}", data)] if len(data) > 1 else []
+
+    outcome = store().transact(decide)
+    click.echo("Identity updated." if outcome.events else "Nothing changed.")
+
+
+@agent.command("delete")
+@click.argument("agent_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Delete even with sessions or active tasks "
+              "(its active tasks are cancelled).")
+def delete(agent_id, force):
+    """Delete an agent (soft: `fased agent restore` brings it back with its sessions)."""
+    from fased.agents import get_agent
+    from fased.store import Draft
+    from fased.views import active_task_ids
+
+    def decide(con):
+        row = get_agent(con, agent_id)
+        active = con.execute("SELECT COUNT(*) FROM agents WHERE deleted = 0").fetchone()[0]
+        if active == 1:
+            raise ConflictError(f"agent {agent_id!r} is the only agent left",
+                                hint="create another agent first")
+        sessions = con.execute("SELECT COUNT(*) FROM sessions WHERE agent = ? AND deleted = 0",
+                               (agent_id,)).fetchone()[0]
+        tasks = active_task_ids(con, agent=agent_id)
+        if (sessions or tasks) and not force:
+            raise ConflictError(
+                f"agent {agent_id!r} has {sessions} session(s) and {len(tasks)} active task(s)",
+                hint="add --force to delete it anyway (tasks are cancelled, sessions kept)")
+        drafts = [Draft("task.cancelled", f"task:{t}", {"task": t, "agent": row["id"],
+                                                         "reason": "agent deleted"})
+                  for t in tasks]
+        drafts.append(Draft("agent.deleted", f"agent:{agent_id}",
+                            {"agent": agent_id, "force": force, "cancelled_tasks": tasks}))
+        return drafts
+
+    store().transact(decide)
+    click.echo(f"Deleted agent {agent_id} (restore with `fased agent restore {agent_id}`).")
+
+
+@agent.command("restore")
+@click.argument("agent_id", metavar="ID")
+def restore(agent_id):
+    """Bring back a deleted agent with its sessions."""
+    from fased.agents import get_agent
+    from fased.store import Draft
+
+    def decide(con):
+        row = get_agent(con, agent_id, include_deleted=True)
+        if not row["deleted"]:
+            raise ConflictError(f"agent {agent_id!r} is not deleted")
+        return [Draft("agent.restored", f"agent:{agent_id}", {"agent": agent_id})]
+
+    store().transact(decide)
+    click.echo(f"Restored agent {agent_id}.")
+
+
+@agent.command("files", context_settings={"ignore_unknown_options": False})
+@click.argument("args", nargs=-1, metavar="[ID] | show NAME")
+@click.option("--agent", "-a", "agent_opt", metavar="ID", help="Agent (for `show`).")
+@json_option
+def files(args, agent_opt, json_):
+    """List an agent's workspace bootstrap files, or print one.
+
+    States: present, missing (never created), deleted-by-user (fased created it and you
+    removed it; BOOTSTRAP.md stays gone).
+
+    \b
+    Examples:
+      fased agent files
+      fased agent files ops --json
+      fased agent files show SOUL.md
+      fased agent files show USER.md --agent ops
+    """
+    from fased.agents import BOOTSTRAP_FILES, bootstrap_files, get_agent, workspace_for
+
+    args = list(args)
+    show_name = None
+    if args and args[0] == "show":
+        if len(args) != 2:
+            raise UsageError("usage: fased agent files show NAME [--agent ID]")
+        show_name = args[1]
+    elif len(args) > 1:
+        raise UsageError("usage: fased agent files [ID]")
+    con = store().db()
+    row = get_agent(con, agent_opt or (None if show_name or not args else args[0]))
+    ws = workspace_for(con, store().home, row)
+    states = bootstrap_files(con, ws)
+    if show_name is not None:
+        match = next((s for s in states if s.name.lower() == show_name.lower()), None)
+        if match is None:
+            raise UsageError(f"{show_name!r} is not a bootstrap file",
+                             hint="one of: " + ", ".join(BOOTSTRAP_FILES))
+        if match.state != "present":
+            raise UsageError(f"{match.name} is {match.state} in {ws}")
+        click.echo(match.path.read_text(encoding="utf-8", errors="replace"), nl=False)
+        return
+    if json_:
+        echo_json({"agent": row["id"], "workspace": str(ws),
+                   "files": [{"name": s.name, "path": str(s.path), "state": s.state,
+                              "size": s.size} for s in states]})
+        return
+    click.echo(f"Workspace: {ws}")
+    table([(s.name, s.state, "" if s.size is None else s.size) for s in states],
+          ("FILE", "STATE", "BYTES"))

@@ -1,0 +1,178 @@
+"""`fased config ...`: read and change fased.json through the log."""
+
+from __future__ import annotations
+
+import click
+
+from fased.commands.output import echo_json, store
+from fased.errors import NotFoundError, UsageError
+
+
+@click.group()
+def config() -> None:
+    """Read and change fased.json (every change is an event).
+
+    Paths are dotted, with [N] for list items. Values are parsed as JSON when they
+    parse, else taken as a string. Hand edits of the file are fine too: they are recorded
+    on the next command, and an invalid edit is refused with the line and key named.
+
+    \b
+    Examples:
+      fased config get agents.defaults.workspace
+      fased config set agents.defaults.workspace ~/agents
+      fased config set agents.defaults.blockStreamingChunk '{"minChars": 600, "maxChars": 900}'
+      fased config set agents.list[0].workspace /srv/main
+      fased config unset agents.defaults.skipBootstrap
+      fased config validate
+      $EDITOR "$(fased config path)"
+    """
+
+
+@config.command("path")
+def path_() -> None:
+    """Print where fased.json is."""
+    from fased.config import config_path
+    from fased.home import resolve_home
+
+    app = click.get_current_context().find_root().obj
+    click.echo(str(config_path(resolve_home(app.home_option))))
+
+
+@config.command("get")
+@click.argument("path", required=False)
+@click.option("json_", "--json", is_flag=True, help="Print strings as JSON too.")
+def get(path: str | None, json_: bool) -> None:
+    """Print the value at PATH (the whole file without one)."""
+    from fased.config import get_path, parse_path, render
+
+    doc = render(store().db())
+    if path is None:
+        echo_json(doc)
+        return
+    try:
+        value = get_path(doc, parse_path(path))
+    except KeyError:
+        raise NotFoundError(f"{path} is not set") from None
+    if isinstance(value, str) and not json_:
+        click.echo(value)
+    else:
+        echo_json(value)
+
+
+@config.command("set")
+@click.argument("path")
+@click.argument("value")
+def set_(path: str, value: str) -> None:
+    """Set PATH to VALUE."""
+    from fased.store import Draft
+
+    parsed_value = _coerce(path, value)
+
+    def decide(con):
+        change = _change(con, "set", path, parsed_value)
+        if change is None:
+            return []
+        return [Draft("config.set", "config", change)]
+
+    outcome = store().transact(decide)
+    click.echo(f"Set {path}." if outcome.events else f"{path} already has that value.")
+
+
+@config.command("unset")
+@click.argument("path")
+def unset(path: str) -> None:
+    """Remove PATH."""
+    from fased.store import Draft
+
+    def decide(con):
+        change = _change(con, "unset", path, None)
+        if change is None:
+            return []
+        change.pop("value", None)
+        return [Draft("config.unset", "config", change)]
+
+    outcome = store().transact(decide)
+    click.echo(f"Unset {path}." if outcome.events else f"{path} was not set.")
+
+
+@config.command("validate")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def validate(file: str | None) -> None:
+    """Check fased.json (or FILE) against the schema; exit 1 naming the line if invalid."""
+    from pathlib import Path
+
+    from fased.config import config_path, parse_file
+
+    target = Path(file) if file else config_path(store().home)
+    try:
+        data = target.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{target} does not exist", hint="`fased setup` creates it") from None
+    try:
+        parse_file(data)
+    except UsageError as exc:
+        raise NotFoundError(exc.message.replace("fased.json", str(target), 1), exc.hint) from None
+    click.echo(f"{target} is valid.")
+
+
+def _coerce(path: str, text: str) -> object:
+    from fased.config import parse_path, parse_value
+
+    parts = parse_path(path)
+    value = parse_value(text)
+    if parts[-1] == "workspace" and isinstance(value, str):
+        from pathlib import Path
+
+        value = str(Path(value).expanduser().absolute())
+    return value
+
+
+def _change(con, op: str, path: str, value: object) -> dict | None:
+    """The change `op` makes, validated against the whole document; None if it changes nothing."""
+    import copy
+
+    from fased.config import (
+        format_path,
+        get_path,
+        parse_path,
+        render,
+        set_path,
+        unset_path,
+        validate,
+    )
+
+    parts = parse_path(path)
+    doc = render(con)
+    try:
+        old = get_path(doc, parts)
+        had = True
+    except KeyError:
+        old, had = None, False
+    if (op == "set" and had and old == value) or (op == "unset" and not had):
+        return None
+    change: dict = {"path": format_path(parts), "value": value}
+    if had:
+        change["old"] = old
+    if parts[:2] == ["agents", "list"]:
+        change["agent"] = _agent_at(doc, parts, op)
+    new = copy.deepcopy(doc)
+    if op == "set":
+        set_path(new, parts, value)
+    else:
+        unset_path(new, parts)
+    validate(new, hint="nothing was changed; `man fased-config` lists the keys")
+    return change
+
+
+def _agent_at(doc: dict, parts: list, op: str) -> str:
+    agents = doc.get("agents", {}).get("list", [])
+    if len(parts) < 4 or not isinstance(parts[2], int):
+        raise UsageError("change agents one field at a time: agents.list[N].FIELD",
+                         hint="create and delete agents with `fased agent create|delete`")
+    if parts[2] >= len(agents):
+        raise UsageError(f"agents.list[{parts[2]}] does not exist ({len(agents)} agents)")
+    if parts[3] == "id":
+        raise UsageError("an agent's id cannot be changed")
+    if op == "unset" and parts[3] == "name":
+        raise UsageError("an agent's name cannot be unset")
+    return agents[parts[2]]["id"]

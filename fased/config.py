@@ -1,0 +1,282 @@
+"""`fased.json`: a projection of the log that users may also edit by hand.
+
+The file is rendered from state (the config document plus `agents.list[]` from the agents);
+`fased config set` and hand edits both become events whose changes are dotted paths.
+A hand edit is found on the next command by the file's hash, validated against
+`schemas/config.json`, diffed against the rendered document and recorded as `config.edited`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+from fased.errors import UsageError
+from fased.schema import first_error, load_schema
+
+CONFIG_NAME = "fased.json"
+_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+# agents.list[] fields that live in the agents table rather than the config document
+AGENT_FIELDS = ("name", "workspace", "identity", "identity.name", "identity.emoji", "default",
+                "model", "model.primary", "model.fallbacks", "model.task")
+
+
+def parse_path(path: str) -> list[str | int]:
+    """`agents.list[0].workspace` -> ['agents', 'list', 0, 'workspace']."""
+    text = path.strip()
+    parts: list[str | int] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] == "." and parts:
+            pos += 1
+        match = _SEGMENT.match(text, pos)
+        if not match:
+            raise UsageError(f"invalid config path {path!r}",
+                             hint="use dotted keys and [N] for list items: agents.list[0].workspace")
+        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        pos = match.end()
+    if not parts or not isinstance(parts[0], str):
+        raise UsageError(f"invalid config path {path!r}")
+    return parts
+
+
+def format_path(parts: list[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def parse_value(text: str) -> object:
+    """A value from the command line: JSON when it parses, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def get_path(doc: object, parts: list[str | int]) -> object:
+    """The value at `parts`; KeyError when any step is missing."""
+    node = doc
+    for part in parts:
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise KeyError(part)
+            node = node[part]
+        else:
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(part)
+            node = node[part]
+    return node
+
+
+def set_path(doc: dict, parts: list[str | int], value: object) -> None:
+    node: object = doc
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(part, int):
+            node = node[part]
+        else:
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        while len(node) <= last:
+            node.append(None)
+    node[last] = value
+
+
+def unset_path(doc: dict, parts: list[str | int]) -> None:
+    try:
+        parent = get_path(doc, parts[:-1]) if len(parts) > 1 else doc
+        del parent[parts[-1]]
+    except (KeyError, IndexError, TypeError):
+        pass
+    # drop containers the unset left empty, so `set` then `unset` leaves no trace
+    for depth in range(len(parts) - 1, 0, -1):
+        try:
+            node = get_path(doc, parts[:depth])
+        except KeyError:
+            continue
+        if node in ({}, []):
+            unset_path(doc, parts[:depth])
+        break
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+def config_doc(con: sqlite3.Connection) -> dict:
+    """The stored config document (everything but agents.list)."""
+    row = con.execute("SELECT doc FROM config WHERE id = 1").fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+def render(con: sqlite3.Connection) -> dict:
+    """fased.json as state says it should be."""
+    doc = copy.deepcopy(config_doc(con))
+    selected = con.execute("SELECT value FROM kv WHERE key = 'selected_agent'").fetchone()
+    agents = []
+    for row in con.execute("SELECT * FROM agents WHERE deleted = 0 ORDER BY position"):
+        item: dict = {"id": row["id"], "name": row["name"]}
+        if selected and selected[0] == row["id"]:
+            item["default"] = True
+        if row["workspace"]:
+            item["workspace"] = row["workspace"]
+        if row["emoji"]:
+            item["identity"] = {"emoji": row["emoji"]}
+        model = {}
+        if row["primary_model"]:
+            model["primary"] = row["primary_model"]
+        fallbacks = json.loads(row["fallbacks"] or "[]")
+        if fallbacks:
+            model["fallbacks"] = fallbacks
+        if row["task_model"]:
+            model["task"] = row["task_model"]
+        if model:
+            item["model"] = model
+        extra = json.loads(row["config"] or "{}")
+        item.update(extra)
+        agents.append(item)
+    if agents:
+        doc.setdefault("agents", {})["list"] = agents
+    return doc
+
+
+def dump(doc: dict) -> bytes:
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- validating -------------------------------------------------------------------------------
+
+def validate(doc: object, text: str | None = None,
+             hint: str | None = "fix the file (nothing was recorded); "
+             "`fased config validate` checks it") -> None:
+    """Raise UsageError naming the key (and the line, given the file's text)."""
+    schema = load_schema("config")
+    problem = first_error(doc, schema, schema, "fased.json")
+    if problem is None:
+        _check_agent_ids(doc)
+        return
+    where, _, reason = problem.partition(": ")
+    line = _line_of(text, where) if text else None
+    at = f" line {line}" if line else ""
+    key = where.removeprefix("fased.json").lstrip(".") or "(top level)"
+    raise UsageError(f"fased.json{at}: {key}: {reason}", hint=hint)
+
+
+def _check_agent_ids(doc: dict) -> None:
+    ids = [a.get("id") for a in doc.get("agents", {}).get("list", [])]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise UsageError(f"fased.json: agents.list: agent id {dupes[0]!r} appears twice")
+
+
+def parse_file(data: bytes) -> dict:
+    """Parse fased.json bytes; an error names the line and column."""
+    try:
+        text = data.decode("utf-8")
+        doc = json.loads(text)
+    except UnicodeDecodeError:
+        raise UsageError("fased.json is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"fased.json line {exc.lineno} column {exc.colno}: {exc.msg}",
+                         hint="fix the JSON (nothing was recorded)") from None
+    if not isinstance(doc, dict):
+        raise UsageError("fased.json line 1: the top level must be an object")
+    validate(doc, text)
+    return doc
+
+
+def _line_of(text: str, where: str) -> int | None:
+    """The 1-based line of a `fased.json.a.b[0].c` path in the file's text."""
+    try:
+        from ruamel.yaml import YAML
+    except ImportError:  # pragma: no cover - a dependency, but the error must still print
+        return None
+    try:
+        node = YAML(typ="rt").load(text)
+    except Exception:
+        return None
+    parts = parse_path(where.removeprefix("fased.json").lstrip(".")) if where != "fased.json" else []
+    line = 0
+    for part in parts:
+        try:
+            if isinstance(part, int):
+                line = node.lc.item(part)[0]
+            elif part in node:
+                line = node.lc.key(part)[0]
+            else:
+                break
+            node = node[part]
+        except (AttributeError, KeyError, IndexError, TypeError):
+            break
+    return line + 1
+
+
+# -- diffing ----------------------------------------------------------------------------------
+
+def diff(old: dict, new: dict) -> list[dict]:
+    """The changes from `old` to `new` as set/unset of leaf paths; agents.list is matched by id.
+
+    Raises UsageError for edits the file cannot express (adding, removing or renaming agents).
+    """
+    changes: list[dict] = []
+    old_rest = {k: v for k, v in old.items() if k != "agents"}
+    new_rest = {k: v for k, v in new.items() if k != "agents"}
+    _diff_dict(old_rest, new_rest, [], changes)
+    old_agents = {k: v for k, v in old.get("agents", {}).items() if k != "list"}
+    new_agents = {k: v for k, v in new.get("agents", {}).items() if k != "list"}
+    _diff_dict(old_agents, new_agents, ["agents"], changes)
+    _diff_agents(old.get("agents", {}).get("list", []), new.get("agents", {}).get("list", []),
+                 changes)
+    return changes
+
+
+def _diff_dict(old: dict, new: dict, prefix: list, changes: list[dict]) -> None:
+    for key in old.keys() | new.keys():
+        path = [*prefix, key]
+        if key not in new:
+            changes.append({"op": "unset", "path": format_path(path), "old": old[key]})
+        elif key not in old:
+            changes.append({"op": "set", "path": format_path(path), "value": new[key]})
+        elif isinstance(old[key], dict) and isinstance(new[key], dict):
+            _diff_dict(old[key], new[key], path, changes)
+        elif old[key] != new[key]:
+            changes.append({"op": "set", "path": format_path(path), "value": new[key],
+                            "old": old[key]})
+    changes.sort(key=lambda c: c["path"])
+
+
+def _diff_agents(old: list[dict], new: list[dict], changes: list[dict]) -> None:
+    old_by_id = {a["id"]: a for a in old}
+    new_ids = [a["id"] for a in new]
+    for agent_id in new_ids:
+        if agent_id not in old_by_id:
+            raise UsageError(f"fased.json: agents.list: agent {agent_id!r} is not an agent",
+                             hint=f"create agents with `fased agent create {agent_id}`")
+    for agent_id in old_by_id:
+        if agent_id not in new_ids:
+            raise UsageError(f"fased.json: agents.list: agent {agent_id!r} was removed",
+                             hint=f"delete agents with `fased agent delete {agent_id}`")
+    for index, item in enumerate(new):
+        before = old_by_id[item["id"]]
+        found: list[dict] = []
+        _diff_dict(before, item, ["agents", "list", index], found)
+        for change in found:
+            change["agent"] = item["id"]
+            if change["path"].endswith(".id"):
+                raise UsageError("fased.json: agents.list[].id cannot be changed by hand")
+        changes.extend(found)
+
+
+def config_path(home: Path) -> Path:
+    return home / CONFIG_NAME

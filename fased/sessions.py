@@ -1,0 +1,89 @@
+"""Sessions: the working contexts under an agent (no click here)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+from fased.errors import ConflictError, NotFoundError, UsageError
+from fased.store import Draft
+
+SESSION_ID = re.compile(r"^s-\d+$")
+
+
+def next_session_id(con: sqlite3.Connection, taken: int = 0) -> str:
+    """`s-N`: short, typeable, a safe file name; unique because it is decided under the lock."""
+    count = con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+    return f"s-{count + 1 + taken}"
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 100 or "\n" in name:
+        raise UsageError("a session name needs 1-100 characters on one line")
+    if SESSION_ID.match(name):
+        raise UsageError(f"{name!r} looks like a session id; pick another name")
+    return name
+
+
+def require_free_name(con: sqlite3.Connection, agent: str, name: str | None,
+                      except_id: str | None = None) -> None:
+    if name is None:
+        return
+    row = con.execute(
+        "SELECT id FROM sessions WHERE agent = ? AND name = ? AND deleted = 0 AND id IS NOT ?",
+        (agent, name, except_id)).fetchone()
+    if row is not None:
+        raise ConflictError(f"agent {agent} already has a session named {name!r} ({row[0]})")
+
+
+def get_session(con: sqlite3.Connection, agent: str, ref: str, *,
+                include_deleted: bool = False) -> sqlite3.Row:
+    """A session of `agent` by id or name."""
+    row = con.execute("SELECT * FROM sessions WHERE id = ?", (ref,)).fetchone()
+    if row is None:
+        row = con.execute(
+            "SELECT * FROM sessions WHERE agent = ? AND name = ? ORDER BY deleted, created_seq "
+            "LIMIT 1", (agent, ref)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no session {ref!r} for agent {agent}",
+                            hint=f"`fased session list --agent {agent}` shows them")
+    if row["agent"] != agent:
+        raise UsageError(f"session {ref} belongs to agent {row['agent']}",
+                         hint=f"add --agent {row['agent']}")
+    if row["deleted"] and not include_deleted:
+        raise NotFoundError(f"session {ref} is deleted",
+                            hint=f"`fased session restore {row['id']}` brings it back")
+    return row
+
+
+def current_session(con: sqlite3.Connection, agent: str) -> str | None:
+    row = con.execute("SELECT current_session FROM agents WHERE id = ?", (agent,)).fetchone()
+    return row[0] if row else None
+
+
+def new_session(con: sqlite3.Connection, agent: str, name: str | None,
+                switch: bool = True) -> tuple[str, list[Draft]]:
+    """Drafts that create a session (and make it the agent's current one)."""
+    require_free_name(con, agent, name)
+    sid = next_session_id(con)
+    drafts = [Draft("session.created", f"session:{sid}",
+                    {"agent": agent, "session": sid, "name": name}, expect=0)]
+    if switch:
+        drafts.append(Draft("session.switched", f"agent:{agent}", {"agent": agent,
+                                                                    "session": sid}))
+    return sid, drafts
+
+
+def ensure_session(con: sqlite3.Connection, agent: str, ref: str | None,
+                   new: bool = False) -> tuple[str, list[Draft]]:
+    """The session a chat goes to: `ref`, else the current one, else a new one."""
+    if new:
+        return new_session(con, agent, None)
+    if ref is not None:
+        row = get_session(con, agent, ref)
+        return row["id"], []
+    sid = current_session(con, agent)
+    if sid is not None:
+        return sid, []
+    return new_session(con, agent, None)

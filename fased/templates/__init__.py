@@ -1,0 +1,1 @@
+"""Templates for workspace bootstrap files (shipped as data)."""
