@@ -14,7 +14,7 @@ import sys
 import click
 
 from fased import __version__
-from fased.errors import EXIT_ERROR, EXIT_USAGE, FasedError
+from fased.errors import EXIT_ERROR, FasedError
 
 # name -> "module:attribute" under fased.commands; the help line comes from the docstring.
 COMMANDS = {
@@ -57,6 +57,31 @@ class LazyGroup(click.Group):
         return importlib.util.find_spec(f"{self._package}.{module_name}") is not None
 
 
+class RootGroup(LazyGroup):
+    """The root group: every failure below it becomes one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FasedError as exc:
+            _error(exc.message, exc.hint)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+        except BrokenPipeError:
+            _silence_stdout()
+            ctx.exit(0)
+        except Exception as exc:  # a bug: still one line; the traceback only on request
+            if os.environ.get("FASED_DEBUG"):
+                raise
+            _error(f"internal error: {type(exc).__name__}: {exc}",
+                   "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
+            ctx.exit(EXIT_ERROR)
+
+
 class App:
     """What every command needs: where the home is, and the store once it is opened."""
 
@@ -70,12 +95,25 @@ class App:
         if self._store is None:
             from fased.store import Store
 
-            self._store = Store(self.home_option, key=self.idempotency_key)
+            self._store = Store(self.home_option, key=self.idempotency_key,
+                                command=command_line(sys.argv[1:]))
         return self._store
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as recorded in each event's meta, with secret-looking values masked
+    (`-H X-Api-Key=...` must never reach the log)."""
+    from fased.models import SECRET_HEADER
+
+    out = []
+    for arg in argv:
+        name, sep, _ = arg.partition("=")
+        out.append(f"{name}=***" if sep and SECRET_HEADER.search(name.lstrip("-")) else arg)
+    return " ".join(["fased", *out])
+
+
 @click.group(
-    cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
+    cls=RootGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option(
     "--home", metavar="DIR", envvar="FASED_HOME", show_envvar=True,
@@ -112,34 +150,8 @@ def cli(ctx: click.Context, home: str | None, idempotency_key: str | None) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI and turn every failure into one line and an exit code."""
-    debug = bool(os.environ.get("FASED_DEBUG"))
-    try:
-        code = cli.main(args=argv, prog_name="fased", standalone_mode=False)
-    except FasedError as exc:
-        _error(exc.message, exc.hint)
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        code = 130
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        code = 130
-    except BrokenPipeError:
-        _silence_stdout()
-        code = 0
-    except Exception as exc:  # a bug: still one line, the traceback only on request
-        if debug:
-            raise
-        _error(f"internal error: {type(exc).__name__}: {exc}",
-               "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
-        code = EXIT_ERROR
-    sys.exit(code if isinstance(code, int) else 0)
+    """Console entry point."""
+    cli.main(args=argv, prog_name="fased")
 
 
 def _error(message: str, hint: str | None) -> None:
@@ -153,5 +165,3 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
-
-__all__ = ["EXIT_USAGE", "cli", "main"]

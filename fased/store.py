@@ -197,9 +197,11 @@ class Store:
         """
         return self._transact(decide, self._next_key(), check_files=True)
 
-    def append_internal(self, drafts: list[Draft]) -> Outcome:
-        """Append events fased itself decided on (no idempotency key, no file checks)."""
-        return self._transact(lambda con: drafts, None, check_files=False)
+    def append_internal(self, drafts: list[Draft] | Callable) -> Outcome:
+        """Append events fased itself decided on: a list of drafts, or a decide function
+        (no idempotency key, no file checks)."""
+        decide = drafts if callable(drafts) else (lambda con: drafts)
+        return self._transact(decide, None, check_files=False)
 
     def _transact(self, decide, key: str | None, check_files: bool) -> Outcome:
         with self.log.locked():

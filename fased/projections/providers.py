@@ -1,7 +1,84 @@
-"""Projection of providers events (filled in by the issue that introduces them)."""
+"""The provider registry, how each authenticates (never the secret), its model catalog, and
+agents' model refs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from fased.projections.agents import set_agent_models
 
 VERSION = 1
 
-TABLES: dict = {}
+TABLES = {
+    "providers": {
+        "columns": {
+            "id": str, "kind": str, "base_url": str, "headers": str, "secret_headers": str,
+            "account_id": str, "detected": int, "created_at": str, "removed": int,
+            "credential_kind": str, "credential_fingerprint": str, "credential_env": str,
+            "credential_command": str, "credential_set_at": str,
+            "models": str, "models_fetched_at": str, "models_error": str,
+        },
+        "pk": "id",
+        "defaults": {"removed": 0, "detected": 0, "headers": "{}", "secret_headers": "[]"},
+    },
+}
 
-HANDLERS: dict = {}
+
+def _added(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute(
+        "INSERT INTO providers(id, kind, base_url, headers, secret_headers, account_id, detected,"
+        " created_at, removed) VALUES (?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET"
+        " kind = excluded.kind, base_url = excluded.base_url, headers = excluded.headers,"
+        " secret_headers = excluded.secret_headers, account_id = excluded.account_id,"
+        " detected = excluded.detected, created_at = excluded.created_at, removed = 0,"
+        " models = NULL, models_fetched_at = NULL, models_error = NULL",
+        (d["provider"], d["kind"], d["base_url"], json.dumps(d.get("headers") or {}),
+         json.dumps(d.get("secret_headers") or []), d.get("account_id"),
+         int(bool(d.get("detected"))), e["ts"]),
+    )
+
+
+def _removed(con: sqlite3.Connection, e: dict) -> None:
+    con.execute("UPDATE providers SET removed = 1 WHERE id = ?", (e["data"]["provider"],))
+
+
+def _credential_set(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute(
+        "UPDATE providers SET credential_kind = ?, credential_fingerprint = ?, credential_env = ?,"
+        " credential_command = ?, credential_set_at = ? WHERE id = ?",
+        (d["kind"], d.get("fingerprint"), d.get("env"), d.get("command"), e["ts"], d["provider"]),
+    )
+
+
+def _credential_removed(con: sqlite3.Connection, e: dict) -> None:
+    con.execute(
+        "UPDATE providers SET credential_kind = NULL, credential_fingerprint = NULL,"
+        " credential_env = NULL, credential_command = NULL, credential_set_at = ? WHERE id = ?",
+        (e["ts"], e["data"]["provider"]),
+    )
+
+
+def _catalog(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE providers SET models = ?, models_fetched_at = ?, models_error = ?"
+                " WHERE id = ?", (json.dumps(d["models"]), e["ts"], d.get("error"),
+                                  d["provider"]))
+
+
+def _models_set(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    set_agent_models(con, d["agent"], e["ts"], primary=d.get("primary", ...),
+                     fallbacks=d.get("fallbacks", ...), task=d.get("task", ...))
+
+
+HANDLERS = {
+    "provider.added": _added,
+    "provider.removed": _removed,
+    "credential.set": _credential_set,
+    "credential.removed": _credential_removed,
+    "models.catalog_fetched": _catalog,
+    "agent.models_set": _models_set,
+}

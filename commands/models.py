@@ -1,0 +1,542 @@
+"""`fased agent models ...`: providers, credentials, the model catalog and an agent's refs."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from fased.commands.output import agent_option, echo_json, json_option, note, store, table
+from fased.errors import ConflictError, UsageError
+
+
+@click.group()
+def models() -> None:
+    """Providers, credentials and this agent's primary, fallback and task models.
+
+    Model refs are provider/model, split on the first '/' (openrouter/moonshotai/kimi-k2).
+    A bare name is an alias if one exists, else a model of the default provider.
+
+    \b
+    Examples:
+      fased agent models providers detect
+      fased agent models providers add openai
+      fased agent models providers add sglang --kind openai-compatible --base-url http://127.0.0.1:30000/v1
+      fased agent models auth openai                  # paste the key (hidden)
+      pass show openai | fased agent models auth openai --stdin
+      fased agent models auth openrouter --env OPENROUTER_API_KEY
+      fased agent models list --refresh
+      fased agent models set primary ollama/llama3.2
+      fased agent models fallback add openai/gpt-4o-mini
+      fased agent models status --probe && fased chat "hello"
+    """
+
+
+# -- providers --------------------------------------------------------------------------------
+
+@models.group("providers")
+def providers_group() -> None:
+    """The global provider registry (local endpoints and hosted APIs)."""
+
+
+def _headers(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"invalid --header {item!r}", hint="use --header NAME=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+@providers_group.command("add")
+@click.argument("provider")
+@click.option("--kind", "-k", metavar="KIND",
+              help="openai-compatible, openai, openrouter, anthropic, ollama, lmstudio, vllm, "
+              "litellm or cloudflare (default: the id, when it is a kind).")
+@click.option("--base-url", metavar="URL", help="Endpoint (defaults per kind; required for "
+              "openai-compatible).")
+@click.option("header", "--header", "-H", multiple=True, metavar="NAME=VALUE",
+              help="Extra HTTP header (repeatable). Secret-looking ones go to credentials.json.")
+@click.option("--account-id", metavar="ID", help="Cloudflare account id (kind cloudflare).")
+def providers_add(provider, kind, base_url, header, account_id):
+    """Register a provider.
+
+    \b
+    Default base URLs:
+      ollama     http://127.0.0.1:11434 (native API, no /v1)
+      lmstudio   http://localhost:1234/v1
+      vllm       http://127.0.0.1:8000/v1
+      litellm    http://localhost:4000
+      openai     https://api.openai.com/v1
+      openrouter https://openrouter.ai/api/v1
+      anthropic  https://api.anthropic.com
+      cloudflare https://api.cloudflare.com/client/v4/accounts/ACCOUNT/ai/v1
+    """
+    from fased.models import KINDS, provider_draft, store_secret
+
+    if kind is None:
+        if provider not in KINDS:
+            raise UsageError(f"--kind is required for provider {provider!r}",
+                             hint="kinds: " + ", ".join(KINDS))
+        kind = provider
+    headers = _headers(header)
+    secrets: list[dict] = []
+
+    def decide(con):
+        draft, secret = provider_draft(con, provider, kind, base_url, headers, account_id)
+        secrets.append(secret)
+        return [draft]
+
+    st = store()
+    outcome = st.transact(decide)
+    if secrets and secrets[-1]:
+        store_secret(st, provider, headers=secrets[-1])
+    data = outcome.events[0]["data"]
+    click.echo(f"Added provider {provider} ({data['kind']}, {data['base_url']}).")
+    if data["kind"] in ("openai", "openrouter", "anthropic", "cloudflare"):
+        note(f"Next: fased agent models auth {provider}")
+
+
+@providers_group.command("list")
+@json_option
+def providers_list(json_):
+    """List registered providers with credential state and catalog size."""
+    from fased.models import providers, resolve_secret
+
+    st = store()
+    con = st.db()
+    rows = []
+    for r in providers(con):
+        _, status = resolve_secret(st.home, r) if r["credential_kind"] != "command" else (
+            None, None)
+        rows.append({
+            "id": r["id"], "kind": r["kind"], "base_url": r["base_url"],
+            "credential": r["credential_kind"] or ("not needed" if status and not status.needed
+                                                   else (status.source if status else "none")),
+            "ready": status.ready if status else None,
+            "models": len(json.loads(r["models"])) if r["models"] else None,
+            "models_fetched_at": r["models_fetched_at"], "detected": bool(r["detected"]),
+        })
+    if json_:
+        echo_json(rows)
+        return
+    if not rows:
+        note("No providers yet: `fased agent models providers detect` or "
+             "`fased agent models providers add ID --kind KIND`.")
+        return
+    table([(r["id"], r["kind"], r["credential"], "-" if r["models"] is None else r["models"],
+            r["base_url"]) for r in rows], ("ID", "KIND", "CREDENTIAL", "MODELS", "BASE URL"))
+
+
+@providers_group.command("show")
+@click.argument("provider")
+@json_option
+def providers_show(provider, json_):
+    """Show one provider: endpoint, headers (secret ones hidden), credential, models."""
+    from fased.models import get_provider, resolve_secret
+
+    st = store()
+    row = get_provider(st.db(), provider)
+    _, status = resolve_secret(st.home, row)
+    detail = {
+        "id": row["id"], "kind": row["kind"], "base_url": row["base_url"],
+        "headers": json.loads(row["headers"] or "{}"),
+        "secret_headers": json.loads(row["secret_headers"] or "[]"),
+        "account_id": row["account_id"],
+        "credential": {**status.to_dict(), "fingerprint": row["credential_fingerprint"]},
+        "models": json.loads(row["models"]) if row["models"] else None,
+        "models_fetched_at": row["models_fetched_at"], "models_error": row["models_error"],
+        "created_at": row["created_at"], "detected": bool(row["detected"]),
+    }
+    if json_:
+        echo_json(detail)
+        return
+    click.echo(f"{row['id']} ({row['kind']})")
+    click.echo(f"  Base URL:   {row['base_url']}")
+    for name, value in detail["headers"].items():
+        click.echo(f"  Header:     {name}: {value}")
+    for name in detail["secret_headers"]:
+        click.echo(f"  Header:     {name}: (secret, in credentials.json)")
+    cred = detail["credential"]
+    fp = f" [{row['credential_fingerprint']}]" if row["credential_fingerprint"] else ""
+    click.echo(f"  Credential: {cred['source']}{fp} - "
+               + ("ready" if cred["ready"] else cred["problem"] or "not ready")
+               + ("" if cred["needed"] else " (not needed)"))
+    if detail["models"] is None:
+        click.echo("  Models:     not fetched yet (`fased agent models list --refresh`)")
+    else:
+        click.echo(f"  Models:     {len(detail['models'])} (fetched {row['models_fetched_at']})")
+        for m in detail["models"]:
+            click.echo(f"    {row['id']}/{m}")
+
+
+@providers_group.command("remove")
+@click.argument("provider")
+@click.option("--force", is_flag=True, help="Remove even if agents' model refs use it.")
+def providers_remove(provider, force):
+    """Remove a provider from the registry (its stored secret is deleted too)."""
+    from fased.models import get_provider, store_secret
+    from fased.store import Draft
+
+    def decide(con):
+        get_provider(con, provider)
+        users = [r["id"] for r in con.execute(
+            "SELECT id, primary_model, fallbacks, task_model FROM agents WHERE deleted = 0")
+            if any(ref and ref.startswith(f"{provider}/") for ref in
+                   [r["primary_model"], r["task_model"], *json.loads(r["fallbacks"] or "[]")])]
+        if users and not force:
+            raise ConflictError(f"agents {', '.join(users)} use provider {provider}",
+                                hint="change their models first, or add --force")
+        return [Draft("provider.removed", f"provider:{provider}", {"provider": provider})]
+
+    st = store()
+    st.transact(decide)
+    store_secret(st, provider, api_key=None)
+    click.echo(f"Removed provider {provider}.")
+
+
+@providers_group.command("detect")
+@json_option
+def providers_detect(json_):
+    """Probe local servers (Ollama, LM Studio, vLLM, LiteLLM) and register those that answer.
+
+    Also sets the selected agent's primary model when it has none. Other ports:
+    FASED_DETECT_ENDPOINTS="ollama=http://10.0.0.5:11434,vllm=http://127.0.0.1:9000/v1".
+    """
+    from fased.models import detect_local_providers
+
+    lines = detect_local_providers(store())
+    if json_:
+        echo_json({"found": lines})
+        return
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo("No new local model server answered (Ollama :11434, LM Studio :1234, "
+                   "vLLM :8000, LiteLLM :4000).")
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+@models.command("auth")
+@click.argument("provider")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input.")
+@click.option("--env", "env_var", metavar="VAR", help="Read the key from $VAR at call time.")
+@click.option("--command", "command", metavar="CMD",
+              help="Run CMD at call time; its first output line is the key.")
+@click.option("--remove", is_flag=True, help="Forget this provider's credential.")
+def auth(provider, from_stdin, env_var, command, remove):
+    """Sign in to a provider with an API key or token.
+
+    The key goes to ~/.fased/credentials.json (0600), never into the log: the log records
+    only how the provider authenticates and an 8-character fingerprint.
+
+    \b
+    Examples:
+      fased agent models auth openai                 # hidden prompt
+      echo "$KEY" | fased agent models auth openai --stdin
+      fased agent models auth openrouter --env OPENROUTER_API_KEY
+      fased agent models auth anthropic --command "pass show anthropic"
+    """
+    from fased.models import fingerprint, get_provider, store_secret
+    from fased.store import Draft
+
+    chosen = [name for name, on in (("--stdin", from_stdin), ("--env", env_var),
+                                    ("--command", command), ("--remove", remove)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot be combined")
+    st = store()
+    get_provider(st.db(), provider)
+    secret = None
+    data: dict = {"provider": provider}
+    if remove:
+        draft_type = "credential.removed"
+    elif env_var:
+        import re
+
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env_var):
+            raise UsageError(f"invalid environment variable name {env_var!r}")
+        draft_type, data = "credential.set", {**data, "kind": "env", "env": env_var}
+    elif command:
+        draft_type, data = "credential.set", {**data, "kind": "command", "command": command}
+    else:
+        secret = _read_secret(from_stdin)
+        draft_type = "credential.set"
+        data = {**data, "kind": "api_key", "fingerprint": fingerprint(secret)}
+    store_secret(st, provider, api_key=secret)
+    st.transact(lambda con: [Draft(draft_type, f"provider:{provider}", data)])
+    if remove:
+        click.echo(f"Removed the credential of {provider}.")
+    elif secret is not None:
+        click.echo(f"Stored a key for {provider} (fingerprint {data['fingerprint']}).")
+    else:
+        click.echo(f"{provider} will read its key from "
+                   f"{'$' + env_var if env_var else 'the command'} at call time.")
+
+
+def _read_secret(from_stdin: bool) -> str:
+    if from_stdin:
+        secret = sys.stdin.read().strip()
+    elif sys.stdin.isatty():
+        secret = click.prompt("API key or token", hide_input=True).strip()
+    else:
+        raise UsageError("no terminal to ask for the key",
+                         hint="pipe it with --stdin, or use --env VAR or --command CMD")
+    if not secret:
+        raise UsageError("the key is empty; nothing was stored")
+    if "\n" in secret:
+        raise UsageError("the key spans several lines; nothing was stored")
+    return secret
+
+
+# -- status and catalog -----------------------------------------------------------------------
+
+@models.command("status")
+@agent_option
+@click.option("--probe", is_flag=True, help="Send a minimal real request to each model.")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds per probe.")
+@json_option
+def status(agent, probe, timeout, json_):
+    """Is the agent ready to chat? Exit 0 when its primary model is usable, 1 otherwise.
+
+    \b
+    Probe results: ok, auth, rate_limit, unreachable, timeout, no_model.
+    Example (gate a script):  fased agent models status --probe && fased chat "hi"
+    """
+    from fased.status import agent_model_status
+
+    st = store()
+    report = agent_model_status(st, agent, probe=probe, timeout=timeout)
+    if json_:
+        echo_json(report)
+    else:
+        click.echo(f"Agent {report['agent']}: "
+                   + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
+        table([(r["role"], r["ref"] or "-", r["provider_state"], r["credential"],
+                r.get("probe") or "") for r in report["refs"]],
+              ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "PROBE" if probe else ""))
+    if not report["ready"]:
+        raise click.exceptions.Exit(1)
+
+
+@models.command("list")
+@click.option("--provider", "-p", "provider", metavar="ID", help="Only this provider.")
+@click.option("--refresh", is_flag=True, help="Ask the providers again now.")
+@json_option
+def list_(provider, refresh, json_):
+    """The models offered by registered providers (cached; --refresh asks again)."""
+    from fased.models import fetch_catalogs, get_provider, providers
+
+    st = store()
+    con = st.db()
+    targets = [get_provider(con, provider)] if provider else providers(con)
+    stale = [r["id"] for r in targets if refresh or r["models_fetched_at"] is None]
+    if stale:
+        for result in fetch_catalogs(st, stale):
+            if result["error"]:
+                note(f"{result['provider']}: {result['error']}")
+        con = st.db()
+        targets = [get_provider(con, r["id"]) for r in targets]
+    out = [{"ref": f"{r['id']}/{m}", "provider": r["id"], "model": m,
+            "fetched_at": r["models_fetched_at"]}
+           for r in targets for m in json.loads(r["models"] or "[]")]
+    if json_:
+        echo_json(out)
+        return
+    if not targets:
+        note("No providers yet: `fased agent models providers detect`.")
+    table([(m["ref"], m["fetched_at"][:16].replace("T", " ")) for m in out],
+          ("MODEL REF", "FETCHED (UTC)"))
+
+
+# -- the agent's refs -------------------------------------------------------------------------
+
+def _set_refs(agent: str | None, **changes) -> tuple[str, bool]:
+    """Append agent.models_set with `changes` (refs validated); returns (agent, changed)."""
+    from fased.agents import get_agent
+    from fased.store import Draft
+
+    chosen: list[str] = []
+
+    def decide(con):
+        row = get_agent(con, agent)
+        chosen.append(row["id"])
+        current = {"primary": row["primary_model"], "task": row["task_model"],
+                   "fallbacks": json.loads(row["fallbacks"] or "[]")}
+        resolved = {k: (v(con, current) if callable(v) else v) for k, v in changes.items()}
+        if all(current[k] == v for k, v in resolved.items()):
+            return []
+        return [Draft("agent.models_set", f"agent:{row['id']}", {"agent": row["id"],
+                                                                  **resolved})]
+
+    outcome = store().transact(decide)
+    return (chosen[-1] if chosen else outcome.events[0]["data"]["agent"]), bool(outcome.events)
+
+
+def _ref(con, ref: str) -> str:
+    from fased.models import catalog_note, parse_model_ref
+
+    parsed = parse_model_ref(con, ref)
+    warning = catalog_note(con, parsed)
+    if warning:
+        note(warning)
+    return str(parsed)
+
+
+@models.command("set")
+@agent_option
+@click.argument("role", type=click.Choice(["primary", "task"]))
+@click.argument("ref", metavar="REF")
+def set_(agent, role, ref):
+    """Set the agent's primary model, or the model its scheduled tasks use.
+
+    \b
+    Examples:
+      fased agent models set primary ollama/llama3.2
+      fased agent models set task openrouter/moonshotai/kimi-k2 --agent ops
+    """
+    agent_id, changed = _set_refs(agent, **{role: lambda con, cur: _ref(con, ref)})
+    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {ref}.")
+
+
+@models.command("unset")
+@agent_option
+@click.argument("role", type=click.Choice(["primary", "task"]))
+def unset(agent, role):
+    """Clear the primary or task model (the task model then follows the primary)."""
+    agent_id, changed = _set_refs(agent, **{role: None})
+    click.echo(f"{agent_id}: {role} model {'cleared' if changed else 'was not set'}.")
+
+
+@models.group("fallback")
+def fallback() -> None:
+    """The ordered fallback models tried after the primary fails."""
+
+
+@fallback.command("add")
+@agent_option
+@click.argument("ref", metavar="REF")
+@click.option("--position", type=click.IntRange(min=1), help="1-based place in the list.")
+def fallback_add(agent, ref, position):
+    """Add a fallback model (at the end, or at --position)."""
+
+    def new_list(con, cur):
+        resolved = _ref(con, ref)
+        items = [r for r in cur["fallbacks"] if r != resolved]
+        items.insert(len(items) if position is None else position - 1, resolved)
+        return items
+
+    agent_id, _ = _set_refs(agent, fallbacks=new_list)
+    click.echo(f"{agent_id}: fallback {ref} added.")
+
+
+@fallback.command("remove")
+@agent_option
+@click.argument("ref", metavar="REF")
+def fallback_remove(agent, ref):
+    """Remove a fallback model."""
+
+    def new_list(con, cur):
+        matches = [r for r in cur["fallbacks"] if r == ref or r.split("/", 1)[-1] == ref]
+        if not matches:
+            raise UsageError(f"{ref} is not a fallback",
+                             hint="fallbacks: " + (", ".join(cur["fallbacks"]) or "none"))
+        return [r for r in cur["fallbacks"] if r not in matches]
+
+    agent_id, _ = _set_refs(agent, fallbacks=new_list)
+    click.echo(f"{agent_id}: fallback {ref} removed.")
+
+
+@fallback.command("clear")
+@agent_option
+def fallback_clear(agent):
+    """Remove every fallback model."""
+    agent_id, changed = _set_refs(agent, fallbacks=[])
+    click.echo(f"{agent_id}: fallbacks {'cleared' if changed else 'were empty'}.")
+
+
+@models.group("alias")
+def alias() -> None:
+    """Short names for model refs (models.aliases in fased.json)."""
+
+
+@alias.command("add")
+@click.argument("name")
+@click.argument("ref", metavar="REF")
+def alias_add(name, ref):
+    """Make NAME mean REF (e.g. `fast` -> ollama/llama3.2)."""
+    from fased.store import Draft
+
+    if "/" in name or not name.strip():
+        raise UsageError(f"invalid alias {name!r}: an alias has no '/'")
+
+    def decide(con):
+        from fased.models import aliases, parse_model_ref
+
+        resolved = str(parse_model_ref(con, ref))
+        old = aliases(con).get(name)
+        if old == resolved:
+            return []
+        data = {"path": f"models.aliases.{name}", "value": resolved}
+        if old is not None:
+            data["old"] = old
+        return [Draft("config.set", "config", data)]
+
+    store().transact(decide)
+    click.echo(f"Alias {name} -> {ref}.")
+
+
+@alias.command("remove")
+@click.argument("name")
+def alias_remove(name):
+    """Forget an alias."""
+    from fased.store import Draft
+
+    def decide(con):
+        from fased.models import aliases
+
+        current = aliases(con)
+        if name not in current:
+            raise UsageError(f"no alias {name!r}")
+        return [Draft("config.unset", "config", {"path": f"models.aliases.{name}",
+                                                 "old": current[name]})]
+
+    store().transact(decide)
+    click.echo(f"Alias {name} removed.")
+
+
+@alias.command("list")
+@json_option
+def alias_list(json_):
+    """List aliases."""
+    from fased.models import aliases
+
+    found = aliases(store().db())
+    if json_:
+        echo_json(found)
+    else:
+        table(sorted(found.items()), ("ALIAS", "REF"))
+
+
+@models.command("show")
+@agent_option
+@json_option
+def show(agent, json_):
+    """The agent's primary, fallback and task model refs, resolved."""
+    from fased.agents import get_agent
+
+    con = store().db()
+    row = get_agent(con, agent)
+    refs = {"agent": row["id"], "primary": row["primary_model"],
+            "fallbacks": json.loads(row["fallbacks"] or "[]"),
+            "task": row["task_model"], "task_effective": row["task_model"] or row["primary_model"]}
+    if json_:
+        echo_json(refs)
+        return
+    click.echo(f"Agent {row['id']}")
+    click.echo(f"  Primary:   {refs['primary'] or '(none)'}")
+    click.echo(f"  Fallbacks: {', '.join(refs['fallbacks']) or '(none)'}")
+    click.echo(f"  Task:      {refs['task'] or '(primary) ' + (refs['primary'] or '')}")

@@ -1,0 +1,375 @@
+"""Providers, credentials and model refs: the registry behind `fased agent models ...`.
+
+Secrets live only in `credentials.json` (0600, written atomically under the log lock); the log
+records how a provider authenticates and an 8-hex fingerprint. `--env VAR` and `--command`
+credentials are resolved at call time and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fased.errors import ConflictError, FasedError, NotFoundError, UsageError
+from fased.store import Draft, Store
+
+PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+DEFAULT_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "anthropic": "https://api.anthropic.com",
+    "ollama": "http://127.0.0.1:11434",
+    "lmstudio": "http://localhost:1234/v1",
+    "vllm": "http://127.0.0.1:8000/v1",
+    "litellm": "http://localhost:4000",
+    "cloudflare": "https://api.cloudflare.com/client/v4/accounts/{account_id}/ai/v1",
+}
+KINDS = ("openai-compatible", "openai", "openrouter", "anthropic", "ollama", "lmstudio", "vllm",
+         "litellm", "cloudflare")
+HOSTED = ("openai", "openrouter", "anthropic", "cloudflare")
+KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
+           "anthropic": "ANTHROPIC_API_KEY", "cloudflare": "CLOUDFLARE_API_TOKEN"}
+DETECT_KINDS = ("ollama", "lmstudio", "vllm", "litellm")
+SECRET_HEADER = re.compile(r"auth|api[-_]?key|token|secret|cookie|password", re.IGNORECASE)
+CREDENTIALS = "credentials.json"
+
+
+# -- providers --------------------------------------------------------------------------------
+
+def check_base_url(kind: str, url: str) -> str:
+    """A base URL with a scheme and host; Ollama's native API must not end in /v1."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"invalid base URL {url!r}",
+                         hint="use http:// or https:// with a host, e.g. http://127.0.0.1:8000/v1")
+    clean = url.strip().rstrip("/")
+    if kind == "ollama" and parts.path.rstrip("/").endswith("/v1"):
+        raise UsageError(
+            f"{url} ends in /v1, but kind ollama speaks Ollama's native API (/api/chat)",
+            hint=f"use {clean[:-3]} for kind ollama, or add it with --kind openai-compatible "
+            "to use Ollama's OpenAI-compatible /v1 endpoint")
+    return clean
+
+
+def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: str | None,
+                   headers: dict[str, str], account_id: str | None,
+                   detected: bool = False) -> tuple[Draft, dict[str, str]]:
+    """The provider.added draft, and the header values that must go to credentials.json."""
+    if not PROVIDER_ID.match(provider):
+        raise UsageError(f"invalid provider id {provider!r}",
+                         hint="lower-case letters, digits, '-' and '_'")
+    if kind not in KINDS:
+        raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+    row = con.execute("SELECT removed FROM providers WHERE id = ?", (provider,)).fetchone()
+    if row is not None and not row[0]:
+        raise ConflictError(f"provider {provider!r} is already registered",
+                            hint=f"remove it first: fased agent models providers remove {provider}")
+    if base_url is None:
+        if kind == "openai-compatible":
+            raise UsageError("kind openai-compatible needs --base-url",
+                             hint="e.g. --base-url http://127.0.0.1:30000/v1 (SGLang)")
+        base_url = DEFAULT_URLS[kind]
+        if kind == "cloudflare":
+            if not account_id:
+                raise UsageError("kind cloudflare needs --account-id")
+            base_url = base_url.format(account_id=account_id)
+    base_url = check_base_url(kind, base_url)
+    plain = {k: v for k, v in headers.items() if not SECRET_HEADER.search(k)}
+    secret = {k: v for k, v in headers.items() if SECRET_HEADER.search(k)}
+    data: dict = {"provider": provider, "kind": kind, "base_url": base_url}
+    if plain:
+        data["headers"] = plain
+    if secret:
+        data["secret_headers"] = sorted(secret)
+    if account_id:
+        data["account_id"] = account_id
+    if detected:
+        data["detected"] = True
+    return Draft("provider.added", f"provider:{provider}", data), secret
+
+
+def providers(con: sqlite3.Connection) -> list[sqlite3.Row]:
+    return list(con.execute("SELECT * FROM providers WHERE removed = 0 ORDER BY created_at, id"))
+
+
+def get_provider(con: sqlite3.Connection, provider: str) -> sqlite3.Row:
+    row = con.execute("SELECT * FROM providers WHERE id = ? AND removed = 0",
+                      (provider,)).fetchone()
+    if row is None:
+        known = [r["id"] for r in providers(con)]
+        raise NotFoundError(
+            f"no provider {provider!r}",
+            hint=("registered providers: " + ", ".join(known)) if known else
+            "add one: fased agent models providers add ollama (or run `fased setup`)")
+    return row
+
+
+# -- model refs -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model ref: provider id and the model id the provider knows."""
+
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+def aliases(con: sqlite3.Connection) -> dict[str, str]:
+    from fased.config import config_doc
+
+    return config_doc(con).get("models", {}).get("aliases", {})
+
+
+def default_provider(con: sqlite3.Connection) -> str | None:
+    from fased.config import config_doc
+
+    chosen = config_doc(con).get("models", {}).get("defaultProvider")
+    if chosen:
+        return chosen
+    registered = [r["id"] for r in providers(con)]
+    return registered[0] if len(registered) == 1 else None
+
+
+def parse_model_ref(con: sqlite3.Connection, ref: str) -> ModelRef:
+    """`provider/model` split on the first `/`; a bare name is an alias, else a model of the
+    default provider. Errors list what is registered."""
+    text = ref.strip()
+    if not text:
+        raise UsageError("empty model ref")
+    registered = [r["id"] for r in providers(con)]
+    listing = ", ".join(registered) if registered else "none yet"
+    if "/" not in text:
+        alias = aliases(con).get(text)
+        if alias is not None:
+            return parse_model_ref(con, alias) if alias != text else ModelRef("", text)
+        provider = default_provider(con)
+        if provider is None:
+            raise UsageError(
+                f"{text!r} is not an alias and there is no default provider",
+                hint=f"write provider/model (registered providers: {listing}), or set "
+                "models.defaultProvider")
+        return ModelRef(provider, text)
+    provider, model = text.split("/", 1)
+    if not model:
+        raise UsageError(f"model ref {text!r} names no model", hint="use provider/model")
+    if provider not in registered:
+        raise UsageError(
+            f"unknown provider {provider!r} in model ref {text!r} (registered: {listing})",
+            hint="if the model id itself contains '/', put its provider first, e.g. "
+            f"openrouter/{text}; add providers with `fased agent models providers add`")
+    return ModelRef(provider, model)
+
+
+def check_ref_for_agent(con: sqlite3.Connection, ref: str) -> str:
+    """Validate a ref now and return it in `provider/model` form (what the agent stores)."""
+    return str(parse_model_ref(con, ref))
+
+
+def catalog_note(con: sqlite3.Connection, ref: ModelRef) -> str | None:
+    """A warning when the provider's fetched catalog does not list the model."""
+    row = get_provider(con, ref.provider)
+    if row["models"] is None:
+        return None
+    if ref.model not in json.loads(row["models"]):
+        return (f"note: {ref.provider} did not list {ref.model!r} when its models were last "
+                f"fetched ({row['models_fetched_at'][:16]}); `fased agent models list --refresh`")
+    return None
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+def fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
+def load_credentials(home: Path) -> dict:
+    try:
+        with open(home / CREDENTIALS, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {"version": 1, "providers": {}}
+    except ValueError:
+        raise FasedError(f"{home / CREDENTIALS} is not valid JSON",
+                         hint="fix or remove it, then sign in again") from None
+    data.setdefault("providers", {})
+    return data
+
+
+def save_credentials(home: Path, data: dict) -> None:
+    from fased.home import write_private
+
+    write_private(home / CREDENTIALS, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def store_secret(store: Store, provider: str, *, api_key: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+    """Keep secrets for a provider in credentials.json (under the log lock)."""
+    with store.log.locked():
+        data = load_credentials(store.home)
+        entry = data["providers"].setdefault(provider, {})
+        if api_key is None:
+            entry.pop("api_key", None)
+        else:
+            entry["api_key"] = api_key
+        if headers:
+            entry.setdefault("headers", {}).update(headers)
+        if not entry:
+            data["providers"].pop(provider, None)
+        save_credentials(store.home, data)
+
+
+@dataclass
+class CredentialStatus:
+    """Whether a provider can authenticate right now (never carries the secret out)."""
+
+    needed: bool
+    source: str  # api_key, env:VAR, command, env:DEFAULT_VAR, none
+    ready: bool
+    problem: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"needed": self.needed, "source": self.source, "ready": self.ready,
+                "problem": self.problem}
+
+
+def resolve_secret(home: Path, row: sqlite3.Row) -> tuple[str | None, CredentialStatus]:
+    """The secret to send (or None) and the status to show."""
+    needed = row["kind"] in HOSTED
+    kind = row["credential_kind"]
+    if kind == "api_key":
+        key = load_credentials(home)["providers"].get(row["id"], {}).get("api_key")
+        if key is None or fingerprint(key) != row["credential_fingerprint"]:
+            return None, CredentialStatus(needed, "api_key", False,
+                                          "the stored key is missing from credentials.json")
+        return key, CredentialStatus(needed, "api_key", True)
+    if kind == "env":
+        value = os.environ.get(row["credential_env"])
+        if not value:
+            return None, CredentialStatus(needed, f"env:{row['credential_env']}", False,
+                                          f"${row['credential_env']} is not set")
+        return value, CredentialStatus(needed, f"env:{row['credential_env']}", True)
+    if kind == "command":
+        return _from_command(row["credential_command"], needed)
+    default_env = KEY_ENV.get(row["kind"])
+    if default_env and os.environ.get(default_env):
+        return os.environ[default_env], CredentialStatus(needed, f"env:{default_env}", True)
+    if needed:
+        return None, CredentialStatus(True, "none", False,
+                                      f"no credential: `fased agent models auth {row['id']}`")
+    return None, CredentialStatus(False, "none", True)
+
+
+def _from_command(command: str, needed: bool) -> tuple[str | None, CredentialStatus]:
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return None, CredentialStatus(needed, "command", False, "the credential command timed out")
+    secret = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+    if done.returncode != 0 or not secret:
+        return None, CredentialStatus(needed, "command", False,
+                                      f"the credential command failed (exit {done.returncode})")
+    return secret, CredentialStatus(needed, "command", True)
+
+
+def make_client(home: Path, row: sqlite3.Row, **timeouts):
+    """An HTTP client for a registered provider, with its credential resolved now."""
+    from fased.providers import client_for
+
+    secret, status = resolve_secret(home, row)
+    if status.needed and not status.ready:
+        raise FasedError(f"provider {row['id']}: {status.problem}")
+    headers = dict(json.loads(row["headers"] or "{}"))
+    stored = load_credentials(home)["providers"].get(row["id"], {}).get("headers", {})
+    headers.update(stored)
+    return client_for(row["kind"], row["base_url"], secret, headers, **timeouts)
+
+
+# -- catalog and detection --------------------------------------------------------------------
+
+def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0) -> list[dict]:
+    """Ask providers for their models and record each answer (or failure) as an event."""
+    con = store.db()
+    results = []
+    for pid in provider_ids:
+        row = get_provider(con, pid)
+        try:
+            with make_client(store.home, row, connect_timeout=min(timeout, 5.0),
+                             read_timeout=timeout) as client:
+                models = sorted(client.list_models())
+            results.append({"provider": pid, "models": models, "error": None})
+        except FasedError as exc:
+            results.append({"provider": pid, "models": [], "error": exc.message})
+    drafts = [Draft("models.catalog_fetched", f"provider:{r['provider']}",
+                    {"provider": r["provider"], "models": r["models"],
+                     **({"error": r["error"]} if r["error"] else {})}) for r in results]
+    if drafts:
+        store.append_internal(drafts)
+    return results
+
+
+def detect_endpoints() -> list[tuple[str, str]]:
+    """Where to look for local servers: the defaults, or FASED_DETECT_ENDPOINTS
+    (`kind=url,kind=url`) for servers on other ports."""
+    override = os.environ.get("FASED_DETECT_ENDPOINTS")
+    if override is not None:
+        pairs = []
+        for item in filter(None, (p.strip() for p in override.split(","))):
+            kind, _, url = item.partition("=")
+            pairs.append((kind.strip(), url.strip()))
+        return pairs
+    return [(kind, DEFAULT_URLS[kind]) for kind in DETECT_KINDS]
+
+
+def detect_local_providers(store: Store, timeout: float = 0.5) -> list[str]:
+    """Probe local model servers; register those that answer, list their models, and give
+    the selected agent a primary model when it has none. Returns what was done, as lines."""
+    from fased.providers import client_for
+
+    found: list[tuple[str, str, list[str]]] = []
+    for kind, url in detect_endpoints():
+        try:
+            with client_for(kind, url, connect_timeout=timeout, read_timeout=timeout * 4) as client:
+                models = sorted(client.list_models())
+        except FasedError:
+            continue
+        found.append((kind, url, models))
+    if not found:
+        return []
+    lines: list[str] = []
+
+    def decide(con):
+        drafts = []
+        for kind, url, models in found:
+            row = con.execute("SELECT removed FROM providers WHERE id = ?", (kind,)).fetchone()
+            if row is not None and not row[0]:
+                continue
+            draft, _ = provider_draft(con, kind, kind, url, {}, None, detected=True)
+            drafts.append(draft)
+            drafts.append(Draft("models.catalog_fetched", f"provider:{kind}",
+                                {"provider": kind, "models": models}))
+            lines.append(f"Found {kind} at {url} with {len(models)} model(s)")
+        agent_row = con.execute(
+            "SELECT a.id, a.primary_model FROM agents a JOIN kv ON kv.value = a.id "
+            "WHERE kv.key = 'selected_agent'").fetchone()
+        if agent_row is not None and not agent_row["primary_model"]:
+            for kind, _, models in found:
+                if models:
+                    ref = f"{kind}/{models[0]}"
+                    drafts.append(Draft("agent.models_set", f"agent:{agent_row['id']}",
+                                        {"agent": agent_row["id"], "primary": ref}))
+                    lines.append(f"Set {agent_row['id']}'s primary model to {ref}")
+                    break
+        return drafts
+
+    store.append_internal(decide)
+    return lines

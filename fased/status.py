@@ -1,0 +1,65 @@
+"""Is an agent ready to chat? Provider registered, credential resolvable, and (probing) the
+model answering."""
+
+from __future__ import annotations
+
+import json
+
+from fased.agents import get_agent
+from fased.errors import FasedError
+from fased.models import get_provider, make_client, parse_model_ref, resolve_secret
+from fased.store import Store
+
+
+def agent_model_status(store: Store, agent: str | None, probe: bool = False,
+                       timeout: float = 10.0) -> dict:
+    """A report of the agent's refs; `ready` says whether its primary can be used now."""
+    con = store.db()
+    row = get_agent(con, agent)
+    refs = [("primary", row["primary_model"])]
+    refs += [("fallback", r) for r in json.loads(row["fallbacks"] or "[]")]
+    if row["task_model"]:
+        refs.append(("task", row["task_model"]))
+    out = []
+    for role, ref in refs:
+        out.append(_ref_status(store, con, role, ref, probe, timeout))
+    primary = out[0]
+    if primary["ref"] is None:
+        reason = "no primary model: `fased agent models set primary REF`"
+    elif primary["provider_state"] != "registered":
+        reason = primary["provider_state"]
+    elif not primary["credential_ready"]:
+        reason = primary["credential_problem"] or "credential not ready"
+    elif probe and primary["probe"] != "ok":
+        reason = f"probe: {primary['probe']}"
+    else:
+        reason = None
+    return {"agent": row["id"], "ready": reason is None, "reason": reason, "refs": out}
+
+
+def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: float) -> dict:
+    entry = {"role": role, "ref": ref, "provider": None, "provider_state": "-",
+             "credential": "-", "credential_ready": False, "credential_problem": None}
+    if ref is None:
+        return entry
+    try:
+        parsed = parse_model_ref(con, ref)
+        provider = get_provider(con, parsed.provider)
+    except FasedError as exc:
+        entry["provider_state"] = exc.message
+        return entry
+    entry["provider"] = parsed.provider
+    entry["provider_state"] = "registered"
+    _, cred = resolve_secret(store.home, provider)
+    entry["credential"] = "not needed" if not cred.needed and cred.source == "none" else (
+        cred.source + ("" if cred.ready else " (not ready)"))
+    entry["credential_ready"] = cred.ready
+    entry["credential_problem"] = cred.problem
+    if probe:
+        try:
+            with make_client(store.home, provider, connect_timeout=min(timeout, 5.0),
+                             read_timeout=timeout) as client:
+                entry["probe"] = client.probe(parsed.model)
+        except FasedError:
+            entry["probe"] = "auth"
+    return entry

@@ -1,0 +1,87 @@
+"""Shared fixtures: every test gets its own FASED_HOME; `run` drives the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fased.commands.main import cli
+
+
+@pytest.fixture(autouse=True)
+def fased_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh state directory; no test may touch the real ~/.fased."""
+    home = tmp_path / "fased-home"
+    monkeypatch.setenv("FASED_HOME", str(home))
+    monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    for name in ("FASED_IDEMPOTENCY_KEY", "FASED_DEBUG", "FASED_SEGMENT_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
+def run():
+    """Run `fased ARGS...` in-process; returns click's Result (exit_code, stdout, stderr)."""
+
+    def _run(*args: str, input: str | None = None, env: dict | None = None):
+        return CliRunner().invoke(cli, [str(a) for a in args], input=input, env=env,
+                                  catch_exceptions=False)
+
+    return _run
+
+
+@pytest.fixture
+def ok(run):
+    """Run a command that must succeed; returns its stdout."""
+
+    def _ok(*args: str, input: str | None = None, env: dict | None = None) -> str:
+        result = run(*args, input=input, env=env)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    return _ok
+
+
+@pytest.fixture
+def set_up(ok, fased_home: Path) -> Path:
+    """A home after `fased setup -y --no-detect`."""
+    ok("setup", "-y", "--no-detect")
+    return fased_home
+
+
+def run_process(*args: str, input: str | None = None, env: dict | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run fased as a separate process (for concurrency and kill tests)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", "from fased.commands.main import main; main()", *args],
+        input=input, capture_output=True, text=True, env=full_env, timeout=timeout,
+    )
+
+
+def events(home: Path) -> list[dict]:
+    """Every event in the home's log, oldest first."""
+    from fased.log import EventLog
+
+    return list(EventLog(home).read())
+
+
+def rows(home: Path, sql: str, params: tuple = ()) -> list[dict]:
+    """Rows of the live projection database."""
+    con = sqlite3.connect(home / "state.db")
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(sql, params)]
+    finally:
+        con.close()
+
+
+def read_json(path: Path) -> object:
+    return json.loads(path.read_text())
