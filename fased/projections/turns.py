@@ -1,10 +1,33 @@
-"""Turns (queued, running, completed, failed) and the messages of each session."""
+"""Turns (queued -> running -> completed | failed | aborted), session messages, model
+cooldowns, and the session transcripts (a file projection).
+
+A turn whose runner stops renewing its lease stays `running` in the rows; runners treat an
+expired lease as claimable, which keeps this projection free of any clock.
+"""
 
 from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
 
 VERSION = 1
 
 TABLES = {
+    "turns": {
+        "columns": {
+            "id": str, "agent": str, "session": str, "state": str, "message": str,
+            "model_override": str, "task": str, "source": str, "queued_seq": int,
+            "queued_at": str, "started_at": str, "runner": str, "lease_until": str,
+            "claims": int, "finished_at": str, "model_used": str, "reply": str,
+            "input_tokens": int, "output_tokens": int, "finish_reason": str,
+            "latency_ms": float, "ttft_ms": float, "attempts": int, "error_class": str,
+            "error": str, "merged_into": str, "context_dropped": int,
+        },
+        "pk": "id",
+        "defaults": {"claims": 0, "attempts": 0},
+        "indexes": [["state", "queued_seq"], ["session", "queued_seq"]],
+    },
     "messages": {
         "columns": {
             "id": str, "session": str, "agent": str, "turn": str, "role": str,
@@ -14,6 +37,181 @@ TABLES = {
         "pk": "id",
         "indexes": [["session", "seq"]],
     },
+    "cooldowns": {"columns": {"model": str, "until": str, "reason": str}, "pk": "model"},
 }
 
-HANDLERS: dict = {}
+
+def _last_message(con: sqlite3.Connection, session: str) -> str | None:
+    row = con.execute("SELECT id FROM messages WHERE session = ? ORDER BY seq DESC LIMIT 1",
+                      (session,)).fetchone()
+    return row[0] if row else None
+
+
+def _add_message(con, e: dict, role: str, content: str, suffix: str, status: str,
+                 model=None, usage=None) -> None:
+    """A user message's parent is the message before it; a reply's parent is the (last)
+    question it answers."""
+    d = e["data"]
+    usage = usage or {}
+    if role == "assistant":
+        asked = [d["turn"], *(d.get("merged") or ())]
+        parent = con.execute(
+            f"SELECT id FROM messages WHERE turn IN ({','.join('?' * len(asked))}) AND role ="
+            " 'user' ORDER BY seq DESC LIMIT 1", asked).fetchone()
+        parent = parent[0] if parent else None
+    else:
+        parent = _last_message(con, d["session"])
+    con.execute(
+        "INSERT OR REPLACE INTO messages(id, session, agent, turn, role, content, parent, ts,"
+        " model, input_tokens, output_tokens, seq, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (f"{d['turn']}:{suffix}", d["session"], d["agent"], d["turn"], role, content,
+         parent, e["ts"], model, usage.get("input_tokens"),
+         usage.get("output_tokens"), e["seq"], status),
+    )
+    con.execute("UPDATE sessions SET messages = messages + 1, updated_at = ?,"
+                " input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
+                (e["ts"], usage.get("input_tokens") or 0, usage.get("output_tokens") or 0,
+                 d["session"]))
+
+
+def _queued(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute(
+        "INSERT INTO turns(id, agent, session, state, message, model_override, task, source,"
+        " queued_seq, queued_at, claims, attempts) VALUES (?,?,?,'queued',?,?,?,?,?,?,0,0)",
+        (d["turn"], d["agent"], d["session"], d["message"], d.get("model"), d.get("task"),
+         d.get("source"), e["seq"], e["ts"]),
+    )
+    _add_message(con, e, "user", d["message"], "u", "sent")
+
+
+def _started(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE turns SET state = 'running', started_at = ?, runner = ?, lease_until = ?,"
+                " claims = ? WHERE id = ?",
+                (e["ts"], d["runner"], d["lease_until"], d["claim"], d["turn"]))
+    for merged in d.get("merged") or ():
+        con.execute("UPDATE turns SET state = 'merged', merged_into = ? WHERE id = ?",
+                    (d["turn"], merged))
+
+
+def _lease_extended(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE turns SET lease_until = ? WHERE id = ? AND runner = ?",
+                (d["lease_until"], d["turn"], d["runner"]))
+
+
+def _attempt_failed(con: sqlite3.Connection, e: dict) -> None:
+    con.execute("UPDATE turns SET attempts = attempts + 1 WHERE id = ?", (e["data"]["turn"],))
+
+
+def _completed(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    usage = d.get("usage") or {}
+    con.execute(
+        "UPDATE turns SET state = 'completed', finished_at = ?, model_used = ?, reply = ?,"
+        " input_tokens = ?, output_tokens = ?, finish_reason = ?, latency_ms = ?, ttft_ms = ?,"
+        " attempts = ?, context_dropped = ?, lease_until = NULL WHERE id = ?",
+        (e["ts"], d["model"], d["reply"], usage.get("input_tokens"), usage.get("output_tokens"),
+         d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"), d.get("attempts", 1),
+         d.get("context_dropped", 0), d["turn"]),
+    )
+    _add_message(con, e, "assistant", d["reply"], "a", "complete", d["model"], usage)
+
+
+def _failed(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE turns SET state = 'failed', finished_at = ?, error_class = ?, error = ?,"
+                " attempts = ?, lease_until = NULL WHERE id = ?",
+                (e["ts"], d["error_class"], d["message"], d["attempts"], d["turn"]))
+
+
+def _aborted(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE turns SET state = 'aborted', finished_at = ?, reply = ?, model_used = ?,"
+                " lease_until = NULL WHERE id = ?",
+                (e["ts"], d["partial_reply"], d.get("model"), d["turn"]))
+    if d["partial_reply"]:
+        _add_message(con, e, "assistant", d["partial_reply"], "a", "aborted", d.get("model"))
+
+
+def _abandoned(con: sqlite3.Connection, e: dict) -> None:
+    con.execute("UPDATE turns SET state = 'queued', runner = NULL, lease_until = NULL"
+                " WHERE id = ?", (e["data"]["turn"],))
+    con.execute("UPDATE turns SET state = 'queued', merged_into = NULL WHERE merged_into = ?"
+                " AND state = 'merged'", (e["data"]["turn"],))
+
+
+def _cooldown(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("INSERT INTO cooldowns(model, until, reason) VALUES (?,?,?) ON CONFLICT(model)"
+                " DO UPDATE SET until = excluded.until, reason = excluded.reason",
+                (d["model"], d["until"], d["reason"]))
+
+
+def _model_set(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE sessions SET model_override = ?, updated_at = ? WHERE id = ?",
+                (d["model"], e["ts"], d["session"]))
+
+
+def _queue_mode_set(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE sessions SET queue_mode = ?, updated_at = ? WHERE id = ?",
+                (d["mode"], e["ts"], d["session"]))
+
+
+HANDLERS = {
+    "turn.queued": _queued,
+    "turn.started": _started,
+    "turn.lease_extended": _lease_extended,
+    "turn.attempt_failed": _attempt_failed,
+    "turn.completed": _completed,
+    "turn.failed": _failed,
+    "turn.aborted": _aborted,
+    "turn.abandoned": _abandoned,
+    "model.cooldown": _cooldown,
+    "session.model_set": _model_set,
+    "session.queue_mode_set": _queue_mode_set,
+}
+
+# -- transcripts ------------------------------------------------------------------------------
+
+_TRANSCRIPT_TYPES = ("turn.queued", "turn.completed", "turn.aborted", "session.created",
+                     "session.renamed")
+
+
+def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
+    """Render one session's transcript: a header line, then one line per message."""
+    from fased.home import write_private
+
+    row = con.execute("SELECT * FROM sessions WHERE id = ?", (session,)).fetchone()
+    if row is None:
+        return
+    lines = [{"type": "session", "version": 1, "id": row["id"], "agent": row["agent"],
+              "name": row["name"], "created_at": row["created_at"]}]
+    for m in con.execute("SELECT * FROM messages WHERE session = ? ORDER BY seq", (session,)):
+        line = {"type": "message", "id": m["id"], "parent": m["parent"], "role": m["role"],
+                "content": m["content"], "ts": m["ts"], "turn": m["turn"]}
+        if m["role"] == "assistant":
+            line["model"] = m["model"]
+            line["usage"] = {"input_tokens": m["input_tokens"],
+                             "output_tokens": m["output_tokens"]}
+            if m["status"] == "aborted":
+                line["aborted"] = True
+        lines.append(line)
+    path = home / "agents" / row["agent"] / "sessions" / f"{session}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode()
+    write_private(path, data)
+
+
+def sync_files(con: sqlite3.Connection, home: Path, events: list[dict]) -> None:
+    sessions = {e["data"]["session"] for e in events if e["type"] in _TRANSCRIPT_TYPES}
+    for session in sorted(sessions):
+        write_transcript(con, home, session)
+
+
+def rebuild_files(con: sqlite3.Connection, home: Path) -> None:
+    for (session,) in con.execute("SELECT id FROM sessions ORDER BY created_seq").fetchall():
+        write_transcript(con, home, session)

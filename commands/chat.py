@@ -1,0 +1,126 @@
+"""`fased chat`: talk to an agent from a terminal, a pipe, a script or cron."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fased.commands.output import agent_option, echo_json, note, store
+
+
+@click.command()
+@click.argument("message", required=False)
+@agent_option
+@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).")
+@click.option("--new-session", is_flag=True, help="Start a new session for this message.")
+@click.option("--model", "-m", metavar="REF",
+              help="Use this model in this session from now on (the agent default is kept).")
+@click.option("--save", is_flag=True, help="With --model: make it the agent's primary model.")
+@click.option("--stream/--no-stream", "stream", default=None,
+              help="Stream the reply as it arrives (default: on a terminal; a pipe or file "
+              "gets the complete reply at once).")
+@click.option("--queue", "queue_only", is_flag=True,
+              help="Only queue the message for `fased run`; print the turn id.")
+@click.option("--schedule", metavar="WHEN",
+              help="Schedule MESSAGE as a task instead: 'every 1h', 'at 09:00', 'in 20m', "
+              "'cron 0 9 * * 1-5'.")
+@click.option("--tz", metavar="ZONE", help="Time zone for --schedule (IANA name).")
+@click.option("json_", "--json", is_flag=True,
+              help="Print one JSON object: reply, model, usage, turn id, timings.")
+def chat(message, agent, session, new_session, model, save, stream, queue_only, schedule, tz,
+         json_):
+    """Send a message to an agent and print the reply.
+
+    The message comes from the argument, from stdin when it is not a terminal, or both
+    (stdin, a blank line, then the argument). With neither, on a terminal, chat is
+    interactive: /help lists its commands, Ctrl-C stops a reply, Ctrl-D leaves.
+
+    The reply goes to stdout; diagnostics (retries, fallbacks, dropped context) to stderr.
+
+    \b
+    Examples:
+      fased chat "what changed in the build?"
+      git diff | fased chat "review this diff" > review.md
+      fased chat --session ops -m openai/gpt-4o-mini "summarise the incident"
+      fased chat --queue "check the build"      # for `fased run` to answer
+      fased chat --schedule "every 1h" "check the build"
+      fased chat --json "hi" | jq -r .reply
+
+    \b
+    Exit codes: 0 ok, 1 error, 2 usage, 5 every model failed.
+    """
+    from fased.errors import UsageError
+
+    if save and not model:
+        raise UsageError("--save needs --model REF")
+    text = _message(message)
+    if text is None:
+        if sys.stdin.isatty() and sys.stdout.isatty() and not json_ and not queue_only:
+            from fased.repl import interactive
+
+            interactive(store(), agent=agent, session=session, new_session=new_session,
+                        model=model)
+            return
+        raise UsageError("no message", hint='give one: fased chat "hello" (or pipe text in)')
+    if schedule:
+        from fased.commands.task import schedule_from_chat
+
+        schedule_from_chat(schedule, text, agent=agent, session=session, tz=tz, json_=json_)
+        return
+    _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_)
+
+
+def _message(argument: str | None) -> str | None:
+    piped = None
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read()
+    if piped and argument:
+        return f"{piped.rstrip()}\n\n{argument}"
+    if piped and piped.strip():
+        return piped
+    return argument
+
+
+def _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_):
+    from fased.chat import answer, queue_turn
+    from fased.runner import require_success
+
+    st = store()
+    queued = queue_turn(st, text, agent=agent, session=session, new_session=new_session,
+                        override=model, save=save)
+    if queue_only:
+        if json_:
+            echo_json({"turn": queued.turn, "agent": queued.agent, "session": queued.session,
+                       "queued": not queued.replayed})
+        else:
+            click.echo(queued.turn)
+        return
+    live = (sys.stdout.isatty() if stream is None else stream) and not json_
+    sink = _sink(st) if live else None
+    result = answer(st, queued, sink=sink, note=note)
+    if sink is not None and result.state == "completed":
+        sink.finish()
+    if json_:
+        echo_json({**result.to_dict(), "replayed": queued.replayed})
+    elif sink is None and result.state in ("completed", "aborted"):
+        click.echo(result.reply, nl=sys.stdout.isatty() and not result.reply.endswith("\n"))
+    if result.state == "aborted":
+        raise click.exceptions.Exit(130)
+    require_success(result)
+    if sys.stderr.isatty() and result.model:
+        note(f"[{result.model} · {result.usage.get('input_tokens') or '?'} in / "
+             f"{result.usage.get('output_tokens') or '?'} out · "
+             f"{(result.latency_ms or 0) / 1000:.1f} s]")
+
+
+def _sink(st):
+    from fased.chat import BlockSink, StreamSink, block_settings
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    inner = StreamSink(write, note)
+    on, lo, hi, brk = block_settings(st.db())
+    return BlockSink(inner, lo, hi, brk) if on else inner

@@ -1,0 +1,102 @@
+"""`fased run`: the foreground loop that answers queued turns and fires due tasks."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import click
+
+from fased.commands.output import agent_option, echo_jsonl, note, store
+from fased.errors import EXIT_MODELS_FAILED
+
+
+@click.command()
+@click.option("--once", is_flag=True,
+              help="Fire what is due, answer what is queued, then exit (for cron and CI).")
+@click.option("--until-idle", is_flag=True,
+              help="Keep going until nothing is queued or running anywhere, then exit.")
+@agent_option
+@click.option("--max-turns", type=click.IntRange(min=1), metavar="N", help="Stop after N turns.")
+@click.option("--poll", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS", help="How often to look for new work when idle.")
+@click.option("--lease", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              metavar="SECONDS", help="How long a claimed turn is ours without a heartbeat; "
+              "after a crash, another runner takes it over then.")
+@click.option("json_", "--json", is_flag=True, help="One JSON line per finished turn on stdout.")
+def run(once, until_idle, agent, max_turns, poll, lease, json_):
+    """Answer queued turns (oldest first, one at a time per session) and fire due tasks.
+
+    Several runners may run at once; each turn is answered exactly once. A runner that is
+    killed loses its turns to the others when their lease runs out. SIGINT or SIGTERM gives
+    the current turn back to the queue (recorded), then exits.
+
+    \b
+    Examples:
+      fased run                      # in the foreground, until Ctrl-C
+      fased run --once               # crontab: * * * * * fased run --once
+      fased run --until-idle --json  # CI: drain the queue, one JSON line per turn
+      fased run --agent ops --max-turns 10
+
+    Exit codes: 0 ok, 5 when a turn failed because every model failed, 130/143 on a signal.
+    """
+    from fased.runner import Runner, Stop
+
+    def on_term(signum, frame):
+        raise Stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    st = store()
+    runner = Runner(st, agent=agent, lease=lease, note=note)
+    counts = {"completed": 0, "failed": 0, "models_failed": 0}
+    try:
+        _loop(st, runner, once, until_idle, max_turns, poll, json_, counts)
+    except Stop:
+        note("fased: terminated; the current turn went back to the queue")
+        raise click.exceptions.Exit(143) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if counts["completed"] or counts["failed"]:
+        note(f"fased: {counts['completed']} turn(s) answered, {counts['failed']} failed")
+    if counts["models_failed"]:
+        raise click.exceptions.Exit(EXIT_MODELS_FAILED)
+
+
+def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
+    fire = _task_firer()
+    processed = 0
+    while True:
+        if fire is not None:
+            fire(st, runner)
+        claim = runner.claim_next()
+        if claim is not None:
+            result = runner.run(claim, None, interrupt="abandon")
+            processed += 1
+            if result.state in ("completed", "failed"):
+                counts[result.state] += 1
+            if result.error_class == "models_failed":
+                counts["models_failed"] += 1
+            if json_:
+                echo_jsonl(result.to_dict())
+            note(f"fased: {result.turn} ({result.agent}/{result.session}) {result.state}"
+                 + (f" via {result.model}" if result.model else "")
+                 + (f": {result.error}" if result.error else ""))
+            if max_turns and processed >= max_turns:
+                return
+            continue
+        if once and not runner.waiting:
+            return
+        if until_idle and not runner.waiting:
+            queued, running = runner.pending()
+            if queued == 0 and running == 0:
+                return
+        time.sleep(min(poll, 0.2) if runner.waiting else poll)
+
+
+def _task_firer():
+    """The task scheduler's tick, once tasks exist."""
+    try:
+        from fased.tasks import fire_due_tasks
+    except ImportError:
+        return None
+    return fire_due_tasks

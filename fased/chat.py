@@ -1,0 +1,198 @@
+"""Talking to an agent: queue a turn, then answer it in the foreground, keeping session order.
+
+Output sinks decide how a reply reaches stdout:
+- StreamSink writes pieces as they arrive. When an attempt is retried after a dropped stream
+  it does not repeat what was already shown; if the retry says something else, it starts a
+  new line and says so on stderr.
+- BlockSink sends completed blocks (block streaming) through a StreamSink.
+- With no sink the caller prints the final reply once (pipes and files get exactly it).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fased.agents import get_agent
+from fased.runner import Runner, TurnResult
+from fased.sessions import ensure_session
+from fased.store import Draft, Store
+
+
+@dataclass
+class Queued:
+    turn: str
+    agent: str
+    session: str
+    seq: int
+    replayed: bool
+
+
+def new_turn_id() -> str:
+    return f"t-{secrets.token_hex(6)}"
+
+
+def queue_turn(store: Store, message: str, *, agent: str | None = None,
+               session: str | None = None, new_session: bool = False,
+               override: str | None = None, save: bool = False,
+               source: str = "chat") -> Queued:
+    """Append `turn.queued` (and, for -m, the session's model override) in one transaction."""
+    from fased.models import check_ref_for_agent
+
+    turn_id = new_turn_id()
+
+    def decide(con):
+        a = get_agent(con, agent)
+        sid, drafts = ensure_session(con, a["id"], session, new_session)
+        if override is not None:
+            ref = check_ref_for_agent(con, override)
+            current = con.execute("SELECT model_override FROM sessions WHERE id = ?",
+                                  (sid,)).fetchone()
+            if current is None or current[0] != ref:
+                drafts.append(Draft("session.model_set", f"session:{sid}",
+                                    {"agent": a["id"], "session": sid, "model": ref}))
+            if save and a["primary_model"] != ref:
+                drafts.append(Draft("agent.models_set", f"agent:{a['id']}",
+                                    {"agent": a["id"], "primary": ref}))
+        drafts.append(Draft("turn.queued", f"session:{sid}", {
+            "turn": turn_id, "agent": a["id"], "session": sid, "message": message,
+            "source": source}))
+        return drafts
+
+    outcome = store.transact(decide)
+    queued = next(e for e in outcome.events if e["type"] == "turn.queued")
+    d = queued["data"]
+    return Queued(d["turn"], d["agent"], d["session"], queued["seq"], outcome.replayed)
+
+
+def result_from_row(con: sqlite3.Connection, turn_id: str) -> TurnResult | None:
+    """The outcome of a finished turn, read back from the projection (for re-runs)."""
+    row = con.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+    if row is None:
+        return None
+    if row["state"] == "merged":
+        parent = result_from_row(con, row["merged_into"])
+        return parent if parent is None or parent.state != "running" else None
+    if row["state"] not in ("completed", "failed", "aborted"):
+        return None
+    return TurnResult(
+        row["id"], row["agent"], row["session"], row["state"], reply=row["reply"] or "",
+        model=row["model_used"],
+        usage={"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"]},
+        finish_reason=row["finish_reason"], latency_ms=row["latency_ms"], ttft_ms=row["ttft_ms"],
+        attempts=row["attempts"], error_class=row["error_class"], error=row["error"],
+        context_dropped=row["context_dropped"] or 0)
+
+
+def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] = lambda s: None,
+           poll: float = 0.1, lease: float | None = None) -> TurnResult:
+    """Run `queued` in the foreground. Earlier queued turns of the same session are answered
+    first (in order, not printed); a turn another runner holds is waited for."""
+    kwargs = {"lease": lease} if lease else {}
+    runner = Runner(store, note=note, **kwargs)
+    waited = False
+    while True:
+        done = result_from_row(store.db(check_files=False), queued.turn)
+        if done is not None:
+            return done
+        claim = runner.claim_next(session=queued.session, upto_seq=queued.seq)
+        if claim is None:
+            if not waited and not runner.waiting:
+                note(f"fased: waiting for another runner to finish turn {queued.turn}'s "
+                     f"session {queued.session}")
+            waited = True
+            time.sleep(poll)
+            continue
+        if claim.turn == queued.turn or queued.turn in claim.merged:
+            return runner.run(claim, sink, interrupt="abort")
+        note(f"fased: answering the earlier queued turn {claim.turn} of session "
+             f"{claim.session} first")
+        runner.run(claim, None, interrupt="abandon")
+
+
+class StreamSink:
+    """Writes a streamed reply as it arrives, without repeating a retried prefix."""
+
+    def __init__(self, write: Callable[[str], None], warn: Callable[[str], None]):
+        self.write = write
+        self.warn = warn
+        self.shown = ""
+        self.current: list[str] = []
+        self.current_len = 0
+
+    def restart(self) -> None:
+        self.current = []
+        self.current_len = 0
+
+    def feed(self, piece: str) -> None:
+        self.current.append(piece)
+        self.current_len += len(piece)
+        if self.current_len <= len(self.shown):
+            return
+        text = "".join(self.current)
+        self.current = [text]
+        if text.startswith(self.shown):
+            self.write(text[len(self.shown):])
+        else:
+            self.warn("\nfased: the retried reply differs from what was shown; it follows in full")
+            self.write("\n" + text)
+        self.shown = text
+
+    def finish(self) -> None:
+        """End the line on a terminal."""
+        if self.shown and not self.shown.endswith("\n"):
+            self.write("\n")
+
+
+class BlockSink:
+    """Block streaming: completed blocks (800-1200 characters by default) instead of tokens;
+    `message_end` holds them all until the reply is complete."""
+
+    def __init__(self, inner: StreamSink, min_chars: int, max_chars: int, brk: str):
+        self.inner = inner
+        self.min_chars, self.max_chars, self.brk = min_chars, max_chars, brk
+        self.restart()
+
+    def restart(self) -> None:
+        from fased.chunker import BlockChunker
+
+        self.chunker = BlockChunker(self.min_chars, self.max_chars)
+        self.blocks: list[str] = []
+        self.inner.restart()
+
+    def feed(self, piece: str) -> None:
+        for block in self.chunker.feed(piece):
+            self._emit(block)
+
+    def _emit(self, block: str) -> None:
+        self.blocks.append(block)
+        if self.brk != "message_end":
+            self._show()
+
+    def _show(self) -> None:
+        # the chunker may close and reopen a long code fence between blocks; stdout gets the
+        # reply's own text, so show the blocks joined back
+        from fased.chunker import join_chunks
+
+        self.inner.restart()
+        self.inner.feed(join_chunks(self.blocks))
+
+    def finish(self) -> None:
+        for block in self.chunker.flush():
+            self._emit(block)
+        self._show()
+        self.inner.finish()
+
+
+def block_settings(con: sqlite3.Connection) -> tuple[bool, int, int, str]:
+    """(on, min, max, break) from agents.defaults.blockStreaming*."""
+    from fased.config import config_doc
+
+    d = config_doc(con).get("agents", {}).get("defaults", {})
+    chunk = d.get("blockStreamingChunk", {})
+    return (d.get("blockStreamingDefault", "off") == "on", chunk.get("minChars", 800),
+            chunk.get("maxChars", 1200), d.get("blockStreamingBreak", "text_end"))
+

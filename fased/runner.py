@@ -1,0 +1,325 @@
+"""Running turns: claim under the log lock with a lease, call the model with retries and
+fallback, record every attempt, and answer each turn exactly once.
+
+A claim is `turn.started` with a lease; a heartbeat thread extends it while the model works.
+A turn whose lease ran out (its runner was killed) is claimable again. The result is recorded
+only if this runner still holds the claim (the fence), so nothing is answered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from fased.errors import FasedError, ModelsFailedError
+from fased.store import Draft, Store
+from fased.timeparse import format_ts, parse_ts, utc_now
+
+QUEUE_MODES = ("followup", "collect", "steer")
+DEFAULT_RETRIES = 2
+DEFAULT_COOLDOWN = 60.0
+DEFAULT_LEASE = 60.0
+COLLECT_DEBOUNCE = 1.0
+COLLECT_CAP = 20
+MAX_WAIT = 60.0
+
+
+class LostClaim(FasedError):
+    """Another runner took the turn over (our lease ran out); our result is not recorded."""
+
+
+@dataclass
+class Claim:
+    turn: str
+    agent: str
+    session: str
+    claim: int
+    merged: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TurnResult:
+    """How a turn ended, for printing (`--json`) and exit codes."""
+
+    turn: str
+    agent: str
+    session: str
+    state: str  # completed | failed | aborted | abandoned | lost
+    reply: str = ""
+    model: str | None = None
+    usage: dict = field(default_factory=dict)
+    finish_reason: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    attempts: int = 0
+    error_class: str | None = None
+    error: str | None = None
+    context_dropped: int = 0
+    merged: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "turn": self.turn, "agent": self.agent, "session": self.session,
+            "state": self.state, "reply": self.reply, "model": self.model,
+            "usage": self.usage, "finish_reason": self.finish_reason,
+            "timings": {"latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms},
+            "attempts": self.attempts, "error_class": self.error_class, "error": self.error,
+            "context_dropped": self.context_dropped, "merged": self.merged,
+        }
+
+
+class Stop(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+    """SIGTERM: give the current turn back and leave."""
+
+
+def runner_id() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _settings(con: sqlite3.Connection, agent: str) -> dict:
+    """Run settings from fased.json: agent-level queue settings over agents.defaults."""
+    from fased.config import config_doc
+
+    defaults = config_doc(con).get("agents", {}).get("defaults", {})
+    row = con.execute("SELECT config FROM agents WHERE id = ?", (agent,)).fetchone()
+    own = json.loads(row[0] or "{}") if row else {}
+    queue = {**defaults.get("queue", {}), **own.get("queue", {})}
+    return {**defaults, "queue": queue}
+
+
+def queue_mode(con: sqlite3.Connection, session: str, agent: str) -> str:
+    row = con.execute("SELECT queue_mode FROM sessions WHERE id = ?", (session,)).fetchone()
+    if row is not None and row[0]:
+        return row[0]
+    return _settings(con, agent)["queue"].get("mode", "followup")
+
+
+class Runner:
+    """Claims and runs turns for one process. `clock` and `sleep` are injectable for tests."""
+
+    def __init__(self, store: Store, *, agent: str | None = None, lease: float = DEFAULT_LEASE,
+                 clock: Callable[[], datetime] = utc_now, sleep: Callable[[float], None] = time.sleep,
+                 note: Callable[[str], None] = lambda s: None):
+        self.store = store
+        self.agent = agent
+        self.lease = lease
+        self.clock = clock
+        self.sleep = sleep
+        self.note = note
+        self.id = runner_id()
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def claim_next(self, session: str | None = None, upto_seq: int | None = None) -> Claim | None:
+        """Claim the oldest turn that may run now (one running turn per session)."""
+        claimed: list[Claim] = []
+        self.waiting = False
+
+        def decide(con):
+            claim = self._pick(con, session, upto_seq)
+            if claim is None:
+                return []
+            claimed.append(claim)
+            return [self._started_draft(con, claim)]
+
+        self.store.append_internal(decide)
+        return claimed[-1] if claimed else None
+
+    def _pick(self, con, session: str | None, upto_seq: int | None) -> Claim | None:
+        now = format_ts(self.clock())
+        where = ["(state = 'queued' OR (state = 'running' AND lease_until < ?))"]
+        params: list = [now]
+        if self.agent:
+            where.append("agent = ?")
+            params.append(self.agent)
+        if session:
+            where.append("session = ?")
+            params.append(session)
+        if upto_seq is not None:
+            where.append("queued_seq <= ?")
+            params.append(upto_seq)
+        busy = {r[0] for r in con.execute(
+            "SELECT session FROM turns WHERE state = 'running' AND lease_until >= ?", (now,))}
+        seen: set[str] = set()
+        for row in con.execute(f"SELECT * FROM turns WHERE {' AND '.join(where)} "
+                               "ORDER BY queued_seq", params).fetchall():
+            if row["session"] in busy or row["session"] in seen:
+                continue
+            seen.add(row["session"])
+            merged = self._collect(con, row, now)
+            if merged is None:
+                self.waiting = True
+                continue
+            return Claim(row["id"], row["agent"], row["session"], row["claims"] + 1, merged)
+        return None
+
+    def _collect(self, con, row: sqlite3.Row, now: str) -> list[str] | None:
+        """In collect mode, the queued turns answered together with `row`; None while the
+        debounce has not passed since the newest of them."""
+        if row["state"] == "running":  # a reclaim keeps what it had merged
+            return [r[0] for r in con.execute("SELECT id FROM turns WHERE merged_into = ? "
+                                              "ORDER BY queued_seq", (row["id"],))]
+        if queue_mode(con, row["session"], row["agent"]) != "collect":
+            return []
+        queue = _settings(con, row["agent"])["queue"]
+        debounce = queue.get("debounceMs", COLLECT_DEBOUNCE * 1000) / 1000
+        cap = queue.get("cap", COLLECT_CAP)
+        pending = con.execute("SELECT id, queued_at FROM turns WHERE session = ? AND state = "
+                              "'queued' ORDER BY queued_seq LIMIT ?",
+                              (row["session"], cap)).fetchall()
+        newest = parse_ts(pending[-1]["queued_at"])
+        if (parse_ts(now) - newest).total_seconds() < debounce:
+            return None
+        return [r["id"] for r in pending[1:]]
+
+    def _started_draft(self, con, claim: Claim) -> Draft:
+        lease_until = format_ts(self.clock() + timedelta(seconds=self.lease))
+        data = {"turn": claim.turn, "agent": claim.agent, "session": claim.session,
+                "runner": self.id, "pid": os.getpid(), "host": os.uname().nodename,
+                "lease_until": lease_until, "claim": claim.claim}
+        if claim.merged:
+            data["merged"] = claim.merged
+        return Draft("turn.started", f"session:{claim.session}", data)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, claim: Claim, on_delta: Callable[[str], None] | None = None,
+            interrupt: str = "abandon") -> TurnResult:
+        """Run a claimed turn to its end and record the outcome.
+
+        `interrupt` says what Ctrl-C means: "abort" (keep the partial reply, as chat does) or
+        "abandon" (give the turn back to the queue, as `fased run` does). SIGTERM abandons.
+        """
+        from fased.turn import TurnCall
+
+        keeper = LeaseKeeper(self.store.home, claim, self.id, self.lease, self.clock)
+        keeper.start()
+        call = TurnCall(self, claim, on_delta)
+        try:
+            outcome = call.execute()
+        except KeyboardInterrupt:
+            keeper.stop()
+            if interrupt == "abort":
+                return self._finish(claim, "turn.aborted", {
+                    "partial_reply": call.partial, "model": call.current_model,
+                    "reason": "interrupted"}, call)
+            self._finish(claim, "turn.abandoned", {"runner": self.id, "reason": "interrupted"},
+                         call)
+            raise
+        except Stop:
+            keeper.stop()
+            self._finish(claim, "turn.abandoned", {"runner": self.id, "reason": "terminated"},
+                         call)
+            raise
+        finally:
+            keeper.stop()
+        etype, data = outcome
+        return self._finish(claim, etype, data, call)
+
+    def _finish(self, claim: Claim, etype: str, data: dict, call) -> TurnResult:
+        """Record the outcome if we still hold the claim; otherwise drop it quietly."""
+        base = {"turn": claim.turn, "agent": claim.agent, "session": claim.session}
+        if claim.merged and etype != "turn.abandoned":
+            data = {**data, "merged": claim.merged}
+        drafts = list(call.cooldowns)
+
+        def decide(con):
+            row = con.execute("SELECT state, runner, claims FROM turns WHERE id = ?",
+                              (claim.turn,)).fetchone()
+            if row["state"] != "running" or row["runner"] != self.id or (
+                    row["claims"] != claim.claim):
+                raise LostClaim(f"turn {claim.turn} was taken over by another runner")
+            return [*drafts, Draft(etype, f"session:{claim.session}", {**base, **data})]
+
+        try:
+            self.store.append_internal(decide)
+        except LostClaim as exc:
+            self.note(f"fased: {exc.message}; this runner's result is dropped")
+            return TurnResult(claim.turn, claim.agent, claim.session, "lost")
+        state = etype.split(".")[1]
+        return TurnResult(
+            claim.turn, claim.agent, claim.session, state,
+            reply=data.get("reply", data.get("partial_reply", "")), model=data.get("model"),
+            usage=data.get("usage") or {}, finish_reason=data.get("finish_reason"),
+            latency_ms=data.get("latency_ms"), ttft_ms=data.get("ttft_ms"),
+            attempts=data.get("attempts", call.attempts), error_class=data.get("error_class"),
+            error=data.get("message"), context_dropped=data.get("context_dropped", 0),
+            merged=claim.merged)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def pending(self) -> tuple[int, int]:
+        """(queued turns, turns running under a live lease) for this runner's agent filter."""
+        con = self.store.db()
+        now = format_ts(self.clock())
+        agent_clause, params = ("AND agent = ?", [self.agent]) if self.agent else ("", [])
+        queued = con.execute(f"SELECT COUNT(*) FROM turns WHERE (state = 'queued' OR (state ="
+                             f" 'running' AND lease_until < ?)) {agent_clause}",
+                             [now, *params]).fetchone()[0]
+        running = con.execute(f"SELECT COUNT(*) FROM turns WHERE state = 'running' AND "
+                              f"lease_until >= ? {agent_clause}", [now, *params]).fetchone()[0]
+        return queued, running
+
+
+def require_success(result: TurnResult) -> TurnResult:
+    """Raise the error a failed turn means for `fased chat`'s exit code."""
+    if result.state == "failed":
+        if result.error_class == "models_failed":
+            raise ModelsFailedError(result.error or "every model failed",
+                                    hint="`fased agent models status --probe` shows why")
+        raise FasedError(result.error or "the turn failed")
+    return result
+
+
+class LeaseKeeper(threading.Thread):
+    """Extends a claimed turn's lease while the model works (its own store and connection)."""
+
+    def __init__(self, home, claim: Claim, runner: str, lease: float, clock):
+        super().__init__(daemon=True, name=f"lease-{claim.turn}")
+        self.home = home
+        self.claim = claim
+        self.runner = runner
+        self.lease = lease
+        self.clock = clock
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        store = Store(self.home)
+        try:
+            while not self._stop_event.wait(self.lease / 3):
+                until = format_ts(self.clock() + timedelta(seconds=self.lease))
+                c = self.claim
+
+                def decide(con, until=until, c=c):
+                    row = con.execute("SELECT state, runner FROM turns WHERE id = ?",
+                                      (c.turn,)).fetchone()
+                    if row["state"] != "running" or row["runner"] != self.runner:
+                        return []
+                    return [Draft("turn.lease_extended", f"session:{c.session}", {
+                        "turn": c.turn, "agent": c.agent, "session": c.session,
+                        "runner": self.runner, "lease_until": until})]
+
+                store.append_internal(decide)
+        except FasedError:
+            return
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+
+
+def within(seconds: float, since: float) -> bool:
+    return time.monotonic() - since < seconds
+
+
+__all__ = ["MAX_WAIT", "Claim", "Runner", "TurnResult", "parse_ts"]

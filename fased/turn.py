@@ -1,0 +1,189 @@
+"""One turn's model calls: the fallback chain, retries with tenacity, an event per attempt.
+
+Retries: exponential backoff with jitter, never shorter than the server's Retry-After, only
+for retryable errors (connection, timeout, 408/409/429/5xx, a stream dropped mid-way). After
+a model's retries, the next ref in the chain is tried; auth and "model not found" fall back
+at once, a bad request fails the turn. A model that failed gets a cooldown, recorded in the
+log, so the next turns skip it until it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+from fased.agents import get_agent
+from fased.context import build_context
+from fased.errors import FasedError
+from fased.store import Draft
+from fased.timeparse import format_ts
+
+NO_FALLBACK = ("bad_request", "context_length")
+
+
+class TurnCall:
+    """Runs the model chain for one claimed turn; `execute` returns (event type, data)."""
+
+    def __init__(self, runner, claim, sink=None):
+        self.runner = runner
+        self.claim = claim
+        self.sink = sink
+        self.attempts = 0
+        self.current_model: str | None = None
+        self.cooldowns: list[Draft] = []
+        self._pieces: list[str] = []
+
+    @property
+    def partial(self) -> str:
+        return "".join(self._pieces)
+
+    def execute(self) -> tuple[str, dict]:
+        from fased.runner import DEFAULT_COOLDOWN, DEFAULT_RETRIES, _settings
+
+        store = self.runner.store
+        con = store.db(check_files=False)
+        turn = con.execute("SELECT * FROM turns WHERE id = ?", (self.claim.turn,)).fetchone()
+        settings = _settings(con, self.claim.agent)
+        ctx = build_context(con, turn, self.claim.merged, settings.get("contextWindow"),
+                            settings.get("systemPrompt"))
+        if ctx.dropped:
+            self.runner.note(f"fased: dropped the {ctx.dropped} oldest message(s) of session "
+                             f"{self.claim.session} to fit the {ctx.window}-token context window")
+        chain = self._chain(con, turn)
+        if not chain:
+            return "turn.failed", {
+                "error_class": "no_model", "attempts": 0, "models_tried": [],
+                "message": f"agent {self.claim.agent} has no model: "
+                "`fased agent models set primary REF`", "runner": self.runner.id}
+        retries = int(settings.get("retries", DEFAULT_RETRIES))
+        cooldown = float(settings.get("cooldownSeconds", DEFAULT_COOLDOWN))
+        timeout = float(settings.get("timeoutSeconds", 120))
+        started = time.monotonic()
+        tried: list[str] = []
+        last: FasedError | None = None
+        for index, ref in enumerate(chain):
+            tried.append(ref)
+            more = index + 1 < len(chain)
+            try:
+                result = self._call_model(con, ref, ctx.messages, retries, timeout)
+            except FasedError as exc:
+                last = exc
+                kind = getattr(exc, "kind", "config")
+                if kind in NO_FALLBACK:
+                    return "turn.failed", {
+                        "error_class": kind, "message": exc.message, "attempts": self.attempts,
+                        "models_tried": tried, "runner": self.runner.id}
+                until = format_ts(self.runner.clock() + timedelta(seconds=cooldown))
+                if cooldown > 0:
+                    self.cooldowns.append(Draft("model.cooldown", f"model:{ref}", {
+                        "model": ref, "until": until, "reason": kind}))
+                self.runner.note(f"fased: {ref} failed ({kind})"
+                                 + (f"; falling back to {chain[index + 1]}" if more else ""))
+                continue
+            return "turn.completed", {
+                "reply": result.text, "model": ref,
+                "usage": {"input_tokens": result.usage.input_tokens,
+                          "output_tokens": result.usage.output_tokens},
+                "finish_reason": result.finish_reason,
+                "latency_ms": round((time.monotonic() - started) * 1000, 1),
+                "ttft_ms": None if result.ttft_ms is None else round(result.ttft_ms, 1),
+                "attempts": self.attempts, "context_dropped": ctx.dropped,
+                "runner": self.runner.id}
+        return "turn.failed", {
+            "error_class": "models_failed", "attempts": self.attempts, "models_tried": tried,
+            "message": f"every model failed ({', '.join(tried)}); last: "
+            f"{last.message if last else 'unknown error'}", "runner": self.runner.id}
+
+    def _chain(self, con, turn) -> list[str]:
+        """The override (turn's, else session's) or primary, then the fallbacks, without
+        models cooling down (unless every one of them is)."""
+        agent = get_agent(con, self.claim.agent, include_deleted=True)
+        session = con.execute("SELECT model_override FROM sessions WHERE id = ?",
+                              (self.claim.session,)).fetchone()
+        first = turn["model_override"] or (session[0] if session else None) or agent[
+            "primary_model"]
+        chain: list[str] = []
+        for ref in [first, *json.loads(agent["fallbacks"] or "[]")]:
+            if ref and ref not in chain:
+                chain.append(ref)
+        now = format_ts(self.runner.clock())
+        cooling = {r[0]: r[1] for r in con.execute(
+            "SELECT model, until FROM cooldowns WHERE until > ?", (now,))}
+        usable = [ref for ref in chain if ref not in cooling]
+        for ref in chain:
+            if ref in cooling and usable:
+                self.runner.note(f"fased: skipping {ref} (cooling down until {cooling[ref]})")
+        return usable or chain
+
+    def _call_model(self, con, ref: str, messages: list[dict], retries: int, timeout: float):
+        """One model with retries; raises the last error when it gives up."""
+        import tenacity
+
+        from fased.models import get_provider, make_client, parse_model_ref
+        from fased.runner import MAX_WAIT
+
+        self.current_model = ref
+        try:
+            parsed = parse_model_ref(con, ref)
+            client = make_client(self.runner.store.home, get_provider(con, parsed.provider),
+                                 read_timeout=timeout)
+        except FasedError as exc:
+            self._record_attempt(ref, 1, exc)
+            raise
+        model_attempt = 0
+
+        def attempt():
+            nonlocal model_attempt
+            model_attempt += 1
+            self.attempts += 1
+            self._pieces.clear()
+            if self.sink is not None:
+                self.sink.restart()
+            try:
+                return client.chat(parsed.model, messages, stream=True, on_delta=self._delta)
+            except FasedError as exc:
+                self._record_attempt(ref, model_attempt, exc)
+                raise
+
+        def retryable(exc: BaseException) -> bool:
+            after = getattr(exc, "retry_after", None)
+            return bool(getattr(exc, "retryable", False)) and (after is None or after <= MAX_WAIT)
+
+        def wait(state) -> float:
+            backoff = tenacity.wait_random_exponential(multiplier=0.25, max=MAX_WAIT)(state)
+            after = getattr(state.outcome.exception(), "retry_after", None) or 0
+            return min(MAX_WAIT, max(backoff, after))
+
+        def before_sleep(state) -> None:
+            exc = state.outcome.exception()
+            self.runner.note(f"fased: {ref}: {getattr(exc, 'kind', 'error')}; retrying in "
+                             f"{state.next_action.sleep:.1f}s (attempt {state.attempt_number + 1}"
+                             f" of {retries + 1})")
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(retries + 1), wait=wait,
+            retry=tenacity.retry_if_exception(retryable), sleep=self.runner.sleep,
+            before_sleep=before_sleep, reraise=True)
+        try:
+            return retrying(attempt)
+        finally:
+            client.close()
+
+    def _delta(self, piece: str) -> None:
+        self._pieces.append(piece)
+        if self.sink is not None:
+            self.sink.feed(piece)
+
+    def _record_attempt(self, ref: str, attempt: int, exc: FasedError) -> None:
+        c = self.claim
+        data = {"turn": c.turn, "agent": c.agent, "session": c.session, "model": ref,
+                "attempt": attempt, "kind": getattr(exc, "kind", "config"),
+                "message": exc.message, "retryable": bool(getattr(exc, "retryable", False))}
+        for key in ("status", "retry_after"):
+            if getattr(exc, key, None) is not None:
+                data[key] = getattr(exc, key)
+        if self._pieces:
+            data["partial_chars"] = len(self.partial)
+        self.runner.store.append_internal(
+            [Draft("turn.attempt_failed", f"session:{c.session}", data)])
