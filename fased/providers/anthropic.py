@@ -1,0 +1,171 @@
+"""Anthropic Messages API: POST /v1/messages with server-sent events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import ChatResult, DeltaCallback, StreamParser, ToolCall, Usage, loads
+from .http import HttpClient
+from .openai import SseDecoder
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+_MAX_MODEL_PAGES = 20
+
+
+def anthropic_tools(tools: list[dict]) -> list[dict]:
+    """Tools in Anthropic shape; OpenAI-shaped entries ({type: function, ...}) are converted."""
+    out = []
+    for tool in tools:
+        function = tool.get("function") if tool.get("type") == "function" else None
+        if isinstance(function, dict):
+            converted = {
+                "name": function["name"],
+                "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+            }
+            if function.get("description"):
+                converted["description"] = function["description"]
+            out.append(converted)
+        else:
+            out.append(tool)
+    return out
+
+
+def _merge_usage(usage: Usage, raw: Any) -> None:
+    if not isinstance(raw, dict):
+        return
+    # Cached prompt tokens are reported apart from input_tokens; all of them were input.
+    parts = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    if any(raw.get(p) is not None for p in parts):
+        usage.input_tokens = sum(raw.get(p) or 0 for p in parts)
+    if raw.get("output_tokens") is not None:
+        usage.output_tokens = raw["output_tokens"]
+
+
+class _AnthropicStream(StreamParser):
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.sse = SseDecoder()
+        self.inputs: dict[int, Any] = {}
+
+    def feed(self, line: str) -> None:
+        event = self.sse.feed(line)
+        if event is not None:
+            self._event(*event)
+
+    def end(self) -> None:
+        event = self.sse.flush()
+        if event is not None:
+            self._event(*event)
+
+    def _event(self, name: str, data: str) -> None:
+        obj = loads(data)
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type") or name
+        index = obj.get("index", 0)
+        if kind == "message_start":
+            message = obj.get("message") or {}
+            self.model = message.get("model") or self.model
+            _merge_usage(self.usage, message.get("usage"))
+        elif kind == "content_block_start":
+            block = obj.get("content_block") or {}
+            if block.get("type") == "text":
+                self.emit(block.get("text"))
+            elif block.get("type") == "tool_use":
+                slot = self.tool(index)
+                slot["id"], slot["name"] = block.get("id"), block.get("name") or ""
+                self.inputs[index] = block.get("input")
+        elif kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                self.emit(delta.get("text"))
+            elif delta.get("type") == "input_json_delta" and index in self.tools:
+                self.tools[index]["arguments"] += delta.get("partial_json") or ""
+        elif kind == "content_block_stop":
+            if index in self.tools and not self.tools[index]["arguments"]:
+                self.tools[index]["arguments"] = json.dumps(self.inputs.get(index) or {})
+        elif kind == "message_delta":
+            delta = obj.get("delta") or {}
+            self.finish_reason = delta.get("stop_reason") or self.finish_reason
+            _merge_usage(self.usage, obj.get("usage"))
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            self.fail(obj)
+
+
+class AnthropicClient(HttpClient):
+    """POST {base_url}/v1/messages; a base_url given with a trailing /v1 is accepted too."""
+
+    family = "anthropic"
+
+    def _setup(self) -> None:
+        super()._setup()
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[:-3]
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        return headers
+
+    def _chat_request(
+        self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
+        tools: list[dict] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
+        turns = [
+            {"role": m["role"], "content": m["content"]}
+            for m in messages
+            if m.get("role") != "system"
+        ]
+        payload: dict[str, Any] = {
+            "model": model,
+            "messages": turns,
+            "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+            "stream": stream,
+        }
+        if system:
+            payload["system"] = system
+        if tools:
+            payload["tools"] = anthropic_tools(tools)
+        return "/v1/messages", payload
+
+    def _stream_parser(
+        self, model: str, on_delta: DeltaCallback | None, started: float
+    ) -> StreamParser:
+        return _AnthropicStream(self, model, on_delta, started)
+
+    def _parse_full(self, data: Any, model: str) -> ChatResult:
+        data = data if isinstance(data, dict) else {}
+        texts, calls = [], []
+        for block in data.get("content") or []:
+            if block.get("type") == "text":
+                texts.append(block.get("text") or "")
+            elif block.get("type") == "tool_use":
+                arguments = json.dumps(block.get("input") or {})
+                calls.append(ToolCall(block.get("id"), block.get("name") or "", arguments))
+        usage = Usage()
+        _merge_usage(usage, data.get("usage"))
+        return ChatResult(
+            text="".join(texts),
+            finish_reason=data.get("stop_reason"),
+            usage=usage,
+            model=data.get("model") or model,
+            tool_calls=calls,
+        )
+
+    def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
+        names: list[str] = []
+        path = "/v1/models?limit=1000"
+        for _ in range(_MAX_MODEL_PAGES):
+            data = self.get_json(path, timeout)
+            items = data.get("data") if isinstance(data, dict) else None
+            names += [m["id"] for m in items or [] if isinstance(m, dict) and "id" in m]
+            if not (isinstance(data, dict) and data.get("has_more") and data.get("last_id")):
+                break
+            path = f"/v1/models?limit=1000&after_id={data['last_id']}"
+        return names

@@ -1,0 +1,406 @@
+"""Provider-neutral parts: results, the provider error, the Client interface, reply
+accumulation, and classification of what a server answered.
+
+Nothing here imports `requests`; the CLI imports this module on every start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fased.errors import FasedError
+
+if TYPE_CHECKING:
+    from .http import HttpClient
+
+ERROR_KINDS = (
+    "auth",
+    "rate_limit",
+    "overloaded",
+    "server",
+    "timeout",
+    "connection",
+    "bad_request",
+    "context_length",
+    "not_found",
+    "stream_dropped",
+)
+PROBE_RESULTS = ("ok", "auth", "rate_limit", "unreachable", "timeout", "no_model", "error")
+
+_RETRYABLE_KINDS = frozenset(
+    {"connection", "timeout", "rate_limit", "overloaded", "server", "stream_dropped"}
+)
+_FINAL_KINDS = frozenset({"auth", "bad_request", "context_length", "not_found"})
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+_HINTS = {
+    "auth": "check the API key configured for this provider",
+    "not_found": "check the model name and base URL (`fased agent models list`)",
+    "connection": "is the model server running and the base URL right?",
+    "context_length": "the conversation is too long for this model; shorten it or use a bigger one",
+}
+
+
+@dataclass
+class Usage:
+    """Token counts as reported by the server (None when it did not say)."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass
+class ToolCall:
+    """One tool call requested by the model; `arguments` is the raw JSON text."""
+
+    id: str | None
+    name: str
+    arguments: str
+
+
+@dataclass
+class ChatResult:
+    """The outcome of one chat request."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    model: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        """True when the reply stopped at the output-token limit (any API family)."""
+        return self.finish_reason in ("length", "max_tokens")
+
+
+class ProviderError(FasedError):
+    """A failed model request, classified so the caller can retry or fall back."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        partial_text: str = "",
+        provider: str | None = None,
+        model: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+    ):
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown provider error kind {kind!r}")
+        super().__init__(message, hint=hint if hint is not None else _HINTS.get(kind))
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        # Text already shown to the user before the failure; lets the caller keep or resume it.
+        self.partial_text = partial_text
+        self.provider = provider
+        self.model = model
+        self.detail = detail
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed if sent again later."""
+        if self.kind in _FINAL_KINDS:
+            return False
+        if self.kind in _RETRYABLE_KINDS:
+            return True
+        return self.status is not None and (
+            self.status in _RETRYABLE_STATUS or self.status >= 500
+        )
+
+    @property
+    def fallback_now(self) -> bool:
+        """Retrying cannot help (bad key, unknown model): move to the next model at once."""
+        return self.kind in ("auth", "not_found")
+
+    def __repr__(self) -> str:
+        return f"ProviderError(kind={self.kind!r}, status={self.status!r}, {self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle through their args; ours has keyword-only state as well.
+        return (_rebuild_error, (self.message, self.__dict__))
+
+
+def _rebuild_error(message: str, state: dict[str, Any]) -> ProviderError:
+    err = ProviderError(message, kind=state["kind"])
+    err.__dict__.update(state)
+    return err
+
+
+DeltaCallback = Callable[[str], None]
+
+
+class Client(ABC):
+    """One model server speaking one API family over HTTP."""
+
+    #: API family name used in error messages when no label is given.
+    family = "provider"
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 120.0,
+        *,
+        label: str | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or None
+        self.headers = dict(headers or {})
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.label = label or self.family
+        #: The error behind the last non-"ok" probe, for `models status` to show.
+        self.last_probe_error: ProviderError | None = None
+        self._setup()
+
+    def _setup(self) -> None:  # noqa: B027 (optional hook, deliberately not abstract)
+        """Subclass hook run at the end of __init__ (keeps one constructor signature)."""
+
+    @abstractmethod
+    def chat(
+        self,
+        model: str,
+        messages: list[dict],
+        *,
+        stream: bool = True,
+        on_delta: DeltaCallback | None = None,
+        max_tokens: int | None = None,
+        tools: list[dict] | None = None,
+    ) -> ChatResult:
+        """Send one chat request; stream text pieces to `on_delta` as they arrive."""
+
+    @abstractmethod
+    def list_models(self) -> list[str]:
+        """Model names the server offers."""
+
+    @abstractmethod
+    def probe(self, model: str | None) -> str:
+        """Cheap liveness check; returns one of PROBE_RESULTS."""
+
+    def close(self) -> None:  # noqa: B027 (optional hook, deliberately not abstract)
+        """Release pooled connections (optional; clients also work without it)."""
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        # Deliberately leaves out the key and headers.
+        return f"{type(self).__name__}({self.label!r}, {self.base_url!r})"
+
+
+def loads(text: str) -> Any:
+    """json.loads that returns None for malformed input (stream noise is skipped)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class StreamParser:
+    """Accumulates one streamed reply; each API family overrides `feed`."""
+
+    def __init__(
+        self, client: HttpClient, model: str, on_delta: DeltaCallback | None, started: float
+    ):
+        self.client = client
+        self.requested = model
+        self.model: str | None = None
+        self.on_delta = on_delta
+        self.started = started
+        self.parts: list[str] = []
+        self.tools: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage = Usage()
+        self.ttft_ms: float | None = None
+        self.done = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def emit(self, piece: str | None) -> None:
+        if not piece:
+            return
+        if self.ttft_ms is None:
+            self.ttft_ms = (time.monotonic() - self.started) * 1000.0
+        self.parts.append(piece)
+        if self.on_delta is not None:
+            self.on_delta(piece)
+
+    def tool(self, index: int) -> dict[str, Any]:
+        return self.tools.setdefault(index, {"id": None, "name": "", "arguments": ""})
+
+    def fail(self, error_object: Any) -> None:
+        """Raise the error the server reported inside the stream."""
+        kind, status, detail = classify_error_object(error_object)
+        raise self.client.make_error(kind, status=status, detail=detail, model=self.requested)
+
+    def feed(self, line: str) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """Called at a clean end of body, before checking that the reply was complete."""
+
+    def result(self) -> ChatResult:
+        calls = [
+            ToolCall(t["id"], t["name"], t["arguments"]) for _, t in sorted(self.tools.items())
+        ]
+        return ChatResult(
+            text=self.text,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=self.model or self.requested,
+            tool_calls=calls,
+            ttft_ms=self.ttft_ms,
+        )
+
+
+# -- classifying what a server said (status, error body, Retry-After) -----------------------
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "too long",
+)
+
+# Error "type" values (Anthropic and OpenAI) for errors that arrive without an HTTP status.
+_TYPE_KINDS = {
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "not_found_error": "not_found",
+    "rate_limit_error": "rate_limit",
+    "overloaded_error": "overloaded",
+    "api_error": "server",
+    "server_error": "server",
+    "timeout_error": "timeout",
+    "invalid_request_error": "bad_request",
+    "request_too_large": "bad_request",
+}
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date), else None."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        import email.utils  # only needed for the rare HTTP-date form; keeps CLI start fast
+        from datetime import UTC
+
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
+
+
+def retry_after_from(headers: Any) -> float | None:
+    """Retry delay from response headers; the millisecond variant wins when both are sent."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        parsed = parse_retry_after(millis)
+        if parsed is not None:
+            return parsed / 1000.0
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def error_fields(body: str) -> tuple[str, str, str]:
+    """(type, message, code) from an error body: OpenAI, Anthropic, Ollama or FastAPI shape."""
+    text = body.strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        # An HTML error page from a proxy says nothing useful in one line.
+        if not text or text.startswith("<"):
+            return "", "", ""
+        return "", text.splitlines()[0], ""
+    return _fields_of(data)
+
+
+def _fields_of(data: Any) -> tuple[str, str, str]:
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, str):
+        return "", err, ""
+    if not isinstance(err, dict):
+        return "", "", ""
+    message = err.get("message") or err.get("detail") or ""
+    return str(err.get("type") or ""), str(message), str(err.get("code") or "")
+
+
+def classify_error_object(data: Any) -> tuple[str, int | None, str]:
+    """(kind, status, detail) for an error object sent with a 200 or inside a stream."""
+    etype, message, code = _fields_of(data)
+    status = as_int(code)
+    if status is not None and 400 <= status <= 599:
+        return classify_status(status, etype, message, code), status, message or etype
+    blob = f"{etype} {code} {message}".lower()
+    kind = _TYPE_KINDS.get(etype) or (
+        "rate_limit" if "rate_limit" in blob else "overloaded" if "overloaded" in blob else "server"
+    )
+    if "context_length_exceeded" in blob or (
+        kind == "bad_request" and any(m in blob for m in _CONTEXT_MARKERS)
+    ):
+        kind = "context_length"
+    return kind, None, message or etype
+
+
+def classify_status(status: int, etype: str = "", message: str = "", code: str = "") -> str:
+    """Map an HTTP status plus error body fields to a ProviderError kind."""
+    blob = f"{etype} {code} {message}".lower()
+    if "overloaded" in etype.lower() or status == 529 or (status >= 500 and "overloaded" in blob):
+        return "overloaded"
+    if status in (401, 402, 403):
+        # 402 (out of credits) is an account problem like a bad key: retrying cannot help.
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    if status == 429:
+        return "rate_limit"
+    if status == 409 or status >= 500:
+        return "server"
+    if 400 <= status < 500:
+        return "context_length" if any(m in blob for m in _CONTEXT_MARKERS) else "bad_request"
+    return "server"
+
+
+def display_url(url: str) -> str:
+    """The URL without credentials or query string, safe to print."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,454 @@
+"""Shared HTTP machinery: a lazy requests.Session, line streaming, transport-error handling.
+
+`requests` is imported inside functions only: importing it costs ~90 ms and most CLI
+commands never talk to a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .base import (
+    ChatResult,
+    Client,
+    DeltaCallback,
+    ProviderError,
+    StreamParser,
+    classify_error_object,
+    classify_status,
+    display_url,
+    error_fields,
+    loads,
+    retry_after_from,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+_READ_SIZE = 65536
+_DETAIL_MAX = 200
+_DRAIN_TIMEOUT = 1.0
+_PHRASES = {
+    "auth": "authentication failed",
+    "rate_limit": "rate limited",
+    "overloaded": "overloaded",
+    "server": "server error",
+    "timeout": "timed out",
+    "connection": "connection failed",
+    "bad_request": "bad request",
+    "context_length": "context length exceeded",
+    "not_found": "not found",
+    "stream_dropped": "stream dropped",
+}
+_STATUS_PHRASES = {402: "payment required", 403: "forbidden", 409: "conflict"}
+_SENSITIVE_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|cookie", re.I)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)\S+")
+_PROBE_KINDS = {
+    "auth": "auth",
+    "rate_limit": "rate_limit",
+    "connection": "unreachable",
+    "timeout": "timeout",
+    "not_found": "no_model",
+}
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (requests and urllib3 nest several levels)."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None)])
+        stack.extend(item.args)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """True for network-level failures (as opposed to bugs or callback errors)."""
+    import http.client
+
+    import urllib3.exceptions
+
+    # requests.RequestException subclasses OSError.
+    return isinstance(exc, (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError))
+
+
+def classify_exception(exc: BaseException, *, mid_stream: bool) -> tuple[str, str]:
+    """(kind, phrase) for a transport exception raised by requests or urllib3."""
+    import socket
+    import ssl
+
+    import requests.exceptions as rex
+    import urllib3.exceptions as u3
+
+    causes = list(_causes(exc))
+    if isinstance(exc, rex.ConnectTimeout):
+        return "timeout", "connect timed out"
+    if isinstance(exc, rex.ReadTimeout) or any(
+        isinstance(c, (u3.ReadTimeoutError, TimeoutError)) for c in causes
+    ):
+        return "timeout", "read timed out"
+    if isinstance(exc, (rex.InvalidURL, rex.MissingSchema, rex.InvalidSchema)):
+        return "connection", "invalid base URL"
+    if mid_stream or isinstance(exc, rex.ChunkedEncodingError):
+        return "stream_dropped", "stream dropped"
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection", "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection", "connection closed by server"
+        if isinstance(cause, (socket.gaierror, u3.NameResolutionError)):
+            return "connection", "cannot resolve host"
+        if isinstance(cause, ssl.SSLError):
+            return "connection", "TLS error"
+    return "connection", "connection failed"
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _keep_headers(request: Any) -> Any:
+    return request
+
+
+def _expect_end_soon(resp: requests.Response) -> None:
+    # Only the end-of-body marker should follow the terminator; a server that holds the
+    # stream open must not keep the caller waiting a whole read timeout. urllib3 resets the
+    # socket timeout before the connection's next request.
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(_DRAIN_TIMEOUT)
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g}s"
+
+
+class HttpClient(Client):
+    """Client base: one pooled requests.Session, uniform errors, shared chat/probe flow."""
+
+    def _setup(self) -> None:
+        self._session: requests.Session | None = None
+        self._session_lock = threading.Lock()
+
+    # -- hooks each API family fills in -------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {}
+
+    def _chat_request(
+        self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
+        tools: list[dict] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _stream_parser(
+        self, model: str, on_delta: DeltaCallback | None, started: float
+    ) -> StreamParser:
+        raise NotImplementedError
+
+    def _parse_full(self, data: Any, model: str) -> ChatResult:
+        raise NotImplementedError
+
+    def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
+        raise NotImplementedError
+
+    def _adapt(self, payload: dict[str, Any], err: ProviderError) -> bool:
+        """Rewrite the payload after a 400 that a known server quirk explains; True to resend."""
+        return False
+
+    # -- public API ----------------------------------------------------------------------
+
+    def chat(
+        self,
+        model: str,
+        messages: list[dict],
+        *,
+        stream: bool = True,
+        on_delta: DeltaCallback | None = None,
+        max_tokens: int | None = None,
+        tools: list[dict] | None = None,
+    ) -> ChatResult:
+        """Send one chat request; with stream=True, `on_delta` gets each text piece on arrival.
+
+        With stream=False, `on_delta` (if given) is called once with the whole text.
+        """
+        return self._chat(model, messages, stream, on_delta, max_tokens, tools, None)
+
+    def list_models(self) -> list[str]:
+        """Model names the server offers."""
+        return self._list_models(None)
+
+    def probe(self, model: str | None, *, timeout: float = 10.0) -> str:
+        """Cheapest real request that proves the provider (and model) usable; see PROBE_RESULTS.
+
+        The failing ProviderError, if any, is kept in `last_probe_error`.
+        """
+        limits = (min(self.connect_timeout, timeout), min(self.read_timeout, timeout))
+        self.last_probe_error = None
+        try:
+            return self._probe(model, limits)
+        except ProviderError as err:
+            self.last_probe_error = err
+            if err.kind in _PROBE_KINDS:
+                return _PROBE_KINDS[err.kind]
+            if err.kind == "bad_request" and model is not None:
+                # Many OpenAI-compatible servers answer an unknown model with 400, not 404.
+                try:
+                    if not model_listed(model, self._list_models(limits)):
+                        return "no_model"
+                except ProviderError:
+                    pass
+            return "error"
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    # -- shared flow ---------------------------------------------------------------------
+
+    def _probe(self, model: str | None, limits: tuple[float, float]) -> str:
+        if model is None:
+            self._list_models(limits)
+            return "ok"
+        ping = [{"role": "user", "content": "ping"}]
+        self._chat(model, ping, False, None, 1, None, limits)
+        return "ok"
+
+    def _chat(
+        self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
+        max_tokens: int | None, tools: list[dict] | None, timeout: tuple[float, float] | None,
+    ) -> ChatResult:
+        path, payload = self._chat_request(model, messages, stream, max_tokens, tools)
+        started = time.monotonic()
+        try:
+            resp = self.send("POST", path, payload, stream=stream, timeout=timeout, model=model)
+        except ProviderError as err:
+            if not self._adapt(payload, err):
+                raise
+            resp = self.send("POST", path, payload, stream=stream, timeout=timeout, model=model)
+        if stream and resp.headers.get("content-type", "").startswith("application/json"):
+            # Some proxies ignore "stream" and answer with one JSON document.
+            stream = False
+        if stream:
+            parser = self._stream_parser(model, on_delta, started)
+            self._consume(resp, parser, model, timeout)
+            result = parser.result()
+        else:
+            result = self._parse_full(self.json_body(resp, model), model)
+            if on_delta is not None and result.text:
+                on_delta(result.text)
+        result.latency_ms = (time.monotonic() - started) * 1000.0
+        return result
+
+    def _consume(
+        self, resp: requests.Response, parser: StreamParser, model: str,
+        limits: tuple[float, float] | None,
+    ) -> None:
+        try:
+            for line in self._lines(resp, model, limits):
+                # Keep reading after the terminator: reaching the end of the body puts the
+                # connection back in the pool for the next turn.
+                if not parser.done:
+                    parser.feed(line)
+                    if parser.done:
+                        _expect_end_soon(resp)
+            if not parser.done:
+                parser.end()
+        except ProviderError as err:
+            if parser.done:
+                return
+            if err.kind == "stream_dropped":
+                phrase = f"stream dropped after {len(parser.text)} chars"
+                err = self.make_error(err.kind, phrase=phrase, model=model)
+            err.partial_text = parser.text
+            raise err from None
+        finally:
+            resp.close()
+        if not parser.done:
+            raise self.make_error(
+                "stream_dropped",
+                phrase=f"stream ended early after {len(parser.text)} chars",
+                partial_text=parser.text,
+                model=model,
+            )
+
+    def _lines(
+        self, resp: requests.Response, model: str, limits: tuple[float, float] | None
+    ) -> Iterator[str]:
+        """Body lines as they arrive (never the whole body at once)."""
+        read1 = getattr(resp.raw, "read1", None)
+        if read1 is not None:
+            # read1 returns whatever bytes are available, so close-delimited bodies stream
+            # too; iter_content would block until its chunk size filled up.
+            chunks: Iterator[bytes] = iter(lambda: read1(_READ_SIZE), b"")
+        else:
+            chunks = resp.iter_content(chunk_size=None)
+        buf = b""
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception as exc:
+                if not is_transport_error(exc):
+                    raise
+                raise self._transport_error(exc, True, model, limits) from None
+            buf += chunk
+            while (cut := buf.find(b"\n")) >= 0:
+                line, buf = buf[:cut], buf[cut + 1 :]
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+        if buf:
+            yield buf.rstrip(b"\r").decode("utf-8", "replace")
+
+    def session(self) -> requests.Session:
+        """The pooled session, built on first use."""
+        with self._session_lock:
+            if self._session is None:
+                import requests
+
+                session = requests.Session()
+                # A local model server must not be routed through HTTP(S)_PROXY.
+                session.trust_env = not _is_loopback(self.base_url)
+                self._session = session
+            return self._session
+
+    def send(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+        stream: bool = False, timeout: tuple[float, float] | None = None,
+        model: str | None = None,
+    ) -> requests.Response:
+        """One request; any failure (transport or HTTP status) becomes a ProviderError."""
+        headers = {"Accept": "text/event-stream" if stream else "application/json"}
+        if stream:
+            # Compression makes servers and decoders buffer, which defeats streaming.
+            headers["Accept-Encoding"] = "identity"
+        headers.update(self._auth_headers())
+        headers.update(self.headers)
+        try:
+            resp = self.session().request(
+                method,
+                self.base_url + path,
+                json=payload,
+                headers=headers,
+                stream=stream,
+                timeout=timeout or (self.connect_timeout, self.read_timeout),
+                # Credentials in the URL are left to requests; otherwise any auth object
+                # stops requests from swapping our key for a ~/.netrc entry.
+                auth=None if "@" in urlsplit(self.base_url).netloc else _keep_headers,
+            )
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
+            raise self._transport_error(exc, False, model, timeout) from None
+        if resp.status_code >= 400:
+            raise self._status_error(resp, model)
+        return resp
+
+    def get_json(self, path: str, timeout: tuple[float, float] | None = None) -> Any:
+        """GET a JSON document."""
+        return self.json_body(self.send("GET", path, timeout=timeout), None)
+
+    def json_body(self, resp: requests.Response, model: str | None) -> Any:
+        """Parsed JSON of a complete response; a 200 carrying an error object still raises."""
+        try:
+            # JSON is UTF-8; resp.text would run (slow) charset detection without a charset.
+            data = loads(resp.content.decode("utf-8", "replace"))
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
+            raise self._transport_error(exc, False, model, None) from None
+        if data is None:
+            raise self.make_error(
+                "server", status=resp.status_code, phrase="sent a non-JSON response", model=model
+            )
+        if isinstance(data, dict) and data.get("error"):
+            kind, status, detail = classify_error_object(data)
+            raise self.make_error(kind, status=status, detail=detail, model=model)
+        return data
+
+    def _status_error(self, resp: requests.Response, model: str | None) -> ProviderError:
+        try:
+            body = resp.content[:65536].decode("utf-8", "replace")
+        except Exception as exc:
+            if not is_transport_error(exc):
+                raise
+            body = ""
+        finally:
+            resp.close()
+        etype, message, code = error_fields(body)
+        return self.make_error(
+            classify_status(resp.status_code, etype, message, code),
+            status=resp.status_code,
+            detail=message or etype,
+            retry_after=retry_after_from(resp.headers),
+            model=model,
+        )
+
+    def _transport_error(
+        self, exc: BaseException, mid_stream: bool, model: str | None,
+        limits: tuple[float, float] | None,
+    ) -> ProviderError:
+        kind, phrase = classify_exception(exc, mid_stream=mid_stream)
+        if kind == "timeout":
+            connect, read = limits or (self.connect_timeout, self.read_timeout)
+            phrase += f" after {_seconds(connect if phrase.startswith('connect') else read)}"
+        return self.make_error(kind, phrase=phrase, model=model)
+
+    def make_error(
+        self, kind: str, *, status: int | None = None, phrase: str | None = None,
+        detail: str | None = None, retry_after: float | None = None, partial_text: str = "",
+        model: str | None = None,
+    ) -> ProviderError:
+        """A ProviderError with a one-line, key-free message."""
+        phrase = phrase or _STATUS_PHRASES.get(status or 0) or _PHRASES[kind]
+        head = f"{self.label} {status} {phrase}" if status else f"{self.label} {phrase}"
+        # The label is exempt from redaction: local servers take keys like "ollama".
+        message = f"{head} at {self._redact(display_url(self.base_url))}"
+        if retry_after is not None:
+            message += f" (retry after {_seconds(retry_after)})"
+        if detail:
+            detail = self._redact(" ".join(detail.split()))
+            if len(detail) > _DETAIL_MAX:
+                detail = detail[: _DETAIL_MAX - 3] + "..."
+            message += f"; server says: {detail}"
+        return ProviderError(
+            " ".join(message.split()),
+            kind=kind,
+            status=status,
+            retry_after=retry_after,
+            partial_text=partial_text,
+            provider=self.label,
+            model=model,
+            detail=detail or None,
+        )
+
+    def _redact(self, text: str) -> str:
+        secrets = [self.api_key or ""]
+        for name, value in self.headers.items():
+            if _SENSITIVE_HEADER.search(name):
+                secrets += [value, value.split()[-1] if value.split() else ""]
+        for secret in sorted(secrets, key=len, reverse=True):
+            # Very short values would blank out ordinary words.
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return _BEARER.sub(r"\1***", text)
+
+
+def model_listed(model: str, names: list[str]) -> bool:
+    # Ollama lists "llama3:latest" for a model requested as "llama3".
+    return model in names or (":" not in model and f"{model}:latest" in names)

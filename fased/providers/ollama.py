@@ -1,0 +1,94 @@
+"""Ollama native API: POST /api/chat streaming NDJSON, GET /api/tags."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .base import ChatResult, DeltaCallback, StreamParser, Usage, loads
+from .http import HttpClient, model_listed
+from .openai import arguments_text, openai_tools
+
+
+class _OllamaStream(StreamParser):
+    def feed(self, line: str) -> None:
+        if line.strip():
+            obj = loads(line)
+            if isinstance(obj, dict):
+                self.handle(obj)
+
+    def handle(self, obj: dict[str, Any]) -> None:
+        """Apply one NDJSON object (a stream line, or the whole non-streamed reply)."""
+        if obj.get("error"):
+            self.fail(obj)
+        self.model = obj.get("model") or self.model
+        message = obj.get("message") or {}
+        self.emit(message.get("content"))
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            slot = self.tool(len(self.tools))
+            slot["id"] = call.get("id")
+            slot["name"] = function.get("name") or ""
+            slot["arguments"] = arguments_text(function.get("arguments"))
+        if obj.get("done"):
+            self.done = True
+            self.finish_reason = obj.get("done_reason")
+            self.usage = Usage(obj.get("prompt_eval_count"), obj.get("eval_count"))
+
+
+class OllamaClient(HttpClient):
+    """Ollama's own API at the server root (a trailing /v1 or /api in base_url is dropped)."""
+
+    family = "ollama"
+
+    def _setup(self) -> None:
+        super()._setup()
+        # People often paste the OpenAI-compatible URL (…/v1); the native API lives at root.
+        for suffix in ("/v1", "/api"):
+            if self.base_url.endswith(suffix):
+                self.base_url = self.base_url[: -len(suffix)]
+
+    def _auth_headers(self) -> dict[str, str]:
+        # Plain Ollama ignores it; hosted Ollama and auth proxies expect a bearer key.
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _chat_request(
+        self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
+        tools: list[dict] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        payload: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        if max_tokens is not None:
+            payload["options"] = {"num_predict": max_tokens}
+        if tools:
+            payload["tools"] = openai_tools(tools)
+        return "/api/chat", payload
+
+    def _stream_parser(
+        self, model: str, on_delta: DeltaCallback | None, started: float
+    ) -> StreamParser:
+        return _OllamaStream(self, model, on_delta, started)
+
+    def _parse_full(self, data: Any, model: str) -> ChatResult:
+        parser = _OllamaStream(self, model, None, time.monotonic())
+        if isinstance(data, dict):
+            parser.handle(data)
+        result = parser.result()
+        result.ttft_ms = None
+        return result
+
+    def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
+        data = self.get_json("/api/tags", timeout)
+        items = data.get("models") if isinstance(data, dict) else None
+        return [
+            m.get("name") or m.get("model")
+            for m in items or []
+            if isinstance(m, dict) and (m.get("name") or m.get("model"))
+        ]
+
+    def _probe(self, model: str | None, limits: tuple[float, float]) -> str:
+        # A chat request would load the model into memory (seconds, gigabytes); the tag
+        # list proves the server is up and the model pulled.
+        names = self._list_models(limits)
+        if model is not None and not model_listed(model, names):
+            return "no_model"
+        return "ok"

@@ -1,0 +1,203 @@
+"""OpenAI chat-completions wire format (OpenAI, OpenRouter, LM Studio, vLLM, LiteLLM, ...)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import ChatResult, DeltaCallback, ProviderError, StreamParser, ToolCall, Usage, loads
+from .http import HttpClient
+
+
+def openai_tools(tools: list[dict]) -> list[dict]:
+    """Tools in OpenAI shape; Anthropic-shaped entries ({name, input_schema}) are converted."""
+    out = []
+    for tool in tools:
+        if "input_schema" in tool and "function" not in tool:
+            function = {"name": tool["name"], "parameters": tool["input_schema"]}
+            if tool.get("description"):
+                function["description"] = tool["description"]
+            out.append({"type": "function", "function": function})
+        else:
+            out.append(tool)
+    return out
+
+
+def arguments_text(value: Any) -> str:
+    """Tool arguments as JSON text (some servers send an object instead of a string)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value if value is not None else {})
+
+
+class SseDecoder:
+    """Incremental text/event-stream decoder: feed lines, get (event, data) when one completes."""
+
+    def __init__(self) -> None:
+        self.event = ""
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, str] | None:
+        if not line:
+            return self.flush()
+        if line.startswith(":"):
+            return None  # comment, e.g. ": keep-alive"
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self.data.append(value)
+        elif name == "event":
+            self.event = value
+        return None
+
+    def flush(self) -> tuple[str, str] | None:
+        event, data = self.event or "message", self.data
+        self.event, self.data = "", []
+        return (event, "\n".join(data)) if data else None
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, list):
+        # Some servers return content as a list of typed parts.
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    return content or ""
+
+
+class _OpenAIStream(StreamParser):
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.sse = SseDecoder()
+
+    def feed(self, line: str) -> None:
+        event = self.sse.feed(line)
+        if event is not None:
+            self._data(event[1])
+
+    def end(self) -> None:
+        event = self.sse.flush()
+        if event is not None:
+            self._data(event[1])
+        if not self.done and self.finish_reason is not None:
+            # Some servers (older llama.cpp builds) close cleanly without [DONE]; a reply
+            # that already has its finish_reason is complete.
+            self.done = True
+
+    def _data(self, data: str) -> None:
+        if data.strip() == "[DONE]":
+            self.done = True
+            return
+        obj = loads(data)
+        if not isinstance(obj, dict):
+            return
+        if obj.get("error"):
+            self.fail(obj)
+        self.model = obj.get("model") or self.model
+        if obj.get("usage"):
+            self.usage = _usage(obj["usage"])
+        for choice in obj.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            self.emit(_content_text(delta.get("content")))
+            for call in delta.get("tool_calls") or []:
+                self._tool_delta(call)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def _tool_delta(self, call: dict[str, Any]) -> None:
+        index = call.get("index")
+        if index is None:
+            # Servers that omit the index send each call whole; a new id means a new call.
+            known = {t["id"] for t in self.tools.values()}
+            fresh = call.get("id") and call["id"] not in known
+            index = len(self.tools) if fresh or not self.tools else max(self.tools)
+        slot = self.tool(index)
+        if call.get("id"):
+            slot["id"] = call["id"]
+        function = call.get("function") or {}
+        if function.get("name") and not slot["name"]:
+            slot["name"] = function["name"]
+        if function.get("arguments"):
+            slot["arguments"] += arguments_text(function["arguments"])
+
+
+class OpenAIClient(HttpClient):
+    """POST {base_url}/chat/completions; base_url already ends in /v1 where the server needs it."""
+
+    family = "openai-compatible"
+
+    def _setup(self) -> None:
+        super()._setup()
+        # Learned from 400 replies so later requests go right the first time.
+        self._max_tokens_field = "max_tokens"
+        self._stream_options = True
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _chat_request(
+        self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
+        tools: list[dict] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        payload: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        if stream and self._stream_options:
+            payload["stream_options"] = {"include_usage": True}
+        if max_tokens is not None:
+            payload[self._max_tokens_field] = max_tokens
+        if tools:
+            payload["tools"] = openai_tools(tools)
+        return "/chat/completions", payload
+
+    def _adapt(self, payload: dict[str, Any], err: ProviderError) -> bool:
+        if err.kind != "bad_request":
+            return False
+        detail = (err.detail or "").lower()
+        if "stream_options" in detail and "stream_options" in payload:
+            # Older servers reject the field outright; usage is then simply not reported.
+            del payload["stream_options"]
+            self._stream_options = False
+            return True
+        if "max_completion_tokens" in detail and "max_tokens" in payload:
+            # Newer OpenAI models refuse max_tokens and name its replacement.
+            payload["max_completion_tokens"] = payload.pop("max_tokens")
+            self._max_tokens_field = "max_completion_tokens"
+            return True
+        return False
+
+    def _stream_parser(
+        self, model: str, on_delta: DeltaCallback | None, started: float
+    ) -> StreamParser:
+        return _OpenAIStream(self, model, on_delta, started)
+
+    def _parse_full(self, data: Any, model: str) -> ChatResult:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+        message = choice.get("message") or {}
+        calls = []
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            calls.append(
+                ToolCall(
+                    call.get("id"), function.get("name") or "",
+                    arguments_text(function.get("arguments")),
+                )
+            )
+        return ChatResult(
+            text=_content_text(message.get("content")),
+            finish_reason=choice.get("finish_reason"),
+            usage=_usage(data.get("usage")),
+            model=data.get("model") or model,
+            tool_calls=calls,
+        )
+
+    def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
+        data = self.get_json("/models", timeout)
+        items = data.get("data") if isinstance(data, dict) else data
+        return [m["id"] for m in items or [] if isinstance(m, dict) and "id" in m]
