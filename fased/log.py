@@ -52,11 +52,9 @@ def decode_record(line: bytes) -> dict:
     """Check a line's checksum and parse it. `line` has no trailing newline."""
     if len(line) <= BODY_START or not line.startswith(PREFIX) or line[16:18] != b'",':
         raise BadRecord("not a fased record")
-    try:
-        crc = int(line[8:16], 16)
-    except ValueError:
-        raise BadRecord("malformed checksum") from None
-    if zlib.crc32(line[BODY_START:], _BRACE_CRC) != crc:
+    # compare the exact bytes written: int(..., 16) would also accept 'A' for 'a' or a space
+    # for a '0', letting a flipped bit through
+    if line[8:16] != b"%08x" % zlib.crc32(line[BODY_START:], _BRACE_CRC):
         raise BadRecord("checksum mismatch")
     try:
         record = json.loads(line)
@@ -308,6 +306,8 @@ class EventLog:
                 if to_seq is not None and record["seq"] > to_seq:
                     return
                 yield record
+                if to_seq is not None and record["seq"] >= to_seq:
+                    return  # do not decode (or trip over) anything after the range
 
     def _read_segment(self, path: Path, from_seq: int, is_last: bool) -> Iterator[dict]:
         with _open_or_none(path) as f:
@@ -415,17 +415,34 @@ def _scan_back_for_batch_end(f, size: int) -> tuple[int, dict | None]:
     """The offset just after the last complete, valid batch, and that batch's last record.
 
     What follows it is a torn write, a zero-filled or corrupt record, or a batch a crash cut
-    short: the tail that an append cuts off and a reader ignores.
+    short: the tail that an append cuts off and a reader ignores. A bad line that holds a
+    whole valid record inside it cannot come from a torn write (a torn write is a prefix of
+    complete lines): a lost newline merged two committed records, and that is corruption.
     """
     for start, line in _lines_back(f, _last_line_end(f, size)):
         if line.strip(b"\0"):
             try:
                 record = decode_record(line)
             except BadRecord:
+                if _embeds_record(line):
+                    raise CorruptLogError(f.name, start, "a record is missing its line end "
+                                          "(committed events follow it)") from None
                 continue
             if is_batch_end(record):
                 return start + len(line) + 1, record
     return 0, None
+
+
+def _embeds_record(line: bytes) -> bool:
+    """True when a valid record starts somewhere after the beginning of `line`."""
+    at = line.find(PREFIX, 1)
+    while at != -1:
+        try:
+            decode_record(line[at:])
+            return True
+        except BadRecord:
+            at = line.find(PREFIX, at + 1)
+    return False
 
 
 def _seek_seq(f, end: int, seq: int) -> int:
