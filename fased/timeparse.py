@@ -6,6 +6,7 @@ cases stay cheap.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,11 @@ _DURATION_FULL = re.compile(r"^(?:\s*\d+(?:\.\d+)?\s*[smhdw])+\s*$")
 
 
 def utc_now() -> datetime:
-    """The current time in UTC (one place to read the clock)."""
+    """The current time in UTC: the one place fased reads the clock. FASED_NOW (RFC 3339)
+    pins it, so tests (and what-if runs of schedules) move time without sleeping."""
+    pinned = os.environ.get("FASED_NOW")
+    if pinned:
+        return parse_ts(pinned).astimezone(UTC)
     return datetime.now(UTC)
 
 

@@ -1,6 +1,15 @@
-"""Tasks: scheduled work owned by an agent and its session."""
+"""Tasks: scheduled work owned by an agent and its session, and each task's run history.
+
+Every time here comes from an event: next_run is decided when task events are written, and a
+failed run's retry time is the failure's own timestamp plus the backoff.
+"""
 
 from __future__ import annotations
+
+import json
+import sqlite3
+
+from fased.timeparse import format_ts, parse_ts
 
 VERSION = 1
 
@@ -17,6 +26,136 @@ TABLES = {
         "defaults": {"state": "active", "failures": 0, "runs": 0, "keep_after_run": 0},
         "indexes": [["agent"], ["session"]],
     },
+    "task_runs": {
+        "columns": {
+            "turn": str, "task": str, "seq": int, "fired_at": str, "occurrence": str,
+            "skipped": int, "manual": int, "retry": int, "status": str, "finished_at": str,
+            "error": str, "delivery": str, "delivery_ok": int, "delivery_error": str,
+            "delivery_attempts": int,
+        },
+        "pk": "turn",
+        "defaults": {"skipped": 0, "manual": 0, "retry": 0, "delivery_attempts": 0},
+        "indexes": [["task", "seq"]],
+    },
 }
 
-HANDLERS: dict = {}
+_FIELDS = ("name", "message", "model", "deliver", "session")
+
+
+def _created(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute(
+        "INSERT INTO tasks(id, agent, session, name, message, schedule, model, deliver,"
+        " keep_after_run, state, created_at, updated_at, created_seq, next_run, failures, runs)"
+        " VALUES (?,?,?,?,?,?,?,?,?,'active',?,?,?,?,0,0)",
+        (d["task"], d["agent"], d["session"], d.get("name"), d["message"],
+         json.dumps(d["schedule"]), d.get("model"), d.get("deliver"),
+         int(d.get("keep_after_run", False)), e["ts"], e["ts"], e["seq"], d["next_run"]),
+    )
+
+
+def _updated(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    for key in _FIELDS:
+        if key in d:
+            con.execute(f"UPDATE tasks SET {key} = ? WHERE id = ?", (d[key], d["task"]))
+    if "schedule" in d:
+        con.execute("UPDATE tasks SET schedule = ?, last_occurrence = NULL, retry_at = NULL"
+                    " WHERE id = ?", (json.dumps(d["schedule"]), d["task"]))
+    if "keep_after_run" in d:
+        con.execute("UPDATE tasks SET keep_after_run = ? WHERE id = ?",
+                    (int(d["keep_after_run"]), d["task"]))
+    if "next_run" in d:
+        con.execute("UPDATE tasks SET next_run = ? WHERE id = ?", (d["next_run"], d["task"]))
+    con.execute("UPDATE tasks SET updated_at = ? WHERE id = ?", (e["ts"], d["task"]))
+
+
+def _state(state: str):
+    def handler(con: sqlite3.Connection, e: dict) -> None:
+        d = e["data"]
+        con.execute("UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?",
+                    (state, e["ts"], d["task"]))
+        if state == "active":
+            con.execute("UPDATE tasks SET next_run = ?, retry_at = NULL WHERE id = ?",
+                        (d["next_run"], d["task"]))
+        if state == "cancelled":
+            con.execute("UPDATE tasks SET next_run = NULL, retry_at = NULL WHERE id = ?",
+                        (d["task"],))
+    return handler
+
+
+def _fired(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute(
+        "INSERT INTO task_runs(turn, task, seq, fired_at, occurrence, skipped, manual, retry,"
+        " status, delivery_attempts) VALUES (?,?,?,?,?,?,?,?,'queued',0)",
+        (d["turn"], d["task"], e["seq"], e["ts"], d.get("occurrence"), d.get("skipped", 0),
+         int(d.get("manual", False)), int(d.get("retry", False))),
+    )
+    con.execute("UPDATE tasks SET runs = runs + 1, last_run = ?, last_status = 'queued',"
+                " next_run = ?, retry_at = NULL, updated_at = ? WHERE id = ?",
+                (e["ts"], d["next_run"], e["ts"], d["task"]))
+    if d.get("occurrence") and not d.get("manual"):
+        con.execute("UPDATE tasks SET last_occurrence = ? WHERE id = ?",
+                    (d["occurrence"], d["task"]))
+
+
+def _task_of(con: sqlite3.Connection, turn: str) -> sqlite3.Row | None:
+    return con.execute("SELECT t.* FROM task_runs r JOIN tasks t ON t.id = r.task"
+                       " WHERE r.turn = ?", (turn,)).fetchone()
+
+
+def _turn_completed(con: sqlite3.Connection, e: dict) -> None:
+    task = _task_of(con, e["data"]["turn"])
+    if task is None:
+        return
+    con.execute("UPDATE task_runs SET status = 'completed', finished_at = ? WHERE turn = ?",
+                (e["ts"], e["data"]["turn"]))
+    done = json.loads(task["schedule"])["kind"] == "at" and not task["keep_after_run"]
+    con.execute("UPDATE tasks SET last_status = 'ok', failures = 0, retry_at = NULL,"
+                " state = CASE WHEN ? AND state = 'active' THEN 'done' ELSE state END"
+                " WHERE id = ?", (int(done), task["id"]))
+
+
+def _turn_failed(con: sqlite3.Connection, e: dict) -> None:
+    from fased.schedule import backoff_delay
+
+    task = _task_of(con, e["data"]["turn"])
+    if task is None:
+        return
+    d = e["data"]
+    con.execute("UPDATE task_runs SET status = 'failed', finished_at = ?, error = ? WHERE turn = ?",
+                (e["ts"], d.get("message"), d["turn"]))
+    failures = task["failures"] + 1
+    retry_at = format_ts(parse_ts(e["ts"]) + backoff_delay(failures))
+    if task["next_run"] is not None and task["next_run"] <= retry_at:
+        retry_at = None  # the next scheduled run comes first; it is the retry
+    con.execute("UPDATE tasks SET last_status = 'failed', failures = ?, retry_at = ? WHERE id = ?",
+                (failures, retry_at, task["id"]))
+
+
+def _turn_aborted(con: sqlite3.Connection, e: dict) -> None:
+    if _task_of(con, e["data"]["turn"]) is not None:
+        con.execute("UPDATE task_runs SET status = 'aborted', finished_at = ? WHERE turn = ?",
+                    (e["ts"], e["data"]["turn"]))
+
+
+def _delivered(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE task_runs SET delivery = ?, delivery_ok = ?, delivery_error = ?,"
+                " delivery_attempts = delivery_attempts + ? WHERE turn = ?",
+                (d["target"], int(d["ok"]), d.get("error"), d.get("attempts", 1), d["turn"]))
+
+
+HANDLERS = {
+    "task.created": _created,
+    "task.updated": _updated,
+    "task.paused": _state("paused"),
+    "task.resumed": _state("active"),
+    "task.cancelled": _state("cancelled"),
+    "task.fired": _fired,
+    "task.delivered": _delivered,
+    "turn.completed": _turn_completed,
+    "turn.failed": _turn_failed,
+    "turn.aborted": _turn_aborted,
+}

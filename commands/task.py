@@ -1,0 +1,339 @@
+"""`fased task ...`: scheduled work attached to an agent and its session."""
+
+from __future__ import annotations
+
+import click
+
+from fased.commands.output import agent_option, echo_json, json_option, note, store, table
+from fased.errors import UsageError
+
+
+@click.group()
+def task() -> None:
+    """Tasks: messages sent to an agent's session on a schedule; `fased run` fires them.
+
+    A crontab line `* * * * * fased run --once` is enough to drive every task.
+
+    \b
+    Examples:
+      fased task new --every 1h --message "check the build" --session ops
+      fased task new --cron "0 9 * * 1-5" --tz Europe/Berlin --message "standup notes"
+      fased task new --at 20m --message "remind me to stretch" --deliver stdout
+      fased task new --every 1d --message "summary" --deliver webhook:https://example.com/hook
+      fased task list
+      fased task history task-1
+      fased task run task-1
+    """
+
+
+def _schedule_options(fn):
+    for option in reversed([
+        click.option("--cron", metavar="EXPR", help="5-field cron expression."),
+        click.option("--tz", metavar="ZONE", help="IANA zone for --cron and local --at times."),
+        click.option("--every", metavar="DURATION", help="A fixed period: 30m, 1h, 1d."),
+        click.option("--at", "at", metavar="TIME",
+                     help="Once: RFC 3339, a local time (09:00), or from now (20m)."),
+        click.option("--message", metavar="TEXT", help="What to send to the agent."),
+        click.option("--name", metavar="NAME", help="A label for the task."),
+        click.option("--model", metavar="REF", help="Model for this task (default: the agent's "
+                     "task model, else its primary)."),
+        click.option("--deliver", metavar="TARGET",
+                     help="Also send the reply to stdout, file:PATH or webhook:URL."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@task.command("new")
+@agent_option
+@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).")
+@_schedule_options
+@click.option("--keep-after-run", is_flag=True, help="Keep an --at task after it succeeds.")
+@json_option
+def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep_after_run,
+        json_):
+    """Create a task: exactly one of --cron, --every, --at, and a --message."""
+    from fased.schedule import parse_schedule
+    from fased.tasks import check_target, create_drafts
+
+    if not message:
+        raise UsageError("a task needs --message TEXT")
+    st = store()
+    now = st.clock()
+    schedule = parse_schedule(cron=cron, every=every, at=at, tz=tz, now=now)
+    deliver = check_target(deliver)
+    made: list[str] = []
+
+    def decide(con):
+        task_id, drafts = create_drafts(con, now, agent=agent, session=session, schedule=schedule,
+                                        message=message, name=name, model=model, deliver=deliver,
+                                        keep=keep_after_run)
+        made.append(task_id)
+        return drafts
+
+    outcome = st.transact(decide)
+    created = next(e["data"] for e in outcome.events if e["type"] == "task.created")
+    if json_:
+        echo_json({"task": created["task"], "agent": created["agent"],
+                   "session": created["session"], "schedule": schedule.describe(),
+                   "next_run": created["next_run"], "replayed": outcome.replayed})
+        return
+    click.echo(f"Created {created['task']}: {schedule.describe()} in session "
+               f"{created['agent']}/{created['session']}; next run {created['next_run']}.")
+
+
+def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) -> None:
+    """`fased chat --schedule WHEN MESSAGE`: a task for the current agent and session."""
+    from fased.schedule import parse_schedule_phrase
+    from fased.tasks import create_drafts
+
+    st = store()
+    now = st.clock()
+    schedule = parse_schedule_phrase(when, now=now, tz=tz)
+
+    def decide(con):
+        return create_drafts(con, now, agent=agent, session=session, schedule=schedule,
+                             message=message, name=None, model=None, deliver=None,
+                             keep=False)[1]
+
+    outcome = st.transact(decide)
+    created = next(e["data"] for e in outcome.events if e["type"] == "task.created")
+    if json_:
+        echo_json({"task": created["task"], "schedule": schedule.describe(),
+                   "next_run": created["next_run"], "session": created["session"]})
+    else:
+        click.echo(f"Scheduled {created['task']}: {schedule.describe()} in session "
+                   f"{created['session']}; next run {created['next_run']}.")
+
+
+@task.command("list")
+@agent_option
+@click.option("--session", "-s", metavar="ID|NAME", help="Only this session's tasks.")
+@click.option("--all", "all_", is_flag=True, help="Include cancelled and done tasks, every agent.")
+@json_option
+def list_(agent, session, all_, json_):
+    """List tasks with next run, last run status and whether they are enabled."""
+    from fased.agents import get_agent
+    from fased.sessions import get_session
+    from fased.tasks import task_dict
+
+    con = store().db()
+    clauses, params = [], []
+    if agent or not all_:
+        agent_id = get_agent(con, agent)["id"]
+        clauses.append("agent = ?")
+        params.append(agent_id)
+        if session:
+            clauses.append("session = ?")
+            params.append(get_session(con, agent_id, session, include_deleted=True)["id"])
+    if not all_:
+        clauses.append("state IN ('active', 'paused')")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = [task_dict(con, r) for r in con.execute(
+        f"SELECT * FROM tasks {where} ORDER BY created_seq", params)]
+    if json_:
+        echo_json(rows)
+        return
+    table([(r["id"], r["agent"], r["session"], r["schedule"], (r["next_run"] or "-")[:16],
+            r["last_status"] or "-", "yes" if r["enabled"] else r["state"],
+            r["name"] or r["message"][:40]) for r in rows],
+          ("ID", "AGENT", "SESSION", "SCHEDULE", "NEXT RUN (UTC)", "LAST", "ENABLED", "TASK"))
+
+
+@task.command("show")
+@click.argument("task_id", metavar="ID")
+@click.option("-n", "last", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many recent runs to show.")
+@json_option
+def show(task_id, last, json_):
+    """Show a task and its recent runs."""
+    from fased.tasks import get_task, history, task_dict
+
+    con = store().db()
+    row = get_task(con, task_id)
+    detail = {**task_dict(con, row), "history": history(con, row["id"], last)}
+    if json_:
+        echo_json(detail)
+        return
+    click.echo(f"{detail['id']}{' (' + detail['name'] + ')' if detail['name'] else ''}: "
+               f"{detail['state']}")
+    for label, key in (("Agent", "agent"), ("Session", "session"), ("Schedule", "schedule"),
+                       ("Message", "message"), ("Model", "model"), ("Deliver", "deliver"),
+                       ("Next run", "next_run"), ("Retry at", "retry_at"),
+                       ("Last run", "last_run"), ("Last status", "last_status"),
+                       ("Failures", "failures"), ("Runs", "runs")):
+        if detail[key] not in (None, ""):
+            click.echo(f"  {label + ':':<13}{detail[key]}")
+    _print_history(detail["history"])
+
+
+def _print_history(runs: list[dict]) -> None:
+    if not runs:
+        return
+    click.echo("  Runs:")
+    for r in runs:
+        extra = []
+        if r["skipped"]:
+            extra.append(f"{r['skipped']} missed run(s) skipped")
+        if r["manual"]:
+            extra.append("manual")
+        if r["retry"]:
+            extra.append("retry")
+        if r["error"]:
+            extra.append(r["error"][:80])
+        if r["delivery"]:
+            extra.append(f"delivery {'ok' if r['delivery_ok'] else 'failed'} "
+                         f"({r['delivery']})" + (f": {r['delivery_error']}"
+                                                 if r["delivery_error"] else ""))
+        click.echo(f"    {r['fired_at'][:19].replace('T', ' ')}  {r['turn']}  {r['status']}"
+                   + (f"  [{'; '.join(extra)}]" if extra else ""))
+
+
+@task.command("history")
+@click.argument("task_id", metavar="ID")
+@click.option("-n", "last", type=click.IntRange(min=1), help="Only the last N runs.")
+@json_option
+def history_(task_id, last, json_):
+    """A task's runs: when it fired, skipped runs, status, delivery."""
+    from fased.tasks import get_task, history
+
+    con = store().db()
+    runs = history(con, get_task(con, task_id)["id"], last)
+    if json_:
+        echo_json(runs)
+        return
+    table([(r["fired_at"][:19].replace("T", " "), r["turn"], r["status"], r["skipped"],
+            "-" if r["delivery"] is None else ("ok" if r["delivery_ok"] else "failed"),
+            r["error"] or "") for r in runs],
+          ("FIRED (UTC)", "TURN", "STATUS", "SKIPPED", "DELIVERY", "ERROR"))
+
+
+@task.command("run")
+@click.argument("task_id", metavar="ID")
+@click.option("--queue", "queue_only", is_flag=True,
+              help="Only queue the turn for `fased run`.")
+@json_option
+def run_(task_id, queue_only, json_):
+    """Fire a task now, through the same path as a scheduled run, and print the reply."""
+    from fased.chat import Queued, answer
+    from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
+
+    st = store()
+
+    def decide(con):
+        row = get_task(con, task_id)
+        require_active(row, "active", "paused")
+        return fire_drafts(con, row, st.clock(), manual=True)
+
+    outcome = st.transact(decide)
+    fired = next(e for e in outcome.events if e["type"] == "turn.queued")
+    queued = Queued(fired["data"]["turn"], fired["data"]["agent"], fired["data"]["session"],
+                    fired["seq"], outcome.replayed)
+    if queue_only:
+        click.echo(queued.turn)
+        return
+    result = answer(st, queued, note=note)
+    deliver_pending(st, note)
+    if json_:
+        echo_json(result.to_dict())
+    else:
+        click.echo(result.reply if result.state == "completed" else f"Error: {result.error}")
+    if result.state != "completed":
+        raise click.exceptions.Exit(5 if result.error_class == "models_failed" else 1)
+
+
+def _set_state(task_id: str, event: str, allowed: tuple[str, ...], verb: str) -> None:
+    from fased.schedule import next_run
+    from fased.store import Draft
+    from fased.tasks import get_task, require_active, schedule_of
+    from fased.timeparse import format_ts
+
+    st = store()
+
+    def decide(con):
+        row = get_task(con, task_id)
+        require_active(row, *allowed)
+        data = {"task": row["id"], "agent": row["agent"]}
+        if event == "task.resumed":
+            when = next_run(schedule_of(row), st.clock())
+            data["next_run"] = None if when is None else format_ts(when)
+        if event == "task.cancelled":
+            data["reason"] = "cancelled"
+        return [Draft(event, f"task:{row['id']}", data)]
+
+    st.transact(decide)
+    click.echo(f"{verb} {task_id}.")
+
+
+@task.command("cancel")
+@click.argument("task_id", metavar="ID")
+def cancel(task_id):
+    """Cancel a task for good (its history is kept)."""
+    _set_state(task_id, "task.cancelled", ("active", "paused"), "Cancelled")
+
+
+@task.command("pause")
+@click.argument("task_id", metavar="ID")
+def pause(task_id):
+    """Stop firing a task until it is resumed."""
+    _set_state(task_id, "task.paused", ("active",), "Paused")
+
+
+@task.command("resume")
+@click.argument("task_id", metavar="ID")
+def resume(task_id):
+    """Fire a paused task again (from its next occurrence; missed ones are not replayed)."""
+    _set_state(task_id, "task.resumed", ("paused",), "Resumed")
+
+
+@task.command("edit")
+@click.argument("task_id", metavar="ID")
+@click.option("--session", "-s", metavar="ID|NAME", help="Move the task to another session.")
+@_schedule_options
+@click.option("--keep-after-run/--no-keep-after-run", default=None,
+              help="Keep an --at task after it succeeds.")
+def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, keep_after_run):
+    """Change any of a task's settings (a new schedule starts from now)."""
+    from fased.models import check_ref_for_agent
+    from fased.schedule import next_run, parse_schedule
+    from fased.sessions import get_session
+    from fased.store import Draft
+    from fased.tasks import check_target, get_task, require_active
+    from fased.timeparse import format_ts
+
+    st = store()
+    now = st.clock()
+    new_schedule = None
+    if cron or every or at:
+        new_schedule = parse_schedule(cron=cron, every=every, at=at, tz=tz, now=now)
+    elif tz:
+        raise UsageError("--tz goes with --cron or --at")
+
+    def decide(con):
+        row = get_task(con, task_id)
+        require_active(row, "active", "paused")
+        data: dict = {"task": row["id"], "agent": row["agent"]}
+        if new_schedule is not None:
+            data["schedule"] = new_schedule.to_dict()
+            when = next_run(new_schedule, now)
+            data["next_run"] = None if when is None else format_ts(when)
+        if message is not None:
+            if not message.strip():
+                raise UsageError("--message must not be empty")
+            data["message"] = message
+        if name is not None:
+            data["name"] = name or None
+        if model is not None:
+            data["model"] = check_ref_for_agent(con, model) if model else None
+        if deliver is not None:
+            data["deliver"] = check_target(deliver) if deliver else None
+        if keep_after_run is not None:
+            data["keep_after_run"] = keep_after_run
+        if session is not None:
+            data["session"] = get_session(con, row["agent"], session)["id"]
+        if len(data) == 2:
+            raise UsageError("nothing to change", hint="give any option of `fased task new`")
+        return [Draft("task.updated", f"task:{row['id']}", data)]
+
+    st.transact(decide)
+    click.echo(f"Updated {task_id}.")

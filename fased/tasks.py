@@ -1,0 +1,320 @@
+"""Tasks: scheduled messages to an agent's session, fired by `fased run`, with delivery.
+
+Firing happens under the log lock: the tick re-reads the task, computes the latest occurrence
+that has not fired (missed runs after downtime fold into one, counted as skipped) and appends
+`task.fired` plus the `turn.queued` it causes in one batch, so two runners never fire the same
+occurrence twice. Replies are delivered on the next tick; a failed delivery is recorded and
+retried, and the reply itself is always in the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fased.agents import get_agent
+from fased.chat import new_turn_id
+from fased.errors import ConflictError, NotFoundError, UsageError
+from fased.schedule import Schedule, due_occurrences, next_run, parse_schedule
+from fased.sessions import ensure_session
+from fased.store import Draft, Store
+from fased.timeparse import format_ts, parse_ts
+
+MAX_DELIVERY_ATTEMPTS = 5
+ACTIVE = ("active", "paused")
+
+
+def check_target(target: str | None) -> str | None:
+    """`stdout`, `file:PATH` (made absolute) or `webhook:URL`."""
+    if target is None or target == "stdout":
+        return target
+    kind, sep, rest = target.partition(":")
+    if sep and kind == "file" and rest:
+        return f"file:{Path(rest).expanduser().absolute()}"
+    if sep and kind == "webhook":
+        parts = urlsplit(rest)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return f"webhook:{rest}"
+    raise UsageError(f"invalid delivery target {target!r}",
+                     hint="use stdout, file:PATH or webhook:https://host/path")
+
+
+def get_task(con: sqlite3.Connection, task: str) -> sqlite3.Row:
+    row = con.execute("SELECT * FROM tasks WHERE id = ?", (task,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no task {task!r}", hint="`fased task list --all` shows them")
+    return row
+
+
+def schedule_of(row: sqlite3.Row) -> Schedule:
+    return Schedule.from_dict(json.loads(row["schedule"]))
+
+
+def _ts(when: datetime | None) -> str | None:
+    return None if when is None else format_ts(when)
+
+
+def create_drafts(con: sqlite3.Connection, now: datetime, *, agent: str | None,
+                  session: str | None, schedule: Schedule, message: str, name: str | None,
+                  model: str | None, deliver: str | None, keep: bool) -> tuple[str, list[Draft]]:
+    """Drafts for a new task (and the session it needs, when there is none yet)."""
+    from fased.models import check_ref_for_agent
+
+    if not message.strip():
+        raise UsageError("a task needs a --message")
+    a = get_agent(con, agent)
+    sid, drafts = ensure_session(con, a["id"], session)
+    count = con.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+    task_id = f"task-{count + 1}"
+    data = {"task": task_id, "agent": a["id"], "session": sid, "message": message,
+            "schedule": schedule.to_dict(), "next_run": _ts(next_run(schedule, now))}
+    if name:
+        data["name"] = name
+    if model:
+        data["model"] = check_ref_for_agent(con, model)
+    if deliver:
+        data["deliver"] = deliver
+    if keep:
+        data["keep_after_run"] = True
+    drafts.append(Draft("task.created", f"task:{task_id}", data, expect=0))
+    return task_id, drafts
+
+
+def fire_drafts(con: sqlite3.Connection, task: sqlite3.Row, now: datetime, *,
+                manual: bool = False) -> list[Draft]:
+    """task.fired and its turn.queued, for a due occurrence, a due retry, or `task run`.
+
+    Returns [] when nothing is due, or when the task's previous turn is still waiting."""
+    schedule = schedule_of(task)
+    busy = con.execute("SELECT 1 FROM task_runs r JOIN turns t ON t.id = r.turn WHERE r.task = ?"
+                       " AND t.state IN ('queued', 'running')", (task["id"],)).fetchone()
+    if busy and not manual:
+        return []
+    occurrence, skipped, retry = None, 0, False
+    if not manual:
+        last = parse_ts(task["last_occurrence"]) if task["last_occurrence"] else None
+        occurrence, skipped = due_occurrences(schedule, last, now)
+        if occurrence is None and task["retry_at"] and task["retry_at"] <= format_ts(now):
+            occurrence, retry = (parse_ts(task["last_occurrence"])
+                                 if task["last_occurrence"] else None), True
+        elif occurrence is None:
+            return []
+    agent = get_agent(con, task["agent"], include_deleted=True)
+    turn = new_turn_id()
+    fired = {"task": task["id"], "agent": task["agent"], "session": task["session"],
+             "turn": turn, "occurrence": _ts(occurrence), "skipped": skipped,
+             "next_run": _ts(next_run(schedule, now))}
+    if manual:
+        fired["manual"] = True
+    if retry:
+        fired["retry"] = True
+    queued = {"turn": turn, "agent": task["agent"], "session": task["session"],
+              "message": task["message"], "task": task["id"], "source": "task"}
+    model = task["model"] or agent["task_model"]
+    if model:
+        queued["model"] = model
+    return [Draft("task.fired", f"task:{task['id']}", fired),
+            Draft("turn.queued", f"session:{task['session']}", queued)]
+
+
+def fire_due_tasks(store: Store, runner, emit: Callable[[str], None] | None = None) -> list[str]:
+    """One scheduler tick: deliver finished replies, then fire what is due. Returns the turn
+    ids queued."""
+    deliver_pending(store, emit or _print)
+    now = runner.clock()
+    now_ts = format_ts(now)
+    con = store.db(check_files=False)
+    agent_clause, params = ("AND agent = ?", [runner.agent]) if runner.agent else ("", [])
+    due = [r["id"] for r in con.execute(
+        f"SELECT id FROM tasks WHERE state = 'active' {agent_clause} AND ((next_run IS NOT NULL"
+        " AND next_run <= ?) OR (retry_at IS NOT NULL AND retry_at <= ?)) ORDER BY next_run",
+        [*params, now_ts, now_ts])]
+    queued: list[str] = []
+    for task_id in due:
+        def decide(con, task_id=task_id):
+            task = get_task(con, task_id)
+            if task["state"] != "active":
+                return []
+            return fire_drafts(con, task, now)
+
+        outcome = store.append_internal(decide)
+        for e in outcome.events:
+            if e["type"] == "task.fired":
+                queued.append(e["data"]["turn"])
+                skipped = e["data"].get("skipped")
+                runner.note(f"fased: task {task_id} fired"
+                            + (f" ({skipped} missed run(s) folded into this one)"
+                               if skipped else ""))
+    return queued
+
+
+def _print(text: str) -> None:
+    import click
+
+    click.echo(text)
+
+
+# -- delivery ---------------------------------------------------------------------------------
+
+def deliver_pending(store: Store, emit: Callable[[str], None]) -> int:
+    """Deliver replies of finished task turns not yet delivered (or whose delivery failed,
+    up to MAX_DELIVERY_ATTEMPTS). Returns how many were attempted."""
+    con = store.db(check_files=False)
+    pending = con.execute(
+        "SELECT r.turn, r.task, t.deliver, t.agent, t.session, r.occurrence, tu.reply,"
+        " tu.model_used FROM task_runs r JOIN tasks t ON t.id = r.task JOIN turns tu ON tu.id ="
+        " r.turn WHERE r.status = 'completed' AND t.deliver IS NOT NULL AND"
+        " (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND r.delivery_attempts < ?))"
+        " ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
+    for row in pending:
+        ok, error, attempts = deliver(row, emit)
+        store.append_internal([Draft("task.delivered", f"task:{row['task']}", {
+            "task": row["task"], "agent": row["agent"], "turn": row["turn"],
+            "target": row["deliver"], "ok": ok, "error": error, "attempts": attempts})])
+    return len(pending)
+
+
+def deliver(row, emit: Callable[[str], None]) -> tuple[bool, str | None, int]:
+    """Send one reply to its target: (ok, error, attempts made)."""
+    target = row["deliver"]
+    if target == "stdout":
+        emit(row["reply"])
+        return True, None, 1
+    kind, _, rest = target.partition(":")
+    if kind == "file":
+        try:
+            with open(rest, "a", encoding="utf-8") as f:
+                f.write(row["reply"] if row["reply"].endswith("\n") else row["reply"] + "\n")
+            return True, None, 1
+        except OSError as exc:
+            return False, f"{rest}: {exc.strerror}", 1
+    return _post(rest, {
+        "task": row["task"], "agent": row["agent"], "session": row["session"],
+        "turn": row["turn"], "occurrence": row["occurrence"], "model": row["model_used"],
+        "reply": row["reply"]})
+
+
+def _post(url: str, body: dict) -> tuple[bool, str | None, int]:
+    """POST JSON with retries (tenacity): connection errors, timeouts, 408/429/5xx."""
+    import requests
+    import tenacity
+
+    attempts = 0
+
+    class Retryable(Exception):
+        pass
+
+    def once():
+        nonlocal attempts
+        attempts += 1
+        try:
+            resp = requests.post(url, json=body, timeout=(5, 15))
+        except requests.RequestException as exc:
+            raise Retryable(f"{type(exc).__name__}") from None
+        if resp.status_code in (408, 429) or resp.status_code >= 500:
+            raise Retryable(f"HTTP {resp.status_code}")
+        if resp.status_code >= 400:
+            return f"HTTP {resp.status_code}"
+        return None
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(int(os.environ.get("FASED_WEBHOOK_ATTEMPTS", 3))),
+        wait=tenacity.wait_random_exponential(multiplier=0.2, max=5),
+        retry=tenacity.retry_if_exception_type(Retryable), reraise=True)
+    try:
+        error = retrying(once)
+    except Retryable as exc:
+        error = str(exc)
+    return error is None, error, attempts
+
+
+# -- views ------------------------------------------------------------------------------------
+
+def task_dict(con: sqlite3.Connection, row: sqlite3.Row) -> dict:
+    return {
+        "id": row["id"], "name": row["name"], "agent": row["agent"], "session": row["session"],
+        "message": row["message"], "schedule": schedule_of(row).describe(),
+        "schedule_spec": json.loads(row["schedule"]), "model": row["model"],
+        "deliver": row["deliver"], "keep_after_run": bool(row["keep_after_run"]),
+        "state": row["state"], "enabled": row["state"] == "active",
+        "next_run": row["next_run"], "retry_at": row["retry_at"], "last_run": row["last_run"],
+        "last_status": row["last_status"], "failures": row["failures"], "runs": row["runs"],
+        "created_at": row["created_at"],
+    }
+
+
+def history(con: sqlite3.Connection, task: str, last: int | None = None) -> list[dict]:
+    rows = con.execute(
+        "SELECT r.*, tu.model_used, tu.reply FROM task_runs r LEFT JOIN turns tu ON"
+        " tu.id = r.turn WHERE r.task = ? ORDER BY r.seq DESC LIMIT ?",
+        (task, -1 if last is None else last)).fetchall()
+    out = [{
+        "turn": r["turn"], "fired_at": r["fired_at"], "occurrence": r["occurrence"],
+        "skipped": r["skipped"], "manual": bool(r["manual"]), "retry": bool(r["retry"]),
+        "status": r["status"], "finished_at": r["finished_at"], "error": r["error"],
+        "model": r["model_used"], "reply": r["reply"], "delivery": r["delivery"],
+        "delivery_ok": None if r["delivery_ok"] is None else bool(r["delivery_ok"]),
+        "delivery_error": r["delivery_error"]} for r in rows]
+    out.reverse()
+    return out
+
+
+def require_active(row: sqlite3.Row, *states: str) -> None:
+    if row["state"] not in states:
+        raise ConflictError(f"task {row['id']} is {row['state']}")
+
+
+# -- /task in interactive chat ----------------------------------------------------------------
+
+def repl_task_command(store: Store, agent: str, session: str, args: list[str]) -> str:
+    """`/task new WHEN MESSAGE | list | show ID | run ID | cancel ID` for the current session."""
+    from fased.schedule import parse_schedule_phrase
+
+    sub = args[0].lower() if args else "list"
+    con = store.db()
+    if sub == "new":
+        if len(args) < 3:
+            raise UsageError("usage: /task new WHEN MESSAGE  (WHEN: 'every 1h', 'in 20m', ...)")
+        now = store.clock()
+        schedule = parse_schedule_phrase(args[1], now=now)
+        made: list[str] = []
+
+        def decide(con):
+            task_id, drafts = create_drafts(
+                con, now, agent=agent, session=session, schedule=schedule,
+                message=" ".join(args[2:]), name=None, model=None, deliver=None, keep=False)
+            made.append(task_id)
+            return drafts
+
+        store.transact(decide)
+        return f"Task {made[-1]}: {schedule.describe()} in session {session}."
+    if sub == "list":
+        rows = con.execute("SELECT * FROM tasks WHERE session = ? AND state IN ('active',"
+                           " 'paused') ORDER BY created_seq", (session,)).fetchall()
+        return "\n".join(f"{r['id']}  {schedule_of(r).describe()}  next {r['next_run'] or '-'}"
+                         f"  {r['state']}  {r['message'][:40]}" for r in rows) or "No tasks."
+    if sub in ("show", "run", "cancel") and len(args) == 2:
+        row = get_task(con, args[1])
+        if sub == "show":
+            d = task_dict(con, row)
+            runs = history(con, row["id"], 5)
+            lines = [f"{d['id']}: {d['schedule']}, {d['state']}, next {d['next_run'] or '-'}",
+                     f"  message: {d['message']}"]
+            lines += [f"  {r['fired_at'][:16]} {r['status']}" for r in runs]
+            return "\n".join(lines)
+        if sub == "cancel":
+            store.transact(lambda c: [Draft("task.cancelled", f"task:{row['id']}", {
+                "task": row["id"], "agent": row["agent"], "reason": "cancelled"})])
+            return f"Cancelled task {row['id']}."
+        store.transact(lambda c: fire_drafts(c, get_task(c, row["id"]), store.clock(),
+                                             manual=True))
+        return f"Task {row['id']} queued; its reply arrives with the next `fased run`."
+    raise UsageError("usage: /task new WHEN MESSAGE | list | show ID | run ID | cancel ID")
+
+
+__all__ = ["ACTIVE", "check_target", "create_drafts", "fire_due_tasks", "parse_schedule"]
