@@ -60,6 +60,11 @@ class LazyGroup(click.Group):
 class RootGroup(LazyGroup):
     """The root group: every failure below it becomes one line on stderr and an exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # the command line as given (not sys.argv: in-process callers pass their own)
+        ctx.meta["fased.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -85,9 +90,10 @@ class RootGroup(LazyGroup):
 class App:
     """What every command needs: where the home is, and the store once it is opened."""
 
-    def __init__(self, home: str | None, idempotency_key: str | None):
+    def __init__(self, home: str | None, idempotency_key: str | None, argv: list[str]):
         self.home_option = home
         self.idempotency_key = idempotency_key
+        self.argv = argv
         self._store = None
 
     @property
@@ -96,7 +102,7 @@ class App:
             from fased.store import Store
 
             self._store = Store(self.home_option, key=self.idempotency_key,
-                                command=command_line(sys.argv[1:]))
+                                command=command_line(self.argv))
         return self._store
 
 
@@ -146,7 +152,7 @@ def cli(ctx: click.Context, home: str | None, idempotency_key: str | None) -> No
     Exit codes: 0 ok, 1 error, 2 usage, 3 conflict, 4 state (log or home
     unusable: see `fased doctor`), 5 every model failed.
     """
-    ctx.obj = App(home, idempotency_key)
+    ctx.obj = App(home, idempotency_key, ctx.meta.get("fased.argv", []))
 
 
 def main(argv: list[str] | None = None) -> None:

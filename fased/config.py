@@ -191,7 +191,8 @@ def parse_file(data: bytes) -> dict:
         raise UsageError(f"fased.json line {exc.lineno} column {exc.colno}: {exc.msg}",
                          hint="fix the JSON (nothing was recorded)") from None
     if not isinstance(doc, dict):
-        raise UsageError("fased.json line 1: the top level must be an object")
+        raise UsageError("fased.json line 1: the top level must be an object",
+                         hint="fix the file (nothing was recorded)")
     validate(doc, text)
     return doc
 

@@ -86,7 +86,10 @@ def bootstrap_workspace(store: Store, agent_id: str | None) -> tuple[Path, list[
                     "bytes": len(data)}))
         return drafts
 
-    store.transact(decide)
+    outcome = store.transact(decide)
+    if outcome.replayed:  # an idempotent re-run: report what the first run created
+        return (Path(outcome.events[0]["data"]["workspace"]),
+                [e["data"]["file"] for e in outcome.events])
     return where[-1], created
 
 

@@ -21,8 +21,14 @@ def fased_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "fased-home"
     monkeypatch.setenv("FASED_HOME", str(home))
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
-    for name in ("FASED_IDEMPOTENCY_KEY", "FASED_DEBUG", "FASED_SEGMENT_BYTES"):
+    for name in ("FASED_IDEMPOTENCY_KEY", "FASED_DEBUG", "FASED_SEGMENT_BYTES", "FASED_NOW",
+                 "FASED_DETECT_ENDPOINTS"):
         monkeypatch.delenv(name, raising=False)
+    # subprocesses must import the installed fased, never the source tree in the cwd (whose
+    # fased/ has no commands/ subpackage: setup.cfg maps it in at install time)
+    monkeypatch.setenv("PYTHONSAFEPATH", "1")
+    # no test may reach a real local model server by accident
+    monkeypatch.setenv("FASED_DETECT_ENDPOINTS", "")
     return home
 
 

@@ -152,7 +152,17 @@ def sync_files(con: sqlite3.Connection, home: Path, events: list[dict]) -> None:
 
 
 def rebuild_files(con: sqlite3.Connection, home: Path) -> None:
-    write_file(con, home, force=config_path(home).exists())
+    """Regenerate fased.json, unless it holds a hand edit the log does not have yet (a rebuild
+    forgets which file fased wrote): the next command records that edit or names its error."""
+    path = config_path(home)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = None
+    rendered = render(con)
+    if data is not None and data != dump(rendered):
+        return
+    write_file(con, home, force=data is not None or bool(rendered))
 
 
 def pending_edit(con: sqlite3.Connection, home: Path) -> tuple[list[dict], str] | None:

@@ -1,0 +1,273 @@
+"""`fased setup`: fased.json, the default agent `main`, its workspace and bootstrap files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import events, read_json, rows
+
+BOOTSTRAP = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
+             "MEMORY.md", "BOOTSTRAP.md"]
+
+
+def types(home: Path) -> list[str]:
+    return [e["type"] for e in events(home)]
+
+
+def error_line(result) -> str:
+    """The one `Error: ...` line of a failed command (and no traceback anywhere)."""
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def file_states(ok, agent: str = "main") -> dict[str, str]:
+    listing = json.loads(ok("agent", "files", agent, "--json"))
+    return {f["name"]: f["state"] for f in listing["files"]}
+
+
+def test_setup_creates_config_default_agent_and_workspace(run, fased_home):
+    result = run("setup", "-y", "--no-detect")
+
+    assert result.exit_code == 0, result.stderr
+    ws = fased_home / "workspace"
+    assert result.stdout.splitlines() == [
+        f"Wrote {fased_home / 'fased.json'}",
+        "Created agent main",
+        f"Created in {ws}: {', '.join(BOOTSTRAP)}",
+    ]
+    assert result.stderr == ""
+    assert oct(fased_home.stat().st_mode & 0o777) == "0o700"
+    assert read_json(fased_home / "fased.json") == {
+        "agents": {"list": [{"id": "main", "name": "main", "default": True}]}}
+
+    log = events(fased_home)
+    assert [e["type"] for e in log] == ["agent.created"] + ["workspace.file_created"] * 8
+    assert log[0]["data"] == {"agent": "main", "name": "main"}
+    assert log[0]["stream"] == "agent:main"
+    assert [e["data"]["file"] for e in log[1:]] == BOOTSTRAP
+    for e in log[1:]:
+        path = ws / e["data"]["file"]
+        assert e["data"]["workspace"] == str(ws)
+        assert e["data"]["bytes"] == path.stat().st_size > 0
+    assert "- Name: main" in (ws / "IDENTITY.md").read_text()
+
+    assert rows(fased_home, "SELECT id, name, workspace, deleted FROM agents") == [
+        {"id": "main", "name": "main", "workspace": None, "deleted": 0}]
+    assert rows(fased_home, "SELECT value FROM kv WHERE key = 'selected_agent'") == [
+        {"value": "main"}]
+    assert rows(fased_home, "SELECT file FROM workspace_files ORDER BY created_seq") == [
+        {"file": name} for name in BOOTSTRAP]
+
+
+def test_setup_again_appends_nothing_and_says_so(set_up, run):
+    before = events(set_up)
+    config = (set_up / "fased.json").read_bytes()
+
+    result = run("setup", "-y", "--no-detect")
+
+    assert result.exit_code == 0
+    assert result.stdout == f"Already set up in {set_up}: nothing to do.\n"
+    assert events(set_up) == before
+    assert (set_up / "fased.json").read_bytes() == config
+
+
+def test_setup_json_report(run, fased_home):
+    first = run("setup", "-y", "--no-detect", "--json")
+    second = run("setup", "-y", "--no-detect", "--json")
+
+    assert first.exit_code == second.exit_code == 0
+    report = json.loads(first.stdout)
+    ws = str(fased_home / "workspace")
+    assert report == {
+        "home": str(fased_home),
+        "config": str(fased_home / "fased.json"),
+        "agent": "main",
+        "workspace": ws,
+        "files_created": BOOTSTRAP,
+        "done": [f"Wrote {fased_home / 'fased.json'}", "Created agent main",
+                 f"Created in {ws}: {', '.join(BOOTSTRAP)}"],
+        "notes": [],
+    }
+    assert json.loads(second.stdout) == {**report, "files_created": [], "done": []}
+
+
+def test_setup_workspace_option_sets_the_default_workspace(run, fased_home, tmp_path):
+    ws = tmp_path / "agents" / "main"
+
+    result = run("setup", "--non-interactive", "--no-detect", "--workspace", ws)
+
+    assert result.exit_code == 0, result.stderr
+    assert f"Set agents.defaults.workspace to {ws}" in result.stdout.splitlines()
+    log = events(fased_home)
+    assert log[0]["type"] == "config.set"
+    assert log[0]["data"] == {"path": "agents.defaults.workspace", "value": str(ws)}
+    assert {e["data"]["workspace"] for e in log if e["type"] == "workspace.file_created"} == {
+        str(ws)}
+    assert sorted(os.listdir(ws)) == sorted(BOOTSTRAP)
+    assert not (fased_home / "workspace").exists()
+    assert read_json(fased_home / "fased.json")["agents"]["defaults"] == {"workspace": str(ws)}
+
+    again = run("setup", "-y", "--no-detect", "--workspace", ws)
+    assert again.stdout == f"Already set up in {fased_home}: nothing to do.\n"
+    assert len(events(fased_home)) == len(log)
+
+
+def test_setup_workspace_relative_path_is_made_absolute(run, fased_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    assert run("setup", "-y", "--no-detect", "--workspace", "rel/ws").exit_code == 0
+
+    assert events(fased_home)[0]["data"]["value"] == str(tmp_path / "rel" / "ws")
+    assert (tmp_path / "rel" / "ws" / "SOUL.md").exists()
+
+
+def test_setup_uses_a_fased_json_written_before_it(run, fased_home, tmp_path):
+    ws = tmp_path / "preset"
+    fased_home.mkdir()
+    (fased_home / "fased.json").write_text(
+        json.dumps({"agents": {"defaults": {"workspace": str(ws)}}}))
+
+    result = run("setup", "-y", "--no-detect")
+
+    assert result.exit_code == 0, result.stderr
+    assert (ws / "AGENTS.md").exists()
+    assert not (fased_home / "workspace").exists()
+    first = events(fased_home)[0]
+    assert first["type"] == "config.edited"
+    assert first["data"]["changes"] == [
+        {"op": "set", "path": "agents.defaults", "value": {"workspace": str(ws)}}]
+    assert read_json(fased_home / "fased.json")["agents"]["defaults"] == {"workspace": str(ws)}
+
+
+def test_setup_bad_input_appends_nothing(run, fased_home, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+
+    unknown = run("setup", "--bogus")
+    not_a_dir = run("setup", "-y", "--workspace", a_file)
+
+    assert unknown.exit_code == not_a_dir.exit_code == 2
+    assert error_line(unknown).startswith("Error: No such option")
+    assert "is a file" in error_line(not_a_dir)
+    assert not fased_home.exists()  # refused before anything was opened
+
+
+def test_setup_creates_only_missing_files_and_keeps_edits(set_up, run):
+    ws = set_up / "workspace"
+    (ws / "SOUL.md").write_text("my soul\n")
+    (ws / "USER.md").unlink()
+    (ws / "BOOTSTRAP.md").unlink()
+    count = len(events(set_up))
+
+    result = run("setup", "-y", "--no-detect")
+
+    assert result.exit_code == 0
+    assert result.stdout == f"Created in {ws}: USER.md\n"
+    assert (ws / "SOUL.md").read_text() == "my soul\n"
+    assert (ws / "USER.md").exists()
+    assert not (ws / "BOOTSTRAP.md").exists()
+    new = events(set_up)[count:]
+    assert [(e["type"], e["data"]["file"]) for e in new] == [
+        ("workspace.file_created", "USER.md")]
+
+
+def test_deleted_bootstrap_md_stays_gone_after_setup_and_rebuild(set_up, run, ok):
+    ws = set_up / "workspace"
+    (ws / "BOOTSTRAP.md").unlink()
+
+    ok("setup", "-y", "--no-detect")
+    assert not (ws / "BOOTSTRAP.md").exists()
+
+    rebuilt = ok("replay", "--rebuild")
+    assert rebuilt.startswith(f"Rebuilt projections from {len(events(set_up))} events")
+    assert file_states(ok)["BOOTSTRAP.md"] == "deleted-by-user"
+    ok("setup", "-y", "--no-detect")
+    assert not (ws / "BOOTSTRAP.md").exists()
+
+    # even with every file gone and state.db deleted, the log remembers the workspace
+    for name in os.listdir(ws):
+        (ws / name).unlink()
+    (set_up / "state.db").unlink()
+    result = run("setup", "-y", "--no-detect")
+    assert result.stdout == f"Created in {ws}: {', '.join(BOOTSTRAP[:-1])}\n"
+    assert not (ws / "BOOTSTRAP.md").exists()
+    assert types(set_up).count("workspace.file_created") == 8 + 7
+    assert file_states(ok)["BOOTSTRAP.md"] == "deleted-by-user"
+
+
+def test_bootstrap_md_only_in_a_brand_new_workspace(run, fased_home, tmp_path):
+    ws = tmp_path / "seeded"
+    ws.mkdir()
+    (ws / "SOUL.md").write_text("pre-seeded soul\n")
+
+    result = run("setup", "-y", "--no-detect", "--workspace", ws)
+
+    assert result.exit_code == 0
+    created = [n for n in BOOTSTRAP if n not in ("SOUL.md", "BOOTSTRAP.md")]
+    assert f"Created in {ws}: {', '.join(created)}" in result.stdout.splitlines()
+    assert (ws / "SOUL.md").read_text() == "pre-seeded soul\n"
+    assert not (ws / "BOOTSTRAP.md").exists()
+
+
+def test_lower_case_memory_md_counts_as_memory(run, ok, fased_home, tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "memory.md").write_text("remember\n")
+
+    ok("setup", "-y", "--no-detect", "--workspace", ws)
+
+    assert sorted(os.listdir(ws)) == sorted(
+        ["memory.md"] + [n for n in BOOTSTRAP if n not in ("MEMORY.md", "BOOTSTRAP.md")])
+    listing = json.loads(ok("agent", "files", "--json"))["files"]
+    memory = next(f for f in listing if f["name"].lower() == "memory.md")
+    assert memory == {"name": "memory.md", "path": str(ws / "memory.md"), "state": "present",
+                      "size": len("remember\n")}
+    assert ok("agent", "files", "show", "MEMORY.md") == "remember\n"
+
+
+def test_skip_bootstrap_creates_no_files(run, ok, fased_home):
+    ok("config", "set", "agents.defaults.skipBootstrap", "true")
+
+    result = run("setup", "-y", "--no-detect")
+
+    assert result.exit_code == 0
+    assert "Created in" not in result.stdout
+    assert os.listdir(fased_home / "workspace") == []
+    assert "workspace.file_created" not in types(fased_home)
+    ok("agent", "create", "ops")
+    assert os.listdir(fased_home / "workspace-ops") == []
+    assert set(file_states(ok, "ops").values()) == {"missing"}
+    assert read_json(fased_home / "fased.json")["agents"]["defaults"] == {"skipBootstrap": True}
+
+
+def test_workspace_resolution(set_up, ok, tmp_path):
+    def workspace(agent: str) -> str:
+        return json.loads(ok("agent", "show", agent, "--json"))["workspace"]
+
+    ok("agent", "create", "ops")
+    own = tmp_path / "own"
+    ok("agent", "create", "res", "--workspace", own)
+    # without a configured default: ~/.fased/workspace, others beside it in the state dir
+    assert workspace("main") == str(set_up / "workspace")
+    assert workspace("ops") == str(set_up / "workspace-ops")
+    assert workspace("res") == str(own)
+    assert (set_up / "workspace-ops" / "AGENTS.md").exists()
+    assert (own / "AGENTS.md").exists()
+
+    default = tmp_path / "agents" / "ws"
+    ok("config", "set", "agents.defaults.workspace", default)
+    assert workspace("main") == str(default)
+    assert workspace("ops") == str(tmp_path / "agents" / "ws-ops")
+    assert workspace("res") == str(own)
+
+    ok("config", "set", "agents.list[0].workspace", tmp_path / "main-own")
+    assert workspace("main") == str(tmp_path / "main-own")
+    assert workspace("ops") == str(tmp_path / "agents" / "ws-ops")
+    assert rows(set_up, "SELECT workspace FROM agents WHERE id = 'main'") == [
+        {"workspace": str(tmp_path / "main-own")}]
+    ok("setup", "-y", "--no-detect")
+    assert sorted(os.listdir(tmp_path / "main-own")) == sorted(BOOTSTRAP)
