@@ -113,8 +113,13 @@ def command_line(argv: list[str]) -> str:
 
     out = []
     for arg in argv:
-        name, sep, _ = arg.partition("=")
-        out.append(f"{name}=***" if sep and SECRET_HEADER.search(name.lstrip("-")) else arg)
+        parts = arg.split("=")
+        # NAME=VALUE, and --option=NAME=VALUE: mask after the first secret-looking name
+        for i, name in enumerate(parts[:-1]):
+            if SECRET_HEADER.search(name.lstrip("-")):
+                arg = "=".join(parts[: i + 1]) + "=***"
+                break
+        out.append(arg)
     return " ".join(["fased", *out])
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
 import click
-
 from fased.commands.output import agent_option, echo_json, json_option, note, store, table
-from fased.errors import ConflictError, UsageError
+
+from fased.errors import ConflictError, FasedError, UsageError
 
 
 @click.group()
@@ -170,14 +171,16 @@ def providers_show(provider, json_):
         click.echo(f"  Models:     {len(detail['models'])} (fetched {row['models_fetched_at']})")
         for m in detail["models"]:
             click.echo(f"    {row['id']}/{m}")
+    if row["models_error"]:
+        click.echo(f"  Last fetch: failed: {row['models_error']}")
 
 
 @providers_group.command("remove")
 @click.argument("provider")
 @click.option("--force", is_flag=True, help="Remove even if agents' model refs use it.")
 def providers_remove(provider, force):
-    """Remove a provider from the registry (its stored secret is deleted too)."""
-    from fased.models import get_provider, store_secret
+    """Remove a provider from the registry (its stored secrets are deleted too)."""
+    from fased.models import forget_secrets, get_provider
     from fased.store import Draft
 
     def decide(con):
@@ -193,7 +196,7 @@ def providers_remove(provider, force):
 
     st = store()
     st.transact(decide)
-    store_secret(st, provider, api_key=None)
+    forget_secrets(st, provider)
     click.echo(f"Removed provider {provider}.")
 
 
@@ -296,8 +299,8 @@ def _read_secret(from_stdin: bool) -> str:
 @models.command("status")
 @agent_option
 @click.option("--probe", is_flag=True, help="Send a minimal real request to each model.")
-@click.option("--timeout", type=float, default=10.0, show_default=True,
-              help="Seconds per probe.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds per probe.")
 @json_option
 def status(agent, probe, timeout, json_):
     """Is the agent ready to chat? Exit 0 when its primary model is usable, 1 otherwise.
@@ -440,11 +443,18 @@ def fallback_remove(agent, ref):
     """Remove a fallback model."""
 
     def new_list(con, cur):
-        matches = [r for r in cur["fallbacks"] if r == ref or r.split("/", 1)[-1] == ref]
-        if not matches:
+        from fased.models import parse_model_ref
+
+        # Resolve the way `add` does (alias, default provider); a ref whose provider is gone
+        # can still be removed as written.
+        target = ref
+        if ref not in cur["fallbacks"]:
+            with contextlib.suppress(FasedError):
+                target = str(parse_model_ref(con, ref))
+        if target not in cur["fallbacks"]:
             raise UsageError(f"{ref} is not a fallback",
                              hint="fallbacks: " + (", ".join(cur["fallbacks"]) or "none"))
-        return [r for r in cur["fallbacks"] if r not in matches]
+        return [r for r in cur["fallbacks"] if r != target]
 
     agent_id, _ = _set_refs(agent, fallbacks=new_list)
     click.echo(f"{agent_id}: fallback {ref} removed.")
@@ -470,8 +480,9 @@ def alias_add(name, ref):
     """Make NAME mean REF (e.g. `fast` -> ollama/llama3.2)."""
     from fased.store import Draft
 
-    if "/" in name or not name.strip():
-        raise UsageError(f"invalid alias {name!r}: an alias has no '/'")
+    if not name.strip() or any(c in name for c in "/.[]"):
+        # '.' and '[]' would nest inside the models.aliases.NAME config path.
+        raise UsageError(f"invalid alias {name!r}: an alias has no '/', '.', '[' or ']'")
 
     def decide(con):
         from fased.models import aliases, parse_model_ref
@@ -539,4 +550,5 @@ def show(agent, json_):
     click.echo(f"Agent {row['id']}")
     click.echo(f"  Primary:   {refs['primary'] or '(none)'}")
     click.echo(f"  Fallbacks: {', '.join(refs['fallbacks']) or '(none)'}")
-    click.echo(f"  Task:      {refs['task'] or '(primary) ' + (refs['primary'] or '')}")
+    follows = f"(primary) {refs['primary']}" if refs["primary"] else "(none)"
+    click.echo(f"  Task:      {refs['task'] or follows}")

@@ -158,6 +158,11 @@ def parse_model_ref(con: sqlite3.Connection, ref: str) -> ModelRef:
                 f"{text!r} is not an alias and there is no default provider",
                 hint=f"write provider/model (registered providers: {listing}), or set "
                 "models.defaultProvider")
+        if provider not in registered:
+            raise UsageError(
+                f"models.defaultProvider is {provider!r}, which is not a registered provider "
+                f"(registered: {listing})",
+                hint="write provider/model, or `fased config set models.defaultProvider ID`")
         return ModelRef(provider, text)
     provider, model = text.split("/", 1)
     if not model:
@@ -226,6 +231,14 @@ def store_secret(store: Store, provider: str, *, api_key: str | None = None,
         if not entry:
             data["providers"].pop(provider, None)
         save_credentials(store.home, data)
+
+
+def forget_secrets(store: Store, provider: str) -> None:
+    """Delete everything credentials.json holds for a provider (key and secret headers)."""
+    with store.log.locked():
+        data = load_credentials(store.home)
+        if data["providers"].pop(provider, None) is not None:
+            save_credentials(store.home, data)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import sqlite3
 
 from fased.projections.agents import set_agent_models
 
-VERSION = 1
+VERSION = 2
 
 TABLES = {
     "providers": {
@@ -41,7 +41,11 @@ def _added(con: sqlite3.Connection, e: dict) -> None:
 
 
 def _removed(con: sqlite3.Connection, e: dict) -> None:
-    con.execute("UPDATE providers SET removed = 1 WHERE id = ?", (e["data"]["provider"],))
+    # Removing a provider deletes its stored secrets, so a re-added one starts unauthenticated.
+    con.execute(
+        "UPDATE providers SET removed = 1, credential_kind = NULL, credential_fingerprint = NULL,"
+        " credential_env = NULL, credential_command = NULL WHERE id = ?",
+        (e["data"]["provider"],))
 
 
 def _credential_set(con: sqlite3.Connection, e: dict) -> None:
@@ -63,9 +67,13 @@ def _credential_removed(con: sqlite3.Connection, e: dict) -> None:
 
 def _catalog(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
-    con.execute("UPDATE providers SET models = ?, models_fetched_at = ?, models_error = ?"
-                " WHERE id = ?", (json.dumps(d["models"]), e["ts"], d.get("error"),
-                                  d["provider"]))
+    if d.get("error"):
+        # A failed fetch keeps the last good catalog (and its time); only the error is new.
+        con.execute("UPDATE providers SET models_error = ? WHERE id = ?",
+                    (d["error"], d["provider"]))
+        return
+    con.execute("UPDATE providers SET models = ?, models_fetched_at = ?, models_error = NULL"
+                " WHERE id = ?", (json.dumps(d["models"]), e["ts"], d["provider"]))
 
 
 def _models_set(con: sqlite3.Connection, e: dict) -> None:
