@@ -74,12 +74,20 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
 def _message(argument: str | None) -> str | None:
     piped = None
     if not sys.stdin.isatty():
-        piped = sys.stdin.read()
+        piped = _valid_text(sys.stdin.read())
+    if argument is not None:
+        argument = _valid_text(argument)
     if piped and argument:
         return f"{piped.rstrip()}\n\n{argument}"
     if piped and piped.strip():
         return piped
-    return argument
+    return argument if argument and argument.strip() else None
+
+
+def _valid_text(text: str) -> str:
+    """Bytes that are not UTF-8 (a Latin-1 file piped in) arrive as lone surrogates, which
+    can be neither logged nor sent; they become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_):
@@ -121,6 +129,6 @@ def _sink(st):
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    inner = StreamSink(write, note)
+    inner = StreamSink(write, note, end_line=sys.stdout.isatty())
     on, lo, hi, brk = block_settings(st.db())
     return BlockSink(inner, lo, hi, brk) if on else inner

@@ -119,7 +119,7 @@ def list_(agent, session, all_, json_):
 
     con = store().db()
     clauses, params = [], []
-    if agent or not all_:
+    if agent or session or not all_:
         agent_id = get_agent(con, agent)["id"]
         clauses.append("agent = ?")
         params.append(agent_id)

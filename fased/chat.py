@@ -116,9 +116,11 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
 class StreamSink:
     """Writes a streamed reply as it arrives, without repeating a retried prefix."""
 
-    def __init__(self, write: Callable[[str], None], warn: Callable[[str], None]):
+    def __init__(self, write: Callable[[str], None], warn: Callable[[str], None],
+                 end_line: bool = True):
         self.write = write
         self.warn = warn
+        self.end_line = end_line
         self.shown = ""
         self.current: list[str] = []
         self.current_len = 0
@@ -128,22 +130,31 @@ class StreamSink:
         self.current_len = 0
 
     def feed(self, piece: str) -> None:
+        start = self.current_len
         self.current.append(piece)
         self.current_len += len(piece)
-        if self.current_len <= len(self.shown):
-            return
+        if self.current_len <= len(self.shown) and self.shown[start:self.current_len] == piece:
+            return  # a retry repeating what is already on screen
         text = "".join(self.current)
         self.current = [text]
         if text.startswith(self.shown):
             self.write(text[len(self.shown):])
         else:
-            self.warn("\nfased: the retried reply differs from what was shown; it follows in full")
-            self.write("\n" + text)
+            self._show_again(text)
         self.shown = text
 
+    def _show_again(self, text: str) -> None:
+        self.warn("\nfased: the retried reply differs from what was shown; it follows in full")
+        self.write("\n" + text)
+
     def finish(self) -> None:
-        """End the line on a terminal."""
-        if self.shown and not self.shown.endswith("\n"):
+        """Show a retried reply that stopped short of what was shown; end the line (on a
+        terminal: a pipe or file gets exactly the reply)."""
+        text = "".join(self.current)
+        if self.current_len and text != self.shown:
+            self._show_again(text)
+            self.shown = text
+        if self.end_line and self.shown and not self.shown.endswith("\n"):
             self.write("\n")
 
 

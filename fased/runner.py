@@ -42,6 +42,8 @@ class Claim:
     session: str
     claim: int
     merged: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # the refs to try, in order
+    cooling: dict[str, str] = field(default_factory=dict)  # refs skipped -> cooling until
 
 
 @dataclass
@@ -133,6 +135,8 @@ class Runner:
         return claimed[-1] if claimed else None
 
     def _pick(self, con, session: str | None, upto_seq: int | None) -> Claim | None:
+        from fased.turn import model_chain
+
         now = format_ts(self.clock())
         where = ["(state = 'queued' OR (state = 'running' AND lease_until < ?))"]
         params: list = [now]
@@ -157,7 +161,8 @@ class Runner:
             if merged is None:
                 self.waiting = True
                 continue
-            return Claim(row["id"], row["agent"], row["session"], row["claims"] + 1, merged)
+            return Claim(row["id"], row["agent"], row["session"], row["claims"] + 1, merged,
+                         *model_chain(con, row, now))
         return None
 
     def _collect(self, con, row: sqlite3.Row, now: str) -> list[str] | None:
@@ -183,7 +188,7 @@ class Runner:
         lease_until = format_ts(self.clock() + timedelta(seconds=self.lease))
         data = {"turn": claim.turn, "agent": claim.agent, "session": claim.session,
                 "runner": self.id, "pid": os.getpid(), "host": os.uname().nodename,
-                "lease_until": lease_until, "claim": claim.claim}
+                "lease_until": lease_until, "claim": claim.claim, "models": claim.models}
         if claim.merged:
             data["merged"] = claim.merged
         return Draft("turn.started", f"session:{claim.session}", data)
@@ -217,6 +222,14 @@ class Runner:
             keeper.stop()
             self._finish(claim, "turn.abandoned", {"runner": self.id, "reason": "terminated"},
                          call)
+            raise
+        except BrokenPipeError:
+            # whoever read the streamed reply went away (`| head -1`): end the turn with what
+            # was said, or it would hold its session until the lease ran out
+            keeper.stop()
+            self._finish(claim, "turn.aborted", {
+                "partial_reply": call.partial, "model": call.current_model,
+                "reason": "output closed"}, call)
             raise
         finally:
             keeper.stop()

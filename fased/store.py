@@ -275,6 +275,7 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None) -> int:
     """Build a fresh projection database at `path` from the log (up to seq `upto`)."""
     path.unlink(missing_ok=True)
     con = sqlite3.connect(path, isolation_level=None)
+    con.row_factory = sqlite3.Row  # handlers see the same rows as during catch-up
     try:
         con.execute("PRAGMA journal_mode = OFF")
         con.execute("PRAGMA synchronous = OFF")

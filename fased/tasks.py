@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -154,29 +155,43 @@ def fire_due_tasks(store: Store, runner, emit: Callable[[str], None] | None = No
 
 
 def _print(text: str) -> None:
-    import click
-
-    click.echo(text)
+    print(text, flush=True)  # fased/ never imports click
 
 
 # -- delivery ---------------------------------------------------------------------------------
 
 def deliver_pending(store: Store, emit: Callable[[str], None]) -> int:
     """Deliver replies of finished task turns not yet delivered (or whose delivery failed,
-    up to MAX_DELIVERY_ATTEMPTS). Returns how many were attempted."""
-    con = store.db(check_files=False)
-    pending = con.execute(
-        "SELECT r.turn, r.task, t.deliver, t.agent, t.session, r.occurrence, tu.reply,"
-        " tu.model_used FROM task_runs r JOIN tasks t ON t.id = r.task JOIN turns tu ON tu.id ="
-        " r.turn WHERE r.status = 'completed' AND t.deliver IS NOT NULL AND"
-        " (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND r.delivery_attempts < ?))"
-        " ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
-    for row in pending:
-        ok, error, attempts = deliver(row, emit)
-        store.append_internal([Draft("task.delivered", f"task:{row['task']}", {
-            "task": row["task"], "agent": row["agent"], "turn": row["turn"],
-            "target": row["deliver"], "ok": ok, "error": error, "attempts": attempts})])
+    up to MAX_DELIVERY_ATTEMPTS). Returns how many were attempted.
+
+    What is pending is read under `delivery.lock`, held until the outcomes are recorded, so
+    two runners never deliver a reply twice; the log lock stays free while a webhook is slow."""
+    with _delivery_lock(store.home):
+        con = store.db(check_files=False)
+        pending = con.execute(
+            "SELECT r.turn, r.task, t.deliver, t.agent, t.session, r.occurrence, tu.reply,"
+            " tu.model_used FROM task_runs r JOIN tasks t ON t.id = r.task JOIN turns tu ON"
+            " tu.id = r.turn WHERE r.status = 'completed' AND t.deliver IS NOT NULL AND"
+            " (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND r.delivery_attempts < ?))"
+            " ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
+        for row in pending:
+            ok, error, attempts = deliver(row, emit)
+            store.append_internal([Draft("task.delivered", f"task:{row['task']}", {
+                "task": row["task"], "agent": row["agent"], "turn": row["turn"],
+                "target": row["deliver"], "ok": ok, "error": error, "attempts": attempts})])
     return len(pending)
+
+
+@contextmanager
+def _delivery_lock(home: Path) -> Iterator[None]:
+    import fcntl
+
+    fd = os.open(home / "delivery.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def deliver(row, emit: Callable[[str], None]) -> tuple[bool, str | None, int]:
@@ -307,12 +322,18 @@ def repl_task_command(store: Store, agent: str, session: str, args: list[str]) -
                      f"  message: {d['message']}"]
             lines += [f"  {r['fired_at'][:16]} {r['status']}" for r in runs]
             return "\n".join(lines)
+
+        def decide(con):
+            task = get_task(con, row["id"])
+            require_active(task, "active", "paused")  # as `fased task cancel|run` do
+            if sub == "cancel":
+                return [Draft("task.cancelled", f"task:{task['id']}", {
+                    "task": task["id"], "agent": task["agent"], "reason": "cancelled"})]
+            return fire_drafts(con, task, store.clock(), manual=True)
+
+        store.transact(decide)
         if sub == "cancel":
-            store.transact(lambda c: [Draft("task.cancelled", f"task:{row['id']}", {
-                "task": row["id"], "agent": row["agent"], "reason": "cancelled"})])
             return f"Cancelled task {row['id']}."
-        store.transact(lambda c: fire_drafts(c, get_task(c, row["id"]), store.clock(),
-                                             manual=True))
         return f"Task {row['id']} queued; its reply arrives with the next `fased run`."
     raise UsageError("usage: /task new WHEN MESSAGE | list | show ID | run ID | cancel ID")
 

@@ -50,7 +50,9 @@ class TurnCall:
         if ctx.dropped:
             self.runner.note(f"fased: dropped the {ctx.dropped} oldest message(s) of session "
                              f"{self.claim.session} to fit the {ctx.window}-token context window")
-        chain = self._chain(con, turn)
+        chain = self.claim.models
+        for ref, until in self.claim.cooling.items():
+            self.runner.note(f"fased: skipping {ref} (cooling down until {until})")
         if not chain:
             return "turn.failed", {
                 "error_class": "no_model", "attempts": 0, "models_tried": [],
@@ -94,27 +96,6 @@ class TurnCall:
             "error_class": "models_failed", "attempts": self.attempts, "models_tried": tried,
             "message": f"every model failed ({', '.join(tried)}); last: "
             f"{last.message if last else 'unknown error'}", "runner": self.runner.id}
-
-    def _chain(self, con, turn) -> list[str]:
-        """The override (turn's, else session's) or primary, then the fallbacks, without
-        models cooling down (unless every one of them is)."""
-        agent = get_agent(con, self.claim.agent, include_deleted=True)
-        session = con.execute("SELECT model_override FROM sessions WHERE id = ?",
-                              (self.claim.session,)).fetchone()
-        first = turn["model_override"] or (session[0] if session else None) or agent[
-            "primary_model"]
-        chain: list[str] = []
-        for ref in [first, *json.loads(agent["fallbacks"] or "[]")]:
-            if ref and ref not in chain:
-                chain.append(ref)
-        now = format_ts(self.runner.clock())
-        cooling = {r[0]: r[1] for r in con.execute(
-            "SELECT model, until FROM cooldowns WHERE until > ?", (now,))}
-        usable = [ref for ref in chain if ref not in cooling]
-        for ref in chain:
-            if ref in cooling and usable:
-                self.runner.note(f"fased: skipping {ref} (cooling down until {cooling[ref]})")
-        return usable or chain
 
     def _call_model(self, con, ref: str, messages: list[dict], retries: int, timeout: float):
         """One model with retries; raises the last error when it gives up."""
@@ -187,3 +168,24 @@ class TurnCall:
             data["partial_chars"] = len(self.partial)
         self.runner.store.append_internal(
             [Draft("turn.attempt_failed", f"session:{c.session}", data)])
+
+
+def model_chain(con, turn, now: str) -> tuple[list[str], dict[str, str]]:
+    """The refs a turn tries, in order: its override (else the session's) or the agent's
+    primary, then the fallbacks, without models cooling down at `now` (unless every one of
+    them is); and the ones left out (ref -> cooling down until)."""
+    agent = get_agent(con, turn["agent"], include_deleted=True)
+    session = con.execute("SELECT model_override FROM sessions WHERE id = ?",
+                          (turn["session"],)).fetchone()
+    first = turn["model_override"] or (session[0] if session else None) or agent[
+        "primary_model"]
+    chain: list[str] = []
+    for ref in [first, *json.loads(agent["fallbacks"] or "[]")]:
+        if ref and ref not in chain:
+            chain.append(ref)
+    cooling = {r[0]: r[1] for r in con.execute(
+        "SELECT model, until FROM cooldowns WHERE until > ?", (now,))}
+    usable = [ref for ref in chain if ref not in cooling]
+    if not usable:
+        return chain, {}
+    return usable, {ref: cooling[ref] for ref in chain if ref in cooling}

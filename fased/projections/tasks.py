@@ -100,9 +100,13 @@ def _fired(con: sqlite3.Connection, e: dict) -> None:
                     (d["occurrence"], d["task"]))
 
 
-def _task_of(con: sqlite3.Connection, turn: str) -> sqlite3.Row | None:
-    return con.execute("SELECT t.* FROM task_runs r JOIN tasks t ON t.id = r.task"
-                       " WHERE r.turn = ?", (turn,)).fetchone()
+def _task_of(con: sqlite3.Connection, turn: str) -> dict | None:
+    """The task a turn ran for, by column name whatever the connection's row factory (a
+    rebuild's connection has none)."""
+    cur = con.execute("SELECT t.* FROM task_runs r JOIN tasks t ON t.id = r.task"
+                      " WHERE r.turn = ?", (turn,))
+    row = cur.fetchone()
+    return None if row is None else dict(zip([c[0] for c in cur.description], row, strict=True))
 
 
 def _turn_completed(con: sqlite3.Connection, e: dict) -> None:

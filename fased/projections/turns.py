@@ -54,11 +54,8 @@ def _add_message(con, e: dict, role: str, content: str, suffix: str, status: str
     d = e["data"]
     usage = usage or {}
     if role == "assistant":
-        asked = [d["turn"], *(d.get("merged") or ())]
-        parent = con.execute(
-            f"SELECT id FROM messages WHERE turn IN ({','.join('?' * len(asked))}) AND role ="
-            " 'user' ORDER BY seq DESC LIMIT 1", asked).fetchone()
-        parent = parent[0] if parent else None
+        # the last question asked: merged turns were queued after the turn that answers them
+        parent = f"{(d.get('merged') or [d['turn']])[-1]}:u"
     else:
         parent = _last_message(con, d["session"])
     con.execute(

@@ -1,0 +1,720 @@
+"""`fased chat` against the fake model server over real HTTP: output, retries, fallback,
+cooldowns, model overrides, context trimming and the session transcript."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import events, read_json, rows
+
+from fased.timeparse import format_ts, parse_ts
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fakeserver import DEFAULT_TEXT, Drop, Echo, FakeModelServer, Hang, Reply, Status
+
+FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+PRIMARY, FALLBACK = "ollama/fake-model", "ollama/fake-small"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeModelServer]:
+    with FakeModelServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def models(set_up, ok, server) -> Path:
+    """Agent main: primary ollama/fake-model, fallback ollama/fake-small; two retries with
+    short backoff, no cooldown (tests that need one set it)."""
+    ok("agent", "models", "providers", "add", "ollama", "--kind", "ollama", "--base-url",
+       server.url)
+    ok("agent", "models", "set", "primary", PRIMARY)
+    ok("agent", "models", "fallback", "add", FALLBACK)
+    ok("config", "set", "agents.defaults.retries", "2")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+    return set_up
+
+
+def use_kind(ok, server: FakeModelServer, kind: str) -> None:
+    """Answer through a provider of `kind` (the fixture's is ollama) on the same server."""
+    if kind != "ollama":
+        ok("agent", "models", "providers", "add", "oa", "--kind", kind, "--base-url",
+           server.url + "/v1")
+        ok("agent", "models", "set", "primary", "oa/fake-model")
+
+
+def of_type(home: Path, *types: str) -> list[dict]:
+    return [e for e in events(home) if e["type"] in types]
+
+
+def no_traceback(result) -> None:
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def asked(server: FakeModelServer) -> list[tuple[str, str]]:
+    """(model, last user message) of every chat request the server got."""
+    out = []
+    for r in server.requests:
+        users = [m["content"] for m in r["json"]["messages"] if m["role"] == "user"]
+        out.append((r["model"], users[-1]))
+    return out
+
+
+def attempts(home: Path) -> list[tuple]:
+    return [(e["data"]["model"], e["data"]["attempt"], e["data"]["kind"],
+             e["data"].get("status")) for e in of_type(home, "turn.attempt_failed")]
+
+
+def shell(command: str, cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a shell line in which `fased` is this interpreter's fased."""
+    fased = " ".join(shlex.quote(a) for a in FASED)
+    return subprocess.run(command.replace("fased", fased, 1), shell=True, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# -- input and output --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["ollama", "openai-compatible"])
+def test_pipe_in_file_out_holds_exactly_the_reply(models, ok, server, tmp_path, kind):
+    use_kind(ok, server, kind)
+
+    proc = shell("printf 'x' | fased chat \"y\" > out", tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out").read_bytes() == DEFAULT_TEXT.encode()
+    assert proc.stderr == ""
+    assert asked(server) == [("fake-model", "x\n\ny")]
+    queued, completed = of_type(models, "turn.queued", "turn.completed")
+    assert queued["data"]["message"] == "x\n\ny"
+    assert completed["data"]["reply"] == DEFAULT_TEXT
+    assert completed["data"]["turn"] == queued["data"]["turn"]
+
+
+def test_pipe_out_into_another_command(models, server, tmp_path):
+    reply = "naïve café ✓\nline two\n"
+    server.script(Reply(reply))
+
+    proc = shell("fased chat 'two lines' | cat > out", tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out").read_bytes() == reply.encode()
+
+
+def test_bytes_that_are_not_utf8_are_replaced(models, ok, server, tmp_path):
+    proc = shell("printf 'caf\\351 \\377' | fased chat \"$(printf 'y\\377')\" > out", tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out").read_bytes() == DEFAULT_TEXT.encode()
+    assert asked(server) == [("fake-model", "caf\ufffd \ufffd\n\ny\ufffd")]
+    ok("chat", "the home still works")
+    assert len(of_type(models, "turn.completed")) == 2
+
+
+def read_terminals(*masters: int) -> list[bytes]:
+    """Everything written to each pty until its last writer closed it."""
+    out = {fd: b"" for fd in masters}
+    open_fds = set(masters)
+    while open_fds:
+        ready, _, _ = select.select(list(open_fds), [], [], 30)
+        assert ready, "timed out"
+        for fd in ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                chunk = b""
+            if chunk:
+                out[fd] += chunk
+            else:
+                open_fds.discard(fd)
+                os.close(fd)
+    return [out[fd] for fd in masters]
+
+
+@pytest.mark.parametrize("option", [[], ["--no-stream"]])
+def test_on_a_terminal_the_reply_ends_the_line_and_a_status_follows(models, server, option):
+    server.script(Reply("streamed", usage=(4, 1)))
+    (out_main, out_child), (err_main, err_child) = pty.openpty(), pty.openpty()
+    proc = subprocess.Popen([*FASED, "chat", *option, "hi"], stdin=subprocess.DEVNULL,
+                            stdout=out_child, stderr=err_child)
+    os.close(out_child)
+    os.close(err_child)
+    out, err = read_terminals(out_main, err_main)
+    proc.wait(timeout=30)
+
+    assert proc.returncode == 0, err
+    assert out == b"streamed\r\n"
+    assert re.fullmatch(rb"\[ollama/fake-model \xc2\xb7 4 in / 1 out \xc2\xb7 \d+\.\d s\]\r\n",
+                        err), err
+
+
+def test_message_from_stdin_only(models, run, server):
+    result = run("chat", input="only stdin\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == DEFAULT_TEXT
+    assert asked(server) == [("fake-model", "only stdin\n")]
+
+
+@pytest.mark.parametrize(("args", "stdin"), [
+    ((), ""), ((), "  \n"), (("",), ""), ((" \n",), "")])
+def test_no_message_is_a_usage_error(models, run, server, args, stdin):
+    before = len(events(models))
+
+    result = run("chat", *args, input=stdin)
+
+    assert result.exit_code == 2
+    no_traceback(result)
+    assert result.stderr.splitlines()[0] == "Error: no message"
+    assert len(events(models)) == before
+    assert server.requests == []
+
+
+def test_turn_events_in_order(models, run, server):
+    server.script(Reply("fine", usage=(7, 3)))
+    before = len(events(models))
+
+    result = run("chat", "how are you?")
+
+    assert result.exit_code == 0, result.stderr
+    new = events(models)[before:]
+    assert [e["type"] for e in new] == ["session.created", "session.switched", "turn.queued",
+                                        "turn.started", "turn.completed"]
+    queued, started, completed = (e["data"] for e in new[2:])
+    turn = queued["turn"]
+    assert queued == {"turn": turn, "agent": "main", "session": "s-1",
+                      "message": "how are you?", "source": "chat"}
+    assert started["turn"] == turn and started["claim"] == 1
+    assert started["models"] == [PRIMARY, FALLBACK]
+    assert started["pid"] > 0 and started["runner"] and started["lease_until"]
+    assert {k: completed[k] for k in ("turn", "reply", "model", "usage", "finish_reason",
+                                      "attempts")} == {
+        "turn": turn, "reply": "fine", "model": PRIMARY,
+        "usage": {"input_tokens": 7, "output_tokens": 3}, "finish_reason": "stop",
+        "attempts": 1}
+    assert completed["latency_ms"] > 0 and completed["ttft_ms"] > 0
+    assert rows(models, "SELECT state, reply, model_used, claims FROM turns") == [
+        {"state": "completed", "reply": "fine", "model_used": PRIMARY, "claims": 1}]
+
+
+def test_json_is_one_object(models, run, server):
+    server.script(Reply("fine", usage=(7, 3)))
+
+    result = run("chat", "--json", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    turn = of_type(models, "turn.queued")[0]["data"]["turn"]
+    assert {k: report[k] for k in ("turn", "agent", "session", "state", "reply", "model",
+                                   "usage", "attempts")} == {
+        "turn": turn, "agent": "main", "session": "s-1", "state": "completed",
+        "reply": "fine", "model": PRIMARY, "usage": {"input_tokens": 7, "output_tokens": 3},
+        "attempts": 1}
+    assert report["timings"]["latency_ms"] > 0
+    assert report["timings"]["ttft_ms"] > 0
+
+
+def test_queue_only_prints_the_turn_id(models, run, server):
+    result = run("chat", "--queue", "later")
+
+    assert result.exit_code == 0, result.stderr
+    turn = of_type(models, "turn.queued")[0]["data"]["turn"]
+    assert result.stdout == f"{turn}\n"
+    assert of_type(models, "turn.started") == []
+    assert server.requests == []
+
+    again = run("chat", "--queue", "--json", "later still")
+    report = json.loads(again.stdout)
+    assert report == {"turn": of_type(models, "turn.queued")[1]["data"]["turn"],
+                      "agent": "main", "session": "s-1", "queued": True}
+    assert rows(models, "SELECT state FROM turns") == [{"state": "queued"}] * 2
+
+
+def test_a_retried_chat_with_an_idempotency_key_is_answered_once(models, run, server):
+    server.default = Echo()
+
+    first = run("--idempotency-key", "k-1", "chat", "--json", "hi")
+    again = run("--idempotency-key", "k-1", "chat", "--json", "hi")
+
+    assert (first.exit_code, again.exit_code) == (0, 0), again.stderr
+    one, two = json.loads(first.stdout), json.loads(again.stdout)
+    assert (one["replayed"], two["replayed"]) == (False, True)
+    assert {k: v for k, v in two.items() if k != "replayed"} == {
+        k: v for k, v in one.items() if k != "replayed"}
+    assert len(server.requests) == 1
+    assert len(of_type(models, "turn.queued")) == len(of_type(models, "turn.completed")) == 1
+    queued = run("--idempotency-key", "k-2", "chat", "--queue", "later")
+    queued_again = run("--idempotency-key", "k-2", "chat", "--queue", "later")
+    assert queued.stdout == queued_again.stdout
+    assert len(of_type(models, "turn.queued")) == 2
+
+
+def test_earlier_queued_turn_of_the_session_is_answered_first(models, run, server):
+    server.default = Echo()
+    run("chat", "--queue", "first")
+
+    result = run("chat", "second")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "second"
+    assert asked(server) == [("fake-model", "first"), ("fake-model", "second")]
+    assert "answering the earlier queued turn" in result.stderr
+    assert [e["data"]["reply"] for e in of_type(models, "turn.completed")] == ["first", "second"]
+
+
+def test_sessions_and_agents_by_option(models, run, ok, server):
+    server.default = Echo()
+    ok("session", "new", "--name", "ops")
+    ok("session", "new")
+    ok("agent", "create", "helper")
+    ok("agent", "models", "set", "primary", PRIMARY, "--agent", "helper")
+
+    assert ok("chat", "current") == "current"
+    assert ok("chat", "--session", "ops", "by name") == "by name"
+    assert ok("chat", "--session", "s-2", "by id") == "by id"
+    assert ok("chat", "--new-session", "fresh") == "fresh"
+    assert ok("chat", "--agent", "helper", "other agent") == "other agent"
+
+    assert [(e["data"]["agent"], e["data"]["session"], e["data"]["message"])
+            for e in of_type(models, "turn.queued")] == [
+        ("main", "s-2", "current"), ("main", "s-1", "by name"), ("main", "s-2", "by id"),
+        ("main", "s-3", "fresh"), ("helper", "s-4", "other agent")]
+    # each session's model saw only its own history
+    assert [len(r["json"]["messages"]) for r in server.requests] == [1, 1, 3, 1, 1]
+    result = run("chat", "--session", "nope", "hi")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: no session 'nope'")
+
+
+# -- retries and fallback ----------------------------------------------------------------------
+
+def test_rate_limit_waits_for_retry_after_then_succeeds(models, run, server):
+    server.script(Status(429, retry_after=1), Reply("after the wait"))
+
+    started = time.monotonic()
+    result = run("chat", "hi")
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "after the wait"
+    assert elapsed >= 1.0
+    assert "fased: ollama/fake-model: rate_limit; retrying in 1.0s (attempt 2 of 3)" in (
+        result.stderr.splitlines())
+    [failed] = of_type(models, "turn.attempt_failed")
+    assert {k: failed["data"][k] for k in ("model", "attempt", "kind", "status", "retry_after",
+                                          "retryable")} == {
+        "model": PRIMARY, "attempt": 1, "kind": "rate_limit", "status": 429,
+        "retry_after": 1.0, "retryable": True}
+    completed = of_type(models, "turn.completed")[0]["data"]
+    assert (completed["model"], completed["attempts"]) == (PRIMARY, 2)
+    assert [m for m, _ in asked(server)] == ["fake-model", "fake-model"]
+
+
+def test_retry_after_beyond_the_limit_falls_back_without_waiting(models, run, server):
+    server.script_for("fake-model", Status(429, retry_after=3600))
+
+    started = time.monotonic()
+    result = run("chat", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert time.monotonic() - started < 10
+    assert result.stdout == DEFAULT_TEXT
+    assert [m for m, _ in asked(server)] == ["fake-model", "fake-small"]
+    assert of_type(models, "turn.completed")[0]["data"]["model"] == FALLBACK
+
+
+def test_server_errors_exhaust_retries_then_fall_back(models, run, server):
+    server.script_for("fake-model", Status(500), Status(502), Status(503))
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    no_traceback(result)
+    assert result.stdout == DEFAULT_TEXT
+    assert attempts(models) == [(PRIMARY, 1, "server", 500), (PRIMARY, 2, "server", 502),
+                                (PRIMARY, 3, "server", 503)]
+    assert [m for m, _ in asked(server)] == ["fake-model"] * 3 + ["fake-small"]
+    lines = result.stderr.splitlines()
+    assert sum("retrying in" in ln for ln in lines) == 2
+    assert f"fased: {PRIMARY} failed (server); falling back to {FALLBACK}" in lines
+    completed = of_type(models, "turn.completed")[0]["data"]
+    assert (completed["model"], completed["attempts"]) == (FALLBACK, 4)
+    assert rows(models, "SELECT model_used, attempts FROM turns") == [
+        {"model_used": FALLBACK, "attempts": 4}]
+
+
+@pytest.mark.parametrize(("primary", "step", "kind"), [
+    (PRIMARY, Status(401), "auth"),
+    (PRIMARY, Status(403), "auth"),
+    ("ollama/no-such-model", None, "not_found"),
+])
+def test_auth_and_unknown_model_fall_back_at_once(models, ok, run, server, primary, step, kind):
+    ok("agent", "models", "set", "primary", primary)
+    if step is not None:
+        server.script_for("fake-model", step)
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == DEFAULT_TEXT
+    assert attempts(models) == [(primary, 1, kind, 404 if kind == "not_found" else step.code)]
+    assert [m for m, _ in asked(server)] == [primary.split("/")[1], "fake-small"]
+    assert "retrying" not in result.stderr
+    assert f"fased: {primary} failed ({kind}); falling back to {FALLBACK}" in (
+        result.stderr.splitlines())
+
+
+def test_bad_request_fails_without_fallback(models, run, server):
+    server.script_for("fake-model", Status(400))
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 1
+    no_traceback(result)
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1].startswith("Error: ")
+    assert [m for m, _ in asked(server)] == ["fake-model"]
+    failed = of_type(models, "turn.failed")[0]["data"]
+    assert (failed["error_class"], failed["attempts"], failed["models_tried"]) == (
+        "bad_request", 1, [PRIMARY])
+
+
+def test_timeout_is_retried(models, ok, run, server):
+    ok("config", "set", "agents.defaults.timeoutSeconds", "1")
+    server.script(Hang(5), Reply("in time"))
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "in time"
+    assert attempts(models) == [(PRIMARY, 1, "timeout", None)]
+
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai-compatible"])
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+@pytest.mark.parametrize("stream", [[], ["--stream"]])
+def test_drop_mid_stream_then_retry_prints_the_reply_once(models, ok, run, server, kind,
+                                                          framing, stream):
+    use_kind(ok, server, kind)
+    server.script(Drop(after_chunks=3, text=TEXT, framing=framing), Reply(TEXT))
+
+    result = run("chat", *stream, "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == TEXT
+    [failed] = of_type(models, "turn.attempt_failed")
+    assert (failed["data"]["kind"], failed["data"]["partial_chars"]) == (
+        "stream_dropped", len("The quick brown "))
+    assert of_type(models, "turn.completed")[0]["data"]["reply"] == TEXT
+
+
+def test_drop_mid_stream_in_a_real_pipe(models, server, tmp_path):
+    server.script(Drop(after_chunks=3, text=TEXT), Reply(TEXT))
+
+    proc = shell("fased chat --stream hi > out", tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out").read_bytes() == TEXT.encode()
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("dropped", "retried", "stdout"), [
+    (2, "Goodbye now", "Hello there \nGoodbye now"),  # shorter than what was shown
+    (2, "Goodbye, see you later", "Hello there \nGoodbye, see you later"),
+    (3, "Hello there", "Hello there my \nHello there"),  # stops inside what was shown
+])
+def test_retried_reply_that_differs_is_shown_in_full(models, run, server, dropped, retried,
+                                                     stdout):
+    server.script(Drop(after_chunks=dropped, text="Hello there my friend"), Reply(retried))
+
+    result = run("chat", "--stream", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == stdout
+    assert result.stderr.count("fased: the retried reply differs from what was shown; it "
+                               "follows in full") == 1
+    assert of_type(models, "turn.completed")[0]["data"]["reply"] == retried
+
+
+def test_every_model_failing_exits_5_with_every_attempt(models, ok, run, server):
+    ok("config", "set", "agents.defaults.retries", "1")
+    server.default = Status(503)
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 5
+    no_traceback(result)
+    assert result.stdout == ""
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
+    assert errors == [f"Error: every model failed ({PRIMARY}, {FALLBACK}); last: "
+                      + of_type(models, "turn.attempt_failed")[-1]["data"]["message"]]
+    assert attempts(models) == [(PRIMARY, 1, "server", 503), (PRIMARY, 2, "server", 503),
+                                (FALLBACK, 1, "server", 503), (FALLBACK, 2, "server", 503)]
+    failed = of_type(models, "turn.failed")[0]["data"]
+    assert (failed["error_class"], failed["attempts"], failed["models_tried"]) == (
+        "models_failed", 4, [PRIMARY, FALLBACK])
+    assert of_type(models, "turn.completed") == []
+    assert rows(models, "SELECT state, error_class, attempts FROM turns") == [
+        {"state": "failed", "error_class": "models_failed", "attempts": 4}]
+
+
+def test_every_model_failing_with_json(models, ok, run, server):
+    ok("config", "set", "agents.defaults.retries", "0")
+    server.default = Status(500)
+
+    result = run("chat", "--json", "hi")
+
+    assert result.exit_code == 5
+    report = json.loads(result.stdout)
+    assert (report["state"], report["error_class"], report["attempts"], report["reply"]) == (
+        "failed", "models_failed", 2, "")
+
+
+def test_unreachable_server_is_retried_then_exits_5(models, ok, run, server):
+    ok("config", "set", "agents.defaults.retries", "1")
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    ok("agent", "models", "providers", "add", "gone", "--kind", "ollama", "--base-url", closed)
+    ok("agent", "models", "set", "primary", "gone/fake-model")
+    ok("agent", "models", "fallback", "clear")
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 5
+    no_traceback(result)
+    assert attempts(models) == [("gone/fake-model", 1, "connection", None),
+                                ("gone/fake-model", 2, "connection", None)]
+    assert result.stderr.splitlines()[-2].startswith(
+        "Error: every model failed (gone/fake-model); last: ")
+
+
+def test_no_model_configured(set_up, run):
+    result = run("chat", "hi")
+
+    assert result.exit_code == 1
+    no_traceback(result)
+    assert "has no model" in result.stderr
+    assert of_type(set_up, "turn.failed")[0]["data"]["error_class"] == "no_model"
+
+
+# -- cooldowns ---------------------------------------------------------------------------------
+
+def test_failed_model_cools_down_and_the_next_turn_skips_it(models, ok, run, server):
+    ok("config", "set", "agents.defaults.retries", "0")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "300")
+    server.script_for("fake-model", Status(500))
+
+    first = run("chat", "one")
+    second = run("chat", "two")
+
+    assert (first.exit_code, second.exit_code) == (0, 0), second.stderr
+    [cooldown] = of_type(models, "model.cooldown")
+    assert cooldown["stream"] == f"model:{PRIMARY}"
+    assert (cooldown["data"]["model"], cooldown["data"]["reason"]) == (PRIMARY, "server")
+    until = cooldown["data"]["until"]
+    assert rows(models, "SELECT * FROM cooldowns") == [
+        {"model": PRIMARY, "until": until, "reason": "server"}]
+    assert asked(server) == [("fake-model", "one"), ("fake-small", "one"),
+                             ("fake-small", "two")]
+    assert f"fased: skipping {PRIMARY} (cooling down until {until})" in (
+        second.stderr.splitlines())
+    assert [e["data"]["model"] for e in of_type(models, "turn.completed")] == [FALLBACK] * 2
+    assert [e["data"]["models"] for e in of_type(models, "turn.started")] == [
+        [PRIMARY, FALLBACK], [FALLBACK]]
+
+
+def test_when_every_model_cools_down_they_are_tried_anyway(models, ok, run, server):
+    ok("config", "set", "agents.defaults.retries", "0")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "300")
+    server.script_for("fake-model", Status(500), Status(500))
+    server.script_for("fake-small", Status(500))
+
+    first = run("chat", "one")
+    second = run("chat", "two")
+
+    assert (first.exit_code, second.exit_code) == (5, 0)
+    assert [m for m, _ in asked(server)] == ["fake-model", "fake-small", "fake-model",
+                                             "fake-small"]
+    assert of_type(models, "turn.completed")[0]["data"]["model"] == FALLBACK
+
+
+def test_a_cooldown_runs_out(models, ok, run, server):
+    ok("config", "set", "agents.defaults.retries", "0")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "60")
+    server.script_for("fake-model", Status(500))
+    ok("chat", "one")
+    until = of_type(models, "model.cooldown")[0]["data"]["until"]
+    later = format_ts(parse_ts(until) + timedelta(seconds=1))
+
+    result = run("chat", "two", env={"FASED_NOW": later})
+
+    assert result.exit_code == 0, result.stderr
+    assert "skipping" not in result.stderr
+    assert asked(server)[-1] == ("fake-model", "two")
+    assert of_type(models, "turn.started")[-1]["data"]["models"] == [PRIMARY, FALLBACK]
+
+
+def test_no_cooldown_when_it_is_zero(models, run, server):
+    server.script_for("fake-model", Status(401))
+
+    run("chat", "one")
+    run("chat", "two")
+
+    assert of_type(models, "model.cooldown") == []
+    assert [m for m, _ in asked(server)] == ["fake-model", "fake-small", "fake-model"]
+
+
+# -- model override ----------------------------------------------------------------------------
+
+def primary_of(home: Path) -> tuple[str, str]:
+    """The agent's primary model: in the rows and in fased.json."""
+    row = rows(home, "SELECT primary_model FROM agents WHERE id = 'main'")[0]["primary_model"]
+    doc = read_json(home / "fased.json")
+    return row, doc["agents"]["list"][0]["model"]["primary"]
+
+
+def test_model_override_is_for_this_session_only(models, ok, run, server):
+    agent_events = len(of_type(models, "agent.models_set"))
+
+    result = run("chat", "-m", FALLBACK, "one")
+
+    assert result.exit_code == 0, result.stderr
+    assert primary_of(models) == (PRIMARY, PRIMARY)
+    [model_set] = of_type(models, "session.model_set")
+    assert model_set["data"] == {"agent": "main", "session": "s-1", "model": FALLBACK}
+    ok("chat", "two")
+    ok("chat", "--new-session", "three")
+    ok("chat", "-m", FALLBACK, "--session", "s-1", "four")
+
+    assert [m for m, _ in asked(server)] == ["fake-small", "fake-small", "fake-model",
+                                             "fake-small"]
+    assert [e["data"]["models"] for e in of_type(models, "turn.started")] == [
+        [FALLBACK], [FALLBACK], [PRIMARY, FALLBACK], [FALLBACK]]
+    assert len(of_type(models, "session.model_set")) == 1
+    assert len(of_type(models, "agent.models_set")) == agent_events
+    assert primary_of(models) == (PRIMARY, PRIMARY)
+
+
+def test_model_override_with_save_sets_the_primary(models, run, server):
+    result = run("chat", "-m", FALLBACK, "--save", "one")
+
+    assert result.exit_code == 0, result.stderr
+    assert primary_of(models) == (FALLBACK, FALLBACK)
+    assert of_type(models, "agent.models_set")[-1]["data"] == {"agent": "main",
+                                                               "primary": FALLBACK}
+    assert [m for m, _ in asked(server)] == ["fake-small"]
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("--save", "hi"), 2),
+    (("-m", "nowhere/fake-model", "hi"), 2),
+])
+def test_bad_model_options_append_nothing(models, run, server, args, code):
+    before = len(events(models))
+
+    result = run("chat", *args)
+
+    assert result.exit_code == code, result.stderr
+    no_traceback(result)
+    assert len([ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]) == 1
+    assert len(events(models)) == before
+    assert server.requests == []
+
+
+# -- context window ----------------------------------------------------------------------------
+
+def test_history_over_the_window_drops_the_oldest_with_a_note(models, ok, run, server):
+    ok("config", "set", "agents.defaults.contextWindow", "2000")
+    server.default = Reply("ok")
+    a, b, c = "a" * 1600, "b" * 1600, "c" * 1600
+    ok("chat", a)
+    second = run("chat", b)
+
+    third = run("chat", "--json", c)
+
+    assert "dropped" not in second.stderr
+    assert third.exit_code == 0, third.stderr
+    assert ("fased: dropped the 2 oldest message(s) of session s-1 to fit the 2000-token "
+            "context window") in third.stderr.splitlines()
+    assert json.loads(third.stdout)["context_dropped"] == 2
+    assert [(m["role"], m["content"]) for m in server.requests[-1]["json"]["messages"]] == [
+        ("user", b), ("assistant", "ok"), ("user", c)]
+    assert [e["data"]["context_dropped"] for e in of_type(models, "turn.completed")] == [0, 0, 2]
+
+
+# -- transcript --------------------------------------------------------------------------------
+
+def transcript(home: Path, session: str = "s-1") -> Path:
+    return home / "agents" / "main" / "sessions" / f"{session}.jsonl"
+
+
+def test_transcript_lines_and_rebuild_byte_for_byte(models, ok, run, server):
+    server.script(Reply("first answer", usage=(3, 2)))
+    ok("chat", "first question")
+    server.script_for("fake-model", Status(400))
+    run("chat", "a bad one")
+    ok("chat", "-m", FALLBACK, "third")
+    ok("chat", "--new-session", "elsewhere")
+
+    path = transcript(models)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    header, *messages = lines
+    assert header == {"type": "session", "version": 1, "id": "s-1", "agent": "main",
+                      "name": None, "created_at": header["created_at"]}
+    assert [(m["role"], m["content"]) for m in messages] == [
+        ("user", "first question"), ("assistant", "first answer"), ("user", "a bad one"),
+        ("user", "third"), ("assistant", DEFAULT_TEXT)]
+    ids = [m["id"] for m in messages]
+    assert len(set(ids)) == 5
+    assert [m["parent"] for m in messages] == [None, ids[0], ids[1], ids[2], ids[3]]
+    assert messages[1]["model"] == PRIMARY
+    assert messages[1]["usage"] == {"input_tokens": 3, "output_tokens": 2}
+    assert messages[4]["model"] == FALLBACK
+    assert all(m["ts"] and m["turn"] for m in messages)
+    before = {p: p.read_bytes() for p in (path, transcript(models, "s-2"))}
+
+    ok("replay", "--rebuild")
+    assert {p: p.read_bytes() for p in before} == before
+
+    for p in before:
+        p.unlink()
+    (models / "state.db").unlink()
+    ok("replay", "--rebuild")
+    assert {p: p.read_bytes() for p in before} == before
+
+
+# -- block streaming ---------------------------------------------------------------------------
+
+def test_block_streaming_writes_whole_blocks(models, ok, server, tmp_path):
+    ok("config", "set", "agents.defaults.blockStreamingDefault", "on")
+    ok("config", "set", "agents.defaults.blockStreamingChunk", '{"minChars":40,"maxChars":80}')
+    paragraphs = [f"Paragraph {i} " + "word " * 10 for i in range(4)]
+    text = "\n\n".join(p.strip() for p in paragraphs)
+    server.script(Reply(text, chunks=len(text) // 5, delay=0.005))
+
+    proc = subprocess.Popen([*FASED, "chat", "--stream", "hi"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    reads = []
+    while chunk := proc.stdout.read1(65536):
+        reads.append(chunk.decode())
+    proc.wait(timeout=30)
+
+    assert proc.returncode == 0, proc.stderr.read()
+    assert "".join(reads) == text
+    assert all(len(r) >= 40 for r in reads[:-1]), reads
