@@ -72,11 +72,9 @@ def create(agent_id, name, workspace, model, emoji, use_it, json_):
 
 
 def _checked_ref(ref: str) -> str:
-    """A model ref checked against the provider registry when that feature is present."""
-    try:
-        from fased.models import check_ref_for_agent
-    except ImportError:
-        return ref
+    """A model ref checked against the provider registry, in provider/model form."""
+    from fased.models import check_ref_for_agent
+
     return check_ref_for_agent(store().db(), ref)
 
 

@@ -113,6 +113,8 @@ def command_line(argv: list[str]) -> str:
 
     out = []
     for arg in argv:
+        # undecodable bytes in argv arrive as lone surrogates, which cannot be logged
+        arg = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         parts = arg.split("=")
         # NAME=VALUE, and --option=NAME=VALUE: mask after the first secret-looking name
         for i, name in enumerate(parts[:-1]):

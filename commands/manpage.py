@@ -121,7 +121,9 @@ def render_all() -> dict[str, str]:
     """{file name: roff text} for the root command and every sub-command."""
     from fased.commands.main import cli
 
-    return _pages(cli, ["fased"], click.Context(cli, info_name="fased"))
+    # the root's context settings (-h as well as --help) reach every sub-command, as they do
+    # when the CLI runs
+    return _pages(cli, ["fased"], click.Context(cli, info_name="fased", **cli.context_settings))
 
 
 def main(argv: list[str]) -> int:

@@ -7,8 +7,8 @@ import json
 import sys
 
 import click
-from fased.commands.output import agent_option, echo_json, json_option, note, store, table
 
+from fased.commands.output import agent_option, echo_json, json_option, note, store, table
 from fased.errors import ConflictError, FasedError, UsageError
 
 

@@ -63,11 +63,18 @@ def run(once, until_idle, agent, max_turns, poll, lease, json_):
 
 
 def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
-    fire = _task_firer()
+    from fased.tasks import deliver_pending, fire_due_tasks
+
+    def emit(delivery: dict) -> None:
+        """A task's reply for --deliver stdout: the text, or a JSON line with --json."""
+        if json_:
+            echo_jsonl({"delivery": "stdout", **delivery})
+        else:
+            click.echo(delivery["reply"])
+
     processed = 0
     while True:
-        if fire is not None:
-            fire(st, runner)
+        fire_due_tasks(st, runner, emit)
         claim = runner.claim_next()
         if claim is not None:
             result = runner.run(claim, None, interrupt="abandon")
@@ -82,6 +89,7 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
                  + (f" via {result.model}" if result.model else "")
                  + (f": {result.error}" if result.error else ""))
             if max_turns and processed >= max_turns:
+                deliver_pending(st, emit)
                 return
             continue
         if once and not runner.waiting:
@@ -91,12 +99,3 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
             if queued == 0 and running == 0:
                 return
         time.sleep(min(poll, 0.2) if runner.waiting else poll)
-
-
-def _task_firer():
-    """The task scheduler's tick, once tasks exist."""
-    try:
-        from fased.tasks import fire_due_tasks
-    except ImportError:
-        return None
-    return fire_due_tasks

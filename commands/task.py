@@ -233,7 +233,7 @@ def run_(task_id, queue_only, json_):
         click.echo(queued.turn)
         return
     result = answer(st, queued, note=note)
-    deliver_pending(st, note)
+    deliver_pending(st, lambda d: note(d["reply"]))
     if json_:
         echo_json(result.to_dict())
     else:
@@ -243,6 +243,8 @@ def run_(task_id, queue_only, json_):
 
 
 def _set_state(task_id: str, event: str, allowed: tuple[str, ...], verb: str) -> None:
+    from datetime import UTC, datetime
+
     from fased.schedule import next_run
     from fased.store import Draft
     from fased.tasks import get_task, require_active, schedule_of
@@ -255,7 +257,10 @@ def _set_state(task_id: str, event: str, allowed: tuple[str, ...], verb: str) ->
         require_active(row, *allowed)
         data = {"task": row["id"], "agent": row["agent"]}
         if event == "task.resumed":
-            when = next_run(schedule_of(row), st.clock())
+            schedule = schedule_of(row)
+            when = next_run(schedule, st.clock())
+            if when is None and schedule.kind == "at" and not row["last_occurrence"]:
+                when = next_run(schedule, datetime.min.replace(tzinfo=UTC))  # overdue: now
             data["next_run"] = None if when is None else format_ts(when)
         if event == "task.cancelled":
             data["reason"] = "cancelled"
@@ -298,12 +303,15 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
     from fased.schedule import next_run, parse_schedule
     from fased.sessions import get_session
     from fased.store import Draft
-    from fased.tasks import check_target, get_task, require_active
+    from fased.tasks import check_target, get_task, require_active, schedule_of
     from fased.timeparse import format_ts
 
     st = store()
     now = st.clock()
     new_schedule = None
+    if cron and tz is None:  # a new cron expression keeps the task's zone
+        old = schedule_of(get_task(st.db(), task_id))
+        tz = old.tz if old.kind == "cron" else None
     if cron or every or at:
         new_schedule = parse_schedule(cron=cron, every=every, at=at, tz=tz, now=now)
     elif tz:

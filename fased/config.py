@@ -35,8 +35,9 @@ def parse_path(path: str) -> list[str | int]:
             pos += 1
         match = _SEGMENT.match(text, pos)
         if not match:
-            raise UsageError(f"invalid config path {path!r}",
-                             hint="use dotted keys and [N] for list items: agents.list[0].workspace")
+            raise UsageError(
+                f"invalid config path {path!r}",
+                hint="use dotted keys and [N] for list items: agents.list[0].workspace")
         parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
         pos = match.end()
     if not parts or not isinstance(parts[0], str):
@@ -207,7 +208,8 @@ def _line_of(text: str, where: str) -> int | None:
         node = YAML(typ="rt").load(text)
     except Exception:
         return None
-    parts = parse_path(where.removeprefix("fased.json").lstrip(".")) if where != "fased.json" else []
+    inner = where.removeprefix("fased.json").lstrip(".")
+    parts = parse_path(inner) if inner else []
     line = 0
     for part in parts:
         try:

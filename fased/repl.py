@@ -7,6 +7,7 @@ and Ctrl-D (leaves).
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable
@@ -220,10 +221,8 @@ def _load_history(store: Store) -> None:
         import readline
     except ImportError:  # pragma: no cover - not every Python has it
         return
-    try:
+    with contextlib.suppress(OSError):
         readline.read_history_file(store.home / "chat_history")
-    except OSError:
-        pass
     readline.set_history_length(1000)
 
 

@@ -44,6 +44,7 @@ class Claim:
     merged: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)  # the refs to try, in order
     cooling: dict[str, str] = field(default_factory=dict)  # refs skipped -> cooling until
+    task: str | None = None  # the task that queued the turn
 
 
 @dataclass
@@ -77,7 +78,7 @@ class TurnResult:
         }
 
 
-class Stop(BaseException):  # noqa: N818 - a signal, like KeyboardInterrupt
+class Stop(BaseException):
     """SIGTERM: give the current turn back and leave."""
 
 
@@ -107,7 +108,8 @@ class Runner:
     """Claims and runs turns for one process. `clock` and `sleep` are injectable for tests."""
 
     def __init__(self, store: Store, *, agent: str | None = None, lease: float = DEFAULT_LEASE,
-                 clock: Callable[[], datetime] = utc_now, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], datetime] = utc_now,
+                 sleep: Callable[[float], None] = time.sleep,
                  note: Callable[[str], None] = lambda s: None):
         self.store = store
         self.agent = agent
@@ -162,7 +164,7 @@ class Runner:
                 self.waiting = True
                 continue
             return Claim(row["id"], row["agent"], row["session"], row["claims"] + 1, merged,
-                         *model_chain(con, row, now))
+                         *model_chain(con, row, now), task=row["task"])
         return None
 
     def _collect(self, con, row: sqlite3.Row, now: str) -> list[str] | None:
@@ -239,6 +241,8 @@ class Runner:
     def _finish(self, claim: Claim, etype: str, data: dict, call) -> TurnResult:
         """Record the outcome if we still hold the claim; otherwise drop it quietly."""
         base = {"turn": claim.turn, "agent": claim.agent, "session": claim.session}
+        if etype != "turn.abandoned":
+            base["task"] = claim.task  # null too: lets the tasks projection skip chat turns
         if claim.merged and etype != "turn.abandoned":
             data = {**data, "merged": claim.merged}
         drafts = list(call.cooldowns)

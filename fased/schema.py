@@ -76,9 +76,8 @@ def first_error(value: object, schema: dict, root: dict, path: str) -> str | Non
         if not ref.startswith("#/$defs/"):
             raise SchemaError(f"unsupported $ref {ref}")
         return first_error(value, root["$defs"][ref[8:]], root, path)
-    if "anyOf" in schema:
-        if all(first_error(value, s, root, path) for s in schema["anyOf"]):
-            return f"{path}: does not match any allowed form"
+    if "anyOf" in schema and all(first_error(value, s, root, path) for s in schema["anyOf"]):
+        return f"{path}: does not match any allowed form"
     expected = schema.get("type")
     if expected is not None and not _is_type(value, expected):
         return f"{path}: expected {_type_words(expected)}, got {_json_type(value)}"

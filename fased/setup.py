@@ -94,9 +94,7 @@ def bootstrap_workspace(store: Store, agent_id: str | None) -> tuple[Path, list[
 
 
 def _detect(store: Store) -> list[str]:
-    """Register local model servers that answer (the providers feature, when present)."""
-    try:
-        from fased.models import detect_local_providers
-    except ImportError:
-        return []
+    """Register local model servers that answer."""
+    from fased.models import detect_local_providers
+
     return detect_local_providers(store)

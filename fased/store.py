@@ -82,6 +82,11 @@ class Store:
         return con
 
     def close(self) -> None:
+        """Release the database connection and the log's open files."""
+        self._close_db()
+        self.log.close()
+
+    def _close_db(self) -> None:
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -93,7 +98,7 @@ class Store:
             inode = None
         if self._con is not None and inode == self._con_inode and inode is not None:
             return self._con
-        self.close()
+        self._close_db()
         if inode is None:
             if self.log.is_locked:
                 self._rebuild_locked()
@@ -135,7 +140,7 @@ class Store:
         if usable and checkpoint == head.seq and (meta.get("head_id") or None) == head.id:
             return con
         if usable:
-            events = self.log.read(max(checkpoint, 1))
+            events = self.log.read(max(checkpoint, 1), bulk=head.seq - checkpoint > 5000)
             if checkpoint > 0:
                 first = next(events, None)
                 usable = first is not None and first["id"] == meta.get("head_id")
@@ -177,7 +182,7 @@ class Store:
             return self._rebuild_locked()
 
     def _rebuild_locked(self) -> int:
-        self.close()
+        self._close_db()
         tmp = self.home / f"{DB_NAME}.rebuild-{os.getpid()}"
         count = build_projection(self.log, tmp)
         for suffix in ("-wal", "-shm"):  # a stale WAL must never be applied to the new file
@@ -277,8 +282,11 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None) -> int:
     con = sqlite3.connect(path, isolation_level=None)
     con.row_factory = sqlite3.Row  # handlers see the same rows as during catch-up
     try:
+        # a throw-away file until it is renamed into place: no journal, no syncs, big cache
         con.execute("PRAGMA journal_mode = OFF")
         con.execute("PRAGMA synchronous = OFF")
+        con.execute("PRAGMA cache_size = -262144")
+        con.execute("PRAGMA temp_store = MEMORY")
         proj = projector()
         con.execute("BEGIN")
         proj.create_tables(con)
@@ -286,11 +294,12 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None) -> int:
 
         def counted():
             nonlocal count
-            for e in log.read(1, upto):
+            for e in log.read(1, upto, bulk=True):
                 count += 1
                 yield e
 
         last = proj.apply(con, counted())
+        proj.create_indexes(con)
         _set_meta(
             con, version=proj.version, checkpoint=last["seq"] if last else 0,
             head_id=last["id"] if last else "", fased=__version__,

@@ -123,7 +123,7 @@ def fire_drafts(con: sqlite3.Connection, task: sqlite3.Row, now: datetime, *,
             Draft("turn.queued", f"session:{task['session']}", queued)]
 
 
-def fire_due_tasks(store: Store, runner, emit: Callable[[str], None] | None = None) -> list[str]:
+def fire_due_tasks(store: Store, runner, emit: Callable[[dict], None] | None = None) -> list[str]:
     """One scheduler tick: deliver finished replies, then fire what is due. Returns the turn
     ids queued."""
     deliver_pending(store, emit or _print)
@@ -154,13 +154,13 @@ def fire_due_tasks(store: Store, runner, emit: Callable[[str], None] | None = No
     return queued
 
 
-def _print(text: str) -> None:
-    print(text, flush=True)  # fased/ never imports click
+def _print(delivery: dict) -> None:
+    print(delivery["reply"], flush=True)  # fased/ never imports click
 
 
 # -- delivery ---------------------------------------------------------------------------------
 
-def deliver_pending(store: Store, emit: Callable[[str], None]) -> int:
+def deliver_pending(store: Store, emit: Callable[[dict], None]) -> int:
     """Deliver replies of finished task turns not yet delivered (or whose delivery failed,
     up to MAX_DELIVERY_ATTEMPTS). Returns how many were attempted.
 
@@ -194,11 +194,11 @@ def _delivery_lock(home: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def deliver(row, emit: Callable[[str], None]) -> tuple[bool, str | None, int]:
+def deliver(row, emit: Callable[[dict], None]) -> tuple[bool, str | None, int]:
     """Send one reply to its target: (ok, error, attempts made)."""
     target = row["deliver"]
     if target == "stdout":
-        emit(row["reply"])
+        emit({"task": row["task"], "turn": row["turn"], "reply": row["reply"]})
         return True, None, 1
     kind, _, rest = target.partition(":")
     if kind == "file":

@@ -36,7 +36,8 @@ def parse_duration(text: str) -> timedelta:
     value = text.strip().lower()
     if not _DURATION_FULL.match(value):
         raise UsageError(
-            f"invalid duration {text!r}", hint="use a number and a unit: 30s, 15m, 1h, 1h30m, 2d, 1w"
+            f"invalid duration {text!r}",
+            hint="use a number and a unit: 30s, 15m, 1h, 1h30m, 2d, 1w",
         )
     seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value))
     if seconds <= 0:
@@ -90,4 +91,5 @@ def _zone(name: str | None):
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(f"unknown time zone {name!r}", hint="use an IANA name such as Europe/Berlin") from None
+        raise UsageError(f"unknown time zone {name!r}",
+                         hint="use an IANA name such as Europe/Berlin") from None

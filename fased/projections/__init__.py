@@ -21,6 +21,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from functools import cache
 
+from fased.schema import current_versions
 from fased.upcast import upcast
 
 MODULES = ("core", "agents", "sessions", "config", "providers", "turns", "tasks")
@@ -35,17 +36,21 @@ class Projector:
         self.modules = [importlib.import_module(f"fased.projections.{m}") for m in MODULES]
         self.tables: dict[str, dict] = {}
         self.handlers: dict[str, list[Handler]] = {}
+        self.triggers: list[str] = []
         parts = []
         for module in self.modules:
             self.tables.update(module.TABLES)
+            self.triggers.extend(getattr(module, "TRIGGERS", ()))
             for etype, fn in module.HANDLERS.items():
                 self.handlers.setdefault(etype, []).append(fn)
             parts.append(f"{module.__name__}:{getattr(module, 'VERSION', 1)}")
         parts.append(json.dumps(self.tables, sort_keys=True, default=str))
+        parts.extend(self.triggers)
         self.version = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
 
     def create_tables(self, con: sqlite3.Connection) -> None:
-        """Create every projection table (sqlite-utils: imported only here, it is not cheap)."""
+        """Create every projection table and trigger, without secondary indexes (a bulk load
+        is faster without them: see create_indexes). sqlite-utils is imported only here."""
         import sqlite_utils
 
         db = sqlite_utils.Database(con)
@@ -54,18 +59,31 @@ class Projector:
                 spec["columns"], pk=spec.get("pk"), not_null=spec.get("not_null"),
                 defaults=spec.get("defaults"), if_not_exists=True,
             )
+        for trigger in self.triggers:
+            con.execute(trigger)
+
+    def create_indexes(self, con: sqlite3.Connection) -> None:
+        """The secondary indexes the commands' queries use."""
+        import sqlite_utils
+
+        db = sqlite_utils.Database(con)
+        for name, spec in self.tables.items():
             for index in spec.get("indexes", ()):
                 db[name].create_index(index, if_not_exists=True)
 
     def apply(self, con: sqlite3.Connection, events: Iterable[dict]) -> dict | None:
         """Apply events in order inside the caller's transaction; returns the last one."""
         handlers = self.handlers
+        current = current_versions()
         streams: dict[str, list[int]] = {}
         keys: dict[str, list] = {}
         last = None
         for record in events:
-            record = upcast(record)
-            for fn in handlers.get(record["type"], ()):
+            etype = record["type"]
+            if record["v"] != current.get(etype):
+                record = upcast(record)
+                etype = record["type"]
+            for fn in handlers.get(etype, ()):
                 fn(con, record)
             seq = record["seq"]
             counted = streams.get(record["stream"])
@@ -74,12 +92,13 @@ class Projector:
             else:
                 counted[0] += 1
                 counted[1] = seq
-            key = record["meta"].get("key")
-            if key is not None:
+            meta = record["meta"]
+            if "key" in meta:
+                key = meta["key"]
                 if key in keys:
                     keys[key][2] = seq
                 else:
-                    keys[key] = [key, seq, seq, record["meta"].get("command")]
+                    keys[key] = [key, seq, seq, meta.get("command")]
             last = record
         if streams:
             con.executemany(

@@ -12,7 +12,8 @@ TABLES = {
         "columns": {
             "id": str, "position": int, "name": str, "emoji": str, "workspace": str,
             "primary_model": str, "fallbacks": str, "task_model": str,
-            "current_session": str, "config": str, "created_at": str, "updated_at": str, "created_seq": int,
+            "current_session": str, "config": str, "created_at": str, "updated_at": str,
+            "created_seq": int,
             "deleted": int, "deleted_at": str,
         },
         "pk": "id",

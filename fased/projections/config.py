@@ -60,7 +60,8 @@ def _apply_agent(con, agent: str, sub: list, value, unset: bool, ts: str) -> Non
     key = ".".join(str(p) for p in sub)
     if key in ("name", "identity.name"):
         if not unset:
-            con.execute("UPDATE agents SET name = ?, updated_at = ? WHERE id = ?", (value, ts, agent))
+            con.execute("UPDATE agents SET name = ?, updated_at = ? WHERE id = ?",
+                        (value, ts, agent))
     elif key == "workspace":
         con.execute("UPDATE agents SET workspace = ?, updated_at = ? WHERE id = ?",
                     (value, ts, agent))

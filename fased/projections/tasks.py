@@ -100,22 +100,29 @@ def _fired(con: sqlite3.Connection, e: dict) -> None:
                     (d["occurrence"], d["task"]))
 
 
-def _task_of(con: sqlite3.Connection, turn: str) -> dict | None:
-    """The task a turn ran for, by column name whatever the connection's row factory (a
-    rebuild's connection has none)."""
-    cur = con.execute("SELECT t.* FROM task_runs r JOIN tasks t ON t.id = r.task"
-                      " WHERE r.turn = ?", (turn,))
-    row = cur.fetchone()
-    return None if row is None else dict(zip([c[0] for c in cur.description], row, strict=True))
+def _task_of(con: sqlite3.Connection, turn: str) -> sqlite3.Row | None:
+    """The task a turn ran for (with the run's `manual` flag)."""
+    return con.execute("SELECT t.*, r.manual AS run_manual FROM task_runs r JOIN tasks t"
+                       " ON t.id = r.task WHERE r.turn = ?", (turn,)).fetchone()
+
+
+def _not_a_task_turn(e: dict) -> bool:
+    """Turn end events say which task queued the turn (null for chat), so most of them need
+    no lookup; events written before that field existed are looked up."""
+    return "task" in e["data"] and e["data"]["task"] is None
 
 
 def _turn_completed(con: sqlite3.Connection, e: dict) -> None:
-    task = _task_of(con, e["data"]["turn"])
-    if task is None:
+    if _not_a_task_turn(e):
         return
-    con.execute("UPDATE task_runs SET status = 'completed', finished_at = ? WHERE turn = ?",
-                (e["ts"], e["data"]["turn"]))
-    done = json.loads(task["schedule"])["kind"] == "at" and not task["keep_after_run"]
+    turn = e["data"]["turn"]
+    if not con.execute("UPDATE task_runs SET status = 'completed', finished_at = ? WHERE turn = ?",
+                       (e["ts"], turn)).rowcount:
+        return
+    task = _task_of(con, turn)
+    # a one-shot task is done after its scheduled run, not after a manual `task run`
+    done = (json.loads(task["schedule"])["kind"] == "at" and not task["keep_after_run"]
+            and not task["run_manual"])
     con.execute("UPDATE tasks SET last_status = 'ok', failures = 0, retry_at = NULL,"
                 " state = CASE WHEN ? AND state = 'active' THEN 'done' ELSE state END"
                 " WHERE id = ?", (int(done), task["id"]))
@@ -124,6 +131,8 @@ def _turn_completed(con: sqlite3.Connection, e: dict) -> None:
 def _turn_failed(con: sqlite3.Connection, e: dict) -> None:
     from fased.schedule import backoff_delay
 
+    if _not_a_task_turn(e):
+        return
     task = _task_of(con, e["data"]["turn"])
     if task is None:
         return
@@ -139,6 +148,8 @@ def _turn_failed(con: sqlite3.Connection, e: dict) -> None:
 
 
 def _turn_aborted(con: sqlite3.Connection, e: dict) -> None:
+    if _not_a_task_turn(e):
+        return
     if _task_of(con, e["data"]["turn"]) is not None:
         con.execute("UPDATE task_runs SET status = 'aborted', finished_at = ? WHERE turn = ?",
                     (e["ts"], e["data"]["turn"]))

@@ -31,44 +31,38 @@ TABLES = {
     "messages": {
         "columns": {
             "id": str, "session": str, "agent": str, "turn": str, "role": str,
-            "content": str, "parent": str, "ts": str, "model": str, "input_tokens": int,
+            "content": str, "ts": str, "model": str, "input_tokens": int,
             "output_tokens": int, "seq": int, "status": str,
         },
-        "pk": "id",
+        # no primary key: messages are only read by session and seq, and a rowid table
+        # takes an insert into one B-tree instead of two
         "indexes": [["session", "seq"]],
     },
     "cooldowns": {"columns": {"model": str, "until": str, "reason": str}, "pk": "model"},
 }
 
-
-def _last_message(con: sqlite3.Connection, session: str) -> str | None:
-    row = con.execute("SELECT id FROM messages WHERE session = ? ORDER BY seq DESC LIMIT 1",
-                      (session,)).fetchone()
-    return row[0] if row else None
+# Session counters follow the messages in SQLite itself: one statement per message instead of
+# two Python round trips (rebuilding a million events is mostly this).
+TRIGGERS = [
+    """CREATE TRIGGER IF NOT EXISTS messages_count AFTER INSERT ON messages BEGIN
+        UPDATE sessions SET messages = messages + 1, updated_at = NEW.ts,
+            input_tokens = input_tokens + COALESCE(NEW.input_tokens, 0),
+            output_tokens = output_tokens + COALESCE(NEW.output_tokens, 0)
+        WHERE id = NEW.session;
+    END""",
+]
 
 
 def _add_message(con, e: dict, role: str, content: str, suffix: str, status: str,
                  model=None, usage=None) -> None:
-    """A user message's parent is the message before it; a reply's parent is the (last)
-    question it answers."""
     d = e["data"]
     usage = usage or {}
-    if role == "assistant":
-        # the last question asked: merged turns were queued after the turn that answers them
-        parent = f"{(d.get('merged') or [d['turn']])[-1]}:u"
-    else:
-        parent = _last_message(con, d["session"])
     con.execute(
-        "INSERT OR REPLACE INTO messages(id, session, agent, turn, role, content, parent, ts,"
-        " model, input_tokens, output_tokens, seq, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (f"{d['turn']}:{suffix}", d["session"], d["agent"], d["turn"], role, content,
-         parent, e["ts"], model, usage.get("input_tokens"),
-         usage.get("output_tokens"), e["seq"], status),
+        "INSERT INTO messages(id, session, agent, turn, role, content, ts, model, input_tokens,"
+        " output_tokens, seq, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (f"{d['turn']}:{suffix}", d["session"], d["agent"], d["turn"], role, content, e["ts"],
+         model, usage.get("input_tokens"), usage.get("output_tokens"), e["seq"], status),
     )
-    con.execute("UPDATE sessions SET messages = messages + 1, updated_at = ?,"
-                " input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?",
-                (e["ts"], usage.get("input_tokens") or 0, usage.get("output_tokens") or 0,
-                 d["session"]))
 
 
 def _queued(con: sqlite3.Connection, e: dict) -> None:
@@ -179,16 +173,26 @@ _TRANSCRIPT_TYPES = ("turn.queued", "turn.completed", "turn.aborted", "session.c
 
 
 def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
-    """Render one session's transcript: a header line, then one line per message."""
+    """Render one session's transcript: a header line, then one line per message. A user
+    message's parent is the message before it; a reply's parent is the (last) question it
+    answers, which for merged turns is the last one merged in."""
     from fased.home import write_private
 
     row = con.execute("SELECT * FROM sessions WHERE id = ?", (session,)).fetchone()
     if row is None:
         return
+    asked_last = dict(con.execute(
+        "SELECT merged_into, id FROM turns WHERE session = ? AND merged_into IS NOT NULL"
+        " ORDER BY queued_seq", (session,)).fetchall())
     lines = [{"type": "session", "version": 1, "id": row["id"], "agent": row["agent"],
               "name": row["name"], "created_at": row["created_at"]}]
+    previous = None
     for m in con.execute("SELECT * FROM messages WHERE session = ? ORDER BY seq", (session,)):
-        line = {"type": "message", "id": m["id"], "parent": m["parent"], "role": m["role"],
+        if m["role"] == "assistant":
+            parent = f"{asked_last.get(m['turn'], m['turn'])}:u"
+        else:
+            parent = previous
+        line = {"type": "message", "id": m["id"], "parent": parent, "role": m["role"],
                 "content": m["content"], "ts": m["ts"], "turn": m["turn"]}
         if m["role"] == "assistant":
             line["model"] = m["model"]
@@ -197,6 +201,7 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
             if m["status"] == "aborted":
                 line["aborted"] = True
         lines.append(line)
+        previous = m["id"]
     path = home / "agents" / row["agent"] / "sessions" / f"{session}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode()

@@ -1,0 +1,196 @@
+"""fased's benchmarks: prints the figure for every speed target (never a pass/fail assertion).
+
+    python tests/perf/run_all.py              # everything (builds a 1,000,000-event home once)
+    python tests/perf/run_all.py startup reads rebuild appends chat run
+
+Targets: --help and read commands <= 80 ms median; reads with 1M events within 1.5x of an
+empty home; rebuild >= 100,000 events/s; durable appends >= 70 % of the raw fsync rate;
+`fased chat` as a whole process <= 150 ms against an instant server; `fased run` >= 50 turns/s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/ for fakeserver
+sys.path.insert(0, str(HERE))
+BIG = Path(os.environ.get("FASED_BENCH_HOME", "/tmp/fased-bench-1m"))
+FASED = [sys.executable, "-P", "-c", "from fased.commands.main import main; main()"]
+
+
+def timed(args: list[str], env: dict, runs: int = 15) -> float:
+    """Median wall time (ms) of a whole `fased` process."""
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(FASED + args, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def env_for(home: Path, **extra) -> dict:
+    return {**os.environ, "FASED_HOME": str(home), "FASED_DETECT_ENDPOINTS": "", **extra}
+
+
+def big_home() -> Path:
+    """A home with 1,000,000 events (made once, then reused), caught up."""
+    from genlog import make_home
+
+    if not (BIG / "log").exists():
+        print(f"  building a 1,000,000-event home in {BIG} (once) ...", flush=True)
+        make_home(BIG, 1_000_000)
+        subprocess.run([*FASED, "replay", "--rebuild"], env=env_for(BIG), check=True,
+                       stdout=subprocess.DEVNULL)
+    return BIG
+
+
+def small_home(tmp: Path) -> Path:
+    home = tmp / "small"
+    subprocess.run([*FASED, "setup", "-y", "--no-detect"], env=env_for(home), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([*FASED, "session", "new"], env=env_for(home), check=True,
+                   stdout=subprocess.DEVNULL)
+    return home
+
+
+def bench_startup(tmp: Path) -> None:
+    home = small_home(tmp)
+    bare = [sys.executable, "-c", "pass"]
+    start = time.perf_counter()
+    for _ in range(15):
+        subprocess.run(bare, check=True)
+    python_ms = (time.perf_counter() - start) / 15 * 1000
+    print(f"startup: python alone {python_ms:.0f} ms; `fased --help` "
+          f"{timed(['--help'], env_for(home)):.0f} ms median (target <= 80 ms)")
+
+
+def bench_reads(tmp: Path) -> None:
+    small = small_home(tmp)
+    big = big_home()
+    for args in (["replay", "-n", "1"], ["agent", "list"], ["session", "list"]):
+        a = timed(args, env_for(small))
+        b = timed(args, env_for(big))
+        print(f"read `fased {' '.join(args)}`: {a:.0f} ms small home, {b:.0f} ms with "
+              f"1,000,000 events ({b / a:.2f}x; targets <= 80 ms and <= 1.5x)")
+
+
+def bench_rebuild(tmp: Path) -> None:
+    big = big_home()
+    copy = tmp / "rebuild"
+    shutil.copytree(big / "log", copy / "log")
+    start = time.perf_counter()
+    subprocess.run([*FASED, "replay", "--rebuild"], env=env_for(copy), check=True,
+                   stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    events = 0
+    for path in (copy / "log").glob("*.jsonl"):
+        with open(path, "rb") as f:
+            events += sum(1 for _ in f)
+    print(f"rebuild: {events:,} events in {seconds:.2f} s = {events / seconds:,.0f} events/s "
+          "as a whole process (target >= 100,000/s)")
+
+
+def bench_appends(tmp: Path, n: int = 2000) -> None:
+    from fased.log import EventLog
+    from fased.store import Draft, Store
+
+    raw = tmp / "raw.jsonl"
+    fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    line = b"x" * 300 + b"\n"
+    start = time.perf_counter()
+    for _ in range(n):
+        os.write(fd, line)
+        os.fsync(fd)
+    raw_rate = n / (time.perf_counter() - start)
+    os.close(fd)
+    log = EventLog(tmp / "appends")
+    (tmp / "appends").mkdir()
+    record = {"type": "agent.updated", "v": 1, "ts": "2026-11-21T00:00:00.000000Z",
+              "stream": "agent:main", "data": {"agent": "main", "name": "x" * 150},
+              "meta": {"actor": "bench", "pid": 1}}
+    start = time.perf_counter()
+    for _ in range(n):
+        with log.locked():
+            log.append([{**record, "seq": log.next_seq(), "id": uuid.uuid4().hex,
+                         "meta": dict(record["meta"])}])
+    log_rate = n / (time.perf_counter() - start)
+    store = Store(tmp / "transact")
+    store.transact(lambda con: [Draft("agent.created", "agent:main",
+                                      {"agent": "main", "name": "main"})])
+    start = time.perf_counter()
+    for i in range(n // 2):
+        store.transact(lambda con, i=i: [Draft("agent.updated", "agent:main",
+                                               {"agent": "main", "name": f"n{i}"})])
+    tx_rate = (n // 2) / (time.perf_counter() - start)
+    print(f"appends: raw write+fsync {raw_rate:,.0f}/s; durable log appends "
+          f"{log_rate:,.0f}/s = {log_rate / raw_rate:.0%} of raw (target >= 70 %); full "
+          f"transactions (lock, catch-up, validate, append, fsync, project) {tx_rate:,.0f}/s")
+
+
+def _model_home(tmp: Path, url: str, name: str) -> Path:
+    home = tmp / name
+    env = env_for(home)
+    for args in (["setup", "-y", "--no-detect"],
+                 ["agent", "models", "providers", "add", "ollama", "--kind", "ollama",
+                  "--base-url", url],
+                 ["agent", "models", "set", "primary", "ollama/fake-model"]):
+        subprocess.run(FASED + args, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return home
+
+
+def bench_chat(tmp: Path) -> None:
+    from fakeserver import FakeModelServer, Reply
+
+    with FakeModelServer() as server:
+        server.default = Reply("ok", chunks=1)
+        home = _model_home(tmp, server.url, "chat")
+        ms = timed(["chat", "hello"], env_for(home), runs=15)
+    print(f"chat: `fased chat hello` as a whole process {ms:.0f} ms median against an instant "
+          "server (target <= 150 ms)")
+
+
+def bench_run(tmp: Path, turns: int = 300) -> None:
+    from fakeserver import FakeModelServer, Reply
+
+    from fased.chat import queue_turn
+    from fased.store import Store
+
+    with FakeModelServer() as server:
+        server.default = Reply("ok", chunks=1)
+        home = _model_home(tmp, server.url, "run")
+        store = Store(home)
+        for i in range(turns):
+            queue_turn(store, f"message {i}", new_session=(i % 10 == 0))
+        store.close()
+        start = time.perf_counter()
+        subprocess.run([*FASED, "run", "--once"], env=env_for(home), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+    print(f"run: {turns} queued turns answered by `fased run --once` in {seconds:.2f} s = "
+          f"{turns / seconds:.0f} turns/s including start-up (target >= 50/s)")
+
+
+BENCHES = {"startup": bench_startup, "reads": bench_reads, "rebuild": bench_rebuild,
+           "appends": bench_appends, "chat": bench_chat, "run": bench_run}
+
+
+def main(names: list[str]) -> None:
+    print(f"fased benchmarks on {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    for name in names or list(BENCHES):
+        with tempfile.TemporaryDirectory(prefix=f"fased-bench-{name}-") as tmp:
+            BENCHES[name](Path(tmp))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
