@@ -96,6 +96,12 @@ class App:
         self.argv = argv
         self._store = None
 
+    def close(self) -> None:
+        """Release the store's files and connection (in-process callers run many commands)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     @property
     def store(self):
         if self._store is None:
@@ -106,11 +112,17 @@ class App:
         return self._store
 
 
+_GLOBAL_OPTIONS = ("--home", "--idempotency-key")
+
+
 def command_line(argv: list[str]) -> str:
     """The command as recorded in each event's meta, with secret-looking values masked
     (`-H X-Api-Key=...` must never reach the log)."""
     from fased.models import SECRET_HEADER
 
+    argv = list(argv)
+    while argv and argv[0].split("=")[0] in _GLOBAL_OPTIONS:  # they come before the command
+        argv = argv[1:] if "=" in argv[0] else argv[2:]
     out = []
     for arg in argv:
         # undecodable bytes in argv arrive as lone surrogates, which cannot be logged
@@ -160,6 +172,7 @@ def cli(ctx: click.Context, home: str | None, idempotency_key: str | None) -> No
     unusable: see `fased doctor`), 5 every model failed.
     """
     ctx.obj = App(home, idempotency_key, ctx.meta.get("fased.argv", []))
+    ctx.call_on_close(ctx.obj.close)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,8 @@ def _bound(option: str):
         try:
             return parse_bound(value)
         except UsageError as exc:
-            raise click.BadParameter(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
+            raise click.BadParameter(
+                f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
     return convert
 
 
@@ -89,7 +90,11 @@ def _print(events: list[dict], json_: bool, header: bool) -> None:
         return
     rows = [(e["seq"], e["ts"][:19].replace("T", " "), e["type"], e["stream"],
              e["meta"].get("actor", ""), _summary(e["data"])) for e in events]
-    table(rows, ("SEQ", "TIME (UTC)", "TYPE", "STREAM", "ACTOR", "DATA") if header else ())
+    if header:
+        table(rows, ("SEQ", "TIME (UTC)", "TYPE", "STREAM", "ACTOR", "DATA"))
+        return
+    for row in rows:  # more of --follow: table() cannot size columns without a header
+        click.echo("  ".join(str(cell) for cell in row))
 
 
 def _summary(data: dict) -> str:
@@ -169,4 +174,6 @@ def _at(st, at: str, json_: bool) -> None:
         click.echo(f"\n{name.upper()} ({len(rows)})")
         if rows:
             cols = list(rows[0].keys())[:6]
+            # whether a row was deleted or cancelled then is the point of looking back
+            cols += [c for c in ("state", "deleted") if c in rows[0] and c not in cols]
             table([[r[c] for c in cols] for r in rows], [c.upper() for c in cols])

@@ -13,7 +13,7 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fased.errors import FasedError
+from fased.errors import CorruptLogError, FasedError
 from fased.log import BadRecord, EventLog, _scan_back_for_batch_end, decode_record
 from fased.upcast import upcast
 
@@ -38,7 +38,11 @@ def check(store, repair: bool = False) -> list[Finding]:
     findings += _lock(store.log)
     log_findings, head_seq = _log(store.log, repair)
     findings += log_findings
-    findings += _projections(store, head_seq, repair)
+    if head_seq is None:  # a rebuild reads the whole log: it would stop at the same error
+        findings.append(Finding("projections", "info",
+                                "not checked: the log cannot be read to its end"))
+    else:
+        findings += _projections(store, head_seq, repair)
     return findings
 
 
@@ -66,8 +70,12 @@ def _permissions(home: Path, repair: bool) -> list[Finding]:
 
 
 def _private_files(home: Path):
-    for name in ("log.lock", "state.db", "fased.json", "credentials.json"):
+    for name in ("log.lock", "state.db", "state.db-wal", "state.db-shm", "fased.json",
+                 "credentials.json", "delivery.lock"):
         yield home / name
+    agents = home / "agents"
+    if agents.is_dir():  # transcripts hold the conversations themselves
+        yield from agents.rglob("*")
     log_dir = home / "log"
     if log_dir.is_dir():
         yield log_dir
@@ -88,8 +96,9 @@ def _lock(log: EventLog) -> list[Finding]:
     return [Finding("lock", "ok", f"{log.lock_path} can be locked")]
 
 
-def _log(log: EventLog, repair: bool) -> tuple[list[Finding], int]:
-    """Every record's checksum, seq continuity, segment names, batches, known types."""
+def _log(log: EventLog, repair: bool) -> tuple[list[Finding], int | None]:
+    """Every record's checksum, seq continuity, segment names, batches, known types.
+    Returns the findings and the last seq (None when the log cannot be read to its end)."""
     out: list[Finding] = []
     segments = log.segments()
     expected = 1
@@ -99,7 +108,12 @@ def _log(log: EventLog, repair: bool) -> tuple[list[Finding], int]:
         is_last = i == len(segments) - 1
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            end = _scan_back_for_batch_end(f, size)[0] if is_last else size
+            try:
+                end = _scan_back_for_batch_end(f, size)[0] if is_last else size
+            except CorruptLogError as exc:  # two records merged: not a torn write
+                out.append(Finding("log", "error", exc.message))
+                corrupt = True
+                break
             if is_last and end < size:
                 fixed = False
                 if repair:
@@ -146,7 +160,7 @@ def _log(log: EventLog, repair: bool) -> tuple[list[Finding], int]:
         out.append(Finding("log", "error", "the log cannot be read past the error above; "
                            "events before it are intact. Keep a copy of the home before editing "
                            "anything by hand."))
-    return out, count
+    return out, None if corrupt else count
 
 
 def _projections(store, head_seq: int, repair: bool) -> list[Finding]:

@@ -21,6 +21,9 @@ def resolve_home(explicit: str | os.PathLike | None = None) -> Path:
 def ensure_home(home: Path) -> Path:
     """Create the state directory (0700) if missing; fail clearly when it cannot be used."""
     os.umask(0o077)  # every file fased (and SQLite) creates is private to the user
+    if home.exists() and not home.is_dir():
+        raise StateError(f"the fased home {home} is not a directory",
+                         hint="point --home (or FASED_HOME) at a directory")
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:

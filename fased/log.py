@@ -129,10 +129,11 @@ class EventLog:
         env_limit = os.environ.get("FASED_SEGMENT_BYTES")
         self.segment_bytes = segment_bytes or (
             int(env_limit) if env_limit else DEFAULT_SEGMENT_BYTES)
-        self._lock_fd: int | None = None
+        # file objects (not bare descriptors) so that a dropped EventLog closes them
+        self._lock_file = None
         self._lock_depth = 0
         self._tail: _Tail | None = None
-        self._seg_fd: int | None = None  # the active segment, open for appends
+        self._seg_file = None  # the active segment, open for appends
         self._seg_path: Path | None = None
         self.repairs: list[Repair] = []
 
@@ -158,26 +159,27 @@ class EventLog:
         """Hold the exclusive writer lock (re-entrant within this object). The lock file stays
         open between acquisitions: opening it costs as much as the flock."""
         if self._lock_depth == 0:
-            if self._lock_fd is None:
+            if self._lock_file is None:
                 try:
-                    self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                    fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
                 except OSError as exc:
                     raise StateError(f"cannot open {self.lock_path}: {exc.strerror}") from None
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                self._lock_file = os.fdopen(fd, "r+b", buffering=0)
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
         self._lock_depth += 1
         try:
             yield
         finally:
             self._lock_depth -= 1
             if self._lock_depth == 0:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close the files this object keeps open (the lock must not be held)."""
-        for fd in (self._lock_fd, self._seg_fd):
-            if fd is not None:
-                os.close(fd)
-        self._lock_fd = self._seg_fd = self._seg_path = None
+        for f in (self._lock_file, self._seg_file):
+            if f is not None:
+                f.close()
+        self._lock_file = self._seg_file = self._seg_path = None
         self._tail = None
 
     @property
@@ -195,10 +197,10 @@ class EventLog:
         """
         assert self.is_locked
         cached = self._tail
-        if cached is not None and self._seg_fd is not None and self._seg_path == cached.path:
+        if cached is not None and self._seg_file is not None and self._seg_path == cached.path:
             try:
                 if (os.stat(self.dir).st_mtime_ns == cached.dir_mtime
-                        and os.fstat(self._seg_fd).st_size == cached.size):
+                        and os.fstat(self._seg_file.fileno()).st_size == cached.size):
                     return cached
             except FileNotFoundError:
                 pass
@@ -221,9 +223,10 @@ class EventLog:
     def _remember(self, tail: _Tail) -> _Tail:
         """Cache `tail` with the directory's mtime, keeping its segment open for appends."""
         if self._seg_path != tail.path:
-            if self._seg_fd is not None:
-                os.close(self._seg_fd)
-            self._seg_fd = os.open(tail.path, os.O_WRONLY | os.O_APPEND)
+            if self._seg_file is not None:
+                self._seg_file.close()
+            self._seg_file = os.fdopen(os.open(tail.path, os.O_WRONLY | os.O_APPEND), "ab",
+                                       buffering=0)
             self._seg_path = tail.path
         tail.dir_mtime = os.stat(self.dir).st_mtime_ns
         self._tail = tail
@@ -296,7 +299,7 @@ class EventLog:
         data = b"".join(encode_record(r) for r in records)
         if path != self._seg_path:  # a new segment
             self._remember(_Tail(path, 0, records[0]["seq"] - 1, tail.last_id))
-        fd = self._seg_fd
+        fd = self._seg_file.fileno()
         try:
             view = memoryview(data)
             while view:

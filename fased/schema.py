@@ -81,9 +81,9 @@ def first_error(value: object, schema: dict, root: dict, path: str) -> str | Non
     expected = schema.get("type")
     if expected is not None and not _is_type(value, expected):
         return f"{path}: expected {_type_words(expected)}, got {_json_type(value)}"
-    if "const" in schema and value != schema["const"]:
+    if "const" in schema and not _same(value, schema["const"]):
         return f"{path}: must be {json.dumps(schema['const'])}"
-    if "enum" in schema and value not in schema["enum"]:
+    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
         return f"{path}: must be one of {', '.join(json.dumps(e) for e in schema['enum'])}"
     if isinstance(value, str):
         return _string_error(value, schema, path)
@@ -137,11 +137,21 @@ def _object_error(value: dict, schema: dict, root: dict, path: str) -> str | Non
     return None
 
 
+def _same(a: object, b: object) -> bool:
+    """JSON equality: unlike Python's ==, true is not 1 and false is not 0, at any depth."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
 def _is_type(value: object, expected: str | list[str]) -> bool:
     if isinstance(expected, list):
         return any(_is_type(value, e) for e in expected)
-    if expected == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
+    if expected == "integer":  # JSON Schema: 2.0 is an integer too
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer())
     if expected == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, _TYPES[expected])

@@ -14,6 +14,7 @@ from fased.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
+_NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d*)?")
 _DURATION_FULL = re.compile(r"^(?:\s*\d+(?:\.\d+)?\s*[smhdw])+\s*$")
 
 
@@ -71,7 +72,10 @@ def parse_time(text: str, *, now: datetime | None = None, tz: str | None = None,
         from dateutil import parser as dateutil_parser
 
         try:
-            parsed = dateutil_parser.parse(value)
+            if _NUMBER.fullmatch(value):  # dateutil would read "-5" as the 5th, "2025" as a date
+                raise ValueError(value)
+            local_now = now.astimezone(zone) if zone else now.astimezone()
+            parsed = dateutil_parser.parse(value, default=local_now.replace(tzinfo=None))
         except (ValueError, OverflowError):
             raise UsageError(
                 f"invalid time {text!r}",

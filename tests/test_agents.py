@@ -154,7 +154,7 @@ def test_idempotency_key_replays_and_refuses_another_command(set_up):
     assert other.returncode == 3
     assert other.stderr.splitlines()[0] == (
         "Error: idempotency key 'k1' was already used by another command "
-        "(fased --idempotency-key k1 agent create ops)")
+        "(fased agent create ops)")
     assert len(events(set_up)) == count
     keys = [e["meta"].get("key") for e in events(set_up)[-9:]]
     assert keys == ["k1"] + ["k1#2"] * 8
