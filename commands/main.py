@@ -7,7 +7,6 @@ pays for click and nothing else.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -38,23 +37,14 @@ class LazyGroup(click.Group):
         self.lazy = lazy or {}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        available = [n for n in self.lazy if self._spec_exists(n)]
-        return sorted(set(super().list_commands(ctx)) | set(available))
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.lazy and self._spec_exists(name):
+        if name in self.lazy:
             module_name, attr = self.lazy[name].split(":")
-            module = importlib.import_module(f"{self._package}.{module_name}")
+            module = importlib.import_module(f"fased.commands.{module_name}")
             return getattr(module, attr)
         return super().get_command(ctx, name)
-
-    @property
-    def _package(self) -> str:
-        return "fased.commands"
-
-    def _spec_exists(self, name: str) -> bool:
-        module_name = self.lazy[name].split(":")[0]
-        return importlib.util.find_spec(f"{self._package}.{module_name}") is not None
 
 
 class RootGroup(LazyGroup):
@@ -118,7 +108,7 @@ _GLOBAL_OPTIONS = ("--home", "--idempotency-key")
 def command_line(argv: list[str]) -> str:
     """The command as recorded in each event's meta, with secret-looking values masked
     (`-H X-Api-Key=...` must never reach the log)."""
-    from fased.models import SECRET_HEADER
+    from fased.redact import SECRET_NAME
 
     argv = list(argv)
     while argv and argv[0].split("=")[0] in _GLOBAL_OPTIONS:  # they come before the command
@@ -130,7 +120,7 @@ def command_line(argv: list[str]) -> str:
         parts = arg.split("=")
         # NAME=VALUE, and --option=NAME=VALUE: mask after the first secret-looking name
         for i, name in enumerate(parts[:-1]):
-            if SECRET_HEADER.search(name.lstrip("-")):
+            if SECRET_NAME.search(name.lstrip("-")):
                 arg = "=".join(parts[: i + 1]) + "=***"
                 break
         out.append(arg)

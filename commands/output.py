@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
@@ -59,7 +59,7 @@ def table(rows: Iterable[Sequence[object]], headers: Sequence[str],
         for i, cell in enumerate(row[:-1]):
             widths[i] = max(widths[i], len(cell))
     if max_width is None:
-        max_width = shutil.get_terminal_size((120, 20)).columns if sys.stdout.isatty() else 0
+        max_width = _terminal_width() if sys.stdout.isatty() else 0
     lines = [_line(headers, widths)] + [_line(row, widths) for row in rows]
     for text in lines:
         if max_width and len(text) > max_width:
@@ -71,3 +71,10 @@ def _line(cells: Sequence[str], widths: list[int]) -> str:
     parts = [cell.ljust(widths[i]) for i, cell in enumerate(cells[:-1])]
     parts.append(cells[-1])
     return "  ".join(parts).rstrip()
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return 120

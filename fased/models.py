@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fased.errors import ConflictError, FasedError, NotFoundError, UsageError
+from fased.redact import SECRET_NAME
 from fased.store import Draft, Store
 
 PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -37,7 +38,6 @@ HOSTED = ("openai", "openrouter", "anthropic", "cloudflare")
 KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
            "anthropic": "ANTHROPIC_API_KEY", "cloudflare": "CLOUDFLARE_API_TOKEN"}
 DETECT_KINDS = ("ollama", "lmstudio", "vllm", "litellm")
-SECRET_HEADER = re.compile(r"auth|api[-_]?key|token|secret|cookie|password", re.IGNORECASE)
 CREDENTIALS = "credentials.json"
 
 
@@ -81,8 +81,8 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
                 raise UsageError("kind cloudflare needs --account-id")
             base_url = base_url.format(account_id=account_id)
     base_url = check_base_url(kind, base_url)
-    plain = {k: v for k, v in headers.items() if not SECRET_HEADER.search(k)}
-    secret = {k: v for k, v in headers.items() if SECRET_HEADER.search(k)}
+    plain = {k: v for k, v in headers.items() if not SECRET_NAME.search(k)}
+    secret = {k: v for k, v in headers.items() if SECRET_NAME.search(k)}
     data: dict = {"provider": provider, "kind": kind, "base_url": base_url}
     if plain:
         data["headers"] = plain

@@ -14,10 +14,10 @@ A new event type plugs in by adding its schema file and a handler here, nothing 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterable
 from functools import cache
 
@@ -46,7 +46,9 @@ class Projector:
             parts.append(f"{module.__name__}:{getattr(module, 'VERSION', 1)}")
         parts.append(json.dumps(self.tables, sort_keys=True, default=str))
         parts.extend(self.triggers)
-        self.version = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
+        # any change to tables, triggers or a module's VERSION changes this, so an old
+        # state.db is rebuilt instead of being caught up wrongly (crc32: no hashlib import)
+        self.version = f"{zlib.crc32(chr(10).join(parts).encode()):08x}"
 
     def create_tables(self, con: sqlite3.Connection) -> None:
         """Create every projection table and trigger, without secondary indexes (a bulk load
