@@ -10,7 +10,7 @@ Output sinks decide how a reply reaches stdout:
 
 from __future__ import annotations
 
-import secrets
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -32,7 +32,7 @@ class Queued:
 
 
 def new_turn_id() -> str:
-    return f"t-{secrets.token_hex(6)}"
+    return f"t-{os.urandom(6).hex()}"  # os.urandom: importing secrets costs ~7 ms
 
 
 def queue_turn(store: Store, message: str, *, agent: str | None = None,

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -283,6 +282,8 @@ def resolve_secret(home: Path, row: sqlite3.Row) -> tuple[str | None, Credential
 
 
 def _from_command(command: str, needed: bool) -> tuple[str | None, CredentialStatus]:
+    import subprocess
+
     try:
         done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:

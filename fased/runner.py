@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -83,7 +82,7 @@ class Stop(BaseException):
 
 
 def runner_id() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
 def _settings(con: sqlite3.Connection, agent: str) -> dict:

@@ -99,8 +99,6 @@ class TurnCall:
 
     def _call_model(self, con, ref: str, messages: list[dict], retries: int, timeout: float):
         """One model with retries; raises the last error when it gives up."""
-        import tenacity
-
         from fased.models import get_provider, make_client, parse_model_ref
         from fased.runner import MAX_WAIT
 
@@ -131,22 +129,40 @@ class TurnCall:
             after = getattr(exc, "retry_after", None)
             return bool(getattr(exc, "retryable", False)) and (after is None or after <= MAX_WAIT)
 
-        def wait(state) -> float:
-            backoff = tenacity.wait_random_exponential(multiplier=0.25, max=MAX_WAIT)(state)
-            after = getattr(state.outcome.exception(), "retry_after", None) or 0
-            return min(MAX_WAIT, max(backoff, after))
+        def pause(exc: BaseException, failed: int) -> float:
+            """Exponential backoff with full jitter after `failed` attempts, never shorter than
+            the server's Retry-After."""
+            import random
 
-        def before_sleep(state) -> None:
-            exc = state.outcome.exception()
+            backoff = random.uniform(0, min(MAX_WAIT, 0.25 * 2 ** failed))
+            return min(MAX_WAIT, max(backoff, getattr(exc, "retry_after", None) or 0))
+
+        def announce(exc: BaseException, delay: float, next_attempt: int) -> None:
             self.runner.note(f"fased: {ref}: {getattr(exc, 'kind', 'error')}; retrying in "
-                             f"{state.next_action.sleep:.1f}s (attempt {state.attempt_number + 1}"
-                             f" of {retries + 1})")
+                             f"{delay:.1f}s (attempt {next_attempt} of {retries + 1})")
 
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(retries + 1), wait=wait,
-            retry=tenacity.retry_if_exception(retryable), sleep=self.runner.sleep,
-            before_sleep=before_sleep, reraise=True)
         try:
+            try:
+                return attempt()
+            except FasedError as exc:
+                if retries == 0 or not retryable(exc):
+                    raise
+                failure = exc
+            # tenacity costs ~10 ms to import, so a call that works the first time (nearly
+            # all of them) never loads it; it drives the remaining attempts
+            import tenacity
+
+            delay = pause(failure, 1)
+            announce(failure, delay, 2)
+            self.runner.sleep(delay)
+            retrying = tenacity.Retrying(
+                stop=tenacity.stop_after_attempt(retries),
+                wait=lambda state: pause(state.outcome.exception(), state.attempt_number + 1),
+                retry=tenacity.retry_if_exception(retryable), sleep=self.runner.sleep,
+                before_sleep=lambda state: announce(state.outcome.exception(),
+                                                    state.next_action.sleep,
+                                                    state.attempt_number + 2),
+                reraise=True)
             return retrying(attempt)
         finally:
             client.close()

@@ -9,7 +9,6 @@ from typing import Any
 
 from fased.errors import UsageError
 
-from .anthropic import AnthropicClient
 from .base import (
     ERROR_KINDS,
     PROBE_RESULTS,
@@ -19,8 +18,18 @@ from .base import (
     ToolCall,
     Usage,
 )
-from .ollama import OllamaClient
-from .openai import OpenAIClient
+
+# The client classes load on first use (PEP 562): a command needs one API family at most.
+_CLIENTS = {"AnthropicClient": ".anthropic", "OllamaClient": ".ollama",
+            "OpenAIClient": ".openai"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENTS:
+        import importlib
+
+        return getattr(importlib.import_module(_CLIENTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 OPENAI_KINDS = (
     "openai-compatible",
@@ -43,13 +52,14 @@ def client_for(
 ) -> Client:
     """The client for a provider kind; `timeouts` are connect_timeout / read_timeout."""
     if kind in OPENAI_KINDS:
-        cls: type[Client] = OpenAIClient
+        name = "OpenAIClient"
     elif kind == "ollama":
-        cls = OllamaClient
+        name = "OllamaClient"
     elif kind == "anthropic":
-        cls = AnthropicClient
+        name = "AnthropicClient"
     else:
         raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+    cls: type[Client] = __getattr__(name)
     return cls(base_url, api_key, headers, label=kind, **timeouts)
 
 
