@@ -7,8 +7,8 @@ expired lease as claimable, which keeps this projection free of any clock.
 
 from __future__ import annotations
 
-import json
 import sqlite3
+from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
 
 VERSION = 1
@@ -175,37 +175,53 @@ _TRANSCRIPT_TYPES = ("turn.queued", "turn.completed", "turn.aborted", "session.c
 def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
     """Render one session's transcript: a header line, then one line per message. A user
     message's parent is the message before it; a reply's parent is the (last) question it
-    answers, which for merged turns is the last one merged in."""
+    answers, which for merged turns is the last one merged in.
+
+    Lines are put together from encoded strings rather than json.dumps of a dict: a rebuild
+    renders every message ever sent, and this is several times faster for the same bytes.
+    """
     from fased.home import write_private
 
-    row = con.execute("SELECT * FROM sessions WHERE id = ?", (session,)).fetchone()
+    cur = con.cursor()
+    cur.row_factory = None
+    row = cur.execute("SELECT agent, name, created_at FROM sessions WHERE id = ?",
+                      (session,)).fetchone()
     if row is None:
         return
-    asked_last = dict(con.execute(
+    agent, name, created_at = row
+    asked_last = dict(cur.execute(
         "SELECT merged_into, id FROM turns WHERE session = ? AND merged_into IS NOT NULL"
         " ORDER BY queued_seq", (session,)).fetchall())
-    lines = [{"type": "session", "version": 1, "id": row["id"], "agent": row["agent"],
-              "name": row["name"], "created_at": row["created_at"]}]
+    s = _json_text
+    out = [f'{{"type": "session", "version": 1, "id": {s(session)}, "agent": {s(agent)}, '
+           f'"name": {s(name)}, "created_at": {s(created_at)}}}\n']
     previous = None
-    for m in con.execute("SELECT * FROM messages WHERE session = ? ORDER BY seq", (session,)):
-        if m["role"] == "assistant":
-            parent = f"{asked_last.get(m['turn'], m['turn'])}:u"
+    for msg_id, role, content, ts, turn, model, tokens_in, tokens_out, status in cur.execute(
+            "SELECT id, role, content, ts, turn, model, input_tokens, output_tokens, status"
+            " FROM messages WHERE session = ? ORDER BY seq", (session,)):
+        if role == "assistant":
+            parent = f"{asked_last.get(turn, turn)}:u"
+            tail = (f', "model": {s(model)}, "usage": {{"input_tokens": {_json_int(tokens_in)}'
+                    f', "output_tokens": {_json_int(tokens_out)}}}'
+                    + (', "aborted": true' if status == "aborted" else ""))
         else:
             parent = previous
-        line = {"type": "message", "id": m["id"], "parent": parent, "role": m["role"],
-                "content": m["content"], "ts": m["ts"], "turn": m["turn"]}
-        if m["role"] == "assistant":
-            line["model"] = m["model"]
-            line["usage"] = {"input_tokens": m["input_tokens"],
-                             "output_tokens": m["output_tokens"]}
-            if m["status"] == "aborted":
-                line["aborted"] = True
-        lines.append(line)
-        previous = m["id"]
-    path = home / "agents" / row["agent"] / "sessions" / f"{session}.jsonl"
+            tail = ""
+        out.append(f'{{"type": "message", "id": {s(msg_id)}, "parent": {s(parent)}, '
+                   f'"role": {s(role)}, "content": {s(content)}, "ts": {s(ts)}, '
+                   f'"turn": {s(turn)}{tail}}}\n')
+        previous = msg_id
+    path = home / "agents" / agent / "sessions" / f"{session}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode()
-    write_private(path, data)
+    write_private(path, "".join(out).encode())
+
+
+def _json_text(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(int(value))
 
 
 def sync_files(con: sqlite3.Connection, home: Path, events: list[dict]) -> None:
