@@ -92,6 +92,22 @@ def segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}.jsonl"
 
 
+class _Locked:
+    """The context manager `EventLog.locked()` returns (a class: cheaper than a generator
+    on a path taken once per append)."""
+
+    __slots__ = ("log",)
+
+    def __init__(self, log: EventLog):
+        self.log = log
+
+    def __enter__(self) -> None:
+        self.log._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.log._release()
+
+
 @dataclass
 class Head:
     """Where the log ends: the last complete batch's last seq and event id."""
@@ -135,6 +151,7 @@ class EventLog:
         self._tail: _Tail | None = None
         self._seg_file = None  # the active segment, open for appends
         self._seg_path: Path | None = None
+        self._tail_checked = False  # the cached tail was verified during this lock hold
         self.repairs: list[Repair] = []
 
     # -- segments ---------------------------------------------------------------------------
@@ -154,10 +171,12 @@ class EventLog:
 
     # -- locking ----------------------------------------------------------------------------
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> _Locked:
         """Hold the exclusive writer lock (re-entrant within this object). The lock file stays
         open between acquisitions: opening it costs as much as the flock."""
+        return _Locked(self)
+
+    def _acquire(self) -> None:
         if self._lock_depth == 0:
             if self._lock_file is None:
                 try:
@@ -166,13 +185,13 @@ class EventLog:
                     raise StateError(f"cannot open {self.lock_path}: {exc.strerror}") from None
                 self._lock_file = os.fdopen(fd, "r+b", buffering=0)
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+            self._tail_checked = False  # others may have written while we did not hold it
         self._lock_depth += 1
-        try:
-            yield
-        finally:
-            self._lock_depth -= 1
-            if self._lock_depth == 0:
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+
+    def _release(self) -> None:
+        self._lock_depth -= 1
+        if self._lock_depth == 0:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close the files this object keeps open (the lock must not be held)."""
@@ -197,10 +216,13 @@ class EventLog:
         """
         assert self.is_locked
         cached = self._tail
-        if cached is not None and self._seg_file is not None and self._seg_path == cached.path:
+        if cached is not None and self._tail_checked:
+            return cached  # nobody else can write while we hold the lock
+        if cached is not None and self._seg_file is not None and self._seg_path is cached.path:
             try:
                 if (os.stat(self.dir).st_mtime_ns == cached.dir_mtime
                         and os.fstat(self._seg_file.fileno()).st_size == cached.size):
+                    self._tail_checked = True
                     return cached
             except FileNotFoundError:
                 pass
@@ -222,7 +244,7 @@ class EventLog:
 
     def _remember(self, tail: _Tail) -> _Tail:
         """Cache `tail` with the directory's mtime, keeping its segment open for appends."""
-        if self._seg_path != tail.path:
+        if self._seg_path is not tail.path:  # identity: pathlib's == costs a microsecond
             if self._seg_file is not None:
                 self._seg_file.close()
             self._seg_file = os.fdopen(os.open(tail.path, os.O_WRONLY | os.O_APPEND), "ab",
@@ -230,6 +252,7 @@ class EventLog:
             self._seg_path = tail.path
         tail.dir_mtime = os.stat(self.dir).st_mtime_ns
         self._tail = tail
+        self._tail_checked = self.is_locked
         return tail
 
     def _cut(self, path: Path, offset: int, size: int) -> None:
@@ -297,7 +320,7 @@ class EventLog:
             for i, rec in enumerate(records, 1):
                 rec["meta"]["batch"] = [i, n]
         data = b"".join(encode_record(r) for r in records)
-        if path != self._seg_path:  # a new segment
+        if path is not self._seg_path:  # a new segment
             self._remember(_Tail(path, 0, records[0]["seq"] - 1, tail.last_id))
         fd = self._seg_file.fileno()
         try:
@@ -310,6 +333,7 @@ class EventLog:
         except OSError as exc:
             _truncate_quietly(fd, size)
             self._tail = None
+            self._tail_checked = False
             raise StateError(
                 f"could not write the event log ({path.name}): {exc.strerror or exc}",
                 hint="nothing was recorded; free disk space and try again"
