@@ -91,3 +91,20 @@ def rows(home: Path, sql: str, params: tuple = ()) -> list[dict]:
 
 def read_json(path: Path) -> object:
     return json.loads(path.read_text())
+
+
+def error_line(result) -> str:
+    """The one `Error: ...` line of a failed command (and no traceback anywhere)."""
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def fails(run, home: Path, code: int, *args: str) -> str:
+    """Run a command that must fail with `code` and append nothing; returns its Error line."""
+    before = len(events(home))
+    result = run(*args)
+    assert result.exit_code == code, (args, result.stdout, result.stderr)
+    assert len(events(home)) == before, args
+    return error_line(result)

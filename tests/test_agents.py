@@ -10,27 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import events, read_json, rows, run_process
+from conftest import error_line, events, fails, read_json, rows, run_process
 
 BOOTSTRAP = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
              "MEMORY.md", "BOOTSTRAP.md"]
-
-
-def error_line(result) -> str:
-    """The one `Error: ...` line of a failed command (and no traceback anywhere)."""
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def fails(run, home: Path, code: int, *args: str) -> str:
-    """Run a command that must fail with `code` and append nothing; returns its Error line."""
-    before = len(events(home))
-    result = run(*args)
-    assert result.exit_code == code, (args, result.stdout, result.stderr)
-    assert len(events(home)) == before, args
-    return error_line(result)
 
 
 def config_agents(home: Path) -> list[dict]:

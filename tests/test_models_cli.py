@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import events, read_json, rows, run_process
+from conftest import error_line, events, read_json, rows, run_process
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import FakeModelServer, Hang, Status
@@ -48,14 +48,6 @@ def closed_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-def error_line(result) -> str:
-    """The one `Error: ...` line of a failed command (and no traceback anywhere)."""
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def hint_line(result) -> str:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import events, rows, run_process
+from conftest import error_line, events, rows, run_process
 
 import fased.log
 import fased.store
@@ -425,13 +425,6 @@ def test_at_changes_nothing_and_leaves_no_temporary_file(history, ok, tmp_path, 
 
 
 # -- bad input ---------------------------------------------------------------------------------
-
-def error_line(result) -> str:
-    assert "Traceback" not in result.stdout + result.stderr
-    found = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
-    assert len(found) == 1, result.stderr
-    return found[0]
-
 
 TIME_HINT = ("use RFC 3339 (2026-11-21T09:00:00Z), a local time (2026-11-21 09:00) or a "
              "duration (30m, 2h, 1d)")

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import events, read_json, rows
+from conftest import error_line, events, read_json, rows
 
 BOOTSTRAP = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
              "MEMORY.md", "BOOTSTRAP.md"]
@@ -14,14 +14,6 @@ BOOTSTRAP = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEAR
 
 def types(home: Path) -> list[str]:
     return [e["type"] for e in events(home)]
-
-
-def error_line(result) -> str:
-    """The one `Error: ...` line of a failed command (and no traceback anywhere)."""
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def file_states(ok, agent: str = "main") -> dict[str, str]:
