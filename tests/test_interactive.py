@@ -8,6 +8,7 @@ through `Repl.handle` in test_tasks.py.)
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -16,6 +17,7 @@ import select
 import signal
 import struct
 import sys
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,9 +48,6 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: a new session whose controlling terminal is the pty
             try:
-                import fcntl
-                import termios
-
                 fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
                 if stderr_apart:
                     os.dup2(err_w, 2)
@@ -158,7 +157,8 @@ def home(set_up, ok, server) -> Path:
 
 @pytest.fixture
 def chat(home) -> Iterator[type[Terminal]]:
-    """Start `fased chat` on a terminal: chat(*args); killed at the end if still running."""
+    """Start `fased chat` on a terminal: chat(*args); killed at the end if still running.
+    No traceback may show anywhere."""
     started: list[Terminal] = []
 
     def _start(*args: str, **kwargs) -> Terminal:
@@ -170,6 +170,8 @@ def chat(home) -> Iterator[type[Terminal]]:
     yield _start
     for term in started:
         term.close()
+    for term in started:
+        assert b"Traceback" not in term.out + term.err, term.out + term.err
 
 
 def of_type(home: Path, *types: str) -> list[dict]:
@@ -229,6 +231,10 @@ def test_ctrl_c_stops_the_reply_keeps_it_aborted_and_the_loop_goes_on(home, chat
     assert aborted[0]["model"] == "ollama/fake-model"
     assert not of_type(home, "turn.completed")
     assert rows(home, "SELECT state FROM turns") == [{"state": "aborted"}]
+    transcript = home / "agents" / "main" / "sessions" / "s-1.jsonl"
+    _, *messages = (json.loads(x) for x in transcript.read_text().splitlines())
+    assert [(m["role"], m["content"], m.get("aborted")) for m in messages] == [
+        ("user", "tell me", None), ("assistant", partial, True)]
 
     assert term.line("again") == b"again\r\nstill here\r\n"
     assert [e["data"]["reply"] for e in of_type(home, "turn.completed")] == ["still here"]
@@ -264,15 +270,17 @@ def test_help_and_sessions(home, chat, server):
                        {"agent": "main", "session": "s-2", "name": "work"}]
 
     listed = term.line("/session list", "s-2").decode().split("\r\n")
-    assert listed[0] == "/session list"
-    assert [x.split()[:2] for x in listed[1:-1]] in (
-        [["s-1", "0"], ["*", "s-2"]], [["*", "s-2"], ["s-1", "0"]]), listed
-    assert any(x.split()[:3] == ["*", "s-2", "work"] for x in listed), listed
+    assert (listed[0], listed[-1]) == ("/session list", "")
+    assert [x.split()[:-2] for x in listed[1:-1]] == [
+        ["s-1", "0", "messages,", "updated"], ["*", "s-2", "work", "0", "messages,", "updated"]]
+    assert all(re.search(r" updated \d{4}-\d\d-\d\d \d\d:\d\d$", x) for x in listed[1:-1])
 
-    assert term.line("/session switch s-1") == b"/session switch s-1\r\nSwitched to session s-1.\r\n"
+    assert term.line("/session switch s-1") == (
+        b"/session switch s-1\r\nSwitched to session s-1.\r\n")
     assert term.line("/session switch work", "s-2") == (
         b"/session switch work\r\nSwitched to session s-2.\r\n")
-    assert term.line("/session switch s-1") == b"/session switch s-1\r\nSwitched to session s-1.\r\n"
+    assert term.line("/session switch s-1") == (
+        b"/session switch s-1\r\nSwitched to session s-1.\r\n")
     assert term.line("to the first") == f"to the first\r\n{DEFAULT_TEXT}\r\n".encode()
     term.type("\x04")
     assert term.wait() == 0
@@ -306,6 +314,24 @@ def test_model_override_for_the_session(home, chat, server):
     assert term.line("/model") == b"/model\r\nModel: ollama/fake-model (agent default)\r\n"
     assert term.line("big one") == f"big one\r\n{DEFAULT_TEXT}\r\n".encode()
     assert [r["model"] for r in server.requests] == ["fake-small", "fake-model"]
+
+    before = events(home)
+    shown = term.line("/model nowhere/fake-small").decode().split("\r\n")
+    assert shown[0] == "/model nowhere/fake-small" and shown[1].startswith("Error: "), shown
+    assert "nowhere" in shown[1], shown
+    assert events(home) == before
+    term.type("\x04")
+    assert term.wait() == 0
+
+
+def test_model_option_carries_into_the_loop(home, chat, server):
+    term = chat("-m", "ollama/fake-small", stderr_apart=True)
+
+    assert term.out == b"This session now uses ollama/fake-small.\r\n" + prompt()
+    assert term.line("hi") == f"hi\r\n{DEFAULT_TEXT}\r\n".encode()
+    assert [r["model"] for r in server.requests] == ["fake-small"]
+    assert [e["data"]["model"] for e in of_type(home, "session.model_set")] == [
+        "ollama/fake-small"]
     term.type("\x04")
     assert term.wait() == 0
 
