@@ -11,24 +11,23 @@ from fased.commands.output import echo_json, echo_jsonl, json_option, note, stor
 from fased.errors import EXIT_ERROR, UsageError
 
 
-def _bound(option: str):
-    def convert(ctx, param, value):
-        if value is None:
-            return None
-        from fased.audit import parse_bound
+def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
+    """Parse --since/--until: a seq, an RFC 3339 time or a duration ago."""
+    if value is None:
+        return None
+    from fased.audit import parse_bound
 
-        try:
-            return parse_bound(value)
-        except UsageError as exc:
-            raise click.BadParameter(
-                f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
-    return convert
+    try:
+        return parse_bound(value)
+    except UsageError as exc:
+        raise click.BadParameter(
+            f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
 
 
 @click.command()
-@click.option("--since", metavar="SEQ|TIME", callback=_bound("--since"),
+@click.option("--since", metavar="SEQ|TIME", callback=_bound,
               help="From this seq, RFC 3339 time, or this long ago (30m, 2h, 1d).")
-@click.option("--until", metavar="SEQ|TIME", callback=_bound("--until"),
+@click.option("--until", metavar="SEQ|TIME", callback=_bound,
               help="Up to this seq or time.")
 @click.option("types", "--type", "-t", metavar="GLOB", multiple=True,
               help="Event type, e.g. 'turn.*' (repeatable).")

@@ -9,10 +9,10 @@ A hand edit is found on the next command by the file's hash, validated against
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 import sqlite3
+import zlib
 from pathlib import Path
 
 from fased.errors import UsageError
@@ -20,9 +20,6 @@ from fased.schema import first_error, load_schema
 
 CONFIG_NAME = "fased.json"
 _SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-# agents.list[] fields that live in the agents table rather than the config document
-AGENT_FIELDS = ("name", "workspace", "identity", "identity.name", "identity.emoji", "default",
-                "model", "model.primary", "model.fallbacks", "model.task")
 
 
 def parse_path(path: str) -> list[str | int]:
@@ -153,7 +150,15 @@ def dump(doc: dict) -> bytes:
 
 
 def sha256(data: bytes) -> str:
+    """The digest recorded with a hand edit (hashlib loads only then)."""
+    import hashlib
+
     return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint(data: bytes) -> str:
+    """Cheap change detection for fased.json on every command: CRC-32 and length."""
+    return f"{zlib.crc32(data):08x}:{len(data)}"
 
 
 # -- validating -------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def _log(log: EventLog, repair: bool) -> tuple[list[Finding], int | None]:
                 out.append(Finding(
                     "log", "warn", f"torn tail: {size - end} bytes at byte {end} of {path.name} "
                     "(an interrupted write; the next append moves them to a .broken file)", fixed))
-            if first != expected and not (first == expected and count == 0):
+            if first != expected:
                 out.append(Finding("log", "error",
                                    f"{path.name} starts at seq {first}, expected {expected}"))
                 corrupt = True
@@ -154,8 +154,9 @@ def _log(log: EventLog, repair: bool) -> tuple[list[Finding], int | None]:
         out.append(Finding("log", "info", f"{len(broken)} .broken file(s) hold bytes cut from "
                            f"torn tails: {', '.join(broken[:5])}"))
     if not corrupt:
+        span = f"seq 1..{count} gapless" if count else "no events yet"
         out.append(Finding("log", "ok", f"{count} events in {len(segments)} segment(s), "
-                           "checksums valid, seq 1..{} gapless".format(count)))
+                           f"checksums valid, {span}"))
     else:
         out.append(Finding("log", "error", "the log cannot be read past the error above; "
                            "events before it are intact. Keep a copy of the home before editing "

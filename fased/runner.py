@@ -333,9 +333,3 @@ class LeaseKeeper(threading.Thread):
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
 
-
-def within(seconds: float, since: float) -> bool:
-    return time.monotonic() - since < seconds
-
-
-__all__ = ["MAX_WAIT", "Claim", "Runner", "TurnResult", "parse_ts"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from fased.config import (
     config_path,
     dump,
+    fingerprint,
     parse_path,
     render,
     set_path,
@@ -144,7 +145,7 @@ def _stored_sha(con: sqlite3.Connection) -> str | None:
 
 def _remember(con: sqlite3.Connection, data: bytes) -> None:
     con.execute("INSERT INTO meta(key, value) VALUES ('config_sha', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (sha256(data),))
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (fingerprint(data),))
 
 
 def sync_files(con: sqlite3.Connection, home: Path, events: list[dict]) -> None:
@@ -180,14 +181,13 @@ def pending_edit(con: sqlite3.Connection, home: Path) -> tuple[list[dict], str] 
         if _stored_sha(con) is not None:
             write_file(con, home, force=True)  # deleted by hand: a projection comes back
         return None
-    digest = sha256(data)
-    if digest == _stored_sha(con):
+    if fingerprint(data) == _stored_sha(con):
         return None
     changes = diff(render(con), parse_file(data))
     if not changes:
         _remember(con, data)  # only formatting changed: nothing to record
         return None
-    return changes, digest
+    return changes, sha256(data)
 
 
 def check_files(store, con: sqlite3.Connection) -> None:
