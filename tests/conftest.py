@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fakeserver import FakeModelServer
 
 from fased.commands.main import cli
 
@@ -60,6 +61,26 @@ def set_up(ok, fased_home: Path) -> Path:
     """A home after `fased setup -y --no-detect`."""
     ok("setup", "-y", "--no-detect")
     return fased_home
+
+
+@pytest.fixture
+def server():
+    """A fake model server on 127.0.0.1 speaking the real wire formats (tests/fakeserver.py);
+    modules that need other defaults define their own."""
+    with FakeModelServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def models(set_up, ok, server) -> Path:
+    """Agent main answers with ollama/fake-model on the fake server; no retries, no cooldown
+    (modules that test those set their own)."""
+    ok("agent", "models", "providers", "add", "ollama", "--kind", "ollama", "--base-url",
+       server.url)
+    ok("agent", "models", "set", "primary", "ollama/fake-model")
+    ok("config", "set", "agents.defaults.retries", "0")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+    return set_up
 
 
 def run_process(*args: str, input: str | None = None, env: dict | None = None,

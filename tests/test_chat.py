@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,12 +26,6 @@ from fakeserver import DEFAULT_TEXT, Drop, Echo, FakeModelServer, Hang, Reply, S
 
 FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
 PRIMARY, FALLBACK = "ollama/fake-model", "ollama/fake-small"
-
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as srv:
-        yield srv
 
 
 @pytest.fixture

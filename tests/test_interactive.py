@@ -26,7 +26,7 @@ import pytest
 from conftest import events, rows
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakeserver import DEFAULT_TEXT, FakeModelServer, Reply
+from fakeserver import DEFAULT_TEXT, Reply
 
 FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
 DEADLINE = 30.0  # seconds for any one thing to show up; generous for a loaded machine
@@ -138,12 +138,6 @@ class Terminal:
             self.status = -signal.SIGKILL
         for fd in {self.fd, self.err_fd} - {-1}:
             os.close(fd)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,6 @@ def _no_real_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FASED_DETECT_ENDPOINTS", "")
     for name in KEY_VARS:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,12 +52,6 @@ FAMILIES = ["openai", "ollama", "anthropic"]
 HELLO = [{"role": "user", "content": "hello"}]
 FINISH = {"openai": "stop", "ollama": "stop", "anthropic": "end_turn"}
 LENGTH = {"openai": "length", "ollama": "length", "anthropic": "max_tokens"}
-
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as srv:
-        yield srv
 
 
 def make(family: str, url: str, **kwargs) -> Client:

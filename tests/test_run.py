@@ -23,17 +23,6 @@ def server() -> Iterator[FakeModelServer]:
         yield srv
 
 
-@pytest.fixture
-def models(set_up, ok, server) -> Path:
-    """Agent main answers with ollama/fake-model (which echoes the last user message)."""
-    ok("agent", "models", "providers", "add", "ollama", "--kind", "ollama", "--base-url",
-       server.url)
-    ok("agent", "models", "set", "primary", "ollama/fake-model")
-    ok("config", "set", "agents.defaults.retries", "0")
-    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
-    return set_up
-
-
 def of_type(home: Path, *types: str) -> list[dict]:
     return [e for e in events(home) if e["type"] in types]
 

@@ -20,28 +20,12 @@ import pytest
 from conftest import events, rows, run_process
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakeserver import DEFAULT_TEXT, Echo, FakeModelServer, Reply
+from fakeserver import DEFAULT_TEXT, Echo, Reply
 
 pytestmark = pytest.mark.slow
 
 FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
 SLOW = Reply("slow " * 40, delay=0.1)  # four seconds of streaming
-
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def models(set_up, ok, server) -> Path:
-    ok("agent", "models", "providers", "add", "ollama", "--kind", "ollama", "--base-url",
-       server.url)
-    ok("agent", "models", "set", "primary", "ollama/fake-model")
-    ok("config", "set", "agents.defaults.retries", "0")
-    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
-    return set_up
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from conftest import events, rows
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fakeserver import DEFAULT_TEXT, Echo, FakeModelServer, Status
+from fakeserver import DEFAULT_TEXT, Echo, Status
 
 FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
 T0 = "2026-03-02T08:00:00Z"
@@ -31,12 +31,6 @@ def ts(text: str) -> str:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-@pytest.fixture
-def server() -> Iterator[FakeModelServer]:
-    with FakeModelServer() as srv:
-        yield srv
-
 
 @pytest.fixture
 def at(monkeypatch):
