@@ -32,6 +32,18 @@ def golden_ids(path: Path) -> str:
     return path.name.removesuffix(".jsonl")
 
 
+def as_recorded(state: dict, recorded: dict) -> dict:
+    """`state` with only the columns the golden release recorded: a later release may add a
+    column to a projection, but every recorded column must keep its recorded value."""
+    shaped = dict(state)
+    for table, rows in recorded.items():
+        if table in ("transcripts", "fased.json") or not rows:
+            continue
+        columns = rows[0].keys()
+        shaped[table] = [{c: row[c] for c in columns} for row in state[table]]
+    return shaped
+
+
 def expected(log: Path) -> dict:
     return json.loads(log.with_name(log.name.removesuffix(".jsonl") + ".expected.json")
                       .read_text())
@@ -72,7 +84,7 @@ def test_golden_log_rebuilds_to_the_expected_state(log, fased_home):
     finally:
         store.close()
 
-    assert expected_state(home) == expected(log)
+    assert as_recorded(expected_state(home), expected(log)) == expected(log)
 
 
 @pytest.mark.parametrize("log", GOLDEN, ids=golden_ids)
@@ -92,7 +104,8 @@ def test_golden_log_caught_up_incrementally_reaches_the_expected_state(log, fase
         store.close()
 
     # no fased.json: a home without one gets it from `fased setup` (or a rebuild)
-    assert expected_state(fased_home) == {**expected(log), "fased.json": None}
+    assert as_recorded(expected_state(fased_home), expected(log)) == {
+        **expected(log), "fased.json": None}
 
 
 @pytest.mark.parametrize("log", GOLDEN, ids=golden_ids)
@@ -103,7 +116,7 @@ def test_replay_verify_passes_on_the_golden_log(log, fased_home, run):
 
     assert (result.exit_code, result.stdout, result.stderr) == (
         0, "Projections match the log.\n", "")
-    assert expected_state(fased_home) == expected(log)
+    assert as_recorded(expected_state(fased_home), expected(log)) == expected(log)
 
 
 @pytest.mark.parametrize("log", GOLDEN, ids=golden_ids)

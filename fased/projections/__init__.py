@@ -5,6 +5,7 @@ Each module in MODULES declares:
   HANDLERS  {event type: handler(con, event)}: plain SQL on a sqlite3 connection; no clock,
             environment, network or randomness, only the event.
   VERSION   an int to bump when handler logic changes (table changes are noticed by themselves)
+  VIEWS     optionally, CREATE VIEW statements over the module's own tables
 and optionally, for file projections: `sync_files(con, home, events)` after events are applied,
 `rebuild_files(con, home)` after a rebuild, `check_files(store, con)` before a command reads
 state (to record hand edits).
@@ -36,22 +37,22 @@ class Projector:
         self.modules = [importlib.import_module(f"fased.projections.{m}") for m in MODULES]
         self.tables: dict[str, dict] = {}
         self.handlers: dict[str, list[Handler]] = {}
-        self.triggers: list[str] = []
+        self.views: list[str] = []
         parts = []
         for module in self.modules:
             self.tables.update(module.TABLES)
-            self.triggers.extend(getattr(module, "TRIGGERS", ()))
+            self.views.extend(getattr(module, "VIEWS", ()))
             for etype, fn in module.HANDLERS.items():
                 self.handlers.setdefault(etype, []).append(fn)
             parts.append(f"{module.__name__}:{getattr(module, 'VERSION', 1)}")
         parts.append(json.dumps(self.tables, sort_keys=True, default=str))
-        parts.extend(self.triggers)
-        # any change to tables, triggers or a module's VERSION changes this, so an old
+        parts.extend(self.views)
+        # any change to tables, views or a module's VERSION changes this, so an old
         # state.db is rebuilt instead of being caught up wrongly (crc32: no hashlib import)
         self.version = f"{zlib.crc32(chr(10).join(parts).encode()):08x}"
 
     def create_tables(self, con: sqlite3.Connection) -> None:
-        """Create every projection table and trigger, without secondary indexes (a bulk load
+        """Create every projection table and view, without secondary indexes (a bulk load
         is faster without them: see create_indexes). sqlite-utils is imported only here."""
         import sqlite_utils
 
@@ -61,8 +62,8 @@ class Projector:
                 spec["columns"], pk=spec.get("pk"), not_null=spec.get("not_null"),
                 defaults=spec.get("defaults"), if_not_exists=True,
             )
-        for trigger in self.triggers:
-            con.execute(trigger)
+        for view in self.views:
+            con.execute(view)
 
     def create_indexes(self, con: sqlite3.Connection) -> None:
         """The secondary indexes the commands' queries use."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 1
+VERSION = 2
 
 TABLES = {
     "sessions": {
@@ -54,10 +54,49 @@ def _restored(con: sqlite3.Connection, e: dict) -> None:
                 (e["ts"], e["data"]["session"]))
 
 
+def _model_set(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE sessions SET model_override = ?, updated_at = ? WHERE id = ?",
+                (d["model"], e["ts"], d["session"]))
+
+
+def _queue_mode_set(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE sessions SET queue_mode = ?, updated_at = ? WHERE id = ?",
+                (d["mode"], e["ts"], d["session"]))
+
+
+# The counters follow the session's messages (see the messages view in turns.py): a turn
+# queued is a user message, a turn completed (or aborted with a partial reply) a reply.
+_COUNT = ("UPDATE sessions SET messages = messages + 1, updated_at = ?,"
+          " input_tokens = input_tokens + ?, output_tokens = output_tokens + ? WHERE id = ?")
+
+
+def _counted_question(con: sqlite3.Connection, e: dict) -> None:
+    con.execute(_COUNT, (e["ts"], 0, 0, e["data"]["session"]))
+
+
+def _counted_reply(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    usage = d.get("usage") or {}
+    con.execute(_COUNT, (e["ts"], usage.get("input_tokens") or 0,
+                         usage.get("output_tokens") or 0, d["session"]))
+
+
+def _counted_partial_reply(con: sqlite3.Connection, e: dict) -> None:
+    if e["data"]["partial_reply"]:
+        con.execute(_COUNT, (e["ts"], 0, 0, e["data"]["session"]))
+
+
 HANDLERS = {
     "session.created": _created,
     "session.switched": _switched,
     "session.renamed": _renamed,
     "session.deleted": _deleted,
     "session.restored": _restored,
+    "session.model_set": _model_set,
+    "session.queue_mode_set": _queue_mode_set,
+    "turn.queued": _counted_question,
+    "turn.completed": _counted_reply,
+    "turn.aborted": _counted_partial_reply,
 }

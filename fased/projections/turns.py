@@ -1,6 +1,11 @@
 """Turns (queued -> running -> completed | failed | aborted), session messages, model
 cooldowns, and the session transcripts (a file projection).
 
+A session's messages are not stored twice: `messages` is a view over `turns` (a turn's user
+message, and its reply once there is one). A rebuild of a million events writes each turn's text
+once instead of twice, and the turns module touches no other module's tables, so a rebuild can
+build it in a process of its own (see fased.projections.GROUPS).
+
 A turn whose runner stops renewing its lease stays `running` in the rows; runners treat an
 expired lease as claimable, which keeps this projection free of any clock.
 """
@@ -11,7 +16,7 @@ import sqlite3
 from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
 
-VERSION = 1
+VERSION = 2
 
 TABLES = {
     "turns": {
@@ -22,47 +27,30 @@ TABLES = {
             "claims": int, "finished_at": str, "model_used": str, "reply": str,
             "input_tokens": int, "output_tokens": int, "finish_reason": str,
             "latency_ms": float, "ttft_ms": float, "attempts": int, "error_class": str,
-            "error": str, "merged_into": str, "context_dropped": int,
+            "error": str, "merged_into": str, "context_dropped": int, "reply_seq": int,
         },
         "pk": "id",
         "defaults": {"claims": 0, "attempts": 0},
         "indexes": [["state", "queued_seq"], ["session", "queued_seq"]],
     },
-    "messages": {
-        "columns": {
-            "id": str, "session": str, "agent": str, "turn": str, "role": str,
-            "content": str, "ts": str, "model": str, "input_tokens": int,
-            "output_tokens": int, "seq": int, "status": str,
-        },
-        # no primary key: messages are only read by session and seq, and a rowid table
-        # takes an insert into one B-tree instead of two
-        "indexes": [["session", "seq"]],
-    },
     "cooldowns": {"columns": {"model": str, "until": str, "reason": str}, "pk": "model"},
 }
 
-# Session counters follow the messages in SQLite itself: one statement per message instead of
-# two Python round trips (rebuilding a million events is mostly this).
-TRIGGERS = [
-    """CREATE TRIGGER IF NOT EXISTS messages_count AFTER INSERT ON messages BEGIN
-        UPDATE sessions SET messages = messages + 1, updated_at = NEW.ts,
-            input_tokens = input_tokens + COALESCE(NEW.input_tokens, 0),
-            output_tokens = output_tokens + COALESCE(NEW.output_tokens, 0)
-        WHERE id = NEW.session;
-    END""",
+# One row per message, in the shape the messages were once stored in: the user message of
+# every turn (`<turn>:u`), and the reply of every turn that has one (`<turn>:a`), including the
+# partial reply of an aborted turn. `seq` is the seq of the event that produced the message.
+VIEWS = [
+    """CREATE VIEW IF NOT EXISTS messages AS
+    SELECT id || ':u' AS id, session, agent, id AS turn, 'user' AS role, message AS content,
+        queued_at AS ts, NULL AS model, NULL AS input_tokens, NULL AS output_tokens,
+        queued_seq AS seq, 'sent' AS status
+    FROM turns
+    UNION ALL
+    SELECT id || ':a', session, agent, id, 'assistant', reply, finished_at, model_used,
+        input_tokens, output_tokens, reply_seq,
+        CASE state WHEN 'aborted' THEN 'aborted' ELSE 'complete' END
+    FROM turns WHERE reply_seq IS NOT NULL""",
 ]
-
-
-def _add_message(con, e: dict, role: str, content: str, suffix: str, status: str,
-                 model=None, usage=None) -> None:
-    d = e["data"]
-    usage = usage or {}
-    con.execute(
-        "INSERT INTO messages(id, session, agent, turn, role, content, ts, model, input_tokens,"
-        " output_tokens, seq, status) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (f"{d['turn']}:{suffix}", d["session"], d["agent"], d["turn"], role, content, e["ts"],
-         model, usage.get("input_tokens"), usage.get("output_tokens"), e["seq"], status),
-    )
 
 
 def _queued(con: sqlite3.Connection, e: dict) -> None:
@@ -73,7 +61,6 @@ def _queued(con: sqlite3.Connection, e: dict) -> None:
         (d["turn"], d["agent"], d["session"], d["message"], d.get("model"), d.get("task"),
          d.get("source"), e["seq"], e["ts"]),
     )
-    _add_message(con, e, "user", d["message"], "u", "sent")
 
 
 def _started(con: sqlite3.Connection, e: dict) -> None:
@@ -102,12 +89,11 @@ def _completed(con: sqlite3.Connection, e: dict) -> None:
     con.execute(
         "UPDATE turns SET state = 'completed', finished_at = ?, model_used = ?, reply = ?,"
         " input_tokens = ?, output_tokens = ?, finish_reason = ?, latency_ms = ?, ttft_ms = ?,"
-        " attempts = ?, context_dropped = ?, lease_until = NULL WHERE id = ?",
+        " attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ? WHERE id = ?",
         (e["ts"], d["model"], d["reply"], usage.get("input_tokens"), usage.get("output_tokens"),
          d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"), d.get("attempts", 1),
-         d.get("context_dropped", 0), d["turn"]),
+         d.get("context_dropped", 0), e["seq"], d["turn"]),
     )
-    _add_message(con, e, "assistant", d["reply"], "a", "complete", d["model"], usage)
 
 
 def _failed(con: sqlite3.Connection, e: dict) -> None:
@@ -120,10 +106,9 @@ def _failed(con: sqlite3.Connection, e: dict) -> None:
 def _aborted(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     con.execute("UPDATE turns SET state = 'aborted', finished_at = ?, reply = ?, model_used = ?,"
-                " lease_until = NULL WHERE id = ?",
-                (e["ts"], d["partial_reply"], d.get("model"), d["turn"]))
-    if d["partial_reply"]:
-        _add_message(con, e, "assistant", d["partial_reply"], "a", "aborted", d.get("model"))
+                " lease_until = NULL, reply_seq = ? WHERE id = ?",
+                (e["ts"], d["partial_reply"], d.get("model"),
+                 e["seq"] if d["partial_reply"] else None, d["turn"]))
 
 
 def _abandoned(con: sqlite3.Connection, e: dict) -> None:
@@ -140,18 +125,6 @@ def _cooldown(con: sqlite3.Connection, e: dict) -> None:
                 (d["model"], d["until"], d["reason"]))
 
 
-def _model_set(con: sqlite3.Connection, e: dict) -> None:
-    d = e["data"]
-    con.execute("UPDATE sessions SET model_override = ?, updated_at = ? WHERE id = ?",
-                (d["model"], e["ts"], d["session"]))
-
-
-def _queue_mode_set(con: sqlite3.Connection, e: dict) -> None:
-    d = e["data"]
-    con.execute("UPDATE sessions SET queue_mode = ?, updated_at = ? WHERE id = ?",
-                (d["mode"], e["ts"], d["session"]))
-
-
 HANDLERS = {
     "turn.queued": _queued,
     "turn.started": _started,
@@ -162,8 +135,6 @@ HANDLERS = {
     "turn.aborted": _aborted,
     "turn.abandoned": _abandoned,
     "model.cooldown": _cooldown,
-    "session.model_set": _model_set,
-    "session.queue_mode_set": _queue_mode_set,
 }
 
 # -- transcripts ------------------------------------------------------------------------------
