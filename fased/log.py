@@ -21,7 +21,7 @@ import json
 import os
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,6 +155,14 @@ class EventLog:
         self.repairs: list[Repair] = []
 
     # -- segments ---------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Bytes in all segments."""
+        total = 0
+        for _, path in self.segments():
+            with suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
 
     def segments(self) -> list[tuple[int, Path]]:
         """(first seq, path) of every segment, oldest first."""
@@ -373,6 +381,49 @@ class EventLog:
         bad last batch of the last segment is treated as not there (the next append cuts it).
         """
         loads = bulk_loads() if bulk else json.loads
+        for path, is_last in self._segments_for(from_seq, to_seq):
+            for record in self._read_segment(path, from_seq, is_last, loads):
+                if to_seq is not None and record["seq"] > to_seq:
+                    return
+                yield record
+                if to_seq is not None and record["seq"] >= to_seq:
+                    return  # do not decode (or trip over) anything after the range
+
+    def read_unchecked(self, to_seq: int | None = None) -> Iterator[dict]:
+        """Every event (up to to_seq), oldest first, parsed but NOT checked: no checksums, no
+        batch structure. Only for a rebuild that runs the checked `read` over the same bytes
+        in another process at the same time and throws its work away unless that read passes.
+        Ends where `read` ends (complete batches of the last segment). Needs the lock held, so
+        the bytes cannot change between the two reads."""
+        loads = bulk_loads()
+        for path, is_last in self._segments_for(1, to_seq):
+            with _open_or_none(path) as f:
+                if f is None:
+                    continue
+                remaining = os.fstat(f.fileno()).st_size
+                if is_last:
+                    remaining, _ = _scan_back_for_batch_end(f, remaining)
+                    f.seek(0)
+                rest = b""
+                while remaining > 0:
+                    chunk = f.read(min(_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    lines = (rest + chunk if rest else chunk).split(b"\n")
+                    rest = lines.pop()
+                    if to_seq is None:
+                        yield from map(loads, lines)
+                        continue
+                    for record in map(loads, lines):
+                        if record["seq"] > to_seq:
+                            return
+                        yield record
+                if rest:
+                    raise BadRecord(f"incomplete record at the end of {path}")
+
+    def _segments_for(self, from_seq: int, to_seq: int | None) -> Iterator[tuple[Path, bool]]:
+        """The segments that can hold seqs from_seq..to_seq, each with whether it is the last."""
         segs = self.segments()
         start = 0
         for i, (first, _) in enumerate(segs):
@@ -382,12 +433,7 @@ class EventLog:
             first, path = segs[i]
             if to_seq is not None and first > to_seq:
                 return
-            for record in self._read_segment(path, from_seq, i == len(segs) - 1, loads):
-                if to_seq is not None and record["seq"] > to_seq:
-                    return
-                yield record
-                if to_seq is not None and record["seq"] >= to_seq:
-                    return  # do not decode (or trip over) anything after the range
+            yield path, i == len(segs) - 1
 
     def _read_segment(self, path: Path, from_seq: int, is_last: bool,
                       loads=json.loads) -> Iterator[dict]:

@@ -27,14 +27,23 @@ from fased.upcast import upcast
 
 MODULES = ("core", "agents", "sessions", "config", "providers", "turns", "tasks")
 
+# A big rebuild builds these groups at the same time, each in its own process and database
+# file, and then copies the second (small) one into the first. So modules in different groups
+# must never read or write each other's tables; each group's file holds only its own tables,
+# so a handler that tried would fail loudly rather than build something wrong. The first group
+# gets one row per turn: in a long-lived home that is most of the work.
+GROUPS = (("turns",), ("core", "agents", "sessions", "config", "providers", "tasks"))
+
 Handler = Callable[[sqlite3.Connection, dict], None]
 
 
 class Projector:
-    """All projection modules, loaded once per process."""
+    """Projection modules (all of them unless `names` says which), loaded once per process."""
 
-    def __init__(self) -> None:
-        self.modules = [importlib.import_module(f"fased.projections.{m}") for m in MODULES]
+    def __init__(self, names: Iterable[str] = MODULES) -> None:
+        self.modules = [importlib.import_module(f"fased.projections.{m}") for m in names]
+        # the core module's tables (stream versions, idempotency keys) are fed by apply itself
+        self.bookkeeping = "core" in names
         self.tables: dict[str, dict] = {}
         self.handlers: dict[str, list[Handler]] = {}
         self.views: list[str] = []
@@ -78,6 +87,17 @@ class Projector:
         """Apply events in order inside the caller's transaction; returns the last one."""
         handlers = self.handlers
         current = current_versions()
+        if not self.bookkeeping:
+            last = None
+            for record in events:
+                etype = record["type"]
+                if record["v"] != current.get(etype):
+                    record = upcast(record)
+                    etype = record["type"]
+                for fn in handlers.get(etype, ()):
+                    fn(con, record)
+                last = record
+            return last
         streams: dict[str, list[int]] = {}
         keys: dict[str, list] = {}
         last = None

@@ -144,12 +144,14 @@ _TRANSCRIPT_TYPES = ("turn.queued", "turn.completed", "turn.aborted", "session.c
 
 
 def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
-    """Render one session's transcript: a header line, then one line per message. A user
-    message's parent is the message before it; a reply's parent is the (last) question it
-    answers, which for merged turns is the last one merged in.
+    """Render one session's transcript: a header line, then one line per message (the rows of
+    the messages view, in seq order). A user message's parent is the message before it; a
+    reply's parent is the (last) question it answers, which for merged turns is the last one
+    merged in.
 
-    Lines are put together from encoded strings rather than json.dumps of a dict: a rebuild
-    renders every message ever sent, and this is several times faster for the same bytes.
+    It reads the turns once, in queue order, rather than the view, and puts lines together
+    from encoded strings rather than json.dumps of a dict: a rebuild renders every message
+    ever sent, and this is several times faster for the same bytes.
     """
     from fased.home import write_private
 
@@ -160,31 +162,43 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
     if row is None:
         return
     agent, name, created_at = row
-    asked_last = dict(cur.execute(
-        "SELECT merged_into, id FROM turns WHERE session = ? AND merged_into IS NOT NULL"
-        " ORDER BY queued_seq", (session,)).fetchall())
     s = _json_text
+    asked_last: dict[str, str] = {}
+    lines: list[tuple[int, str, bool, str]] = []  # (seq, turn, is reply, line after "parent")
+    for (turn, message, queued_at, queued_seq, reply, finished_at, model, tokens_in, tokens_out,
+         state, reply_seq, merged_into) in cur.execute(
+            "SELECT id, message, queued_at, queued_seq, reply, finished_at, model_used,"
+            " input_tokens, output_tokens, state, reply_seq, merged_into FROM turns"
+            " WHERE session = ? ORDER BY queued_seq", (session,)):
+        if merged_into is not None:
+            asked_last[merged_into] = turn
+        turn_json = s(turn)
+        lines.append((queued_seq, turn, False, f'"role": "user", "content": {s(message)}, '
+                                     f'"ts": {s(queued_at)}, "turn": {turn_json}}}\n'))
+        if reply_seq is not None:
+            lines.append((reply_seq, turn, True, f'"role": "assistant", "content": {s(reply)}, '
+                                        f'"ts": {s(finished_at)}, "turn": {turn_json}, '
+                                        f'"model": {s(model)}, "usage": {{"input_tokens": '
+                                        f'{_json_int(tokens_in)}, "output_tokens": '
+                                        f'{_json_int(tokens_out)}}}'
+                                        + (', "aborted": true}\n' if state == "aborted"
+                                           else '}\n')))
+    lines.sort(key=_first)  # every message has its own seq: the seq of its event
     out = [f'{{"type": "session", "version": 1, "id": {s(session)}, "agent": {s(agent)}, '
            f'"name": {s(name)}, "created_at": {s(created_at)}}}\n']
-    previous = None
-    for msg_id, role, content, ts, turn, model, tokens_in, tokens_out, status in cur.execute(
-            "SELECT id, role, content, ts, turn, model, input_tokens, output_tokens, status"
-            " FROM messages WHERE session = ? ORDER BY seq", (session,)):
-        if role == "assistant":
-            parent = f"{asked_last.get(turn, turn)}:u"
-            tail = (f', "model": {s(model)}, "usage": {{"input_tokens": {_json_int(tokens_in)}'
-                    f', "output_tokens": {_json_int(tokens_out)}}}'
-                    + (', "aborted": true' if status == "aborted" else ""))
-        else:
-            parent = previous
-            tail = ""
-        out.append(f'{{"type": "message", "id": {s(msg_id)}, "parent": {s(parent)}, '
-                   f'"role": {s(role)}, "content": {s(content)}, "ts": {s(ts)}, '
-                   f'"turn": {s(turn)}{tail}}}\n')
+    previous = "null"
+    for _, turn, is_reply, rest in lines:
+        msg_id = s(f"{turn}:a" if is_reply else f"{turn}:u")
+        parent = s(f"{asked_last.get(turn, turn)}:u") if is_reply else previous
+        out.append(f'{{"type": "message", "id": {msg_id}, "parent": {parent}, {rest}')
         previous = msg_id
     path = home / "agents" / agent / "sessions" / f"{session}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, "".join(out).encode())
+
+
+def _first(item: tuple):
+    return item[0]
 
 
 def _json_text(value: str | None) -> str:
@@ -201,6 +215,41 @@ def sync_files(con: sqlite3.Connection, home: Path, events: list[dict]) -> None:
         write_transcript(con, home, session)
 
 
+# Below this many turns one process renders every transcript faster than two can start.
+PARALLEL_RENDER_TURNS = 20_000
+
+
 def rebuild_files(con: sqlite3.Connection, home: Path) -> None:
-    for (session,) in con.execute("SELECT id FROM sessions ORDER BY created_seq").fetchall():
-        write_transcript(con, home, session)
+    """Render every session's transcript. Many turns are split over two processes: sessions
+    are dealt to the two by size, largest first, and the child opens its own connection."""
+    from fased import forked
+
+    sizes = con.execute("SELECT s.id, COUNT(t.id) FROM sessions s LEFT JOIN turns t"
+                        " ON t.session = s.id GROUP BY s.id ORDER BY s.created_seq").fetchall()
+    total = sum(n for _, n in sizes)
+    if total < PARALLEL_RENDER_TURNS or len(sizes) < 2 or not forked.available():
+        for session, _ in sizes:
+            write_transcript(con, home, session)
+        return
+    mine: list[str] = []
+    theirs: list[str] = []
+    load = [0, 0]
+    for session, n in sorted(sizes, key=lambda item: -item[1]):
+        side = 0 if load[0] <= load[1] else 1
+        (mine if side == 0 else theirs).append(session)
+        load[side] += n
+    db_path = con.execute("PRAGMA database_list").fetchone()[2]
+    with forked.Forked(_write_transcripts, db_path, str(home), theirs) as child:
+        for session in mine:
+            write_transcript(con, home, session)
+        child.wait()
+
+
+def _write_transcripts(db_path: str, home: str, sessions: list[str]) -> None:
+    """In a forked child: render `sessions` from a connection of its own."""
+    con = sqlite3.connect(db_path)
+    try:
+        for session in sessions:
+            write_transcript(con, Path(home), session)
+    finally:
+        con.close()
