@@ -37,7 +37,9 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--session", "-s", metavar="ID", help="Events of this session.")
 @click.option("-n", "last", type=click.IntRange(min=0), metavar="N", help="Only the last N.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
-@click.option("--rebuild", is_flag=True, help="Rebuild all projections from the log.")
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild all projections (state.db, transcripts, fased.json) from the log; "
+                   "a big log uses two processes.")
 @click.option("--verify", is_flag=True,
               help="Rebuild into a temporary place and compare with the live projections.")
 @click.option("--at", "at", metavar="SEQ|TIME",
