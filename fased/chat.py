@@ -90,13 +90,17 @@ def result_from_row(con: sqlite3.Connection, turn_id: str) -> TurnResult | None:
 def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] = lambda s: None,
            poll: float = 0.1, lease: float | None = None) -> TurnResult:
     """Run `queued` in the foreground. Earlier queued turns of the same session are answered
-    first (in order, not printed); a turn another runner holds is waited for."""
+    first (in order, not printed); a turn another runner holds is waited for. A reply that
+    was not streamed here (another runner answered, or a retry with the same idempotency key
+    finds it done) goes to `sink` whole."""
     kwargs = {"lease": lease} if lease else {}
     runner = Runner(store, note=note, **kwargs)
     waited = False
     while True:
         done = result_from_row(store.db(check_files=False), queued.turn)
         if done is not None:
+            if sink is not None and done.state == "completed":
+                sink.feed(done.reply)
             return done
         claim = runner.claim_next(session=queued.session, upto_seq=queued.seq)
         if claim is None:

@@ -254,6 +254,19 @@ def test_a_retried_chat_with_an_idempotency_key_is_answered_once(models, run, se
     assert len(of_type(models, "turn.queued")) == 2
 
 
+def test_a_streamed_chat_answered_elsewhere_still_shows_the_reply(models, run, server):
+    """Its reply came from the log, not from a stream (here: a retried CI step; equally a
+    `fased run` that took the turn first): it is shown whole, once."""
+    server.default = Echo()
+
+    first = run("--idempotency-key", "k-1", "chat", "--stream", "hello there")
+    again = run("--idempotency-key", "k-1", "chat", "--stream", "hello there")
+
+    assert (first.exit_code, again.exit_code) == (0, 0), again.stderr
+    assert first.stdout == again.stdout == "hello there"
+    assert len(server.requests) == 1
+
+
 def test_earlier_queued_turn_of_the_session_is_answered_first(models, run, server):
     server.default = Echo()
     run("chat", "--queue", "first")
