@@ -37,6 +37,8 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
     interactive: /help lists its commands, Ctrl-C stops a reply, Ctrl-D leaves.
 
     The reply goes to stdout; diagnostics (retries, fallbacks, dropped context) to stderr.
+    Ctrl-C during the reply keeps what was said (an aborted turn, exit 130); Ctrl-C before it
+    starts (while an earlier turn of the session is answered) withdraws the message.
 
     \b
     Examples:
@@ -48,7 +50,7 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
       fased chat --json "hi" | jq -r .reply
 
     \b
-    Exit codes: 0 ok, 1 error, 2 usage, 5 every model failed.
+    Exit codes: 0 ok, 1 error, 2 usage, 5 every model failed, 130 interrupted.
     """
     from fased.errors import UsageError
 
@@ -91,7 +93,7 @@ def _valid_text(text: str) -> str:
 
 
 def _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_):
-    from fased.chat import answer, queue_turn
+    from fased.chat import answer, queue_turn, withdraw
     from fased.runner import require_success
 
     st = store()
@@ -106,7 +108,13 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
         return
     live = (sys.stdout.isatty() if stream is None else stream) and not json_
     sink = _sink(st) if live else None
-    result = answer(st, queued, sink=sink, note=note)
+    try:
+        result = answer(st, queued, sink=sink, note=note)
+    except KeyboardInterrupt:
+        if withdraw(st, queued):
+            note(f"fased: interrupted before turn {queued.turn} started; it will not be "
+                 "answered")
+        raise
     if sink is not None and result.state == "completed":
         sink.finish()
     if json_:

@@ -117,6 +117,23 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
         runner.run(claim, None, interrupt="abandon")
 
 
+def withdraw(store: Store, queued: Queued) -> bool:
+    """Ctrl-C before the chat's own turn started (while it waited for a runner holding the
+    session, or answered an earlier turn first): record the turn aborted with nothing said,
+    so that no runner answers it later. False when a runner has taken it already."""
+
+    def decide(con):
+        row = con.execute("SELECT state, agent, session, task FROM turns WHERE id = ?",
+                          (queued.turn,)).fetchone()
+        if row is None or row["state"] != "queued":
+            return []
+        return [Draft("turn.aborted", f"session:{row['session']}", {
+            "turn": queued.turn, "agent": row["agent"], "session": row["session"],
+            "partial_reply": "", "reason": "interrupted", "task": row["task"]})]
+
+    return bool(store.append_internal(decide).events)
+
+
 class StreamSink:
     """Writes a streamed reply as it arrives, without repeating a retried prefix."""
 

@@ -315,6 +315,33 @@ def test_chat_waits_for_a_runner_holding_its_session(models, ok, server, spawn):
     assert len(server.requests) == 2
 
 
+def test_ctrl_c_while_chat_waits_for_its_session_withdraws_its_turn(models, ok, server,
+                                                                    spawn):
+    server.script(SLOW)
+    queue(ok, "earlier")
+    runner = spawn("run", "--until-idle", "--poll", "0.05", "--json")
+    wait_for(lambda: server.requests)
+    chat = spawn("chat", "later")
+    wait_for(lambda: [e for e in events(models) if e["type"] == "turn.queued"
+                      and e["data"]["message"] == "later"])
+    time.sleep(0.3)  # chat is polling for its turn
+
+    chat.send_signal(signal.SIGINT)
+    _, err = chat.communicate(timeout=15)
+    out, runner_err = runner.communicate(timeout=30)
+
+    assert chat.returncode == 130, err
+    later = next(e["data"]["turn"] for e in events(models)
+                 if e["type"] == "turn.queued" and e["data"]["message"] == "later")
+    assert f"fased: interrupted before turn {later} started; it will not be answered" in err
+    assert "Traceback" not in err + runner_err
+    assert [t for t, _ in of_turn(models, later)] == ["turn.queued", "turn.aborted"]
+    assert [json.loads(x)["state"] for x in out.splitlines()] == ["completed"]  # earlier only
+    assert len(server.requests) == 1
+    assert rows(models, "SELECT state, reply FROM turns WHERE id = ?", (later,)) == [
+        {"state": "aborted", "reply": ""}]
+
+
 def test_three_runners_answer_200_turns_once_each_in_session_order(models, ok, server, spawn):
     from fased.chat import queue_turn
     from fased.store import Store
