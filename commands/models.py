@@ -177,20 +177,29 @@ def providers_show(provider, json_):
 
 @providers_group.command("remove")
 @click.argument("provider")
-@click.option("--force", is_flag=True, help="Remove even if agents' model refs use it.")
+@click.option("--force", is_flag=True,
+              help="Remove even if agents' model refs or aliases use it.")
 def providers_remove(provider, force):
-    """Remove a provider from the registry (its stored secrets are deleted too)."""
-    from fased.models import forget_secrets, get_provider
+    """Remove a provider from the registry (its stored secrets are deleted too).
+
+    Refused while an agent's model refs or a model alias use it, unless --force.
+    """
+    from fased.models import aliases, forget_secrets, get_provider
     from fased.store import Draft
 
     def decide(con):
         get_provider(con, provider)
+        prefix = f"{provider}/"
         users = [r["id"] for r in con.execute(
             "SELECT id, primary_model, fallbacks, task_model FROM agents WHERE deleted = 0")
-            if any(ref and ref.startswith(f"{provider}/") for ref in
+            if any(ref and ref.startswith(prefix) for ref in
                    [r["primary_model"], r["task_model"], *json.loads(r["fallbacks"] or "[]")])]
-        if users and not force:
-            raise ConflictError(f"agents {', '.join(users)} use provider {provider}",
+        aliased = sorted(name for name, ref in aliases(con).items()
+                         if isinstance(ref, str) and ref.startswith(prefix))
+        if (users or aliased) and not force:
+            who = ([f"agents {', '.join(users)}"] if users else []) + (
+                [f"aliases {', '.join(aliased)}"] if aliased else [])
+            raise ConflictError(f"{' and '.join(who)} use provider {provider}",
                                 hint="change their models first, or add --force")
         return [Draft("provider.removed", f"provider:{provider}", {"provider": provider})]
 

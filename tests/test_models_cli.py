@@ -281,6 +281,23 @@ def test_remove_refuses_while_an_agent_uses_the_provider(set_up, ok, run, server
         "(registered: none yet))")
 
 
+def test_remove_refuses_while_an_alias_points_at_the_provider(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "alias", "add", "small", "ollama/fake-small")
+    ok(*MODELS, "alias", "add", "big", "ollama/fake-big")
+    before = count(set_up)
+
+    refused = run(*PROVIDERS, "remove", "ollama")
+    assert refused.exit_code == 3
+    assert error_line(refused) == "Error: aliases big, small use provider ollama"
+    assert count(set_up) == before
+
+    ok(*MODELS, "set", "primary", "ollama/fake-model")
+    both = run(*PROVIDERS, "remove", "ollama")
+    assert error_line(both) == "Error: agents main and aliases big, small use provider ollama"
+    assert ok(*PROVIDERS, "remove", "ollama", "--force") == "Removed provider ollama.\n"
+
+
 def test_remove_forgets_secrets_so_a_readded_provider_starts_clean(set_up, ok, run):
     with FakeModelServer(api_key="hdr-SECRET-1234") as guarded:
         ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", guarded.url,
