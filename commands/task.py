@@ -189,6 +189,48 @@ def _print_history(runs: list[dict]) -> None:
                    + (f"  [{'; '.join(extra)}]" if extra else ""))
 
 
+@task.command("deliver")
+@click.argument("task_id", metavar="ID")
+@click.option("--turn", metavar="TURN", help="The run to deliver (default: the latest "
+              "completed one); `fased task history ID` lists them.")
+@json_option
+def deliver_(task_id, turn, json_):
+    """Deliver a run's reply to the task's target now.
+
+    `fased run` delivers each reply itself and retries a failed delivery on later ticks, up
+    to 5 tries. This sends it again whatever happened before: after a webhook was down for
+    longer, or to resend a reply. Recorded like any delivery (`task.delivered`); a stdout
+    target prints the reply here.
+
+    \b
+    Examples:
+      fased task deliver task-1
+      fased task deliver task-1 --turn t-0123456789ab --json
+
+    \b
+    Exit codes: 0 delivered, 1 the delivery failed (recorded) or no such run, 2 no target.
+    """
+    from fased.errors import FasedError
+    from fased.tasks import deliver_again
+
+    replies: list[str] = []
+
+    def emit(delivery: dict) -> None:
+        if json_:
+            replies.append(delivery["reply"])
+        else:
+            click.echo(delivery["reply"])
+
+    outcome = deliver_again(store(), task_id, turn, emit)
+    if json_:
+        echo_json({**outcome, **({"reply": replies[0]} if replies else {})})
+    elif outcome["target"] != "stdout" and outcome["ok"]:
+        click.echo(f"Delivered turn {outcome['turn']} of {task_id} to {outcome['target']}.")
+    if not outcome["ok"]:
+        raise FasedError(f"delivery to {outcome['target']} failed: {outcome['error']}",
+                         hint="the reply stays in the session and in `fased task history`")
+
+
 @task.command("history")
 @click.argument("task_id", metavar="ID")
 @click.option("-n", "last", type=click.IntRange(min=1), help="Only the last N runs.")

@@ -160,6 +160,12 @@ def _print(delivery: dict) -> None:
 
 # -- delivery ---------------------------------------------------------------------------------
 
+_DELIVERY_ROWS = (
+    "SELECT r.turn, r.task, t.deliver, t.agent, t.session, r.occurrence, tu.reply,"
+    " tu.model_used FROM task_runs r JOIN tasks t ON t.id = r.task JOIN turns tu ON"
+    " tu.id = r.turn WHERE r.status = 'completed' AND t.deliver IS NOT NULL")
+
+
 def deliver_pending(store: Store, emit: Callable[[dict], None]) -> int:
     """Deliver replies of finished task turns not yet delivered (or whose delivery failed,
     up to MAX_DELIVERY_ATTEMPTS). Returns how many were attempted.
@@ -169,17 +175,40 @@ def deliver_pending(store: Store, emit: Callable[[dict], None]) -> int:
     with _delivery_lock(store.home):
         con = store.db(check_files=False)
         pending = con.execute(
-            "SELECT r.turn, r.task, t.deliver, t.agent, t.session, r.occurrence, tu.reply,"
-            " tu.model_used FROM task_runs r JOIN tasks t ON t.id = r.task JOIN turns tu ON"
-            " tu.id = r.turn WHERE r.status = 'completed' AND t.deliver IS NOT NULL AND"
-            " (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND r.delivery_attempts < ?))"
-            " ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
+            f"{_DELIVERY_ROWS} AND (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND"
+            " r.delivery_attempts < ?)) ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
         for row in pending:
-            ok, error, attempts = deliver(row, emit)
-            store.append_internal([Draft("task.delivered", f"task:{row['task']}", {
-                "task": row["task"], "agent": row["agent"], "turn": row["turn"],
-                "target": row["deliver"], "ok": ok, "error": error, "attempts": attempts})])
+            _deliver_and_record(store, row, emit)
     return len(pending)
+
+
+def deliver_again(store: Store, task_id: str, turn: str | None,
+                  emit: Callable[[dict], None]) -> dict:
+    """Deliver a run's reply now (the latest completed run, or the run of `turn`), whatever
+    happened to its delivery before: after `fased run` gave up, or to send it again. Records
+    task.delivered like any delivery; returns what it recorded."""
+    with _delivery_lock(store.home):
+        con = store.db(check_files=False)
+        task = get_task(con, task_id)
+        if task["deliver"] is None:
+            raise UsageError(f"task {task_id} has no delivery target",
+                             hint=f"set one: fased task edit {task_id} --deliver TARGET")
+        where, params = (" AND r.turn = ?", (task_id, turn)) if turn else ("", (task_id,))
+        row = con.execute(f"{_DELIVERY_ROWS} AND r.task = ?{where} ORDER BY r.seq DESC LIMIT 1",
+                          params).fetchone()
+        if row is None:
+            raise NotFoundError(
+                f"task {task_id} has no completed run" + (f" {turn}" if turn else ""),
+                hint=f"`fased task history {task_id}` lists its runs")
+        return _deliver_and_record(store, row, emit)
+
+
+def _deliver_and_record(store: Store, row, emit: Callable[[dict], None]) -> dict:
+    ok, error, attempts = deliver(row, emit)
+    data = {"task": row["task"], "agent": row["agent"], "turn": row["turn"],
+            "target": row["deliver"], "ok": ok, "error": error, "attempts": attempts}
+    store.append_internal([Draft("task.delivered", f"task:{row['task']}", data)])
+    return data
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import events, rows
+from conftest import error_line, events, fails, rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Echo, Status
@@ -778,6 +778,76 @@ def test_webhook_failing_for_good_keeps_the_reply_and_gives_up(home, ok, tick, s
     [run_] = json.loads(ok("task", "history", "task-1", "--json"))
     assert (run_["status"], run_["reply"], run_["delivery_ok"]) == (
         "completed", DEFAULT_TEXT, False)
+
+
+def test_task_deliver_sends_a_reply_fased_run_gave_up_on(home, ok, run, tick, server, hook,
+                                                        monkeypatch):
+    monkeypatch.setenv("FASED_WEBHOOK_ATTEMPTS", "2")
+    h = hook([500] * 6)
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", f"webhook:{h.url}")
+    for minute in range(0, 40, 10):
+        assert tick(f"2026-03-02T09:{minute:02d}:00Z").exit_code == 0
+    [turn] = [f["turn"] for f in fired(home)]
+    assert len(of_type(home, "task.delivered")) == 3  # given up: 6 tries >= 5
+
+    result = run("task", "deliver", "task-1")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"Delivered turn {turn} of task-1 to webhook:{h.url}.\n"
+    assert len(h.bodies) == 7 and h.bodies[-1]["reply"] == DEFAULT_TEXT
+    last = of_type(home, "task.delivered")[-1]["data"]
+    assert (last["ok"], last["turn"], last["attempts"]) == (True, turn, 1)
+    [run_] = json.loads(ok("task", "history", "task-1", "--json"))
+    assert run_["delivery_ok"] is True
+    assert tick("2026-03-02T09:50:00Z").exit_code == 0
+    assert len(h.bodies) == 7  # delivered now: fased run does not send it again
+
+
+def test_task_deliver_sends_again_and_reports_a_failure(home, ok, run, tick, server,
+                                                        tmp_path):
+    server.default = Echo()
+    out = tmp_path / "replies.txt"
+    new_task(ok, "--every", "1h", "--message", "one", "--deliver", f"file:{out}")
+    assert tick("2026-03-02T09:00:00Z").exit_code == 0
+    ok("task", "edit", "task-1", "--message", "two")
+    assert tick("2026-03-02T10:00:00Z").exit_code == 0
+    first, second = [f["turn"] for f in fired(home)]
+
+    assert run("task", "deliver", "task-1", "--turn", first).exit_code == 0
+    report = json.loads(ok("task", "deliver", "task-1", "--json"))
+    assert out.read_text() == "one\ntwo\none\ntwo\n"
+    assert report == {"task": "task-1", "agent": "main", "turn": second,
+                      "target": f"file:{out}", "ok": True, "error": None, "attempts": 1}
+
+    out.unlink()
+    out.mkdir()  # a directory now: the file cannot be appended to
+    before = len(of_type(home, "task.delivered"))
+    failed = run("task", "deliver", "task-1")
+    assert failed.exit_code == 1
+    assert error_line(failed).startswith(f"Error: delivery to file:{out} failed: {out}: ")
+    [d] = [e["data"] for e in of_type(home, "task.delivered")[before:]]
+    assert (d["ok"], d["turn"]) == (False, second)
+
+
+def test_task_deliver_to_stdout_prints_the_reply(home, ok, run, tick, server):
+    server.default = Echo()
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", "stdout")
+    assert tick("2026-03-02T09:00:00Z").stdout == "report\n"
+
+    assert ok("task", "deliver", "task-1") == "report\n"
+    assert json.loads(ok("task", "deliver", "task-1", "--json"))["reply"] == "report"
+
+
+def test_task_deliver_refuses_what_it_cannot_deliver(home, ok, run, tick, server):
+    new_task(ok, "--every", "1h", "--message", "report")
+    assert fails(run, home, 2, "task", "deliver", "task-1") == (
+        "Error: task task-1 has no delivery target")
+    ok("task", "edit", "task-1", "--deliver", "stdout")
+    assert fails(run, home, 1, "task", "deliver", "task-1") == (
+        "Error: task task-1 has no completed run")
+    assert fails(run, home, 1, "task", "deliver", "task-1", "--turn", "t-000000000000") == (
+        "Error: task task-1 has no completed run t-000000000000")
+    assert fails(run, home, 1, "task", "deliver", "task-9") == "Error: no task 'task-9'"
 
 
 # -- projections -------------------------------------------------------------------------------
