@@ -78,10 +78,27 @@ def replay(since, until, types, streams, agent, session, last, follow, rebuild, 
 
     flt = EventFilter(since=since, until=until, types=list(types), streams=list(streams),
                       agent=agent, session=session)
-    shown = list(select_events(st.log, flt, last))
+    start = 1
+    if since is not None and not isinstance(since, int) and last is None:
+        start = _first_seq_since(st, since)
+    shown = list(select_events(st.log, flt, last, start))
     _print(shown, json_, header=True)
     if follow:
         _follow(st, flt, shown[-1]["seq"] if shown else st.log.head().seq, json_, not shown)
+
+
+def _first_seq_since(st, since) -> int:
+    """Where --since TIME can start reading (state.db knows each block's time range); from
+    the start when state.db cannot be caught up (a home we may only read): still correct."""
+    import sqlite3
+
+    from fased.audit import first_seq_since
+    from fased.errors import FasedError
+
+    try:
+        return first_seq_since(st.db(check_files=False), since)
+    except (FasedError, sqlite3.Error, OSError):
+        return 1
 
 
 def _print(events: list[dict], json_: bool, header: bool) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fased.errors import UsageError
 from fased.log import EventLog
-from fased.timeparse import parse_time, parse_ts
+from fased.timeparse import format_ts, parse_time, parse_ts
 
 SNAPSHOT_TABLES = ("agents", "sessions", "tasks")
 
@@ -71,8 +71,10 @@ class EventFilter:
         return not (isinstance(self.until, int) and e["seq"] > self.until)
 
 
-def select_events(log: EventLog, flt: EventFilter, last: int | None = None) -> Iterator[dict]:
-    """Events matching `flt`, oldest first; with `last`, only the last N of them.
+def select_events(log: EventLog, flt: EventFilter, last: int | None = None,
+                  start: int = 1) -> Iterator[dict]:
+    """Events matching `flt`, oldest first; with `last`, only the last N of them. Reading
+    starts at seq `start` at the earliest (see first_seq_since).
 
     The last N are found by reading the log backwards, so `replay -n 1` costs the same on a
     log of a million events as on an empty one.
@@ -91,9 +93,23 @@ def select_events(log: EventLog, flt: EventFilter, last: int | None = None) -> I
                         break
         yield from reversed(found)
         return
-    for e in log.read(flt.from_seq, flt.to_seq):
+    for e in log.read(max(flt.from_seq, start), flt.to_seq):
         if flt.matches(e):
             yield e
+
+
+def first_seq_since(con: sqlite3.Connection, when: datetime) -> int:
+    """The first seq an event at or after `when` can have: the start of the first block of
+    seqs whose latest `ts` is that late (core.time_blocks), or just after the checkpoint.
+    `con` must be caught up."""
+    from fased.projections.core import BLOCK_BITS
+
+    block = con.execute("SELECT MIN(block) FROM time_blocks WHERE max_ts >= ?",
+                        (format_ts(when),)).fetchone()[0]
+    if block is not None:
+        return max(1, block << BLOCK_BITS)
+    row = con.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+    return int(row[0]) + 1 if row else 1
 
 
 def last_seq_at(log: EventLog, point: int | datetime) -> int:

@@ -476,3 +476,48 @@ def test_a_corrupt_record_is_named_with_file_and_offset(history, run):
     assert error_line(result) == (
         f"Error: corrupt record in {segment} at byte {offset}: checksum mismatch")
     assert result.stdout == ""
+
+
+def test_since_a_time_skips_early_blocks_but_not_events_from_a_clock_that_stepped_back(
+        fased_home, run):
+    """`--since TIME` starts reading at the first block of 4096 seqs that has an event that
+    late. Writers' clocks can step backwards, so an early block with one late event must still
+    be read, and the result is exactly what reading every event would give."""
+    from datetime import UTC, datetime, timedelta
+
+    from fased.audit import EventFilter, first_seq_since
+    from fased.log import EventLog
+
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+    times = iter([start + timedelta(minutes=m) for m in range(100)])
+    times_with_a_jump = (start + timedelta(days=30) if i == 20 else t
+                         for i, t in enumerate(times))  # batch 20: a clock a month ahead
+    store = Store(fased_home, command="test", clock=lambda: next(times_with_a_jump))
+    store.transact(lambda con: [Draft("agent.created", "agent:main",
+                                      {"agent": "main", "name": "main"}, expect=0)])
+    for batch in range(1, 31):  # 30 batches of 300 events: seqs 2..9001, blocks 0, 1 and 2
+        store.transact(lambda con, b=batch: [
+            Draft("agent.updated", "agent:main", {"agent": "main", "name": f"n{b}-{i}"})
+            for i in range(300)])
+    store.close()
+    since = start + timedelta(minutes=29)  # later than every event of blocks 0 and 1, but the
+    # jumped batch (seqs 5702..6001, in block 1)
+    expected = [e["seq"] for e in EventLog(fased_home).read()
+                if EventFilter(since=since).matches(e)]
+    assert expected[:300] == list(range(5702, 6002)) and expected[300] > 8192
+
+    result = run("replay", "--since", since.isoformat(), "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == expected
+    spans = rows(fased_home, "SELECT block, min_ts, max_ts FROM time_blocks ORDER BY block")
+    assert [s["block"] for s in spans] == [0, 1, 2]
+    assert spans[1]["max_ts"] == "2025-07-01T00:00:00.000000Z"  # the jump
+    assert spans[0]["max_ts"] < since.strftime("%Y-%m-%dT%H:%M:%S.%fZ") < spans[2]["max_ts"]
+    con = sqlite3.connect(fased_home / "state.db")
+    try:
+        assert first_seq_since(con, since) == 4096  # block 0 is skipped
+        assert first_seq_since(con, start + timedelta(days=31)) == 9002  # after everything
+        assert first_seq_since(con, start) == 1
+    finally:
+        con.close()

@@ -98,8 +98,11 @@ class Projector:
                     fn(con, record)
                 last = record
             return last
+        from fased.projections.core import BLOCK_BITS
+
         streams: dict[str, list[int]] = {}
         keys: dict[str, list] = {}
+        blocks: dict[int, list[str]] = {}
         last = None
         for record in events:
             etype = record["type"]
@@ -122,6 +125,14 @@ class Projector:
                     keys[key][2] = seq
                 else:
                     keys[key] = [key, seq, seq, meta.get("command")]
+            ts = record["ts"]  # format_ts strings: their order is the order of the times
+            span = blocks.get(seq >> BLOCK_BITS)
+            if span is None:
+                blocks[seq >> BLOCK_BITS] = [ts, ts]
+            elif ts < span[0]:
+                span[0] = ts
+            elif ts > span[1]:
+                span[1] = ts
             last = record
         if streams:
             con.executemany(
@@ -135,6 +146,13 @@ class Projector:
                 "INSERT INTO idempotency(key, first_seq, last_seq, command) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET last_seq = excluded.last_seq",
                 list(keys.values()),
+            )
+        if blocks:
+            con.executemany(
+                "INSERT INTO time_blocks(block, min_ts, max_ts) VALUES (?, ?, ?) "
+                "ON CONFLICT(block) DO UPDATE SET min_ts = MIN(min_ts, excluded.min_ts), "
+                "max_ts = MAX(max_ts, excluded.max_ts)",
+                [(block, lo, hi) for block, (lo, hi) in blocks.items()],
             )
         return last
 
