@@ -304,13 +304,14 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None,
             count, last = _apply_all(con, projector(), log.read(1, upto, bulk=True))
         else:
             side = path.with_name(f"{path.name}.side")
+            rest = Projector(GROUPS[1])
             try:
                 with forked.Forked(_build_side, log, side, GROUPS[1], upto) as child:
                     con = _new_build(path)
                     try:
                         count, last = _apply_all(con, Projector(GROUPS[0]),
                                                  log.read_unchecked(upto))
-                        Projector(GROUPS[1]).create_tables(con)  # empty, filled below
+                        rest.create_tables(con)  # empty, filled below
                         con.execute("COMMIT")
                     except Exception:
                         child.wait()  # the checked read's error, if it has one, is the real one
@@ -319,7 +320,7 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None,
                 if (checked_count, checked_seq) != (count, last["seq"] if last else 0):
                     raise FasedError("the log changed while it was being rebuilt; run the "
                                      "rebuild again")
-                _copy_side(con, Projector(GROUPS[1]), side)
+                _copy_side(con, rest, side)
             finally:
                 side.unlink(missing_ok=True)
         full = projector()

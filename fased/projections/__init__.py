@@ -42,7 +42,7 @@ class Projector:
 
     def __init__(self, names: Iterable[str] = MODULES) -> None:
         self.modules = [importlib.import_module(f"fased.projections.{m}") for m in names]
-        # the core module's tables (stream versions, idempotency keys) are fed by apply itself
+        # the core module's tables are fed every event by apply (core.Bookkeeping)
         self.bookkeeping = "core" in names
         self.tables: dict[str, dict] = {}
         self.handlers: dict[str, list[Handler]] = {}
@@ -85,24 +85,11 @@ class Projector:
 
     def apply(self, con: sqlite3.Connection, events: Iterable[dict]) -> dict | None:
         """Apply events in order inside the caller's transaction; returns the last one."""
+        from fased.projections.core import Bookkeeping
+
         handlers = self.handlers
         current = current_versions()
-        if not self.bookkeeping:
-            last = None
-            for record in events:
-                etype = record["type"]
-                if record["v"] != current.get(etype):
-                    record = upcast(record)
-                    etype = record["type"]
-                for fn in handlers.get(etype, ()):
-                    fn(con, record)
-                last = record
-            return last
-        from fased.projections.core import BLOCK_BITS
-
-        streams: dict[str, list[int]] = {}
-        keys: dict[str, list] = {}
-        blocks: dict[int, list[str]] = {}
+        book = Bookkeeping() if self.bookkeeping else None
         last = None
         for record in events:
             etype = record["type"]
@@ -111,49 +98,11 @@ class Projector:
                 etype = record["type"]
             for fn in handlers.get(etype, ()):
                 fn(con, record)
-            seq = record["seq"]
-            counted = streams.get(record["stream"])
-            if counted is None:
-                streams[record["stream"]] = [1, seq]
-            else:
-                counted[0] += 1
-                counted[1] = seq
-            meta = record["meta"]
-            if "key" in meta:
-                key = meta["key"]
-                if key in keys:
-                    keys[key][2] = seq
-                else:
-                    keys[key] = [key, seq, seq, meta.get("command")]
-            ts = record["ts"]  # format_ts strings: their order is the order of the times
-            span = blocks.get(seq >> BLOCK_BITS)
-            if span is None:
-                blocks[seq >> BLOCK_BITS] = [ts, ts]
-            elif ts < span[0]:
-                span[0] = ts
-            elif ts > span[1]:
-                span[1] = ts
+            if book is not None:
+                book.note(record)
             last = record
-        if streams:
-            con.executemany(
-                "INSERT INTO streams(name, version, last_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET version = version + excluded.version, "
-                "last_seq = excluded.last_seq",
-                [(name, n, seq) for name, (n, seq) in streams.items()],
-            )
-        if keys:
-            con.executemany(
-                "INSERT INTO idempotency(key, first_seq, last_seq, command) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET last_seq = excluded.last_seq",
-                list(keys.values()),
-            )
-        if blocks:
-            con.executemany(
-                "INSERT INTO time_blocks(block, min_ts, max_ts) VALUES (?, ?, ?) "
-                "ON CONFLICT(block) DO UPDATE SET min_ts = MIN(min_ts, excluded.min_ts), "
-                "max_ts = MAX(max_ts, excluded.max_ts)",
-                [(block, lo, hi) for block, (lo, hi) in blocks.items()],
-            )
+        if book is not None:
+            book.write(con)
         return last
 
     def sync_files(self, con: sqlite3.Connection, home, events: list[dict]) -> None:
