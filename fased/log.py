@@ -400,18 +400,11 @@ class EventLog:
             with _open_or_none(path) as f:
                 if f is None:
                     continue
-                remaining = os.fstat(f.fileno()).st_size
+                end = os.fstat(f.fileno()).st_size
                 if is_last:
-                    remaining, _ = _scan_back_for_batch_end(f, remaining)
+                    end, _ = _scan_back_for_batch_end(f, end)
                     f.seek(0)
-                rest = b""
-                while remaining > 0:
-                    chunk = f.read(min(_CHUNK, remaining))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-                    lines = (rest + chunk if rest else chunk).split(b"\n")
-                    rest = lines.pop()
+                for lines in _lines_of(f, end):
                     if to_seq is None:
                         yield from map(loads, lines)
                         continue
@@ -419,8 +412,6 @@ class EventLog:
                         if record["seq"] > to_seq:
                             return
                         yield record
-                if rest:
-                    raise BadRecord(f"incomplete record at the end of {path}")
 
     def _segments_for(self, from_seq: int, to_seq: int | None) -> Iterator[tuple[Path, bool]]:
         """The segments that can hold seqs from_seq..to_seq, each with whether it is the last."""
@@ -445,35 +436,29 @@ class EventLog:
                 end, _ = _scan_back_for_batch_end(f, end)
             offset = _seek_seq(f, end, from_seq) if from_seq > 1 else 0
             f.seek(offset)
-            remaining = end - offset
-            rest = b""
             expect = 0  # the batch index the next record needs; 0: any (we may start mid-batch)
-            while remaining > 0:
-                chunk = f.read(min(_CHUNK, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                buf = rest + chunk if rest else chunk
-                lines = buf.split(b"\n")
-                rest = lines.pop()
-                for line in lines:
-                    try:
-                        record = decode_record(line, loads)
-                    except BadRecord as exc:
-                        raise CorruptLogError(str(path), offset, str(exc)) from None
-                    batch = record["meta"].get("batch")
-                    if batch is not None:
-                        if expect and batch[0] != expect:
-                            raise CorruptLogError(str(path), offset, "batch out of order")
-                        expect = 1 if batch[0] == batch[1] else batch[0] + 1
-                    elif expect > 1:
-                        raise CorruptLogError(str(path), offset, "incomplete batch")
-                    else:
-                        expect = 1
-                    offset += len(line) + 1
-                    if record["seq"] >= from_seq:
-                        yield record
-            if rest or expect > 1:
+            try:
+                for lines in _lines_of(f, end - offset):
+                    for line in lines:
+                        try:
+                            record = decode_record(line, loads)
+                        except BadRecord as exc:
+                            raise CorruptLogError(str(path), offset, str(exc)) from None
+                        batch = record["meta"].get("batch")
+                        if batch is not None:
+                            if expect and batch[0] != expect:
+                                raise CorruptLogError(str(path), offset, "batch out of order")
+                            expect = 1 if batch[0] == batch[1] else batch[0] + 1
+                        elif expect > 1:
+                            raise CorruptLogError(str(path), offset, "incomplete batch")
+                        else:
+                            expect = 1
+                        offset += len(line) + 1
+                        if record["seq"] >= from_seq:
+                            yield record
+            except BadRecord:  # bytes after the last newline (_lines_of)
+                expect = -1
+            if expect > 1 or expect < 0:
                 raise CorruptLogError(str(path), offset, "incomplete record or batch at the end")
 
     def read_reverse(self) -> Iterator[dict]:
@@ -492,6 +477,22 @@ class EventLog:
                         yield decode_record(line)
                     except BadRecord as exc:
                         raise CorruptLogError(str(path), start, str(exc)) from None
+
+
+def _lines_of(f, size: int) -> Iterator[list[bytes]]:
+    """The next `size` bytes of `f` as lines without their newlines, a chunk's worth of lines
+    at a time. Raises BadRecord if the bytes do not end with a newline."""
+    rest = b""
+    while size > 0:
+        chunk = f.read(min(_CHUNK, size))
+        if not chunk:
+            break
+        size -= len(chunk)
+        lines = (rest + chunk if rest else chunk).split(b"\n")
+        rest = lines.pop()
+        yield lines
+    if rest:
+        raise BadRecord("incomplete record at the end")
 
 
 @contextmanager
