@@ -146,7 +146,9 @@ class HttpClient(Client):
     # -- hooks each API family fills in -------------------------------------------------
 
     def _auth_headers(self) -> dict[str, str]:
-        return {}
+        """A bearer key when there is one: what OpenAI-compatible servers want, and what
+        hosted Ollama and auth proxies in front of a plain Ollama expect."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def _chat_request(
         self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,

@@ -48,10 +48,6 @@ class OllamaClient(HttpClient):
             if self.base_url.endswith(suffix):
                 self.base_url = self.base_url[: -len(suffix)]
 
-    def _auth_headers(self) -> dict[str, str]:
-        # Plain Ollama ignores it; hosted Ollama and auth proxies expect a bearer key.
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
     def _chat_request(
         self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
         tools: list[dict] | None,

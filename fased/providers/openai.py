@@ -139,9 +139,6 @@ class OpenAIClient(HttpClient):
         self._max_tokens_field = "max_tokens"
         self._stream_options = True
 
-    def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
     def _chat_request(
         self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
         tools: list[dict] | None,
