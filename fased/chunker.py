@@ -247,31 +247,24 @@ class BlockChunker:
                 yield max(ls, h) + 1, UNDET, None
                 return
             start = max(ls, h) + 1
-            if kind == NORMAL:
-                # A prefix of a normal line can read as an opener only before the backtick
-                # that made the whole line normal.
-                m = _OPEN.match(line)
-                bad = (m.start(1) + 3, line.find("`", m.end(1))) if m else (1, 0)
+            if kind in (NORMAL, CODE):
+                # cutting this line after a prefix in `bad` would leave that prefix reading as
+                # a fence line of its own
+                if kind == NORMAL:
+                    # an opener only before the backtick that made the whole line normal
+                    m = _OPEN.match(line)
+                    bad = (m.start(1) + 3, line.find("`", m.end(1))) if m else None
+                else:
+                    bad = _bad_prefix_span(line, fence)
                 for q in range(start, le + 1):
-                    if bad[0] <= q - ls <= bad[1]:
+                    if bad and bad[0] <= q - ls <= bad[1]:
                         continue
                     ok = _rest_ok(s, q, le, complete)
                     if ok is None:
                         yield q, UNDET, None
                         return
                     if ok:
-                        yield q, OUT, _break_class(s, q)
-            elif kind == CODE:
-                span = _bad_prefix_span(line, fence)
-                for q in range(start, le + 1):
-                    if span and span[0] <= q - ls <= span[1]:
-                        continue
-                    ok = _rest_ok(s, q, le, complete)
-                    if ok is None:
-                        yield q, UNDET, None
-                        return
-                    if ok:
-                        yield q, MID, fence
+                        yield (q, OUT, _break_class(s, q)) if kind == NORMAL else (q, MID, fence)
             if nl < 0:
                 return
             if fence is None:
