@@ -44,14 +44,10 @@ def at(monkeypatch):
 
 
 @pytest.fixture
-def home(at, set_up, ok, server) -> Path:
-    """Agent main with primary ollama/fake-model (fallback-free), no retries, no cooldown."""
-    ok("agent", "models", "providers", "add", "ollama", "--kind", "ollama", "--base-url",
-       server.url)
-    ok("agent", "models", "set", "primary", "ollama/fake-model")
-    ok("config", "set", "agents.defaults.retries", "0")
-    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
-    return set_up
+def home(at, models) -> Path:
+    """Agent main with primary ollama/fake-model (fallback-free), no retries, no cooldown;
+    the clock pinned by `at`."""
+    return models
 
 
 @pytest.fixture
