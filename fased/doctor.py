@@ -1,7 +1,9 @@
 """`fased doctor`: check the home, the log and the projections; repair what is safe to repair.
 
 Safe repairs never lose an event: cutting a torn tail (kept in a `.broken` file), tightening
-permissions, rebuilding state.db. A corrupt record before the tail is reported, not "fixed".
+permissions, rebuilding state.db. Damage before the tail is reported with what to restore,
+not "fixed". When the log lost events that state.db had applied (a cut or emptied tail, a
+removed last segment), only `--repair --accept-loss` goes on without them, and records that.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fased.errors import CorruptLogError, FasedError
-from fased.log import BadRecord, EventLog, _scan_back_for_batch_end, decode_record
+from fased.errors import FasedError, LogGapError, StateAheadError, StateError
+from fased.log import EventLog, LogState, segment_name
 from fased.upcast import upcast
 
 
@@ -31,36 +33,44 @@ class Finding:
         return asdict(self)
 
 
-def check(store, repair: bool = False) -> list[Finding]:
-    """Run every check, in order; with `repair`, fix what can be fixed without losing events."""
+def check(store, repair: bool = False, accept_loss: bool = False) -> list[Finding]:
+    """Run every check, in order; with `repair`, fix what can be fixed without losing events
+    (and with `accept_loss`, also go on without events the log lost, recording it)."""
     findings: list[Finding] = []
     findings += _permissions(store.home, repair)
+    findings += _links(store.home)
     findings += _lock(store.log)
-    log_findings, head_seq = _log(store.log, repair)
+    seen = _evidence(store.db_path)
+    log_findings, state = _log(store.log, repair, seen)
     findings += log_findings
-    if head_seq is None:  # a rebuild reads the whole log: it would stop at the same error
+    if state is None:  # a rebuild reads the whole log: it would stop at the same error
         findings.append(Finding("projections", "info",
                                 "not checked: the log cannot be read to its end"))
     else:
-        findings += _projections(store, head_seq, repair)
+        findings += _projections(store, state, seen, repair, accept_loss)
     return findings
 
+
+# -- the home ---------------------------------------------------------------------------------
 
 def _permissions(home: Path, repair: bool) -> list[Finding]:
     out = []
     wrong = []
-    for path in [home, *sorted(_private_files(home))]:
+    for path in [home, *sorted(_private_paths(home))]:
         try:
-            mode = stat.S_IMODE(path.stat().st_mode)
+            st = path.lstat()
         except FileNotFoundError:
             continue
-        want = 0o700 if path.is_dir() else 0o600
+        if stat.S_ISLNK(st.st_mode):
+            continue  # reported by _links; chmod would follow it
+        mode = stat.S_IMODE(st.st_mode)
+        want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
         if mode & 0o077:
             wrong.append((path, mode, want))
     for path, mode, want in wrong:
         fixed = False
         if repair:
-            os.chmod(path, want)
+            os.chmod(path, want, follow_symlinks=False)
             fixed = True
         out.append(Finding("permissions", "warn",
                            f"{path} is {oct(mode)}, should be {oct(want)}", fixed))
@@ -69,22 +79,57 @@ def _permissions(home: Path, repair: bool) -> list[Finding]:
     return out
 
 
-def _private_files(home: Path):
+def _private_paths(home: Path):
+    """Everything fased creates in the home that must be private: its files, and its
+    directories (the transcripts hold the conversations themselves)."""
     for name in ("log.lock", "state.db", "state.db-wal", "state.db-shm", "fased.json",
                  "credentials.json", "delivery.lock"):
         yield home / name
-    agents = home / "agents"
-    if agents.is_dir():  # transcripts hold the conversations themselves
-        yield from agents.rglob("*")
-    log_dir = home / "log"
-    if log_dir.is_dir():
-        yield log_dir
-        yield from log_dir.iterdir()
+    for name in ("agents", "log"):
+        top = home / name
+        if top.is_dir() and not top.is_symlink():
+            yield top
+            yield from _walk(top)
+    for name in ("workspace", "skills", "models"):  # the directories, not what users keep
+        yield home / name
+
+
+def _walk(top: Path):
+    """Every path under `top`, not following symlinks."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            yield Path(dirpath) / name
+
+
+def _links(home: Path) -> list[Finding]:
+    """Symlinks where fased writes: the log, the transcripts, its own files. fased never
+    writes through one (a link could point anywhere, outside the home too)."""
+    out = []
+    places = [home / n for n in ("log", "agents", "log.lock", "state.db", "state.db-wal",
+                                 "state.db-shm")]
+    for top in places:
+        candidates = [top]
+        if top.is_dir() and not top.is_symlink():
+            candidates += list(_walk(top))
+        for path in candidates:
+            if path.is_symlink():
+                target = os.readlink(path)
+                outside = not _inside(home, path.parent / target)
+                out.append(Finding("links", "error", f"{path} is a symlink to {target}"
+                                   + (" (outside the home)" if outside else "")
+                                   + ": fased never reads or writes its files through one; "
+                                   "put the file itself in its place"))
+    return out
+
+
+def _inside(home: Path, path: Path) -> bool:
+    real_home = os.path.realpath(home)
+    return os.path.realpath(path).startswith(real_home + os.sep)
 
 
 def _lock(log: EventLog) -> list[Finding]:
     try:
-        fd = os.open(log.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(log.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         return [Finding("lock", "error", f"cannot open {log.lock_path}: {exc.strerror}")]
     try:
@@ -96,108 +141,199 @@ def _lock(log: EventLog) -> list[Finding]:
     return [Finding("lock", "ok", f"{log.lock_path} can be locked")]
 
 
-def _log(log: EventLog, repair: bool) -> tuple[list[Finding], int | None]:
-    """Every record's checksum, seq continuity, segment names, batches, known types.
-    Returns the findings and the last seq (None when the log cannot be read to its end)."""
+# -- the log ----------------------------------------------------------------------------------
+
+@dataclass
+class _Seen:
+    """What state.db says it applied (read without changing or rebuilding anything)."""
+
+    problem: str | None = None
+    version: str | None = None
+    checkpoint: int = -1
+    head_id: str | None = None
+    log_id: str | None = None
+
+
+def _evidence(path: Path) -> _Seen:
+    if not path.exists():
+        return _Seen("state.db is missing (any command rebuilds it)")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            if con.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                return _Seen("state.db fails SQLite's integrity check")
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return _Seen(f"state.db is unreadable ({exc})")
+    try:
+        checkpoint = int(meta.get("checkpoint", -1))
+    except ValueError:
+        return _Seen("state.db's checkpoint is damaged")
+    return _Seen(None, meta.get("version"), checkpoint, meta.get("head_id") or None,
+                 meta.get("log_id") or None)
+
+
+def _log(log: EventLog, repair: bool, seen: _Seen) -> tuple[list[Finding], LogState | None]:
+    """Every record's checksum, the seq chain within and across segments, batches, known
+    types; a torn tail. Returns the findings and what was verified (None when the log
+    cannot be read to its end)."""
     out: list[Finding] = []
-    segments = log.segments()
-    expected = 1
+    track: list = []
     count = 0
-    corrupt = False
-    for i, (first, path) in enumerate(segments):
-        is_last = i == len(segments) - 1
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            try:
-                end = _scan_back_for_batch_end(f, size)[0] if is_last else size
-            except CorruptLogError as exc:  # two records merged: not a torn write
-                out.append(Finding("log", "error", exc.message))
-                corrupt = True
-                break
-            if is_last and end < size:
-                fixed = False
-                if repair:
-                    log.repair_tail()
-                    fixed = True
-                out.append(Finding(
-                    "log", "warn", f"torn tail: {size - end} bytes at byte {end} of {path.name} "
-                    "(an interrupted write; the next append moves them to a .broken file)", fixed))
-            if first != expected:
-                out.append(Finding("log", "error",
-                                   f"{path.name} starts at seq {first}, expected {expected}"))
-                corrupt = True
-            f.seek(0)
-            offset = 0
-            for line in f.read(end).split(b"\n")[:-1] if end else []:
-                try:
-                    record = decode_record(line)
-                    upcast(record)
-                except BadRecord as exc:
-                    out.append(Finding("log", "error",
-                                       f"corrupt record in {path} at byte {offset}: {exc}"))
-                    corrupt = True
-                    break
-                except FasedError as exc:
-                    out.append(Finding("log", "error", exc.message))
-                    corrupt = True
-                    break
-                if record["seq"] != expected:
-                    out.append(Finding("log", "error", f"seq gap in {path.name} at byte {offset}: "
-                                       f"found {record['seq']}, expected {expected}"))
-                    corrupt = True
-                    break
-                expected += 1
-                count += 1
-                offset += len(line) + 1
+    try:
+        segments = log.segments()
+        for record in log.read(bulk=True, track=track):
+            upcast(record)
+            count += 1
+    except LogGapError as exc:
+        return out + _unreadable(exc.message, f"restore the segment holding seq {exc.first} "
+                                 f"({log.dir / segment_name(exc.first)}) from a backup; "
+                                 f"seqs {exc.first}..{exc.last} are missing"), None
+    except FasedError as exc:
+        return out + _unreadable(exc.message), None
+    state = LogState(track)
+    if segments:
+        last = segments[-1][1]
+        size = last.stat().st_size
+        good = track[-1].size if track else 0
+        if size > good:
+            out.append(_torn_finding(log, last, good, size, repair, seen, state))
     broken = sorted(p.name for p in log.dir.glob("*.broken")) if log.dir.is_dir() else []
     if broken:
         out.append(Finding("log", "info", f"{len(broken)} .broken file(s) hold bytes cut from "
                            f"torn tails: {', '.join(broken[:5])}"))
-    if not corrupt:
-        span = f"seq 1..{count} gapless" if count else "no events yet"
-        out.append(Finding("log", "ok", f"{count} events in {len(segments)} segment(s), "
-                           f"checksums valid, {span}"))
-    else:
-        out.append(Finding("log", "error", "the log cannot be read past the error above; "
-                           "events before it are intact. Keep a copy of the home before editing "
-                           "anything by hand."))
-    return out, None if corrupt else count
+    span = f"seq 1..{count} gapless" if count else "no events yet"
+    out.append(Finding("log", "ok", f"{count} events in {len(segments)} segment(s), "
+                       f"checksums valid, {span}"))
+    return out, state
 
 
-def _projections(store, head_seq: int, repair: bool) -> list[Finding]:
-    from fased.projections import projector
+def _unreadable(message: str, what_to_do: str | None = None) -> list[Finding]:
+    out = [Finding("log", "error", message)]
+    if what_to_do:
+        out.append(Finding("log", "error", what_to_do[0].upper() + what_to_do[1:]))
+    out.append(Finding("log", "error", "the log cannot be read past the error above; "
+                       "events before it are intact. Keep a copy of the home before editing "
+                       "anything by hand."))
+    return out
 
-    path = store.db_path
-    problem = None
-    checkpoint = None
-    if not path.exists():
-        problem = "state.db is missing (any command rebuilds it)"
-    else:
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                if con.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                    problem = "state.db fails SQLite's integrity check"
-                else:
-                    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-                    checkpoint = int(meta.get("checkpoint", -1))
-                    if meta.get("version") != projector().version:
-                        problem = "state.db was built by another projection version"
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as exc:
-            problem = f"state.db is unreadable ({exc})"
-    if problem is None and checkpoint is not None and checkpoint != head_seq:
-        level = "info" if checkpoint < head_seq else "warn"
-        if checkpoint > head_seq:
-            problem = f"state.db is ahead of the log (seq {checkpoint} > {head_seq})"
-        else:
-            return [Finding("projections", level, f"state.db is {head_seq - checkpoint} events "
-                            "behind the log (the next command catches up)")]
+
+def _torn_finding(log: EventLog, path: Path, good: int, size: int, repair: bool, seen: _Seen,
+                  state: LogState) -> Finding:
+    message = (f"torn tail: {size - good} bytes at byte {good} of {path.name} (an interrupted "
+               "write; the next append moves them to a .broken file)")
+    if not repair:
+        return Finding("log", "warn", message)
+    try:
+        with log.locked():
+            log.floor = seen.checkpoint if seen.log_id in (None, state.first_id) else 0
+            log.repair_tail()
+    except StateAheadError:
+        return Finding("log", "warn", message + "; not cut: state.db applied events in it "
+                       "(see below)")
+    finally:
+        log.floor = 0
+    state.segments[-1].size = good
+    return Finding("log", "warn", message, True)
+
+
+# -- the projections --------------------------------------------------------------------------
+
+def _projections(store, state: LogState, seen: _Seen, repair: bool,
+                 accept_loss: bool) -> list[Finding]:
+    head = state.head.seq
+    same_log = seen.checkpoint > 0 and seen.log_id in (None, state.first_id)
+    if seen.problem is None and seen.version == _version() and same_log:
+        lost = _lost(store.log, state, seen)
+        if lost is not None:
+            if not (repair and accept_loss):
+                return [Finding("projections", "error", lost + ". Restore the log from a "
+                                "backup, or go on without those events: `fased doctor "
+                                "--repair --accept-loss` (recorded in the log)")]
+            _accept_loss(store, seen, head, lost)
+            return [Finding("projections", "error", lost, True)]
+    problem = seen.problem
+    if problem is None and seen.version != _version():
+        problem = "state.db was built by another projection version"
+    if problem is None and not same_log and seen.checkpoint > 0:
+        problem = "state.db was built from another log"
+    if problem is None and seen.checkpoint < head:
+        return [Finding("projections", "info", f"state.db is {head - seen.checkpoint} events "
+                        "behind the log (the next command catches up)")]
     if problem is None:
-        return [Finding("projections", "ok", f"state.db is current at seq {head_seq}")]
+        problem = _differences(store)
+    if problem is None:
+        return [Finding("projections", "ok", f"state.db is current at seq {head}")]
     fixed = False
     if repair:
         store.rebuild()
         fixed = True
     return [Finding("projections", "warn", problem, fixed)]
+
+
+def _version() -> str:
+    from fased.projections import projector
+
+    return projector().version
+
+
+def _lost(log: EventLog, state: LogState, seen: _Seen) -> str | None:
+    """What the log lost that state.db applied, in words; None when it lost nothing."""
+    head = state.head.seq
+    if seen.checkpoint > head:
+        return (f"state.db has applied events up to seq {seen.checkpoint}, but the log ends "
+                f"at seq {head}: seqs {head + 1}..{seen.checkpoint} are missing from the log")
+    at = next(log.read(seen.checkpoint, seen.checkpoint), None)
+    if seen.head_id is not None and at is not None and at["id"] != seen.head_id:
+        return (f"the log's event at seq {seen.checkpoint} is not the one state.db applied: "
+                "events were lost and their seqs used again")
+    return None
+
+
+def _accept_loss(store, seen: _Seen, head: int, lost: str) -> None:
+    """Cut a torn tail, rebuild state.db from what the log holds, and record the loss."""
+    from fased.store import Draft
+
+    log = store.log
+    broken_before = set(log.dir.glob("*.broken"))
+    with log.locked():
+        state, torn = log.survey(None)
+        log.state, log.floor = state, 0
+        if torn is not None:
+            log.repair_torn(torn)
+        log.adopt(state)
+        store._rebuild_locked()
+        kept = sorted(p.name for p in set(log.dir.glob("*.broken")) - broken_before)
+        data = {"checkpoint": seen.checkpoint, "head": head, "reason": lost}
+        if seen.checkpoint > head:
+            data["missing"] = [head + 1, seen.checkpoint]
+        if kept:
+            data["broken"] = kept
+        store.append_internal([Draft("log.loss_accepted", "log", data)])
+
+
+def _differences(store) -> str | None:
+    """Compare state.db with a fresh build from the log: flipped bytes in a row that SQLite's
+    own check cannot see still show here. None when they match."""
+    from fased.audit import build_at, compare_databases
+
+    try:
+        live = sqlite3.connect(f"file:{store.db_path}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        return f"state.db is unreadable ({exc})"
+    try:
+        fresh, path = build_at(store.log, None)
+    except StateError:
+        live.close()
+        return None  # the log's own findings say why
+    try:
+        differences = compare_databases(live, fresh)
+    finally:
+        live.close()
+        fresh.close()
+        path.unlink(missing_ok=True)
+    if not differences:
+        return None
+    return "state.db differs from the log: " + "; ".join(differences[:3])

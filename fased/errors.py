@@ -61,6 +61,39 @@ class CorruptLogError(StateError):
         self.offset = offset
 
 
+class LogGapError(StateError):
+    """Seqs are missing from the log: a segment deleted or renamed, lines cut out."""
+
+    def __init__(self, message: str, *, first: int, last: int):
+        super().__init__(
+            message,
+            hint="nothing was changed; restore the missing segment file(s) from a backup "
+            "(`fased doctor` says what is missing)",
+        )
+        self.first = first
+        self.last = last
+
+
+class StateAheadError(StateError):
+    """state.db has applied events that the log no longer holds: they were committed, so the
+    log lost them (a cut or emptied tail, a removed last segment)."""
+
+    def __init__(self, head: int, checkpoint: int, torn=None):
+        where = ""
+        if torn is not None:
+            where = (f"; {torn.size - torn.offset} damaged bytes at byte {torn.offset} of "
+                     f"{torn.path} are kept where they are")
+        super().__init__(
+            f"state.db has applied events up to seq {checkpoint}, but the log ends at seq "
+            f"{head}: seqs {head + 1}..{checkpoint} are missing from the log{where}",
+            hint="nothing was changed; restore the log from a backup, or accept the loss with "
+            "`fased doctor --repair --accept-loss` (it is recorded)",
+        )
+        self.head = head
+        self.checkpoint = checkpoint
+        self.torn = torn
+
+
 class ModelsFailedError(FasedError):
     """Every model the turn could use failed."""
 

@@ -13,6 +13,7 @@ under the log lock, so a rebuild can swap the file safely.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -23,9 +24,9 @@ from datetime import datetime
 from pathlib import Path
 
 from fased import __version__
-from fased.errors import ConflictError, FasedError
+from fased.errors import ConflictError, FasedError, StateAheadError, StateError
 from fased.home import ensure_home, resolve_home
-from fased.log import EventLog, Head
+from fased.log import EventLog, LogState
 from fased.projections import projector
 from fased.schema import current_versions, validate_event_data
 from fased.timeparse import format_ts, utc_now
@@ -41,6 +42,71 @@ class Draft:
     stream: str
     data: dict
     expect: int | None = None
+
+
+@dataclass
+class Evidence:
+    """What state.db says it applied: its recorded LogState, checkpoint, the id of the event
+    at the checkpoint and of seq 1 (which log it was built from), and all its meta."""
+
+    known: LogState | None
+    checkpoint: int
+    head_id: str | None
+    log_id: str | None
+    meta: dict
+
+
+class ApplyFailed(StateError):
+    """state.db or a file view could not be written (a full disk, most often)."""
+
+    def __init__(self, what: str, exc: BaseException):
+        self.what, self.reason = what, _reason(exc)
+        target = {"state.db": "state.db could not be updated",
+                  "rebuild": "state.db could not be rebuilt",
+                  "files": "fased.json or a transcript could not be written"}[what]
+        super().__init__(f"{target}: {self.reason}", hint="free disk space; nothing was "
+                         "recorded" if _is_full(exc) else "nothing was recorded")
+        self.full = _is_full(exc)
+
+    def recorded(self, records: list[dict]) -> StateError:
+        """The same failure after the command's events were appended: they are recorded."""
+        span = (f"seq {records[0]['seq']}" if len(records) == 1
+                else f"seqs {records[0]['seq']}..{records[-1]['seq']}")
+        target = self.message.split(":", 1)[0]
+        return StateError(
+            f"the command is recorded in the log ({span}), but {target}: {self.reason}",
+            hint="do not run it again: it took effect. "
+            + ("Free disk space; " if self.full else "")
+            + "the next fased command brings state.db and the files up to date")
+
+
+def _is_full(exc: BaseException) -> bool:
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+_NOT_DAMAGE = frozenset({5, 6, 7, 8, 9, 10, 13, 14})  # busy, locked, nomem, readonly,
+# interrupt, I/O error, full, cannot open: the file may be fine
+
+
+def is_projection_damage(exc: BaseException) -> bool:
+    """True for errors that mean state.db holds bytes it should not (a flipped byte in a
+    text column, a malformed page, JSON that no handler wrote): rebuild it from the log."""
+    import json
+
+    if isinstance(exc, sqlite3.DatabaseError):
+        return getattr(exc, "sqlite_errorcode", None) not in _NOT_DAMAGE and not (
+            "locked" in str(exc) or "disk is full" in str(exc))
+    return isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError))
 
 
 @dataclass
@@ -66,14 +132,18 @@ class Store:
         self._key_uses = 0
         self._con: sqlite3.Connection | None = None
         self._con_inode: int | None = None
+        self._known_text: str | None = None
+        self._known_state: LogState | None = None
+        self.appended = 0  # events this store appended (a damaged state.db is retried if 0)
 
     # -- reading ----------------------------------------------------------------------------
 
     def db(self, check_files: bool = True) -> sqlite3.Connection:
         """A connection to the projections, caught up with the log (and, unless told not to,
-        with hand edits of fased.json, which are recorded as events first)."""
+        with hand edits of fased.json, which are recorded as events first). The log is
+        verified on the way: damage anywhere stops the command (StateError, exit 4)."""
         con = self._connect()
-        if not self._is_current(con, self.log.head()):
+        if not self._is_current(con):
             with self.log.locked():
                 con = self._catch_up_locked()
         if check_files:
@@ -115,43 +185,104 @@ class Store:
     def _meta(self, con: sqlite3.Connection) -> dict[str, str]:
         return dict(con.execute("SELECT key, value FROM meta").fetchall())
 
-    def _is_current(self, con: sqlite3.Connection, head: Head) -> bool:
+    def _known(self, meta: dict[str, str]) -> LogState | None:
+        """The LogState state.db recorded with its checkpoint (parsed once per change)."""
+        text = meta.get("log_state")
+        if text != self._known_text:
+            self._known_text, self._known_state = text, LogState.loads(text)
+        return self._known_state
+
+    def _is_current(self, con: sqlite3.Connection) -> bool:
+        """True when state.db has applied the whole log and the log files are exactly as they
+        were then: one stat per segment, nothing read."""
         try:
             meta = self._meta(con)
         except sqlite3.DatabaseError:
             return False
+        known = self._known(meta)
         return (
-            meta.get("version") == projector().version
-            and int(meta.get("checkpoint", -1)) == head.seq
-            and (meta.get("head_id") or None) == head.id
+            known is not None and "files_stale" not in meta
+            and meta.get("version") == projector().version
+            and meta.get("checkpoint") == str(known.head.seq)
+            and self.log.unchanged(known)
         )
 
-    def _catch_up_locked(self) -> sqlite3.Connection:
-        """Bring state.db up to the end of the log (under the lock); rebuild when it is not
-        ours to catch up: missing, corrupt, another projection version, or another log."""
-        head = self.log.head_locked()
-        con = self._connect()
+    def evidence(self) -> Evidence:
+        """What state.db says it applied, whether or not it can be used as it is."""
         try:
-            meta = self._meta(con)
+            meta = self._meta(self._connect())
+        except (sqlite3.DatabaseError, StateError):
+            return Evidence(None, -1, None, None, {})
+        known = self._known(meta)
+        try:
             checkpoint = int(meta.get("checkpoint", -1))
-            usable = meta.get("version") == projector().version and 0 <= checkpoint <= head.seq
-        except sqlite3.DatabaseError:
-            usable, checkpoint, meta = False, -1, {}
-        if usable and checkpoint == head.seq and (meta.get("head_id") or None) == head.id:
+        except ValueError:
+            checkpoint = -1
+        return Evidence(known, checkpoint, meta.get("head_id") or None,
+                        meta.get("log_id") or None, meta)
+
+    def _catch_up_locked(self) -> sqlite3.Connection:
+        """Bring state.db up to the end of the log (under the lock), verifying what changed in
+        the log since state.db last saw it. Rebuild when state.db is not ours to catch up:
+        missing, corrupt, another projection version, or another log. Refuse (StateError)
+        when the log lost events state.db had applied, or is damaged anywhere."""
+        con = self._connect()
+        seen = self.evidence()
+        usable = seen.meta.get("version") == projector().version
+        known = seen.known if usable else None
+        if (known is not None and seen.checkpoint == known.head.seq
+                and self.log.unchanged(known)):
+            self.log.adopt(known)
+            if "files_stale" in seen.meta:
+                self._rewrite_files(con)
             return con
-        if usable:
-            events = self.log.read(max(checkpoint, 1), bulk=head.seq - checkpoint > 5000)
-            if checkpoint > 0:
-                first = next(events, None)
-                usable = first is not None and first["id"] == meta.get("head_id")
-            if usable:
-                self._apply(con, events)
-                return con
+        state, torn = self.log.survey(known)
+        same_log = seen.checkpoint > 0 and seen.log_id in (None, state.first_id)
+        if same_log:
+            self._require_not_behind(state, torn, seen)
+        if torn is not None:
+            self.log.floor = seen.checkpoint if same_log else 0
+            self.log.state = state
+            self.log.repair_torn(torn)
+        self.log.adopt(state)
+        if usable and same_log and seen.checkpoint == state.head.seq:
+            self._require_same_event(seen, state.head.id)
+            _set_meta_now(con, log_state=state.dumps(), log_id=state.first_id or "")
+            if "files_stale" in seen.meta:
+                self._rewrite_files(con)
+            return con
+        if usable and same_log and 0 < seen.checkpoint < state.head.seq:
+            events = self.log.read(seen.checkpoint,
+                                   bulk=state.head.seq - seen.checkpoint > 5000)
+            self._require_same_event(seen, next(events)["id"])
+            self._apply(con, events)
+            return con
+        if usable and seen.checkpoint == 0 and seen.log_id is None:
+            self._apply(con, self.log.read(1, bulk=state.head.seq > 5000))
+            return con
         self._rebuild_locked()
         return self._connect()
 
+    def _require_not_behind(self, state: LogState, torn, seen: Evidence) -> None:
+        """state.db applied seq N: the log must still hold it (lost history is refused,
+        never rebuilt over)."""
+        if seen.checkpoint > state.head.seq:
+            raise StateAheadError(state.head.seq, seen.checkpoint, torn)
+
+    @staticmethod
+    def _require_same_event(seen: Evidence, found: str | None) -> None:
+        """The event at state.db's checkpoint must be the one it applied."""
+        if seen.head_id is not None and found != seen.head_id:
+            raise StateError(
+                f"the log's event at seq {seen.checkpoint} is not the one state.db applied: "
+                "events were lost and their seqs used again",
+                hint="nothing was changed; restore the log from a backup, or accept the loss "
+                "with `fased doctor --repair --accept-loss` (it is recorded)")
+
     def _apply(self, con: sqlite3.Connection, events) -> list[dict]:
-        """Apply events and move the checkpoint, in one transaction; then sync file views."""
+        """Apply events and move the checkpoint, in one transaction; then sync file views.
+        The log's verified state is recorded with the checkpoint, so the next command can
+        tell from a stat of each segment that nothing changed."""
         applied: list[dict] = []
 
         def tracked():
@@ -159,38 +290,90 @@ class Store:
                 applied.append(e)
                 yield e
 
-        con.execute("BEGIN IMMEDIATE")
         try:
-            last = projector().apply(con, tracked())
-            if last is not None:
-                _set_meta(con, checkpoint=last["seq"], head_id=last["id"])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                last = projector().apply(con, tracked())
+                if last is not None:
+                    state = self.log.state
+                    _set_meta(con, checkpoint=last["seq"], head_id=last["id"],
+                              log_state=state.dumps() if state else "",
+                              log_id=state.first_id or "" if state else "")
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:  # a failed COMMIT may have rolled back already
+                    with contextlib.suppress(sqlite3.Error):
+                        con.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            if is_projection_damage(exc):
+                raise
+            raise ApplyFailed("state.db", exc) from None
         if applied:
-            projector().sync_files(con, self.home, applied)
+            try:
+                projector().sync_files(con, self.home, applied)
+            except OSError as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    _set_meta_now(con, files_stale="1")
+                raise ApplyFailed("files", exc) from None
         return applied
+
+    def _rewrite_files(self, con: sqlite3.Connection) -> None:
+        """File views that a failed write left behind: render them all again."""
+        projector().rebuild_files(con, self.home)
+        con.execute("DELETE FROM meta WHERE key = 'files_stale'")
 
     # -- rebuilding -------------------------------------------------------------------------
 
     def rebuild(self) -> int:
         """Rebuild state.db from the whole log into a new file and swap it in. Returns the
-        number of events applied."""
+        number of events applied. Refused when the log lost events state.db had applied."""
         with self.log.locked():
-            self.log.head_locked()
+            seen = self.evidence()
+            state, torn = self.log.survey(None)
+            if seen.checkpoint > 0 and seen.log_id in (None, state.first_id):
+                self._require_not_behind(state, torn, seen)
+            if torn is not None:
+                self.log.state = state
+                self.log.repair_torn(torn)
+            self.log.adopt(state)
             return self._rebuild_locked()
 
     def _rebuild_locked(self) -> int:
         self._close_db()
         tmp = self.home / f"{DB_NAME}.rebuild-{os.getpid()}"
-        count = build_projection(self.log, tmp)
+        track: list = []
+        try:
+            count = build_projection(self.log, tmp, track=track)
+            state = LogState(track)
+        except sqlite3.Error as exc:
+            tmp.unlink(missing_ok=True)
+            raise ApplyFailed("rebuild", exc) from None
         for suffix in ("-wal", "-shm"):  # a stale WAL must never be applied to the new file
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
         os.replace(tmp, self.db_path)
+        if self.log.is_locked:
+            self.log.adopt(state)
         con = self._connect()
-        projector().rebuild_files(con, self.home)
+        try:
+            projector().rebuild_files(con, self.home)
+        except OSError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                _set_meta_now(con, files_stale="1")
+            raise ApplyFailed("files", exc) from None
         return count
+
+    def recover_damaged(self) -> None:
+        """state.db holds something it cannot decode (flipped bytes): rebuild it from the log,
+        which is the truth. Refused like any rebuild when the log lost applied events."""
+        self._close_db()
+        with self.log.locked():
+            seen = self.evidence()
+            state, torn = self.log.survey(None)
+            if seen.checkpoint > 0 and seen.log_id in (None, state.first_id):
+                self._require_not_behind(state, torn, seen)
+            self.log.adopt(state)
+            self._rebuild_locked()
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -231,7 +414,11 @@ class Store:
                 return Outcome()
             records = self._records(con, drafts, key)
             self.log.append(records)
-            self._apply(con, records)
+            self.appended += len(records)
+            try:
+                self._apply(con, records)
+            except ApplyFailed as exc:
+                raise exc.recorded(records) from None
             return Outcome(records)
 
     def _next_key(self) -> str | None:
@@ -282,9 +469,10 @@ PARALLEL_BUILD_BYTES = 8 << 20
 
 
 def build_projection(log: EventLog, path: Path, upto: int | None = None,
-                     parallel: bool | None = None) -> int:
+                     parallel: bool | None = None, track: list | None = None) -> int:
     """Build a fresh projection database at `path` from the log (up to seq `upto`). Returns the
-    number of events applied.
+    number of events applied. A whole build (no `upto`) records the LogState its checked read
+    verified in the new file's meta, and fills `track` (if given) with its segments.
 
     A big log is built by two processes at once (see fased.projections.GROUPS): this one builds
     the turns into `path`, parsing records without checking them; a forked child builds every
@@ -298,10 +486,16 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None,
     if parallel is None:
         parallel = forked.available() and log.size() >= PARALLEL_BUILD_BYTES
     con = None
+    if track is None:
+        track = []
+    if upto is not None:
+        track = None
     try:
         if not parallel:
             con = _new_build(path)
-            count, last = _apply_all(con, projector(), log.read(1, upto, bulk=True))
+            count, last = _apply_all(con, projector(), log.read(1, upto, bulk=True,
+                                                                track=track))
+            state = LogState(track) if track is not None else None
         else:
             side = path.with_name(f"{path.name}.side")
             rest = Projector(GROUPS[1])
@@ -316,11 +510,14 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None,
                     except Exception:
                         child.wait()  # the checked read's error, if it has one, is the real one
                         raise
-                    checked_count, checked_seq = child.wait()
+                    checked_count, checked_seq, checked_state = child.wait()
                 if (checked_count, checked_seq) != (count, last["seq"] if last else 0):
                     raise FasedError("the log changed while it was being rebuilt; run the "
                                      "rebuild again")
                 _copy_side(con, rest, side)
+                state = LogState.loads(checked_state) if upto is None else None
+                if state is not None and track is not None:
+                    track.extend(state.segments)
             finally:
                 side.unlink(missing_ok=True)
         full = projector()
@@ -328,6 +525,8 @@ def build_projection(log: EventLog, path: Path, upto: int | None = None,
         _set_meta(
             con, version=full.version, checkpoint=last["seq"] if last else 0,
             head_id=last["id"] if last else "", fased=__version__,
+            log_state=state.dumps() if state is not None else "",
+            log_id=(state.first_id or "") if state is not None else "",
         )
         con.execute("COMMIT")
         con.execute("PRAGMA journal_mode = WAL")
@@ -370,19 +569,21 @@ def _apply_all(con: sqlite3.Connection, proj, events) -> tuple[int, dict | None]
 
 
 def _build_side(log: EventLog, path: Path, names: tuple[str, ...],
-                upto: int | None) -> tuple[int, int]:
+                upto: int | None) -> tuple[int, int, str]:
     """In the forked child: build the `names` projections into `path` from the checked read.
-    Returns (events applied, last seq)."""
+    Returns (events applied, last seq, the verified LogState as text)."""
     from fased.projections import Projector
 
     path.unlink(missing_ok=True)
     con = _new_build(path)
+    track: list = []
     try:
-        count, last = _apply_all(con, Projector(names), log.read(1, upto, bulk=True))
+        count, last = _apply_all(con, Projector(names),
+                                 log.read(1, upto, bulk=True, track=track))
         con.execute("COMMIT")
     finally:
         con.close()
-    return count, last["seq"] if last else 0
+    return count, last["seq"] if last else 0, LogState(track).dumps()
 
 
 def _copy_side(con: sqlite3.Connection, proj, side: Path) -> None:
@@ -397,6 +598,18 @@ def _copy_side(con: sqlite3.Connection, proj, side: Path) -> None:
     finally:
         con.execute("DETACH DATABASE side")
     con.execute("BEGIN")
+
+
+def _set_meta_now(con: sqlite3.Connection, **values) -> None:
+    """_set_meta in a transaction of its own."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        _set_meta(con, **values)
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
 
 
 def _set_meta(con: sqlite3.Connection, **values) -> None:

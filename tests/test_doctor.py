@@ -195,8 +195,8 @@ def test_a_seq_gap_is_an_error(home, run):
     result = run("doctor", "--repair")
 
     assert result.exit_code == 1
-    assert lines(result)[2] == (f"ERROR log          seq gap in {SEGMENT} at byte {offset}: "
-                                "found 13, expected 12")
+    assert lines(result)[2] == (f"ERROR log          corrupt record in {home / 'log' / SEGMENT} "
+                                f"at byte {offset}: seq gap: found 13, expected 12")
     assert len((home / "log" / SEGMENT).read_bytes().splitlines()) == 13
 
 
@@ -206,8 +206,9 @@ def test_a_segment_named_for_the_wrong_seq_is_an_error(home, run):
     result = run("doctor")
 
     assert result.exit_code == 1
-    assert lines(result)[2] == ("ERROR log          00000000000000000002.jsonl starts at seq 2, "
-                                "expected 1")
+    assert lines(result)[2] == (f"ERROR log          corrupt record in {home}/log/"
+                                "00000000000000000002.jsonl at byte 0: the segment is named for "
+                                "seq 2 but starts with seq 1 (renamed?)")
 
 
 def test_an_event_from_a_newer_fased_is_an_error(home, run):
@@ -279,8 +280,7 @@ def spoil_ahead(home: Path) -> None:
     (spoil_version, "state.db was built by another projection version"),
     (spoil_garbage, "state.db is unreadable (file is not a database)"),
     (spoil_missing, "state.db is missing (any command rebuilds it)"),
-    (spoil_ahead, "state.db is ahead of the log (seq 40 > 11)"),
-], ids=["version", "garbage", "missing", "ahead"])
+], ids=["version", "garbage", "missing"])
 def test_a_stale_or_broken_state_db_is_rebuilt_by_repair(home, run, spoil, problem):
     expected = projection_rows(home)
     spoil(home)
@@ -296,6 +296,53 @@ def test_a_stale_or_broken_state_db_is_rebuilt_by_repair(home, run, spoil, probl
     assert lines(repaired) == [*clean(home)[:3], f"warn  projections  {problem} (repaired)"]
     assert projection_rows(home) == expected
     assert lines(run("doctor")) == clean(home)
+
+
+def test_a_state_db_ahead_of_the_log_is_an_error_that_only_accept_loss_mends(home, run):
+    """state.db applied seqs the log no longer holds: the log lost committed events. Plain
+    --repair must not rebuild over that evidence; --accept-loss does, and records it."""
+    spoil_ahead(home)
+    lost = ("ERROR projections  state.db has applied events up to seq 40, but the log ends at "
+            "seq 11: seqs 12..40 are missing from the log")
+    advice = (". Restore the log from a backup, or go on without those events: `fased doctor "
+              "--repair --accept-loss` (recorded in the log)")
+
+    for args in (["doctor"], ["doctor", "--repair"]):
+        result = run(*args)
+
+        assert result.exit_code == 1, args
+        assert lines(result) == [*clean(home)[:3], lost + advice]
+        assert len(events(home)) == 11
+        assert projection_rows(home)[0]["name"] == "stale"  # the evidence is kept
+
+    assert fails_with_state_error(run, "session", "list") == (
+        "Error: state.db has applied events up to seq 40, but the log ends at seq 11: seqs "
+        "12..40 are missing from the log")
+
+    result = run("doctor", "--repair", "--accept-loss")
+
+    assert result.exit_code == 0, result.stdout
+    assert lines(result) == [*clean(home)[:3], lost + " (repaired)"]
+    accepted = events(home)[-1]
+    assert (accepted["seq"], accepted["type"], accepted["stream"]) == (12, "log.loss_accepted",
+                                                                     "log")
+    assert accepted["data"] == {"checkpoint": 40, "head": 11, "missing": [12, 40],
+                                "reason": lost[19:]}
+    assert projection_rows(home)[0]["name"] == "work"
+    assert lines(run("doctor")) == clean(home, 12)
+
+
+def fails_with_state_error(run, *args: str) -> str:
+    result = run(*args)
+    assert result.exit_code == 4, (args, result.stdout, result.stderr)
+    return next(ln for ln in result.stderr.splitlines() if ln.startswith("Error: "))
+
+
+def test_accept_loss_goes_with_repair(home, run):
+    result = run("doctor", "--accept-loss")
+
+    assert result.exit_code == 2
+    assert "Error: --accept-loss goes with --repair" in result.stderr
 
 
 def test_a_state_db_behind_the_log_is_information(home, run, tmp_path):
