@@ -56,25 +56,107 @@ class RootGroup(LazyGroup):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except FasedError as exc:
-            _error(exc.message, exc.hint)
-            ctx.exit(exc.exit_code)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
-        except BrokenPipeError:
-            _silence_stdout()
-            ctx.exit(0)
-        except Exception as exc:  # a bug: still one line; the traceback only on request
-            if os.environ.get("FASED_DEBUG"):
+        saved = _saved_args(ctx)
+        for attempt in (1, 2):
+            try:
+                return super().invoke(ctx)
+            except FasedError as exc:
+                _error(exc.message, exc.hint)
+                ctx.exit(exc.exit_code)
+            except (click.exceptions.ClickException, click.exceptions.Exit,
+                    click.exceptions.Abort):
                 raise
-            _error(f"internal error: {type(exc).__name__}: {exc}",
-                   "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
-            ctx.exit(EXIT_ERROR)
+            except KeyboardInterrupt:
+                click.echo("Interrupted.", err=True)
+                ctx.exit(130)
+            except BrokenPipeError:
+                _silence_stdout()
+                ctx.exit(0)
+            except Exception as exc:  # a bug: still one line; the traceback only on request
+                failure = _environment_failure(ctx, exc)
+                if failure is not None:
+                    _error(failure.message, failure.hint)
+                    ctx.exit(failure.exit_code)
+                if attempt == 1 and _recovered_from_damage(ctx, exc):
+                    _restore_args(ctx, saved)
+                    continue
+                if os.environ.get("FASED_DEBUG"):
+                    raise
+                _error(f"internal error: {type(exc).__name__}: {exc}",
+                       "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
+                ctx.exit(EXIT_ERROR)
+        return None
+
+
+def _saved_args(ctx: click.Context) -> tuple[list[str], list[str]]:
+    protected = getattr(ctx, "_protected_args", None)
+    if protected is None:
+        protected = ctx.protected_args
+    return list(protected), list(ctx.args)
+
+
+def _restore_args(ctx: click.Context, saved: tuple[list[str], list[str]]) -> None:
+    if hasattr(ctx, "_protected_args"):
+        ctx._protected_args = list(saved[0])
+    else:
+        ctx.protected_args = list(saved[0])
+    ctx.args = list(saved[1])
+
+
+def _appended(ctx: click.Context) -> int:
+    app = ctx.obj
+    store = getattr(app, "_store", None)
+    return store.appended if store is not None else 0
+
+
+def _environment_failure(ctx: click.Context, exc: Exception) -> FasedError | None:
+    """A full disk (or quota) anywhere under a command: one line, exit 4, and whether the
+    command's events were recorded before it happened."""
+    import errno
+    import sqlite3
+
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc))
+    if not full:
+        return None
+    from fased.errors import StateError
+
+    done = _appended(ctx)
+    return StateError(
+        "no space left on the device" + (f" ({exc.filename})" if getattr(exc, "filename", None)
+                                         else ""),
+        hint=f"the command is recorded ({done} event(s)); do not run it again. Free disk "
+        "space: the next fased command brings everything up to date" if done else
+        "nothing was recorded; free disk space and try again")
+
+
+def _recovered_from_damage(ctx: click.Context, exc: Exception) -> bool:
+    """state.db held bytes it cannot decode: rebuild it from the log. True when the command
+    can simply run again (it had appended nothing); otherwise raise what happened."""
+    from fased.store import is_projection_damage
+
+    store = getattr(ctx.obj, "_store", None)
+    if store is None or not is_projection_damage(exc):
+        return False
+    from fased.errors import StateError
+
+    done = store.appended
+    click.echo(f"fased: state.db was damaged ({type(exc).__name__}: {exc}); rebuilding it "
+               "from the log", err=True)
+    try:
+        store.recover_damaged()
+    except FasedError as again:
+        _error(again.message, again.hint)
+        ctx.exit(again.exit_code)
+    ctx.obj.close()
+    if done:
+        failure = StateError(
+            f"state.db was damaged and has been rebuilt from the log; the command had already "
+            f"recorded {done} event(s)", hint="do not run it again: it took effect "
+            "(`fased replay -n 5` shows what it recorded)")
+        _error(failure.message, failure.hint)
+        ctx.exit(failure.exit_code)
+    return True
 
 
 class App:

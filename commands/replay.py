@@ -70,6 +70,7 @@ def replay(since, until, types, streams, agent, session, last, follow, rebuild, 
     st = store()
     if rebuild:
         return _rebuild(st, json_)
+    st.db(check_files=False)  # the log is verified first: damage anywhere is exit 4
     if verify:
         return _verify(st, json_)
     if at:

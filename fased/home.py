@@ -38,6 +38,16 @@ def ensure_home(home: Path) -> Path:
     return home
 
 
+def require_inside(home: Path, directory: Path) -> None:
+    """Refuse a directory that a symlink leads out of the home: fased writes its own files
+    (transcripts) only inside it, never through a link to somewhere else."""
+    real = os.path.realpath(directory)
+    if not (real + os.sep).startswith(os.path.realpath(home) + os.sep):
+        raise StateError(f"{directory} is outside the fased home (a symlink leads to {real}); "
+                         "fased does not write its files through links",
+                         hint="put a real directory in its place; `fased doctor` lists links")
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write a file atomically (temp file, fsync, rename) with mode 0600."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -62,6 +62,7 @@ class ApplyFailed(StateError):
     def __init__(self, what: str, exc: BaseException):
         self.what, self.reason = what, _reason(exc)
         target = {"state.db": "state.db could not be updated",
+                  "read": "state.db could not be read",
                   "rebuild": "state.db could not be rebuilt",
                   "files": "fased.json or a transcript could not be written"}[what]
         super().__init__(f"{target}: {self.reason}", hint="free disk space; nothing was "
@@ -185,6 +186,17 @@ class Store:
     def _meta(self, con: sqlite3.Connection) -> dict[str, str]:
         return dict(con.execute("SELECT key, value FROM meta").fetchall())
 
+    def _read_meta(self, con: sqlite3.Connection) -> dict[str, str] | None:
+        """state.db's meta table; None when state.db is damaged or not a projection (it is
+        rebuilt). Anything else that stops SQLite (a full disk, an I/O error) is a StateError:
+        state.db may be fine, so it is not rebuilt over."""
+        try:
+            return self._meta(con)
+        except sqlite3.DatabaseError as exc:
+            if is_projection_damage(exc):
+                return None
+            raise ApplyFailed("read", exc) from None
+
     def _known(self, meta: dict[str, str]) -> LogState | None:
         """The LogState state.db recorded with its checkpoint (parsed once per change)."""
         text = meta.get("log_state")
@@ -195,9 +207,8 @@ class Store:
     def _is_current(self, con: sqlite3.Connection) -> bool:
         """True when state.db has applied the whole log and the log files are exactly as they
         were then: one stat per segment, nothing read."""
-        try:
-            meta = self._meta(con)
-        except sqlite3.DatabaseError:
+        meta = self._read_meta(con)
+        if meta is None:
             return False
         known = self._known(meta)
         return (
@@ -209,9 +220,8 @@ class Store:
 
     def evidence(self) -> Evidence:
         """What state.db says it applied, whether or not it can be used as it is."""
-        try:
-            meta = self._meta(self._connect())
-        except (sqlite3.DatabaseError, StateError):
+        meta = self._read_meta(self._connect())
+        if meta is None:
             return Evidence(None, -1, None, None, {})
         known = self._known(meta)
         try:
@@ -312,7 +322,7 @@ class Store:
         if applied:
             try:
                 projector().sync_files(con, self.home, applied)
-            except OSError as exc:
+            except (OSError, StateError) as exc:
                 with contextlib.suppress(sqlite3.Error):
                     _set_meta_now(con, files_stale="1")
                 raise ApplyFailed("files", exc) from None
@@ -357,7 +367,7 @@ class Store:
         con = self._connect()
         try:
             projector().rebuild_files(con, self.home)
-        except OSError as exc:
+        except (OSError, StateError) as exc:
             with contextlib.suppress(sqlite3.Error):
                 _set_meta_now(con, files_stale="1")
             raise ApplyFailed("files", exc) from None

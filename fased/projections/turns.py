@@ -153,7 +153,7 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
     from encoded strings rather than json.dumps of a dict: a rebuild renders every message
     ever sent, and this is several times faster for the same bytes.
     """
-    from fased.home import write_private
+    from fased.home import require_inside, write_private
 
     cur = con.cursor()
     cur.row_factory = None
@@ -193,6 +193,7 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
         out.append(f'{{"type": "message", "id": {msg_id}, "parent": {parent}, {rest}')
         previous = msg_id
     path = home / "agents" / agent / "sessions" / f"{session}.jsonl"
+    require_inside(home, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, "".join(out).encode())
 
