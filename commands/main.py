@@ -188,25 +188,17 @@ _GLOBAL_OPTIONS = ("--home", "--idempotency-key")
 
 
 def command_line(argv: list[str]) -> str:
-    """The command as recorded in each event's meta, with secret-looking values masked
-    (`-H X-Api-Key=...` must never reach the log)."""
-    from fased.redact import SECRET_NAME
+    """The command as recorded in each event's meta, with secrets masked: values of
+    secret-looking NAME=VALUE arguments, of headers not known to be harmless
+    (`-H X-Access-Key=...`), and URL credentials (`https://user:pw@host/v1?key=...`)."""
+    from fased.redact import mask_args
 
     argv = list(argv)
     while argv and argv[0].split("=")[0] in _GLOBAL_OPTIONS:  # they come before the command
         argv = argv[1:] if "=" in argv[0] else argv[2:]
-    out = []
-    for arg in argv:
-        # undecodable bytes in argv arrive as lone surrogates, which cannot be logged
-        arg = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        parts = arg.split("=")
-        # NAME=VALUE, and --option=NAME=VALUE: mask after the first secret-looking name
-        for i, name in enumerate(parts[:-1]):
-            if SECRET_NAME.search(name.lstrip("-")):
-                arg = "=".join(parts[: i + 1]) + "=***"
-                break
-        out.append(arg)
-    return " ".join(["fased", *out])
+    # undecodable bytes in argv arrive as lone surrogates, which cannot be logged
+    argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in argv]
+    return " ".join(["fased", *mask_args(argv)])
 
 
 @click.group(

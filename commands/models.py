@@ -59,10 +59,16 @@ def _headers(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--base-url", metavar="URL", help="Endpoint (defaults per kind; required for "
               "openai-compatible).")
 @click.option("header", "--header", "-H", multiple=True, metavar="NAME=VALUE",
-              help="Extra HTTP header (repeatable). Secret-looking ones go to credentials.json.")
+              help="Extra HTTP header (repeatable). Values go to credentials.json, except "
+              "those of known harmless headers (User-Agent, HTTP-Referer, X-Title, ...).")
 @click.option("--account-id", metavar="ID", help="Cloudflare account id (kind cloudflare).")
 def providers_add(provider, kind, base_url, header, account_id):
     """Register a provider.
+
+    Secrets stay out of the log: header values (unless the header is known to be harmless,
+    such as User-Agent, HTTP-Referer, X-Title or anthropic-version), the URL's user:password
+    and its query values (except api-version) go to credentials.json; the log records
+    their names. The key itself: `fased agent models auth`.
 
     \b
     Default base URLs:
@@ -75,7 +81,7 @@ def providers_add(provider, kind, base_url, header, account_id):
       anthropic  https://api.anthropic.com
       cloudflare https://api.cloudflare.com/client/v4/accounts/ACCOUNT/ai/v1
     """
-    from fased.models import KINDS, provider_draft, store_secret
+    from fased.models import KINDS, provider_draft, store_provider_secrets
 
     if kind is None:
         if provider not in KINDS:
@@ -93,7 +99,7 @@ def providers_add(provider, kind, base_url, header, account_id):
     st = store()
     outcome = st.transact(decide)
     if secrets and secrets[-1]:
-        store_secret(st, provider, headers=secrets[-1])
+        store_provider_secrets(st, provider, secrets[-1])
     data = outcome.events[0]["data"]
     click.echo(f"Added provider {provider} ({data['kind']}, {data['base_url']}).")
     if data["kind"] in ("openai", "openrouter", "anthropic", "cloudflare"):
@@ -105,6 +111,7 @@ def providers_add(provider, kind, base_url, header, account_id):
 def providers_list(json_):
     """List registered providers with credential state and catalog size."""
     from fased.models import providers, resolve_secret
+    from fased.redact import mask_url
 
     st = store()
     con = st.db()
@@ -113,7 +120,7 @@ def providers_list(json_):
         _, status = resolve_secret(st.home, r) if r["credential_kind"] != "command" else (
             None, None)
         rows.append({
-            "id": r["id"], "kind": r["kind"], "base_url": r["base_url"],
+            "id": r["id"], "kind": r["kind"], "base_url": mask_url(r["base_url"]),
             "credential": r["credential_kind"] or ("not needed" if status and not status.needed
                                                    else (status.source if status else "none")),
             "ready": status.ready if status else None,
@@ -137,14 +144,21 @@ def providers_list(json_):
 def providers_show(provider, json_):
     """Show one provider: endpoint, headers (secret ones hidden), credential, models."""
     from fased.models import get_provider, resolve_secret
+    from fased.redact import header_is_secret, mask_url
 
     st = store()
     row = get_provider(st.db(), provider)
     _, status = resolve_secret(st.home, row)
+    recorded = json.loads(row["headers"] or "{}")
+    stored = json.loads(row["secret_headers"] or "[]")
+    # An older fased logged the values of headers that are secret by today's rules.
+    logged = [name for name in recorded if header_is_secret(name)]
     detail = {
-        "id": row["id"], "kind": row["kind"], "base_url": row["base_url"],
-        "headers": json.loads(row["headers"] or "{}"),
-        "secret_headers": json.loads(row["secret_headers"] or "[]"),
+        "id": row["id"], "kind": row["kind"], "base_url": mask_url(row["base_url"]),
+        "headers": {k: v for k, v in recorded.items() if not header_is_secret(k)},
+        "secret_headers": sorted({*stored, *logged}),
+        "secret_userinfo": bool(row["secret_userinfo"]),
+        "secret_query": json.loads(row["secret_query"] or "[]"),
         "account_id": row["account_id"],
         "credential": {**status.to_dict(), "fingerprint": row["credential_fingerprint"]},
         "models": json.loads(row["models"]) if row["models"] else None,
@@ -155,11 +169,18 @@ def providers_show(provider, json_):
         echo_json(detail)
         return
     click.echo(f"{row['id']} ({row['kind']})")
-    click.echo(f"  Base URL:   {row['base_url']}")
+    click.echo(f"  Base URL:   {detail['base_url']}")
+    if detail["secret_userinfo"]:
+        click.echo("  URL secret: userinfo (in credentials.json)")
+    for name in detail["secret_query"]:
+        click.echo(f"  URL secret: query {name} (in credentials.json)")
     for name, value in detail["headers"].items():
         click.echo(f"  Header:     {name}: {value}")
-    for name in detail["secret_headers"]:
+    for name in stored:
         click.echo(f"  Header:     {name}: (secret, in credentials.json)")
+    for name in logged:
+        click.echo(f"  Header:     {name}: (secret, but an older fased recorded it in the log: "
+                   "remove and add the provider again)")
     cred = detail["credential"]
     fp = f" [{row['credential_fingerprint']}]" if row["credential_fingerprint"] else ""
     click.echo(f"  Credential: {cred['source']}{fp} - "
@@ -237,13 +258,16 @@ def providers_detect(json_):
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input.")
 @click.option("--env", "env_var", metavar="VAR", help="Read the key from $VAR at call time.")
 @click.option("--command", "command", metavar="CMD",
-              help="Run CMD at call time; its first output line is the key.")
+              help="Run CMD at call time; its first output line is the key. Refused when "
+              "CMD holds a key itself.")
 @click.option("--remove", is_flag=True, help="Forget this provider's credential.")
 def auth(provider, from_stdin, env_var, command, remove):
     """Sign in to a provider with an API key or token.
 
     The key goes to ~/.fased/credentials.json (0600), never into the log: the log records
-    only how the provider authenticates and an 8-character fingerprint.
+    only how the provider authenticates and an 8-character fingerprint. A --command is
+    recorded in the log, so one that holds a key (a known prefix such as sk-, gsk_, hf_,
+    AKIA..., a long random token, a URL password, a Bearer token) is refused.
 
     \b
     Examples:
@@ -252,7 +276,7 @@ def auth(provider, from_stdin, env_var, command, remove):
       fased agent models auth openrouter --env OPENROUTER_API_KEY
       fased agent models auth anthropic --command "pass show anthropic"
     """
-    from fased.models import fingerprint, get_provider, store_secret
+    from fased.models import check_credential_command, fingerprint, get_provider, store_secret
     from fased.store import Draft
 
     chosen = [name for name, on in (("--stdin", from_stdin), ("--env", env_var),
@@ -272,6 +296,7 @@ def auth(provider, from_stdin, env_var, command, remove):
             raise UsageError(f"invalid environment variable name {env_var!r}")
         draft_type, data = "credential.set", {**data, "kind": "env", "env": env_var}
     elif command:
+        check_credential_command(provider, command)
         draft_type, data = "credential.set", {**data, "kind": "command", "command": command}
     else:
         secret = _read_secret(from_stdin)

@@ -103,6 +103,10 @@ def _first_seq_since(st, since) -> int:
 
 
 def _print(events: list[dict], json_: bool, header: bool) -> None:
+    from fased.redact import mask_event
+
+    # what an older fased logged that is secret by today's rules is not printed again
+    events = [mask_event(e) for e in events]
     if json_:
         for e in events:
             echo_jsonl(e)

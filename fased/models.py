@@ -1,7 +1,9 @@
 """Providers, credentials and model refs: the registry behind `fased agent models ...`.
 
-Secrets live only in `credentials.json` (0600, written atomically under the log lock); the log
-records how a provider authenticates and an 8-hex fingerprint. `--env VAR` and `--command`
+Secrets live only in `credentials.json` (0600, written atomically under the log lock): API
+keys, the values of headers not known to be harmless, and the userinfo and secret query
+values of base URLs (fased.redact says which). The log records how a provider authenticates,
+an 8-hex fingerprint, and the names of the secrets it holds. `--env VAR` and `--command`
 credentials are resolved at call time and never stored.
 """
 
@@ -17,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fased.errors import ConflictError, FasedError, NotFoundError, UsageError
-from fased.redact import SECRET_NAME
+from fased.redact import header_is_secret, literal_secret, mask_url, mask_urls, query_is_secret
 from fased.store import Draft, Store
 
 PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -57,10 +59,65 @@ def check_base_url(kind: str, url: str) -> str:
     return clean
 
 
+def split_url_credentials(url: str) -> tuple[str, dict]:
+    """A checked base URL without its credentials, and what was taken out of it for
+    credentials.json: {"userinfo": "user:password", "query": {name: value}}, as present.
+
+    Harmless query parameters (api-version) stay in the URL; a fragment is dropped (it is
+    never sent to a server).
+    """
+    from urllib.parse import unquote_plus, urlencode, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" in parts.path:
+        raise UsageError(f"base URL {mask_url(url)} has an '@' after its host",
+                         hint="write a '/' in a user name or password as %2F")
+    secrets: dict = {}
+    userinfo, at, netloc = parts.netloc.rpartition("@")
+    if not at:
+        netloc = parts.netloc
+    elif userinfo:
+        secrets["userinfo"] = userinfo
+    kept, query = [], {}
+    for item in filter(None, parts.query.split("&")):
+        raw_name, eq, raw_value = item.partition("=")
+        name, value = unquote_plus(raw_name), unquote_plus(raw_value)
+        if not eq:
+            raise UsageError(f"the query of base URL {mask_url(url)} is not NAME=VALUE pairs",
+                             hint="write the query as NAME=VALUE&NAME=VALUE")
+        if not query_is_secret(name):
+            kept.append((name, value))
+        elif name in query:
+            raise UsageError(f"query parameter {name!r} appears twice in base URL "
+                             f"{mask_url(url)}")
+        else:
+            query[name] = value
+    if query:
+        secrets["query"] = query
+    clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), urlencode(kept), ""))
+    return clean, secrets
+
+
+def join_url_credentials(url: str, secrets: dict) -> tuple[str, dict[str, str]]:
+    """The URL a client sends to (userinfo put back) and the query parameters it adds to
+    every request, from a recorded base URL and its credentials.json entry. URLs that an
+    older fased recorded with their credentials still in them work as they are."""
+    from urllib.parse import parse_qsl, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if secrets.get("userinfo") and "@" not in netloc:
+        netloc = f"{secrets['userinfo']}@{netloc}"
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    params.update(secrets.get("query") or {})
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), params
+
+
 def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: str | None,
                    headers: dict[str, str], account_id: str | None,
-                   detected: bool = False) -> tuple[Draft, dict[str, str]]:
-    """The provider.added draft, and the header values that must go to credentials.json."""
+                   detected: bool = False) -> tuple[Draft, dict]:
+    """The provider.added draft, and what must go to credentials.json: the secret header
+    values and the base URL's credentials (see store_provider_secrets)."""
     if not PROVIDER_ID.match(provider):
         raise UsageError(f"invalid provider id {provider!r}",
                          hint="lower-case letters, digits, '-' and '_'")
@@ -79,19 +136,30 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
             if not account_id:
                 raise UsageError("kind cloudflare needs --account-id")
             base_url = base_url.format(account_id=account_id)
-    base_url = check_base_url(kind, base_url)
-    plain = {k: v for k, v in headers.items() if not SECRET_NAME.search(k)}
-    secret = {k: v for k, v in headers.items() if SECRET_NAME.search(k)}
+    try:
+        base_url = check_base_url(kind, base_url)
+    except UsageError as exc:
+        # Its message and hint quote the URL: never with the credentials in it.
+        raise UsageError(mask_urls(exc.message),
+                         hint=mask_urls(exc.hint) if exc.hint else None) from None
+    base_url, secrets = split_url_credentials(base_url)
+    plain = {k: v for k, v in headers.items() if not header_is_secret(k)}
+    secret = {k: v for k, v in headers.items() if header_is_secret(k)}
     data: dict = {"provider": provider, "kind": kind, "base_url": base_url}
     if plain:
         data["headers"] = plain
     if secret:
         data["secret_headers"] = sorted(secret)
+        secrets["headers"] = secret
+    if "userinfo" in secrets:
+        data["secret_userinfo"] = True
+    if "query" in secrets:
+        data["secret_query"] = list(secrets["query"])
     if account_id:
         data["account_id"] = account_id
     if detected:
         data["detected"] = True
-    return Draft("provider.added", f"provider:{provider}", data), secret
+    return Draft("provider.added", f"provider:{provider}", data), secrets
 
 
 def providers(con: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -215,18 +283,27 @@ def save_credentials(home: Path, data: dict) -> None:
     write_private(home / CREDENTIALS, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def store_secret(store: Store, provider: str, *, api_key: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-    """Keep secrets for a provider in credentials.json (under the log lock)."""
+def store_secret(store: Store, provider: str, *, api_key: str | None = None) -> None:
+    """Keep a provider's API key in credentials.json, or forget it (under the log lock)."""
+    _update_entry(store, provider, {"api_key": api_key})
+
+
+def store_provider_secrets(store: Store, provider: str, secrets: dict) -> None:
+    """Keep what provider_draft took out of a new provider (secret headers, URL userinfo and
+    query values) in credentials.json, replacing what an earlier registration left."""
+    _update_entry(store, provider, {part: secrets.get(part)
+                                    for part in ("headers", "userinfo", "query")})
+
+
+def _update_entry(store: Store, provider: str, parts: dict) -> None:
     with store.log.locked():
         data = load_credentials(store.home)
         entry = data["providers"].setdefault(provider, {})
-        if api_key is None:
-            entry.pop("api_key", None)
-        else:
-            entry["api_key"] = api_key
-        if headers:
-            entry.setdefault("headers", {}).update(headers)
+        for name, value in parts.items():
+            if value:
+                entry[name] = value
+            else:
+                entry.pop(name, None)
         if not entry:
             data["providers"].pop(provider, None)
         save_credentials(store.home, data)
@@ -302,10 +379,40 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
     secret, status = resolve_secret(home, row)
     if status.needed and not status.ready:
         raise FasedError(f"provider {row['id']}: {status.problem}")
-    headers = dict(json.loads(row["headers"] or "{}"))
-    stored = load_credentials(home)["providers"].get(row["id"], {}).get("headers", {})
-    headers.update(stored)
-    return client_for(row["kind"], row["base_url"], secret, headers, **timeouts)
+    stored = load_credentials(home)["providers"].get(row["id"], {})
+    missing = missing_secrets(row, stored)
+    if missing:
+        raise FasedError(f"provider {row['id']}: {missing} missing from credentials.json",
+                         hint=f"remove the provider and add it again: fased agent models "
+                         f"providers remove {row['id']}")
+    headers = {**json.loads(row["headers"] or "{}"), **(stored.get("headers") or {})}
+    url, params = join_url_credentials(row["base_url"], stored)
+    return client_for(row["kind"], url, secret, headers, params=params, **timeouts)
+
+
+def missing_secrets(row: sqlite3.Row, stored: dict) -> str | None:
+    """What the provider was registered with but credentials.json no longer holds, as
+    `the secret header X is`, or None."""
+    what = [f"the secret header {n}" for n in json.loads(row["secret_headers"] or "[]")
+            if n not in (stored.get("headers") or {})]
+    what += [f"the secret query parameter {n}" for n in json.loads(row["secret_query"] or "[]")
+             if n not in (stored.get("query") or {})]
+    if row["secret_userinfo"] and not stored.get("userinfo"):
+        what.append("the userinfo of the base URL")
+    if not what:
+        return None
+    return ", ".join(what) + (" is" if len(what) == 1 else " are")
+
+
+def check_credential_command(provider: str, command: str) -> None:
+    """Refuse a credential command that holds the secret itself: it would go to the log."""
+    why = literal_secret(command)
+    if why is not None:
+        raise UsageError(
+            f"the credential command holds what looks like a literal secret ({why}); "
+            "nothing was changed",
+            hint="use --stdin or --env VAR for the key itself, or a command that reads it, "
+            f"e.g. --command 'pass show {provider}'")
 
 
 # -- catalog and detection --------------------------------------------------------------------
@@ -352,14 +459,17 @@ def detect_local_providers(store: Store, timeout: float = 0.5) -> list[str]:
     found: list[tuple[str, str, list[str]]] = []
     for kind, url in detect_endpoints():
         try:
-            with client_for(kind, url, connect_timeout=timeout, read_timeout=timeout * 4) as client:
+            send_url, params = join_url_credentials(*split_url_credentials(url))
+            with client_for(kind, send_url, params=params, connect_timeout=timeout,
+                            read_timeout=timeout * 4) as client:
                 models = sorted(client.list_models())
-        except FasedError:
+        except (FasedError, ValueError):  # ValueError: a URL urlsplit cannot read
             continue
         found.append((kind, url, models))
     if not found:
         return []
     lines: list[str] = []
+    secrets: dict[str, dict] = {}
 
     def decide(con):
         drafts = []
@@ -367,11 +477,11 @@ def detect_local_providers(store: Store, timeout: float = 0.5) -> list[str]:
             row = con.execute("SELECT removed FROM providers WHERE id = ?", (kind,)).fetchone()
             if row is not None and not row[0]:
                 continue
-            draft, _ = provider_draft(con, kind, kind, url, {}, None, detected=True)
+            draft, secrets[kind] = provider_draft(con, kind, kind, url, {}, None, detected=True)
             drafts.append(draft)
             drafts.append(Draft("models.catalog_fetched", f"provider:{kind}",
                                 {"provider": kind, "models": models}))
-            lines.append(f"Found {kind} at {url} with {len(models)} model(s)")
+            lines.append(f"Found {kind} at {draft.data['base_url']} with {len(models)} model(s)")
         agent_row = con.execute(
             "SELECT a.id, a.primary_model FROM agents a JOIN kv ON kv.value = a.id "
             "WHERE kv.key = 'selected_agent'").fetchone()
@@ -386,4 +496,7 @@ def detect_local_providers(store: Store, timeout: float = 0.5) -> list[str]:
         return drafts
 
     store.append_internal(decide)
+    for kind, taken in secrets.items():
+        if taken:
+            store_provider_secrets(store, kind, taken)
     return lines

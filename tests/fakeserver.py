@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 DEFAULT_TEXT = "Hello from the fake model."
 
@@ -303,7 +303,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._json(400, error_body(api, 400, "request body is not JSON"))
         model = payload.get("model")
-        fake._record(path, {k.lower(): v for k, v in self.headers.items()}, payload, model)
+        fake._record(path, {k.lower(): v for k, v in self.headers.items()}, payload, model,
+                     dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True)))
         if not fake._authorized(self.headers):
             return self._json(401, error_body(api, 401, "invalid api key"))
         step = fake._next_step(model)
@@ -512,10 +513,12 @@ class FakeModelServer:
         with self._lock:
             return self._models_queue.popleft() if self._models_queue else None
 
-    def _record(self, path: str, headers: dict[str, str], payload: Any, model: Any) -> None:
+    def _record(self, path: str, headers: dict[str, str], payload: Any, model: Any,
+                query: dict[str, str] | None = None) -> None:
         with self._lock:
             self.requests.append(
-                {"path": path, "headers": headers, "json": payload, "model": model}
+                {"path": path, "headers": headers, "json": payload, "model": model,
+                 "query": query or {}}
             )
 
     def _authorized(self, headers: Any) -> bool:

@@ -125,15 +125,15 @@ def test_add_cloudflare_builds_the_url_from_the_account_id(set_up, run):
 def test_add_custom_endpoint_keeps_plain_headers_and_normalises_the_url(set_up, run):
     before = count(set_up)
     result = run(*PROVIDERS, "add", "sglang", "--kind", "openai-compatible",
-                 "--base-url", " http://127.0.0.1:30000/v1/ ", "--header", "X-Org=acme",
-                 "-H", "X-Team = ml")
+                 "--base-url", " http://127.0.0.1:30000/v1/ ", "--header", "X-Title=acme",
+                 "-H", "User-Agent = ml")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Added provider sglang (openai-compatible, http://127.0.0.1:30000/v1).\n"
     assert result.stderr == ""
     assert added(set_up, before) == [("provider.added", {
         "provider": "sglang", "kind": "openai-compatible", "base_url": "http://127.0.0.1:30000/v1",
-        "headers": {"X-Org": "acme", "X-Team": " ml"}})]
-    # Plain headers are not secrets: nothing goes to credentials.json.
+        "headers": {"X-Title": "acme", "User-Agent": " ml"}})]
+    # Known harmless headers are not secrets: nothing goes to credentials.json.
     assert not (set_up / "credentials.json").exists()
 
 
@@ -204,7 +204,7 @@ def test_list_and_show_providers(set_up, ok, run, server):
     ok(*PROVIDERS, "add", "ollama", "--base-url", server.url)
     ok(*PROVIDERS, "add", "openai")
     ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", f"{server.url}/",
-       "-H", "X-Org=acme", "-H", "X-Api-Key=hdr-SECRET-1234")
+       "-H", "X-Title=acme", "-H", "X-Api-Key=hdr-SECRET-1234")
     ok(*MODELS, "list", "--provider", "ollama")
 
     assert ok(*PROVIDERS, "list").splitlines() == [
@@ -228,7 +228,7 @@ def test_list_and_show_providers(set_up, ok, run, server):
     assert ok(*PROVIDERS, "show", "gw").splitlines() == [
         "gw (litellm)",
         f"  Base URL:   {server.url}",
-        "  Header:     X-Org: acme",
+        "  Header:     X-Title: acme",
         "  Header:     X-Api-Key: (secret, in credentials.json)",
         "  Credential: none - ready (not needed)",
         "  Models:     not fetched yet (`fased agent models list --refresh`)",
@@ -244,7 +244,7 @@ def test_list_and_show_providers(set_up, ok, run, server):
     assert ok(*PROVIDERS, "show", "openai").splitlines()[2] == (
         "  Credential: none - no credential: `fased agent models auth openai`")
     shown = json.loads(ok(*PROVIDERS, "show", "gw", "--json"))
-    assert shown["headers"] == {"X-Org": "acme"}
+    assert shown["headers"] == {"X-Title": "acme"}
     assert shown["secret_headers"] == ["X-Api-Key"]
     assert shown["credential"] == {"needed": False, "source": "none", "ready": True,
                                    "problem": None, "fingerprint": None}

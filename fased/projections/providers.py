@@ -1,4 +1,5 @@
-"""The provider registry, how each authenticates (never the secret), its model catalog, and
+"""The provider registry, how each authenticates (never the secret: only the names of the
+headers, query parameters and userinfo kept in credentials.json), its model catalog, and
 agents' model refs."""
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ TABLES = {
     "providers": {
         "columns": {
             "id": str, "kind": str, "base_url": str, "headers": str, "secret_headers": str,
-            "account_id": str, "detected": int, "created_at": str, "removed": int,
+            "secret_query": str, "secret_userinfo": int, "account_id": str, "detected": int,
+            "created_at": str, "removed": int,
             "credential_kind": str, "credential_fingerprint": str, "credential_env": str,
             "credential_command": str, "credential_set_at": str,
             "models": str, "models_fetched_at": str, "models_error": str,
         },
         "pk": "id",
-        "defaults": {"removed": 0, "detected": 0, "headers": "{}", "secret_headers": "[]"},
+        "defaults": {"removed": 0, "detected": 0, "headers": "{}", "secret_headers": "[]",
+                     "secret_query": "[]", "secret_userinfo": 0},
     },
 }
 
@@ -28,14 +31,17 @@ TABLES = {
 def _added(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     con.execute(
-        "INSERT INTO providers(id, kind, base_url, headers, secret_headers, account_id, detected,"
-        " created_at, removed) VALUES (?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET"
+        "INSERT INTO providers(id, kind, base_url, headers, secret_headers, secret_query,"
+        " secret_userinfo, account_id, detected, created_at, removed)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET"
         " kind = excluded.kind, base_url = excluded.base_url, headers = excluded.headers,"
-        " secret_headers = excluded.secret_headers, account_id = excluded.account_id,"
+        " secret_headers = excluded.secret_headers, secret_query = excluded.secret_query,"
+        " secret_userinfo = excluded.secret_userinfo, account_id = excluded.account_id,"
         " detected = excluded.detected, created_at = excluded.created_at, removed = 0,"
         " models = NULL, models_fetched_at = NULL, models_error = NULL",
         (d["provider"], d["kind"], d["base_url"], json.dumps(d.get("headers") or {}),
-         json.dumps(d.get("secret_headers") or []), d.get("account_id"),
+         json.dumps(d.get("secret_headers") or []), json.dumps(d.get("secret_query") or []),
+         int(bool(d.get("secret_userinfo"))), d.get("account_id"),
          int(bool(d.get("detected"))), e["ts"]),
     )
 

@@ -48,9 +48,12 @@ def client_for(
     base_url: str,
     api_key: str | None = None,
     headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
     **timeouts: Any,
 ) -> Client:
-    """The client for a provider kind; `timeouts` are connect_timeout / read_timeout."""
+    """The client for a provider kind; `params` go in the query of every request (a base
+    URL's key, kept apart because paths are appended to the base URL); `timeouts` are
+    connect_timeout / read_timeout."""
     if kind in OPENAI_KINDS:
         name = "OpenAIClient"
     elif kind == "ollama":
@@ -60,7 +63,9 @@ def client_for(
     else:
         raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
     cls: type[Client] = __getattr__(name)
-    return cls(base_url, api_key, headers, label=kind, **timeouts)
+    client = cls(base_url, api_key, headers, label=kind, **timeouts)
+    client.params = dict(params or {})
+    return client
 
 
 __all__ = [

@@ -7,12 +7,13 @@ commands never talk to a model.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from fased.redact import client_secrets, mask_secrets, mask_url
 
 from .base import (
     ChatResult,
@@ -47,8 +48,6 @@ _PHRASES = {
     "stream_dropped": "stream dropped",
 }
 _STATUS_PHRASES = {402: "payment required", 403: "forbidden", 409: "conflict"}
-_SENSITIVE_HEADER = re.compile(r"authorization|api[-_]?key|token|secret|cookie", re.I)
-_BEARER = re.compile(r"(?i)\b(bearer\s+)\S+")
 _PROBE_KINDS = {
     "auth": "auth",
     "rate_limit": "rate_limit",
@@ -141,6 +140,8 @@ class HttpClient(Client):
 
     def _setup(self) -> None:
         self._session: requests.Session | None = None
+        #: Query parameters of every request (a base URL's key: client_for sets them).
+        self.params: dict[str, str] = {}
         self._session_lock = threading.Lock()
 
     # -- hooks each API family fills in -------------------------------------------------
@@ -326,6 +327,7 @@ class HttpClient(Client):
                 session = requests.Session()
                 # A local model server must not be routed through HTTP(S)_PROXY.
                 session.trust_env = not _is_loopback(self.base_url)
+                session.params = dict(self.params)
                 self._session = session
             return self._session
 
@@ -416,11 +418,12 @@ class HttpClient(Client):
         detail: str | None = None, retry_after: float | None = None, partial_text: str = "",
         model: str | None = None,
     ) -> ProviderError:
-        """A ProviderError with a one-line, key-free message."""
+        """A ProviderError with a one-line message free of every secret the client holds."""
         phrase = phrase or _STATUS_PHRASES.get(status or 0) or _PHRASES[kind]
         head = f"{self.label} {status} {phrase}" if status else f"{self.label} {phrase}"
-        # The label is exempt from redaction: local servers take keys like "ollama".
-        message = f"{head} at {self._redact(display_url(self.base_url))}"
+        # The label is exempt from redaction: local servers take keys like "ollama". The URL
+        # loses its credentials even when malformed (a password with an unescaped '/').
+        message = f"{head} at {self._redact(display_url(mask_url(self.base_url)))}"
         if retry_after is not None:
             message += f" (retry after {_seconds(retry_after)})"
         if detail:
@@ -440,15 +443,9 @@ class HttpClient(Client):
         )
 
     def _redact(self, text: str) -> str:
-        secrets = [self.api_key or ""]
-        for name, value in self.headers.items():
-            if _SENSITIVE_HEADER.search(name):
-                secrets += [value, value.split()[-1] if value.split() else ""]
-        for secret in sorted(secrets, key=len, reverse=True):
-            # Very short values would blank out ordinary words.
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return _BEARER.sub(r"\1***", text)
+        """`text` without any form of the key, secret header values or URL credentials."""
+        secrets = client_secrets(self.api_key, self.headers, self.base_url, self.params)
+        return mask_secrets(text, secrets)
 
 
 def model_listed(model: str, names: list[str]) -> bool:
