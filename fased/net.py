@@ -77,10 +77,12 @@ class CrossOriginRedirect(NetError):
 
 
 def seconds_text(value: float) -> str:
+    """`2.5s`, `600s`."""
     return f"{round(value, 1):g}s"
 
 
 def size_text(limit: int) -> str:
+    """`16 MiB`, `64 KiB`."""
     return f"{limit // 1048576} MiB" if limit >= 1048576 else f"{limit // 1024} KiB"
 
 
@@ -137,6 +139,7 @@ class Deadline:
             _shut(sock)
 
     def left(self) -> float:
+        """Seconds until the deadline (0 once it passed)."""
         return max(0.0, self._end - time.monotonic())
 
     def timeouts(self, connect: float, read: float) -> tuple[float, float]:
@@ -145,11 +148,8 @@ class Deadline:
         return min(connect, left), min(read, left)
 
     def error(self) -> DeadlineExceeded:
+        """The error of a call that ran out of time (it names the limit)."""
         return DeadlineExceeded(f"timed out: hit the {seconds_text(self.seconds)} total deadline")
-
-    def check(self) -> None:
-        if self.expired or self.left() <= 0:
-            raise self.error()
 
 
 def _shut(sock: Any) -> None:
@@ -175,6 +175,7 @@ def explain(exc: BaseException) -> BaseException:
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
@@ -194,6 +195,7 @@ def display(url: str) -> str:
 
 
 def is_loopback(url: str) -> bool:
+    """True for a server on this machine."""
     host = (urlsplit(url).hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.")
 

@@ -193,6 +193,37 @@ def test_a_bug_while_answering_fails_that_turn_and_the_runner_goes_on(models, ru
     assert f"{first} (main/s-1) failed: internal error: KeyError" in result.stderr
 
 
+@pytest.mark.parametrize("failures", [1, 99])
+def test_a_stray_network_error_puts_the_turn_back_a_bounded_number_of_times(
+        models, run, ok, server, monkeypatch, failures):
+    from fased.providers.http import HttpClient
+
+    real = HttpClient.chat
+    calls = []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) <= failures:
+            raise ConnectionResetError("reset by peer")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HttpClient, "chat", flaky)
+    turn = ok("chat", "--queue", "hi").strip()
+
+    result = run("run", "--once")
+
+    abandoned = of_type(models, "turn.abandoned")
+    assert all("network error: ConnectionResetError" in a["reason"] for a in abandoned)
+    [row] = rows(models, "SELECT state, claims, error_class FROM turns WHERE id = ?", (turn,))
+    if failures == 1:
+        assert result.exit_code == 0, result.stderr
+        assert (len(abandoned), row["state"], row["claims"]) == (1, "completed", 2)
+    else:
+        assert result.exit_code == 1, result.stderr
+        assert (len(abandoned), row["state"], row["claims"]) == (2, "failed", 3)
+        assert row["error_class"] == "internal"
+
+
 def test_a_malformed_reply_is_a_server_error_not_a_crash(models, run, server):
     server.script(Status(200, body={"model": "fake-model", "message": "oops", "done": True}))
     result = run("chat", "hi")
