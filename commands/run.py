@@ -8,7 +8,7 @@ import time
 import click
 
 from fased.commands.output import agent_option, echo_jsonl, note, store
-from fased.errors import EXIT_MODELS_FAILED
+from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 
 
 @click.command()
@@ -38,7 +38,13 @@ def run(once, until_idle, agent, max_turns, poll, lease, json_):
       fased run --until-idle --json  # CI: drain the queue, one JSON line per turn
       fased run --agent ops --max-turns 10
 
-    Exit codes: 0 ok, 5 when a turn failed because every model failed, 130/143 on a signal.
+    A turn that hits a bug in fased (or any error nothing classified) fails alone, recorded
+    with error class `internal`; the runner goes on with the next one.
+
+    \b
+    Exit codes: 0 ok, 1 a turn failed with an internal error, 4 a result could not be
+    recorded (the home is unusable), 5 a turn failed because every model failed, 130/143 on
+    a signal.
     """
     from fased.runner import Runner, Stop
 
@@ -48,7 +54,7 @@ def run(once, until_idle, agent, max_turns, poll, lease, json_):
     previous = signal.signal(signal.SIGTERM, on_term)
     st = store()
     runner = Runner(st, agent=agent, lease=lease, note=note)
-    counts = {"completed": 0, "failed": 0, "models_failed": 0}
+    counts = {"completed": 0, "failed": 0, "models_failed": 0, "internal": 0}
     try:
         _loop(st, runner, once, until_idle, max_turns, poll, json_, counts)
     except Stop:
@@ -60,6 +66,8 @@ def run(once, until_idle, agent, max_turns, poll, lease, json_):
         note(f"fased: {counts['completed']} turn(s) answered, {counts['failed']} failed")
     if counts["models_failed"]:
         raise click.exceptions.Exit(EXIT_MODELS_FAILED)
+    if counts["internal"]:
+        raise click.exceptions.Exit(EXIT_ERROR)
 
 
 def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
@@ -83,6 +91,8 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
                 counts[result.state] += 1
             if result.error_class == "models_failed":
                 counts["models_failed"] += 1
+            if result.state == "failed" and result.error_class in ("internal", "error"):
+                counts["internal"] += 1
             if json_:
                 echo_jsonl(result.to_dict())
             note(f"fased: {result.turn} ({result.agent}/{result.session}) {result.state}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.output import agent_option, echo_json, json_option, note, store, table
-from fased.errors import UsageError
+from fased.errors import FasedError, UsageError
 
 
 @click.group()
@@ -210,7 +210,6 @@ def deliver_(task_id, turn, json_):
     \b
     Exit codes: 0 delivered, 1 the delivery failed (recorded) or no such run, 2 no target.
     """
-    from fased.errors import FasedError
     from fased.tasks import deliver_again
 
     replies: list[str] = []
@@ -256,7 +255,14 @@ def history_(task_id, last, json_):
               help="Only queue the turn for `fased run`.")
 @json_option
 def run_(task_id, queue_only, json_):
-    """Fire a task now, through the same path as a scheduled run, and print the reply."""
+    """Fire a task now, through the same path as a scheduled run, and print the reply.
+
+    The reply then goes to the task's delivery target, as `fased run` would send it.
+
+    \b
+    Exit codes: 0 answered (and delivered), 1 the turn or its delivery failed (the
+    target's error on stderr; the reply stays in the session), 5 every model failed.
+    """
     from fased.chat import Queued, answer
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
@@ -275,13 +281,19 @@ def run_(task_id, queue_only, json_):
         click.echo(queued.turn)
         return
     result = answer(st, queued, note=note)
-    deliver_pending(st, lambda d: note(d["reply"]))
+    delivered = [d for d in deliver_pending(st, lambda d: note(d["reply"]))
+                 if d["turn"] == queued.turn]
     if json_:
-        echo_json(result.to_dict())
+        echo_json({**result.to_dict(), **({"delivery": delivered[0]} if delivered else {})})
     else:
         click.echo(result.reply if result.state == "completed" else f"Error: {result.error}")
     if result.state != "completed":
         raise click.exceptions.Exit(5 if result.error_class == "models_failed" else 1)
+    if delivered and not delivered[0]["ok"]:
+        raise FasedError(f"delivery to {delivered[0]['target']} failed: "
+                         f"{delivered[0]['error']}",
+                         hint="the reply stays in the session; `fased task deliver "
+                         f"{task_id}` sends it again")
 
 
 def _set_state(task_id: str, event: str, allowed: tuple[str, ...], verb: str) -> None:

@@ -111,7 +111,10 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
             time.sleep(poll)
             continue
         if claim.turn == queued.turn or queued.turn in claim.merged:
-            return runner.run(claim, sink, interrupt="abort")
+            result = runner.run(claim, sink, interrupt="abort")
+            if result.state != "abandoned":
+                return result
+            continue  # given back after a network error: answer it again (a bounded number)
         note(f"fased: answering the earlier queued turn {claim.turn} of session "
              f"{claim.session} first")
         runner.run(claim, None, interrupt="abandon")

@@ -4,6 +4,11 @@ fallback, record every attempt, and answer each turn exactly once.
 A claim is `turn.started` with a lease; a heartbeat thread extends it while the model works.
 A turn whose lease ran out (its runner was killed) is claimable again. The result is recorded
 only if this runner still holds the claim (the fence), so nothing is answered twice.
+
+Whatever goes wrong while answering (a bug, an error nothing below classified) ends that turn
+as failed, or gives it back to the queue when the network failed, and the runner goes on: a
+turn is left started only when the process itself dies. A result that cannot be recorded is
+a StateError (exit 4).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from fased.errors import FasedError, ModelsFailedError
+from fased.errors import FasedError, ModelsFailedError, StateError
+from fased.safetext import describe, scrub
 from fased.store import Draft, Store
 from fased.timeparse import format_ts, parse_ts, utc_now
 
@@ -28,6 +34,7 @@ DEFAULT_LEASE = 60.0
 COLLECT_DEBOUNCE = 1.0
 COLLECT_CAP = 20
 MAX_WAIT = 60.0
+MAX_CLAIMS = 3  # a turn given back after a network error is claimed at most this often
 
 
 class LostClaim(FasedError):
@@ -65,6 +72,7 @@ class TurnResult:
     error: str | None = None
     context_dropped: int = 0
     merged: list[str] = field(default_factory=list)
+    replaced_chars: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -74,6 +82,7 @@ class TurnResult:
             "timings": {"latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms},
             "attempts": self.attempts, "error_class": self.error_class, "error": self.error,
             "context_dropped": self.context_dropped, "merged": self.merged,
+            "replaced_chars": self.replaced_chars,
         }
 
 
@@ -206,9 +215,9 @@ class Runner:
         from fased.turn import TurnCall
 
         keeper = LeaseKeeper(self.store.home, claim, self.id, self.lease, self.clock)
-        keeper.start()
         call = TurnCall(self, claim, on_delta)
         try:
+            keeper.start()
             outcome = call.execute()
         except KeyboardInterrupt:
             keeper.stop()
@@ -232,19 +241,83 @@ class Runner:
                 "partial_reply": call.partial, "model": call.current_model,
                 "reason": "output closed"}, call)
             raise
+        except StateError:
+            raise  # the home is unusable: nothing could record the outcome either
+        except Exception as exc:
+            keeper.stop()
+            outcome = self._unexpected(claim, call, exc)
         finally:
             keeper.stop()
         etype, data = outcome
         return self._finish(claim, etype, data, call)
 
+    def _unexpected(self, claim: Claim, call, exc: Exception) -> tuple[str, dict]:
+        """How a turn ends after an exception nothing below handled."""
+        from fased.net import is_network_error
+
+        what = describe(exc)
+        if is_network_error(exc) and claim.claim < MAX_CLAIMS:
+            self.note(f"fased: turn {claim.turn}: {what}; it goes back to the queue")
+            return "turn.abandoned", {"runner": self.id, "reason": f"network error: {what}"}
+        if isinstance(exc, FasedError):
+            error_class, message = "error", exc.message
+        else:
+            error_class, message = "internal", f"internal error: {what}"
+            if os.environ.get("FASED_DEBUG"):
+                import traceback
+
+                self.note("".join(traceback.format_exception(exc)).rstrip())
+            else:
+                self.note(f"fased: turn {claim.turn} hit a bug in fased ({what}); "
+                          "FASED_DEBUG=1 shows the traceback")
+        return "turn.failed", {"error_class": error_class, "message": message,
+                               "attempts": call.attempts, "models_tried": list(call.tried),
+                               "runner": self.id}
+
     def _finish(self, claim: Claim, etype: str, data: dict, call) -> TurnResult:
-        """Record the outcome if we still hold the claim; otherwise drop it quietly."""
+        """Record the outcome if we still hold the claim; otherwise drop it quietly.
+
+        An outcome the log refuses (a value its schema does not allow) is recorded as a failed
+        turn instead; when nothing can be recorded at all, StateError."""
+        # nothing a server said may keep the result from being recorded
+        data, _ = scrub(data)
+        try:
+            try:
+                self._record(claim, etype, data, list(call.cooldowns))
+            except (LostClaim, StateError, OSError, sqlite3.Error):
+                raise
+            except Exception as exc:
+                etype, data = "turn.failed", {
+                    "error_class": "internal", "attempts": call.attempts,
+                    "models_tried": list(call.tried), "runner": self.id,
+                    "message": f"internal error: could not record the {etype}: {describe(exc)}"}
+                self._record(claim, etype, data, [])
+        except LostClaim as exc:
+            self.note(f"fased: {exc.message}; this runner's result is dropped")
+            return TurnResult(claim.turn, claim.agent, claim.session, "lost")
+        except StateError:
+            raise
+        except Exception as exc:
+            raise StateError(
+                f"could not record the result of turn {claim.turn}: {describe(exc)}",
+                hint="the turn stays claimed until its lease runs out, then another runner "
+                "answers it; `fased doctor` checks the home") from None
+        state = etype.split(".")[1]
+        return TurnResult(
+            claim.turn, claim.agent, claim.session, state,
+            reply=data.get("reply", data.get("partial_reply", "")), model=data.get("model"),
+            usage=data.get("usage") or {}, finish_reason=data.get("finish_reason"),
+            latency_ms=data.get("latency_ms"), ttft_ms=data.get("ttft_ms"),
+            attempts=data.get("attempts", call.attempts), error_class=data.get("error_class"),
+            error=data.get("message"), context_dropped=data.get("context_dropped", 0),
+            merged=claim.merged, replaced_chars=data.get("replaced_chars", 0))
+
+    def _record(self, claim: Claim, etype: str, data: dict, drafts: list[Draft]) -> None:
         base = {"turn": claim.turn, "agent": claim.agent, "session": claim.session}
         if etype != "turn.abandoned":
             base["task"] = claim.task  # null too: lets the tasks projection skip chat turns
         if claim.merged and etype != "turn.abandoned":
             data = {**data, "merged": claim.merged}
-        drafts = list(call.cooldowns)
 
         def decide(con):
             row = con.execute("SELECT state, runner, claims FROM turns WHERE id = ?",
@@ -254,20 +327,7 @@ class Runner:
                 raise LostClaim(f"turn {claim.turn} was taken over by another runner")
             return [*drafts, Draft(etype, f"session:{claim.session}", {**base, **data})]
 
-        try:
-            self.store.append_internal(decide)
-        except LostClaim as exc:
-            self.note(f"fased: {exc.message}; this runner's result is dropped")
-            return TurnResult(claim.turn, claim.agent, claim.session, "lost")
-        state = etype.split(".")[1]
-        return TurnResult(
-            claim.turn, claim.agent, claim.session, state,
-            reply=data.get("reply", data.get("partial_reply", "")), model=data.get("model"),
-            usage=data.get("usage") or {}, finish_reason=data.get("finish_reason"),
-            latency_ms=data.get("latency_ms"), ttft_ms=data.get("ttft_ms"),
-            attempts=data.get("attempts", call.attempts), error_class=data.get("error_class"),
-            error=data.get("message"), context_dropped=data.get("context_dropped", 0),
-            merged=claim.merged)
+        self.store.append_internal(decide)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -323,7 +383,8 @@ class LeaseKeeper(threading.Thread):
                         "runner": self.runner, "lease_until": until})]
 
                 store.append_internal(decide)
-        except FasedError:
+        except Exception:
+            # the result's fence still holds: at worst another runner takes the turn over
             return
         finally:
             store.close()

@@ -126,7 +126,7 @@ def fire_drafts(con: sqlite3.Connection, task: sqlite3.Row, now: datetime, *,
 def fire_due_tasks(store: Store, runner, emit: Callable[[dict], None] | None = None) -> list[str]:
     """One scheduler tick: deliver finished replies, then fire what is due. Returns the turn
     ids queued."""
-    deliver_pending(store, emit or _print)
+    deliver_pending(store, emit or _print, runner.note)
     now = runner.clock()
     now_ts = format_ts(now)
     con = store.db(check_files=False)
@@ -166,9 +166,11 @@ _DELIVERY_ROWS = (
     " tu.id = r.turn WHERE r.status = 'completed' AND t.deliver IS NOT NULL")
 
 
-def deliver_pending(store: Store, emit: Callable[[dict], None]) -> int:
+def deliver_pending(store: Store, emit: Callable[[dict], None],
+                    note: Callable[[str], None] = lambda s: None) -> list[dict]:
     """Deliver replies of finished task turns not yet delivered (or whose delivery failed,
-    up to MAX_DELIVERY_ATTEMPTS). Returns how many were attempted.
+    up to MAX_DELIVERY_ATTEMPTS). Returns what was recorded for each (task.delivered data);
+    `note` hears of each failure.
 
     What is pending is read under `delivery.lock`, held until the outcomes are recorded, so
     two runners never deliver a reply twice; the log lock stays free while a webhook is slow."""
@@ -177,9 +179,12 @@ def deliver_pending(store: Store, emit: Callable[[dict], None]) -> int:
         pending = con.execute(
             f"{_DELIVERY_ROWS} AND (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND"
             " r.delivery_attempts < ?)) ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
-        for row in pending:
-            _deliver_and_record(store, row, emit)
-    return len(pending)
+        outcomes = [_deliver_and_record(store, row, emit) for row in pending]
+    for d in outcomes:
+        if not d["ok"]:
+            note(f"fased: delivery of turn {d['turn']} ({d['task']}) to {d['target']} failed: "
+                 f"{d['error']}")
+    return outcomes
 
 
 def deliver_again(store: Store, task_id: str, turn: str | None,
@@ -204,7 +209,13 @@ def deliver_again(store: Store, task_id: str, turn: str | None,
 
 
 def _deliver_and_record(store: Store, row, emit: Callable[[dict], None]) -> dict:
-    ok, error, attempts = deliver(row, emit)
+    try:
+        ok, error, attempts = deliver(row, emit)
+    except Exception as exc:
+        # a failed delivery, recorded like any other: it must not take the runner down
+        from fased.safetext import describe
+
+        ok, error, attempts = False, f"internal error: {describe(exc)}", 1
     data = {"task": row["task"], "agent": row["agent"], "turn": row["turn"],
             "target": row["deliver"], "ok": ok, "error": error, "attempts": attempts}
     store.append_internal([Draft("task.delivered", f"task:{row['task']}", data)])
@@ -244,9 +255,15 @@ def deliver(row, emit: Callable[[dict], None]) -> tuple[bool, str | None, int]:
 
 
 def _post(url: str, body: dict) -> tuple[bool, str | None, int]:
-    """POST JSON with retries (tenacity): connection errors, timeouts, 408/429/5xx."""
+    """POST JSON with retries (tenacity): connection errors, timeouts, 408/429/5xx.
+
+    The whole delivery, every attempt and pause, has fased.net.WEBHOOK_DEADLINE: every runner
+    waits on the delivery lock meanwhile. Only a 2xx is a delivery; a redirect is followed
+    within the hook's origin, never to another one."""
     import requests
     import tenacity
+
+    from fased import net
 
     attempts = 0
 
@@ -257,23 +274,35 @@ def _post(url: str, body: dict) -> tuple[bool, str | None, int]:
         nonlocal attempts
         attempts += 1
         try:
-            resp = requests.post(url, json=body, timeout=(5, 15))
-        except requests.RequestException as exc:
+            resp = session.post(url, json=body, timeout=deadline.timeouts(5, 15), stream=True)
+        except (requests.RequestException, OSError) as exc:
+            exc = net.explain(exc)
+            if isinstance(exc, net.NetError):
+                return exc.phrase  # the deadline is spent, or a redirect will not go away
+            if isinstance(exc, requests.TooManyRedirects):
+                return "redirected too many times"
             raise Retryable(f"{type(exc).__name__}") from None
+        resp.close()  # the status is the answer; the body is not read
         if resp.status_code in (408, 429) or resp.status_code >= 500:
             raise Retryable(f"HTTP {resp.status_code}")
-        if resp.status_code >= 400:
+        if not 200 <= resp.status_code < 300:
             return f"HTTP {resp.status_code}"
         return None
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(int(os.environ.get("FASED_WEBHOOK_ATTEMPTS", 3))),
-        wait=tenacity.wait_random_exponential(multiplier=0.2, max=5),
-        retry=tenacity.retry_if_exception_type(Retryable), reraise=True)
-    try:
-        error = retrying(once)
-    except Retryable as exc:
-        error = str(exc)
+    session = net.session_for(url)
+    with net.Deadline(net.WEBHOOK_DEADLINE) as deadline:
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(int(os.environ.get("FASED_WEBHOOK_ATTEMPTS", 3)))
+            | (lambda state: deadline.left() <= 0),
+            wait=lambda state: min(deadline.left(), tenacity.wait_random_exponential(
+                multiplier=0.2, max=5)(state)),
+            retry=tenacity.retry_if_exception_type(Retryable), reraise=True)
+        try:
+            error = retrying(once)
+        except Retryable as exc:
+            error = str(exc)
+        finally:
+            session.close()
     return error is None, error, attempts
 
 

@@ -16,6 +16,8 @@ from datetime import timedelta
 from fased.agents import get_agent
 from fased.context import build_context
 from fased.errors import FasedError
+from fased.net import MODEL_DEADLINE
+from fased.safetext import scrub
 from fased.store import Draft
 from fased.timeparse import format_ts
 
@@ -32,6 +34,7 @@ class TurnCall:
         self.attempts = 0
         self.current_model: str | None = None
         self.cooldowns: list[Draft] = []
+        self.tried: list[str] = []
         self._pieces: list[str] = []
 
     @property
@@ -60,15 +63,16 @@ class TurnCall:
                 "`fased agent models set primary REF`", "runner": self.runner.id}
         retries = int(settings.get("retries", DEFAULT_RETRIES))
         cooldown = float(settings.get("cooldownSeconds", DEFAULT_COOLDOWN))
-        timeout = float(settings.get("timeoutSeconds", 120))
+        timeouts = {"read_timeout": float(settings.get("timeoutSeconds", 120)),
+                    "deadline": float(settings.get("deadlineSeconds", MODEL_DEADLINE))}
         started = time.monotonic()
-        tried: list[str] = []
+        tried = self.tried
         last: FasedError | None = None
         for index, ref in enumerate(chain):
             tried.append(ref)
             more = index + 1 < len(chain)
             try:
-                result = self._call_model(con, ref, ctx.messages, retries, timeout)
+                result = self._call_model(con, ref, ctx.messages, retries, timeouts)
             except FasedError as exc:
                 last = exc
                 kind = getattr(exc, "kind", "config")
@@ -83,7 +87,7 @@ class TurnCall:
                 self.runner.note(f"fased: {ref} failed ({kind})"
                                  + (f"; falling back to {chain[index + 1]}" if more else ""))
                 continue
-            return "turn.completed", {
+            data = {
                 "reply": result.text, "model": ref,
                 "usage": {"input_tokens": result.usage.input_tokens,
                           "output_tokens": result.usage.output_tokens},
@@ -92,12 +96,18 @@ class TurnCall:
                 "ttft_ms": None if result.ttft_ms is None else round(result.ttft_ms, 1),
                 "attempts": self.attempts, "context_dropped": ctx.dropped,
                 "runner": self.runner.id}
+            if result.replaced_chars:
+                data["replaced_chars"] = result.replaced_chars
+                self.runner.note(f"fased: the reply from {ref} held {result.replaced_chars} "
+                                 "character(s) that are not valid Unicode; they were replaced "
+                                 "with U+FFFD")
+            return "turn.completed", data
         return "turn.failed", {
             "error_class": "models_failed", "attempts": self.attempts, "models_tried": tried,
             "message": f"every model failed ({', '.join(tried)}); last: "
             f"{last.message if last else 'unknown error'}", "runner": self.runner.id}
 
-    def _call_model(self, con, ref: str, messages: list[dict], retries: int, timeout: float):
+    def _call_model(self, con, ref: str, messages: list[dict], retries: int, timeouts: dict):
         """One model with retries; raises the last error when it gives up."""
         from fased.models import get_provider, make_client, parse_model_ref
         from fased.runner import MAX_WAIT
@@ -106,7 +116,7 @@ class TurnCall:
         try:
             parsed = parse_model_ref(con, ref)
             client = make_client(self.runner.store.home, get_provider(con, parsed.provider),
-                                 read_timeout=timeout)
+                                 **timeouts)
         except FasedError as exc:
             self._record_attempt(ref, 1, exc)
             raise
@@ -182,6 +192,7 @@ class TurnCall:
                 data[key] = getattr(exc, key)
         if self._pieces:
             data["partial_chars"] = len(self.partial)
+        data, _ = scrub(data)
         self.runner.store.append_internal(
             [Draft("turn.attempt_failed", f"session:{c.session}", data)])
 

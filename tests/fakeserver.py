@@ -6,6 +6,11 @@ Stdlib only. In tests:
         server.script(Status(429, retry_after=1), Reply("hi"))
         ...  # point a client at server.url (+ "/v1" for OpenAI-compatible clients)
 
+Hostile servers: `Drip` answers one byte at a time (headers too, if asked), `Redirect` sends a
+3xx elsewhere, and replies whose pieces hold surrogate halves (`SPLIT_EMOJI`) or lone
+surrogates (`LONE_SURROGATES`) go out as JSON \\u escapes, as a real server's would. POSTs
+to paths under /hook make the server a webhook receiver (`script_hook`, `hooks`).
+
 As a process: `python tests/fakeserver.py --port 0 --print-url [--script-json FILE]` prints
 the URL on the first stdout line, then serves until killed.
 """
@@ -30,6 +35,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 DEFAULT_TEXT = "Hello from the fake model."
+# One emoji (U+1F600) whose UTF-16 surrogate halves end one piece and start the next.
+SPLIT_EMOJI = ["smile \ud83d", "\ude00 done"]
+# Surrogates that pair with nothing: no client can decode them.
+LONE_SURROGATES = ["bad \ud800 half", " and \udfff end"]
 
 
 @dataclass
@@ -59,7 +68,8 @@ class Reply:
 
 @dataclass
 class Status:
-    """An HTTP error in the endpoint's own error shape (or `body` verbatim: dict or str)."""
+    """An HTTP error in the endpoint's own error shape (or `body` verbatim: dict, str or
+    bytes)."""
 
     code: int
     body: Any = None
@@ -104,10 +114,28 @@ class StreamError:
     text: str = DEFAULT_TEXT
 
 
-Step = Reply | Status | Hang | Drop | Echo | StreamError
+@dataclass
+class Drip:
+    """Send the answer `then` (default: what the request would get anyway) one byte every
+    `interval` seconds: the body, and with headers=True the status line and headers too."""
+
+    interval: float = 1.0
+    headers: bool = False
+    then: Any = None
+
+
+@dataclass
+class Redirect:
+    """Answer `code` with `Location: location`: a URL (another origin) or a path (this one)."""
+
+    location: str
+    code: int = 307
+
+
+Step = Reply | Status | Hang | Drop | Echo | StreamError | Drip | Redirect
 STEP_KINDS: dict[str, type] = {
     "reply": Reply, "status": Status, "hang": Hang, "drop": Drop, "echo": Echo,
-    "stream_error": StreamError,
+    "stream_error": StreamError, "drip": Drip, "redirect": Redirect,
 }
 _NOT_FOUND = object()
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404:
@@ -130,6 +158,8 @@ def step_from_dict(data: dict[str, Any]) -> Step:
         args["usage"] = tuple(args["usage"])
     if "tool_calls" in args:
         args["tool_calls"] = [tuple(c) for c in args["tool_calls"]]
+    if isinstance(args.get("then"), dict):
+        args["then"] = step_from_dict(args["then"])
     return cls(**args)
 
 
@@ -273,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             "anthropic" if "anthropic-version" in self.headers else "openai")
         if not fake._authorized(self.headers):
             return self._json(401, error_body(api, 401, "invalid api key"))
-        step = fake._next_models_step()
+        step = self._unwrap(fake._next_models_step())
         if step is not None and self._special(api, step):
             return
         if path.endswith("/models"):
@@ -296,6 +326,8 @@ class _Handler(BaseHTTPRequestHandler):
         api = ("openai" if path.endswith("/chat/completions") else "ollama"
                if path == "/api/chat" else "anthropic" if path == "/v1/messages" else None)
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if api is None and path.startswith("/hook"):
+            return self._hook(path, raw)
         if api is None:
             return self._json(404, error_body("openai", 404))
         try:
@@ -308,6 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not fake._authorized(self.headers):
             return self._json(401, error_body(api, 401, "invalid api key"))
         step = fake._next_step(model)
+        if isinstance(step, Drip):
+            step = self._unwrap(step) or fake.default
         if step is _NOT_FOUND:
             message = {"openai": f"The model `{model}` does not exist or you do not have "
                        "access to it.", "ollama": f"model '{model}' not found",
@@ -334,7 +368,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.fake._stopping.wait(step.seconds)
             self.close_connection = True
             return True
+        if isinstance(step, Redirect):
+            self._json(step.code, {"moved": step.location}, {"Location": step.location})
+            return True
         return False
+
+    def _unwrap(self, step: Any) -> Any:
+        """A Drip step slows this response's writes down; what it drips is returned."""
+        if not isinstance(step, Drip):
+            return step
+        self.wfile = _DripWriter(self.wfile, step.interval, step.headers,
+                                 self.server.fake._stopping)
+        self.close_connection = True
+        return step.then
+
+    def _hook(self, path: str, raw: bytes) -> None:
+        """A webhook delivery: recorded, then answered with the next script_hook() step."""
+        fake = self.server.fake
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        fake._record_hook(path, {k.lower(): v for k, v in self.headers.items()}, body)
+        step = self._unwrap(fake._next_hook_step())
+        if step is None or not self._special("openai", step):
+            self._json(200, {"ok": True})
 
     def _chat(self, api: str, payload: dict[str, Any], model: str, step: Step) -> None:
         messages = payload.get("messages") or []
@@ -414,9 +472,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, code: int, body: Any, headers: dict[str, str] | None = None,
               cut: bool = False) -> None:
-        """Send a complete body, or with `cut` only half of it before closing the socket."""
+        """Send a complete body, or with `cut` only half of it before closing the socket.
+
+        A str body goes as text/plain; bytes go verbatim as application/json (JSON that is
+        not UTF-8, say)."""
         text = isinstance(body, str)
-        raw = (body if text else json.dumps(body)).encode()
+        raw = body if isinstance(body, bytes) else (body if text else json.dumps(body)).encode()
         self.send_response(code)
         self.send_header("Content-Type", "text/plain" if text else "application/json")
         self.send_header("Content-Length", str(len(raw)))
@@ -427,6 +488,39 @@ class _Handler(BaseHTTPRequestHandler):
         if cut:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class _DripWriter:
+    """Stands in for a handler's wfile: every byte waits `interval` seconds (the first write,
+    the status line and headers, only with `headers`). Once the client has gone, or the
+    server stops, writes go nowhere."""
+
+    def __init__(self, inner: Any, interval: float, headers: bool, stopping: threading.Event):
+        self.inner, self.interval, self.headers, self.stopping = inner, interval, headers, stopping
+        self.writes = 0
+        self.dead = False
+
+    def write(self, data: bytes) -> int:
+        first, self.writes = self.writes == 0, self.writes + 1
+        try:
+            if first and not self.headers:
+                self.inner.write(data)
+                return len(data)
+            for i in range(len(data)):
+                if self.dead or self.stopping.wait(self.interval):
+                    self.dead = True
+                    break
+                self.inner.write(data[i : i + 1])
+        except OSError:
+            self.dead = True
+        return len(data)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            self.inner.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 class _Server(ThreadingHTTPServer):
@@ -450,6 +544,8 @@ class FakeModelServer:
         self._queue: deque[Step] = deque()
         self._per_model: dict[str, deque[Step]] = {}
         self._models_queue: deque[Step] = deque()
+        self._hook_queue: deque[Step] = deque()
+        self.hooks: list[dict[str, Any]] = []  # webhook deliveries received under /hook
         self._connections: set[socket.socket] = set()
         self.connections_opened = 0  # lets tests check that clients reuse connections
         self._stopping = threading.Event()
@@ -496,9 +592,22 @@ class FakeModelServer:
             self._per_model.setdefault(model, deque()).extend(steps)
 
     def script_models(self, *steps: Step) -> None:
-        """Queue Status/Hang behaviours for the model-list endpoints."""
+        """Queue Status/Hang/Drip/Redirect behaviours for the model-list endpoints."""
         with self._lock:
             self._models_queue.extend(steps)
+
+    def script_hook(self, *steps: Step) -> None:
+        """Queue Status/Hang/Drip/Redirect answers for webhook POSTs (default: 200)."""
+        with self._lock:
+            self._hook_queue.extend(steps)
+
+    def _next_hook_step(self) -> Step | None:
+        with self._lock:
+            return self._hook_queue.popleft() if self._hook_queue else None
+
+    def _record_hook(self, path: str, headers: dict[str, str], body: Any) -> None:
+        with self._lock:
+            self.hooks.append({"path": path, "headers": headers, "json": body})
 
     def _next_step(self, model: str | None) -> Any:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from .base import ChatResult, DeltaCallback, StreamParser, ToolCall, Usage, loads
 from .http import HttpClient
@@ -167,5 +168,6 @@ class AnthropicClient(HttpClient):
             names += [m["id"] for m in items or [] if isinstance(m, dict) and "id" in m]
             if not (isinstance(data, dict) and data.get("has_more") and data.get("last_id")):
                 break
-            path = f"/v1/models?limit=1000&after_id={data['last_id']}"
+            # the id comes from the server: it must stay one query value
+            path = f"/v1/models?limit=1000&after_id={quote(str(data['last_id']), safe='')}"
         return names

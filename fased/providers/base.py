@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from fased.errors import FasedError
+from fased.net import MODEL_DEADLINE
+from fased.safetext import SurrogateJoiner, one_line, repair, repair_json_text
 
 if TYPE_CHECKING:
     from .http import HttpClient
@@ -38,6 +40,7 @@ _RETRYABLE_KINDS = frozenset(
 )
 _FINAL_KINDS = frozenset({"auth", "bad_request", "context_length", "not_found"})
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
+_FIELD_MAX = 2000  # of one error field; messages cut the detail much shorter
 
 _HINTS = {
     "auth": "check the API key configured for this provider",
@@ -75,6 +78,8 @@ class ChatResult:
     tool_calls: list[ToolCall] = field(default_factory=list)
     ttft_ms: float | None = None
     latency_ms: float = 0.0
+    #: characters the server sent that could not be decoded (now U+FFFD)
+    replaced_chars: int = 0
 
     @property
     def truncated(self) -> bool:
@@ -158,12 +163,15 @@ class Client(ABC):
         read_timeout: float = 120.0,
         *,
         label: str | None = None,
+        deadline: float | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or None
         self.headers = dict(headers or {})
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        #: total seconds one chat request may take, however steadily the server sends
+        self.deadline = deadline or MODEL_DEADLINE
         self.label = label or self.family
         #: The error behind the last non-"ok" probe, for `models status` to show.
         self.last_probe_error: ProviderError | None = None
@@ -211,8 +219,44 @@ def loads(text: str) -> Any:
     """json.loads that returns None for malformed input (stream noise is skipped)."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
+
+
+def safe_result(result: ChatResult) -> ChatResult:
+    """The result with what the server chose made safe to log: strings without lone
+    surrogates (counted in replaced_chars), counts that are counts. A reply text that is not
+    text at all raises TypeError (a malformed reply)."""
+    if not isinstance(result.text, str):
+        raise TypeError(f"reply text is {type(result.text).__name__}")
+    result.text, replaced = repair(result.text)
+    calls = []
+    for call in result.tool_calls:
+        name, n = repair(call.name if isinstance(call.name, str) else str(call.name or ""))
+        arguments = call.arguments if isinstance(call.arguments, str) else json.dumps(
+            call.arguments)
+        arguments, m = repair_json_text(arguments)
+        ident = None if call.id is None else repair(str(call.id))[0]
+        calls.append(ToolCall(ident, name, arguments))
+        replaced += n + m
+    result.tool_calls = calls
+    if result.finish_reason is not None:
+        result.finish_reason = repair(str(result.finish_reason))[0]
+    result.model = repair(result.model)[0] if isinstance(result.model, str) else ""
+    result.usage = Usage(_count(result.usage.input_tokens), _count(result.usage.output_tokens))
+    result.replaced_chars += replaced
+    return result
+
+
+def safe_names(names: list[Any]) -> list[str]:
+    """Model names from a server's list: strings only, repaired."""
+    return [repair(n)[0] for n in names if isinstance(n, str) and n]
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 class StreamParser:
@@ -232,6 +276,11 @@ class StreamParser:
         self.usage = Usage()
         self.ttft_ms: float | None = None
         self.done = False
+        self.joiner = SurrogateJoiner()
+        #: bytes that were not UTF-8, counted by whoever decodes the lines
+        self.replaced = 0
+        #: an exception raised by on_delta: the caller's, never a sign of a malformed reply
+        self.callback_error: BaseException | None = None
 
     @property
     def text(self) -> str:
@@ -240,11 +289,21 @@ class StreamParser:
     def emit(self, piece: str | None) -> None:
         if not piece:
             return
+        # surrogate halves may be split across pieces: shown once joined
+        piece = self.joiner.feed(piece)
+        if piece:
+            self._show(piece)
+
+    def _show(self, piece: str) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = (time.monotonic() - self.started) * 1000.0
         self.parts.append(piece)
         if self.on_delta is not None:
-            self.on_delta(piece)
+            try:
+                self.on_delta(piece)
+            except BaseException as exc:
+                self.callback_error = exc
+                raise
 
     def tool(self, index: int) -> dict[str, Any]:
         return self.tools.setdefault(index, {"id": None, "name": "", "arguments": ""})
@@ -261,6 +320,9 @@ class StreamParser:
         """Called at a clean end of body, before checking that the reply was complete."""
 
     def result(self) -> ChatResult:
+        tail = self.joiner.flush()
+        if tail:
+            self._show(tail)
         calls = [
             ToolCall(t["id"], t["name"], t["arguments"]) for _, t in sorted(self.tools.items())
         ]
@@ -271,6 +333,7 @@ class StreamParser:
             model=self.model or self.requested,
             tool_calls=calls,
             ttft_ms=self.ttft_ms,
+            replaced_chars=self.replaced + self.joiner.replaced,
         )
 
 
@@ -337,22 +400,24 @@ def error_fields(body: str) -> tuple[str, str, str]:
     text = body.strip()
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         # An HTML error page from a proxy says nothing useful in one line.
         if not text or text.startswith("<"):
             return "", "", ""
-        return "", text.splitlines()[0], ""
+        return "", one_line(text.splitlines()[0], _FIELD_MAX), ""
     return _fields_of(data)
 
 
 def _fields_of(data: Any) -> tuple[str, str, str]:
     err = data.get("error", data) if isinstance(data, dict) else data
+    # the server's words end up in messages, on terminals and in the log
     if isinstance(err, str):
-        return "", err, ""
+        return "", one_line(err, _FIELD_MAX), ""
     if not isinstance(err, dict):
         return "", "", ""
     message = err.get("message") or err.get("detail") or ""
-    return str(err.get("type") or ""), str(message), str(err.get("code") or "")
+    return tuple(one_line(str(v), _FIELD_MAX) for v in (  # type: ignore[return-value]
+        err.get("type") or "", message, err.get("code") or ""))
 
 
 def classify_error_object(data: Any) -> tuple[str, int | None, str]:

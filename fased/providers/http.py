@@ -1,5 +1,11 @@
 """Shared HTTP machinery: a lazy requests.Session, line streaming, transport-error handling.
 
+Every call runs under fased.net's limits: a total deadline (the chat deadline, or a probe's
+or model list's own short one), a cap on the bytes read, no redirect to another origin. What
+the server sent is made safe before anyone sees it: lines that are not UTF-8 and lone
+surrogates become U+FFFD (counted in ChatResult.replaced_chars), and a reply whose shape
+makes no sense is a "malformed response" server error, never an exception from our parser.
+
 `requests` is imported inside functions only: importing it costs ~90 ms and most CLI
 commands never talk to a model.
 """
@@ -13,7 +19,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from fased import net
 from fased.redact import client_secrets, mask_secrets, mask_url
+from fased.safetext import decode_utf8
 
 from .base import (
     ChatResult,
@@ -27,12 +35,13 @@ from .base import (
     error_fields,
     loads,
     retry_after_from,
+    safe_names,
+    safe_result,
 )
 
 if TYPE_CHECKING:
     import requests
 
-_READ_SIZE = 65536
 _DETAIL_MAX = 200
 _DRAIN_TIMEOUT = 1.0
 _PHRASES = {
@@ -48,6 +57,9 @@ _PHRASES = {
     "stream_dropped": "stream dropped",
 }
 _STATUS_PHRASES = {402: "payment required", 403: "forbidden", 409: "conflict"}
+# What a parser raises when a server's JSON has the wrong shape (a string where an object
+# belongs, a missing key, absurd nesting).
+_MALFORMED = (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError)
 _PROBE_KINDS = {
     "auth": "auth",
     "rate_limit": "rate_limit",
@@ -89,7 +101,11 @@ def classify_exception(exc: BaseException, *, mid_stream: bool) -> tuple[str, st
     import requests.exceptions as rex
     import urllib3.exceptions as u3
 
+    if isinstance(exc, net.NetError):
+        return exc.kind, exc.phrase
     causes = list(_causes(exc))
+    if isinstance(exc, rex.TooManyRedirects):
+        return "connection", "redirected too many times"
     if isinstance(exc, rex.ConnectTimeout):
         return "timeout", "connect timed out"
     if isinstance(exc, rex.ReadTimeout) or any(
@@ -110,11 +126,6 @@ def classify_exception(exc: BaseException, *, mid_stream: bool) -> tuple[str, st
         if isinstance(cause, ssl.SSLError):
             return "connection", "TLS error"
     return "connection", "connection failed"
-
-
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _keep_headers(request: Any) -> Any:
@@ -192,17 +203,20 @@ class HttpClient(Client):
 
     def list_models(self) -> list[str]:
         """Model names the server offers."""
-        return self._list_models(None)
+        with self._reading(None):
+            return safe_names(self._list_models(None))
 
     def probe(self, model: str | None, *, timeout: float = 10.0) -> str:
         """Cheapest real request that proves the provider (and model) usable; see PROBE_RESULTS.
 
-        The failing ProviderError, if any, is kept in `last_probe_error`.
+        `timeout` bounds each request of the probe in total, not only each read. The failing
+        ProviderError, if any, is kept in `last_probe_error`.
         """
         limits = (min(self.connect_timeout, timeout), min(self.read_timeout, timeout))
         self.last_probe_error = None
         try:
-            return self._probe(model, limits)
+            with self._reading(model):
+                return self._probe(model, limits)
         except ProviderError as err:
             self.last_probe_error = err
             if err.kind in _PROBE_KINDS:
@@ -210,8 +224,9 @@ class HttpClient(Client):
             if err.kind == "bad_request" and model is not None:
                 # Many OpenAI-compatible servers answer an unknown model with 400, not 404.
                 try:
-                    if not model_listed(model, self._list_models(limits)):
-                        return "no_model"
+                    with self._reading(model):
+                        if not model_listed(model, safe_names(self._list_models(limits))):
+                            return "no_model"
                 except ProviderError:
                     pass
             return "error"
@@ -232,29 +247,49 @@ class HttpClient(Client):
         self._chat(model, ping, False, None, 1, None, limits)
         return "ok"
 
+    @contextlib.contextmanager
+    def _reading(self, model: str | None, parser: StreamParser | None = None) -> Iterator[None]:
+        """Turn a parser's surprise at the server's data into a server error."""
+        try:
+            yield
+        except _MALFORMED as exc:
+            if parser is not None and exc is parser.callback_error:
+                raise
+            raise self.make_error(
+                "server", phrase=f"sent a malformed response ({type(exc).__name__})",
+                model=model) from None
+
     def _chat(
         self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
         max_tokens: int | None, tools: list[dict] | None, timeout: tuple[float, float] | None,
     ) -> ChatResult:
         path, payload = self._chat_request(model, messages, stream, max_tokens, tools)
         started = time.monotonic()
-        try:
-            resp = self.send("POST", path, payload, stream=stream, timeout=timeout, model=model)
-        except ProviderError as err:
-            if not self._adapt(payload, err):
-                raise
-            resp = self.send("POST", path, payload, stream=stream, timeout=timeout, model=model)
-        if stream and resp.headers.get("content-type", "").startswith("application/json"):
-            # Some proxies ignore "stream" and answer with one JSON document.
-            stream = False
-        if stream:
-            parser = self._stream_parser(model, on_delta, started)
-            self._consume(resp, parser, model, timeout)
-            result = parser.result()
-        else:
-            result = self._parse_full(self.json_body(resp, model), model)
-            if on_delta is not None and result.text:
-                on_delta(result.text)
+        # A probe's limits bound its whole request; a chat has the (long) chat deadline.
+        with net.Deadline(self.deadline if timeout is None else timeout[1]):
+            try:
+                resp = self.send("POST", path, payload, stream=stream, timeout=timeout,
+                                 model=model)
+            except ProviderError as err:
+                if not self._adapt(payload, err):
+                    raise
+                resp = self.send("POST", path, payload, stream=stream, timeout=timeout,
+                                 model=model)
+            if stream and resp.headers.get("content-type", "").startswith("application/json"):
+                # Some proxies ignore "stream" and answer with one JSON document.
+                stream = False
+            if stream:
+                parser = self._stream_parser(model, on_delta, started)
+                self._consume(resp, parser, model, timeout)
+                with self._reading(model, parser):
+                    result = safe_result(parser.result())
+            else:
+                data, replaced = self._json_data(resp, model)
+                with self._reading(model):
+                    result = safe_result(self._parse_full(data, model))
+                result.replaced_chars += replaced
+        if not stream and on_delta is not None and result.text:
+            on_delta(result.text)
         result.latency_ms = (time.monotonic() - started) * 1000.0
         return result
 
@@ -263,15 +298,18 @@ class HttpClient(Client):
         limits: tuple[float, float] | None,
     ) -> None:
         try:
-            for line in self._lines(resp, model, limits):
-                # Keep reading after the terminator: reaching the end of the body puts the
-                # connection back in the pool for the next turn.
+            with self._reading(model, parser):
+                for raw in self._lines(resp, model, limits):
+                    line, replaced = decode_utf8(raw)
+                    parser.replaced += replaced
+                    # Keep reading after the terminator: reaching the end of the body puts
+                    # the connection back in the pool for the next turn.
+                    if not parser.done:
+                        parser.feed(line)
+                        if parser.done:
+                            _expect_end_soon(resp)
                 if not parser.done:
-                    parser.feed(line)
-                    if parser.done:
-                        _expect_end_soon(resp)
-            if not parser.done:
-                parser.end()
+                    parser.end()
         except ProviderError as err:
             if parser.done:
                 return
@@ -292,15 +330,9 @@ class HttpClient(Client):
 
     def _lines(
         self, resp: requests.Response, model: str, limits: tuple[float, float] | None
-    ) -> Iterator[str]:
-        """Body lines as they arrive (never the whole body at once)."""
-        read1 = getattr(resp.raw, "read1", None)
-        if read1 is not None:
-            # read1 returns whatever bytes are available, so close-delimited bodies stream
-            # too; iter_content would block until its chunk size filled up.
-            chunks: Iterator[bytes] = iter(lambda: read1(_READ_SIZE), b"")
-        else:
-            chunks = resp.iter_content(chunk_size=None)
+    ) -> Iterator[bytes]:
+        """Body lines as they arrive (never the whole body at once), without their ends."""
+        chunks = net.chunks(resp, net.MAX_STREAM_BYTES)
         buf = b""
         while True:
             try:
@@ -314,19 +346,15 @@ class HttpClient(Client):
             buf += chunk
             while (cut := buf.find(b"\n")) >= 0:
                 line, buf = buf[:cut], buf[cut + 1 :]
-                yield line.rstrip(b"\r").decode("utf-8", "replace")
+                yield line.rstrip(b"\r")
         if buf:
-            yield buf.rstrip(b"\r").decode("utf-8", "replace")
+            yield buf.rstrip(b"\r")
 
     def session(self) -> requests.Session:
-        """The pooled session, built on first use."""
+        """The pooled session, built on first use (see fased.net.session_for)."""
         with self._session_lock:
             if self._session is None:
-                import requests
-
-                session = requests.Session()
-                # A local model server must not be routed through HTTP(S)_PROXY.
-                session.trust_env = not _is_loopback(self.base_url)
+                session = net.session_for(self.base_url)
                 session.params = dict(self.params)
                 self._session = session
             return self._session
@@ -336,26 +364,32 @@ class HttpClient(Client):
         stream: bool = False, timeout: tuple[float, float] | None = None,
         model: str | None = None,
     ) -> requests.Response:
-        """One request; any failure (transport or HTTP status) becomes a ProviderError."""
+        """One request; any failure (transport or HTTP status) becomes a ProviderError.
+
+        The body is left unread: json_body() or the stream parser reads it, within the
+        caller's net.Deadline and the byte caps."""
         headers = {"Accept": "text/event-stream" if stream else "application/json"}
         if stream:
             # Compression makes servers and decoders buffer, which defeats streaming.
             headers["Accept-Encoding"] = "identity"
         headers.update(self._auth_headers())
         headers.update(self.headers)
+        limits = timeout or (self.connect_timeout, self.read_timeout)
+        deadline = net.current()
         try:
             resp = self.session().request(
                 method,
                 self.base_url + path,
                 json=payload,
                 headers=headers,
-                stream=stream,
-                timeout=timeout or (self.connect_timeout, self.read_timeout),
+                stream=True,  # requests would read a whole body unbounded
+                timeout=deadline.timeouts(*limits) if deadline else limits,
                 # Credentials in the URL are left to requests; otherwise any auth object
                 # stops requests from swapping our key for a ~/.netrc entry.
                 auth=None if "@" in urlsplit(self.base_url).netloc else _keep_headers,
             )
         except Exception as exc:
+            exc = net.explain(exc)
             if not is_transport_error(exc):
                 raise
             raise self._transport_error(exc, False, model, timeout) from None
@@ -364,18 +398,27 @@ class HttpClient(Client):
         return resp
 
     def get_json(self, path: str, timeout: tuple[float, float] | None = None) -> Any:
-        """GET a JSON document."""
-        return self.json_body(self.send("GET", path, timeout=timeout), None)
+        """GET a JSON document; a model list or probe has a short total deadline."""
+        with net.Deadline(min(timeout[1] if timeout else self.read_timeout, net.LIST_DEADLINE)):
+            return self.json_body(self.send("GET", path, timeout=timeout), None)
 
     def json_body(self, resp: requests.Response, model: str | None) -> Any:
         """Parsed JSON of a complete response; a 200 carrying an error object still raises."""
+        return self._json_data(resp, model)[0]
+
+    def _json_data(self, resp: requests.Response, model: str | None) -> tuple[Any, int]:
+        """(parsed JSON, characters that were not UTF-8) of a complete response."""
         try:
             # JSON is UTF-8; resp.text would run (slow) charset detection without a charset.
-            data = loads(resp.content.decode("utf-8", "replace"))
+            text, replaced = decode_utf8(net.read_body(resp, net.MAX_JSON_BYTES))
         except Exception as exc:
             if not is_transport_error(exc):
                 raise
-            raise self._transport_error(exc, False, model, None) from None
+            # the headers came: a failure now cuts the body off
+            raise self._transport_error(exc, True, model, None) from None
+        finally:
+            resp.close()
+        data = loads(text)
         if data is None:
             raise self.make_error(
                 "server", status=resp.status_code, phrase="sent a non-JSON response", model=model
@@ -383,11 +426,12 @@ class HttpClient(Client):
         if isinstance(data, dict) and data.get("error"):
             kind, status, detail = classify_error_object(data)
             raise self.make_error(kind, status=status, detail=detail, model=model)
-        return data
+        return data, replaced
 
     def _status_error(self, resp: requests.Response, model: str | None) -> ProviderError:
         try:
-            body = resp.content[:65536].decode("utf-8", "replace")
+            body = net.read_body(resp, net.MAX_ERROR_BYTES, truncate=True)
+            body = body.decode("utf-8", "replace")
         except Exception as exc:
             if not is_transport_error(exc):
                 raise
@@ -408,7 +452,7 @@ class HttpClient(Client):
         limits: tuple[float, float] | None,
     ) -> ProviderError:
         kind, phrase = classify_exception(exc, mid_stream=mid_stream)
-        if kind == "timeout":
+        if kind == "timeout" and not isinstance(exc, net.NetError):
             connect, read = limits or (self.connect_timeout, self.read_timeout)
             phrase += f" after {_seconds(connect if phrase.startswith('connect') else read)}"
         return self.make_error(kind, phrase=phrase, model=model)
