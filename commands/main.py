@@ -82,7 +82,9 @@ class RootGroup(LazyGroup):
                     continue
                 if os.environ.get("FASED_DEBUG"):
                     raise
-                _error(f"internal error: {type(exc).__name__}: {exc}",
+                from fased.redact import mask_urls
+
+                _error(f"internal error: {type(exc).__name__}: {mask_urls(str(exc))}",
                        "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
                 ctx.exit(EXIT_ERROR)
         return None

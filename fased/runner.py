@@ -218,7 +218,13 @@ class Runner:
         call = TurnCall(self, claim, on_delta)
         try:
             keeper.start()
-            outcome = call.execute()
+            try:
+                outcome = call.execute()
+            except Exception as exc:
+                if not self._recovered_from_damage(exc):
+                    raise
+                call = TurnCall(self, claim, on_delta)
+                outcome = call.execute()
         except KeyboardInterrupt:
             keeper.stop()
             if interrupt == "abort":
@@ -250,6 +256,17 @@ class Runner:
             keeper.stop()
         etype, data = outcome
         return self._finish(claim, etype, data, call)
+
+    def _recovered_from_damage(self, exc: Exception) -> bool:
+        """state.db held bytes it cannot decode while the turn was being answered: rebuild it
+        from the log (the claim is in the log, so the turn is still ours) and run it again."""
+        from fased.store import is_projection_damage
+
+        if not is_projection_damage(exc):
+            return False
+        self.note(f"fased: state.db was damaged ({describe(exc)}); rebuilding it from the log")
+        self.store.recover_damaged()
+        return True
 
     def _unexpected(self, claim: Claim, call, exc: Exception) -> tuple[str, dict]:
         """How a turn ends after an exception nothing below handled."""

@@ -81,6 +81,10 @@ class ApplyFailed(StateError):
             + "the next fased command brings state.db and the files up to date")
 
 
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _is_full(exc: BaseException) -> bool:
     import errno
 
@@ -136,6 +140,7 @@ class Store:
         self._known_text: str | None = None
         self._known_state: LogState | None = None
         self.appended = 0  # events this store appended (a damaged state.db is retried if 0)
+        self.note: Callable[[str], None] = _to_stderr
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -266,10 +271,10 @@ class Store:
                                    bulk=state.head.seq - seen.checkpoint > 5000)
             self._require_same_event(seen, next(events)["id"])
             self._apply(con, events)
-            return con
+            return self._connect()  # a new file, if applying found state.db damaged
         if usable and seen.checkpoint == 0 and seen.log_id is None:
             self._apply(con, self.log.read(1, bulk=state.head.seq > 5000))
-            return con
+            return self._connect()
         self._rebuild_locked()
         return self._connect()
 
@@ -315,10 +320,13 @@ class Store:
                     with contextlib.suppress(sqlite3.Error):
                         con.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            if is_projection_damage(exc):
-                raise
-            raise ApplyFailed("state.db", exc) from None
+        except (sqlite3.Error, ValueError) as exc:
+            if not is_projection_damage(exc):
+                if isinstance(exc, ValueError):
+                    raise
+                raise ApplyFailed("state.db", exc) from None
+            self._rebuild_damaged(exc)  # the rebuild applies these events too
+            return applied
         if applied:
             try:
                 projector().sync_files(con, self.home, applied)
@@ -326,7 +334,19 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     _set_meta_now(con, files_stale="1")
                 raise ApplyFailed("files", exc) from None
+            except (sqlite3.Error, ValueError) as exc:
+                if not is_projection_damage(exc):
+                    raise
+                self._rebuild_damaged(exc)
         return applied
+
+    def _rebuild_damaged(self, exc: BaseException) -> None:
+        """state.db held bytes it cannot decode (under the lock, while applying): it is
+        rebuilt from the log, which holds every event, these included."""
+        self.note(f"fased: state.db was damaged ({type(exc).__name__}: {exc}); rebuilding it "
+                  "from the log")
+        self._close_db()
+        self._rebuild_locked()
 
     def _rewrite_files(self, con: sqlite3.Connection) -> None:
         """File views that a failed write left behind: render them all again."""

@@ -211,8 +211,8 @@ class Client(ABC):
         self.close()
 
     def __repr__(self) -> str:
-        # Deliberately leaves out the key and headers.
-        return f"{type(self).__name__}({self.label!r}, {self.base_url!r})"
+        # Deliberately leaves out the key, headers and URL credentials.
+        return f"{type(self).__name__}({self.label!r}, {display_url(self.base_url)!r})"
 
 
 def loads(text: str) -> Any:

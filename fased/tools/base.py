@@ -1,0 +1,114 @@
+"""What every tool is made of: a spec the model reads, a handler `run(args, ctx)`, and the one
+context that confines it.
+
+A handler never checks confinement itself: paths go through `ToolContext.resolve`, processes
+through `ToolContext.sandbox`. A failure the model can act on (a bad argument, a file that is
+not there, a path outside the workspace) is `ToolError`, which becomes an error result worded
+for the model; any other exception is a bug in fased.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ToolError(Exception):
+    """A failure worded for the model: it becomes the call's error result."""
+
+
+@dataclass
+class ToolResult:
+    """What a call produced. `text` is what the model is sent (capped by the loop); `data`
+    holds structured details recorded in the log with it (exit code, bytes, pid, ...)."""
+
+    text: str
+    is_error: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool: its name, the description and JSON Schema parameters the model reads (the subset
+    of JSON Schema fased.schema validates), its policy group, whether running it changes
+    anything outside fased (such a call is never retried), and its handler."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    group: str
+    run: Callable[[dict[str, Any], ToolContext], ToolResult]
+    side_effects: bool = True
+
+    def wire(self) -> dict[str, Any]:
+        """The neutral form providers map to their API: name, description, parameters."""
+        return {"name": self.name, "description": self.description,
+                "parameters": self.parameters}
+
+
+@dataclass
+class ToolContext:
+    """Everything a handler may use. `cancel` is set when the user interrupts or the turn's
+    deadline passes: a long-running handler polls it (or `cancelled()`) and stops."""
+
+    agent: str
+    session: str
+    turn: str
+    call_id: str
+    workspace: Path
+    home: Path
+    workspace_only: bool = True
+    sandbox: Any = None  # fased.tools.sandbox.Host (issue 12 adds a kernel sandbox)
+    env: dict[str, str] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    readable: tuple[Path, ...] = ()  # extra roots `read` may open (skill folders)
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set()
+
+    def resolve(self, path: str, *, write: bool = False) -> Path:
+        """A path the model gave, made absolute (relative to the workspace), with every
+        symlink followed. Refused (ToolError) when it leads outside the workspace while
+        `workspace_only` is on, or into the fased home outside the workspace at any time
+        (credentials, the log). `readable` roots are allowed for reads only."""
+        if not isinstance(path, str) or not path.strip():
+            raise ToolError("path must be a non-empty string")
+        if "\0" in path:
+            raise ToolError("path must not contain a NUL byte")
+        raw = Path(os.path.expanduser(path))
+        full = raw if raw.is_absolute() else self.workspace / raw
+        real = Path(os.path.realpath(full))
+        workspace = Path(os.path.realpath(self.workspace))
+        home = Path(os.path.realpath(self.home))
+        in_workspace = _within(real, workspace)
+        if not write and any(_within(real, Path(os.path.realpath(r))) for r in self.readable):
+            return real
+        if _within(real, home) and not in_workspace:
+            raise ToolError(f"{path}: the fased home ({self.home}) is off limits to tools")
+        if self.workspace_only and not in_workspace:
+            how = "a symlink leads" if real != Path(os.path.abspath(full)) else "it is"
+            raise ToolError(f"{path}: outside the workspace ({how} to {real}); "
+                            "tools.fs.workspaceOnly is on")
+        return real
+
+    def display(self, path: Path) -> str:
+        """A path as the model should write it back: relative to the workspace if inside."""
+        workspace = Path(os.path.realpath(self.workspace))
+        try:
+            return str(path.relative_to(workspace))
+        except ValueError:
+            return str(path)
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A tool's parameters object: no extra keys, these required."""
+    return {"type": "object", "properties": properties, "required": required,
+            "additionalProperties": False}
