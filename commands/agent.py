@@ -9,7 +9,8 @@ from fased.commands.output import echo_json, json_option, store, table
 from fased.errors import ConflictError, UsageError
 
 
-@click.group(cls=LazyGroup, lazy={"models": "models:models"})
+@click.group(cls=LazyGroup, lazy={"models": "models:models", "tools": "agent_tools:tools",
+                                     "context": "agent_tools:context"})
 def agent() -> None:
     """Agents: an identity, a workspace, models, sessions and tasks.
 

@@ -106,10 +106,13 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
         else:
             click.echo(queued.turn)
         return
+    from fased.commands.approve import show_tool, terminal_approver
+
     live = (sys.stdout.isatty() if stream is None else stream) and not json_
     sink = _sink(st) if live else None
     try:
-        result = answer(st, queued, sink=sink, note=note)
+        result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
+                        on_tool=show_tool)
     except KeyboardInterrupt:
         if withdraw(st, queued):
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "

@@ -44,9 +44,13 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
               help="Rebuild into a temporary place and compare with the live projections.")
 @click.option("--at", "at", metavar="SEQ|TIME",
               help="Show agents, sessions and tasks as they were at this point.")
+@click.option("--turn", "turn", metavar="ID", help="Events of this turn (its steps and calls).")
+@click.option("--request", "request", is_flag=True,
+              help="With --turn: every model call of the turn exactly as it was sent "
+              "(messages, tools, options), rebuilt from the log.")
 @json_option
 def replay(since, until, types, streams, agent, session, last, follow, rebuild, verify, at,
-           json_):
+           turn, request, json_):
     """Show what happened, exactly: the event log, filtered.
 
     \b
@@ -59,6 +63,7 @@ def replay(since, until, types, streams, agent, session, last, follow, rebuild, 
       fased replay --at 2026-11-20T18:00:00Z
       fased replay --verify               # exit 1 if state.db differs from the log
       fased replay --rebuild
+      fased replay --turn t-1a2b3c4d5e6f --request   # what the model was sent
 
     Times: a seq number, an RFC 3339 time, a local time ('2026-11-21 09:00'), or a
     duration meaning that long ago (30m, 2h, 1d).
@@ -70,7 +75,11 @@ def replay(since, until, types, streams, agent, session, last, follow, rebuild, 
     st = store()
     if rebuild:
         return _rebuild(st, json_)
-    st.db(check_files=False)  # the log is verified first: damage anywhere is exit 4
+    con = st.db(check_files=False)  # the log is verified first: damage anywhere is exit 4
+    if request:
+        if not turn:
+            raise UsageError("--request goes with --turn ID")
+        return _requests(st, con, turn, json_)
     if verify:
         return _verify(st, json_)
     if at:
@@ -78,7 +87,7 @@ def replay(since, until, types, streams, agent, session, last, follow, rebuild, 
     from fased.audit import EventFilter, select_events
 
     flt = EventFilter(since=since, until=until, types=list(types), streams=list(streams),
-                      agent=agent, session=session)
+                      agent=agent, session=session, turn=turn)
     start = 1
     if since is not None and not isinstance(since, int) and last is None:
         start = _first_seq_since(st, since)
@@ -118,6 +127,34 @@ def _print(events: list[dict], json_: bool, header: bool) -> None:
         return
     for row in rows:  # more of --follow: table() cannot size columns without a header
         click.echo("  ".join(str(cell) for cell in row))
+
+
+def _requests(st, con, turn: str, json_: bool) -> None:
+    from fased.audit import turn_requests
+
+    calls = turn_requests(con, st.log, turn)
+    if json_:
+        echo_json(calls)
+        return
+    for c in calls:
+        what = f"step {c['step']}" if c["step"] else "final answer"
+        click.echo(f"== model call {c['call']} of {c['of']} ({what}) · {c['model']} · "
+                   f"seq {c['seq']} ==")
+        names = ", ".join(t["name"] for t in c["tools"]) or "none"
+        click.echo(f"tools: {names}")
+        if c["options"]:
+            click.echo("options: " + json.dumps(c["options"], ensure_ascii=False))
+        for m in c["messages"]:
+            head = m["role"]
+            if m["role"] == "tool":
+                head += f" {m['tool_call_id']} {m['name']}" + (" (error)" if m["is_error"]
+                                                               else "")
+            click.echo(f"--- {head}")
+            if m.get("content"):
+                click.echo(m["content"].rstrip("\n"))
+            for call in m.get("tool_calls") or ():
+                click.echo(f"  -> {call['id']} {call['name']} {call['arguments']}")
+        click.echo("")
 
 
 def _summary(data: dict) -> str:

@@ -71,6 +71,7 @@ def run(once, until_idle, agent, max_turns, poll, lease, json_):
 
 
 def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
+    from fased.commands.approve import show_tool
     from fased.tasks import deliver_pending, fire_due_tasks
 
     def emit(delivery: dict) -> None:
@@ -85,7 +86,7 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
         fire_due_tasks(st, runner, emit)
         claim = runner.claim_next()
         if claim is not None:
-            result = runner.run(claim, None, interrupt="abandon")
+            result = runner.run(claim, None, interrupt="abandon", on_tool=show_tool)
             processed += 1
             if result.state in ("completed", "failed"):
                 counts[result.state] += 1

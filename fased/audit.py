@@ -37,6 +37,7 @@ class EventFilter:
     streams: list[str] = field(default_factory=list)
     agent: str | None = None
     session: str | None = None
+    turn: str | None = None
 
     @property
     def from_seq(self) -> int:
@@ -49,7 +50,7 @@ class EventFilter:
     @property
     def selects_everything(self) -> bool:
         return not (self.since or self.until or self.types or self.streams or self.agent
-                    or self.session)
+                    or self.session or self.turn)
 
     def matches(self, e: dict) -> bool:
         if self.types and not any(fnmatch.fnmatchcase(e["type"], t) for t in self.types):
@@ -61,6 +62,9 @@ class EventFilter:
             return False
         if self.session and e["stream"] != f"session:{self.session}" and (
                 data.get("session") != self.session):
+            return False
+        if self.turn and data.get("turn") != self.turn and self.turn not in (
+                data.get("turns") or ()):
             return False
         if isinstance(self.since, datetime) and parse_ts(e["ts"]) < self.since:
             return False
@@ -177,3 +181,41 @@ def require_point(text: str) -> int | datetime:
         return parse_bound(text)
     except UsageError as exc:
         raise UsageError(f"--at: {exc.message}", exc.hint) from None
+
+
+def turn_requests(con: sqlite3.Connection, log: EventLog, turn_id: str) -> list[dict]:
+    """Every model call a turn made, each as it was sent (messages, tools, options), rebuilt
+    from what the log recorded (`replay --turn ID --request`)."""
+    import json
+
+    from fased.context import render_recorded
+    from fased.errors import NotFoundError
+
+    turn = con.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+    if turn is None:
+        raise NotFoundError(f"no turn {turn_id!r}", hint="`fased replay --type turn.queued` "
+                            "lists turns")
+    calls = []
+    for row in con.execute("SELECT step, model, request, seq FROM steps WHERE turn = ?"
+                           " ORDER BY step", (turn_id,)):
+        calls.append((row["step"], row["model"], json.loads(row["request"]), row["seq"]))
+    if turn["reply_seq"] is not None:
+        final = next(log.read(turn["reply_seq"], turn["reply_seq"]), None)
+        if final is not None and final["type"] == "turn.completed" and final["data"].get(
+                "request"):
+            calls.append((None, final["data"]["model"], final["data"]["request"],
+                          final["seq"]))
+    if not calls:
+        raise NotFoundError(f"turn {turn_id} has no recorded request",
+                            hint="turns answered before fased recorded requests, and turns "
+                            "that never reached a model, have none")
+    out = []
+    for number, (step, model, refs, seq) in enumerate(calls, 1):
+        try:
+            body = render_recorded(con, turn, refs, step)
+        except KeyError as exc:
+            raise NotFoundError(f"the content {exc.args[0][:12]}... this request refers to is "
+                                "not in the log") from None
+        out.append({"call": number, "of": len(calls), "step": step, "model": model,
+                    "seq": seq, **body})
+    return out

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fased.agents import get_agent
+from fased.loop import calls_of_turn
 from fased.runner import Runner, TurnResult
 from fased.sessions import ensure_session
 from fased.store import Draft, Store
@@ -84,11 +85,13 @@ def result_from_row(con: sqlite3.Connection, turn_id: str) -> TurnResult | None:
         usage={"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"]},
         finish_reason=row["finish_reason"], latency_ms=row["latency_ms"], ttft_ms=row["ttft_ms"],
         attempts=row["attempts"], error_class=row["error_class"], error=row["error"],
-        context_dropped=row["context_dropped"] or 0)
+        context_dropped=row["context_dropped"] or 0, steps=row["steps"] or 0,
+        calls=calls_of_turn(con, row["id"]))
 
 
 def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] = lambda s: None,
-           poll: float = 0.1, lease: float | None = None) -> TurnResult:
+           poll: float = 0.1, lease: float | None = None, approver=None,
+           on_tool=None) -> TurnResult:
     """Run `queued` in the foreground. Earlier queued turns of the same session are answered
     first (in order, not printed); a turn another runner holds is waited for. A reply that
     was not streamed here (another runner answered, or a retry with the same idempotency key
@@ -111,13 +114,14 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
             time.sleep(poll)
             continue
         if claim.turn == queued.turn or queued.turn in claim.merged:
-            result = runner.run(claim, sink, interrupt="abort")
+            result = runner.run(claim, sink, interrupt="abort", approver=approver,
+                                on_tool=on_tool)
             if result.state != "abandoned":
                 return result
             continue  # given back after a network error: answer it again (a bounded number)
         note(f"fased: answering the earlier queued turn {claim.turn} of session "
              f"{claim.session} first")
-        runner.run(claim, None, interrupt="abandon")
+        runner.run(claim, None, interrupt="abandon", approver=approver, on_tool=on_tool)
 
 
 def withdraw(store: Store, queued: Queued) -> bool:
@@ -152,6 +156,14 @@ class StreamSink:
     def restart(self) -> None:
         self.current = []
         self.current_len = 0
+
+    def next_message(self) -> None:
+        """The model's text so far was a step before tool calls: what follows is new text
+        (a later step), not a retry of it."""
+        if self.shown and not self.shown.endswith("\n"):
+            self.write("\n")
+        self.shown = ""
+        self.restart()
 
     def feed(self, piece: str) -> None:
         start = self.current_len
@@ -197,6 +209,13 @@ class BlockSink:
         self.chunker = BlockChunker(self.min_chars, self.max_chars)
         self.blocks: list[str] = []
         self.inner.restart()
+
+    def next_message(self) -> None:
+        for block in self.chunker.flush():
+            self._emit(block)
+        self._show()
+        self.inner.next_message()
+        self.restart()
 
     def feed(self, piece: str) -> None:
         for block in self.chunker.feed(piece):

@@ -1,69 +1,536 @@
-"""What a turn sends to the model: the session's messages, trimmed to the context window.
+"""What a model call is sent, decided in one place: the system prompt fased assembles (a base
+section, the workspace's bootstrap files under budgets, agents.defaults.systemPrompt), the
+tools offered, and the session's history with every tool call paired with its result, trimmed
+to the context window.
 
-Tokens are estimated (4 characters a token, plus a little per message); when the history does
-not fit, the oldest messages are dropped and the caller is told how many, never silently.
+Everything here reads the projections and the workspace; nothing is recorded. The loop records
+what this returns (files and prompts once per content hash, see `snapshots`), so a past request
+is rebuilt exactly by `render_history` with the recorded parameters (`replay --turn --request`).
+
+Tokens are estimated at 4 characters each. When the history does not fit, old tool results are
+shortened first (with a marker), then whole earlier turns are dropped, oldest first: a call is
+never sent without its result, nor a result without its call.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+FORMAT = 1  # how history is rendered; recorded with each request
 DEFAULT_CONTEXT_WINDOW = 32768
 REPLY_RESERVE = 1024
+FILE_MAX_CHARS = 20_000
+TOTAL_MAX_CHARS = 60_000
+RESULT_CAP = 16_000
+SHORTEN_TO = 2_000
+# the order bootstrap files go into the prompt (BOOTSTRAP.md only while it exists)
+PROMPT_FILES = ("AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
+                "BOOTSTRAP.md", "MEMORY.md")
+FIRST_RUN = "BOOTSTRAP.md"
 
 
 def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 4
 
 
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# -- the system prompt --------------------------------------------------------------------------
+
 @dataclass
-class Context:
+class PromptFile:
+    """A bootstrap file as the prompt uses it. `reason` says why it is cut or left out:
+    truncated, blank, template (what setup wrote, unchanged), missing, removed."""
+
+    name: str
+    path: Path
+    size: int = 0  # characters
+    injected: int = 0
+    sha: str | None = None
+    text: str = ""
+    reason: str | None = None
+
+
+@dataclass
+class SystemPrompt:
+    """The assembled prompt: its text, and the same as parts (literal strings and slices
+    `{"file": sha, "start": i, "end": j}` of recorded files) for the log."""
+
+    text: str
+    parts: list
+    files: list[PromptFile]
+    sha: str
+
+    @property
+    def tokens(self) -> int:
+        return estimate_tokens(self.text)
+
+
+def prompt_files(con: sqlite3.Connection, home: Path, agent: sqlite3.Row,
+                 workspace: Path) -> list[PromptFile]:
+    """The bootstrap files in prompt order, read now, with why each is left out (if it is)."""
+    from fased.agents import render_template
+
+    removed = {r[0] for r in con.execute(
+        "SELECT file FROM workspace_files WHERE workspace = ? AND removed_seq IS NOT NULL",
+        (str(workspace),))}
+    out = []
+    for name in PROMPT_FILES:
+        path = workspace / name
+        if name == "MEMORY.md" and not path.exists() and (workspace / "memory.md").exists():
+            path = workspace / "memory.md"
+        entry = PromptFile(path.name, path)
+        out.append(entry)
+        if name == FIRST_RUN and name in removed:
+            entry.reason = "removed"  # the first-run ritual is over: never offered again
+            continue
+        try:
+            data = _read_bounded(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            entry.reason = "missing"
+            continue
+        except OSError as exc:
+            entry.reason = f"unreadable ({exc.strerror})"
+            continue
+        text = data.decode("utf-8", "replace")
+        entry.text, entry.size, entry.sha = text, len(text), sha256(text)
+        if not text.strip():
+            entry.reason = "blank"
+        elif _is_template(name, data, agent, render_template):
+            entry.reason = "template"
+    return out
+
+
+def _read_bounded(path: Path, limit: int = 1 << 20) -> bytes:
+    """At most 1 MiB of a file (a bootstrap file bigger than that is cut anyway)."""
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+def _is_template(name: str, data: bytes, agent, render) -> bool:
+    """What setup wrote, unchanged (whitespace aside): the template's placeholders are not
+    worth tokens. Detected by comparing with the shipped template rendered for this agent."""
+    try:
+        template = render(name, agent)
+    except (FileNotFoundError, OSError):
+        return False
+    return data.strip() == template.strip()
+
+
+def share_budget(sizes: list[int], per_file: int, total: int) -> list[int]:
+    """How many characters each file gets: at most `per_file` each and `total` in all, shared
+    fairly (max-min): a short file is never starved by a long one before it."""
+    wants = [min(s, per_file) for s in sizes]
+    given = [0] * len(sizes)
+    left = total
+    pending = sorted(range(len(sizes)), key=lambda i: wants[i])
+    for k, i in enumerate(pending):
+        share = left // (len(pending) - k)
+        given[i] = min(wants[i], share)
+        left -= given[i]
+    return given
+
+
+def _cut(text: str, limit: int) -> tuple[str, int]:
+    """The first `limit` characters, ending at a line end where one is close; (text, lines)."""
+    head = text[:limit]
+    newline = head.rfind("\n")
+    if newline > limit * 0.8:
+        head = head[:newline + 1]
+    return head, head.count("\n")
+
+
+def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, workspace: Path,
+                  tools: list, settings: dict) -> SystemPrompt:
+    """The system prompt for `agent`: base section, then Project Context, then the user's
+    systemPrompt. Deterministic for the same files, tools and settings (no clock in it), so
+    its prefix stays cache-stable."""
+    files = prompt_files(con, home, agent, workspace)
+    per_file = int(settings.get("bootstrapMaxChars", FILE_MAX_CHARS))
+    total = int(settings.get("bootstrapTotalMaxChars", TOTAL_MAX_CHARS))
+    live = [f for f in files if f.reason is None]
+    for f, n in zip(live, share_budget([f.size for f in live], per_file, total), strict=True):
+        f.injected = n
+        if n < f.size:
+            f.reason = "truncated"
+    first_run = any(f.name == FIRST_RUN and f.reason in (None, "truncated") for f in files)
+    parts: list = [_base_section(agent, workspace, tools, settings, first_run)]
+    shown = [f for f in files if f.reason in (None, "truncated")]
+    if shown:
+        parts.append("\n# Project Context\n\nThese files are in your workspace; they are "
+                     "yours and the user's to edit.\n")
+    for f in shown:
+        parts.append(f"\n## {f.name}\n\n")
+        if f.reason == "truncated":
+            head, lines = _cut(f.text, f.injected)
+            f.injected = len(head)
+            parts.append({"file": f.sha, "start": 0, "end": len(head)})
+            parts.append(f"\n[... {f.name} goes on: {f.injected:,} of {f.size:,} characters "
+                         f"shown. Read the rest with the read tool: read(path=\"{f.name}\", "
+                         f"offset={lines + 1})]\n")
+        else:
+            parts.append({"file": f.sha, "start": 0, "end": f.size})
+    extra = settings.get("systemPrompt")
+    if extra:
+        parts.append(f"\n{extra}\n")
+    parts = _merge_literals(parts)
+    texts = {f.sha: f.text for f in files if f.sha}
+    text = render_parts(parts, texts.__getitem__)
+    return SystemPrompt(text, parts, files, sha256(json.dumps(parts, sort_keys=True)))
+
+
+def _base_section(agent, workspace: Path, tools: list, settings: dict, first_run: bool) -> str:
+    emoji = f" {agent['emoji']}" if agent["emoji"] else ""
+    lines = [f"You are {agent['name']}{emoji}, a personal AI agent that fased runs for its user "
+             "in their shell.",
+             f"Your workspace is {workspace}; paths in tool calls are relative to it.",
+             f"The user's time zone is {user_timezone(settings)}."]
+    if tools:
+        lines.append("\nYou can use these tools (call them through the tool interface):")
+        lines += [f"- {t.name}: {t.description.splitlines()[0]}" for t in tools]
+    else:
+        lines.append("\nNo tools are available in this conversation: answer in text.")
+    if first_run:
+        lines.append(f"\n{FIRST_RUN} is in your workspace: it is your first-run ritual. Follow "
+                     "it before anything else, and delete the file when you are done.")
+    return "\n".join(lines) + "\n"
+
+
+def user_timezone(settings: dict) -> str:
+    """agents.defaults.userTimezone, else $TZ, else the system's zone (/etc/timezone, the
+    /etc/localtime link), else its abbreviation. Only the zone: never the clock."""
+    zone = settings.get("userTimezone") or os.environ.get("TZ", "").lstrip(":")
+    if zone:
+        return zone
+    try:
+        with open("/etc/timezone", encoding="utf-8") as f:
+            zone = f.read(100).strip()
+    except OSError:
+        zone = ""
+    if not zone:
+        link = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in link:
+            zone = link.split("zoneinfo/", 1)[1]
+    if not zone:
+        import time
+
+        zone = time.tzname[0]
+    return zone or "UTC"
+
+
+def _merge_literals(parts: list) -> list:
+    out: list = []
+    for part in parts:
+        if isinstance(part, str) and out and isinstance(out[-1], str):
+            out[-1] += part
+        else:
+            out.append(part)
+    return out
+
+
+def render_parts(parts: list, text_of) -> str:
+    """A prompt from its parts; `text_of(sha)` gives a recorded file's text."""
+    out = []
+    for part in parts:
+        out.append(part if isinstance(part, str) else
+                   text_of(part["file"])[part["start"]:part["end"]])
+    return "".join(out)
+
+
+# -- history ------------------------------------------------------------------------------------
+
+@dataclass
+class HistoryPlan:
+    """Which history a request carries: turns from `from_seq` (queue order) on, tool results
+    of `shortened` calls cut to `shorten_to`, every result cut at `result_cap`."""
+
+    from_seq: int = 0
+    shortened: list[str] = field(default_factory=list)
+    shorten_to: int = SHORTEN_TO
+    result_cap: int = RESULT_CAP
+    dropped: int = 0  # messages of earlier turns left out
+
+
+@dataclass
+class _Unit:
+    """One earlier turn (with what merged into it) as messages; kept or dropped whole."""
+
+    seq: int
     messages: list[dict]
-    dropped: int
+    results: list[tuple[int, str, int]]  # (message index, call id, full length)
+
+
+def render_history(con: sqlite3.Connection, turn: sqlite3.Row, plan: HistoryPlan,
+                   upto_step: int | None = None) -> list[dict]:
+    """The neutral messages for `turn`'s next model call (or its call number `upto_step`):
+    earlier turns of the session from `plan.from_seq` on, then this turn's messages and its
+    steps before `upto_step`. Every call is followed by exactly one result, by construction."""
+    units, current = _units(con, turn, upto_step, plan)
+    out: list[dict] = []
+    for unit in units:
+        if unit.seq >= plan.from_seq:
+            out.extend(unit.messages)
+    return out + current
+
+
+def _units(con: sqlite3.Connection, turn: sqlite3.Row, upto_step: int | None,
+           plan: HistoryPlan) -> tuple[list[_Unit], list[dict]]:
+    shortened = set(plan.shortened)
+    rows = con.execute(
+        "SELECT t.id, t.message, t.reply, t.state, t.queued_seq, t.merged_into, t.merged_step,"
+        " COALESCE(p.queued_seq, t.queued_seq) AS unit_seq, COALESCE(p.id, t.id) AS unit"
+        " FROM turns t LEFT JOIN turns p ON p.id = t.merged_into"
+        " WHERE t.session = ? AND COALESCE(p.queued_seq, t.queued_seq) <= ?"
+        " ORDER BY unit_seq, t.queued_seq",
+        (turn["session"], turn["queued_seq"])).fetchall()
+    by_unit: dict[str, list[sqlite3.Row]] = {}
+    heads: dict[str, sqlite3.Row] = {}
+    for r in rows:
+        by_unit.setdefault(r["unit"], []).append(r)
+        if r["id"] == r["unit"]:
+            heads[r["unit"]] = r
+    steps = _session_steps(con, turn["session"])
+    units: list[_Unit] = []
+    current: list[dict] = []
+    for unit_id, members in by_unit.items():
+        head = heads.get(unit_id)
+        if head is None:
+            continue
+        is_current = unit_id == turn["id"]
+        if not is_current and head["state"] != "completed":
+            continue
+        messages: list[dict] = []
+        results: list[tuple[int, str, int]] = []
+        steered: dict[int, list[str]] = {}
+        for m in members:
+            if m["merged_step"] is not None:
+                steered.setdefault(m["merged_step"], []).append(m["message"])
+            else:
+                messages.append({"role": "user", "content": m["message"]})
+        _steps(steps.get(unit_id, ()), upto_step if is_current else None, steered, messages,
+               results, shortened if not is_current else set(), plan)
+        if is_current:
+            current = messages
+        else:
+            messages.append({"role": "assistant", "content": head["reply"] or ""})
+            units.append(_Unit(head["queued_seq"], messages, results))
+    return units, current
+
+
+def _session_steps(con: sqlite3.Connection, session: str) -> dict[str, list[sqlite3.Row]]:
+    """Every step of the session's turns with its calls (one query), by turn."""
+    out: dict[str, list[sqlite3.Row]] = {}
+    for r in con.execute(
+            "SELECT s.turn, s.step, s.text, c.id, c.name, c.arguments, c.state, c.result"
+            " FROM steps s LEFT JOIN tool_calls c ON c.turn = s.turn AND c.step = s.step"
+            " WHERE s.session = ? ORDER BY s.turn, s.step, c.idx", (session,)):
+        out.setdefault(r["turn"], []).append(r)
+    return out
+
+
+def _steps(rows, upto_step: int | None, steered: dict[int, list[str]], messages: list[dict],
+           results: list[tuple[int, str, int]], shortened: set[str],
+           plan: HistoryPlan) -> None:
+    """Append a turn's steps: the assistant message with its calls, then one result per
+    call, then what the user steered in after that step."""
+    current_step = None
+    pending_results: list[dict] = []
+
+    def flush(step: int | None) -> None:
+        if step is None:
+            return
+        for result in pending_results:
+            results.append((len(messages), result["tool_call_id"], len(result["content"])))
+            messages.append(result)
+        for text in steered.get(step, ()):
+            messages.append({"role": "user", "content": text})
+
+    for r in rows:
+        if upto_step is not None and r["step"] >= upto_step:
+            break
+        if r["step"] != current_step:
+            flush(current_step)
+            current_step = r["step"]
+            calls: list[dict] = []
+            pending_results = []
+            messages.append({"role": "assistant", "content": r["text"], "tool_calls": calls})
+        if r["id"] is None:
+            continue
+        calls.append({"id": r["id"], "name": r["name"], "arguments": r["arguments"]})
+        cap = plan.shorten_to if r["id"] in shortened else plan.result_cap
+        pending_results.append({"role": "tool", "tool_call_id": r["id"], "name": r["name"],
+                                "content": result_text(r["state"], r["result"], cap),
+                                "is_error": r["state"] != "ok"})
+    flush(current_step)
+
+
+def result_text(state: str, result: str | None, cap: int) -> str:
+    """A call's result as the model gets it: cut at `cap` characters with a marker."""
+    if state in ("pending", "running") or result is None:
+        text = "The call has no result: it did not run to the end."
+    else:
+        text = result
+    if len(text) > cap:
+        text = (text[:cap] + f"\n[... {len(text) - cap:,} more characters not shown: the "
+                f"result was cut at {cap:,}]")
+    return text
+
+
+def plan_history(con: sqlite3.Connection, turn: sqlite3.Row, budget: int,
+                 result_cap: int = RESULT_CAP) -> HistoryPlan:
+    """Fit the history into `budget` tokens: shorten old large tool results first, then drop
+    whole earlier turns, oldest first. The current turn is always sent whole."""
+    plan = HistoryPlan(result_cap=result_cap)
+    units, current = _units(con, turn, None, plan)
+    used = sum(_tokens(m) for m in current)
+    sizes = [sum(_tokens(m) for m in u.messages) for u in units]
+    if used + sum(sizes) <= budget:
+        return plan
+    long_results = {cid for u in units for _, cid, n in u.results if n > plan.shorten_to}
+    if long_results:
+        plan.shortened = sorted(long_results)
+        units, current = _units(con, turn, None, plan)
+        sizes = [sum(_tokens(m) for m in u.messages) for u in units]
+    keep_from = len(units)
+    for i in range(len(units) - 1, -1, -1):
+        if used + sizes[i] > budget:
+            break
+        used += sizes[i]
+        keep_from = i
+    kept = units[keep_from:]
+    plan.from_seq = kept[0].seq if kept else turn["queued_seq"]
+    plan.dropped = sum(len(u.messages) for u in units[:keep_from])
+    kept_ids = {cid for u in kept for _, cid, _ in u.results}
+    plan.shortened = [c for c in plan.shortened if c in kept_ids]
+    return plan
+
+
+def _tokens(message: dict) -> int:
+    n = estimate_tokens(message.get("content") or "")
+    for call in message.get("tool_calls") or ():
+        n += estimate_tokens(call["name"]) + estimate_tokens(call["arguments"])
+    return n
+
+
+# -- the whole request ---------------------------------------------------------------------------
+
+@dataclass
+class Request:
+    """One model call's input, and how to record it."""
+
+    system: SystemPrompt
+    tools: list  # ToolSpec
+    messages: list[dict]
+    plan: HistoryPlan
     window: int
 
+    @property
+    def tools_sha(self) -> str | None:
+        return sha256(json.dumps(tools_wire(self.tools), sort_keys=True)) if self.tools else None
 
-def build_context(con: sqlite3.Connection, turn: sqlite3.Row, merged: list[str],
-                  window: int | None = None, system: str | None = None) -> Context:
-    """The messages for `turn` (and the turns merged into it): earlier complete messages of
-    the session, then this turn's user message(s)."""
-    own = [turn["id"], *merged]
-    marks = ",".join("?" * len(own))
-    first_seq = turn["queued_seq"]
-    # earlier turns in queue order (merged turns count under the turn that answered them),
-    # each question before its answer, whatever order the events were written in
-    history = [
-        {"role": r["role"], "content": r["content"]}
-        for r in con.execute(
-            "SELECT m.role, m.content FROM messages m JOIN turns t ON t.id = m.turn"
-            " LEFT JOIN turns p ON p.id = t.merged_into"
-            " WHERE m.session = ? AND m.status != 'aborted'"
-            " AND (t.state = 'completed' OR (t.state = 'merged' AND p.state = 'completed'))"
-            f" AND COALESCE(p.queued_seq, t.queued_seq) < ? AND m.turn NOT IN ({marks})"
-            " ORDER BY COALESCE(p.queued_seq, t.queued_seq),"
-            " CASE m.role WHEN 'user' THEN 0 ELSE 1 END, m.seq",
-            (turn["session"], first_seq, *own))
-    ]
-    current = [
-        {"role": "user", "content": r["message"]}
-        for r in con.execute(f"SELECT message FROM turns WHERE id IN ({marks}) ORDER BY queued_seq",
-                             own)
-    ]
-    window = window or DEFAULT_CONTEXT_WINDOW
-    budget = window - REPLY_RESERVE
-    prefix = [{"role": "system", "content": system}] if system else []
-    fixed = sum(estimate_tokens(m["content"]) for m in prefix + current)
-    kept: list[dict] = []
-    used = fixed
-    for message in reversed(history):
-        cost = estimate_tokens(message["content"])
-        if used + cost > budget:
-            break
-        kept.append(message)
-        used += cost
-    kept.reverse()
-    # a reply without the question it answers only confuses the model
-    while kept and kept[0]["role"] == "assistant":
-        kept.pop(0)
-    return Context(prefix + kept + current, len(history) - len(kept), window)
+    def refs(self, options: dict | None = None) -> dict:
+        """The request as recorded in turn.step / turn.completed (by reference)."""
+        refs = {"system": self.system.sha, "tools": self.tools_sha,
+                "from_seq": self.plan.from_seq, "format": FORMAT,
+                "result_cap": self.plan.result_cap}
+        if self.plan.shortened:
+            refs["shortened"] = list(self.plan.shortened)
+            refs["shorten_to"] = self.plan.shorten_to
+        if self.plan.dropped:
+            refs["dropped"] = self.plan.dropped
+        if options:
+            refs["options"] = options
+        return refs
+
+    @property
+    def tokens(self) -> int:
+        return self.system.tokens + sum(_tokens(m) for m in self.messages) + sum(
+            estimate_tokens(json.dumps(t)) for t in tools_wire(self.tools))
+
+
+def tools_wire(tools: list) -> list[dict]:
+    return [t.wire() for t in tools]
+
+
+def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent: sqlite3.Row,
+                  workspace: Path, tools: list, settings: dict,
+                  upto_step: int | None = None) -> Request:
+    """Everything the next model call of `turn` sends."""
+    prompt = system_prompt(con, home, agent, workspace, tools, settings)
+    window = int(settings.get("contextWindow") or DEFAULT_CONTEXT_WINDOW)
+    cap = int(settings.get("tools", {}).get("maxResultChars", RESULT_CAP))
+    tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
+    budget = window - REPLY_RESERVE - prompt.tokens - tool_tokens
+    plan = plan_history(con, turn, budget, cap)
+    history = render_history(con, turn, plan, upto_step)
+    messages = [{"role": "system", "content": prompt.text}, *history]
+    return Request(prompt, tools, messages, plan, window)
+
+
+def render_recorded(con: sqlite3.Connection, turn: sqlite3.Row, refs: dict,
+                    step: int | None) -> dict:
+    """A past request rebuilt from what the log recorded: system prompt and tools by hash,
+    history by plan. `step` is the model call (None: the turn's last one)."""
+    def body(sha: str) -> str:
+        row = con.execute("SELECT body FROM snapshots WHERE sha256 = ?", (sha,)).fetchone()
+        if row is None:
+            raise KeyError(sha)
+        return row[0]
+
+    parts = json.loads(body(refs["system"]))
+    system = render_parts(parts, body)
+    tools = json.loads(body(refs["tools"])) if refs.get("tools") else []
+    plan = HistoryPlan(refs.get("from_seq", 0), refs.get("shortened", []),
+                       refs.get("shorten_to", SHORTEN_TO), refs.get("result_cap", RESULT_CAP),
+                       refs.get("dropped", 0))
+    messages = [{"role": "system", "content": system},
+                *render_history(con, turn, plan, step)]
+    return {"messages": messages, "tools": tools, "options": refs.get("options", {})}
+
+
+def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
+            session: str | None) -> dict:
+    """What the agent's next turn in `session` would send (`fased agent context`)."""
+    from fased.agents import get_agent, workspace_for
+    from fased.settings import agent_settings
+    from fased.tools import specs
+    from fased.tools.policy import offered_names
+
+    agent = get_agent(con, agent_id)
+    if session is None:
+        session = agent["current_session"]
+    elif con.execute("SELECT 1 FROM sessions WHERE id = ? AND agent = ?",
+                     (session, agent["id"])).fetchone() is None:
+        row = con.execute("SELECT id FROM sessions WHERE name = ? AND agent = ?",
+                          (session, agent["id"])).fetchone()
+        if row is None:
+            from fased.errors import NotFoundError
+
+            raise NotFoundError(f"no session {session!r} of agent {agent['id']}",
+                                hint=f"`fased session list --agent {agent['id']}`")
+        session = row[0]
+    settings = agent_settings(con, agent["id"])
+    workspace = workspace_for(con, home, agent)
+    tools = specs(offered_names(settings["tools"]))
+    next_turn = {"id": "", "session": session or "", "queued_seq": 1 << 62}
+    request = build_request(con, home, next_turn, agent, workspace, tools, settings)
+    history = sum(_tokens(m) for m in request.messages[1:])
+    tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
+    return {
+        "agent": agent["id"], "session": session, "workspace": str(workspace),
+        "files": [{"name": f.name, "path": str(f.path), "size": f.size,
+                   "injected": f.injected, "reason": f.reason, "sha256": f.sha}
+                  for f in request.system.files],
+        "tools": [t.name for t in tools],
+        "tokens": {"system": request.system.tokens, "tools": tool_tokens, "history": history,
+                   "total": request.system.tokens + tool_tokens + history},
+        "window": request.window, "dropped": request.plan.dropped,
+        "system_prompt": request.system.text,
+    }

@@ -164,7 +164,7 @@ class Repl:
                 "Override cleared: this session uses the agent default.")
 
     def _queue(self, args: list[str]) -> str:
-        from fased.runner import QUEUE_MODES, queue_mode
+        from fased.settings import QUEUE_MODES, queue_mode
 
         if not args:
             return f"Queue mode: {queue_mode(self.store.db(), self.session, self.agent)}"

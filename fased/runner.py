@@ -13,7 +13,6 @@ a StateError (exit 4).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -24,16 +23,13 @@ from datetime import datetime, timedelta
 
 from fased.errors import FasedError, ModelsFailedError, StateError
 from fased.safetext import describe, scrub
+from fased.settings import agent_settings, queue_mode
 from fased.store import Draft, Store
 from fased.timeparse import format_ts, parse_ts, utc_now
 
-QUEUE_MODES = ("followup", "collect", "steer")
-DEFAULT_RETRIES = 2
-DEFAULT_COOLDOWN = 60.0
 DEFAULT_LEASE = 60.0
 COLLECT_DEBOUNCE = 1.0
 COLLECT_CAP = 20
-MAX_WAIT = 60.0
 MAX_CLAIMS = 3  # a turn given back after a network error is claimed at most this often
 
 
@@ -73,6 +69,8 @@ class TurnResult:
     context_dropped: int = 0
     merged: list[str] = field(default_factory=list)
     replaced_chars: int = 0
+    calls: list[dict] = field(default_factory=list)  # the tool calls this runner finished
+    steps: int = 0  # model calls
 
     def to_dict(self) -> dict:
         return {
@@ -82,7 +80,7 @@ class TurnResult:
             "timings": {"latency_ms": self.latency_ms, "ttft_ms": self.ttft_ms},
             "attempts": self.attempts, "error_class": self.error_class, "error": self.error,
             "context_dropped": self.context_dropped, "merged": self.merged,
-            "replaced_chars": self.replaced_chars,
+            "replaced_chars": self.replaced_chars, "steps": self.steps, "calls": self.calls,
         }
 
 
@@ -92,24 +90,6 @@ class Stop(BaseException):
 
 def runner_id() -> str:
     return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
-
-
-def _settings(con: sqlite3.Connection, agent: str) -> dict:
-    """Run settings from fased.json: agent-level queue settings over agents.defaults."""
-    from fased.config import config_doc
-
-    defaults = config_doc(con).get("agents", {}).get("defaults", {})
-    row = con.execute("SELECT config FROM agents WHERE id = ?", (agent,)).fetchone()
-    own = json.loads(row[0] or "{}") if row else {}
-    queue = {**defaults.get("queue", {}), **own.get("queue", {})}
-    return {**defaults, "queue": queue}
-
-
-def queue_mode(con: sqlite3.Connection, session: str, agent: str) -> str:
-    row = con.execute("SELECT queue_mode FROM sessions WHERE id = ?", (session,)).fetchone()
-    if row is not None and row[0]:
-        return row[0]
-    return _settings(con, agent)["queue"].get("mode", "followup")
 
 
 class Runner:
@@ -183,7 +163,7 @@ class Runner:
                                               "ORDER BY queued_seq", (row["id"],))]
         if queue_mode(con, row["session"], row["agent"]) != "collect":
             return []
-        queue = _settings(con, row["agent"])["queue"]
+        queue = agent_settings(con, row["agent"])["queue"]
         debounce = queue.get("debounceMs", COLLECT_DEBOUNCE * 1000) / 1000
         cap = queue.get("cap", COLLECT_CAP)
         pending = con.execute("SELECT id, queued_at FROM turns WHERE session = ? AND state = "
@@ -206,16 +186,17 @@ class Runner:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, claim: Claim, on_delta: Callable[[str], None] | None = None,
-            interrupt: str = "abandon") -> TurnResult:
-        """Run a claimed turn to its end and record the outcome.
+            interrupt: str = "abandon", approver=None, on_tool=None) -> TurnResult:
+        """Run a claimed turn to its end (the agent loop) and record the outcome.
 
         `interrupt` says what Ctrl-C means: "abort" (keep the partial reply, as chat does) or
         "abandon" (give the turn back to the queue, as `fased run` does). SIGTERM abandons.
+        `approver` asks the user about a call that needs it; `on_tool` shows a call starting.
         """
-        from fased.turn import TurnCall
+        from fased.loop import AgentLoop
 
         keeper = LeaseKeeper(self.store.home, claim, self.id, self.lease, self.clock)
-        call = TurnCall(self, claim, on_delta)
+        call = AgentLoop(self, claim, on_delta, approver, on_tool)
         try:
             keeper.start()
             try:
@@ -223,7 +204,7 @@ class Runner:
             except Exception as exc:
                 if not self._recovered_from_damage(exc):
                     raise
-                call = TurnCall(self, claim, on_delta)
+                call = AgentLoop(self, claim, on_delta, approver, on_tool)
                 outcome = call.execute()
         except KeyboardInterrupt:
             keeper.stop()
@@ -319,7 +300,10 @@ class Runner:
                 f"could not record the result of turn {claim.turn}: {describe(exc)}",
                 hint="the turn stays claimed until its lease runs out, then another runner "
                 "answers it; `fased doctor` checks the home") from None
+        from fased.loop import calls_of_turn
+
         state = etype.split(".")[1]
+        calls = calls_of_turn(self.store.db(check_files=False), claim.turn)
         return TurnResult(
             claim.turn, claim.agent, claim.session, state,
             reply=data.get("reply", data.get("partial_reply", "")), model=data.get("model"),
@@ -327,9 +311,12 @@ class Runner:
             latency_ms=data.get("latency_ms"), ttft_ms=data.get("ttft_ms"),
             attempts=data.get("attempts", call.attempts), error_class=data.get("error_class"),
             error=data.get("message"), context_dropped=data.get("context_dropped", 0),
-            merged=claim.merged, replaced_chars=data.get("replaced_chars", 0))
+            merged=claim.merged, replaced_chars=data.get("replaced_chars", 0), calls=calls,
+            steps=data.get("steps", 1 if state == "completed" else 0))
 
     def _record(self, claim: Claim, etype: str, data: dict, drafts: list[Draft]) -> None:
+        from fased.loop import close_open_calls
+
         base = {"turn": claim.turn, "agent": claim.agent, "session": claim.session}
         if etype != "turn.abandoned":
             base["task"] = claim.task  # null too: lets the tasks projection skip chat turns
@@ -337,14 +324,29 @@ class Runner:
             data = {**data, "merged": claim.merged}
 
         def decide(con):
-            row = con.execute("SELECT state, runner, claims FROM turns WHERE id = ?",
-                              (claim.turn,)).fetchone()
-            if row["state"] != "running" or row["runner"] != self.id or (
-                    row["claims"] != claim.claim):
-                raise LostClaim(f"turn {claim.turn} was taken over by another runner")
-            return [*drafts, Draft(etype, f"session:{claim.session}", {**base, **data})]
+            self._fence(con, claim)
+            closing = [] if etype == "turn.abandoned" else close_open_calls(
+                con, claim.turn, claim.agent, claim.session)
+            return [*drafts, *closing, Draft(etype, f"session:{claim.session}",
+                                             {**base, **data})]
 
         self.store.append_internal(decide)
+
+    def record_fenced(self, claim: Claim, drafts: list[Draft]) -> None:
+        """Append events of a turn this runner still holds (LostClaim otherwise)."""
+
+        def decide(con):
+            self._fence(con, claim)
+            return drafts
+
+        self.store.append_internal(decide)
+
+    def _fence(self, con, claim: Claim) -> None:
+        row = con.execute("SELECT state, runner, claims FROM turns WHERE id = ?",
+                          (claim.turn,)).fetchone()
+        if row["state"] != "running" or row["runner"] != self.id or (
+                row["claims"] != claim.claim):
+            raise LostClaim(f"turn {claim.turn} was taken over by another runner")
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""One turn's model calls: the fallback chain, retries with tenacity, an event per attempt.
+"""A turn's model calls: the fallback chain, retries with tenacity, an event per attempt.
 
 Retries: exponential backoff with jitter, never shorter than the server's Retry-After, only
 for retryable errors (connection, timeout, 408/409/429/5xx, a stream dropped mid-way). After
@@ -14,7 +14,6 @@ import time
 from datetime import timedelta
 
 from fased.agents import get_agent
-from fased.context import build_context
 from fased.errors import FasedError
 from fased.net import MODEL_DEADLINE
 from fased.safetext import scrub
@@ -24,8 +23,18 @@ from fased.timeparse import format_ts
 NO_FALLBACK = ("bad_request", "context_length")
 
 
-class TurnCall:
-    """Runs the model chain for one claimed turn; `execute` returns (event type, data)."""
+class TurnFailed(Exception):
+    """No model of the chain could answer: the turn fails with `data` (turn.failed)."""
+
+    def __init__(self, data: dict):
+        super().__init__(data.get("message"))
+        self.data = data
+
+
+class ModelChain:
+    """A turn's models in fallback order, with retries: `call` makes one model call of the
+    turn (a step) and returns its result; a model that failed during the turn is not tried
+    again for the turn's later steps (the next in the chain gets the same history)."""
 
     def __init__(self, runner, claim, sink=None):
         self.runner = runner
@@ -35,82 +44,65 @@ class TurnCall:
         self.current_model: str | None = None
         self.cooldowns: list[Draft] = []
         self.tried: list[str] = []
+        self.index = 0  # the chain position the next step starts at
         self._pieces: list[str] = []
+        self.started = time.monotonic()
 
     @property
     def partial(self) -> str:
         return "".join(self._pieces)
 
-    def execute(self) -> tuple[str, dict]:
-        from fased.runner import DEFAULT_COOLDOWN, DEFAULT_RETRIES, _settings
+    def configure(self, settings: dict) -> None:
+        from fased.settings import DEFAULT_COOLDOWN, DEFAULT_RETRIES
 
-        store = self.runner.store
-        con = store.db(check_files=False)
-        turn = con.execute("SELECT * FROM turns WHERE id = ?", (self.claim.turn,)).fetchone()
-        settings = _settings(con, self.claim.agent)
-        ctx = build_context(con, turn, self.claim.merged, settings.get("contextWindow"),
-                            settings.get("systemPrompt"))
-        if ctx.dropped:
-            self.runner.note(f"fased: dropped the {ctx.dropped} oldest message(s) of session "
-                             f"{self.claim.session} to fit the {ctx.window}-token context window")
-        chain = self.claim.models
+        self.retries = int(settings.get("retries", DEFAULT_RETRIES))
+        self.cooldown = float(settings.get("cooldownSeconds", DEFAULT_COOLDOWN))
+        self.timeouts = {"read_timeout": float(settings.get("timeoutSeconds", 120)),
+                         "deadline": float(settings.get("deadlineSeconds", MODEL_DEADLINE))}
         for ref, until in self.claim.cooling.items():
             self.runner.note(f"fased: skipping {ref} (cooling down until {until})")
+
+    def call(self, con, messages: list[dict], tools: list[dict] | None):
+        """One model call along the chain; raises TurnFailed when no model answers."""
+        chain = self.claim.models
         if not chain:
-            return "turn.failed", {
+            raise TurnFailed({
                 "error_class": "no_model", "attempts": 0, "models_tried": [],
                 "message": f"agent {self.claim.agent} has no model: "
-                "`fased agent models set primary REF`", "runner": self.runner.id}
-        retries = int(settings.get("retries", DEFAULT_RETRIES))
-        cooldown = float(settings.get("cooldownSeconds", DEFAULT_COOLDOWN))
-        timeouts = {"read_timeout": float(settings.get("timeoutSeconds", 120)),
-                    "deadline": float(settings.get("deadlineSeconds", MODEL_DEADLINE))}
-        started = time.monotonic()
-        tried = self.tried
+                "`fased agent models set primary REF`", "runner": self.runner.id})
         last: FasedError | None = None
-        for index, ref in enumerate(chain):
-            tried.append(ref)
-            more = index + 1 < len(chain)
+        while self.index < len(chain):
+            ref = chain[self.index]
+            if ref not in self.tried:
+                self.tried.append(ref)
             try:
-                result = self._call_model(con, ref, ctx.messages, retries, timeouts)
+                return self._call_model(con, ref, messages, tools)
             except FasedError as exc:
                 last = exc
                 kind = getattr(exc, "kind", "config")
                 if kind in NO_FALLBACK:
-                    return "turn.failed", {
+                    raise TurnFailed({
                         "error_class": kind, "message": exc.message, "attempts": self.attempts,
-                        "models_tried": tried, "runner": self.runner.id}
-                until = format_ts(self.runner.clock() + timedelta(seconds=cooldown))
-                if cooldown > 0:
+                        "models_tried": list(self.tried), "runner": self.runner.id}) from None
+                until = format_ts(self.runner.clock() + timedelta(seconds=self.cooldown))
+                if self.cooldown > 0:
                     self.cooldowns.append(Draft("model.cooldown", f"model:{ref}", {
                         "model": ref, "until": until, "reason": kind}))
+                self.index += 1
+                more = self.index < len(chain)
                 self.runner.note(f"fased: {ref} failed ({kind})"
-                                 + (f"; falling back to {chain[index + 1]}" if more else ""))
-                continue
-            data = {
-                "reply": result.text, "model": ref,
-                "usage": {"input_tokens": result.usage.input_tokens,
-                          "output_tokens": result.usage.output_tokens},
-                "finish_reason": result.finish_reason,
-                "latency_ms": round((time.monotonic() - started) * 1000, 1),
-                "ttft_ms": None if result.ttft_ms is None else round(result.ttft_ms, 1),
-                "attempts": self.attempts, "context_dropped": ctx.dropped,
-                "runner": self.runner.id}
-            if result.replaced_chars:
-                data["replaced_chars"] = result.replaced_chars
-                self.runner.note(f"fased: the reply from {ref} held {result.replaced_chars} "
-                                 "character(s) that are not valid Unicode; they were replaced "
-                                 "with U+FFFD")
-            return "turn.completed", data
-        return "turn.failed", {
-            "error_class": "models_failed", "attempts": self.attempts, "models_tried": tried,
-            "message": f"every model failed ({', '.join(tried)}); last: "
-            f"{last.message if last else 'unknown error'}", "runner": self.runner.id}
+                                 + (f"; falling back to {chain[self.index]}" if more else ""))
+        raise TurnFailed({
+            "error_class": "models_failed", "attempts": self.attempts,
+            "models_tried": list(self.tried),
+            "message": f"every model failed ({', '.join(self.tried)}); last: "
+            f"{last.message if last else 'unknown error'}", "runner": self.runner.id})
 
-    def _call_model(self, con, ref: str, messages: list[dict], retries: int, timeouts: dict):
+    def _call_model(self, con, ref: str, messages: list[dict], tools: list[dict] | None):
         """One model with retries; raises the last error when it gives up."""
+        retries, timeouts = self.retries, self.timeouts
         from fased.models import get_provider, make_client, parse_model_ref
-        from fased.runner import MAX_WAIT
+        from fased.settings import MAX_WAIT
 
         self.current_model = ref
         try:
@@ -130,7 +122,8 @@ class TurnCall:
             if self.sink is not None:
                 self.sink.restart()
             try:
-                return client.chat(parsed.model, messages, stream=True, on_delta=self._delta)
+                return client.chat(parsed.model, messages, stream=True, on_delta=self._delta,
+                                   tools=tools or None)
             except FasedError as exc:
                 self._record_attempt(ref, model_attempt, exc)
                 raise

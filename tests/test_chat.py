@@ -183,9 +183,14 @@ def test_turn_events_in_order(models, run, server):
 
     assert result.exit_code == 0, result.stderr
     new = events(models)[before:]
+    # the first turn records what its request refers to: the system prompt and the tool specs
     assert [e["type"] for e in new] == ["session.created", "session.switched", "turn.queued",
-                                        "turn.started", "turn.completed"]
-    queued, started, completed = (e["data"] for e in new[2:])
+                                        "turn.started", "context.recorded", "context.recorded",
+                                        "turn.completed"]
+    queued, started, prompt, tools, completed = (e["data"] for e in new[2:])
+    assert (prompt["kind"], tools["kind"]) == ("prompt", "tools")
+    assert completed["request"]["system"] == prompt["sha256"]
+    assert completed["request"]["tools"] == tools["sha256"]
     turn = queued["turn"]
     assert queued == {"turn": turn, "agent": "main", "session": "s-1",
                       "message": "how are you?", "source": "chat"}
@@ -298,7 +303,7 @@ def test_sessions_and_agents_by_option(models, run, ok, server):
         ("main", "s-2", "current"), ("main", "s-1", "by name"), ("main", "s-2", "by id"),
         ("main", "s-3", "fresh"), ("helper", "s-4", "other agent")]
     # each session's model saw only its own history
-    assert [len(r["json"]["messages"]) for r in server.requests] == [1, 1, 3, 1, 1]
+    assert [len(r["json"]["messages"]) for r in server.requests] == [2, 2, 4, 2, 2]  # + system
     result = run("chat", "--session", "nope", "hi")
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: no session 'nope'")
@@ -646,7 +651,11 @@ def test_bad_model_options_append_nothing(models, run, server, args, code):
 # -- context window ----------------------------------------------------------------------------
 
 def test_history_over_the_window_drops_the_oldest_with_a_note(models, ok, run, server):
-    ok("config", "set", "agents.defaults.contextWindow", "2000")
+    # room for the system prompt, the tools, the reply reserve and two of the 400-token
+    # messages with a short reply, not three
+    fixed = json.loads(ok("agent", "context", "--json"))["tokens"]
+    window = fixed["system"] + fixed["tools"] + 1024 + 830
+    ok("config", "set", "agents.defaults.contextWindow", str(window))
     server.default = Reply("ok")
     a, b, c = "a" * 1600, "b" * 1600, "c" * 1600
     ok("chat", a)
@@ -656,11 +665,11 @@ def test_history_over_the_window_drops_the_oldest_with_a_note(models, ok, run, s
 
     assert "dropped" not in second.stderr
     assert third.exit_code == 0, third.stderr
-    assert ("fased: dropped the 2 oldest message(s) of session s-1 to fit the 2000-token "
+    assert (f"fased: dropped the 2 oldest message(s) of session s-1 to fit the {window}-token "
             "context window") in third.stderr.splitlines()
     assert json.loads(third.stdout)["context_dropped"] == 2
-    assert [(m["role"], m["content"]) for m in server.requests[-1]["json"]["messages"]] == [
-        ("user", b), ("assistant", "ok"), ("user", c)]
+    assert [(m["role"], m["content"]) for m in server.requests[-1]["json"]["messages"]
+            if m["role"] != "system"] == [("user", b), ("assistant", "ok"), ("user", c)]
     assert [e["data"]["context_dropped"] for e in of_type(models, "turn.completed")] == [0, 0, 2]
 
 

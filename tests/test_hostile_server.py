@@ -165,9 +165,9 @@ def test_bytes_that_are_not_utf8_are_replaced_and_counted(models, run, server):
 
 def test_a_bug_while_answering_fails_that_turn_and_the_runner_goes_on(models, run, ok, server,
                                                                       monkeypatch):
-    import fased.turn
+    import fased.loop
 
-    real = fased.turn.build_context
+    real = fased.loop.build_request
     calls = []
 
     def buggy(*args, **kwargs):
@@ -176,7 +176,7 @@ def test_a_bug_while_answering_fails_that_turn_and_the_runner_goes_on(models, ru
             raise KeyError("weird-field")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fased.turn, "build_context", buggy)
+    monkeypatch.setattr(fased.loop, "build_request", buggy)
     first, second = (ok("chat", "--queue", m).strip() for m in ("one", "two"))
 
     result = run("run", "--once")

@@ -22,7 +22,7 @@ TABLES = {
     "kv": {"columns": {"key": str, "value": str}, "pk": "key"},
     "workspace_files": {
         "columns": {"workspace": str, "file": str, "agent": str, "bytes": int,
-                    "created_at": str, "created_seq": int},
+                    "created_at": str, "created_seq": int, "removed_seq": int},
         "pk": ("workspace", "file"),
     },
 }
@@ -80,6 +80,14 @@ def _file_created(con: sqlite3.Connection, e: dict) -> None:
     )
 
 
+def _file_removed(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("INSERT OR IGNORE INTO workspace_files(workspace, file, agent) VALUES (?,?,?)",
+                (d["workspace"], d["file"], d["agent"]))
+    con.execute("UPDATE workspace_files SET removed_seq = ? WHERE workspace = ? AND file = ?",
+                (e["seq"], d["workspace"], d["file"]))
+
+
 def set_kv(con: sqlite3.Connection, key: str, value: str | None) -> None:
     con.execute("INSERT INTO kv(key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
@@ -111,4 +119,5 @@ HANDLERS = {
     "agent.deleted": _deleted,
     "agent.restored": _restored,
     "workspace.file_created": _file_created,
+    "workspace.file_removed": _file_removed,
 }

@@ -16,7 +16,7 @@ import sqlite3
 from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
 
-VERSION = 2
+VERSION = 3
 
 TABLES = {
     "turns": {
@@ -28,6 +28,7 @@ TABLES = {
             "input_tokens": int, "output_tokens": int, "finish_reason": str,
             "latency_ms": float, "ttft_ms": float, "attempts": int, "error_class": str,
             "error": str, "merged_into": str, "context_dropped": int, "reply_seq": int,
+            "merged_step": int, "steps": int,
         },
         "pk": "id",
         "defaults": {"claims": 0, "attempts": 0},
@@ -89,10 +90,11 @@ def _completed(con: sqlite3.Connection, e: dict) -> None:
     con.execute(
         "UPDATE turns SET state = 'completed', finished_at = ?, model_used = ?, reply = ?,"
         " input_tokens = ?, output_tokens = ?, finish_reason = ?, latency_ms = ?, ttft_ms = ?,"
-        " attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ? WHERE id = ?",
+        " attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ?, steps = ?"
+        " WHERE id = ?",
         (e["ts"], d["model"], d["reply"], usage.get("input_tokens"), usage.get("output_tokens"),
          d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"), d.get("attempts", 1),
-         d.get("context_dropped", 0), e["seq"], d["turn"]),
+         d.get("context_dropped", 0), e["seq"], d.get("steps", 1), d["turn"]),
     )
 
 
@@ -114,8 +116,16 @@ def _aborted(con: sqlite3.Connection, e: dict) -> None:
 def _abandoned(con: sqlite3.Connection, e: dict) -> None:
     con.execute("UPDATE turns SET state = 'queued', runner = NULL, lease_until = NULL"
                 " WHERE id = ?", (e["data"]["turn"],))
+    # a turn merged by collect goes back with it; one steered in was already shown to the
+    # model inside this turn's steps, which the next runner continues
     con.execute("UPDATE turns SET state = 'queued', merged_into = NULL WHERE merged_into = ?"
-                " AND state = 'merged'", (e["data"]["turn"],))
+                " AND state = 'merged' AND merged_step IS NULL", (e["data"]["turn"],))
+
+
+def _steered(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.executemany("UPDATE turns SET state = 'merged', merged_into = ?, merged_step = ?"
+                    " WHERE id = ?", [(d["turn"], d["step"], t) for t in d["turns"]])
 
 
 def _cooldown(con: sqlite3.Connection, e: dict) -> None:
@@ -134,13 +144,14 @@ HANDLERS = {
     "turn.failed": _failed,
     "turn.aborted": _aborted,
     "turn.abandoned": _abandoned,
+    "turn.steered": _steered,
     "model.cooldown": _cooldown,
 }
 
 # -- transcripts ------------------------------------------------------------------------------
 
 _TRANSCRIPT_TYPES = ("turn.queued", "turn.completed", "turn.aborted", "session.created",
-                     "session.renamed")
+                     "session.renamed", "turn.step", "tool.finished")
 
 
 def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
@@ -183,19 +194,52 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
                                         f'{_json_int(tokens_out)}}}'
                                         + (', "aborted": true}\n' if state == "aborted"
                                            else '}\n')))
+    lines += _tool_lines(cur, session)
     lines.sort(key=_first)  # every message has its own seq: the seq of its event
     out = [f'{{"type": "session", "version": 1, "id": {s(session)}, "agent": {s(agent)}, '
            f'"name": {s(name)}, "created_at": {s(created_at)}}}\n']
     previous = "null"
     for _, turn, is_reply, rest in lines:
-        msg_id = s(f"{turn}:a" if is_reply else f"{turn}:u")
-        parent = s(f"{asked_last.get(turn, turn)}:u") if is_reply else previous
+        if is_reply is None:  # a tool step or result: `turn` is the line's own id
+            msg_id = s(turn)
+            parent = previous
+        else:
+            msg_id = s(f"{turn}:a" if is_reply else f"{turn}:u")
+            parent = s(f"{asked_last.get(turn, turn)}:u") if is_reply else previous
         out.append(f'{{"type": "message", "id": {msg_id}, "parent": {parent}, {rest}')
         previous = msg_id
     path = home / "agents" / agent / "sessions" / f"{session}.jsonl"
     require_inside(home, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, "".join(out).encode())
+
+
+def _tool_lines(cur, session: str) -> list[tuple]:
+    """The assistant's tool steps and the tool results of a session, as transcript lines:
+    (seq, line id, None, the line after "parent")."""
+    out = []
+    calls: dict[tuple[str, int], list] = {}
+    for (call_id, turn, step, name, arguments, state, result, finished_seq,
+         finished_at) in cur.execute(
+            "SELECT id, turn, step, name, arguments, state, result, finished_seq, finished_at"
+            " FROM tool_calls WHERE session = ? ORDER BY turn, step, idx", (session,)):
+        calls.setdefault((turn, step), []).append(
+            f'{{"id": {_encode_string(call_id)}, "name": {_encode_string(name)}, '
+            f'"arguments": {_encode_string(arguments)}}}')
+        if finished_seq is not None:
+            out.append((finished_seq, call_id, None,
+                        f'"role": "tool", "tool_call_id": {_encode_string(call_id)}, "name": '
+                        f'{_encode_string(name)}, "status": {_encode_string(state)}, '
+                        f'"content": {_json_text(result)}, "ts": {_json_text(finished_at)}, '
+                        f'"turn": {_encode_string(turn)}}}\n'))
+    for turn, step, seq, ts, model, text in cur.execute(
+            "SELECT turn, step, seq, ts, model, text FROM steps WHERE session = ?", (session,)):
+        out.append((seq, f"{turn}:s{step}", None,
+                    f'"role": "assistant", "content": {_json_text(text)}, "ts": '
+                    f'{_json_text(ts)}, "turn": {_encode_string(turn)}, "model": '
+                    f'{_json_text(model)}, "tool_calls": [{", ".join(calls.get((turn, step), []))}]'
+                    "}\n"))
+    return out
 
 
 def _first(item: tuple):

@@ -1,11 +1,12 @@
 """fased's benchmarks: prints the figure for every speed target (never a pass/fail assertion).
 
     python tests/perf/run_all.py              # everything (builds a 1,000,000-event home once)
-    python tests/perf/run_all.py startup reads rebuild appends chat run
+    python tests/perf/run_all.py startup reads rebuild appends chat run tools
 
 Targets: --help and read commands <= 80 ms median; reads with 1M events within 1.5x of an
 empty home; rebuild >= 100,000 events/s; durable appends >= 70 % of the raw fsync rate;
-`fased chat` as a whole process <= 150 ms against an instant server; `fased run` >= 50 turns/s.
+`fased chat` as a whole process <= 150 ms against an instant server; `fased run` >= 50 turns/s;
+fased's own overhead per tool round trip <= 10 ms, not growing over a 100-call turn.
 """
 
 from __future__ import annotations
@@ -215,8 +216,55 @@ def bench_run(tmp: Path, turns: int = 300) -> None:
           f"{turns / seconds:.0f} turns/s including start-up (target >= 50/s)")
 
 
+def bench_tools(tmp: Path, calls: int = 100) -> None:
+    """One turn of `calls` read calls of a small file against an instant server, answered by
+    `fased run --once`: the time of each round trip (model call, the step recorded, the call
+    started, run and finished, durably) from the log's own timestamps, early against late in
+    the turn, and an HTTP request to the same server alone for scale."""
+    import json
+
+    import requests
+    from fakeserver import FakeModelServer, Reply
+
+    from fased.chat import queue_turn
+    from fased.log import EventLog
+    from fased.store import Store
+    from fased.timeparse import parse_ts
+
+    with FakeModelServer() as server:
+        home = _model_home(tmp, server.url, "tools")
+        (home / "workspace" / "small.txt").write_text("a small file\n" * 5)
+        server.script(*[Reply("", tool_calls=[("read", json.dumps({"path": "small.txt"}))])
+                        for _ in range(calls)], Reply("done", chunks=1))
+        store = Store(home)
+        queue_turn(store, "read it a hundred times")
+        store.close()
+        started = time.perf_counter()
+        subprocess.run([*FASED, "run", "--once"], env=env_for(home, FASED_NO_TTY="1"),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        whole = time.perf_counter() - started
+        with requests.Session() as http:
+            body = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}],
+                    "stream": False}
+            samples = []
+            for _ in range(50):
+                t0 = time.perf_counter()
+                http.post(server.url + "/api/chat", json=body).content
+                samples.append((time.perf_counter() - t0) * 1000)
+            http_ms = statistics.median(samples)
+    done = [parse_ts(e["ts"]) for e in EventLog(home).read() if e["type"] == "tool.finished"]
+    gaps = [(b - a).total_seconds() * 1000 for a, b in zip(done, done[1:], strict=False)]
+    early, late = statistics.median(gaps[:10]), statistics.median(gaps[-10:])
+    print(f"tools: {len(done)} read calls in one turn, {whole:.2f} s as a whole `fased run "
+          f"--once`; a round trip takes {early:.1f} ms median early in the turn (calls 2-11) "
+          f"and {late:.1f} ms late (calls {len(done) - 9}-{len(done)}); an HTTP request to the "
+          f"instant server alone {http_ms:.1f} ms, so fased's own overhead is about "
+          f"{early - http_ms:.1f} ms early and {late - http_ms:.1f} ms late (target <= 10 ms, "
+          "not growing)")
+
+
 BENCHES = {"startup": bench_startup, "reads": bench_reads, "rebuild": bench_rebuild,
-           "appends": bench_appends, "chat": bench_chat, "run": bench_run}
+           "appends": bench_appends, "chat": bench_chat, "run": bench_run, "tools": bench_tools}
 
 
 def main(names: list[str]) -> None:
