@@ -20,9 +20,9 @@ import click
 
 from fased.bounds import printable
 
-# what json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (or cannot encode)
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-                          "\ud800-\udfff]")
+# what json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (or cannot encode);
+# a pattern text that re compiles on first use, so start-up pays nothing for it
+_JSON_UNSAFE = "[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 
 
 def json_option(fn: Callable) -> Callable:
@@ -54,7 +54,7 @@ def _app_type():
 
 def _json_text(text: str) -> str:
     # outside strings JSON is ASCII, so every match is inside a string, where \uXXXX is valid
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return re.sub(_JSON_UNSAFE, lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def echo_json(value: object) -> None:

@@ -48,12 +48,14 @@ MAX_SEQ = 2**63 - 1  # what SQLite stores
 # Terminal control characters: C0 (tab and newline are kept in multi-line text), DEL, C1,
 # the bidi embeddings, overrides and isolates, and lone surrogates (undecodable argv bytes).
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_CONTROL_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]")
-_CONTROL_TEXT = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]")
-_FLOAT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_ZONE = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+# Pattern texts, not compiled objects: re compiles (and caches) each on first use, so
+# importing this module, which every command does, costs no regex compilation.
+_CONTROL_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]"
+_CONTROL_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]"
+_FLOAT = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_INTEGER = r"[+-]?\d+"
+_HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_ZONE = r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*"
 
 
 class TooLargeError(UsageError):
@@ -70,12 +72,12 @@ def _escape(match: re.Match) -> str:
 def printable(text: str, multiline: bool = False) -> str:
     """`text` with terminal control characters escaped (`\\x1b`, `\\u202e`), for people;
     `multiline` keeps newlines and tabs."""
-    return (_CONTROL_TEXT if multiline else _CONTROL_LINE).sub(_escape, text)
+    return re.sub(_CONTROL_TEXT if multiline else _CONTROL_LINE, _escape, text)
 
 
 def has_control(text: str) -> bool:
     """True when `text` holds a character printable() would escape (newlines included)."""
-    return _CONTROL_LINE.search(text) is not None
+    return re.search(_CONTROL_LINE, text) is not None
 
 
 # -- numbers ----------------------------------------------------------------------------------
@@ -93,7 +95,7 @@ def parse_number(text: str, *, low: float, high: float, integer: bool = False,
     prefix = f"{what}: " if what else ""
     units = f" {unit}" if unit else ""
     pattern = _INTEGER if integer else _FLOAT
-    if len(value) > TYPED_CHARS or not pattern.fullmatch(value):
+    if len(value) > TYPED_CHARS or not re.fullmatch(pattern, value):
         kind = "a whole number" if integer else "a number"
         raise UsageError(f"{prefix}{shown!r} is not {kind}",
                          hint=f"give {kind} from {_limit(low)} to {_limit(high)}{units}")
@@ -163,7 +165,7 @@ def check_name(text: str, what: str = "the name", limit: int = NAME_CHARS) -> st
 def check_header(name: str, value: str) -> tuple[str, str]:
     """An HTTP header a provider sends: a token name and a one-line value."""
     name = name.strip()
-    if len(name) > HEADER_NAME_CHARS or not _HEADER_NAME.fullmatch(name):
+    if len(name) > HEADER_NAME_CHARS or not re.fullmatch(_HEADER_NAME, name):
         raise UsageError(f"invalid header name {name[:60]!r}",
                          hint="letters, digits and - (e.g. X-Title)")
     if len(value) > HEADER_VALUE_CHARS or has_control(value.replace("\t", " ")):
@@ -174,7 +176,7 @@ def check_header(name: str, value: str) -> tuple[str, str]:
 
 def check_zone_name(name: str) -> str:
     """The shape of an IANA zone name, before zoneinfo looks it up on disk."""
-    if len(name) > 64 or not _ZONE.fullmatch(name):
+    if len(name) > 64 or not re.fullmatch(_ZONE, name):
         raise UsageError(f"unknown time zone {name[:64]!r}",
                          hint="use an IANA name such as Europe/Berlin")
     return name
