@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import LazyGroup
-from fased.commands.output import echo_json, json_option, store, table
+from fased.commands.output import echo_json, json_option, say, store, table
+from fased.commands.types import Name
 from fased.errors import ConflictError, UsageError
+
+EMOJI = Name("the emoji", limit=32)
 
 
 @click.group(cls=LazyGroup, lazy={"models": "models:models", "tools": "agent_tools:tools",
@@ -27,11 +30,11 @@ def agent() -> None:
 
 @agent.command("create")
 @click.argument("agent_id", metavar="ID")
-@click.option("--name", help="Display name (default: the id).")
+@click.option("--name", type=Name("the agent name"), help="Display name (default: the id).")
 @click.option("--workspace", metavar="DIR", type=click.Path(file_okay=False),
               help="Workspace directory (default: derived from the default workspace).")
 @click.option("--model", metavar="REF", help="Primary model ref, e.g. ollama/llama3.2.")
-@click.option("--emoji", help="An emoji for the agent's identity.")
+@click.option("--emoji", type=EMOJI, help="An emoji for the agent's identity.")
 @click.option("--use", "use_it", is_flag=True, help="Also make it the selected agent.")
 @json_option
 def create(agent_id, name, workspace, model, emoji, use_it, json_):
@@ -84,7 +87,7 @@ def _report(outcome, json_: bool, message: str) -> None:
         echo_json({"events": [e["seq"] for e in outcome.events], "replayed": outcome.replayed,
                    "message": message})
         return
-    click.echo(message + (" (already done: idempotency key)" if outcome.replayed else ""))
+    say(message + (" (already done: idempotency key)" if outcome.replayed else ""))
 
 
 @agent.command("list")
@@ -123,9 +126,9 @@ def show(agent_id, json_):
     if json_:
         echo_json(detail)
         return
-    click.echo(f"{detail['emoji'] + ' ' if detail['emoji'] else ''}{detail['name']} "
-               f"({detail['id']}){' [selected]' if detail['selected'] else ''}"
-               f"{' [deleted]' if detail['deleted'] else ''}")
+    say(f"{detail['emoji'] + ' ' if detail['emoji'] else ''}{detail['name']} "
+        f"({detail['id']}){' [selected]' if detail['selected'] else ''}"
+        f"{' [deleted]' if detail['deleted'] else ''}")
     m = detail["model"]
     lines = [
         ("Workspace", detail["workspace"]),
@@ -139,11 +142,11 @@ def show(agent_id, json_):
         ("Created", detail["created_at"]),
     ]
     for label, value in lines:
-        click.echo(f"  {label + ':':<15}{value}")
+        say(f"  {label + ':':<15}{value}")
     if detail.get("task_list"):
-        click.echo("  Task list:")
+        say("  Task list:")
         for t in detail["task_list"]:
-            click.echo(f"    {t['id']}  {t['schedule']}  session {t['session']}  {t['state']}")
+            say(f"    {t['id']}  {t['schedule']}  session {t['session']}  {t['state']}")
 
 
 @agent.command("use")
@@ -160,14 +163,14 @@ def use(agent_id):
         return [Draft("agent.selected", "agents", {"agent": agent_id})]
 
     outcome = store().transact(decide)
-    click.echo(f"Selected agent {agent_id}." if outcome.events or outcome.replayed
-               else f"Agent {agent_id} is already selected.")
+    say(f"Selected agent {agent_id}." if outcome.events or outcome.replayed
+        else f"Agent {agent_id} is already selected.")
 
 
 @agent.command("set-identity")
 @click.argument("agent_id", metavar="[ID]", required=False)
-@click.option("--name", help="New display name.")
-@click.option("--emoji", help="New emoji ('' clears it).")
+@click.option("--name", type=Name("the agent name"), help="New display name.")
+@click.option("--emoji", type=EMOJI, help="New emoji ('' clears it).")
 def set_identity(agent_id, name, emoji):
     """Change an agent's name or emoji."""
     from fased.agents import get_agent
@@ -188,7 +191,7 @@ def set_identity(agent_id, name, emoji):
         return [Draft("agent.updated", f"agent:{row['id']}", data)] if len(data) > 1 else []
 
     outcome = store().transact(decide)
-    click.echo("Identity updated." if outcome.events else "Nothing changed.")
+    say("Identity updated." if outcome.events else "Nothing changed.")
 
 
 @agent.command("delete")
@@ -222,7 +225,7 @@ def delete(agent_id, force):
         return drafts
 
     store().transact(decide)
-    click.echo(f"Deleted agent {agent_id} (restore with `fased agent restore {agent_id}`).")
+    say(f"Deleted agent {agent_id} (restore with `fased agent restore {agent_id}`).")
 
 
 @agent.command("restore")
@@ -239,7 +242,7 @@ def restore(agent_id):
         return [Draft("agent.restored", f"agent:{agent_id}", {"agent": agent_id})]
 
     store().transact(decide)
-    click.echo(f"Restored agent {agent_id}.")
+    say(f"Restored agent {agent_id}.")
 
 
 @agent.command("files", context_settings={"ignore_unknown_options": False})
@@ -280,13 +283,14 @@ def files(args, agent_opt, json_):
                              hint="one of: " + ", ".join(BOOTSTRAP_FILES))
         if match.state != "present":
             raise UsageError(f"{match.name} is {match.state} in {ws}")
-        click.echo(match.path.read_text(encoding="utf-8", errors="replace"), nl=False)
+        click.echo(match.path.read_text(encoding="utf-8", errors="replace"), nl=False,
+                   color=True)  # the file as it is: click would strip its ANSI codes
         return
     if json_:
         echo_json({"agent": row["id"], "workspace": str(ws),
                    "files": [{"name": s.name, "path": str(s.path), "state": s.state,
                               "size": s.size} for s in states]})
         return
-    click.echo(f"Workspace: {ws}")
+    say(f"Workspace: {ws}")
     table([(s.name, s.state, "" if s.size is None else s.size) for s in states],
           ("FILE", "STATE", "BYTES"))

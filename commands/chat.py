@@ -74,16 +74,29 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
 
 
 def _message(argument: str | None) -> str | None:
+    """The message from stdin and/or the argument, at most MESSAGE_BYTES (8 MiB) in all."""
+    from fased.bounds import check_message
+
     piped = None
     if not sys.stdin.isatty():
-        piped = _valid_text(sys.stdin.read())
+        piped = _read_stdin()
     if argument is not None:
         argument = _valid_text(argument)
     if piped and argument:
-        return f"{piped.rstrip()}\n\n{argument}"
+        return check_message(f"{piped.rstrip()}\n\n{argument}")
     if piped and piped.strip():
         return piped
-    return argument if argument and argument.strip() else None
+    return check_message(argument) if argument and argument.strip() else None
+
+
+def _read_stdin() -> str:
+    """Piped text, read with a bound: a 50 MB pipe costs 8 MiB of memory and an error."""
+    from fased.bounds import MESSAGE_BYTES, check_message, read_stream
+
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream without bytes underneath (an embedding caller)
+        return check_message(_valid_text(sys.stdin.read(MESSAGE_BYTES + 1)), "the piped message")
+    return read_stream(binary, MESSAGE_BYTES, "the piped message").decode("utf-8", "replace")
 
 
 def _valid_text(text: str) -> str:
@@ -123,7 +136,9 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
     if json_:
         echo_json({**result.to_dict(), "replayed": queued.replayed})
     elif sink is None and result.state in ("completed", "aborted"):
-        click.echo(result.reply, nl=sys.stdout.isatty() and not result.reply.endswith("\n"))
+        # color=True: the reply is data, so click must not strip ANSI codes from it
+        click.echo(result.reply, nl=sys.stdout.isatty() and not result.reply.endswith("\n"),
+                   color=True)
     if result.state == "aborted":
         raise click.exceptions.Exit(130)
     require_success(result)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import echo_json, store
-from fased.errors import NotFoundError, UsageError
+from fased.commands.output import echo_json, say, store
+from fased.errors import FasedError, NotFoundError, UsageError
 
 
 @click.group()
@@ -54,7 +54,7 @@ def get(path: str | None, json_: bool) -> None:
     except KeyError:
         raise NotFoundError(f"{path} is not set") from None
     if isinstance(value, str) and not json_:
-        click.echo(value)
+        click.echo(value, color=True)  # data: byte-exact, ANSI codes included
     else:
         echo_json(value)
 
@@ -75,7 +75,7 @@ def set_(path: str, value: str) -> None:
         return [Draft("config.set", "config", change)]
 
     outcome = store().transact(decide)
-    click.echo(f"Set {path}." if outcome.events else f"{path} already has that value.")
+    say(f"Set {path}." if outcome.events else f"{path} already has that value.")
 
 
 @config.command("unset")
@@ -92,27 +92,31 @@ def unset(path: str) -> None:
         return [Draft("config.unset", "config", change)]
 
     outcome = store().transact(decide)
-    click.echo(f"Unset {path}." if outcome.events else f"{path} was not set.")
+    say(f"Unset {path}." if outcome.events else f"{path} was not set.")
 
 
 @config.command("validate")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 def validate(file: str | None) -> None:
-    """Check fased.json (or FILE) against the schema; exit 1 naming the line if invalid."""
+    """Check fased.json (or FILE) against the schema; exit 1 naming the line if invalid.
+
+    FILE must be a regular file of at most 1 MiB, like fased.json itself."""
     from pathlib import Path
 
-    from fased.config import config_path, parse_file
+    from fased.config import config_path, parse_file, read_config
 
     target = Path(file) if file else config_path(store().home)
     try:
-        data = target.read_bytes()
-    except FileNotFoundError:
-        raise NotFoundError(f"{target} does not exist", hint="`fased setup` creates it") from None
+        data = read_config(target)
+    except FasedError as exc:
+        raise FasedError(exc.message, exc.hint) from None
+    if data is None:
+        raise NotFoundError(f"{target} does not exist", hint="`fased setup` creates it")
     try:
         parse_file(data)
     except UsageError as exc:
         raise NotFoundError(exc.message.replace("fased.json", str(target), 1), exc.hint) from None
-    click.echo(f"{target} is valid.")
+    say(f"{target} is valid.")
 
 
 def _coerce(path: str, text: str) -> object:
@@ -120,7 +124,8 @@ def _coerce(path: str, text: str) -> object:
 
     parts = parse_path(path)
     value = parse_value(text)
-    if parts[-1] == "workspace" and isinstance(value, str):
+    # a blank workspace stays blank, so the schema refuses it (it would become the cwd)
+    if parts[-1] == "workspace" and isinstance(value, str) and value.strip():
         from pathlib import Path
 
         value = str(Path(value).expanduser().absolute())
@@ -131,7 +136,10 @@ def _change(con, op: str, path: str, value: object) -> dict | None:
     """The change `op` makes, validated against the whole document; None if it changes nothing."""
     import copy
 
+    from fased.bounds import CONFIG_FILE_BYTES, format_bytes
     from fased.config import (
+        check_settable,
+        dump,
         format_path,
         get_path,
         parse_path,
@@ -157,10 +165,15 @@ def _change(con, op: str, path: str, value: object) -> dict | None:
         change["agent"] = _agent_at(doc, parts, op)
     new = copy.deepcopy(doc)
     if op == "set":
+        check_settable(doc, parts)
         set_path(new, parts, value)
     else:
         unset_path(new, parts)
-    validate(new, hint="nothing was changed; `man fased-config` lists the keys")
+    hint = "nothing was changed; `man fased-config` lists the keys"
+    validate(new, hint=hint)  # as a hand edit of the file would be
+    if op == "set" and len(dump(new)) > CONFIG_FILE_BYTES:
+        raise UsageError(f"fased.json would be larger than {format_bytes(CONFIG_FILE_BYTES)}, "
+                         "the limit", hint=hint)
     return change
 
 

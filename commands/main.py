@@ -247,9 +247,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _error(message: str, hint: str | None) -> None:
-    click.echo(f"Error: {message}", err=True)
+    from fased.bounds import printable  # a name in the message may hold ESC or U+202E
+
+    click.echo(f"Error: {printable(message)}", err=True)
     if hint:
-        click.echo(f"Hint: {hint}", err=True)
+        click.echo(f"Hint: {printable(hint)}", err=True)
 
 
 def _silence_stdout() -> None:

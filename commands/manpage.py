@@ -47,7 +47,8 @@ State directory (default ~/.fased); \\fB\\-\\-home\\fR overrides it.
 Same as \\fB\\-\\-idempotency\\-key\\fR.
 .TP
 .B FASED_NOW
-Pin the clock to an RFC 3339 time (tests, and what-if runs of schedules).
+For tests: pin the clock to an RFC 3339 time in the years 1970-9000 (also what-if runs
+of schedules); any other value is a usage error.
 .TP
 .B FASED_DETECT_ENDPOINTS
 Where \\fBproviders detect\\fR looks: kind=url,kind=url.

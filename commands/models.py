@@ -8,7 +8,9 @@ import sys
 
 import click
 
-from fased.commands.output import agent_option, echo_json, json_option, note, store, table
+from fased.bounds import TIMEOUT_SECONDS
+from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.types import count, seconds
 from fased.errors import ConflictError, FasedError, UsageError
 
 
@@ -42,12 +44,15 @@ def providers_group() -> None:
 
 
 def _headers(values: tuple[str, ...]) -> dict[str, str]:
+    from fased.bounds import check_header
+
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"invalid --header {item!r}", hint="use --header NAME=VALUE")
-        out[key.strip()] = value
+        key, value = check_header(key, value)
+        out[key] = value
     return out
 
 
@@ -101,7 +106,7 @@ def providers_add(provider, kind, base_url, header, account_id):
     if secrets and secrets[-1]:
         store_provider_secrets(st, provider, secrets[-1])
     data = outcome.events[0]["data"]
-    click.echo(f"Added provider {provider} ({data['kind']}, {data['base_url']}).")
+    say(f"Added provider {provider} ({data['kind']}, {data['base_url']}).")
     if data["kind"] in ("openai", "openrouter", "anthropic", "cloudflare"):
         note(f"Next: fased agent models auth {provider}")
 
@@ -168,32 +173,32 @@ def providers_show(provider, json_):
     if json_:
         echo_json(detail)
         return
-    click.echo(f"{row['id']} ({row['kind']})")
-    click.echo(f"  Base URL:   {detail['base_url']}")
+    say(f"{row['id']} ({row['kind']})")
+    say(f"  Base URL:   {detail['base_url']}")
     if detail["secret_userinfo"]:
-        click.echo("  URL secret: userinfo (in credentials.json)")
+        say("  URL secret: userinfo (in credentials.json)")
     for name in detail["secret_query"]:
-        click.echo(f"  URL secret: query {name} (in credentials.json)")
+        say(f"  URL secret: query {name} (in credentials.json)")
     for name, value in detail["headers"].items():
-        click.echo(f"  Header:     {name}: {value}")
+        say(f"  Header:     {name}: {value}")
     for name in stored:
-        click.echo(f"  Header:     {name}: (secret, in credentials.json)")
+        say(f"  Header:     {name}: (secret, in credentials.json)")
     for name in logged:
-        click.echo(f"  Header:     {name}: (secret, but an older fased recorded it in the log: "
-                   "remove and add the provider again)")
+        say(f"  Header:     {name}: (secret, but an older fased recorded it in the log: "
+            "remove and add the provider again)")
     cred = detail["credential"]
     fp = f" [{row['credential_fingerprint']}]" if row["credential_fingerprint"] else ""
-    click.echo(f"  Credential: {cred['source']}{fp} - "
-               + ("ready" if cred["ready"] else cred["problem"] or "not ready")
-               + ("" if cred["needed"] else " (not needed)"))
+    say(f"  Credential: {cred['source']}{fp} - "
+        + ("ready" if cred["ready"] else cred["problem"] or "not ready")
+        + ("" if cred["needed"] else " (not needed)"))
     if detail["models"] is None:
-        click.echo("  Models:     not fetched yet (`fased agent models list --refresh`)")
+        say("  Models:     not fetched yet (`fased agent models list --refresh`)")
     else:
-        click.echo(f"  Models:     {len(detail['models'])} (fetched {row['models_fetched_at']})")
+        say(f"  Models:     {len(detail['models'])} (fetched {row['models_fetched_at']})")
         for m in detail["models"]:
-            click.echo(f"    {row['id']}/{m}")
+            say(f"    {row['id']}/{m}")
     if row["models_error"]:
-        click.echo(f"  Last fetch: failed: {row['models_error']}")
+        say(f"  Last fetch: failed: {row['models_error']}")
 
 
 @providers_group.command("remove")
@@ -245,7 +250,7 @@ def providers_detect(json_):
         echo_json({"found": lines})
         return
     for line in lines:
-        click.echo(line)
+        say(line)
     if not lines:
         click.echo("No new local model server answered (Ollama :11434, LM Studio :1234, "
                    "vLLM :8000, LiteLLM :4000).")
@@ -315,7 +320,12 @@ def auth(provider, from_stdin, env_var, command, remove):
 
 def _read_secret(from_stdin: bool) -> str:
     if from_stdin:
-        secret = sys.stdin.read().strip()
+        from fased.bounds import SECRET_BYTES, read_stream
+
+        binary = getattr(sys.stdin, "buffer", None)
+        raw = (read_stream(binary, SECRET_BYTES, "the key").decode("utf-8", "replace")
+               if binary is not None else sys.stdin.read(SECRET_BYTES))
+        secret = raw.strip()
     elif sys.stdin.isatty():
         secret = click.prompt("API key or token", hide_input=True).strip()
     else:
@@ -333,7 +343,7 @@ def _read_secret(from_stdin: bool) -> str:
 @models.command("status")
 @agent_option
 @click.option("--probe", is_flag=True, help="Send a minimal real request to each model.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+@click.option("--timeout", type=seconds(TIMEOUT_SECONDS), default=10.0,
               show_default=True, help="Seconds per probe.")
 @json_option
 def status(agent, probe, timeout, json_):
@@ -456,7 +466,7 @@ def fallback() -> None:
 @fallback.command("add")
 @agent_option
 @click.argument("ref", metavar="REF")
-@click.option("--position", type=click.IntRange(min=1), help="1-based place in the list.")
+@click.option("--position", type=count(1), help="1-based place in the list.")
 def fallback_add(agent, ref, position):
     """Add a fallback model (at the end, or at --position)."""
 
@@ -517,6 +527,9 @@ def alias_add(name, ref):
     if not name.strip() or any(c in name for c in "/.[]"):
         # '.' and '[]' would nest inside the models.aliases.NAME config path.
         raise UsageError(f"invalid alias {name!r}: an alias has no '/', '.', '[' or ']'")
+    from fased.bounds import check_name
+
+    check_name(name, "the alias")
 
     def decide(con):
         from fased.models import aliases, parse_model_ref

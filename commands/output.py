@@ -1,13 +1,28 @@
-"""Shared options and output helpers: `--json`, tables, and the store of the current command."""
+"""Shared options and output helpers: `--json`, tables, and the store of the current command.
+
+Human output never carries a terminal control character raw: names, messages and server
+errors may hold ESC sequences or bidi overrides (from a hand edit, a piped file, a model), so
+table(), note(), say() and the Error:/Hint: lines escape them (fased.bounds.printable).
+JSON stays data: json.dumps escapes C0 itself, and echo_json escapes DEL, C1, bidi controls
+and lone surrogates as \\uXXXX too, which decodes to the same string and is safe to print.
+Replies and file contents that a command prints as its data stay byte-exact.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
 import click
+
+from fased.bounds import printable
+
+# what json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (or cannot encode);
+# a pattern text that re compiles on first use, so start-up pays nothing for it
+_JSON_UNSAFE = "[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 
 
 def json_option(fn: Callable) -> Callable:
@@ -23,7 +38,11 @@ def agent_option(fn: Callable) -> Callable:
 
 
 def store():
-    """The Store of the running command."""
+    """The Store of the running command; a bad FASED_NOW fails here, before any work (and
+    before a runner's heartbeat thread could meet it)."""
+    from fased.timeparse import utc_now
+
+    utc_now()
     return click.get_current_context().find_object(_app_type()).store
 
 
@@ -33,25 +52,37 @@ def _app_type():
     return App
 
 
+def _json_text(text: str) -> str:
+    # outside strings JSON is ASCII, so every match is inside a string, where \uXXXX is valid
+    return re.sub(_JSON_UNSAFE, lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def echo_json(value: object) -> None:
     """One JSON document on stdout."""
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    click.echo(_json_text(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
 
 
 def echo_jsonl(value: object) -> None:
     """One JSON object on one line (for streams of records)."""
-    click.echo(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+    click.echo(_json_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                                     default=str)))
 
 
 def note(message: str) -> None:
     """A diagnostic line: stderr, so stdout stays data."""
-    click.echo(message, err=True)
+    click.echo(printable(message, multiline=True), err=True)
+
+
+def say(message: str) -> None:
+    """A line for people on stdout (names and messages in it are escaped)."""
+    click.echo(printable(message, multiline=True))
 
 
 def table(rows: Iterable[Sequence[object]], headers: Sequence[str],
           max_width: int | None = None) -> None:
-    """Print rows as aligned columns; the last column is cut to the terminal width."""
-    rows = [["" if c is None else str(c) for c in row] for row in rows]
+    """Print rows as aligned columns; the last column is cut to the terminal width. Cells are
+    escaped to one line (a newline in a name would break the table)."""
+    rows = [["" if c is None else printable(str(c)) for c in row] for row in rows]
     if not rows:
         return
     widths = [len(h) for h in headers]

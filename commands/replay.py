@@ -7,7 +7,8 @@ import time
 
 import click
 
-from fased.commands.output import echo_json, echo_jsonl, json_option, note, store, table
+from fased.commands.output import echo_json, echo_jsonl, json_option, note, say, store, table
+from fased.commands.types import count
 from fased.errors import EXIT_ERROR, UsageError
 
 
@@ -35,7 +36,7 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
               help="Stream, e.g. 'session:*' (repeatable).")
 @click.option("--agent", "-a", metavar="ID", help="Events of this agent and its sessions.")
 @click.option("--session", "-s", metavar="ID", help="Events of this session.")
-@click.option("-n", "last", type=click.IntRange(min=0), metavar="N", help="Only the last N.")
+@click.option("-n", "last", type=count(), metavar="N", help="Only the last N.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
 @click.option("--rebuild", is_flag=True,
               help="Rebuild all projections (state.db, transcripts, fased.json) from the log; "
@@ -126,7 +127,7 @@ def _print(events: list[dict], json_: bool, header: bool) -> None:
         table(rows, ("SEQ", "TIME (UTC)", "TYPE", "STREAM", "ACTOR", "DATA"))
         return
     for row in rows:  # more of --follow: table() cannot size columns without a header
-        click.echo("  ".join(str(cell) for cell in row))
+        say("  ".join(str(cell) for cell in row))
 
 
 def _requests(st, con, turn: str, json_: bool) -> None:
@@ -229,9 +230,9 @@ def _at(st, at: str, json_: bool) -> None:
     if json_:
         echo_json({"seq": seq, **state})
         return
-    click.echo(f"State at seq {seq}:")
+    say(f"State at seq {seq}:")
     for name, rows in state.items():
-        click.echo(f"\n{name.upper()} ({len(rows)})")
+        say(f"\n{name.upper()} ({len(rows)})")
         if rows:
             cols = list(rows[0].keys())[:6]
             # whether a row was deleted or cancelled then is the point of looking back

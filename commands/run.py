@@ -7,7 +7,9 @@ import time
 
 import click
 
+from fased.bounds import LEASE_SECONDS, POLL_SECONDS
 from fased.commands.output import agent_option, echo_jsonl, note, store
+from fased.commands.types import count, seconds
 from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 
 
@@ -17,10 +19,10 @@ from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 @click.option("--until-idle", is_flag=True,
               help="Keep going until nothing is queued or running anywhere, then exit.")
 @agent_option
-@click.option("--max-turns", type=click.IntRange(min=1), metavar="N", help="Stop after N turns.")
-@click.option("--poll", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+@click.option("--max-turns", type=count(1), metavar="N", help="Stop after N turns.")
+@click.option("--poll", type=seconds(POLL_SECONDS), default=1.0, show_default=True,
               metavar="SECONDS", help="How often to look for new work when idle.")
-@click.option("--lease", type=click.FloatRange(min=1), default=60.0, show_default=True,
+@click.option("--lease", type=seconds(LEASE_SECONDS), default=60.0, show_default=True,
               metavar="SECONDS", help="How long a claimed turn is ours without a heartbeat; "
               "after a crash, another runner takes it over then.")
 @click.option("json_", "--json", is_flag=True, help="One JSON line per finished turn on stdout.")
@@ -79,7 +81,7 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
         if json_:
             echo_jsonl({"delivery": "stdout", **delivery})
         else:
-            click.echo(delivery["reply"])
+            click.echo(delivery["reply"], color=True)  # data: keep its ANSI codes
 
     processed = 0
     while True:

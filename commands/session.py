@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import agent_option, echo_json, json_option, store, table
+from fased.commands.output import agent_option, echo_json, json_option, say, store, table
+from fased.commands.types import count
 from fased.errors import ConflictError
 
 
@@ -26,6 +27,14 @@ def session() -> None:
     """
 
 
+def _checked_name(name: str) -> str:
+    """A session name: 1-100 characters on one line, without control characters."""
+    from fased.bounds import check_name as printable_name
+    from fased.sessions import check_name
+
+    return printable_name(check_name(name), "a session name")
+
+
 def _agent_id(con, agent: str | None) -> str:
     from fased.agents import get_agent
 
@@ -38,9 +47,9 @@ def _agent_id(con, agent: str | None) -> str:
 @json_option
 def new(agent, name, json_):
     """Create a session and switch to it."""
-    from fased.sessions import check_name, new_session
+    from fased.sessions import new_session
 
-    name = check_name(name) if name is not None else None
+    name = _checked_name(name) if name is not None else None
     created = []
 
     def decide(con):
@@ -53,7 +62,7 @@ def new(agent, name, json_):
     if json_:
         echo_json({"session": sid, "agent": outcome.events[0]["data"]["agent"], "name": name})
     else:
-        click.echo(f"Created session {sid}{f' ({name})' if name else ''} and switched to it.")
+        say(f"Created session {sid}{f' ({name})' if name else ''} and switched to it.")
 
 
 @session.command("list")
@@ -101,14 +110,14 @@ def switch(ref, agent):
 
     outcome = store().transact(decide)
     sid = outcome.events[0]["data"]["session"] if outcome.replayed else switched[-1]
-    click.echo(f"Switched to session {sid}." if outcome.events
-               else f"Session {sid} is already current.")
+    say(f"Switched to session {sid}." if outcome.events
+        else f"Session {sid} is already current.")
 
 
 @session.command("show")
 @click.argument("ref", metavar="[ID|NAME]", required=False)
 @agent_option
-@click.option("-n", "last", type=click.IntRange(min=0), default=10, show_default=True,
+@click.option("-n", "last", type=count(), default=10, show_default=True,
               help="How many of the last messages to show.")
 @json_option
 def show(ref, agent, last, json_):
@@ -128,9 +137,9 @@ def show(ref, agent, last, json_):
         echo_json(detail)
         return
     named = f" ({detail['name']})" if detail["name"] else ""
-    click.echo(f"Session {detail['id']}{named} "
-               f"of agent {detail['agent']}{' [current]' if detail['current'] else ''}"
-               f"{' [deleted]' if detail['deleted'] else ''}")
+    say(f"Session {detail['id']}{named} "
+        f"of agent {detail['agent']}{' [current]' if detail['current'] else ''}"
+        f"{' [deleted]' if detail['deleted'] else ''}")
     for label, value in (
         ("Created", detail["created_at"]), ("Updated", detail["updated_at"]),
         ("Messages", detail["messages"]),
@@ -140,16 +149,16 @@ def show(ref, agent, last, json_):
         ("Queue mode", detail["queue_mode"] or "followup (default)"),
         ("Transcript", detail["transcript"]),
     ):
-        click.echo(f"  {label + ':':<12}{value}")
+        say(f"  {label + ':':<12}{value}")
     if detail["task_list"]:
-        click.echo("  Tasks:")
+        say("  Tasks:")
         for t in detail["task_list"]:
-            click.echo(f"    {t['id']}  {t['schedule']}  {t['state']}")
+            say(f"    {t['id']}  {t['schedule']}  {t['state']}")
     if detail["last_messages"]:
-        click.echo("")
+        say("")
         for m in detail["last_messages"]:
             text = m["content"] if len(m["content"]) <= 400 else m["content"][:400] + "…"
-            click.echo(f"[{m['ts'][:19].replace('T', ' ')}] {m['role']}: {text}")
+            say(f"[{m['ts'][:19].replace('T', ' ')}] {m['role']}: {text}")
 
 
 @session.command("rename")
@@ -158,10 +167,10 @@ def show(ref, agent, last, json_):
 @agent_option
 def rename(ref, name, agent):
     """Give a session a new name."""
-    from fased.sessions import check_name, get_session, require_free_name
+    from fased.sessions import get_session, require_free_name
     from fased.store import Draft
 
-    name = check_name(name)
+    name = _checked_name(name)
 
     def decide(con):
         agent_id = _agent_id(con, agent)
@@ -173,7 +182,7 @@ def rename(ref, name, agent):
                       {"agent": agent_id, "session": row["id"], "name": name})]
 
     store().transact(decide)
-    click.echo(f"Renamed session {ref} to {name}.")
+    say(f"Renamed session {ref} to {name}.")
 
 
 @session.command("delete")
@@ -207,9 +216,9 @@ def delete(ref, agent, force):
     outcome = store().transact(decide)
     sid = deleted[-1] if deleted else outcome.events[-1]["data"]["session"]
     cancelled = outcome.events[-1]["data"].get("cancelled_tasks") or []
-    click.echo(f"Deleted session {sid}"
-               + (f" and cancelled task(s) {', '.join(cancelled)}" if cancelled else "")
-               + f" (restore with `fased session restore {sid}`).")
+    say(f"Deleted session {sid}"
+        + (f" and cancelled task(s) {', '.join(cancelled)}" if cancelled else "")
+        + f" (restore with `fased session restore {sid}`).")
 
 
 @session.command("restore")
@@ -230,4 +239,4 @@ def restore(ref, agent):
                       {"agent": agent_id, "session": row["id"]})]
 
     store().transact(decide)
-    click.echo(f"Restored session {ref}.")
+    say(f"Restored session {ref}.")

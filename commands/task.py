@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import agent_option, echo_json, json_option, note, store, table
+from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.types import Message, Name, count
 from fased.errors import FasedError, UsageError
 
 
@@ -33,8 +34,10 @@ def _schedule_options(fn):
         click.option("--every", metavar="DURATION", help="A fixed period: 30m, 1h, 1d."),
         click.option("--at", "at", metavar="TIME",
                      help="Once: RFC 3339, a local time (09:00), or from now (20m)."),
-        click.option("--message", metavar="TEXT", help="What to send to the agent."),
-        click.option("--name", metavar="NAME", help="A label for the task."),
+        click.option("--message", metavar="TEXT", type=Message(),
+                     help="What to send to the agent."),
+        click.option("--name", metavar="NAME", type=Name("the task name"),
+                     help="A label for the task."),
         click.option("--model", metavar="REF", help="Model for this task (default: the agent's "
                      "task model, else its primary)."),
         click.option("--deliver", metavar="TARGET",
@@ -78,8 +81,8 @@ def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep
                    "session": created["session"], "schedule": schedule.describe(),
                    "next_run": created["next_run"], "replayed": outcome.replayed})
         return
-    click.echo(f"Created {created['task']}: {schedule.describe()} in session "
-               f"{created['agent']}/{created['session']}; next run {created['next_run']}.")
+    say(f"Created {created['task']}: {schedule.describe()} in session "
+        f"{created['agent']}/{created['session']}; next run {created['next_run']}.")
 
 
 def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) -> None:
@@ -102,8 +105,8 @@ def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) ->
         echo_json({"task": created["task"], "schedule": schedule.describe(),
                    "next_run": created["next_run"], "session": created["session"]})
     else:
-        click.echo(f"Scheduled {created['task']}: {schedule.describe()} in session "
-                   f"{created['session']}; next run {created['next_run']}.")
+        say(f"Scheduled {created['task']}: {schedule.describe()} in session "
+            f"{created['session']}; next run {created['next_run']}.")
 
 
 @task.command("list")
@@ -142,7 +145,7 @@ def list_(agent, session, all_, json_):
 
 @task.command("show")
 @click.argument("task_id", metavar="ID")
-@click.option("-n", "last", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("-n", "last", type=count(1), default=10, show_default=True,
               help="How many recent runs to show.")
 @json_option
 def show(task_id, last, json_):
@@ -155,22 +158,22 @@ def show(task_id, last, json_):
     if json_:
         echo_json(detail)
         return
-    click.echo(f"{detail['id']}{' (' + detail['name'] + ')' if detail['name'] else ''}: "
-               f"{detail['state']}")
+    say(f"{detail['id']}{' (' + detail['name'] + ')' if detail['name'] else ''}: "
+        f"{detail['state']}")
     for label, key in (("Agent", "agent"), ("Session", "session"), ("Schedule", "schedule"),
                        ("Message", "message"), ("Model", "model"), ("Deliver", "deliver"),
                        ("Next run", "next_run"), ("Retry at", "retry_at"),
                        ("Last run", "last_run"), ("Last status", "last_status"),
                        ("Failures", "failures"), ("Runs", "runs")):
         if detail[key] not in (None, ""):
-            click.echo(f"  {label + ':':<13}{detail[key]}")
+            say(f"  {label + ':':<13}{detail[key]}")
     _print_history(detail["history"])
 
 
 def _print_history(runs: list[dict]) -> None:
     if not runs:
         return
-    click.echo("  Runs:")
+    say("  Runs:")
     for r in runs:
         extra = []
         if r["skipped"]:
@@ -185,8 +188,8 @@ def _print_history(runs: list[dict]) -> None:
             extra.append(f"delivery {'ok' if r['delivery_ok'] else 'failed'} "
                          f"({r['delivery']})" + (f": {r['delivery_error']}"
                                                  if r["delivery_error"] else ""))
-        click.echo(f"    {r['fired_at'][:19].replace('T', ' ')}  {r['turn']}  {r['status']}"
-                   + (f"  [{'; '.join(extra)}]" if extra else ""))
+        say(f"    {r['fired_at'][:19].replace('T', ' ')}  {r['turn']}  {r['status']}"
+            + (f"  [{'; '.join(extra)}]" if extra else ""))
 
 
 @task.command("deliver")
@@ -218,13 +221,13 @@ def deliver_(task_id, turn, json_):
         if json_:
             replies.append(delivery["reply"])
         else:
-            click.echo(delivery["reply"])
+            click.echo(delivery["reply"], color=True)  # data: keep its ANSI codes
 
     outcome = deliver_again(store(), task_id, turn, emit)
     if json_:
         echo_json({**outcome, **({"reply": replies[0]} if replies else {})})
     elif outcome["target"] != "stdout" and outcome["ok"]:
-        click.echo(f"Delivered turn {outcome['turn']} of {task_id} to {outcome['target']}.")
+        say(f"Delivered turn {outcome['turn']} of {task_id} to {outcome['target']}.")
     if not outcome["ok"]:
         raise FasedError(f"delivery to {outcome['target']} failed: {outcome['error']}",
                          hint="the reply stays in the session and in `fased task history`")
@@ -232,7 +235,7 @@ def deliver_(task_id, turn, json_):
 
 @task.command("history")
 @click.argument("task_id", metavar="ID")
-@click.option("-n", "last", type=click.IntRange(min=1), help="Only the last N runs.")
+@click.option("-n", "last", type=count(1), help="Only the last N runs.")
 @json_option
 def history_(task_id, last, json_):
     """A task's runs: when it fired, skipped runs, status, delivery."""
@@ -285,8 +288,10 @@ def run_(task_id, queue_only, json_):
                  if d["turn"] == queued.turn]
     if json_:
         echo_json({**result.to_dict(), **({"delivery": delivered[0]} if delivered else {})})
+    elif result.state == "completed":
+        click.echo(result.reply, color=True)  # data: keep its ANSI codes
     else:
-        click.echo(result.reply if result.state == "completed" else f"Error: {result.error}")
+        say(f"Error: {result.error}")
     if result.state != "completed":
         raise click.exceptions.Exit(5 if result.error_class == "models_failed" else 1)
     if delivered and not delivered[0]["ok"]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from fased.bounds import parse_seq
 from fased.errors import UsageError
 from fased.log import EventLog
 from fased.timeparse import format_ts, parse_time, parse_ts
@@ -22,8 +23,8 @@ SNAPSHOT_TABLES = ("agents", "sessions", "tasks")
 def parse_bound(text: str, *, now: datetime | None = None) -> int | datetime:
     """A `--since`/`--until`/`--at` value: a seq (digits), an RFC 3339 time or `2h` ago."""
     value = text.strip()
-    if value.isdigit():
-        return int(value)
+    if value.isascii() and value.isdigit():
+        return parse_seq(value)
     return parse_time(value, now=now)
 
 

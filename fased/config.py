@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import sqlite3
 import zlib
 from pathlib import Path
 
+from fased.bounds import (
+    CONFIG_DEPTH,
+    CONFIG_FILE_BYTES,
+    CONFIG_STRING_CHARS,
+    MIB,
+    TooLargeError,
+    format_bytes,
+    read_bounded,
+)
 from fased.errors import UsageError
 from fased.schema import first_error, load_schema
 
@@ -53,8 +63,34 @@ def parse_value(text: str) -> object:
     """A value from the command line: JSON when it parses, else the string itself."""
     try:
         return json.loads(text)
+    except RecursionError:
+        raise UsageError(f"the value nests deeper than {CONFIG_DEPTH} levels") from None
     except ValueError:
         return text
+
+
+def check_settable(doc: dict, parts: list[str | int]) -> None:
+    """Refuse a path set_path cannot follow: a key into a list, an index into an object, or
+    an index past the end of its list (set_path would pad it with nulls)."""
+    node: object = doc
+    for i, part in enumerate(parts):
+        here = format_path(parts[:i]) or "the top level"
+        if isinstance(node, list) and not isinstance(part, int):
+            raise UsageError(f"{here} is a list", hint=f"use {here}[N]")
+        if isinstance(node, dict) and isinstance(part, int):
+            raise UsageError(f"{here} is an object", hint=f"use {here}.KEY")
+        if isinstance(node, list) and part > len(node):
+            raise UsageError(f"{format_path(parts[:i + 1])}: the list has {len(node)} items",
+                             hint=f"use [{len(node)}] to add one at the end")
+        found = part in node if isinstance(node, dict) else (
+            isinstance(node, list) and part < len(node))
+        if not found:  # set_path creates (or replaces) everything from here on
+            for j, new in enumerate(parts[i + 1:], i + 1):
+                if isinstance(new, int) and new != 0:
+                    raise UsageError(f"{format_path(parts[:j + 1])}: the list is new",
+                                     hint=f"use {format_path(parts[:j])}[0]")
+            return
+        node = node[part]
 
 
 def get_path(doc: object, parts: list[str | int]) -> object:
@@ -168,7 +204,7 @@ def validate(doc: object, text: str | None = None,
              "`fased config validate` checks it") -> None:
     """Raise UsageError naming the key (and the line, given the file's text)."""
     schema = load_schema("config")
-    problem = first_error(doc, schema, schema, "fased.json")
+    problem = limit_error(doc) or first_error(doc, schema, schema, "fased.json")
     if problem is None:
         _check_agent_ids(doc)
         return
@@ -177,6 +213,32 @@ def validate(doc: object, text: str | None = None,
     at = f" line {line}" if line else ""
     key = where.removeprefix("fased.json").lstrip(".") or "(top level)"
     raise UsageError(f"fased.json{at}: {key}: {reason}", hint=hint)
+
+
+def limit_error(doc: object) -> str | None:
+    """The first value past the limits of fased.json (nesting depth, string length, numbers
+    that are not finite or beyond 2**63), as `path: reason`; walked without recursion, so
+    the schema check and the diff that follow recurse at most CONFIG_DEPTH deep."""
+    stack: list[tuple[object, str, int]] = [(doc, "fased.json", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > CONFIG_DEPTH:
+                return f"{path}: nested deeper than {CONFIG_DEPTH} levels, the limit"
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if len(key) > CONFIG_STRING_CHARS:
+                        return f"{path}: a key is longer than {CONFIG_STRING_CHARS:,} characters"
+                    stack.append((item, f"{path}.{key}", depth + 1))
+            else:
+                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str) and len(value) > CONFIG_STRING_CHARS:
+            return f"{path}: longer than {CONFIG_STRING_CHARS:,} characters, the limit"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return f"{path}: {value} is not a finite number"
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+            return f"{path}: the number is out of range"
+    return None
 
 
 def _check_agent_ids(doc: dict) -> None:
@@ -188,6 +250,9 @@ def _check_agent_ids(doc: dict) -> None:
 
 def parse_file(data: bytes) -> dict:
     """Parse fased.json bytes; an error names the line and column."""
+    if len(data) > CONFIG_FILE_BYTES:
+        raise TooLargeError(f"fased.json is larger than {format_bytes(CONFIG_FILE_BYTES)}, "
+                            "the limit", hint="fix the file (nothing was recorded)")
     try:
         text = data.decode("utf-8")
         doc = json.loads(text)
@@ -196,6 +261,11 @@ def parse_file(data: bytes) -> dict:
     except json.JSONDecodeError as exc:
         raise UsageError(f"fased.json line {exc.lineno} column {exc.colno}: {exc.msg}",
                          hint="fix the JSON (nothing was recorded)") from None
+    except RecursionError:
+        raise UsageError(f"fased.json: nested deeper than {CONFIG_DEPTH} levels, the limit",
+                         hint="fix the file (nothing was recorded)") from None
+    except ValueError as exc:  # an integer with more than 4300 digits
+        raise UsageError(f"fased.json: {exc}", hint="fix the file (nothing was recorded)") from None
     if not isinstance(doc, dict):
         raise UsageError("fased.json line 1: the top level must be an object",
                          hint="fix the file (nothing was recorded)")
@@ -214,7 +284,10 @@ def _line_of(text: str, where: str) -> int | None:
     except Exception:
         return None
     inner = where.removeprefix("fased.json").lstrip(".")
-    parts = parse_path(inner) if inner else []
+    try:
+        parts = parse_path(inner) if inner else []
+    except UsageError:  # a key holding '.' or '[' has no dotted path
+        return None
     line = 0
     for part in parts:
         try:
@@ -288,3 +361,29 @@ def _diff_agents(old: list[dict], new: list[dict], changes: list[dict]) -> None:
 
 def config_path(home: Path) -> Path:
     return home / CONFIG_NAME
+
+
+def read_config(path: Path, limit: int | None = None) -> bytes | None:
+    """fased.json's bytes, or None when there is none. StateError when it is a directory,
+    FIFO or device; TooLargeError past `limit` (CONFIG_FILE_BYTES), having read only
+    limit+1 bytes."""
+    try:
+        return read_bounded(path, CONFIG_FILE_BYTES if limit is None else limit, str(path))
+    except FileNotFoundError:
+        return None
+
+
+def file_fingerprint(path: Path, size_hint: str | None = None) -> str | None:
+    """fingerprint() of a file of any size, read in chunks; None when its size differs from
+    the one in `size_hint` (a fingerprint), which settles it without reading."""
+    try:
+        size = path.stat().st_size
+        if size_hint is not None and not size_hint.endswith(f":{size}"):
+            return None
+        crc = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(MIB):
+                crc = zlib.crc32(chunk, crc)
+    except OSError:
+        return None
+    return f"{crc:08x}:{size}"

@@ -45,12 +45,12 @@ CREDENTIALS = "credentials.json"
 # -- providers --------------------------------------------------------------------------------
 
 def check_base_url(kind: str, url: str) -> str:
-    """A base URL with a scheme and host; Ollama's native API must not end in /v1."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"invalid base URL {url!r}",
-                         hint="use http:// or https:// with a host, e.g. http://127.0.0.1:8000/v1")
-    clean = url.strip().rstrip("/")
+    """A base URL (fased.bounds.parse_url: http(s), a host, a valid port); Ollama's native
+    API must not end in /v1."""
+    from fased.bounds import parse_url
+
+    clean = parse_url(url, "base URL").rstrip("/")
+    parts = urlsplit(clean)
     if kind == "ollama" and parts.path.rstrip("/").endswith("/v1"):
         raise UsageError(
             f"{url} ends in /v1, but kind ollama speaks Ollama's native API (/api/chat)",
@@ -265,12 +265,13 @@ def fingerprint(secret: str) -> str:
 
 
 def load_credentials(home: Path) -> dict:
+    from fased.bounds import CONFIG_FILE_BYTES, read_bounded
+
     try:
-        with open(home / CREDENTIALS, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(read_bounded(home / CREDENTIALS, CONFIG_FILE_BYTES))
     except FileNotFoundError:
         return {"version": 1, "providers": {}}
-    except ValueError:
+    except (ValueError, RecursionError):
         raise FasedError(f"{home / CREDENTIALS} is not valid JSON",
                          hint="fix or remove it, then sign in again") from None
     data.setdefault("providers", {})

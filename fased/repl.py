@@ -2,7 +2,8 @@
 
 `Repl.handle(line)` does the work and returns what to print, so it is tested without a
 terminal; `interactive()` wires it to readline, Ctrl-C (stops the reply, recorded as aborted)
-and Ctrl-D (leaves).
+and Ctrl-D (leaves). What it prints besides the reply (names, errors, notes) is escaped
+(fased.bounds.printable); the reply itself is written as it arrives.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 from fased.agents import get_agent
+from fased.bounds import check_message, printable
 from fased.errors import FasedError, UsageError
 from fased.sessions import current_session, get_session, new_session
 from fased.store import Draft, Store
@@ -36,7 +38,8 @@ class Repl:
 
     def __init__(self, store: Store, agent: str | None = None, session: str | None = None,
                  new: bool = False, write: Callable[[str], None] = sys.stdout.write,
-                 warn: Callable[[str], None] = lambda s: print(s, file=sys.stderr)):
+                 warn: Callable[[str], None] = lambda s: print(printable(s, True),
+                                                               file=sys.stderr)):
         self.store = store
         self.write = write
         self.warn = warn
@@ -63,7 +66,7 @@ class Repl:
                 return self.command(text[1:])
             except FasedError as exc:
                 return f"Error: {exc.message}" + (f"\nHint: {exc.hint}" if exc.hint else "")
-        return self.send(text[1:] if text.startswith("//") else text)
+        return self.send(check_message(text[1:] if text.startswith("//") else text))
 
     def send(self, message: str) -> str | None:
         """Ask the agent; the reply streams to the terminal as it arrives."""
@@ -124,9 +127,11 @@ class Repl:
 
         sub = args[0] if args else "list"
         if sub == "new":
+            from fased.bounds import check_name as printable_name
             from fased.sessions import check_name
 
-            name = check_name(" ".join(args[1:])) if len(args) > 1 else None
+            name = (printable_name(check_name(" ".join(args[1:])), "a session name")
+                    if len(args) > 1 else None)
             self.session = self._new_session(name)
             return f"New session {self.session}."
         if sub == "list":
@@ -190,7 +195,7 @@ def interactive(store: Store, agent: str | None = None, session: str | None = No
     repl = Repl(store, agent, session, new_session)
     _load_history(store)
     if model:
-        print(repl.handle(f"/model {model}"))
+        print(printable(repl.handle(f"/model {model}") or "", multiline=True))
     print(f"fased chat with {repl.agent}, session {repl.session}. /help for commands, "
           "Ctrl-D to leave.", file=sys.stderr)
     while True:
@@ -212,7 +217,7 @@ def interactive(store: Store, agent: str | None = None, session: str | None = No
         except FasedError as exc:
             out = f"Error: {exc.message}"
         if out:
-            print(out)
+            print(printable(out, multiline=True))
     _save_history(store)
 
 

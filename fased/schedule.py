@@ -20,12 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
+from fased.bounds import check_zone_name
 from fased.errors import UsageError
-from fased.timeparse import is_duration, parse_duration, parse_time, parse_ts
+from fased.timeparse import is_duration, parse_duration, parse_time, parse_ts, zone_info
 
 KINDS = ("cron", "every", "at")
 BACKOFF_SECONDS = (30, 60, 300, 900, 3600)
 SKIP_CAP = 10_000  # missed cron runs are counted up to this many, then the count stops
+CRON_CHARS = 1000  # every minute listed one by one is under 200
 CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _FIELD_HINTS = (
     "0-59", "0-23", "1-31 or L", "1-12 or jan-dec", "0-6 or sun-sat (0 and 7 are Sunday)"
@@ -206,19 +208,17 @@ def _parse_utc(text: str) -> datetime:
 
 
 def _zone(name: str):
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise UsageError(f"unknown time zone {name!r}",
-                         hint="use an IANA name such as Europe/Berlin") from None
+    check_zone_name(name)  # zone_info takes '' for "no zone"; here a zone is required
+    return zone_info(name)
 
 
 def _check_cron(expr: str) -> list[str]:
     """Split a 5-field cron expression, naming the first field croniter rejects."""
     from croniter import croniter
 
+    if len(expr) > CRON_CHARS:
+        raise UsageError(f"invalid cron expression: longer than {CRON_CHARS} characters",
+                         hint="for example '0 9 * * 1-5' is 09:00 on weekdays")
     fields = expr.split()
     if len(fields) != 5:
         raise UsageError(

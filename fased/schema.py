@@ -4,13 +4,15 @@ The files in `schemas/` are JSON Schema (draft 2020-12), one per event type and 
 (`agent.created.v1.json`, describing the event's `data`). They are the single source of truth
 for event shapes. Validation uses the small subset of keywords those files use (type,
 properties, required, additionalProperties, items, enum, const, pattern, minimum, maximum,
-minLength, maxLength, minItems, anyOf, $ref to #/$defs): `jsonschema` costs ~80 ms to import,
-which every write command would pay. The test suite checks each file with `jsonschema` too.
+minLength, maxLength, minItems, maxItems, anyOf, $ref to #/$defs): `jsonschema` costs ~80 ms
+to import, which every write command would pay. The test suite checks each file with
+`jsonschema` too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from functools import cache
@@ -88,6 +90,8 @@ def first_error(value: object, schema: dict, root: dict, path: str) -> str | Non
     if isinstance(value, str):
         return _string_error(value, schema, path)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # json.loads reads NaN, Infinity and 1e999
+            return f"{path}: {value} is not a finite number"
         if "minimum" in schema and value < schema["minimum"]:
             return f"{path}: must be at least {schema['minimum']}"
         if "maximum" in schema and value > schema["maximum"]:
@@ -97,6 +101,8 @@ def first_error(value: object, schema: dict, root: dict, path: str) -> str | Non
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0):
             return f"{path}: needs at least {schema['minItems']} items"
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            return f"{path}: takes at most {schema['maxItems']} items"
         items = schema.get("items")
         if items is not None:
             for i, item in enumerate(value):
@@ -107,6 +113,8 @@ def first_error(value: object, schema: dict, root: dict, path: str) -> str | Non
 
 
 def _string_error(value: str, schema: dict, path: str) -> str | None:
+    if schema.get("minLength") == 1 and not value:
+        return f"{path}: must not be empty"
     if len(value) < schema.get("minLength", 0):
         return f"{path}: must not be shorter than {schema['minLength']} characters"
     if "maxLength" in schema and len(value) > schema["maxLength"]:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from fased.agents import get_agent
 from fased.chat import new_turn_id
@@ -31,18 +30,21 @@ ACTIVE = ("active", "paused")
 
 
 def check_target(target: str | None) -> str | None:
-    """`stdout`, `file:PATH` (made absolute) or `webhook:URL`."""
+    """`stdout`, `file:PATH` (made absolute) or `webhook:URL` (fased.bounds.parse_url)."""
+    from fased.bounds import has_control, parse_url
+
     if target is None or target == "stdout":
         return target
     kind, sep, rest = target.partition(":")
-    if sep and kind == "file" and rest:
+    if sep and kind == "file" and rest and not has_control(rest):
         return f"file:{Path(rest).expanduser().absolute()}"
+    hint = "use stdout, file:PATH or webhook:https://host/path"
     if sep and kind == "webhook":
-        parts = urlsplit(rest)
-        if parts.scheme in ("http", "https") and parts.hostname:
-            return f"webhook:{rest}"
-    raise UsageError(f"invalid delivery target {target!r}",
-                     hint="use stdout, file:PATH or webhook:https://host/path")
+        try:
+            return f"webhook:{parse_url(rest, 'webhook URL')}"
+        except UsageError as exc:
+            raise UsageError(f"invalid delivery target: {exc.message}", hint=hint) from None
+    raise UsageError(f"invalid delivery target {target!r}", hint=hint)
 
 
 def get_task(con: sqlite3.Connection, task: str) -> sqlite3.Row:

@@ -375,7 +375,8 @@ def test_replay_shows_each_model_call_of_a_turn_exactly_as_sent(agent, ok, run, 
     assert calls[1]["messages"][-1]["role"] == "tool"
     assert "file body" in calls[1]["messages"][-1]["content"]
     human = ok("replay", "--turn", turn, "--request")
-    assert "== model call 1 of 2 (step 1)" in human and "== model call 2 of 2 (final answer)" in human
+    assert "== model call 1 of 2 (step 1)" in human
+    assert "== model call 2 of 2 (final answer)" in human
 
 
 def test_agent_tools_lists_the_effective_set_and_why(models, ok, run):

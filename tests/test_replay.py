@@ -436,7 +436,7 @@ TIME_HINT = ("use RFC 3339 (2026-11-21T09:00:00Z), a local time (2026-11-21 09:0
     (["--until", "2025-13-45"], "Error: Invalid value for '--until': invalid time "
      f"'2025-13-45' ({TIME_HINT})"),
     (["--at", "garbage"], "Error: --at: invalid time 'garbage'"),
-    (["-n", "-1"], "Error: Invalid value for '-n': -1 is not in the range x>=0."),
+    (["-n", "-1"], "Error: Invalid value for '-n': -1 is not in the range 0<=x<=1000000"),
     (["--bogus"], "Error: No such option '--bogus'."),
     (["--verify", "--rebuild"], "Error: --rebuild and --verify cannot be combined"),
     (["--at", "3", "--follow"], "Error: --at and --follow cannot be combined"),

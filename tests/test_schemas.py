@@ -20,7 +20,7 @@ GOLDEN = sorted((Path(__file__).parent / "fixtures").glob("golden-*.jsonl"))
 # keywords fased.schema implements (its docstring lists them) and annotations it may ignore
 VALIDATING = {"type", "properties", "required", "additionalProperties", "items", "enum",
               "const", "pattern", "minimum", "maximum", "minLength", "maxLength", "minItems",
-              "anyOf", "$ref"}
+              "maxItems", "anyOf", "$ref"}
 ANNOTATIONS = {"$schema", "$id", "title", "description", "$defs"}
 # event types that change no projection row, each with the reason; none so far
 HANDLER_FREE: dict[str, str] = {
@@ -235,6 +235,7 @@ CONFORMANCE = [
     ({"pattern": "b"}, "abc"), ({"pattern": "^a+$"}, "ab"), ({"pattern": "^a$"}, 5),
     ({"minLength": 2}, "é"), ({"maxLength": 1}, "🛠"), ({"minimum": 1}, 0.5),
     ({"maximum": 1}, 1), ({"minItems": 1}, []), ({"minItems": 1}, "not an array"),
+    ({"maxItems": 1}, [1]), ({"maxItems": 1}, [1, 2]), ({"maxItems": 1}, "not an array"),
     ({"items": {"type": "string"}}, ["a", 1]), ({"required": ["a"]}, {}),
     ({"required": ["a"]}, []), ({"properties": {"a": {"type": "string"}}}, {"a": 1}),
     ({"additionalProperties": False, "properties": {"a": {}}}, {"a": 1, "b": 2}),

@@ -11,16 +11,20 @@ import json
 import sqlite3
 from pathlib import Path
 
+from fased.bounds import TooLargeError
 from fased.config import (
     config_path,
     dump,
+    file_fingerprint,
     fingerprint,
     parse_path,
+    read_config,
     render,
     set_path,
     sha256,
     unset_path,
 )
+from fased.errors import StateError
 from fased.projections.agents import set_agent_models, set_kv
 
 VERSION = 1
@@ -125,17 +129,31 @@ def write_file(con: sqlite3.Connection, home: Path, force: bool = False) -> bool
     path = config_path(home)
     if not force and not path.exists() and _stored_sha(con) is None:
         return False  # no fased.json yet: `fased setup` creates it
-    try:
-        if path.read_bytes() == data:
-            _remember(con, data)
-            return False
-    except FileNotFoundError:
-        pass
+    if _read_upto(path, len(data)) == data:
+        _remember(con, data)
+        return False
     from fased.home import write_private
 
     write_private(path, data)
     _remember(con, data)
     return True
+
+
+def _read(path: Path, limit: int | None = None) -> bytes | None:
+    """fased.json's bytes (None when missing); a clear StateError when it is no file."""
+    try:
+        return read_config(path, limit)
+    except StateError as exc:
+        raise StateError(exc.message, hint="move it away: the next command writes fased.json "
+                         "again from the log") from None
+
+
+def _read_upto(path: Path, size: int) -> bytes | None:
+    """The file when it is at most `size` bytes (None when missing or larger)."""
+    try:
+        return _read(path, size)
+    except TooLargeError:
+        return None
 
 
 def _stored_sha(con: sqlite3.Connection) -> str | None:
@@ -157,12 +175,13 @@ def rebuild_files(con: sqlite3.Connection, home: Path) -> None:
     """Regenerate fased.json, unless it holds a hand edit the log does not have yet (a rebuild
     forgets which file fased wrote): the next command records that edit or names its error."""
     path = config_path(home)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = None
     rendered = render(con)
-    if data is not None and data != dump(rendered):
+    expected = dump(rendered)
+    try:
+        data = _read(path, len(expected))
+    except TooLargeError:
+        return  # larger than fased would write it: a hand edit
+    if data is not None and data != expected:
         return
     write_file(con, home, force=data is not None or bool(rendered))
 
@@ -175,13 +194,18 @@ def pending_edit(con: sqlite3.Connection, home: Path) -> tuple[list[dict], str] 
     from fased.config import diff, parse_file
 
     path = config_path(home)
+    stored = _stored_sha(con)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        if _stored_sha(con) is not None:
+        data = _read(path)
+    except TooLargeError as exc:
+        if stored is not None and file_fingerprint(path, stored) == stored:
+            return None  # fased wrote it this large itself (many agents)
+        raise TooLargeError(exc.message, hint="fix the file (nothing was recorded)") from None
+    if data is None:
+        if stored is not None:
             write_file(con, home, force=True)  # deleted by hand: a projection comes back
         return None
-    if fingerprint(data) == _stored_sha(con):
+    if fingerprint(data) == stored:
         return None
     changes = diff(render(con), parse_file(data))
     if not changes:

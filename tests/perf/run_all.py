@@ -11,6 +11,7 @@ fased's own overhead per tool round trip <= 10 ms, not growing over a 100-call t
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import statistics
@@ -233,9 +234,10 @@ def bench_tools(tmp: Path, calls: int = 100) -> None:
 
     with FakeModelServer() as server:
         home = _model_home(tmp, server.url, "tools")
-        (home / "workspace" / "small.txt").write_text("a small file\n" * 5)
-        server.script(*[Reply("", tool_calls=[("read", json.dumps({"path": "small.txt"}))])
-                        for _ in range(calls)], Reply("done", chunks=1))
+        for i in range(calls):
+            (home / "workspace" / f"small{i}.txt").write_text(f"a small file {i}\n" * 5)
+        server.script(*[Reply("", tool_calls=[("read", json.dumps({"path": f"small{i}.txt"}))])
+                        for i in range(calls)], Reply("done", chunks=1))
         store = Store(home)
         queue_turn(store, "read it a hundred times")
         store.close()
@@ -249,11 +251,11 @@ def bench_tools(tmp: Path, calls: int = 100) -> None:
             samples = []
             for _ in range(50):
                 t0 = time.perf_counter()
-                http.post(server.url + "/api/chat", json=body).content
+                http.post(server.url + "/api/chat", json=body).raise_for_status()
                 samples.append((time.perf_counter() - t0) * 1000)
             http_ms = statistics.median(samples)
     done = [parse_ts(e["ts"]) for e in EventLog(home).read() if e["type"] == "tool.finished"]
-    gaps = [(b - a).total_seconds() * 1000 for a, b in zip(done, done[1:], strict=False)]
+    gaps = [(b - a).total_seconds() * 1000 for a, b in itertools.pairwise(done)]
     early, late = statistics.median(gaps[:10]), statistics.median(gaps[-10:])
     print(f"tools: {len(done)} read calls in one turn, {whole:.2f} s as a whole `fased run "
           f"--once`; a round trip takes {early:.1f} ms median early in the turn (calls 2-11) "

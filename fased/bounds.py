@@ -1,0 +1,280 @@
+"""The documented limits on everything fased reads, and the validators that enforce them.
+
+Every number, duration, time, URL, name, message and file a user hands to fased passes
+through here (times and durations through fased.timeparse, which uses these bounds), so a
+value past a limit is one clear UsageError and never an OverflowError three calls later.
+The limits are far above what real use needs; README "Configuration" lists them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fased.errors import StateError, UsageError
+
+KIB = 1024
+MIB = 1024 * KIB
+
+MESSAGE_BYTES = 8 * MIB  # one chat or task message (UTF-8)
+CONFIG_FILE_BYTES = 1 * MIB  # fased.json, `config validate FILE`, credentials.json
+CONFIG_DEPTH = 32  # nesting of objects and arrays in fased.json (it needs about 7)
+CONFIG_STRING_CHARS = 100_000  # any one string (or key) in fased.json
+SECRET_BYTES = 64 * KIB  # an API key read by `auth --stdin`
+NAME_CHARS = 100  # agent, session and task names, aliases
+TYPED_CHARS = 200  # a typed number, duration or time
+URL_CHARS = 2048
+HEADER_NAME_CHARS = 256
+HEADER_VALUE_CHARS = 8 * KIB
+
+MIN_DURATION_SECONDS = 1
+MAX_DURATION_SECONDS = 100 * 366 * 86400  # 100 years
+# Any typed time and FASED_NOW lie in these years, so that now +- any allowed duration stays
+# far inside datetime's range (years 1..9999).
+MIN_YEAR, MAX_YEAR = 1970, 9000
+EARLIEST = datetime(MIN_YEAR, 1, 1, tzinfo=UTC)
+LATEST = datetime(MAX_YEAR, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+LEASE_SECONDS = (1, 86_400)  # `run --lease`
+POLL_SECONDS = (0.05, 3_600)  # `run --poll`
+TIMEOUT_SECONDS = (0.01, 3_600)  # `models status --timeout`
+MAX_COUNT = 1_000_000  # `-n`, `--max-turns`, `--position`
+MAX_SEQ = 2**63 - 1  # what SQLite stores
+
+# Terminal control characters: C0 (tab and newline are kept in multi-line text), DEL, C1,
+# the bidi embeddings, overrides and isolates, and lone surrogates (undecodable argv bytes).
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# Pattern texts, not compiled objects: re compiles (and caches) each on first use, so
+# importing this module, which every command does, costs no regex compilation.
+_CONTROL_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]"
+_CONTROL_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]"
+_FLOAT = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_INTEGER = r"[+-]?\d+"
+_HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_ZONE = r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*"
+
+
+class TooLargeError(UsageError):
+    """Input past its size limit (a file, a message, a string)."""
+
+
+# -- printing ---------------------------------------------------------------------------------
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, multiline: bool = False) -> str:
+    """`text` with terminal control characters escaped (`\\x1b`, `\\u202e`), for people;
+    `multiline` keeps newlines and tabs."""
+    return re.sub(_CONTROL_TEXT if multiline else _CONTROL_LINE, _escape, text)
+
+
+def has_control(text: str) -> bool:
+    """True when `text` holds a character printable() would escape (newlines included)."""
+    return re.search(_CONTROL_LINE, text) is not None
+
+
+# -- numbers ----------------------------------------------------------------------------------
+
+def _limit(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_number(text: str, *, low: float, high: float, integer: bool = False,
+                 what: str | None = None, unit: str = "") -> int | float:
+    """A decimal number typed by a user, within [low, high]; NaN, infinities, hex and
+    underscores are refused. `what` prefixes the message (click adds the option itself)."""
+    value = str(text).strip()
+    shown = value[:40] + ("…" if len(value) > 40 else "")
+    prefix = f"{what}: " if what else ""
+    units = f" {unit}" if unit else ""
+    pattern = _INTEGER if integer else _FLOAT
+    if len(value) > TYPED_CHARS or not re.fullmatch(pattern, value):
+        kind = "a whole number" if integer else "a number"
+        raise UsageError(f"{prefix}{shown!r} is not {kind}",
+                         hint=f"give {kind} from {_limit(low)} to {_limit(high)}{units}")
+    number: int | float = int(value) if integer else float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise UsageError(f"{prefix}{shown} is not in the range "
+                         f"{_limit(low)}<=x<={_limit(high)}" + (f" ({unit})" if unit else ""))
+    return number
+
+
+def parse_count(text: str, *, low: int = 0, high: int = MAX_COUNT,
+                what: str | None = None) -> int:
+    """A whole number of things, within [low, high]."""
+    return int(parse_number(text, low=low, high=high, integer=True, what=what))
+
+
+def parse_seq(text: str) -> int:
+    """An event seq (what `replay --since 120` takes)."""
+    return parse_count(text, low=0, high=MAX_SEQ, what="a seq")
+
+
+def check_seconds(seconds: float, what: str = "the duration") -> float:
+    """A duration in seconds within MIN_DURATION_SECONDS..MAX_DURATION_SECONDS."""
+    if not math.isfinite(seconds) or seconds < MIN_DURATION_SECONDS:
+        raise UsageError(f"{what} must be at least {MIN_DURATION_SECONDS} second",
+                         hint="for example 30s, 15m, 1h, 2d")
+    if seconds > MAX_DURATION_SECONDS:
+        raise UsageError(f"{what} must be at most 100 years",
+                         hint="for example 30s, 15m, 1h, 2d, 52w")
+    return seconds
+
+
+def check_time(when: datetime, what: str = "the time") -> datetime:
+    """An aware time within the years MIN_YEAR..MAX_YEAR, as UTC."""
+    try:
+        utc = when.astimezone(UTC)
+    except (OverflowError, ValueError):
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise UsageError(f"{what} must lie in the years {MIN_YEAR} to {MAX_YEAR}")
+    return utc
+
+
+# -- text -------------------------------------------------------------------------------------
+
+def check_message(text: str, what: str = "the message") -> str:
+    """A chat or task message: at most MESSAGE_BYTES of UTF-8 (control characters are fine:
+    a piped file may hold colour codes; they are escaped when shown)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MESSAGE_BYTES:
+        raise TooLargeError(f"{what} is {size:,} bytes; the limit is {MESSAGE_BYTES // MIB} MiB",
+                            hint="send a smaller part, or point the agent at a file")
+    return text
+
+
+def check_name(text: str, what: str = "the name", limit: int = NAME_CHARS) -> str:
+    """A name shown in tables: 1..limit characters with no control characters (stripped)."""
+    value = text.strip()
+    if not value or len(value) > limit:
+        raise UsageError(f"{what} needs 1-{limit} characters, got {len(value)}")
+    if has_control(value):
+        raise UsageError(f"{what} {value!r} holds a control character",
+                         hint="names are one line of printable text")
+    return value
+
+
+def check_header(name: str, value: str) -> tuple[str, str]:
+    """An HTTP header a provider sends: a token name and a one-line value."""
+    name = name.strip()
+    if len(name) > HEADER_NAME_CHARS or not re.fullmatch(_HEADER_NAME, name):
+        raise UsageError(f"invalid header name {name[:60]!r}",
+                         hint="letters, digits and - (e.g. X-Title)")
+    if len(value) > HEADER_VALUE_CHARS or has_control(value.replace("\t", " ")):
+        raise UsageError(f"invalid value for header {name}: at most {HEADER_VALUE_CHARS} "
+                         "characters on one line, without control characters")
+    return name, value
+
+
+def check_zone_name(name: str) -> str:
+    """The shape of an IANA zone name, before zoneinfo looks it up on disk."""
+    if len(name) > 64 or not re.fullmatch(_ZONE, name):
+        raise UsageError(f"unknown time zone {name[:64]!r}",
+                         hint="use an IANA name such as Europe/Berlin")
+    return name
+
+
+# -- URLs -------------------------------------------------------------------------------------
+
+def parse_url(text: str, what: str = "URL") -> str:
+    """An http(s) URL with a host and a valid port, stripped; one line, no spaces."""
+    from urllib.parse import urlsplit
+
+    value = text.strip()
+    hint = "use http:// or https:// with a host, e.g. http://127.0.0.1:8000/v1"
+    shown = value[:200] + ("…" if len(value) > 200 else "")
+    if len(value) > URL_CHARS:
+        raise UsageError(f"invalid {what}: longer than {URL_CHARS} characters", hint=hint)
+    if has_control(value) or any(c.isspace() for c in value):
+        raise UsageError(f"invalid {what} {shown!r}: it holds spaces or control characters",
+                         hint=hint)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as exc:  # `http://[::1`, `http://h:99999`, `http://h:abc`
+        raise UsageError(f"invalid {what} {shown!r}: {exc}", hint=hint) from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise UsageError(f"invalid {what} {shown!r}", hint=hint)
+    if port == 0:
+        raise UsageError(f"invalid {what} {shown!r}: port 0", hint=hint)
+    if not parts.netloc.split("@")[-1].startswith("["):
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise UsageError(f"invalid {what} {shown!r}: bad host name {host!r}",
+                             hint=hint) from None
+    return value
+
+
+# -- files ------------------------------------------------------------------------------------
+
+def read_bounded(path: Path, limit: int, what: str | None = None) -> bytes:
+    """A regular file's bytes, reading at most limit+1 of them. FileNotFoundError when it is
+    missing; StateError when it is a directory, FIFO, device or unreadable; TooLargeError past
+    `limit` (so /dev/zero or a 200 MB edit costs one bounded read, never memory)."""
+    name = what or str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise StateError(f"{name} is a directory, not a file") from None
+    except OSError as exc:
+        raise StateError(f"cannot read {name}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                     (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+            kind = next((name for test, name in kinds if test(mode)), "a socket")
+            raise StateError(f"{name} is {kind}, not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(limit + 1 - size, MIB))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise StateError(f"cannot read {name}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise TooLargeError(f"{name} is larger than {format_bytes(limit)}, the limit")
+    return b"".join(chunks)
+
+
+def read_stream(stream, limit: int, what: str) -> bytes:
+    """At most `limit` bytes from a binary stream (stdin); TooLargeError past it, having read
+    only limit+1 bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(limit + 1 - size, MIB))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise TooLargeError(f"{what} is larger than {format_bytes(limit)}, the limit",
+                            hint="send a smaller part, or point the agent at a file")
+    return b"".join(chunks)
+
+
+def format_bytes(size: int) -> str:
+    """`8 MiB`, `64 KiB`, `512 bytes`."""
+    for unit, factor in (("MiB", MIB), ("KiB", KIB)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
