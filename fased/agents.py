@@ -6,6 +6,7 @@ import os
 import re
 import sqlite3
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from fased.errors import ConflictError, NotFoundError, UsageError
@@ -134,12 +135,17 @@ def plan_bootstrap(con: sqlite3.Connection, workspace: Path) -> list[str]:
 
 
 def render_template(name: str, agent: sqlite3.Row | dict) -> bytes:
-    from importlib import resources
-
-    text = resources.files("fased.templates").joinpath(name).read_text(encoding="utf-8")
+    text = _template(name)
     if name == "IDENTITY.md":
         text = text.replace("{name}", agent["name"]).replace("{emoji}", agent["emoji"] or "")
     return text.encode()
+
+
+@cache
+def _template(name: str) -> str:
+    from importlib import resources
+
+    return resources.files("fased.templates").joinpath(name).read_text(encoding="utf-8")
 
 
 def write_new_file(path: Path, data: bytes) -> bool:

@@ -118,7 +118,7 @@ def _is_template(name: str, data: bytes, agent, render) -> bool:
     """What setup wrote, unchanged (whitespace aside): the template's placeholders are not
     worth tokens. Detected by comparing with the shipped template rendered for this agent."""
     try:
-        template = render(name, agent)
+        template = render(name, {"name": agent["name"], "emoji": agent["emoji"]})
     except (FileNotFoundError, OSError):
         return False
     return data.strip() == template.strip()
@@ -461,9 +461,11 @@ def tools_wire(tools: list) -> list[dict]:
 
 def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent: sqlite3.Row,
                   workspace: Path, tools: list, settings: dict,
-                  upto_step: int | None = None) -> Request:
-    """Everything the next model call of `turn` sends."""
-    prompt = system_prompt(con, home, agent, workspace, tools, settings)
+                  upto_step: int | None = None, prompt: SystemPrompt | None = None) -> Request:
+    """Everything the next model call of `turn` sends (`prompt`: the system prompt already
+    assembled for an earlier call of the same turn)."""
+    if prompt is None:
+        prompt = system_prompt(con, home, agent, workspace, tools, settings)
     window = int(settings.get("contextWindow") or DEFAULT_CONTEXT_WINDOW)
     cap = int(settings.get("tools", {}).get("maxResultChars", RESULT_CAP))
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))

@@ -103,10 +103,12 @@ class AgentLoop:
         self.limits = Limits.of(settings["tools"])
         self.deadline = time.monotonic() + self.limits.turn_deadline
         noted_drop = False
+        prompt = None
+        env = None
         while True:
             con = store.db(check_files=False)
             turn = con.execute("SELECT * FROM turns WHERE id = ?", (self.claim.turn,)).fetchone()
-            env = self._environment(con, settings)
+            env = env or self._environment(con, settings)
             open_calls = self._open_calls(con)
             if open_calls:
                 self._run_calls(con, turn, open_calls, env, settings)
@@ -117,8 +119,10 @@ class AgentLoop:
             if stopped is not None:
                 return self._stopped(con, stopped, steps)
             request = build_request(con, store.home, turn, env.agent, env.workspace, env.tools,
-                                    settings)
-            self._record_context(con, request, env)
+                                    settings, prompt=prompt)
+            if prompt is None:  # the turn keeps one system prompt: its prefix stays cached
+                prompt = request.system
+                self._record_context(con, request, env)
             if request.plan.dropped and not noted_drop:
                 noted_drop = True
                 self.runner.note(f"fased: dropped the {request.plan.dropped} oldest message(s) "
