@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from test_tools_files import snapshot as tree
 
 from fased.tools import patch
 from fased.tools.base import ToolContext, ToolError
@@ -39,17 +40,6 @@ def refused(ctx: ToolContext, *body: str) -> str:
     with pytest.raises(ToolError) as info:
         apply(ctx, *body)
     return str(info.value)
-
-
-def tree(root: Path) -> dict[str, bytes | str]:
-    out: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            out[rel] = ("-> " + os.readlink(p) if p.is_symlink() else
-                        "dir" if p.is_dir() else p.read_bytes())
-    return out
 
 
 def test_add_update_move_delete_in_one_patch(ctx, ws):
