@@ -73,25 +73,34 @@ class ToolContext:
     def resolve(self, path: str, *, write: bool = False) -> Path:
         """A path the model gave, made absolute (relative to the workspace), with every
         symlink followed. Refused (ToolError) when it leads outside the workspace while
-        `workspace_only` is on, or into the fased home outside the workspace at any time
-        (credentials, the log). `readable` roots are allowed for reads only."""
+        `workspace_only` is on, or into the fased home at any time (credentials, the log)
+        unless into a workspace or readable root inside the home. `readable` roots are
+        allowed for reads only."""
         if not isinstance(path, str) or not path.strip():
             raise ToolError("path must be a non-empty string")
         if "\0" in path:
             raise ToolError("path must not contain a NUL byte")
+        try:  # a lone surrogate (JSON allows "\ud800") names no file and breaks os calls
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ToolError("path must be valid Unicode (it has a lone surrogate)") from None
         raw = Path(os.path.expanduser(path))
         full = raw if raw.is_absolute() else self.workspace / raw
         real = Path(os.path.realpath(full))
         workspace = Path(os.path.realpath(self.workspace))
         home = Path(os.path.realpath(self.home))
-        in_workspace = _within(real, workspace)
-        if not write and any(_within(real, Path(os.path.realpath(r))) for r in self.readable):
-            return real
-        if _within(real, home) and not in_workspace:
+        extra = () if write else tuple(Path(os.path.realpath(r)) for r in self.readable)
+        # Inside the home only the parts of it handed to tools are open: a workspace (or skill
+        # folder) within it. A root that holds the whole home (a workspace set to ~) does not
+        # open the credentials or the log.
+        if _within(real, home) and not any(
+                home in root.parents and _within(real, root) for root in (workspace, *extra)):
             raise ToolError(f"{path}: the fased home ({self.home}) is off limits to tools")
-        if self.workspace_only and not in_workspace:
+        if any(_within(real, root) for root in extra):
+            return real
+        if self.workspace_only and not _within(real, workspace):
             how = "a symlink leads" if real != Path(os.path.abspath(full)) else "it is"
-            raise ToolError(f"{path}: outside the workspace ({how} to {real}); "
+            raise ToolError(f"{path}: outside the workspace ({how} to {shown(real)}); "
                             "tools.fs.workspaceOnly is on")
         return real
 
@@ -99,9 +108,16 @@ class ToolContext:
         """A path as the model should write it back: relative to the workspace if inside."""
         workspace = Path(os.path.realpath(self.workspace))
         try:
-            return str(path.relative_to(workspace))
+            return shown(path.relative_to(workspace))
         except ValueError:
-            return str(path)
+            return shown(path)
+
+
+def shown(path: Path | str) -> str:
+    """A path or name as text that can be logged: bytes that are not UTF-8 (which os calls
+    hand back as lone surrogates) become `\\xNN` escapes."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _within(path: Path, root: Path) -> bool:
