@@ -188,20 +188,33 @@ def parse_url(text: str, what: str = "URL") -> str:
     """An http(s) URL with a host and a valid port, stripped; one line, no spaces."""
     from urllib.parse import urlsplit
 
+    from fased.redact import mask_url
+
     value = text.strip()
     hint = "use http:// or https:// with a host, e.g. http://127.0.0.1:8000/v1"
-    shown = value[:200] + ("…" if len(value) > 200 else "")
+    # never print a URL's credentials, not even in an error about the URL
+    masked = mask_url(value)
+    shown = masked[:200] + ("…" if len(masked) > 200 else "")
     if len(value) > URL_CHARS:
         raise UsageError(f"invalid {what}: longer than {URL_CHARS} characters", hint=hint)
     if has_control(value) or any(c.isspace() for c in value):
         raise UsageError(f"invalid {what} {shown!r}: it holds spaces or control characters",
                          hint=hint)
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise UsageError(f"invalid {what} {shown!r}", hint=hint)
+    authority = rest.partition("?")[0].partition("#")[0]
+    if "@" in authority.partition("/")[2] and ":" in authority.partition("/")[0]:
+        raise UsageError(f"{what} {shown} has an '@' after its host",
+                         hint="write a '/' in a user name or password as %2F")
     try:
         parts = urlsplit(value)
         port = parts.port
         host = parts.hostname
-    except ValueError as exc:  # `http://[::1`, `http://h:99999`, `http://h:abc`
-        raise UsageError(f"invalid {what} {shown!r}: {exc}", hint=hint) from None
+    except ValueError:  # `http://[::1`, `http://h:99999`, `http://h:abc`
+        why = ("its [IPv6] host is not closed" if "[" in parts_or_none(value) else
+               "its port is not a number from 1 to 65535")
+        raise UsageError(f"invalid {what} {shown!r}: {why}", hint=hint) from None
     if parts.scheme not in ("http", "https") or not host:
         raise UsageError(f"invalid {what} {shown!r}", hint=hint)
     if port == 0:
@@ -213,6 +226,11 @@ def parse_url(text: str, what: str = "URL") -> str:
             raise UsageError(f"invalid {what} {shown!r}: bad host name {host!r}",
                              hint=hint) from None
     return value
+
+
+def parts_or_none(value: str) -> str:
+    """The authority part of a URL, as text, without parsing that can fail."""
+    return value.partition("://")[2].partition("/")[0]
 
 
 # -- files ------------------------------------------------------------------------------------

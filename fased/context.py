@@ -384,15 +384,16 @@ def result_text(state: str, result: str | None, cap: int) -> str:
 
 
 def plan_history(con: sqlite3.Connection, turn: sqlite3.Row, budget: int,
-                 result_cap: int = RESULT_CAP) -> HistoryPlan:
+                 result_cap: int = RESULT_CAP) -> tuple[HistoryPlan, list[dict] | None]:
     """Fit the history into `budget` tokens: shorten old large tool results first, then drop
-    whole earlier turns, oldest first. The current turn is always sent whole."""
+    whole earlier turns, oldest first. The current turn is always sent whole. Returns the
+    plan and, when everything fits as it is, the messages already rendered."""
     plan = HistoryPlan(result_cap=result_cap)
     units, current = _units(con, turn, None, plan)
     used = sum(_tokens(m) for m in current)
     sizes = [sum(_tokens(m) for m in u.messages) for u in units]
     if used + sum(sizes) <= budget:
-        return plan
+        return plan, [m for u in units for m in u.messages] + current
     long_results = {cid for u in units for _, cid, n in u.results if n > plan.shorten_to}
     if long_results:
         plan.shortened = sorted(long_results)
@@ -409,7 +410,7 @@ def plan_history(con: sqlite3.Connection, turn: sqlite3.Row, budget: int,
     plan.dropped = sum(len(u.messages) for u in units[:keep_from])
     kept_ids = {cid for u in kept for _, cid, _ in u.results}
     plan.shortened = [c for c in plan.shortened if c in kept_ids]
-    return plan
+    return plan, None
 
 
 def _tokens(message: dict) -> int:
@@ -470,8 +471,9 @@ def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent:
     cap = int(settings.get("tools", {}).get("maxResultChars", RESULT_CAP))
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
     budget = window - REPLY_RESERVE - prompt.tokens - tool_tokens
-    plan = plan_history(con, turn, budget, cap)
-    history = render_history(con, turn, plan, upto_step)
+    plan, history = plan_history(con, turn, budget, cap)
+    if history is None or upto_step is not None:
+        history = render_history(con, turn, plan, upto_step)
     messages = [{"role": "system", "content": prompt.text}, *history]
     return Request(prompt, tools, messages, plan, window)
 

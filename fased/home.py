@@ -48,18 +48,26 @@ def require_inside(home: Path, directory: Path) -> None:
                          hint="put a real directory in its place; `fased doctor` lists links")
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file atomically (temp file, fsync, rename) with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_private(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write a file atomically (a new temp file, fsync unless not `durable`, rename), mode
+    0600. The temp file is created fresh (O_EXCL, no symlink followed), so nothing planted at
+    its name can redirect the write. A view that is rebuilt from the log anyway (a
+    transcript) need not be durable: a power cut can only leave the previous version."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

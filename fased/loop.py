@@ -96,6 +96,12 @@ class AgentLoop:
     tried = property(lambda self: self.models.tried)
 
     def execute(self) -> tuple[str, dict]:
+        try:
+            return self._execute_turn()
+        finally:
+            self.models.close()
+
+    def _execute_turn(self) -> tuple[str, dict]:
         store = self.runner.store
         con = store.db(check_files=False)
         settings = agent_settings(con, self.claim.agent)
@@ -111,7 +117,7 @@ class AgentLoop:
             env = env or self._environment(con, settings)
             open_calls = self._open_calls(con)
             if open_calls:
-                self._run_calls(con, turn, open_calls, env, settings)
+                self._run_calls(con, turn, open_calls, env)
                 continue
             steps = con.execute("SELECT COUNT(*) FROM steps WHERE turn = ?",
                                 (self.claim.turn,)).fetchone()[0]
@@ -135,9 +141,11 @@ class AgentLoop:
             calls = self._calls_of(result, env)
             if not calls:
                 return "turn.completed", self._completed(result, request, steps + 1)
-            self._record_step(steps + 1, result, calls, request)
             if self.sink is not None:
                 self.sink.next_message()  # the tool summaries start on their own line
+            step = self._step_drafts(steps + 1, result, calls, request)
+            fresh = [{**c, "state": "pending", "step": steps + 1} for c in calls]
+            self._run_calls(con, turn, fresh, env, carry=step)
 
     # -- the environment of a turn ---------------------------------------------------------
 
@@ -182,7 +190,9 @@ class AgentLoop:
                              "they were replaced with U+FFFD")
         return data
 
-    def _record_step(self, step: int, result, calls: list[dict], request) -> None:
+    def _step_drafts(self, step: int, result, calls: list[dict], request) -> list[Draft]:
+        """The assistant message with its calls (and cooldowns the step caused): written
+        before any of the calls runs."""
         c = self.claim
         data = {"turn": c.turn, "agent": c.agent, "session": c.session, "step": step,
                 "model": self.models.current_model, "request": request.refs(),
@@ -194,9 +204,9 @@ class AgentLoop:
         if result.replaced_chars:
             data["replaced_chars"] = result.replaced_chars
         data, _ = scrub(data)
-        self.runner.record_fenced(c, [*self.models.cooldowns,
-                                      Draft("turn.step", f"session:{c.session}", data)])
+        drafts = [*self.models.cooldowns, Draft("turn.step", f"session:{c.session}", data)]
         self.models.cooldowns.clear()
+        return drafts
 
     def _record_context(self, con, request, env: _Env) -> None:
         """What the request refers to, recorded once per content hash: the files, the prompt,
@@ -238,19 +248,42 @@ class AgentLoop:
             "SELECT * FROM tool_calls WHERE turn = ? AND state IN ('pending', 'running')"
             " ORDER BY step, idx", (self.claim.turn,)).fetchall()
 
-    def _run_calls(self, con, turn, calls: list, env: _Env, settings: dict) -> None:
+    def _run_calls(self, con, turn, calls: list, env: _Env, carry: list | None = None) -> None:
+        """Run the open calls of a step in order. Events are carried to the next durable
+        write: a call's `tool.started` goes out (fsynced) with what came before it (the step,
+        the previous call's end) and always before the call runs."""
+        carry = list(carry or [])
         step = calls[0]["step"]
+        done_before = not carry and self._step_has_finished_calls(con, step)
         for index, call in enumerate(calls):
             if call["state"] == "running":  # started by a runner that died
-                self._finish(call, "interrupted", INTERRUPTED, {})
+                carry.append(self._finished_draft(call, "interrupted", INTERRUPTED, {}))
                 continue
-            if index > 0 or self._step_has_finished_calls(con, step):
-                queued = self._steering(con, turn)
+            if index > 0 or done_before:
+                queued = self._steering(self.runner.store.db(check_files=False), turn)
                 if queued:
-                    self._steer(step, queued, calls[index:])
+                    self._steer(step, queued, calls[index:], carry)
                     return
-            self._run_call(call, env)
-            con = self.runner.store.db(check_files=False)
+            decision = self._decide(call, env, carry)
+            if decision[0] == "finish":
+                carry.append(self._finished_draft(call, *decision[1:]))
+                continue
+            _, tool, args, approval = decision
+            carry.append(self._started_draft(call, approval))
+            self._flush(carry)
+            self.on_tool(tool.name, summarize(tool.name, args))
+            began = time.monotonic()
+            result, status = self._execute(tool, args, call, env)
+            carry.append(self._finished_draft(call, status, result.text, result.data,
+                                              round((time.monotonic() - began) * 1000, 1)))
+        if carry:
+            self._flush(carry)
+
+    def _flush(self, drafts: list) -> None:
+        """Append carried events now (one durable write), and forget them."""
+        if drafts:
+            self.runner.record_fenced(self.claim, list(drafts))
+            drafts.clear()
 
     def _step_has_finished_calls(self, con, step: int) -> bool:
         row = con.execute("SELECT 1 FROM tool_calls WHERE turn = ? AND step = ? AND state NOT IN"
@@ -265,9 +298,9 @@ class AgentLoop:
             "SELECT id FROM turns WHERE session = ? AND state = 'queued' AND queued_seq > ?"
             " ORDER BY queued_seq", (self.claim.session, turn["queued_seq"]))]
 
-    def _steer(self, step: int, queued: list[str], rest: list) -> None:
+    def _steer(self, step: int, queued: list[str], rest: list, carry: list) -> None:
         c = self.claim
-        drafts = [Draft("turn.steered", f"session:{c.session}", {
+        drafts = [*carry, Draft("turn.steered", f"session:{c.session}", {
             "turn": c.turn, "agent": c.agent, "session": c.session, "step": step,
             "turns": queued})]
         for call in rest:
@@ -276,8 +309,10 @@ class AgentLoop:
         self.runner.note(f"fased: a queued message steers turn {c.turn}: "
                          f"{len(rest)} call(s) skipped")
 
-    def _run_call(self, call, env: _Env) -> None:
-        """Decide, record started, run, record finished: exactly one terminal event."""
+    def _decide(self, call, env: _Env, carry: list) -> tuple:
+        """("finish", status, text, data) for a call that must not run, with the result the
+        model gets; ("run", tool, arguments, approval) for one that may. Asking the user
+        writes what is carried first (nobody knows how long an answer takes)."""
         from fased.schema import first_error
         from fased.tools.policy import decide_exec, how_to_allow
 
@@ -289,47 +324,38 @@ class AgentLoop:
 
             known = ", ".join(t.name for t in env.tools) or "none"
             if str(name).lower() in FAMILIES:
-                text = (f"Tool '{name}' is not allowed for this agent; nothing ran. "
-                        f"Available: {known}")
-                return self._finish(call, "denied", text, {})
-            return self._finish(call, "error", f"Unknown tool '{name}'. Available: {known}", {})
+                return ("finish", "denied", f"Tool '{name}' is not allowed for this agent; "
+                        f"nothing ran. Available: {known}", {})
+            return "finish", "error", f"Unknown tool '{name}'. Available: {known}", {}
         try:
             args = json.loads(call["arguments"] or "{}")
         except (ValueError, RecursionError) as exc:
-            return self._finish(call, "error", f"The arguments are not valid JSON ({exc}); "
-                                "nothing ran. Send a JSON object.", {})
+            return ("finish", "error", f"The arguments are not valid JSON ({exc}); nothing ran."
+                    " Send a JSON object.", {})
         if not isinstance(args, dict):
-            return self._finish(call, "error", "The arguments must be a JSON object; nothing "
-                                "ran.", {})
+            return "finish", "error", "The arguments must be a JSON object; nothing ran.", {}
         problem = first_error(args, tool.parameters, tool.parameters, "arguments")
         if problem is not None:
-            return self._finish(call, "error", f"Invalid arguments: {problem}; nothing ran.", {})
-        approval = None
-        if tool.name == "exec":
-            decision = decide_exec(str(args.get("command", "")), env.settings)
-            if decision.verdict == "ask":
-                answer = self.approver(call, decision.reason) if self.approver else None
-                if answer is None:
-                    self.runner.note(f"fased: {name} `{args.get('command')}` needs approval and "
-                                     f"nobody can be asked here; {how_to_allow(args['command'])}")
-                    return self._finish(call, "denied", "This command needs the user's approval"
-                                        " and nobody could be asked (no terminal); it did not "
-                                        "run. Tell the user what you wanted to run and why.", {})
-                if not answer:
-                    return self._finish(call, "denied", "The user refused to run this command; "
-                                        "it did not run.", {})
-                approval = "user"
-            elif decision.verdict == "deny":
-                return self._finish(call, "denied", f"This command is not allowed: "
-                                    f"{decision.reason}; it did not run.", {})
-            else:
-                approval = decision.reason
-        self._started(call, approval)
-        self.on_tool(tool.name, summarize(tool.name, args))
-        started = time.monotonic()
-        result, status = self._execute(tool, args, call, env)
-        self._finish(call, status, result.text, result.data,
-                     duration_ms=round((time.monotonic() - started) * 1000, 1))
+            return "finish", "error", f"Invalid arguments: {problem}; nothing ran.", {}
+        if tool.name != "exec":
+            return "run", tool, args, None
+        command = str(args.get("command", ""))
+        decision = decide_exec(command, env.settings)
+        if decision.verdict == "deny":
+            return ("finish", "denied", f"This command is not allowed: {decision.reason}; it "
+                    "did not run.", {})
+        if decision.verdict == "allow":
+            return "run", tool, args, decision.reason
+        if self.approver is None:
+            self.runner.note(f"fased: {name} `{command}` needs approval and nobody can be asked "
+                             f"here; {how_to_allow(command)}")
+            return ("finish", "denied", "This command needs the user's approval and nobody "
+                    "could be asked (no terminal); it did not run. Tell the user what you "
+                    "wanted to run and why.", {})
+        self._flush(carry)
+        if not self.approver(call, decision.reason):
+            return "finish", "denied", "The user refused to run this command; it did not run.", {}
+        return "run", tool, args, "user"
 
     def _execute(self, tool, args: dict, call, env: _Env):
         """Run the handler in a worker thread, so that Ctrl-C and the turn's deadline reach
@@ -379,13 +405,13 @@ class AgentLoop:
                               result.data), "interrupted"
         return result, "error" if result.is_error else "ok"
 
-    def _started(self, call, approval: str | None) -> None:
+    def _started_draft(self, call, approval: str | None) -> Draft:
         c = self.claim
         data = {"turn": c.turn, "agent": c.agent, "session": c.session, "call": call["id"],
                 "name": call["name"], "runner": self.runner.id}
         if approval:
             data["approval"] = approval
-        self.runner.record_fenced(c, [Draft("tool.started", f"session:{c.session}", data)])
+        return Draft("tool.started", f"session:{c.session}", data)
 
     def _finished_draft(self, call, status: str, text: str, extra: dict,
                         duration_ms: float | None = None) -> Draft:

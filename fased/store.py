@@ -187,7 +187,8 @@ class Store:
         con.row_factory = sqlite3.Row
         # the log is what is durable (fsynced before state.db is touched); state.db can lose
         # its last commits to a power cut and catch up again, so its commits need no fsync
-        con.execute("PRAGMA synchronous = NORMAL")
+        with contextlib.suppress(sqlite3.DatabaseError):  # a damaged file: found on first read
+            con.execute("PRAGMA synchronous = NORMAL")
         self._con, self._con_inode = con, inode
         return con
 

@@ -46,6 +46,7 @@ class ModelChain:
         self.tried: list[str] = []
         self.index = 0  # the chain position the next step starts at
         self._pieces: list[str] = []
+        self._clients: dict[str, tuple] = {}
         self.started = time.monotonic()
 
     @property
@@ -105,13 +106,15 @@ class ModelChain:
         from fased.settings import MAX_WAIT
 
         self.current_model = ref
-        try:
-            parsed = parse_model_ref(con, ref)
-            client = make_client(self.runner.store.home, get_provider(con, parsed.provider),
-                                 **timeouts)
-        except FasedError as exc:
-            self._record_attempt(ref, 1, exc)
-            raise
+        if ref not in self._clients:  # one client a model for the whole turn: its
+            try:  # connection, and a credential command run once, serve every step
+                parsed = parse_model_ref(con, ref)
+                self._clients[ref] = (parsed, make_client(
+                    self.runner.store.home, get_provider(con, parsed.provider), **timeouts))
+            except FasedError as exc:
+                self._record_attempt(ref, 1, exc)
+                raise
+        parsed, client = self._clients[ref]
         model_attempt = 0
 
         def attempt():
@@ -167,8 +170,15 @@ class ModelChain:
                                                     state.attempt_number + 2),
                 reraise=True)
             return retrying(attempt)
-        finally:
+        except FasedError:
+            self._clients.pop(ref)[1].close()  # a failed model is not asked again this turn
+            raise
+
+    def close(self) -> None:
+        """Close the turn's clients (their pooled connections)."""
+        for _, client in self._clients.values():
             client.close()
+        self._clients.clear()
 
     def _delta(self, piece: str) -> None:
         self._pieces.append(piece)

@@ -85,9 +85,10 @@ def test_every_numeric_option_refuses_extremes(home, run, args, option, value):
 
 
 @pytest.mark.parametrize(("url", "reason"), [
-    ("http://[::1", "Invalid IPv6 URL"),
-    ("http://host:99999", "Port out of range"),
-    ("http://host:abc", "Port could not be cast"),
+    # fased's own words: urllib's would quote the URL's parts, a password among them
+    ("http://[::1", "its [IPv6] host is not closed"),
+    ("http://host:99999", "its port is not a number from 1 to 65535"),
+    ("http://host:abc", "its port is not a number from 1 to 65535"),
     ("http://host:0", "port 0"),
     ("http://a..b/v1", "bad host name"),
     ("http://host/a b", "spaces or control characters"),

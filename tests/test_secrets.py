@@ -213,6 +213,11 @@ def test_a_provider_found_by_detect_keeps_its_url_credentials_out_of_the_log(set
      "Error: the query of base URL http://127.0.0.1:8000/v1?*** is not NAME=VALUE pairs"),
     ("vllm", f"http://127.0.0.1:8000/v1?key={QUERY_KEY}&key=2",
      "Error: query parameter 'key' appears twice in base URL"),
+    # a URL the parser refuses is still shown masked: urllib's own error would quote it
+    ("vllm", f"http://alice:{QUERY_KEY}@127.0.0.1:99999/v1",
+     "Error: invalid base URL 'http://***@127.0.0.1:99999/v1': its port"),
+    ("vllm", f"http://alice:{QUERY_KEY}@[::1/v1?key={QUERY_KEY}",
+     "Error: invalid base URL 'http://***@[::1/v1?key=***': its [IPv6] host"),
 ])
 def test_a_refused_base_url_is_not_printed_with_its_secrets(set_up, run, kind, url, error):
     before = len(events(set_up))

@@ -20,7 +20,7 @@ TABLES = {
                     "model": str, "text": str, "request": str, "input_tokens": int,
                     "output_tokens": int, "finish_reason": str, "latency_ms": float},
         "pk": ("turn", "step"),
-        "indexes": [["session", "turn", "step"]],
+        "indexes": [["session", "turn", "step"], ["seq"]],
     },
     "tool_calls": {
         "columns": {"id": str, "turn": str, "session": str, "agent": str, "step": int,
@@ -29,7 +29,8 @@ TABLES = {
                     "step_seq": int, "started_seq": int, "finished_seq": int,
                     "finished_at": str, "duration_ms": float},
         "pk": "id",
-        "indexes": [["turn", "step", "idx"], ["session", "state"]],
+        "indexes": [["turn", "step", "idx"], ["session", "state"], ["finished_seq"],
+                    ["step_seq"]],
     },
 }
 

@@ -12,6 +12,7 @@ expired lease as claimable, which keeps this projection free of any clock.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
@@ -211,35 +212,104 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
     path = home / "agents" / agent / "sessions" / f"{session}.jsonl"
     require_inside(home, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, "".join(out).encode())
+    write_private(path, "".join(out).encode(), durable=False)
 
 
-def _tool_lines(cur, session: str) -> list[tuple]:
-    """The assistant's tool steps and the tool results of a session, as transcript lines:
-    (seq, line id, None, the line after "parent")."""
+def _tool_lines(cur, session: str, seqs: set[int] | None = None) -> list[tuple]:
+    """The assistant's tool steps and the tool results of a session (or only the lines of
+    the events `seqs`), as transcript lines: (seq, line id, None, the line after "parent")."""
+    if seqs is None:
+        where, params = "session = ?", [session]
+        steps_where = where
+    else:
+        marks = ",".join("?" * len(seqs))
+        where, params = f"finished_seq IN ({marks}) OR step_seq IN ({marks})", [*seqs, *seqs]
+        steps_where = f"seq IN ({marks})"
     out = []
     calls: dict[tuple[str, int], list] = {}
-    for (call_id, turn, step, name, arguments, state, result, finished_seq,
+    for (call_id, turn_id, step, name, arguments, state, result, finished_seq,
          finished_at) in cur.execute(
             "SELECT id, turn, step, name, arguments, state, result, finished_seq, finished_at"
-            " FROM tool_calls WHERE session = ? ORDER BY turn, step, idx", (session,)):
-        calls.setdefault((turn, step), []).append(
+            f" FROM tool_calls WHERE {where} ORDER BY turn, step, idx", params):
+        calls.setdefault((turn_id, step), []).append(
             f'{{"id": {_encode_string(call_id)}, "name": {_encode_string(name)}, '
             f'"arguments": {_encode_string(arguments)}}}')
-        if finished_seq is not None:
+        if finished_seq is not None and (seqs is None or finished_seq in seqs):
             out.append((finished_seq, call_id, None,
                         f'"role": "tool", "tool_call_id": {_encode_string(call_id)}, "name": '
                         f'{_encode_string(name)}, "status": {_encode_string(state)}, '
                         f'"content": {_json_text(result)}, "ts": {_json_text(finished_at)}, '
-                        f'"turn": {_encode_string(turn)}}}\n'))
-    for turn, step, seq, ts, model, text in cur.execute(
-            "SELECT turn, step, seq, ts, model, text FROM steps WHERE session = ?", (session,)):
-        out.append((seq, f"{turn}:s{step}", None,
+                        f'"turn": {_encode_string(turn_id)}}}\n'))
+    for turn_id, step, seq, ts, model, text in cur.execute(
+            f"SELECT turn, step, seq, ts, model, text FROM steps WHERE {steps_where}",
+            params[:len(seqs)] if seqs is not None else params):
+        out.append((seq, f"{turn_id}:s{step}", None,
                     f'"role": "assistant", "content": {_json_text(text)}, "ts": '
-                    f'{_json_text(ts)}, "turn": {_encode_string(turn)}, "model": '
-                    f'{_json_text(model)}, "tool_calls": [{", ".join(calls.get((turn, step), []))}]'
-                    "}\n"))
+                    f'{_json_text(ts)}, "turn": {_encode_string(turn_id)}, "model": '
+                    f'{_json_text(model)}, "tool_calls": '
+                    f'[{", ".join(calls.get((turn_id, step), []))}]' + "}\n"))
     return out
+
+
+# events whose transcript lines only ever go at the end: appended, not the file rewritten
+_APPENDED = ("turn.step", "tool.finished")
+
+
+def append_transcript(con: sqlite3.Connection, home: Path, session: str,
+                      seqs: set[int]) -> bool:
+    """Append the lines of the tool events `seqs` to a session's transcript: the same bytes
+    a full render writes (they are the newest lines). False when the file must be rendered
+    whole instead (missing, or its last line unreadable after a crash)."""
+    import json
+
+    row = con.execute("SELECT agent FROM sessions WHERE id = ?", (session,)).fetchone()
+    if row is None:
+        return False
+    path = home / "agents" / row[0] / "sessions" / f"{session}.jsonl"
+    last = _last_line(path)
+    try:
+        previous = _encode_string(json.loads(last)["id"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    cur = con.cursor()
+    cur.row_factory = None
+    lines = sorted(_tool_lines(cur, session, seqs), key=_first)
+    if len(lines) != len(seqs):
+        return False
+    out = []
+    for _, msg_id, _, rest in lines:
+        out.append(f'{{"type": "message", "id": {_encode_string(msg_id)}, "parent": {previous}, '
+                   f"{rest}")
+        previous = _encode_string(msg_id)
+    from fased.home import require_inside
+
+    require_inside(home, path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+    try:
+        os.write(fd, "".join(out).encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def _last_line(path: Path) -> bytes:
+    """The last complete line of a file (b"" when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            block = 4096
+            while True:
+                start = max(0, size - block)
+                f.seek(start)
+                data = f.read(size - start)
+                if not data.endswith(b"\n"):
+                    return b""  # a write cut short: render the whole file
+                cut = data.rfind(b"\n", 0, len(data) - 1)
+                if cut >= 0 or start == 0:
+                    return data[cut + 1:-1]
+                block *= 4
+    except FileNotFoundError:
+        return b""
 
 
 def _first(item: tuple):
@@ -255,8 +325,17 @@ def _json_int(value: int | None) -> str:
 
 
 def sync_files(con: sqlite3.Connection, home: Path, events: list[dict]) -> None:
-    sessions = {e["data"]["session"] for e in events if e["type"] in _TRANSCRIPT_TYPES}
-    for session in sorted(sessions):
+    whole: set[str] = set()
+    appended: dict[str, set[int]] = {}
+    for e in events:
+        if e["type"] in _APPENDED:
+            appended.setdefault(e["data"]["session"], set()).add(e["seq"])
+        elif e["type"] in _TRANSCRIPT_TYPES:
+            whole.add(e["data"]["session"])
+    for session, seqs in appended.items():
+        if session not in whole and not append_transcript(con, home, session, seqs):
+            whole.add(session)
+    for session in sorted(whole):
         write_transcript(con, home, session)
 
 

@@ -234,6 +234,8 @@ def bench_tools(tmp: Path, calls: int = 100) -> None:
 
     with FakeModelServer() as server:
         home = _model_home(tmp, server.url, "tools")
+        subprocess.run([*FASED, "config", "set", "tools", json.dumps({"maxIterations": calls + 5})],
+                       env=env_for(home), check=True, stdout=subprocess.DEVNULL)
         for i in range(calls):
             (home / "workspace" / f"small{i}.txt").write_text(f"a small file {i}\n" * 5)
         server.script(*[Reply("", tool_calls=[("read", json.dumps({"path": f"small{i}.txt"}))])
