@@ -56,6 +56,14 @@ class Reply:
     usage: tuple[int, int] | None = None
     tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (name, JSON arguments)
     framing: str = "chunked"
+    # Tool-call quirks of real servers: `call_ids` replaces the ids (None: sent without one;
+    # Ollama sends ids only when given); `arg_chunks` is how many streamed pieces each call's
+    # arguments come in (OpenAI, Anthropic); `tool_index=False` streams each OpenAI call whole
+    # without an "index"; `calls_in_final` puts Ollama's tool calls in the done chunk.
+    call_ids: list[str | None] | None = None
+    arg_chunks: int = 3
+    tool_index: bool = True
+    calls_in_final: bool = False
 
     def pieces(self) -> list[str]:
         if isinstance(self.chunks, list):
@@ -176,15 +184,31 @@ def error_body(api: str, code: int, message: str | None = None) -> dict[str, Any
     return {"error": {"message": message, "type": etype, "param": None, "code": None}}
 
 
-def _split3(text: str) -> list[str]:
-    size = max(1, math.ceil(len(text) / 3))
+def _split3(text: str, parts: int = 3) -> list[str]:
+    size = max(1, math.ceil(len(text) / max(1, parts)))
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
+def _call_id(ids: list[str | None] | None, i: int, default: str) -> str | None:
+    return default if ids is None else ids[i]
+
+
+def _ollama_calls(calls: list[tuple[str, str]], ids: list[str | None] | None) -> list[dict]:
+    out = []
+    for i, (name, args) in enumerate(calls):
+        call: dict[str, Any] = {"function": {"name": name, "arguments": json.loads(args)}}
+        if ids is not None and ids[i] is not None:
+            call["id"] = ids[i]
+        out.append(call)
+    return out
+
+
 def stream_events(api: str, model: str, pieces: list[str], calls: list[tuple[str, str]],
-                  usage: tuple[int, int], finish: str, include_usage: bool = True
-                  ) -> list[tuple[bool, str]]:
+                  usage: tuple[int, int], finish: str, include_usage: bool = True,
+                  quirks: Reply | None = None) -> list[tuple[bool, str]]:
     """Wire events of one streamed reply, flagged True where a text piece is carried."""
+    quirks = quirks or Reply()
+    ids, parts = quirks.call_ids, quirks.arg_chunks
     if api == "ollama":
         def line(message: dict[str, Any], **extra: Any) -> str:
             obj = {"model": model, "created_at": "2024-01-01T00:00:00Z", "message":
@@ -192,10 +216,14 @@ def stream_events(api: str, model: str, pieces: list[str], calls: list[tuple[str
             return json.dumps(obj) + "\n"
 
         out = [(True, line({"content": p})) for p in pieces]
+        final: dict[str, Any] = {}
         if calls:
-            tool_calls = [{"function": {"name": n, "arguments": json.loads(a)}} for n, a in calls]
-            out.append((False, line({"tool_calls": tool_calls})))
-        out.append((False, line({}, done=True, done_reason=finish, total_duration=1000,
+            tool_calls = {"tool_calls": _ollama_calls(calls, ids)}
+            if quirks.calls_in_final:
+                final = tool_calls
+            else:
+                out.append((False, line(tool_calls)))
+        out.append((False, line(final, done=True, done_reason=finish, total_duration=1000,
                                 prompt_eval_count=usage[0], eval_count=usage[1])))
         return out
     if api == "anthropic":
@@ -213,10 +241,12 @@ def stream_events(api: str, model: str, pieces: list[str], calls: list[tuple[str
                            delta={"type": "text_delta", "text": p})) for p in pieces]
         out.append((False, sse("content_block_stop", index=0)))
         for i, (name, args) in enumerate(calls, start=1):
-            block = {"type": "tool_use", "id": f"toolu_{i}", "name": name, "input": {}}
+            block = {"type": "tool_use", "id": _call_id(ids, i - 1, f"toolu_{i}"), "name": name,
+                     "input": {}}
             out.append((False, sse("content_block_start", index=i, content_block=block)))
             out += [(False, sse("content_block_delta", index=i, delta={
-                "type": "input_json_delta", "partial_json": part})) for part in _split3(args)]
+                "type": "input_json_delta", "partial_json": part}))
+                for part in _split3(args, parts)]
             out.append((False, sse("content_block_stop", index=i)))
         out.append((False, sse("message_delta", delta={"stop_reason": finish},
                                usage={"output_tokens": usage[1]})))
@@ -234,11 +264,19 @@ def stream_events(api: str, model: str, pieces: list[str], calls: list[tuple[str
     out += [(True, chunk({"content": p}, sep="" if i == 0 else " "))
             for i, p in enumerate(pieces)]
     for i, (name, args) in enumerate(calls):
-        first = {"index": i, "id": f"call_{i}", "type": "function",
-                 "function": {"name": name, "arguments": ""}}
+        ident = _call_id(ids, i, f"call_{i}")
+        first: dict[str, Any] = {"index": i, "type": "function",
+                                 "function": {"name": name, "arguments": ""}}
+        if ident is not None:
+            first["id"] = ident
+        if not quirks.tool_index:
+            del first["index"]
+            first["function"]["arguments"] = args
+            out.append((False, chunk({"tool_calls": [first]})))
+            continue
         out.append((False, chunk({"tool_calls": [first]})))
         out += [(False, chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
-                for part in _split3(args)]
+                for part in _split3(args, parts)]
     out.append((False, chunk({}, finish)))
     if include_usage:
         tokens = {"prompt_tokens": usage[0], "completion_tokens": usage[1],
@@ -249,28 +287,30 @@ def stream_events(api: str, model: str, pieces: list[str], calls: list[tuple[str
 
 
 def full_reply(api: str, model: str, text: str, calls: list[tuple[str, str]],
-               usage: tuple[int, int], finish: str) -> dict[str, Any]:
-    """The non-streamed reply body."""
+               usage: tuple[int, int], finish: str,
+               ids: list[str | None] | None = None) -> dict[str, Any]:
+    """The non-streamed reply body (`ids` as Reply.call_ids)."""
     if api == "ollama":
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:
-            message["tool_calls"] = [{"function": {"name": n, "arguments": json.loads(a)}}
-                                     for n, a in calls]
+            message["tool_calls"] = _ollama_calls(calls, ids)
         return {"model": model, "created_at": "2024-01-01T00:00:00Z", "message": message,
                 "done": True, "done_reason": finish, "prompt_eval_count": usage[0],
                 "eval_count": usage[1]}
     if api == "anthropic":
         content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-        content += [{"type": "tool_use", "id": f"toolu_{i}", "name": n, "input": json.loads(a)}
-                    for i, (n, a) in enumerate(calls, start=1)]
+        content += [{"type": "tool_use", "id": _call_id(ids, i - 1, f"toolu_{i}"), "name": n,
+                     "input": json.loads(a)} for i, (n, a) in enumerate(calls, start=1)]
         return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                 "content": content, "stop_reason": finish,
                 "usage": {"input_tokens": usage[0], "output_tokens": usage[1]}}
     message = {"role": "assistant", "content": text or None}
     if calls:
-        message["tool_calls"] = [{"id": f"call_{i}", "type": "function",
-                                  "function": {"name": n, "arguments": a}}
-                                 for i, (n, a) in enumerate(calls)]
+        message["tool_calls"] = [{"type": "function", "function": {"name": n, "arguments": a}}
+                                 for n, a in calls]
+        for i, call in enumerate(message["tool_calls"]):
+            if (ident := _call_id(ids, i, f"call_{i}")) is not None:
+                call["id"] = ident
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
@@ -399,6 +439,7 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(step, Echo):
             users = [m.get("content") for m in messages if m.get("role") == "user"]
             step = Reply(text=str(users[-1]) if users else "", delay=step.delay)
+        quirks = step if isinstance(step, Reply) else Reply()
         if isinstance(step, (Drop, StreamError)):
             pieces, calls, delay, usage = Reply(step.text).pieces(), [], 0.0, None
             framing = step.framing if isinstance(step, Drop) else "chunked"
@@ -418,11 +459,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not stream:
             if delay:
                 time.sleep(delay * len(pieces))
-            body = full_reply(api, model, "".join(pieces), calls, usage, finish)
+            body = full_reply(api, model, "".join(pieces), calls, usage, finish, quirks.call_ids)
             return self._json(200, body, cut=isinstance(step, Drop))
         include_usage = api != "openai" or bool(
             (payload.get("stream_options") or {}).get("include_usage"))
-        events = stream_events(api, model, pieces, calls, usage, finish, include_usage)
+        events = stream_events(api, model, pieces, calls, usage, finish, include_usage, quirks)
         content_type = {"ollama": "application/x-ndjson"}.get(api, "text/event-stream")
         self.send_response(200)
         self.send_header("Content-Type", content_type)

@@ -7,6 +7,14 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import ChatResult, DeltaCallback, StreamParser, ToolCall, Usage, loads
+from .calls import (
+    ANTHROPIC_ID,
+    call_arguments,
+    invalid_arguments,
+    result_text,
+    wire_id,
+    wire_name,
+)
 from .http import HttpClient
 from .openai import SseDecoder
 
@@ -16,21 +24,68 @@ _MAX_MODEL_PAGES = 20
 
 
 def anthropic_tools(tools: list[dict]) -> list[dict]:
-    """Tools in Anthropic shape; OpenAI-shaped entries ({type: function, ...}) are converted."""
+    """Tools in Anthropic shape, from the neutral form ({name, description, parameters}) or
+    OpenAI's ({type: function, function: {...}})."""
     out = []
     for tool in tools:
-        function = tool.get("function") if tool.get("type") == "function" else None
-        if isinstance(function, dict):
-            converted = {
-                "name": function["name"],
-                "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
-            }
-            if function.get("description"):
-                converted["description"] = function["description"]
-            out.append(converted)
-        else:
+        if "input_schema" in tool:
             out.append(tool)
+            continue
+        function = tool.get("function") if tool.get("type") == "function" else tool
+        converted = {"name": function["name"]}
+        if function.get("description"):
+            converted["description"] = function["description"]
+        converted["input_schema"] = function.get("parameters") or {
+            "type": "object", "properties": {}}
+        out.append(converted)
     return out
+
+
+def anthropic_messages(messages: list[dict]) -> tuple[str, list[dict]]:
+    """(system, messages) of the neutral history for the Messages API.
+
+    System text goes to the top-level field. Results become tool_result blocks of a user
+    message; roles must alternate, so consecutive messages of one role are one message
+    (results first in it, as the API requires), and empty text, which the API refuses, is
+    left out. A message of one text block stays a plain string."""
+    system = "\n\n".join(str(m.get("content") or "") for m in messages
+                          if m.get("role") == "system")
+    invalid = invalid_arguments(messages)
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role, blocks = message.get("role"), []
+        if role == "system":
+            continue
+        if role == "tool":
+            role = "user"
+            block = {"type": "tool_result",
+                     "tool_use_id": wire_id(message.get("tool_call_id"), ANTHROPIC_ID),
+                     "content": result_text(message, invalid, mark_error=False)}
+            if message.get("is_error"):
+                block["is_error"] = True
+            blocks.append(block)
+        else:
+            text = message.get("content")
+            if isinstance(text, list):  # content blocks already (an image, say)
+                blocks.extend(text)
+            elif isinstance(text, str) and text.strip():
+                blocks.append({"type": "text", "text": text})
+            for call in message.get("tool_calls") or [] if role == "assistant" else []:
+                blocks.append({"type": "tool_use", "id": wire_id(call.get("id"), ANTHROPIC_ID),
+                               "name": wire_name(call.get("name")),
+                               "input": call_arguments(call)})
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        blocks = turn["content"]
+        blocks.sort(key=lambda b: b.get("type") != "tool_result")  # stable: results first
+        if len(blocks) == 1 and blocks[0].get("type") == "text":
+            turn["content"] = blocks[0]["text"]
+    return system, turns
 
 
 def _merge_usage(usage: Usage, raw: Any) -> None:
@@ -83,10 +138,11 @@ class _AnthropicStream(StreamParser):
             if delta.get("type") == "text_delta":
                 self.emit(delta.get("text"))
             elif delta.get("type") == "input_json_delta" and index in self.tools:
-                self.tools[index]["arguments"] += delta.get("partial_json") or ""
+                self.add_arguments(self.tools[index], delta.get("partial_json") or "")
         elif kind == "content_block_stop":
-            if index in self.tools and not self.tools[index]["arguments"]:
-                self.tools[index]["arguments"] = json.dumps(self.inputs.get(index) or {})
+            if index in self.tools and not self.tools[index]["parts"]:
+                # no input_json_delta came: the input was whole in content_block_start
+                self.add_arguments(self.tools[index], json.dumps(self.inputs.get(index) or {}))
         elif kind == "message_delta":
             delta = obj.get("delta") or {}
             self.finish_reason = delta.get("stop_reason") or self.finish_reason
@@ -117,12 +173,7 @@ class AnthropicClient(HttpClient):
         self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
         tools: list[dict] | None,
     ) -> tuple[str, dict[str, Any]]:
-        system = "\n\n".join(str(m["content"]) for m in messages if m.get("role") == "system")
-        turns = [
-            {"role": m["role"], "content": m["content"]}
-            for m in messages
-            if m.get("role") != "system"
-        ]
+        system, turns = anthropic_messages(messages)
         payload: dict[str, Any] = {
             "model": model,
             "messages": turns,

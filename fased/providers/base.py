@@ -18,6 +18,8 @@ from fased.errors import FasedError
 from fased.net import MODEL_DEADLINE
 from fased.safetext import SurrogateJoiner, one_line, repair, repair_json_text
 
+from .calls import MAX_ARGUMENTS_BYTES, MAX_TOOL_CALLS, TOO_BIG_ARGUMENTS, TOO_MANY_CALLS
+
 if TYPE_CHECKING:
     from .http import HttpClient
 
@@ -32,13 +34,14 @@ ERROR_KINDS = (
     "context_length",
     "not_found",
     "stream_dropped",
+    "no_tools",  # the model refused a request because it carried tools
 )
 PROBE_RESULTS = ("ok", "auth", "rate_limit", "unreachable", "timeout", "no_model", "error")
 
 _RETRYABLE_KINDS = frozenset(
     {"connection", "timeout", "rate_limit", "overloaded", "server", "stream_dropped"}
 )
-_FINAL_KINDS = frozenset({"auth", "bad_request", "context_length", "not_found"})
+_FINAL_KINDS = frozenset({"auth", "bad_request", "context_length", "not_found", "no_tools"})
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _FIELD_MAX = 2000  # of one error field; messages cut the detail much shorter
 
@@ -47,6 +50,7 @@ _HINTS = {
     "not_found": "check the model name and base URL (`fased agent models list`)",
     "connection": "is the model server running and the base URL right?",
     "context_length": "the conversation is too long for this model; shorten it or use a bigger one",
+    "no_tools": "this model cannot call tools: use a model that can, or run without tools",
 }
 
 
@@ -60,7 +64,8 @@ class Usage:
 
 @dataclass
 class ToolCall:
-    """One tool call requested by the model; `arguments` is the raw JSON text."""
+    """One tool call requested by the model; `arguments` is the raw JSON text. A client's
+    result always has an id here, unique within the reply (calls.route_calls)."""
 
     id: str | None
     name: str
@@ -191,7 +196,10 @@ class Client(ABC):
         max_tokens: int | None = None,
         tools: list[dict] | None = None,
     ) -> ChatResult:
-        """Send one chat request; stream text pieces to `on_delta` as they arrive."""
+        """Send one chat request; stream text pieces to `on_delta` as they arrive.
+
+        `messages` and `tools` are in the neutral forms (calls.py maps them to the API);
+        a request whose tools the model refuses raises ProviderError kind "no_tools"."""
 
     @abstractmethod
     def list_models(self) -> list[str]:
@@ -305,8 +313,26 @@ class StreamParser:
                 self.callback_error = exc
                 raise
 
-    def tool(self, index: int) -> dict[str, Any]:
-        return self.tools.setdefault(index, {"id": None, "name": "", "arguments": ""})
+    def tool(self, index: Any) -> dict[str, Any]:
+        """The call at `index`, started when new; a reply may hold MAX_TOOL_CALLS."""
+        slot = self.tools.get(index)
+        if slot is None:
+            if len(self.tools) >= MAX_TOOL_CALLS:
+                self.refuse(TOO_MANY_CALLS)
+            slot = self.tools[index] = {"id": None, "name": "", "parts": [], "size": 0}
+        return slot
+
+    def add_arguments(self, slot: dict[str, Any], piece: str) -> None:
+        """Append a piece of a call's arguments (kept as a list: joining once at the end
+        stays linear however finely a server splits them)."""
+        slot["size"] += len(piece)  # characters, at most the UTF-8 bytes: checked exactly later
+        if slot["size"] > MAX_ARGUMENTS_BYTES:
+            self.refuse(TOO_BIG_ARGUMENTS)
+        slot["parts"].append(piece)
+
+    def refuse(self, phrase: str) -> None:
+        """Stop reading a reply that breaks a cap on tool calls."""
+        raise self.client.make_error("server", phrase=phrase, model=self.requested)
 
     def fail(self, error_object: Any) -> None:
         """Raise the error the server reported inside the stream."""
@@ -323,9 +349,8 @@ class StreamParser:
         tail = self.joiner.flush()
         if tail:
             self._show(tail)
-        calls = [
-            ToolCall(t["id"], t["name"], t["arguments"]) for _, t in sorted(self.tools.items())
-        ]
+        # in order of arrival: an index is only a key (some servers repeat or omit it)
+        calls = [ToolCall(t["id"], t["name"], "".join(t["parts"])) for t in self.tools.values()]
         return ChatResult(
             text=self.text,
             finish_reason=self.finish_reason,
@@ -435,6 +460,23 @@ def classify_error_object(data: Any) -> tuple[str, int | None, str]:
     ):
         kind = "context_length"
     return kind, None, message or etype
+
+
+# What servers answer to a request with tools for a model that takes none: Ollama ("... does
+# not support tools"), OpenRouter ("No endpoints found that support tool use"), llama.cpp
+# ("tools param requires --jinja flag", older "Unsupported param: tools"), vLLM ('"auto" tool
+# choice requires --enable-auto-tool-choice ...').
+_NO_TOOLS_MARKERS = ("support tool", "tools param", "param: tools", "tool choice requires",
+                     "tool_choice requires", "tool calling is not supported",
+                     "tools are not supported", "function calling is not supported")
+
+
+def refuses_tools(err: ProviderError) -> bool:
+    """Whether a failed request that carried tools failed because of them."""
+    if err.kind not in ("bad_request", "not_found", "server"):
+        return False
+    detail = (err.detail or "").lower()
+    return any(marker in detail for marker in _NO_TOOLS_MARKERS)
 
 
 def classify_status(status: int, etype: str = "", message: str = "", code: str = "") -> str:

@@ -34,10 +34,12 @@ from .base import (
     display_url,
     error_fields,
     loads,
+    refuses_tools,
     retry_after_from,
     safe_names,
     safe_result,
 )
+from .calls import CallsRejected, route_calls
 
 if TYPE_CHECKING:
     import requests
@@ -55,6 +57,7 @@ _PHRASES = {
     "context_length": "context length exceeded",
     "not_found": "not found",
     "stream_dropped": "stream dropped",
+    "no_tools": "model does not accept tools",
 }
 _STATUS_PHRASES = {402: "payment required", 403: "forbidden", 409: "conflict"}
 # What a parser raises when a server's JSON has the wrong shape (a string where an object
@@ -263,6 +266,19 @@ class HttpClient(Client):
         self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
         max_tokens: int | None, tools: list[dict] | None, timeout: tuple[float, float] | None,
     ) -> ChatResult:
+        try:
+            return self._chat_once(model, messages, stream, on_delta, max_tokens, tools, timeout)
+        except ProviderError as err:
+            if not (tools and refuses_tools(err)):
+                raise
+            # its own kind: the caller may send the request again without tools
+            raise self.make_error("no_tools", status=err.status, detail=err.detail,
+                                  partial_text=err.partial_text, model=model) from None
+
+    def _chat_once(
+        self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
+        max_tokens: int | None, tools: list[dict] | None, timeout: tuple[float, float] | None,
+    ) -> ChatResult:
         path, payload = self._chat_request(model, messages, stream, max_tokens, tools)
         started = time.monotonic()
         # A probe's limits bound its whole request; a chat has the (long) chat deadline.
@@ -288,6 +304,11 @@ class HttpClient(Client):
                 with self._reading(model):
                     result = safe_result(self._parse_full(data, model))
                 result.replaced_chars += replaced
+            try:
+                result.tool_calls = route_calls(result.tool_calls)
+            except CallsRejected as exc:
+                raise self.make_error("server", phrase=str(exc), partial_text=result.text,
+                                      model=model) from None
         if not stream and on_delta is not None and result.text:
             on_delta(result.text)
         result.latency_ms = (time.monotonic() - started) * 1000.0

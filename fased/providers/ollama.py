@@ -6,8 +6,32 @@ import time
 from typing import Any
 
 from .base import ChatResult, DeltaCallback, StreamParser, Usage, loads
+from .calls import call_arguments, function_tools, invalid_arguments, result_text, wire_name
 from .http import HttpClient, model_listed
-from .openai import arguments_text, openai_tools
+from .openai import arguments_text
+
+
+def ollama_messages(messages: list[dict]) -> list[dict]:
+    """The neutral history in /api/chat form: calls carry their arguments as an object and
+    no id (Ollama has none); a result names its tool and shows an error in its content."""
+    invalid = invalid_arguments(messages)
+    out = []
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            out.append({"role": "tool", "content": result_text(message, invalid, mark_error=True),
+                        "tool_name": wire_name(message.get("name"))})
+            continue
+        wire = {"role": role, "content": message.get("content")}
+        if role == "assistant":
+            wire["content"] = wire["content"] or ""
+            calls = message.get("tool_calls") or []
+            if calls:
+                wire["tool_calls"] = [{"function": {"name": wire_name(call.get("name")),
+                                                    "arguments": call_arguments(call)}}
+                                      for call in calls]
+        out.append(wire)
+    return out
 
 
 class _OllamaStream(StreamParser):
@@ -24,12 +48,13 @@ class _OllamaStream(StreamParser):
         self.model = obj.get("model") or self.model
         message = obj.get("message") or {}
         self.emit(message.get("content"))
+        # each call comes whole, in whichever chunk (often one before the last, or the last)
         for call in message.get("tool_calls") or []:
             function = call.get("function") or {}
             slot = self.tool(len(self.tools))
             slot["id"] = call.get("id")
             slot["name"] = function.get("name") or ""
-            slot["arguments"] = arguments_text(function.get("arguments"))
+            self.add_arguments(slot, arguments_text(function.get("arguments")))
         if obj.get("done"):
             self.done = True
             self.finish_reason = obj.get("done_reason")
@@ -52,11 +77,12 @@ class OllamaClient(HttpClient):
         self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
         tools: list[dict] | None,
     ) -> tuple[str, dict[str, Any]]:
-        payload: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        payload: dict[str, Any] = {"model": model, "messages": ollama_messages(messages),
+                                   "stream": stream}
         if max_tokens is not None:
             payload["options"] = {"num_predict": max_tokens}
         if tools:
-            payload["tools"] = openai_tools(tools)
+            payload["tools"] = function_tools(tools)
         return "/api/chat", payload
 
     def _stream_parser(

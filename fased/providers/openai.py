@@ -6,20 +6,42 @@ import json
 from typing import Any
 
 from .base import ChatResult, DeltaCallback, ProviderError, StreamParser, ToolCall, Usage, loads
+from .calls import (
+    OPENAI_ID,
+    call_arguments_text,
+    function_tools,
+    invalid_arguments,
+    result_text,
+    wire_id,
+    wire_name,
+)
 from .http import HttpClient
 
 
-def openai_tools(tools: list[dict]) -> list[dict]:
-    """Tools in OpenAI shape; Anthropic-shaped entries ({name, input_schema}) are converted."""
+def openai_messages(messages: list[dict]) -> list[dict]:
+    """The neutral history in chat-completions form. An assistant message with tool calls
+    carries content "" (never null: llama.cpp and LM Studio refuse null, OpenAI takes
+    both); a result's error shows in its content, the API having no is_error."""
+    invalid = invalid_arguments(messages)
     out = []
-    for tool in tools:
-        if "input_schema" in tool and "function" not in tool:
-            function = {"name": tool["name"], "parameters": tool["input_schema"]}
-            if tool.get("description"):
-                function["description"] = tool["description"]
-            out.append({"type": "function", "function": function})
-        else:
-            out.append(tool)
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            out.append({"role": "tool",
+                         "tool_call_id": wire_id(message.get("tool_call_id"), OPENAI_ID),
+                         "content": result_text(message, invalid, mark_error=True)})
+            continue
+        wire = {"role": role, "content": message.get("content")}
+        if role == "assistant":
+            wire["content"] = wire["content"] or ""
+            calls = message.get("tool_calls") or []
+            if calls:  # an empty list is refused by OpenAI
+                wire["tool_calls"] = [{
+                    "id": wire_id(call.get("id"), OPENAI_ID), "type": "function",
+                    "function": {"name": wire_name(call.get("name")),
+                                 "arguments": call_arguments_text(call)},
+                } for call in calls]
+        out.append(wire)
     return out
 
 
@@ -74,6 +96,7 @@ class _OpenAIStream(StreamParser):
     def __init__(self, *args: Any):
         super().__init__(*args)
         self.sse = SseDecoder()
+        self.positions: dict[Any, int] = {}  # the server's call index -> our slot
 
     def feed(self, line: str) -> None:
         event = self.sse.feed(line)
@@ -112,20 +135,22 @@ class _OpenAIStream(StreamParser):
                 self.finish_reason = choice["finish_reason"]
 
     def _tool_delta(self, call: dict[str, Any]) -> None:
-        index = call.get("index")
-        if index is None:
-            # Servers that omit the index send each call whole; a new id means a new call.
-            known = {t["id"] for t in self.tools.values()}
-            fresh = call.get("id") and call["id"] not in known
-            index = len(self.tools) if fresh or not self.tools else max(self.tools)
-        slot = self.tool(index)
-        if call.get("id"):
-            slot["id"] = call["id"]
         function = call.get("function") or {}
-        if function.get("name") and not slot["name"]:
-            slot["name"] = function["name"]
+        ident, name, key = call.get("id"), function.get("name"), call.get("index")
+        position = self.positions.get(key)
+        slot = None if position is None else self.tools[position]
+        # A new call: a new index, another id at the same index (servers that number every
+        # call 0), or, from servers that send each call whole without an index, a new name.
+        if (slot is None or (ident and slot["id"] and ident != slot["id"])
+                or (key is None and name and slot["name"])):
+            position = self.positions[key] = len(self.tools)
+            slot = self.tool(position)
+        if ident and not slot["id"]:
+            slot["id"] = ident
+        if name and not slot["name"]:
+            slot["name"] = name
         if function.get("arguments"):
-            slot["arguments"] += arguments_text(function["arguments"])
+            self.add_arguments(slot, arguments_text(function["arguments"]))
 
 
 class OpenAIClient(HttpClient):
@@ -143,13 +168,14 @@ class OpenAIClient(HttpClient):
         self, model: str, messages: list[dict], stream: bool, max_tokens: int | None,
         tools: list[dict] | None,
     ) -> tuple[str, dict[str, Any]]:
-        payload: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        payload: dict[str, Any] = {"model": model, "messages": openai_messages(messages),
+                                   "stream": stream}
         if stream and self._stream_options:
             payload["stream_options"] = {"include_usage": True}
         if max_tokens is not None:
             payload[self._max_tokens_field] = max_tokens
         if tools:
-            payload["tools"] = openai_tools(tools)
+            payload["tools"] = function_tools(tools)
         return "/chat/completions", payload
 
     def _adapt(self, payload: dict[str, Any], err: ProviderError) -> bool:
