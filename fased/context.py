@@ -32,6 +32,9 @@ SHORTEN_TO = 2_000
 PROMPT_FILES = ("AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
                 "BOOTSTRAP.md", "MEMORY.md")
 FIRST_RUN = "BOOTSTRAP.md"
+# templates that are only placeholders for the user to fill in: unchanged, they tell the model
+# nothing (AGENTS.md, SOUL.md, IDENTITY.md and BOOTSTRAP.md say something even unchanged)
+PLACEHOLDERS = ("TOOLS.md", "USER.md", "HEARTBEAT.md", "MEMORY.md")
 
 
 def estimate_tokens(text: str) -> int:
@@ -103,7 +106,7 @@ def prompt_files(con: sqlite3.Connection, home: Path, agent: sqlite3.Row,
         entry.text, entry.size, entry.sha = text, len(text), sha256(text)
         if not text.strip():
             entry.reason = "blank"
-        elif _is_template(name, data, agent, render_template):
+        elif name in PLACEHOLDERS and _is_template(name, data, agent, render_template):
             entry.reason = "template"
     return out
 

@@ -47,6 +47,7 @@ class ModelChain:
         self.index = 0  # the chain position the next step starts at
         self._pieces: list[str] = []
         self._clients: dict[str, tuple] = {}
+        self.toolless: set[str] = set()  # models that refused tools this turn
         self.started = time.monotonic()
 
     @property
@@ -124,10 +125,18 @@ class ModelChain:
             self._pieces.clear()
             if self.sink is not None:
                 self.sink.restart()
+            offered = None if ref in self.toolless else tools or None
             try:
                 return client.chat(parsed.model, messages, stream=True, on_delta=self._delta,
-                                   tools=tools or None)
+                                   tools=offered)
             except FasedError as exc:
+                if getattr(exc, "kind", None) == "no_tools" and offered:
+                    # the model cannot take tools: the same step again, as plain chat
+                    self.toolless.add(ref)
+                    self.runner.note(f"fased: {ref} does not accept tools; this turn asks it "
+                                     "without them")
+                    return client.chat(parsed.model, messages, stream=True,
+                                       on_delta=self._delta)
                 self._record_attempt(ref, model_attempt, exc)
                 raise
 

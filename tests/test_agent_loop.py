@@ -415,3 +415,18 @@ def test_tool_lines_appended_to_a_transcript_equal_a_full_render(agent, ok, run,
     ok("replay", "--rebuild")
 
     assert transcript.read_bytes() == appended
+
+
+def test_a_model_that_refuses_tools_is_asked_again_without_them(agent, ok, run, server):
+    from fakeserver import Status
+
+    refusal = {"error": "registry.ollama.ai/library/gemma does not support tools"}
+    server.script(Status(400, body=refusal),
+                  Reply("plain answer"))
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "plain answer"
+    assert "does not accept tools" in result.stderr
+    assert tool_names(server.requests[0]) and not tool_names(server.requests[1])

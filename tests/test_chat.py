@@ -183,12 +183,18 @@ def test_turn_events_in_order(models, run, server):
 
     assert result.exit_code == 0, result.stderr
     new = events(models)[before:]
-    # the first turn records what its request refers to: the system prompt and the tool specs
-    assert [e["type"] for e in new] == ["session.created", "session.switched", "turn.queued",
-                                        "turn.started", "context.recorded", "context.recorded",
-                                        "turn.completed"]
-    queued, started, prompt, tools, completed = (e["data"] for e in new[2:])
-    assert (prompt["kind"], tools["kind"]) == ("prompt", "tools")
+    # the first turn records what its request refers to: the workspace files it read, the
+    # system prompt and the tool specs, once each, before the turn's outcome
+    assert [e["type"] for e in new if e["type"] != "context.recorded"] == [
+        "session.created", "session.switched", "turn.queued", "turn.started", "turn.completed"]
+    recorded = [e["data"] for e in new if e["type"] == "context.recorded"]
+    assert [r["kind"] for r in recorded][-2:] == ["prompt", "tools"]
+    assert {r["name"] for r in recorded[:-2]} == {"AGENTS.md", "SOUL.md", "IDENTITY.md",
+                                                  "BOOTSTRAP.md"}
+    assert [e["type"] for e in new].index("turn.completed") == len(new) - 1
+    queued, started = (e["data"] for e in new[2:4])
+    prompt, tools = recorded[-2:]
+    completed = new[-1]["data"]
     assert completed["request"]["system"] == prompt["sha256"]
     assert completed["request"]["tools"] == tools["sha256"]
     turn = queued["turn"]

@@ -131,3 +131,13 @@ def test_replay_json_prints_the_golden_records_unchanged(log, fased_home, run):
     assert result.exit_code == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == records
     assert log.read_bytes() == (fased_home / "log" / SEGMENT).read_bytes()
+
+
+def test_the_newest_golden_log_holds_every_event_type():
+    """A release's golden log covers every event type it can write, so each one replays
+    forever (tests/fixtures/make_golden.py scripts them)."""
+    from fased.schema import current_versions
+
+    newest = max(GOLDEN, key=lambda p: tuple(int(n) for n in golden_ids(p)[7:].split(".")))
+    types = {json.loads(line)["type"] for line in newest.read_text().splitlines()}
+    assert set(current_versions()) - types == set()

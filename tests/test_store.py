@@ -493,7 +493,7 @@ def test_a_log_from_a_newer_fased_is_refused_and_nothing_is_written(set_up, run,
 
     assert result.exit_code == 4
     assert error_lines(result.stderr) == [
-        f"Error: the log holds a {named} event (seq {record['seq']}) that this fased 0.1.0 "
+        f"Error: the log holds a {named} event (seq {record['seq']}) that this fased 0.2.0 "
         "does not know: it was written by a newer fased",
         "Hint: upgrade fased; nothing was changed"]
     assert result.stdout == ""
