@@ -161,6 +161,10 @@ def _requests(st, con, turn: str, json_: bool) -> None:
 def _summary(data: dict) -> str:
     parts = []
     for key, value in data.items():
+        if key == "request":  # hashes a person does not read; --turn ID --request shows it
+            continue
+        if key == "calls" and isinstance(value, list):
+            value = " ".join(f"{c.get('name')}:{c.get('id')}" for c in value if isinstance(c, dict))
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         text = text.replace("\n", "⏎")
         parts.append(f"{key}={text[:60] + '…' if len(text) > 60 else text}")
