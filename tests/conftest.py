@@ -83,6 +83,19 @@ def models(set_up, ok, server) -> Path:
     return set_up
 
 
+def wait_for(predicate, timeout: float = 20.0):
+    """Poll until predicate() is truthy and return its value; fail the test after timeout."""
+    import time
+
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
 def run_process(*args: str, input: str | None = None, env: dict | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess:
     """Run fased as a separate process (for concurrency and kill tests)."""

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import events, rows, run_process
+from conftest import events, rows, run_process, wait_for
 from fakeserver import Reply
 
 FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
@@ -254,16 +254,6 @@ def test_a_reply_that_is_a_json_tool_call_is_taken_as_one(agent, ok, run, server
 
 
 # -- at most once, with real processes ---------------------------------------------------------
-
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
 
 def test_a_runner_killed_while_exec_runs_is_taken_over_and_the_call_never_runs_twice(
         agent, ok, server):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import events, rows, run_process
+from conftest import events, rows, run_process, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Echo, Reply
@@ -45,13 +45,6 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen]]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def read_some(proc: subprocess.Popen, at_least: int, timeout: float = 15) -> str:

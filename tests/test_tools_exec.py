@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from fased.schema import first_error
 from fased.tools import processes
@@ -52,17 +53,6 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    """Poll until predicate() is truthy; return its value (fails the test after timeout)."""
-    until = time.monotonic() + timeout
-    while time.monotonic() < until:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def process(ctx: ToolContext, action: str, **args):
