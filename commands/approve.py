@@ -22,7 +22,7 @@ def terminal_approver():
     if os.environ.get("FASED_NO_TTY"):
         return None
     try:
-        tty = open("/dev/tty", "r+", encoding="utf-8", errors="replace")  # noqa: SIM115
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     except OSError:
         return None
 
@@ -35,14 +35,20 @@ def terminal_approver():
             args = {}
         command = args.get("command", call["arguments"]) if isinstance(args, dict) else ""
         where = f" in {args['workdir']}" if isinstance(args, dict) and args.get("workdir") else ""
-        tty.write(f"\nfased: the agent wants to run{where}:\n    {command}\n"
-                  f"  ({reason}; tools.exec.mode is ask)\nRun it? [y/N] ")
-        tty.flush()
-        try:
-            answer = tty.readline()
-        except (OSError, KeyboardInterrupt):
-            answer = ""
-        return answer.strip().lower() in ("y", "yes")
+        from fased.bounds import printable
 
-    click.get_current_context().call_on_close(tty.close)
+        os.write(fd, (f"\nfased: the agent wants to run{where}:\n    {printable(command)}\n"
+                      f"  ({reason}; tools.exec.mode is ask)\nRun it? [y/N] ").encode())
+        answer = b""
+        try:
+            while not answer.endswith((b"\n", b"\r")) and len(answer) < 1024:
+                chunk = os.read(fd, 1024)
+                if not chunk:
+                    break
+                answer += chunk
+        except (OSError, KeyboardInterrupt):
+            answer = b""
+        return answer.strip().lower() in (b"y", b"yes")
+
+    click.get_current_context().call_on_close(lambda: os.close(fd))
     return ask

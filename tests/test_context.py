@@ -161,3 +161,35 @@ def test_agent_context_shows_what_the_next_turn_sends(models, ok, server):
     # what it shows is what the next turn sends
     ok("chat", "next")
     assert system_of(server.requests[-1]) == view["system_prompt"]
+
+
+def test_old_large_results_are_shortened_before_whole_turns_are_dropped(models, ok, server):
+    (ws(models) / "big.txt").write_text(("B" * 99 + "\n") * 90)
+    server.script(Reply("", tool_calls=[("read", json.dumps({"path": "big.txt"}))]),
+                  Reply("it is big"))
+    ok("chat", "read the big file")
+    fixed = json.loads(ok("agent", "context", "--json"))["tokens"]
+    # room for the earlier turn only once its 9000-character result is cut to 2000
+    ok("config", "set", "agents.defaults.contextWindow",
+       str(fixed["system"] + fixed["tools"] + 1024 + 1200))
+    server.script(Reply("fine"))
+
+    ok("chat", "and now?")
+
+    messages = server.requests[-1]["json"]["messages"]
+    results = [m for m in messages if m["role"] == "tool"]
+    assert len(results) == 1 and results[0]["content"].startswith("B" * 99)
+    assert results[0]["content"].count("B") <= 2000
+    assert "the result was cut at 2,000" in results[0]["content"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant",
+                                             "user"]
+    done = [e["data"] for e in events(models) if e["type"] == "turn.completed"][-1]
+    assert done["request"]["shortened"] and done["request"]["shorten_to"] == 2000
+
+    ok("config", "set", "agents.defaults.contextWindow",
+       str(fixed["system"] + fixed["tools"] + 1024 + 100))
+    server.script(Reply("fine again"))
+    ok("chat", "and again?")
+    # the turn with the call and its result went whole; the short turn after it stayed
+    assert [m["role"] for m in server.requests[-1]["json"]["messages"]] == [
+        "system", "user", "assistant", "user"]

@@ -386,3 +386,25 @@ def test_history_is_saved_and_comes_back(home, chat, server):
     again.type("\x04")
     assert again.wait() == 0
     assert history.read_text().splitlines() == ["hello", "/queue", "hello", "/model"]
+
+
+# -- asking before a command runs (tools.exec.mode ask) -----------------------------------------
+
+@pytest.mark.parametrize(("answer", "ran"), [("y", True), ("n", False)])
+def test_exec_that_needs_asking_asks_on_the_terminal(home, server, answer, ran):
+    server.script(Reply("", tool_calls=[("exec", json.dumps({"command": "touch asked"}))]),
+                  Reply("done"))
+    term = Terminal("run it", stderr_apart=True)  # a one-shot chat whose terminal is the pty
+
+    term.expect(b"fased: the agent wants to run:\r\n    touch asked")
+    term.expect(b"Run it? [y/N] ")
+    term.type(answer + "\r")
+
+    assert term.wait() == 0
+    assert (home / "workspace" / "asked").exists() is ran
+    finished = [e["data"] for e in events(home) if e["type"] == "tool.finished"]
+    assert [f["status"] for f in finished] == ["ok" if ran else "denied"]
+    started = [e["data"] for e in events(home) if e["type"] == "tool.started"]
+    assert [s["approval"] for s in started] == (["user"] if ran else [])
+    term.close()
+    assert b"Traceback" not in term.out + term.err
