@@ -327,8 +327,7 @@ def test_a_full_disk_before_the_append_records_nothing(small_disk, server):
     assert run_process("--home", str(home), "doctor").returncode == 0
 
 
-def test_a_full_disk_after_the_append_says_it_is_recorded_and_catches_up(
-        small_disk, server, monkeypatch):
+def test_a_full_disk_after_the_append_says_it_is_recorded_and_catches_up(small_disk, server):
     """The event is in the log when SQLite finds the disk full: the user is told it is
     recorded (so they do not run it again), and the next command catches up cleanly."""
     home = tmpfs_home(small_disk, server)
@@ -340,13 +339,14 @@ def test_a_full_disk_after_the_append_says_it_is_recorded_and_catches_up(
         fillers.append(fill(small_disk))
         return out
 
-    monkeypatch.setattr(EventLog, "append", append_then_fill)
     from click.testing import CliRunner
 
     from fased.commands.main import cli
 
-    result = CliRunner().invoke(cli, ["--home", str(home), "session", "new", "--name", "kept"])
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:  # undone alone: conftest's patches stay
+        patch.setattr(EventLog, "append", append_then_fill)
+        result = CliRunner().invoke(cli, ["--home", str(home), "session", "new", "--name",
+                                          "kept"])
 
     assert result.exit_code == 4, result.output
     assert "internal error" not in result.output and "Traceback" not in result.output
