@@ -26,6 +26,7 @@ COMMANDS = {
     "task": "task:task",
     "replay": "replay:replay",
     "doctor": "doctor:doctor",
+    "approvals": "approvals:approvals",
 }
 
 

@@ -83,9 +83,12 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
         else:
             click.echo(delivery["reply"], color=True)  # data: keep its ANSI codes
 
+    from fased.approvals import expire_due
+
     processed = 0
     while True:
         fire_due_tasks(st, runner, emit)
+        expire_due(st)  # approvals nobody decided in time: their turns go on, denied
         claim = runner.claim_next()
         if claim is not None:
             result = runner.run(claim, None, interrupt="abandon", on_tool=show_tool)
@@ -100,7 +103,9 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
                 echo_jsonl(result.to_dict())
             note(f"fased: {result.turn} ({result.agent}/{result.session}) {result.state}"
                  + (f" via {result.model}" if result.model else "")
-                 + (f": {result.error}" if result.error else ""))
+                 + (f": {result.error}" if result.error else "")
+                 + (f": waits for approval {result.approval} (fased approvals approve "
+                    f"{result.approval})" if result.approval else ""))
             if max_turns and processed >= max_turns:
                 deliver_pending(st, emit)
                 return

@@ -116,12 +116,36 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
         if claim.turn == queued.turn or queued.turn in claim.merged:
             result = runner.run(claim, sink, interrupt="abort", approver=approver,
                                 on_tool=on_tool)
+            if result.state == "parked":
+                wait_for_decision(store, result.approval, note, poll)
+                continue  # decided: the turn is queued again, and this chat resumes it
             if result.state != "abandoned":
                 return result
             continue  # given back after a network error: answer it again (a bounded number)
         note(f"fased: answering the earlier queued turn {claim.turn} of session "
              f"{claim.session} first")
         runner.run(claim, None, interrupt="abandon", approver=approver, on_tool=on_tool)
+
+
+def wait_for_decision(store: Store, approval: str, note: Callable[[str], None],
+                      poll: float = 0.1) -> None:
+    """A chat whose turn parked waits (Ctrl-C leaves it parked) until someone approves or
+    denies the request from another terminal, or it expires."""
+    from fased.approvals import expire_due
+
+    row = store.db(check_files=False).execute(
+        "SELECT command, expires_at FROM approvals WHERE id = ?", (approval,)).fetchone()
+    note(f"fased: `{row['command']}` needs approval; waiting until {row['expires_at'][:19]} UTC "
+         f"(another terminal: fased approvals approve {approval}, or deny {approval})")
+    try:
+        while store.db(check_files=False).execute(
+                "SELECT state FROM approvals WHERE id = ?", (approval,)).fetchone()[0] == "pending":
+            expire_due(store)
+            time.sleep(max(poll, 0.2))
+    except KeyboardInterrupt:
+        note(f"fased: the turn stays parked; `fased approvals approve {approval}` and "
+             "`fased run` go on with it")
+        raise
 
 
 def withdraw(store: Store, queued: Queued) -> bool:

@@ -51,6 +51,14 @@ class Limits:
                    bool(tools.get("textCalls", True)))
 
 
+class Parked(Exception):
+    """The turn waits for the user's decision (an approval request is recorded)."""
+
+    def __init__(self, request: dict):
+        super().__init__(request["id"])
+        self.request = request
+
+
 def close_open_calls(con, turn: str, agent: str, session: str) -> list[Draft]:
     """Terminal events for the calls of a turn that ends with calls still open (Ctrl-C, a
     failure): one never started is skipped, one started is interrupted."""
@@ -98,6 +106,8 @@ class AgentLoop:
     def execute(self) -> tuple[str, dict]:
         try:
             return self._execute_turn()
+        except Parked as parked:
+            return "parked", parked.request
         finally:
             self.models.close()
 
@@ -107,6 +117,7 @@ class AgentLoop:
         settings = agent_settings(con, self.claim.agent)
         self.models.configure(settings)
         self.limits = Limits.of(settings["tools"])
+        self._tools_settings = settings["tools"]
         self.deadline = time.monotonic() + self.limits.turn_deadline
         noted_drop = False
         prompt = None
@@ -265,6 +276,8 @@ class AgentLoop:
                     self._steer(step, queued, calls[index:], carry)
                     return
             decision = self._decide(call, env, carry)
+            if decision[0] == "park":
+                self._park(call, decision, carry)
             if decision[0] == "finish":
                 carry.append(self._finished_draft(call, *decision[1:]))
                 continue
@@ -340,22 +353,55 @@ class AgentLoop:
         if tool.name != "exec":
             return "run", tool, args, None
         command = str(args.get("command", ""))
-        decision = decide_exec(command, env.settings)
+        decision = decide_exec(command, self._exec_settings(env))
         if decision.verdict == "deny":
             return ("finish", "denied", f"This command is not allowed: {decision.reason}; it "
                     "did not run.", {})
         if decision.verdict == "allow":
             return "run", tool, args, decision.reason
+        from fased import approvals
+
+        asked = approvals.for_call(self.runner.store.db(check_files=False), call["id"])
+        if asked is not None and asked["state"] == "approved":
+            return "run", tool, args, f"approved ({asked['id']} by {asked['decided_by']})"
+        if asked is not None and asked["state"] in ("denied", "expired"):
+            why = (f"The user denied this command ({asked['id']})"
+                   + (f": {asked['note']}" if asked["note"] and asked["state"] == "denied"
+                      else "") if asked["state"] == "denied" else
+                   f"Nobody approved this command in time ({asked['id']} expired)")
+            return "finish", "denied", f"{why}; it did not run.", {}
         if self.approver is None:
-            self.runner.note(f"fased: {name} `{command}` needs approval and nobody can be asked "
-                             f"here; {how_to_allow(command)}")
-            return ("finish", "denied", "This command needs the user's approval and nobody "
-                    "could be asked (no terminal); it did not run. Tell the user what you "
-                    "wanted to run and why.", {})
+            self.runner.note(f"fased: {name} `{command}` needs approval; the turn waits for "
+                             f"it. {how_to_allow(command)}")
+            return "park", tool, command, decision.reason, str(args.get("workdir") or ".")
         self._flush(carry)
         if not self.approver(call, decision.reason):
             return "finish", "denied", "The user refused to run this command; it did not run.", {}
         return "run", tool, args, "user"
+
+    def _exec_settings(self, env: _Env) -> dict:
+        """The agent's exec settings with the entries granted from approvals added."""
+        from fased.approvals import granted_entries
+
+        exec_settings = dict(env.settings.get("exec") or {})
+        granted = granted_entries(self.runner.store.db(check_files=False), self.claim.agent,
+                                  self.runner.clock())
+        if granted:
+            exec_settings["allowlist"] = [*exec_settings.get("allowlist", []), *granted]
+        return {**env.settings, "exec": exec_settings}
+
+    def _park(self, call, decision: tuple, carry: list) -> None:
+        """Nobody can be asked: record the request with what is carried and stop here; the
+        turn waits in the log for a decision, and this runner goes on with other work."""
+        from fased import approvals
+
+        _, tool, command, reason, cwd = decision
+        draft = approvals.request_draft(self.claim, call["id"], tool.name, command, cwd, reason,
+                                        self.runner.clock(), approvals.timeout_of(
+                                            self._tools_settings), self.runner.id)
+        carry.append(draft)
+        self._flush(carry)
+        raise Parked(draft.data)
 
     def _execute(self, tool, args: dict, call, env: _Env):
         """Run the handler in a worker thread, so that Ctrl-C and the turn's deadline reach

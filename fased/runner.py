@@ -71,6 +71,7 @@ class TurnResult:
     replaced_chars: int = 0
     calls: list[dict] = field(default_factory=list)  # the tool calls this runner finished
     steps: int = 0  # model calls
+    approval: str | None = None  # the approval a parked turn waits for
 
     def to_dict(self) -> dict:
         return {
@@ -81,6 +82,7 @@ class TurnResult:
             "attempts": self.attempts, "error_class": self.error_class, "error": self.error,
             "context_dropped": self.context_dropped, "merged": self.merged,
             "replaced_chars": self.replaced_chars, "steps": self.steps, "calls": self.calls,
+            **({"approval": self.approval} if self.approval else {}),
         }
 
 
@@ -139,8 +141,10 @@ class Runner:
         if upto_seq is not None:
             where.append("queued_seq <= ?")
             params.append(upto_seq)
+        # a parked turn holds its session too: later messages wait for its approval
         busy = {r[0] for r in con.execute(
-            "SELECT session FROM turns WHERE state = 'running' AND lease_until >= ?", (now,))}
+            "SELECT session FROM turns WHERE (state = 'running' AND lease_until >= ?)"
+            " OR state = 'parked'", (now,))}
         seen: set[str] = set()
         for row in con.execute(f"SELECT * FROM turns WHERE {' AND '.join(where)} "
                                "ORDER BY queued_seq", params).fetchall():
@@ -236,6 +240,9 @@ class Runner:
         finally:
             keeper.stop()
         etype, data = outcome
+        if etype == "parked":  # recorded already: the turn waits for an approval
+            return TurnResult(claim.turn, claim.agent, claim.session, "parked",
+                              attempts=call.attempts, approval=data["id"])
         return self._finish(claim, etype, data, call)
 
     def _recovered_from_damage(self, exc: Exception) -> bool:

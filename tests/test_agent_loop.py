@@ -141,19 +141,6 @@ def test_a_denied_tool_is_never_offered_and_a_call_to_it_runs_nothing(agent, ok,
     assert "not allowed" in finished["result"]
 
 
-def test_exec_that_needs_asking_is_refused_without_a_terminal(models, ok, run, server):
-    server.script(Reply("", tool_calls=[call("exec", command="touch ran")]), Reply("ok"))
-
-    result = run("chat", "run it", env={"FASED_NO_TTY": "1"})
-
-    assert result.exit_code == 0, result.stderr
-    assert not (workspace(models) / "ran").exists()
-    [finished] = of_type(models, "tool.finished")
-    assert finished["status"] == "denied"
-    assert "approval" in finished["result"]
-    assert "tools.exec.allowlist" in result.stderr
-
-
 def test_an_allowlisted_command_runs_without_asking(models, ok, run, server):
     ok("config", "set", "tools", '{"exec": {"mode": "ask", "allowlist": ["touch *"]}}')
     server.script(Reply("", tool_calls=[call("exec", command="touch ran")]), Reply("ok"))

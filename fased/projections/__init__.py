@@ -25,15 +25,15 @@ from functools import cache
 from fased.schema import current_versions
 from fased.upcast import upcast
 
-MODULES = ("core", "agents", "sessions", "config", "providers", "turns", "steps", "tasks",
-           "context")
+MODULES = ("core", "agents", "sessions", "config", "providers", "turns", "steps", "approvals",
+           "tasks", "context")
 
 # A big rebuild builds these groups at the same time, each in its own process and database
 # file, and then copies the second (small) one into the first. So modules in different groups
 # must never read or write each other's tables; each group's file holds only its own tables,
 # so a handler that tried would fail loudly rather than build something wrong. The first group
 # gets one row per turn: in a long-lived home that is most of the work.
-GROUPS = (("turns", "steps"),
+GROUPS = (("turns", "steps", "approvals"),
           ("core", "agents", "sessions", "config", "providers", "tasks", "context"))
 
 Handler = Callable[[sqlite3.Connection, dict], None]
