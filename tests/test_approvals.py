@@ -5,6 +5,7 @@ approval can grant its exact command for a while or for good."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_a_call_nobody_can_be_asked_about_parks_its_turn(parked, ok, run, server
 
 
 def test_an_approval_from_another_process_resumes_the_turn(parked, ok, server):
-    home, approval, turn = parked
+    home, approval, _ = parked
 
     done = run_process("approvals", "approve", approval)
     assert done.returncode == 0, done.stderr
@@ -114,8 +115,7 @@ def test_a_runner_killed_while_a_turn_is_parked_loses_nothing(models, ok, server
     server.script(exec_call("touch survived"), Reply("ok"))
     ok("chat", "--queue", "go")
     runner = subprocess.Popen([*FASED, "run", "--poll", "0.1"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env={**__import__("os").environ,
-                                                           **NO_TTY})
+                              stderr=subprocess.PIPE, env={**os.environ, **NO_TTY})
     try:
         wait_for(lambda: of_type(models, "approval.requested"))
         runner.send_signal(signal.SIGKILL)
@@ -136,7 +136,7 @@ def test_a_waiting_chat_resumes_when_another_terminal_approves(models, ok, serve
     server.script(exec_call("touch from-chat"), Reply("all done"))
     chat = subprocess.Popen([*FASED, "chat", "do it"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
-                            env={**__import__("os").environ, **NO_TTY})
+                            env={**os.environ, **NO_TTY})
     request = wait_for(lambda: of_type(models, "approval.requested"))[0]
 
     ok("approvals", "approve", request["id"])
