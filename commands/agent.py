@@ -116,13 +116,16 @@ def list_(all_: bool, json_: bool):
 @click.argument("agent_id", metavar="[ID]", required=False)
 @json_option
 def show(agent_id, json_):
-    """Show an agent: workspace, models, identity, policies, sessions and tasks."""
+    """Show an agent: workspace, models, identity, policies, sandbox, sessions and tasks."""
     from fased.agents import get_agent
+    from fased.settings import agent_settings
+    from fased.tools.confine import sandbox_report
     from fased.views import agent_detail
 
     con = store().db()
     row = get_agent(con, agent_id, include_deleted=True)
     detail = agent_detail(con, store().home, row)
+    detail["sandbox"] = sandbox_report(con, store().home, row, agent_settings(con, row["id"]))
     if json_:
         echo_json(detail)
         return
@@ -137,6 +140,7 @@ def show(agent_id, json_):
         ("Task model", m["task"] or "(primary)"),
         ("Skills", detail["skills"]),
         ("Tools", detail["tools"]),
+        ("Sandbox", detail["sandbox"]["summary"]),
         ("Sessions", f"{detail['sessions']} (current: {detail['current_session'] or '-'})"),
         ("Tasks", str(detail["tasks"])),
         ("Created", detail["created_at"]),

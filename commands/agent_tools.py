@@ -46,7 +46,7 @@ def tools(args, json_):
         raise UsageError("give one agent id", hint="fased agent tools [ID]")
     con = st.db()
     agent = get_agent(con, args[0] if args else None)
-    report = tools_report(con, agent["id"])
+    report = tools_report(con, st.home, agent["id"])
     if json_:
         echo_json(report)
         return
@@ -56,7 +56,7 @@ def tools(args, json_):
     click.echo(f"\nProfile: {report['profile']}; exec approval: {ex['mode']}"
                + (f" (allowlist: {', '.join(ex['allowlist'])})" if ex["allowlist"] else "")
                + f"; files: {'workspace only' if report['workspace_only'] else 'anywhere'}"
-               + f"; sandbox: {report['sandbox']}")
+               + f"; sandbox: {report['sandbox']['summary']}")
 
 
 @click.command("context")

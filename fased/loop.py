@@ -408,12 +408,23 @@ class AgentLoop:
         it as `ctx.cancel` (it stops its process group) rather than as an exception inside
         it. Returns (ToolResult, status)."""
         from fased.tools.base import ToolContext, ToolError, ToolResult
+        from fased.tools.confine import sandbox_for
 
+        home = self.runner.store.home
+        con = self.runner.store.db(check_files=False)
+        turn = con.execute("SELECT * FROM turns WHERE id = ?", (self.claim.turn,)).fetchone()
+        try:
+            sandbox, workspace, readable = sandbox_for(
+                con, home, env.agent, turn, agent_settings(con, self.claim.agent))
+        except ToolError as exc:
+            return ToolResult(str(exc), is_error=True), "error"
         ctx = ToolContext(
             agent=self.claim.agent, session=self.claim.session, turn=self.claim.turn,
-            call_id=call["id"], workspace=env.workspace, home=self.runner.store.home,
-            workspace_only=bool((env.settings.get("fs") or {}).get("workspaceOnly", True)),
-            sandbox=_host(), env=dict(os.environ), cancel=threading.Event())
+            call_id=call["id"], workspace=workspace, home=home, readable=readable,
+            # in a sandbox the file tools reach what exec reaches
+            workspace_only=sandbox.mode != "host" or bool(
+                (env.settings.get("fs") or {}).get("workspaceOnly", True)),
+            sandbox=sandbox, env=dict(os.environ), cancel=threading.Event())
         box: dict = {}
 
         def work() -> None:
@@ -517,18 +528,6 @@ class _Env:
 
 def _call_id() -> str:
     return f"c-{os.urandom(6).hex()}"
-
-
-_HOST = None
-
-
-def _host():
-    global _HOST
-    if _HOST is None:
-        from fased.tools.sandbox import Host
-
-        _HOST = Host()
-    return _HOST
 
 
 def summarize(name: str, args: dict) -> str:

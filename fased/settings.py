@@ -14,9 +14,10 @@ MAX_WAIT = 60.0
 
 
 def agent_settings(con: sqlite3.Connection, agent: str) -> dict:
-    """Run settings: agents.defaults with the agent's own queue, tools and budgets over it.
-    `tools` merges three layers (top-level `tools`, agents.defaults.tools, the agent's
-    tools): scalars of the more specific layer win; allow and deny lists add up."""
+    """Run settings: agents.defaults with the agent's own queue, tools, sandbox and budgets
+    over it. `tools` merges three layers (top-level `tools`, agents.defaults.tools, the
+    agent's tools): scalars of the more specific layer win; allow and deny lists add up.
+    `sandbox` is agents.defaults.sandbox with the agent's own keys over it."""
     from fased.config import config_doc
 
     doc = config_doc(con)
@@ -29,6 +30,7 @@ def agent_settings(con: sqlite3.Connection, agent: str) -> dict:
         if key in own:
             out[key] = own[key]
     out["queue"] = {**defaults.get("queue", {}), **own.get("queue", {})}
+    out["sandbox"] = {**defaults.get("sandbox", {}), **own.get("sandbox", {})}
     out["tools"] = merge_tools(doc.get("tools", {}), defaults.get("tools", {}),
                                own.get("tools", {}))
     return out

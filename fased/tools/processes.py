@@ -12,6 +12,8 @@ needs no fased process alive when the command ends. The wrapper, not a double fo
 wrapper leads the process group; it traps SIGTERM (a handler, not an ignore, so the command
 still gets the default) to outlive a `kill` long enough to record the code. When fased itself
 started the wrapper, it is fased's child: `_reap` collects it so no zombie passes for alive.
+In a sandbox the wrapper stays outside and runs bwrap (`ctx.sandbox.argv`): the command never
+sees this directory, which is under the fased home, and its exit code is still recorded.
 
 State: `exit` present -> exited(code); `killed` -> killed; the wrapper alive (same pid, start
 time and boot) -> running; else lost (it was killed from outside or the machine rebooted).
@@ -59,6 +61,7 @@ def start(command: str, workdir: Path, env: dict[str, str], ctx: ToolContext, *,
           note: str | None = None) -> ToolResult:
     """Start `command` under the wrapper, detached from fased, and record it."""
     _reap()
+    inner = ctx.sandbox.argv(command, cwd=workdir)  # may refuse: before anything is made
     directory, pid_id = _new_directory(root(ctx.home))
     os.mkfifo(directory / "stdin", 0o600)
     fds = []
@@ -67,8 +70,9 @@ def start(command: str, workdir: Path, env: dict[str, str], ctx: ToolContext, *,
         fds.append(os.open(directory / "stdin", os.O_RDWR))
         for name in ("stdout", "stderr"):
             fds.append(os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        argv = ["/bin/sh", "-c", WRAPPER, "fased-process", str(directory),
-                *ctx.sandbox.argv(command, cwd=workdir)]
+        # The wrapper runs outside the sandbox: the directory it records the exit code in
+        # is under the fased home, which the sandboxed command must not see.
+        argv = ["/bin/sh", "-c", WRAPPER, "fased-process", str(directory), *inner]
         proc = spawn(argv, cwd=workdir, env=env, stdin=fds[0], stdout=fds[1], stderr=fds[2])
     except OSError as exc:
         _remove(directory)

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
+from pathlib import Path
 
 from fased.errors import UsageError
 from fased.store import Draft
 from fased.tools import FAMILIES, GROUPS
 
 
-def tools_report(con: sqlite3.Connection, agent_id: str) -> dict:
+def tools_report(con: sqlite3.Connection, home: Path, agent_id: str) -> dict:
     """The effective tool set of an agent: each tool, offered or not, and why; the exec
-    approval mode and allowlist; where processes run."""
+    approval mode and allowlist; where processes run (fased.tools.confine.sandbox_report)."""
+    from fased.agents import get_agent
     from fased.settings import agent_settings
+    from fased.tools.confine import sandbox_report
     from fased.tools.policy import DEFAULT_EXEC_MODE, DEFAULT_PROFILE, offers
 
-    tools = agent_settings(con, agent_id)["tools"]
+    settings = agent_settings(con, agent_id)
+    tools = settings["tools"]
     exec_settings = tools.get("exec") or {}
     return {
         "agent": agent_id,
@@ -28,7 +32,8 @@ def tools_report(con: sqlite3.Connection, agent_id: str) -> dict:
                  "allowlist": exec_settings.get("allowlist", []),
                  "applyPatch": bool(exec_settings.get("applyPatch"))},
         "workspace_only": bool((tools.get("fs") or {}).get("workspaceOnly", True)),
-        "sandbox": "host (no sandbox)",
+        "sandbox": sandbox_report(con, home, get_agent(con, agent_id, include_deleted=True),
+                                  settings),
     }
 
 
