@@ -126,6 +126,14 @@ def show(agent_id, json_):
     row = get_agent(con, agent_id, include_deleted=True)
     detail = agent_detail(con, store().home, row)
     detail["sandbox"] = sandbox_report(con, store().home, row, agent_settings(con, row["id"]))
+    from fased.tools.report import tools_report
+
+    report = tools_report(con, store().home, row["id"])
+    offered = [t["name"] for t in report["tools"] if t["offered"]]
+    detail["tools"] = (f"{', '.join(offered) or 'none'} (profile {report['profile']}"
+                       + (f"; allow {', '.join(report['allow'])}" if report["allow"] else "")
+                       + (f"; deny {', '.join(report['deny'])}" if report["deny"] else "") + ")")
+    detail["exec_approval"] = report["exec"]
     if json_:
         echo_json(detail)
         return
@@ -140,6 +148,7 @@ def show(agent_id, json_):
         ("Task model", m["task"] or "(primary)"),
         ("Skills", detail["skills"]),
         ("Tools", detail["tools"]),
+        ("Exec approval", _approval_line(detail["exec_approval"])),
         ("Sandbox", detail["sandbox"]["summary"]),
         ("Sessions", f"{detail['sessions']} (current: {detail['current_session'] or '-'})"),
         ("Tasks", str(detail["tasks"])),
@@ -151,6 +160,12 @@ def show(agent_id, json_):
         say("  Task list:")
         for t in detail["task_list"]:
             say(f"    {t['id']}  {t['schedule']}  session {t['session']}  {t['state']}")
+
+
+def _approval_line(ex: dict) -> str:
+    allow = len(ex["allowlist"])
+    return (f"{ex['mode']}" + (f", {allow} allowlist pattern(s)" if allow else "")
+            + (", apply_patch on" if ex["applyPatch"] else ""))
 
 
 @agent.command("use")

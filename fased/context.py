@@ -151,7 +151,7 @@ def _cut(text: str, limit: int) -> tuple[str, int]:
 
 
 def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, workspace: Path,
-                  tools: list, settings: dict) -> SystemPrompt:
+                  tools: list, settings: dict, turn=None) -> SystemPrompt:
     """The system prompt for `agent`: base section, then Project Context, then the user's
     systemPrompt. Deterministic for the same files, tools and settings (no clock in it), so
     its prefix stays cache-stable."""
@@ -164,7 +164,8 @@ def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, works
         if n < f.size:
             f.reason = "truncated"
     first_run = any(f.name == FIRST_RUN and f.reason in (None, "truncated") for f in files)
-    parts: list = [_base_section(agent, workspace, tools, settings, first_run)]
+    parts: list = [_base_section(agent, workspace, tools, settings, first_run,
+                                 _sandbox_lines(home, agent, workspace, settings, turn))]
     shown = [f for f in files if f.reason in (None, "truncated")]
     if shown:
         parts.append("\n# Project Context\n\nThese files are in your workspace; they are "
@@ -189,11 +190,30 @@ def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, works
     return SystemPrompt(text, parts, files, sha256(json.dumps(parts, sort_keys=True)))
 
 
-def _base_section(agent, workspace: Path, tools: list, settings: dict, first_run: bool) -> str:
+def _sandbox_lines(home: Path, agent, workspace: Path, settings: dict, turn) -> list[str]:
+    """Where the tools really work, when the turn runs in a sandbox."""
+    from fased.tools.confine import SandboxSettings
+
+    box = SandboxSettings.of(settings, home)
+    if not box.applies(turn if turn is not None else {"source": "chat"}):
+        return [f"Your workspace is {workspace}; paths in tool calls are relative to it."]
+    net = "with network" if box.network else "with no network"
+    if box.access == "rw":
+        where = f"Your workspace is {workspace}; paths in tool calls are relative to it."
+    else:
+        where = (f"Your workspace is the sandbox workspace {box.box_workspace(agent['id'])}; "
+                 "paths in tool calls are relative to it.")
+        if box.access == "ro":
+            where += f" The agent workspace {workspace} can be read but not written."
+    return [where, f"Commands run in a sandbox: the system is read-only, /tmp is private, "
+                   f"{net}."]
+
+
+def _base_section(agent, workspace: Path, tools: list, settings: dict, first_run: bool,
+                  where: list[str]) -> str:
     emoji = f" {agent['emoji']}" if agent["emoji"] else ""
     lines = [f"You are {agent['name']}{emoji}, a personal AI agent that fased runs for its user "
-             "in their shell.",
-             f"Your workspace is {workspace}; paths in tool calls are relative to it.",
+             "in their shell.", *where,
              f"The user's time zone is {user_timezone(settings)}."]
     if tools:
         lines.append("\nYou can use these tools (call them through the tool interface):")
@@ -469,7 +489,7 @@ def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent:
     """Everything the next model call of `turn` sends (`prompt`: the system prompt already
     assembled for an earlier call of the same turn)."""
     if prompt is None:
-        prompt = system_prompt(con, home, agent, workspace, tools, settings)
+        prompt = system_prompt(con, home, agent, workspace, tools, settings, turn)
     window = int(settings.get("contextWindow") or DEFAULT_CONTEXT_WINDOW)
     cap = int(settings.get("tools", {}).get("maxResultChars", RESULT_CAP))
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
@@ -526,7 +546,7 @@ def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
     settings = agent_settings(con, agent["id"])
     workspace = workspace_for(con, home, agent)
     tools = specs(offered_names(settings["tools"]))
-    next_turn = {"id": "", "session": session or "", "queued_seq": 1 << 62}
+    next_turn = {"id": "", "session": session or "", "queued_seq": 1 << 62, "source": "chat"}
     request = build_request(con, home, next_turn, agent, workspace, tools, settings)
     history = sum(_tokens(m) for m in request.messages[1:])
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
