@@ -254,6 +254,7 @@ class _Checker:
         self.cwd, self.path, self.strict, self.env = cwd, path, strict, env
         self.env_names = env_names
         self.cwd_known = cwd is not None
+        self.found: dict[str, str] = {}
         self.entries: list[tuple[_Entry, str | None]] = []
         for text in entries:
             try:
@@ -301,7 +302,9 @@ class _Checker:
                 ("/" in name and not name.startswith("/")) or ("/" not in name and any(
                     not d.startswith("/") for d in self.path.split(":")))):
             raise _Ask(f"after `cd`, cannot tell what `{name}`{{where}} runs")
-        program = _resolve(name, cwd=self.cwd, path=self.path)
+        if name not in self.found:  # a line of many segments looks each name up once
+            self.found[name] = _resolve(name, cwd=self.cwd, path=self.path)
+        program = self.found[name]
         names = names_of(name, program)
         code = inline_code(names, args)
         if code and self.strict:
