@@ -323,7 +323,8 @@ class _Checker:
                 e.matches_args(args) for e, r in self.entries if r == program):
             names = ", ".join([w.source.partition("=")[0] for w in cmd.assigns] + list(self.env))
             raise _Ask(f"`{name}`{{where}} is allowlisted, but not with {names} set for it")
-        suggestion = None if "/" in name and not name.startswith("/") else f"{name} *"
+        suggestion = None if "/" in name and not name.startswith("/") else \
+            argv_entry([name]) + " *"
         raise _Ask(f"`{name}`{{where}} is not allowlisted{shown}", suggestion)
 
     def assignments_allowed(self, entry: _Entry, cmd: Command) -> bool:
@@ -357,7 +358,7 @@ class _Checker:
             if resolved == program and entry.matches_args(args) and \
                     self.assignments_allowed(entry, cmd):
                 return Segment(cmd.text, program, entry.text)
-        raise _Ask(f"`{name}`{{where}} is not allowlisted", f"{name} *")
+        raise _Ask(f"`{name}`{{where}} is not allowlisted", argv_entry([name]) + " *")
 
     def set_options(self, args: list[Word]) -> None:
         words_ = iter(args)

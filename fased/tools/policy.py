@@ -22,8 +22,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fased.tools import FAMILIES, GROUPS
+
+if TYPE_CHECKING:
+    from fased.tools.allowlist import Verdict
 
 PROFILES = {
     "minimal": ("read",),
@@ -119,7 +123,8 @@ def decide_exec(command: str, tools: dict, *, cwd: Path | None = None,
 
 
 def check_exec(command: str, settings: dict, *, cwd: Path | None = None,
-               environ: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None):
+               environ: Mapping[str, str] | None = None,
+               env: Mapping[str, str] | None = None) -> Verdict:
     """The allowlist's verdict on a command, with exec's PATH and variables."""
     from fased.tools.allowlist import check
     from fased.tools.exec import tool_environment
