@@ -8,18 +8,26 @@ Selection: `tools.profile` (minimal, coding, full; default coding) gives a base 
 offered when `tools.exec.mode` is `deny`. A model that cannot use tools is offered none.
 
 A call: `tools.exec.mode` = deny | allowlist | ask | full (default ask). `allowlist` runs
-only commands matching a pattern of `tools.exec.allowlist` and refuses the rest; `ask` runs
-those and asks about the rest. A command with shell operators (`;`, `&&`, `|`, `` ` ``,
-`$(`, redirections) never matches a pattern: it is asked about (fased.tools.allowlist will
-check each part).
+only commands that `tools.exec.allowlist` allows and refuses the rest; `ask` runs those and
+asks about the rest. fased.tools.allowlist decides: every command of a line (across `;`,
+`&&`, pipes, substitutions...) must be allowed by an entry, launchers only by an exact one,
+and inline code (`python -c`) is asked about while `tools.exec.strictInlineEval` (default
+true) is on.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fased.tools import FAMILIES, GROUPS
+
+if TYPE_CHECKING:
+    from fased.tools.allowlist import Verdict
 
 PROFILES = {
     "minimal": ("read",),
@@ -29,7 +37,6 @@ PROFILES = {
 DEFAULT_PROFILE = "coding"
 EXEC_MODES = ("deny", "allowlist", "ask", "full")
 DEFAULT_EXEC_MODE = "ask"
-_SHELL_OPERATORS = (";", "&", "|", "`", "$(", ">", "<", "\n", "(", ")")
 
 
 @dataclass
@@ -43,10 +50,12 @@ class Offer:
 
 @dataclass
 class Decision:
-    """What may happen to a call: allow, ask (with the reason to show), or deny (why)."""
+    """What may happen to a call: allow, ask (with the reason to show), or deny (why);
+    `suggestion`: an allowlist entry that would let it run, when one would."""
 
     verdict: str
     reason: str
+    suggestion: str | None = None
 
 
 def _matches(name: str, entries: list[str]) -> str | None:
@@ -92,36 +101,51 @@ def offered_names(tools: dict, can_use_tools: bool = True) -> list[str]:
     return [o.name for o in offers(tools, can_use_tools) if o.offered]
 
 
-def decide_exec(command: str, tools: dict) -> Decision:
-    """Whether an exec call may run now, must be asked about, or is refused."""
+def decide_exec(command: str, tools: dict, *, cwd: Path | None = None,
+                environ: Mapping[str, str] | None = None,
+                env: Mapping[str, str] | None = None) -> Decision:
+    """Whether an exec call may run now, must be asked about, or is refused. cwd: where it
+    runs (the call's workdir, else the workspace; None: not known, so relative paths are
+    asked about); environ: the environment fased runs in (default os.environ), of which exec
+    passes on what tool_environment keeps; env: the call's own variables."""
     settings = tools.get("exec") or {}
     mode = settings.get("mode") or DEFAULT_EXEC_MODE
     if mode == "full":
         return Decision("allow", "tools.exec.mode is full")
     if mode == "deny":
         return Decision("deny", "tools.exec.mode is deny")
-    pattern = allowlisted(command, settings.get("allowlist") or [])
-    if pattern is not None:
-        return Decision("allow", f"matches tools.exec.allowlist ({pattern})")
-    if mode == "allowlist":
-        return Decision("deny", "it matches no pattern of tools.exec.allowlist")
-    return Decision("ask", "it matches no pattern of tools.exec.allowlist")
+    verdict = check_exec(command, settings, cwd=cwd, environ=environ, env=env)
+    if verdict.allowed:
+        used = verdict.entries
+        return Decision("allow", f"matches tools.exec.allowlist ({'; '.join(used)})" if used
+                        else "needs no tools.exec.allowlist entry")
+    return Decision("deny" if mode == "allowlist" else "ask", verdict.reason, verdict.suggestion)
 
 
-def allowlisted(command: str, patterns: list[str]) -> str | None:
-    """The allowlist pattern a command matches; None for a command with shell operators."""
-    text = " ".join(command.split())
-    if not text or any(op in command for op in _SHELL_OPERATORS):
-        return None
-    for pattern in patterns:
-        if fnmatch.fnmatchcase(text, " ".join(str(pattern).split())):
-            return str(pattern)
-    return None
+def check_exec(command: str, settings: dict, *, cwd: Path | None = None,
+               environ: Mapping[str, str] | None = None,
+               env: Mapping[str, str] | None = None) -> Verdict:
+    """The allowlist's verdict on a command, with exec's PATH and variables."""
+    from fased.tools.allowlist import check
+    from fased.tools.exec import tool_environment
+
+    passed = tool_environment(dict(os.environ if environ is None else environ))
+    entries = [str(e) for e in settings.get("allowlist") or []]
+    return check(command, entries, cwd=cwd, path=passed.get("PATH", os.defpath),
+                 strict_inline=settings.get("strictInlineEval", True) is not False,
+                 env_names=set(passed) | set(env or {}), env=dict(env or {}))
 
 
-def how_to_allow(command: str) -> str:
-    """What the user can do so that a refused command runs next time (for stderr)."""
-    first = command.split()[0] if command.split() else command
-    return (f"to let it run, add a pattern to tools.exec.allowlist (e.g. `fased config set "
-            f"tools.exec.allowlist '[\"{first} *\"]'`), or set tools.exec.mode full; "
-            "or answer the question in an interactive `fased chat`")
+def how_to_allow(command: str, decision: Decision | None = None) -> str:
+    """What the user can do so that a refused command runs next time (for stderr); without
+    the decision, the entry suggested is for the first program of the command."""
+    from fased.tools.allowlist import first_program
+
+    entry = decision.suggestion if decision is not None else first_program(command)
+    ask = "or answer the question in an interactive `fased chat`"
+    if entry is None:
+        return (f"no allowlist entry lets it run unasked as written; set tools.exec.mode "
+                f"full, {ask}")
+    quoted = entry.replace("\\", "\\\\").replace('"', '\\"').replace("'", "'\\''")
+    return (f"to let it run, add an entry to tools.exec.allowlist (e.g. `fased config set "
+            f"tools.exec.allowlist '[\"{quoted}\"]'`), or set tools.exec.mode full; {ask}")
