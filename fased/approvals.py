@@ -38,10 +38,45 @@ def for_call(con: sqlite3.Connection, call: str) -> sqlite3.Row | None:
 
 def granted_entries(con: sqlite3.Connection, agent: str, now: datetime) -> list[str]:
     """The exec allowlist entries granted from approvals that still hold for `agent`."""
-    return [r[0] for r in con.execute(
+    import json
+
+    return [e for (text,) in con.execute(
         "SELECT entry FROM exec_grants WHERE agent = ? AND removed_seq IS NULL AND"
         " (expires_at IS NULL OR expires_at > ?) ORDER BY created_seq",
-        (agent, format_ts(now)))]
+        (agent, format_ts(now))) for e in json.loads(text)]
+
+
+def exact_entries(command: str) -> list[str]:
+    """One exact allowlist entry per simple command of a line (what `--always` grants);
+    UsageError for a line that cannot be allowed exactly (it expands, or is too complex)."""
+    from fased.tools.allowlist import argv_entry, check_entry
+    from fased.tools.shellsplit import Unsure, split
+
+    try:
+        script = split(command)
+    except Unsure as exc:
+        raise UsageError(f"cannot allow {command!r} for good: {exc}") from None
+    entries = []
+    for part in script.commands:
+        words = [*part.assigns, *part.words]
+        if not part.words or any(w.value is None for w in words):
+            raise UsageError(f"cannot allow {command!r} for good: `{part.text.strip()}` "
+                             "expands to what only the shell knows")
+        entry = argv_entry([w.value for w in words])
+        problem = check_entry(entry)
+        if problem:
+            raise UsageError(f"cannot allow {command!r} for good: {problem}")
+        if entry not in entries:
+            entries.append(entry)
+    if not entries:
+        raise UsageError(f"cannot allow {command!r} for good: it runs no command")
+    # an entry the checker would never apply (inline code is asked about even when allowed)
+    from fased.tools.allowlist import check
+
+    verdict = check(command, entries, cwd=None, path=os.environ.get("PATH", ""))
+    if not verdict.allowed and "inline" in verdict.reason:
+        raise UsageError(f"cannot allow {command!r} for good: {verdict.reason}")
+    return entries
 
 
 def request_draft(claim, call_id: str, tool: str, command: str, cwd: str, reason: str,
@@ -72,17 +107,14 @@ def decide(store: Store, approval_id: str, decision: str, *, reason: str | None 
     """Approve or deny a pending request (and grant its command with `always`/`for`).
     Returns the approval as `fased approvals list` shows it, decided."""
     now = store.clock()
-    grant_entry = None
+    grant_entries = None
     if decision == "approved" and (always or for_seconds):
-        from fased.tools.allowlist import argv_entry, check_entry
-
-        con = store.db()
-        row = _row(con, approval_id)
-        grant_entry = argv_entry(row["command"])
-        problem = check_entry(grant_entry)
-        if problem:
-            raise UsageError(f"cannot allow {row['command']!r} for good: {problem}",
-                             hint=f"approve it once: fased approvals approve {approval_id}")
+        row = _row(store.db(), approval_id)
+        try:
+            grant_entries = exact_entries(row["command"])
+        except UsageError as exc:
+            raise UsageError(exc.message, hint=f"approve it once: fased approvals approve "
+                             f"{approval_id}") from None
 
     def decide_drafts(con):
         row = _row(con, approval_id)
@@ -92,9 +124,9 @@ def decide(store: Store, approval_id: str, decision: str, *, reason: str | None 
             return [_decided(row, "expired", reason="nobody decided in time")]
         extra: dict = {"reason": reason} if reason else {}
         drafts = []
-        if grant_entry is not None:
+        if grant_entries is not None:
             gid = new_id("g")
-            grant = {"id": gid, "agent": row["agent"], "entry": grant_entry,
+            grant = {"id": gid, "agent": row["agent"], "entries": grant_entries,
                      "command": row["command"], "cwd": row["cwd"], "approval": row["id"]}
             if for_seconds:
                 grant["expires_at"] = format_ts(now + timedelta(seconds=for_seconds))
@@ -152,7 +184,10 @@ def listing(con: sqlite3.Connection, now: datetime, *, all_: bool = False,
 
 def grants(con: sqlite3.Connection, now: datetime) -> list[dict]:
     """Exec allowlist entries granted from approvals that still hold."""
-    return [dict(r) for r in con.execute(
+    import json
+
+    return [{**dict(r), "entry": " ; ".join(json.loads(r["entry"])),
+             "entries": json.loads(r["entry"])} for r in con.execute(
         "SELECT id, agent, entry, command, cwd, expires_at, approval, created_at, created_by"
         " FROM exec_grants WHERE removed_seq IS NULL AND (expires_at IS NULL OR"
         " expires_at > ?) ORDER BY created_seq", (format_ts(now),))]

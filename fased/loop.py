@@ -353,7 +353,9 @@ class AgentLoop:
         if tool.name != "exec":
             return "run", tool, args, None
         command = str(args.get("command", ""))
-        decision = decide_exec(command, self._exec_settings(env))
+        decision = decide_exec(command, self._exec_settings(env), cwd=self._call_dir(args, env),
+                               env=args.get("env") if isinstance(args.get("env"), dict)
+                               else None)
         if decision.verdict == "deny":
             return ("finish", "denied", f"This command is not allowed: {decision.reason}; it "
                     "did not run.", {})
@@ -372,12 +374,27 @@ class AgentLoop:
             return "finish", "denied", f"{why}; it did not run.", {}
         if self.approver is None:
             self.runner.note(f"fased: {name} `{command}` needs approval; the turn waits for "
-                             f"it. {how_to_allow(command)}")
+                             f"it. {how_to_allow(command, decision)}")
             return "park", tool, command, decision.reason, str(args.get("workdir") or ".")
         self._flush(carry)
         if not self.approver(call, decision.reason):
             return "finish", "denied", "The user refused to run this command; it did not run.", {}
         return "run", tool, args, "user"
+
+    def _call_dir(self, args: dict, env: _Env):
+        """The directory an exec call runs in (its workdir in the tools' workspace), for
+        resolving the programs and redirections its command line names."""
+        from pathlib import Path
+
+        from fased.tools.confine import tool_workspace
+
+        con = self.runner.store.db(check_files=False)
+        turn = con.execute("SELECT * FROM turns WHERE id = ?", (self.claim.turn,)).fetchone()
+        base = tool_workspace(con, self.runner.store.home, env.agent, turn,
+                              agent_settings(con, self.claim.agent))
+        workdir = args.get("workdir")
+        return Path(os.path.realpath(base / workdir)) if isinstance(workdir, str) and (
+            workdir) else Path(os.path.realpath(base))
 
     def _exec_settings(self, env: _Env) -> dict:
         """The agent's exec settings with the entries granted from approvals added."""

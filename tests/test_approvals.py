@@ -146,3 +146,56 @@ def test_a_waiting_chat_resumes_when_another_terminal_approves(models, ok, serve
     assert out == "all done"
     assert f"fased approvals approve {request['id']}" in err
     assert (models / "workspace" / "from-chat").exists()
+
+
+def test_always_grants_exactly_that_command_until_it_is_removed(parked, ok, run, server):
+    home, approval, _ = parked
+
+    out = ok("approvals", "approve", approval, "--always")
+    assert "Allowed from now on as g-" in out
+    assert run("run", "--once", env=NO_TTY).exit_code == 0
+    [grant] = json.loads(ok("approvals", "allowlist", "--json"))
+    assert (grant["entries"], grant["source"]) == (["touch approved-file"],
+                                                    f"approval {approval}")
+
+    server.script(exec_call("touch approved-file"), Reply("again"),
+                  exec_call("touch approved-file-2"), Reply("not this one"))
+    ok("chat", "--queue", "same command")
+    ok("chat", "--queue", "another command")
+    assert run("run", "--once", env=NO_TTY).exit_code == 0
+    requests = of_type(home, "approval.requested")
+    assert [r["command"] for r in requests] == ["touch approved-file", "touch approved-file-2"]
+    assert of_type(home, "turn.completed")[-1]["reply"] == "again"
+
+    ok("approvals", "allowlist", "remove", grant["id"])
+    assert json.loads(ok("approvals", "allowlist", "--json")) == []
+
+
+def test_for_grants_a_command_for_a_while(parked, ok, run, server):
+    home, approval, _ = parked
+    ok("approvals", "approve", approval, "--for", "30m")
+    assert run("run", "--once", env=NO_TTY).exit_code == 0
+
+    server.script(exec_call("touch approved-file"), Reply("in time"),
+                  exec_call("touch approved-file"), Reply("too late"))
+    ok("chat", "--queue", "within the half hour")
+    assert run("run", "--once", env={**NO_TTY, "FASED_NOW": later(10)}).exit_code == 0
+    assert len(of_type(home, "approval.requested")) == 1
+    ok("chat", "--queue", "after it", env={"FASED_NOW": later(40)})
+    assert run("run", "--once", env={**NO_TTY, "FASED_NOW": later(40)}).exit_code == 0
+    assert len(of_type(home, "approval.requested")) == 2
+
+
+@pytest.mark.parametrize("command", ["bash -c 'echo hi'", "python3 -c 'print(1)'",
+                                     "rm -rf $DIR", "make `cat target`"])
+def test_always_refuses_inline_code_or_an_expansion(models, ok, run, server, command):
+    server.script(exec_call(command), Reply("x"))
+    ok("chat", "--queue", "go")
+    run("run", "--once", env=NO_TTY)
+    [request] = of_type(models, "approval.requested")
+
+    result = run("approvals", "approve", request["id"], "--always")
+
+    assert result.exit_code == 2
+    assert "cannot allow" in result.stderr and "approve it once" in result.stderr
+    assert of_type(models, "approval.decided") == []

@@ -5,6 +5,7 @@ requests and decisions move a turn's state."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 VERSION = 1
@@ -56,7 +57,8 @@ def _granted(con: sqlite3.Connection, e: dict) -> None:
     con.execute(
         "INSERT INTO exec_grants(id, agent, entry, command, cwd, expires_at, approval,"
         " created_seq, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (d["id"], d["agent"], d["entry"], d.get("command"), d.get("cwd"), d.get("expires_at"),
+        (d["id"], d["agent"], json.dumps(d["entries"]), d.get("command"), d.get("cwd"),
+         d.get("expires_at"),
          d.get("approval"), e["seq"], e["ts"], e["meta"].get("actor")))
 
 

@@ -67,6 +67,17 @@ class SandboxSettings:
         return self.root / agent_id
 
 
+def tool_workspace(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, turn,
+                   settings: dict) -> Path:
+    """Where a turn's tools work (the sandbox workspace for ro and none), making nothing."""
+    from fased.agents import workspace_for
+
+    config = SandboxSettings.of(settings, home)
+    if config.applies(turn) and config.access != "rw":
+        return config.box_workspace(agent["id"])
+    return workspace_for(con, home, agent)
+
+
 def sandbox_for(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, turn: sqlite3.Row,
                 settings: dict) -> tuple[Any, Path, tuple[Path, ...]]:
     """(sandbox, workspace, readable) for the tools of one turn: where exec runs, the
