@@ -228,7 +228,10 @@ class Store:
         )
 
     def evidence(self) -> Evidence:
-        """What state.db says it applied, whether or not it can be used as it is."""
+        """What state.db says it applied, whether or not it can be used as it is (a missing
+        state.db says nothing, and is not built just to ask)."""
+        if self._con is None and not self.db_path.exists():
+            return Evidence(None, -1, None, None, {})
         meta = self._read_meta(self._connect())
         if meta is None:
             return Evidence(None, -1, None, None, {})
@@ -248,8 +251,8 @@ class Store:
         con = self._connect()
         seen = self.evidence()
         usable = seen.meta.get("version") == projector().version
-        known = seen.known if usable else None
-        if (known is not None and seen.checkpoint == known.head.seq
+        known = seen.known  # about the log's files, whatever version built the tables
+        if (usable and known is not None and seen.checkpoint == known.head.seq
                 and self.log.unchanged(known)):
             self.log.adopt(known)
             if "files_stale" in seen.meta:
@@ -364,7 +367,9 @@ class Store:
         number of events applied. Refused when the log lost events state.db had applied."""
         with self.log.locked():
             seen = self.evidence()
-            state, torn = self.log.survey(None)
+            # what state.db verified of the log holds whatever built its tables: only what
+            # changed since is read here (the build reads everything, checked, anyway)
+            state, torn = self.log.survey(seen.known)
             if seen.checkpoint > 0 and seen.log_id in (None, state.first_id):
                 self._require_not_behind(state, torn, seen)
             if torn is not None:
@@ -403,7 +408,7 @@ class Store:
         self._close_db()
         with self.log.locked():
             seen = self.evidence()
-            state, torn = self.log.survey(None)
+            state, torn = self.log.survey(seen.known)
             if seen.checkpoint > 0 and seen.log_id in (None, state.first_id):
                 self._require_not_behind(state, torn, seen)
             self.log.adopt(state)
