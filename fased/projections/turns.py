@@ -8,6 +8,12 @@ build it in a process of its own (see fased.projections.GROUPS).
 
 A turn whose runner stops renewing its lease stays `running` in the rows; runners treat an
 expired lease as claimable, which keeps this projection free of any clock.
+
+Usage: `model_calls` holds one row per model call (each turn.step and the turn.completed
+that answered), with the tokens and the cost its server reported; `fased usage`, the
+summaries and the wallets add them up. A turn's `input_tokens`, `output_tokens` and `cost`
+are its last call's (the reply's, as the transcript shows it); `total_*` are the sums over
+all its calls, and a call that did not say makes the sum unknown (NULL), never 0.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import sqlite3
 from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
 
-VERSION = 3
+VERSION = 4
 
 TABLES = {
     "turns": {
@@ -29,11 +35,20 @@ TABLES = {
             "input_tokens": int, "output_tokens": int, "finish_reason": str,
             "latency_ms": float, "ttft_ms": float, "attempts": int, "error_class": str,
             "error": str, "merged_into": str, "context_dropped": int, "reply_seq": int,
-            "merged_step": int, "steps": int,
+            "merged_step": int, "steps": int, "cost": float, "model_calls": int,
+            "total_input_tokens": int, "total_output_tokens": int, "total_cost": float,
         },
         "pk": "id",
-        "defaults": {"claims": 0, "attempts": 0},
+        # a turn without a model call used nothing; NULL + a call's NULL stays unknown
+        "defaults": {"claims": 0, "attempts": 0, "model_calls": 0, "total_input_tokens": 0,
+                     "total_output_tokens": 0, "total_cost": 0.0},
         "indexes": [["state", "queued_seq"], ["session", "queued_seq"]],
+    },
+    "model_calls": {
+        "columns": {"turn": str, "step": int, "agent": str, "session": str, "model": str,
+                    "ts": str, "input_tokens": int, "output_tokens": int, "cost": float},
+        "pk": ("turn", "step"),
+        "indexes": [["agent", "ts"], ["session", "ts"], ["ts"]],
     },
     "cooldowns": {"columns": {"model": str, "until": str, "reason": str}, "pk": "model"},
 }
@@ -90,13 +105,39 @@ def _completed(con: sqlite3.Connection, e: dict) -> None:
     usage = d.get("usage") or {}
     con.execute(
         "UPDATE turns SET state = 'completed', finished_at = ?, model_used = ?, reply = ?,"
-        " input_tokens = ?, output_tokens = ?, finish_reason = ?, latency_ms = ?, ttft_ms = ?,"
-        " attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ?, steps = ?"
-        " WHERE id = ?",
+        " input_tokens = ?, output_tokens = ?, cost = ?, finish_reason = ?, latency_ms = ?,"
+        " ttft_ms = ?, attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ?,"
+        " steps = ? WHERE id = ?",
         (e["ts"], d["model"], d["reply"], usage.get("input_tokens"), usage.get("output_tokens"),
-         d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"), d.get("attempts", 1),
-         d.get("context_dropped", 0), e["seq"], d.get("steps", 1), d["turn"]),
+         usage.get("cost"), d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"),
+         d.get("attempts", 1), d.get("context_dropped", 0), e["seq"], d.get("steps", 1),
+         d["turn"]),
     )
+    if "usage" in d:  # a loop that fased stopped made no last call
+        _model_call(con, e, d.get("steps", 1), usage)
+
+
+def _step(con: sqlite3.Connection, e: dict) -> None:
+    _model_call(con, e, e["data"]["step"], e["data"].get("usage") or {})
+
+
+def _model_call(con: sqlite3.Connection, e: dict, step: int, usage: dict) -> None:
+    """One model call of a turn: its row, and the turn's running totals (SQL's NULL + n is
+    NULL, so one call that did not say keeps the turn's sum unknown)."""
+    d = e["data"]
+    tokens_in, tokens_out, cost = (usage.get("input_tokens"), usage.get("output_tokens"),
+                                   usage.get("cost"))
+    added = con.execute("INSERT OR IGNORE INTO model_calls(turn, step, agent, session, model,"
+                        " ts, input_tokens, output_tokens, cost) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (d["turn"], step, d["agent"], d["session"], d["model"], e["ts"],
+                         tokens_in, tokens_out, cost)).rowcount
+    if not added:  # the same call recorded again is counted once
+        return
+    con.execute("UPDATE turns SET model_calls = model_calls + 1,"
+                " total_input_tokens = total_input_tokens + ?,"
+                " total_output_tokens = total_output_tokens + ?,"
+                " total_cost = total_cost + ? WHERE id = ?",
+                (tokens_in, tokens_out, cost, d["turn"]))
 
 
 def _failed(con: sqlite3.Connection, e: dict) -> None:
@@ -146,6 +187,7 @@ HANDLERS = {
     "turn.aborted": _aborted,
     "turn.abandoned": _abandoned,
     "turn.steered": _steered,
+    "turn.step": _step,
     "model.cooldown": _cooldown,
 }
 
@@ -178,9 +220,9 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
     asked_last: dict[str, str] = {}
     lines: list[tuple[int, str, bool, str]] = []  # (seq, turn, is reply, line after "parent")
     for (turn, message, queued_at, queued_seq, reply, finished_at, model, tokens_in, tokens_out,
-         state, reply_seq, merged_into) in cur.execute(
+         cost, state, reply_seq, merged_into) in cur.execute(
             "SELECT id, message, queued_at, queued_seq, reply, finished_at, model_used,"
-            " input_tokens, output_tokens, state, reply_seq, merged_into FROM turns"
+            " input_tokens, output_tokens, cost, state, reply_seq, merged_into FROM turns"
             " WHERE session = ? ORDER BY queued_seq", (session,)):
         if merged_into is not None:
             asked_last[merged_into] = turn
@@ -192,7 +234,8 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
                                         f'"ts": {s(finished_at)}, "turn": {turn_json}, '
                                         f'"model": {s(model)}, "usage": {{"input_tokens": '
                                         f'{_json_int(tokens_in)}, "output_tokens": '
-                                        f'{_json_int(tokens_out)}}}'
+                                        f'{_json_int(tokens_out)}'
+                                        + ("}" if cost is None else f', "cost": {cost!r}}}')
                                         + (', "aborted": true}\n' if state == "aborted"
                                            else '}\n')))
     lines += _tool_lines(cur, session)
