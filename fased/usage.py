@@ -32,14 +32,17 @@ WALLET_LIMITS = {  # key -> (what it counts, the period)
 PER_TOKENS = 1_000_000  # a price is per million tokens
 
 # per (group, model): calls, tokens, the reported cost, and what a price can still cover (the
-# calls without a cost whose tokens are both known)
-_SUMS = ("COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), COUNT(cost),"
-         " SUM(CASE WHEN cost IS NULL AND output_tokens IS NOT NULL THEN input_tokens END),"
-         " SUM(CASE WHEN cost IS NULL AND input_tokens IS NOT NULL THEN output_tokens END),"
-         " COUNT(CASE WHEN cost IS NULL AND input_tokens IS NOT NULL"
-         " AND output_tokens IS NOT NULL THEN 1 END)")
-# a quarter of an hour in UTC ("2026-11-20T18:3" = 18:45): every zone's day starts on one
-_QUARTER = "substr(ts, 1, 14) || (CAST(substr(ts, 15, 2) AS INTEGER) / 15)"
+# calls without a cost whose tokens are both known); over usage_buckets, and over the
+# model_calls of a quarter of an hour that --since cuts in two
+_BUCKET_SUMS = ("SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(costed),"
+                " SUM(bare_input), SUM(bare_output), SUM(priceable)")
+_CALL_SUMS = ("COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), COUNT(cost),"
+              " SUM(CASE WHEN cost IS NULL AND output_tokens IS NOT NULL THEN input_tokens END),"
+              " SUM(CASE WHEN cost IS NULL AND input_tokens IS NOT NULL THEN output_tokens END),"
+              " COUNT(CASE WHEN cost IS NULL AND input_tokens IS NOT NULL"
+              " AND output_tokens IS NOT NULL THEN 1 END)")
+_CALL_BUCKET = ("substr(ts, 1, 14) || printf('%02d', CAST(substr(ts, 15, 2) AS INTEGER)"
+                " / 15 * 15)")
 _KEYS = {None: "NULL", "model": "model", "agent": "agent", "session": "session"}
 
 
@@ -109,10 +112,13 @@ def zone_name(zone) -> str:
 
 
 def summarize(con: sqlite3.Connection, *, agent: str | None = None, session: str | None = None,
-              since: str | None = None, until: str | None = None, by: str | None = None,
-              zone=UTC, price_table: dict | None = None) -> list[tuple[str | None, Totals]]:
+              since: str | None = None, by: str | None = None, zone=UTC,
+              price_table: dict | None = None) -> list[tuple[str | None, Totals]]:
     """[(group, Totals)] of the model calls that match, groups in order (`by`: one of BY, or
-    None for one total). `since`/`until` are `ts` strings (format_ts), until exclusive."""
+    None for one total); `since` is a `ts` string (format_ts). Whole quarters of an hour are
+    read from usage_buckets, the one `since` cuts in two from model_calls."""
+    from fased.projections.turns import bucket_of
+
     if by is not None and by not in BY:
         raise ValueError(by)
     clauses, params = [], []
@@ -120,22 +126,60 @@ def summarize(con: sqlite3.Connection, *, agent: str | None = None, session: str
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
-    if since is not None:
-        clauses.append("ts >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append("ts < ?")
-        params.append(until)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    utc = zone_name(zone) == "UTC"
-    key = ("substr(ts, 1, 10)" if utc else _QUARTER) if by == "day" else _KEYS[by]
+    parts = []
+    if since is None:
+        parts.append(("bucket", _BUCKET_SUMS, "usage_buckets", clauses, params))
+    else:
+        first = bucket_of(since)
+        whole = first if since == f"{first}:00.000000Z" else _next_bucket(first)
+        parts.append(("bucket", _BUCKET_SUMS, "usage_buckets", [*clauses, "bucket >= ?"],
+                      [*params, whole]))
+        if whole != first:
+            parts.append((_CALL_BUCKET, _CALL_SUMS, "model_calls",
+                          [*clauses, "ts >= ?", "ts < ?"], [*params, since, whole + ":00"]))
+    day = _day_sql(con, zone) if by == "day" else None
     table = prices(con) if price_table is None else price_table
     groups: dict[str | None, Totals] = {}
-    for row in con.execute(f"SELECT {key}, model, {_SUMS} FROM model_calls{where}"
-                           " GROUP BY 1, 2", params):
-        group = _local_day(row[0], zone) if by == "day" and not utc else row[0]
-        groups.setdefault(group, Totals()).add(_priced(row[1], row[2:], table))
+    for bucket, sums, source, where, values in parts:
+        key = day.replace("{b}", bucket) if day else _KEYS[by]
+        where_sql = f" WHERE {' AND '.join(where)}" if where else ""
+        for row in con.execute(f"SELECT {key}, model, {sums} FROM {source}{where_sql}"
+                               " GROUP BY 1, 2", values):
+            groups.setdefault(row[0], Totals()).add(_priced(row[1], row[2:], table))
     return sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or ""))
+
+
+def _day_sql(con: sqlite3.Connection, zone) -> str:
+    """SQL for the local date of a bucket `{b}`: its UTC date shifted by the zone's offset,
+    which changes only at the zone's transitions (found between the first and last bucket),
+    so SQLite groups by day itself instead of fased by each quarter of an hour."""
+    if zone_name(zone) == "UTC":
+        return "substr({b}, 1, 10)"
+    first, last = con.execute("SELECT MIN(bucket), MAX(bucket) FROM usage_buckets").fetchone()
+    if first is None:
+        return "NULL"
+    when = datetime.fromisoformat(f"{first}:00+00:00") - timedelta(days=1)
+    end = datetime.fromisoformat(f"{last}:00+00:00") + timedelta(days=1)
+    offset = _minutes(when, zone)
+    cases = []
+    while when < end:
+        later = when + timedelta(days=1)
+        if _minutes(later, zone) != offset:
+            while when < later:  # the quarter of an hour the offset changes in
+                when += timedelta(minutes=15)
+                if _minutes(when, zone) != offset:
+                    break
+            cases.append(f"WHEN {{b}} < '{when:%Y-%m-%dT%H:%M}' THEN date({{b}} || ':00', "
+                         f"'{offset:+d} minutes')")
+            offset = _minutes(when, zone)
+        else:
+            when = later
+    tail = f"date({{b}} || ':00', '{offset:+d} minutes')"
+    return f"CASE {' '.join(cases)} ELSE {tail} END" if cases else tail
+
+
+def _minutes(when: datetime, zone) -> int:
+    return int(when.astimezone(zone).utcoffset().total_seconds() // 60)
 
 
 def total(con: sqlite3.Connection, **filters) -> Totals:
@@ -157,10 +201,9 @@ def _priced(model: str, sums: tuple, table: dict) -> Totals:
     return totals
 
 
-def _local_day(quarter: str, zone) -> str:
-    hour, part = quarter[:13], int(quarter[14:])
-    when = datetime.fromisoformat(f"{hour}:{part * 15:02d}:00+00:00")
-    return when.astimezone(zone).date().isoformat()
+def _next_bucket(bucket: str) -> str:
+    later = datetime.fromisoformat(f"{bucket}:00+00:00") + timedelta(minutes=15)
+    return f"{later:%Y-%m-%dT%H:%M}"
 
 
 # -- wallets --------------------------------------------------------------------------------

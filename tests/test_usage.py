@@ -129,6 +129,38 @@ def test_a_turn_records_the_cost_beside_its_tokens(lite, run, server):
                                                    "cost": 0.0021}
 
 
+def test_a_retried_chat_reports_the_same_cost(lite, run, server):
+    server.script(Reply("fine", usage=(7, 3), cost=0.0021))
+    first = run("--idempotency-key", "k-1", "chat", "--json", "hi")
+
+    again = run("--idempotency-key", "k-1", "chat", "--json", "hi")
+
+    assert json.loads(again.stdout)["usage"] == json.loads(first.stdout)["usage"] == {
+        "input_tokens": 7, "output_tokens": 3, "cost": 0.0021}
+    assert len(server.requests) == 1
+
+
+def test_on_a_terminal_the_status_line_shows_the_cost(lite, server):
+    import os
+    import pty
+    import re
+    import subprocess
+
+    from test_chat import FASED, read_terminals
+
+    server.script(Reply("streamed", usage=(4, 1), cost=0.0123))
+    (out_main, out_child), (err_main, err_child) = pty.openpty(), pty.openpty()
+    proc = subprocess.Popen([*FASED, "chat", "hi"], stdin=subprocess.DEVNULL, stdout=out_child,
+                            stderr=err_child)
+    os.close(out_child)
+    os.close(err_child)
+    _, err = read_terminals(out_main, err_main)
+    proc.wait(timeout=30)
+
+    assert re.fullmatch(rb"\[lite/fake-model \xc2\xb7 4 in / 1 out \xc2\xb7 \$0\.0123 \xc2\xb7 "
+                        rb"\d+\.\d s\]\r\n", err), err
+
+
 def test_a_call_without_a_reported_cost_leaves_it_unknown(lite, ok, server):
     server.script(Reply("fine", usage=(7, 3)))
 
@@ -293,6 +325,24 @@ def test_usage_filters_by_agent_session_and_since(lite, ok, at, server):
     assert [(r["session"], r["calls"]) for r in by_session] == [("s-1", 1), ("s-2", 1)]
 
 
+def test_since_counts_exactly_inside_a_quarter_of_an_hour(lite, ok, at, server):
+    server.default = Reply("x", usage=(10, 1), cost=0.1)
+    for when in ("2026-11-20T12:00:00Z", "2026-11-20T12:04:59Z", "2026-11-20T12:05:00Z",
+                 "2026-11-20T12:14:59Z", "2026-11-20T12:15:00Z"):
+        chat_at(ok, at, when, "hi")
+
+    def calls(since: str) -> int:
+        return json.loads(ok("usage", "--json", "--since", since))["total"]["calls"]
+
+    assert calls("2026-11-20T12:05:00Z") == 3
+    assert calls("2026-11-20T12:15:00Z") == 1
+    assert calls("2026-11-20T12:00:00Z") == 5
+    assert calls("2026-11-20T12:14:59.5Z") == 1
+    [day] = json.loads(ok("usage", "--json", "--by", "day", "--since", "2026-11-20T12:05:00Z")
+                       )["rows"]
+    assert (day["day"], day["calls"], day["tokens"]) == ("2026-11-20", 3, 33)
+
+
 def test_days_are_those_of_the_users_zone(lite, ok, at, server):
     server.default = Reply("x", usage=(1, 1))
     ok("config", "set", "agents.defaults.userTimezone", "Asia/Kolkata")  # UTC+05:30
@@ -304,6 +354,20 @@ def test_days_are_those_of_the_users_zone(lite, ok, at, server):
     assert report["zone"] == "Asia/Kolkata"
     assert [(r["day"], r["calls"]) for r in report["rows"]] == [
         ("2026-11-20", 1), ("2026-11-21", 1)]
+
+
+def test_days_follow_the_zones_daylight_saving_time(lite, ok, at, server):
+    server.default = Reply("x", usage=(1, 1))
+    ok("config", "set", "agents.defaults.userTimezone", "Europe/Berlin")
+    # summer time starts on 2026-03-29 at 01:00 UTC: +01:00 before, +02:00 after
+    for when in ("2026-03-28T22:50:00Z", "2026-03-28T23:10:00Z", "2026-03-29T21:50:00Z",
+                 "2026-03-29T22:10:00Z"):
+        chat_at(ok, at, when, "hi")
+
+    report = json.loads(ok("usage", "--by", "day", "--json"))
+
+    assert [(r["day"], r["calls"]) for r in report["rows"]] == [
+        ("2026-03-28", 1), ("2026-03-29", 2), ("2026-03-30", 1)]
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -10,8 +10,9 @@ A turn whose runner stops renewing its lease stays `running` in the rows; runner
 expired lease as claimable, which keeps this projection free of any clock.
 
 Usage: `model_calls` holds one row per model call (each turn.step and the turn.completed
-that answered), with the tokens and the cost its server reported; `fased usage`, the
-summaries and the wallets add them up. A turn's `input_tokens`, `output_tokens` and `cost`
+that answered), with the tokens and the cost its server reported, and `usage_buckets` their
+sums per quarter of an hour, agent, session and model, which `fased usage`, the summaries and
+the wallets add up. A turn's `input_tokens`, `output_tokens` and `cost`
 are its last call's (the reply's, as the transcript shows it); `total_*` are the sums over
 all its calls, and a call that did not say makes the sum unknown (NULL), never 0.
 """
@@ -48,7 +49,18 @@ TABLES = {
         "columns": {"turn": str, "step": int, "agent": str, "session": str, "model": str,
                     "ts": str, "input_tokens": int, "output_tokens": int, "cost": float},
         "pk": ("turn", "step"),
-        "indexes": [["agent", "ts"], ["session", "ts"], ["ts"]],
+        "indexes": [["ts"]],
+    },
+    # model_calls summed per quarter of an hour (UTC; every zone's days start on one), so a
+    # report over a year of calls reads thousands of rows, not millions. Token and cost sums
+    # hold the known values; `costed` counts the calls with a cost, and bare_* / `priceable`
+    # what a price can cover (calls without a cost whose tokens are both known).
+    "usage_buckets": {
+        "columns": {"bucket": str, "agent": str, "session": str, "model": str, "calls": int,
+                    "input_tokens": int, "output_tokens": int, "cost": float, "costed": int,
+                    "bare_input": int, "bare_output": int, "priceable": int},
+        "pk": ("bucket", "agent", "session", "model"),
+        "indexes": [["agent", "bucket"], ["session", "bucket"]],
     },
     "cooldowns": {"columns": {"model": str, "until": str, "reason": str}, "pk": "model"},
 }
@@ -138,6 +150,29 @@ def _model_call(con: sqlite3.Connection, e: dict, step: int, usage: dict) -> Non
                 " total_output_tokens = total_output_tokens + ?,"
                 " total_cost = total_cost + ? WHERE id = ?",
                 (tokens_in, tokens_out, cost, d["turn"]))
+    bare = cost is None and tokens_in is not None and tokens_out is not None
+    con.execute(_BUCKET, (bucket_of(e["ts"]), d["agent"], d["session"], d["model"],
+                          tokens_in or 0, tokens_out or 0, cost or 0.0, int(cost is not None),
+                          tokens_in if bare else 0, tokens_out if bare else 0, int(bare)))
+
+
+_BUCKET = ("INSERT INTO usage_buckets(bucket, agent, session, model, calls, input_tokens,"
+           " output_tokens, cost, costed, bare_input, bare_output, priceable)"
+           " VALUES (?,?,?,?,1,?,?,?,?,?,?,?) ON CONFLICT(bucket, agent, session, model)"
+           " DO UPDATE SET calls = calls + 1, input_tokens = input_tokens + excluded.input_tokens,"
+           " output_tokens = output_tokens + excluded.output_tokens,"
+           " cost = cost + excluded.cost, costed = costed + excluded.costed,"
+           " bare_input = bare_input + excluded.bare_input,"
+           " bare_output = bare_output + excluded.bare_output,"
+           " priceable = priceable + excluded.priceable")
+
+
+def bucket_of(ts: str) -> str:
+    """The quarter of an hour a `ts` falls in: `2026-11-20T18:52:...Z` -> `2026-11-20T18:45`."""
+    try:
+        return f"{ts[:14]}{int(ts[14:16]) // 15 * 15:02d}"
+    except ValueError:  # not format_ts's form (no writer of fased's makes one)
+        return ts[:16]
 
 
 def _failed(con: sqlite3.Connection, e: dict) -> None:
