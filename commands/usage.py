@@ -15,8 +15,8 @@ BY = ("day", "model", "agent", "session")
 @click.option("--session", "-s", metavar="ID|NAME",
               help="Only those of this session (of --agent, else of the selected agent).")
 @click.option("--since", metavar="TIME",
-              help="From this time: RFC 3339, a date in your zone (2026-11-01), or this long "
-                   "ago (30m, 2h, 7d).")
+              help="From this time (from the start of its quarter of an hour): RFC 3339, a "
+                   "date in your zone (2026-11-01), or this long ago (30m, 2h, 7d).")
 @click.option("--by", type=click.Choice(BY), help="One row per day, model, agent or session.")
 @json_option
 def usage(agent, session, since, by, json_):
@@ -56,8 +56,10 @@ def usage(agent, session, since, by, json_):
         if agent is not None:
             agent = agent_row["id"]
     start = _since(since, usage_lib.zone_name(zone))
+    if start is not None:  # calls are summed per quarter of an hour
+        start = usage_lib.quarter_start(start)
     groups = usage_lib.summarize(con, agent=agent, session=session_id, by=by, zone=zone,
-                                 since=None if start is None else format_ts(start))
+                                 since=start)
     everything = usage_lib.Totals()
     for _, totals in groups:
         everything.add(totals)

@@ -1,11 +1,11 @@
 """What model calls used, and wallets: limits an agent's turns must be under to start.
 
-Tokens and cost are summed in SQL over the `model_calls` projection (one row per model call,
-indexed by agent, session and time), never by reading the log. A call's cost is what its
-server reported (LiteLLM's `x-litellm-response-cost`, `usage.cost`); a call without one is
-priced from `models.prices` (US dollars per million input and output tokens) when the user
-set a price for its model, else its cost stays unknown and is counted apart
-(`calls_without_cost`), never as 0.
+Tokens and cost are summed in SQL over the `usage_buckets` projection (each model call added
+to its quarter of an hour, agent, session and model), never by reading the log. A call's
+cost is what its server reported (LiteLLM's `x-litellm-response-cost`, `usage.cost`); a call
+without one is priced from `models.prices` (US dollars per million input and output
+tokens) when the user set a price for its model, else its cost stays unknown and is counted
+apart (`calls_without_cost`), never as 0.
 
 Days and months are those of `agents.defaults.userTimezone` (an IANA name), else UTC: one
 fixed rule, so cron and a shell agree whatever their TZ. A wallet (`agents.defaults.wallet`,
@@ -31,18 +31,10 @@ WALLET_LIMITS = {  # key -> (what it counts, the period)
 }
 PER_TOKENS = 1_000_000  # a price is per million tokens
 
-# per (group, model): calls, tokens, the reported cost, and what a price can still cover (the
-# calls without a cost whose tokens are both known); over usage_buckets, and over the
-# model_calls of a quarter of an hour that --since cuts in two
-_BUCKET_SUMS = ("SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(costed),"
-                " SUM(bare_input), SUM(bare_output), SUM(priceable)")
-_CALL_SUMS = ("COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost), COUNT(cost),"
-              " SUM(CASE WHEN cost IS NULL AND output_tokens IS NOT NULL THEN input_tokens END),"
-              " SUM(CASE WHEN cost IS NULL AND input_tokens IS NOT NULL THEN output_tokens END),"
-              " COUNT(CASE WHEN cost IS NULL AND input_tokens IS NOT NULL"
-              " AND output_tokens IS NOT NULL THEN 1 END)")
-_CALL_BUCKET = ("substr(ts, 1, 14) || printf('%02d', CAST(substr(ts, 15, 2) AS INTEGER)"
-                " / 15 * 15)")
+# per (group, model) of usage_buckets: calls, tokens, the reported cost, and what a price can
+# still cover (the calls without a cost whose tokens are both known)
+_SUMS = ("SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cost), SUM(costed),"
+         " SUM(bare_input), SUM(bare_output), SUM(priceable)")
 _KEYS = {None: "NULL", "model": "model", "agent": "agent", "session": "session"}
 
 
@@ -112,12 +104,13 @@ def zone_name(zone) -> str:
 
 
 def summarize(con: sqlite3.Connection, *, agent: str | None = None, session: str | None = None,
-              since: str | None = None, by: str | None = None, zone=UTC,
+              since: datetime | None = None, by: str | None = None, zone=UTC,
               price_table: dict | None = None) -> list[tuple[str | None, Totals]]:
     """[(group, Totals)] of the model calls that match, groups in order (`by`: one of BY, or
-    None for one total); `since` is a `ts` string (format_ts). Whole quarters of an hour are
-    read from usage_buckets, the one `since` cuts in two from model_calls."""
+    None for one total). Calls are counted by the quarter of an hour they were made in, so
+    `since` counts from the start of its quarter (see quarter_start)."""
     from fased.projections.turns import bucket_of
+    from fased.timeparse import format_ts
 
     if by is not None and by not in BY:
         raise ValueError(by)
@@ -126,27 +119,24 @@ def summarize(con: sqlite3.Connection, *, agent: str | None = None, session: str
         if value is not None:
             clauses.append(f"{column} = ?")
             params.append(value)
-    parts = []
-    if since is None:
-        parts.append(("bucket", _BUCKET_SUMS, "usage_buckets", clauses, params))
-    else:
-        first = bucket_of(since)
-        whole = first if since == f"{first}:00.000000Z" else _next_bucket(first)
-        parts.append(("bucket", _BUCKET_SUMS, "usage_buckets", [*clauses, "bucket >= ?"],
-                      [*params, whole]))
-        if whole != first:
-            parts.append((_CALL_BUCKET, _CALL_SUMS, "model_calls",
-                          [*clauses, "ts >= ?", "ts < ?"], [*params, since, whole + ":00"]))
-    day = _day_sql(con, zone) if by == "day" else None
+    if since is not None:
+        clauses.append("bucket >= ?")
+        params.append(bucket_of(format_ts(since)))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    key = _day_sql(con, zone).replace("{b}", "bucket") if by == "day" else _KEYS[by]
     table = prices(con) if price_table is None else price_table
     groups: dict[str | None, Totals] = {}
-    for bucket, sums, source, where, values in parts:
-        key = day.replace("{b}", bucket) if day else _KEYS[by]
-        where_sql = f" WHERE {' AND '.join(where)}" if where else ""
-        for row in con.execute(f"SELECT {key}, model, {sums} FROM {source}{where_sql}"
-                               " GROUP BY 1, 2", values):
-            groups.setdefault(row[0], Totals()).add(_priced(row[1], row[2:], table))
+    for row in con.execute(f"SELECT {key}, model, {_SUMS} FROM usage_buckets{where}"
+                           " GROUP BY 1, 2", params):
+        groups.setdefault(row[0], Totals()).add(_priced(row[1], row[2:], table))
     return sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or ""))
+
+
+def quarter_start(when: datetime) -> datetime:
+    """The start of the quarter of an hour `when` is in (UTC): where a report from `when` on
+    starts counting."""
+    when = when.astimezone(UTC)
+    return when.replace(minute=when.minute // 15 * 15, second=0, microsecond=0)
 
 
 def _day_sql(con: sqlite3.Connection, zone) -> str:
@@ -201,9 +191,6 @@ def _priced(model: str, sums: tuple, table: dict) -> Totals:
     return totals
 
 
-def _next_bucket(bucket: str) -> str:
-    later = datetime.fromisoformat(f"{bucket}:00+00:00") + timedelta(minutes=15)
-    return f"{later:%Y-%m-%dT%H:%M}"
 
 
 # -- wallets --------------------------------------------------------------------------------
@@ -248,7 +235,7 @@ def wallet_report(con: sqlite3.Connection, agent: str, now: datetime) -> list[di
             continue
         start, end = period(now, zone, kind)
         if kind not in used:
-            used[kind] = total(con, agent=agent, since=format_ts(start), price_table=table)
+            used[kind] = total(con, agent=agent, since=start, price_table=table)
         spent = used[kind].tokens if counts == "tokens" else round(used[kind].cost, 10)
         allowed = limits[key]
         out.append({"limit": key, "counts": counts, "period": kind, "max": allowed,
@@ -301,12 +288,10 @@ def describe(totals: Totals) -> str:
 
 def agent_usage(con: sqlite3.Connection, agent: str, now: datetime) -> dict:
     """An agent's Totals today, this month (the user's) and in all, for `agent show`."""
-    from fased.timeparse import format_ts
-
     zone = user_zone(con)
     table = prices(con)
     out: dict = {"zone": zone_name(zone)}
     for name, kind in (("today", "day"), ("month", "month"), ("all", None)):
-        since = format_ts(period(now, zone, kind)[0]) if kind else None
+        since = period(now, zone, kind)[0] if kind else None
         out[name] = total(con, agent=agent, since=since, price_table=table)
     return out

@@ -188,9 +188,12 @@ def test_a_turn_with_tool_steps_sums_its_model_calls(lite, ok, server):
     assert (turn["model_calls"], turn["total_input_tokens"], turn["total_output_tokens"]) == (
         2, 230, 15)
     assert turn["total_cost"] == pytest.approx(0.003)
-    assert rows(lite, "SELECT step, model, input_tokens, cost FROM model_calls ORDER BY step") == [
-        {"step": 1, "model": LITE, "input_tokens": 100, "cost": 0.001},
-        {"step": 2, "model": LITE, "input_tokens": 130, "cost": 0.002}]
+    [bucket] = rows(lite, "SELECT * FROM usage_buckets")
+    assert {k: bucket[k] for k in ("bucket", "agent", "session", "model", "calls",
+                                   "input_tokens", "output_tokens", "costed")} == {
+        "bucket": "2026-11-20T10:00", "agent": "main", "session": "s-1", "model": LITE,
+        "calls": 2, "input_tokens": 230, "output_tokens": 15, "costed": 2}
+    assert bucket["cost"] == pytest.approx(0.003)
 
 
 def test_one_call_without_a_cost_makes_the_turns_cost_unknown(lite, ok, server):
@@ -218,12 +221,14 @@ def test_a_rebuild_gives_the_same_usage(lite, ok, server):
     server.script(Reply("a", usage=(7, 3), cost=0.5), Reply("b", usage=(1, 1)))
     ok("chat", "one")
     ok("chat", "two")
-    before = rows(lite, "SELECT * FROM model_calls ORDER BY ts, turn")
+    query = ("SELECT * FROM usage_buckets ORDER BY bucket, model; SELECT id, cost, model_calls,"
+             " total_input_tokens, total_cost FROM turns ORDER BY id")
+    before = [rows(lite, q) for q in query.split("; ")]
 
     ok("replay", "--rebuild")
 
-    assert rows(lite, "SELECT * FROM model_calls ORDER BY ts, turn") == before
-    assert len(before) == 2
+    assert [rows(lite, q) for q in query.split("; ")] == before
+    assert before[0][0]["calls"] == 2 and before[0][0]["costed"] == 1
 
 
 # -- fased usage ------------------------------------------------------------------------------
@@ -325,22 +330,22 @@ def test_usage_filters_by_agent_session_and_since(lite, ok, at, server):
     assert [(r["session"], r["calls"]) for r in by_session] == [("s-1", 1), ("s-2", 1)]
 
 
-def test_since_counts_exactly_inside_a_quarter_of_an_hour(lite, ok, at, server):
+def test_since_counts_from_the_start_of_its_quarter_of_an_hour(lite, ok, at, server):
     server.default = Reply("x", usage=(10, 1), cost=0.1)
-    for when in ("2026-11-20T12:00:00Z", "2026-11-20T12:04:59Z", "2026-11-20T12:05:00Z",
+    for when in ("2026-11-20T11:59:59Z", "2026-11-20T12:00:00Z", "2026-11-20T12:05:00Z",
                  "2026-11-20T12:14:59Z", "2026-11-20T12:15:00Z"):
         chat_at(ok, at, when, "hi")
 
-    def calls(since: str) -> int:
-        return json.loads(ok("usage", "--json", "--since", since))["total"]["calls"]
+    def report(since: str) -> dict:
+        return json.loads(ok("usage", "--json", "--since", since))
 
-    assert calls("2026-11-20T12:05:00Z") == 3
-    assert calls("2026-11-20T12:15:00Z") == 1
-    assert calls("2026-11-20T12:00:00Z") == 5
-    assert calls("2026-11-20T12:14:59.5Z") == 1
+    assert (report("2026-11-20T12:05:00Z")["since"], report("2026-11-20T12:05:00Z")["total"][
+        "calls"]) == ("2026-11-20T12:00:00.000000Z", 4)
+    assert report("2026-11-20T12:15:00Z")["total"]["calls"] == 1
+    assert report("2026-11-20T12:14:59.5Z")["total"]["calls"] == 4
     [day] = json.loads(ok("usage", "--json", "--by", "day", "--since", "2026-11-20T12:05:00Z")
                        )["rows"]
-    assert (day["day"], day["calls"], day["tokens"]) == ("2026-11-20", 3, 33)
+    assert (day["day"], day["calls"], day["tokens"]) == ("2026-11-20", 4, 44)
 
 
 def test_days_are_those_of_the_users_zone(lite, ok, at, server):
@@ -354,6 +359,8 @@ def test_days_are_those_of_the_users_zone(lite, ok, at, server):
     assert report["zone"] == "Asia/Kolkata"
     assert [(r["day"], r["calls"]) for r in report["rows"]] == [
         ("2026-11-20", 1), ("2026-11-21", 1)]
+    since = json.loads(ok("usage", "--since", "2026-11-21", "--json"))  # midnight in India
+    assert (since["since"], since["total"]["calls"]) == ("2026-11-20T18:30:00.000000Z", 1)
 
 
 def test_days_follow_the_zones_daylight_saving_time(lite, ok, at, server):

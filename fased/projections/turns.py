@@ -9,12 +9,12 @@ build it in a process of its own (see fased.projections.GROUPS).
 A turn whose runner stops renewing its lease stays `running` in the rows; runners treat an
 expired lease as claimable, which keeps this projection free of any clock.
 
-Usage: `model_calls` holds one row per model call (each turn.step and the turn.completed
-that answered), with the tokens and the cost its server reported, and `usage_buckets` their
-sums per quarter of an hour, agent, session and model, which `fased usage`, the summaries and
-the wallets add up. A turn's `input_tokens`, `output_tokens` and `cost`
-are its last call's (the reply's, as the transcript shows it); `total_*` are the sums over
-all its calls, and a call that did not say makes the sum unknown (NULL), never 0.
+Usage: every model call (each turn.step, and the turn.completed that answered) adds the
+tokens and the cost its server reported to `usage_buckets`, sums per quarter of an hour,
+agent, session and model, which `fased usage`, the summaries and the wallets add up. A
+turn's `input_tokens`, `output_tokens` and `cost` are its last call's (the reply's, as the
+transcript shows it); `total_*` are the sums over all its calls, and a call that did not say
+makes the sum unknown (NULL), never 0.
 """
 
 from __future__ import annotations
@@ -45,13 +45,7 @@ TABLES = {
                      "total_output_tokens": 0, "total_cost": 0.0},
         "indexes": [["state", "queued_seq"], ["session", "queued_seq"]],
     },
-    "model_calls": {
-        "columns": {"turn": str, "step": int, "agent": str, "session": str, "model": str,
-                    "ts": str, "input_tokens": int, "output_tokens": int, "cost": float},
-        "pk": ("turn", "step"),
-        "indexes": [["ts"]],
-    },
-    # model_calls summed per quarter of an hour (UTC; every zone's days start on one), so a
+    # model calls summed per quarter of an hour (UTC; every zone's days start on one), so a
     # report over a year of calls reads thousands of rows, not millions. Token and cost sums
     # hold the known values; `costed` counts the calls with a cost, and bare_* / `priceable`
     # what a price can cover (calls without a cost whose tokens are both known).
@@ -115,41 +109,42 @@ def _attempt_failed(con: sqlite3.Connection, e: dict) -> None:
 def _completed(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     usage = d.get("usage") or {}
+    # a loop that fased stopped made no last call: nothing to add to the totals
+    called = "usage" in d
     con.execute(
         "UPDATE turns SET state = 'completed', finished_at = ?, model_used = ?, reply = ?,"
         " input_tokens = ?, output_tokens = ?, cost = ?, finish_reason = ?, latency_ms = ?,"
         " ttft_ms = ?, attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ?,"
-        " steps = ? WHERE id = ?",
+        " steps = ?" + (_ADD_CALL if called else "") + " WHERE id = ?",
         (e["ts"], d["model"], d["reply"], usage.get("input_tokens"), usage.get("output_tokens"),
          usage.get("cost"), d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"),
          d.get("attempts", 1), d.get("context_dropped", 0), e["seq"], d.get("steps", 1),
-         d["turn"]),
+         *(_call_values(usage) if called else ()), d["turn"]),
     )
-    if "usage" in d:  # a loop that fased stopped made no last call
-        _model_call(con, e, d.get("steps", 1), usage)
+    if called:
+        _add_to_bucket(con, e, usage)
 
 
 def _step(con: sqlite3.Connection, e: dict) -> None:
-    _model_call(con, e, e["data"]["step"], e["data"].get("usage") or {})
+    usage = e["data"].get("usage") or {}
+    con.execute(f"UPDATE turns SET {_ADD_CALL[2:]} WHERE id = ?",
+                (*_call_values(usage), e["data"]["turn"]))
+    _add_to_bucket(con, e, usage)
 
 
-def _model_call(con: sqlite3.Connection, e: dict, step: int, usage: dict) -> None:
-    """One model call of a turn: its row, and the turn's running totals (SQL's NULL + n is
-    NULL, so one call that did not say keeps the turn's sum unknown)."""
+# a model call's part of its turn's totals (SQL's NULL + n is NULL: one call that did not say
+# keeps the turn's sum unknown)
+_ADD_CALL = (", model_calls = model_calls + 1, total_input_tokens = total_input_tokens + ?,"
+             " total_output_tokens = total_output_tokens + ?, total_cost = total_cost + ?")
+
+
+def _call_values(usage: dict) -> tuple:
+    return usage.get("input_tokens"), usage.get("output_tokens"), usage.get("cost")
+
+
+def _add_to_bucket(con: sqlite3.Connection, e: dict, usage: dict) -> None:
     d = e["data"]
-    tokens_in, tokens_out, cost = (usage.get("input_tokens"), usage.get("output_tokens"),
-                                   usage.get("cost"))
-    added = con.execute("INSERT OR IGNORE INTO model_calls(turn, step, agent, session, model,"
-                        " ts, input_tokens, output_tokens, cost) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (d["turn"], step, d["agent"], d["session"], d["model"], e["ts"],
-                         tokens_in, tokens_out, cost)).rowcount
-    if not added:  # the same call recorded again is counted once
-        return
-    con.execute("UPDATE turns SET model_calls = model_calls + 1,"
-                " total_input_tokens = total_input_tokens + ?,"
-                " total_output_tokens = total_output_tokens + ?,"
-                " total_cost = total_cost + ? WHERE id = ?",
-                (tokens_in, tokens_out, cost, d["turn"]))
+    tokens_in, tokens_out, cost = _call_values(usage)
     bare = cost is None and tokens_in is not None and tokens_out is not None
     con.execute(_BUCKET, (bucket_of(e["ts"]), d["agent"], d["session"], d["model"],
                           tokens_in or 0, tokens_out or 0, cost or 0.0, int(cost is not None),
