@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import (agent_option, echo_json, json_option, note, say, store,
-                                   table)
+from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
 from fased.commands.types import count
 from fased.errors import ConflictError
 
@@ -207,8 +206,13 @@ def model(words, agent, json_):
       fased session model ops --json
     """
     from fased.models import catalog_note, parse_model_ref
-    from fased.sessions import (clear_command, current_session, get_session,
-                                model_override_drafts, session_label)
+    from fased.sessions import (
+        clear_command,
+        current_session,
+        get_session,
+        model_override_drafts,
+        session_label,
+    )
 
     ref, change, target = _model_words(words)
     notes: list[str] = []

@@ -130,3 +130,20 @@ def clear_command(con: sqlite3.Connection, row: sqlite3.Row) -> str:
 
     agent = "" if row["agent"] == selected_agent(con) else f" --agent {row['agent']}"
     return f"fased session model {session_label(row)} clear{agent}"
+
+
+def override_notice(con: sqlite3.Connection, session: str, changed: bool) -> str | None:
+    """The line a chat prints when its session answers with an override (`changed`: the
+    chat set or cleared it); None when the session simply follows the agent."""
+    row = con.execute("SELECT * FROM sessions WHERE id = ?", (session,)).fetchone()
+    override, label = row["model_override"], session_label(row)
+    if override and changed:
+        return (f"fased: session {label} now answers with {override} "
+                f"({clear_command(con, row)} to undo)")
+    if override:
+        return f"fased: session {label} answers with its override {override}"
+    if changed:
+        primary = con.execute("SELECT primary_model FROM agents WHERE id = ?",
+                              (row["agent"],)).fetchone()[0]
+        return f"fased: session {label} answers with the agent default {primary} again"
+    return None
