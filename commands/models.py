@@ -460,7 +460,7 @@ def set_(agent, role, ref):
         from fased.models import check_not_a_fallback
 
         resolved = _ref(con, ref)
-        if role == "primary":
+        if role == "primary" and resolved != cur["primary"]:
             check_not_a_fallback(cur["agent"], resolved, cur["fallbacks"])
         return resolved
 

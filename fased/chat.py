@@ -58,9 +58,8 @@ def queue_turn(store: Store, message: str, *, agent: str | None = None,
             drafts += model_set
             if save and ref is None:
                 raise UsageError("--save needs a model, not clear")
-            if save:
-                check_not_a_fallback(a["id"], ref, json.loads(a["fallbacks"] or "[]"))
             if save and a["primary_model"] != ref:
+                check_not_a_fallback(a["id"], ref, json.loads(a["fallbacks"] or "[]"))
                 drafts.append(Draft("agent.models_set", f"agent:{a['id']}",
                                     {"agent": a["id"], "primary": ref}))
         drafts.append(Draft("turn.queued", f"session:{sid}", {

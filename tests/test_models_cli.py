@@ -1165,6 +1165,10 @@ def test_set_prints_the_stored_ref_and_warns_when_the_catalog_lacks_it(set_up, o
     alias = run(*MODELS, "alias", "add", "odd", "nonsense")
     assert (alias.exit_code, alias.stdout) == (0, "Alias odd -> ollama/nonsense.\n")
     assert alias.stderr.startswith(note)
+    created = run("agent", "create", "ops", "--model", "nonsense")
+    assert created.exit_code == 0
+    assert created.stderr.startswith(note)
+    assert agent_models(set_up, "ops")["primary"] == "ollama/nonsense"
     # A model the catalog lists: the stored ref, and nothing on stderr.
     listed = run(*MODELS, "set", "primary", "fake-model")
     assert (listed.exit_code, listed.stdout, listed.stderr) == (
