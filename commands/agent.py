@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import LazyGroup
-from fased.commands.output import echo_json, json_option, say, store, table
+from fased.commands.output import echo_json, json_option, note, say, store, table
 from fased.commands.types import Name
 from fased.errors import ConflictError, UsageError
 
@@ -76,10 +76,16 @@ def create(agent_id, name, workspace, model, emoji, use_it, json_):
 
 
 def _checked_ref(ref: str) -> str:
-    """A model ref checked against the provider registry, in provider/model form."""
-    from fased.models import check_ref_for_agent
+    """A model ref checked against the provider registry, in provider/model form (with a
+    note when the provider's fetched catalog lacks it)."""
+    from fased.models import catalog_note, parse_model_ref
 
-    return check_ref_for_agent(store().db(), ref)
+    con = store().db()
+    parsed = parse_model_ref(con, ref)
+    warning = catalog_note(con, parsed)
+    if warning:
+        note(warning)
+    return str(parsed)
 
 
 def _report(outcome, json_: bool, message: str) -> None:

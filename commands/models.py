@@ -362,11 +362,18 @@ def status(agent, probe, timeout, json_):
     else:
         click.echo(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
-        table([(r["role"], r["ref"] or "-", r["provider_state"], r["credential"],
+        table([(_role(r), r["ref"] or "-", r["provider_state"], r["credential"],
                 r.get("probe") or "") for r in report["refs"]],
               ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "PROBE" if probe else ""))
     if not report["ready"]:
         raise click.exceptions.Exit(1)
+
+
+def _role(entry: dict) -> str:
+    """A status row's role; the session override names its session."""
+    if entry["role"] == "override":
+        return f"override ({entry['session_name'] or entry['session']})"
+    return entry["role"]
 
 
 @models.command("list")
@@ -401,26 +408,30 @@ def list_(provider, refresh, json_):
 
 # -- the agent's refs -------------------------------------------------------------------------
 
-def _set_refs(agent: str | None, **changes) -> tuple[str, bool]:
-    """Append agent.models_set with `changes` (refs validated); returns (agent, changed)."""
+def _set_refs(agent: str | None, **changes) -> tuple[str, bool, dict]:
+    """Append agent.models_set with `changes` (refs validated); returns (agent, changed,
+    the refs as stored)."""
     from fased.agents import get_agent
     from fased.store import Draft
 
-    chosen: list[str] = []
+    chosen: list[tuple[str, dict]] = []
 
     def decide(con):
         row = get_agent(con, agent)
-        chosen.append(row["id"])
-        current = {"primary": row["primary_model"], "task": row["task_model"],
-                   "fallbacks": json.loads(row["fallbacks"] or "[]")}
+        current = {"agent": row["id"], "primary": row["primary_model"],
+                   "task": row["task_model"], "fallbacks": json.loads(row["fallbacks"] or "[]")}
         resolved = {k: (v(con, current) if callable(v) else v) for k, v in changes.items()}
+        chosen.append((row["id"], resolved))
         if all(current[k] == v for k, v in resolved.items()):
             return []
         return [Draft("agent.models_set", f"agent:{row['id']}", {"agent": row["id"],
                                                                   **resolved})]
 
     outcome = store().transact(decide)
-    return (chosen[-1] if chosen else outcome.events[0]["data"]["agent"]), bool(outcome.events)
+    if chosen:
+        return chosen[-1][0], bool(outcome.events), chosen[-1][1]
+    data = dict(outcome.events[0]["data"])  # a replayed command: what it stored then
+    return data.pop("agent"), True, data
 
 
 def _ref(con, ref: str) -> str:
@@ -445,8 +456,16 @@ def set_(agent, role, ref):
       fased agent models set primary ollama/llama3.2
       fased agent models set task openrouter/moonshotai/kimi-k2 --agent ops
     """
-    agent_id, changed = _set_refs(agent, **{role: lambda con, cur: _ref(con, ref)})
-    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {ref}.")
+    def resolve(con, cur):
+        from fased.models import check_not_a_fallback
+
+        resolved = _ref(con, ref)
+        if role == "primary" and resolved != cur["primary"]:
+            check_not_a_fallback(cur["agent"], resolved, cur["fallbacks"])
+        return resolved
+
+    agent_id, changed, stored = _set_refs(agent, **{role: resolve})
+    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {stored[role]}.")
 
 
 @models.command("unset")
@@ -454,7 +473,7 @@ def set_(agent, role, ref):
 @click.argument("role", type=click.Choice(["primary", "task"]))
 def unset(agent, role):
     """Clear the primary or task model (the task model then follows the primary)."""
-    agent_id, changed = _set_refs(agent, **{role: None})
+    agent_id, changed, _ = _set_refs(agent, **{role: None})
     click.echo(f"{agent_id}: {role} model {'cleared' if changed else 'was not set'}.")
 
 
@@ -470,14 +489,20 @@ def fallback() -> None:
 def fallback_add(agent, ref, position):
     """Add a fallback model (at the end, or at --position)."""
 
+    added = []
+
     def new_list(con, cur):
+        from fased.models import check_not_the_primary
+
         resolved = _ref(con, ref)
+        check_not_the_primary(cur["agent"], resolved, cur["primary"])
+        added.append(resolved)
         items = [r for r in cur["fallbacks"] if r != resolved]
         items.insert(len(items) if position is None else position - 1, resolved)
         return items
 
-    agent_id, _ = _set_refs(agent, fallbacks=new_list)
-    click.echo(f"{agent_id}: fallback {ref} added.")
+    agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
+    click.echo(f"{agent_id}: fallback {added[-1] if added else ref} added.")
 
 
 @fallback.command("remove")
@@ -500,7 +525,7 @@ def fallback_remove(agent, ref):
                              hint="fallbacks: " + (", ".join(cur["fallbacks"]) or "none"))
         return [r for r in cur["fallbacks"] if r != target]
 
-    agent_id, _ = _set_refs(agent, fallbacks=new_list)
+    agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
     click.echo(f"{agent_id}: fallback {ref} removed.")
 
 
@@ -508,7 +533,7 @@ def fallback_remove(agent, ref):
 @agent_option
 def fallback_clear(agent):
     """Remove every fallback model."""
-    agent_id, changed = _set_refs(agent, fallbacks=[])
+    agent_id, changed, _ = _set_refs(agent, fallbacks=[])
     click.echo(f"{agent_id}: fallbacks {'cleared' if changed else 'were empty'}.")
 
 
@@ -531,10 +556,13 @@ def alias_add(name, ref):
 
     check_name(name, "the alias")
 
-    def decide(con):
-        from fased.models import aliases, parse_model_ref
+    stored = []
 
-        resolved = str(parse_model_ref(con, ref))
+    def decide(con):
+        from fased.models import aliases
+
+        resolved = _ref(con, ref)
+        stored.append(resolved)
         old = aliases(con).get(name)
         if old == resolved:
             return []
@@ -543,8 +571,9 @@ def alias_add(name, ref):
             data["old"] = old
         return [Draft("config.set", "config", data)]
 
-    store().transact(decide)
-    click.echo(f"Alias {name} -> {ref}.")
+    outcome = store().transact(decide)
+    click.echo(f"Alias {name} -> "
+               f"{stored[-1] if stored else outcome.events[0]['data']['value']}.")
 
 
 @alias.command("remove")

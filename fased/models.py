@@ -247,6 +247,22 @@ def check_ref_for_agent(con: sqlite3.Connection, ref: str) -> str:
     return str(parse_model_ref(con, ref))
 
 
+def check_not_the_primary(agent: str, fallback: str, primary: str | None) -> None:
+    """A fallback is tried after the primary failed: the same model again would be no
+    fallback at all."""
+    if fallback == primary:
+        raise UsageError(f"{fallback} is agent {agent}'s primary model; a fallback must be "
+                         "another model")
+
+
+def check_not_a_fallback(agent: str, primary: str, fallbacks: list[str]) -> None:
+    """A new primary that is already one of the agent's fallbacks would be its own fallback."""
+    if primary in fallbacks:
+        raise UsageError(f"{primary} is a fallback of agent {agent}; the primary must be "
+                         "another model",
+                         hint=f"`fased agent models fallback remove {primary}` first")
+
+
 def catalog_note(con: sqlite3.Connection, ref: ModelRef) -> str | None:
     """A warning when the provider's fetched catalog does not list the model."""
     row = get_provider(con, ref.provider)

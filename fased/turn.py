@@ -212,19 +212,21 @@ class ModelChain:
 def model_chain(con, turn, now: str) -> tuple[list[str], dict[str, str]]:
     """The refs a turn tries, in order: its override (else the session's) or the agent's
     primary, then the fallbacks, without models cooling down at `now` (unless every one of
-    them is); and the ones left out (ref -> cooling down until)."""
+    them is); and the ones left out (ref -> cooling down until). The session's override is
+    the model the user named: it is tried even while it cools down."""
     agent = get_agent(con, turn["agent"], include_deleted=True)
     session = con.execute("SELECT model_override FROM sessions WHERE id = ?",
                           (turn["session"],)).fetchone()
     first = turn["model_override"] or (session[0] if session else None) or agent[
         "primary_model"]
+    named = first if session and first == session[0] else None
     chain: list[str] = []
     for ref in [first, *json.loads(agent["fallbacks"] or "[]")]:
         if ref and ref not in chain:
             chain.append(ref)
     cooling = {r[0]: r[1] for r in con.execute(
         "SELECT model, until FROM cooldowns WHERE until > ?", (now,))}
-    usable = [ref for ref in chain if ref not in cooling]
-    if not usable:
+    if all(ref in cooling for ref in chain):
         return chain, {}
-    return usable, {ref: cooling[ref] for ref in chain if ref in cooling}
+    usable = [ref for ref in chain if ref not in cooling or ref == named]
+    return usable, {ref: cooling[ref] for ref in chain if ref in cooling and ref != named}

@@ -781,6 +781,8 @@ def test_status_reports_every_ref_and_only_the_primary_decides(set_up, ok, run, 
         "no credential: `fased agent models auth openai`")
 
     # Without --probe nothing is sent: a registered provider whose server is down is "ready".
+    # (A primary cannot also be a fallback: the fallback goes first.)
+    ok(*MODELS, "fallback", "remove", "down/fake-model", "--agent", "ops")
     ok(*MODELS, "set", "primary", "down/fake-model", "--agent", "ops")
     sent = len(server.requests)
     plain = run(*MODELS, "status", "--agent", "ops")
@@ -1137,3 +1139,87 @@ def test_projections_match_a_rebuild_from_the_log(set_up, ok, run, server):
     assert json.loads(ok(*PROVIDERS, "list", "--json")) == expected
     assert agent_models(set_up) == {"primary": "ollama/fake-model",
                                     "fallbacks": ["openai/gpt-4o-mini"], "task": None}
+
+
+def test_set_prints_the_stored_ref_and_warns_when_the_catalog_lacks_it(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "list")  # the catalog: fake-model, fake-small
+    note = ("note: ollama did not list 'nonsense' when its models were last fetched")
+    for command, stored, printed in (
+        (["set", "primary", "nonsense"], {"primary": "ollama/nonsense"},
+         "main: primary model set ollama/nonsense.\n"),
+        (["set", "task", "nonsense"], {"task": "ollama/nonsense"},
+         "main: task model set ollama/nonsense.\n"),
+        (["set", "primary", "nonsense"], {"primary": "ollama/nonsense"},
+         "main: primary model already ollama/nonsense.\n"),
+    ):
+        result = run(*MODELS, *command)
+        assert (result.exit_code, result.stdout) == (0, printed), result.stderr
+        assert result.stderr.startswith(note), result.stderr
+        assert {k: agent_models(set_up)[k] for k in stored} == stored
+    ok(*MODELS, "unset", "primary")
+    result = run(*MODELS, "fallback", "add", "nonsense")
+    assert (result.exit_code, result.stdout) == (0, "main: fallback ollama/nonsense added.\n")
+    assert result.stderr.startswith(note)
+    assert agent_models(set_up)["fallbacks"] == ["ollama/nonsense"]
+    alias = run(*MODELS, "alias", "add", "odd", "nonsense")
+    assert (alias.exit_code, alias.stdout) == (0, "Alias odd -> ollama/nonsense.\n")
+    assert alias.stderr.startswith(note)
+    created = run("agent", "create", "ops", "--model", "nonsense")
+    assert created.exit_code == 0
+    assert created.stderr.startswith(note)
+    assert agent_models(set_up, "ops")["primary"] == "ollama/nonsense"
+    # A model the catalog lists: the stored ref, and nothing on stderr.
+    listed = run(*MODELS, "set", "primary", "fake-model")
+    assert (listed.exit_code, listed.stdout, listed.stderr) == (
+        0, "main: primary model set ollama/fake-model.\n", "")
+
+
+def test_a_fallback_equal_to_the_primary_is_a_usage_error(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "set", "primary", "ollama/fake-model")
+    ok(*MODELS, "fallback", "add", "ollama/fake-small")
+    before = count(set_up)
+    for command, error in (
+        (["fallback", "add", "ollama/fake-model"],
+         "Error: ollama/fake-model is agent main's primary model; a fallback must be "
+         "another model"),
+        (["fallback", "add", "fake-model", "--position", "1"],
+         "Error: ollama/fake-model is agent main's primary model; a fallback must be "
+         "another model"),
+        (["set", "primary", "fake-small"],
+         "Error: ollama/fake-small is a fallback of agent main; the primary must be "
+         "another model"),
+    ):
+        result = run(*MODELS, *command)
+        assert result.exit_code == 2, (command, result.stdout, result.stderr)
+        assert error_line(result) == error
+        assert result.stdout == ""
+    assert hint_line(result) == (
+        "Hint: `fased agent models fallback remove ollama/fake-small` first")
+    assert count(set_up) == before
+    assert agent_models(set_up) == {"primary": "ollama/fake-model",
+                                    "fallbacks": ["ollama/fake-small"], "task": None}
+
+
+def test_status_shows_the_current_session_override(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "set", "primary", "ollama/fake-model")
+    ok("session", "new", "--name", "ops")
+    ok("session", "model", "ops", "set", "ollama/fake-small")
+
+    result = run(*MODELS, "status")
+    assert result.exit_code == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        "Agent main: ready",
+        "ROLE            REF                PROVIDER    CREDENTIAL",
+        "primary         ollama/fake-model  registered  not needed",
+        "override (ops)  ollama/fake-small  registered  not needed",
+    ]
+    report = json.loads(run(*MODELS, "status", "--json").stdout)
+    assert [(r["role"], r["ref"], r.get("session")) for r in report["refs"]] == [
+        ("primary", "ollama/fake-model", None), ("override", "ollama/fake-small", "s-1")]
+
+    ok("session", "model", "ops", "clear")
+    assert [r["role"] for r in json.loads(run(*MODELS, "status", "--json").stdout)[
+        "refs"]] == ["primary"]
