@@ -76,13 +76,21 @@ def _help_body(text: str) -> str:
     return "\n".join(out)
 
 
+def _summary(cmd: click.Command, name: str) -> str:
+    """The one-line summary for NAME, without a leading "NAME: " that would read
+    "fased - fased: ..." there."""
+    text = cmd.get_short_help_str(200)
+    head, sep, rest = text.partition(": ")
+    return rest[:1].upper() + rest[1:] if sep and head.lower() == name.lower() else text
+
+
 def _pages(cmd: click.Command, path: list[str], ctx: click.Context) -> dict[str, str]:
     name = " ".join(path)
     file_name = "-".join(path) + ".1"
     usage = " ".join(cmd.collect_usage_pieces(ctx))
     lines = [
         f'.TH "{"-".join(path).upper()}" "1" "" "fased {__version__}" "fased manual"',
-        ".SH NAME", f"{_escape('-'.join(path))} \\- {_escape(cmd.get_short_help_str(200))}",
+        ".SH NAME", f"{_escape('-'.join(path))} \\- {_escape(_summary(cmd, name))}",
         ".SH SYNOPSIS", f".B {_escape(name)}", _escape(usage),
         ".SH DESCRIPTION", _help_body(cmd.help or ""),
     ]
