@@ -53,6 +53,10 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True) -> dict
         done.insert(0, f"Wrote {store.home / 'fased.json'}")
     if detect:
         notes.extend(_detect(store))
+        con = store.db()
+        step = next_step(con)
+        if step:
+            notes.append(f"Next: {step}")
     agent = get_agent(con, None)
     return {
         "home": str(store.home),
@@ -94,7 +98,39 @@ def bootstrap_workspace(store: Store, agent_id: str | None) -> tuple[Path, list[
 
 
 def _detect(store: Store) -> list[str]:
-    """Register local model servers that answer."""
-    from fased.models import detect_local_providers
+    """Look for local model servers; every line says what was looked at and found."""
+    from fased.detect import detect_local_providers
 
-    return detect_local_providers(store)
+    found = detect_local_providers(store)
+    if not found.sightings:
+        return ["Looked for no local model server (FASED_DETECT_ENDPOINTS is empty)"]
+    return found.lines
+
+
+def next_step(con, agent: str | None = None) -> str | None:
+    """The whole next step for an agent without a model (add or detect a provider, its key,
+    the primary), as commands to run; None when it has a primary model."""
+    import json
+
+    from fased.models import providers
+
+    row = get_agent(con, agent, include_deleted=True)
+    if row["primary_model"]:
+        return None
+    flag = "" if row["id"] == selected_agent(con) else f" --agent {row['id']}"
+    registered = providers(con)
+    for p in registered:
+        models = json.loads(p["models"] or "[]")
+        if models:
+            return (f"`fased agent models set primary {p['id']}/{models[0]}{flag}` "
+                    f"(`fased agent models list` shows the others)")
+    if registered:
+        p = registered[0]
+        return (f"`fased agent models auth {p['id']}` if it needs a key, "
+                f"`fased agent models list --refresh -p {p['id']}` to see its models, then "
+                f"`fased agent models set primary {p['id']}/MODEL{flag}`")
+    return ("no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+            "`fased agent models providers detect`, or add a hosted one: "
+            "`fased agent models providers add openai`, `fased agent models auth openai`, "
+            f"`fased agent models set primary openai/gpt-4o-mini{flag}` "
+            "(or run `fased setup` on a terminal to be guided)")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
+import pytest
 from conftest import error_line, events, read_json, rows
+from fakeserver import FakeModelServer, Status
 
 BOOTSTRAP = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
              "MEMORY.md", "BOOTSTRAP.md"]
@@ -263,3 +266,146 @@ def test_workspace_resolution(set_up, ok, tmp_path):
         {"workspace": str(tmp_path / "main-own")}]
     ok("setup", "-y", "--no-detect")
     assert sorted(os.listdir(tmp_path / "main-own")) == sorted(BOOTSTRAP)
+
+
+# -- what setup looked for, and the next step -------------------------------------------------
+
+LITELLM_NO_KEY = {"error": {"message": "Authentication Error, No api key passed in.",
+                            "type": "auth_error", "param": "None", "code": "401"}}
+NO_PROVIDER = (
+    "no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+    "`fased agent models providers detect`, or add a hosted one: "
+    "`fased agent models providers add openai`, `fased agent models auth openai`, "
+    "`fased agent models set primary openai/gpt-4o-mini` "
+    "(or run `fased setup` on a terminal to be guided)")
+DETECT = ["agent", "models", "providers", "detect"]
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def litellm():
+    """A LiteLLM-like proxy: a master key, and its own answer to a request without one."""
+    with FakeModelServer(api_key="sk-master-1234", models=["mock-gpt", "mock-429"]) as srv:
+        srv.unauthorized = Status(401, body=LITELLM_NO_KEY)
+        yield srv
+
+
+def test_setup_says_where_it_looked_when_nothing_answers(run, fased_home, closed_url):
+    env = {"FASED_DETECT_ENDPOINTS": f"ollama={closed_url},litellm={closed_url}"}
+
+    result = run("setup", "-y", env=env)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[1] == "Created agent main"  # stdout as with --no-detect
+    assert result.stderr.splitlines() == [
+        f"Nothing answered at ollama {closed_url}, litellm {closed_url}",
+        f"Next: {NO_PROVIDER}"]
+    assert "provider.added" not in types(fased_home)
+
+
+def test_every_no_model_error_names_the_whole_next_step(set_up, run, ok, server):
+    chat = run("chat", "hello")
+    assert chat.exit_code == 1
+    assert error_line(chat) == f"Error: agent main has no model; next: {NO_PROVIDER}"
+
+    # following the hint to the letter, out of order: the provider first, says the error
+    primary = run("agent", "models", "set", "primary", "openai/gpt-4o-mini")
+    assert primary.exit_code == 2
+    assert primary.stderr.splitlines() == [
+        "Error: unknown provider 'openai' in model ref 'openai/gpt-4o-mini' "
+        "(registered: none yet)",
+        "Hint: add it first: `fased agent models providers add openai`, then "
+        "`fased agent models auth openai` (paste the key), and run this again"]
+    local = run("agent", "models", "fallback", "add", "ollama/llama3.2")
+    assert local.stderr.splitlines()[1] == (
+        "Hint: add it first: `fased agent models providers add ollama` (or "
+        "`fased agent models providers detect`), and run this again")
+
+    ok("agent", "models", "providers", "add", "gw", "--kind", "vllm", "--base-url",
+       server.url + "/v1")
+    assert error_line(run("chat", "hello")) == (
+        "Error: agent main has no model; next: `fased agent models auth gw` if it needs a "
+        "key, `fased agent models list --refresh -p gw` to see its models, then "
+        "`fased agent models set primary gw/MODEL`")
+    ok("agent", "models", "list", "--refresh")
+    assert error_line(run("chat", "hello")) == (
+        "Error: agent main has no model; next: `fased agent models set primary "
+        "gw/fake-model` (`fased agent models list` shows the others)")
+    ok("agent", "create", "ops")
+    status = run("agent", "models", "status", "--agent", "ops")
+    assert status.stdout.splitlines()[0] == (
+        "Agent ops: not ready (no primary model; next: `fased agent models set primary "
+        "gw/fake-model --agent ops` (`fased agent models list` shows the others))")
+
+
+@pytest.mark.parametrize("answer", [
+    Status(401, body=LITELLM_NO_KEY),
+    Status(500, body={"error": {**LITELLM_NO_KEY["error"], "code": "500"}}),
+], ids=["401", "500"])
+def test_a_keyed_litellm_is_found_and_named_with_its_auth_command(set_up, ok, run, litellm,
+                                                                  answer):
+    litellm.unauthorized = answer
+    env = {"FASED_DETECT_ENDPOINTS": f"litellm={litellm.url}"}
+    before = len(events(set_up))
+
+    result = run(*DETECT, env=env)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"Found litellm at {litellm.url}; it needs a key to list its models: "
+        "fased agent models auth litellm"]
+    assert result.stderr.splitlines() == [
+        "Next: `fased agent models auth litellm` if it needs a key, `fased agent models list "
+        "--refresh -p litellm` to see its models, then `fased agent models set primary "
+        "litellm/MODEL`"]
+    assert [(e["type"], e["data"]) for e in events(set_up)[before:]] == [
+        ("provider.added", {"provider": "litellm", "kind": "litellm", "base_url": litellm.url,
+                            "detected": True})]
+
+    # the command it named works, and detecting again then gives the agent its model
+    ok("agent", "models", "auth", "litellm", "--stdin", input="sk-master-1234\n")
+    again = ok(*DETECT, env=env)
+    assert again.splitlines() == [
+        f"litellm at {litellm.url} is already registered (2 model(s))",
+        "No new local model server answered.",
+        "Set main's primary model to litellm/mock-gpt (the first model litellm lists)"]
+    assert ok("chat", "hi") == "Hello from the fake model."
+
+
+def test_something_else_on_the_port_is_reported_but_not_registered(set_up, run, server):
+    server.script_models(Status(500, body={"detail": "Internal Server Error"}))
+
+    result = run(*DETECT, env={"FASED_DETECT_ENDPOINTS": f"litellm={server.url}"})
+
+    assert result.stdout.splitlines() == [
+        f"Something answered at {server.url}, but not as LiteLLM (litellm 500 server error at "
+        f"{server.url}; server says: Internal Server Error); not registered",
+        "No new local model server answered."]
+    assert "provider.added" not in types(set_up)
+
+
+def test_the_primary_follows_the_servers_own_order_not_the_alphabet(set_up, ok):
+    with FakeModelServer(models=["mock-gpt", "mock-429"]) as srv:
+        lines = ok(*DETECT, env={"FASED_DETECT_ENDPOINTS": f"vllm={srv.url}/v1"})
+    assert lines.splitlines()[-1] == (
+        "Set main's primary model to vllm/mock-gpt (the first model vllm lists)")
+    catalog = [e["data"] for e in events(set_up) if e["type"] == "models.catalog_fetched"]
+    assert catalog == [{"provider": "vllm", "models": ["mock-gpt", "mock-429"]}]
+
+
+@pytest.mark.parametrize(("kind", "suffix", "where"), [
+    ("ollama", "", "/api/ps"), ("lmstudio", "/v1", "/api/v0/models")])
+def test_the_primary_is_the_model_the_server_has_loaded(set_up, ok, kind, suffix, where):
+    with FakeModelServer(models=["alpha", "beta", "gamma"]) as srv:
+        srv.loaded = ["gamma"]
+        lines = ok(*DETECT, env={"FASED_DETECT_ENDPOINTS": f"{kind}={srv.url}{suffix}"})
+    assert lines.splitlines() == [
+        f"Found {kind} at {srv.url}{suffix} with 3 model(s), gamma loaded",
+        f"Set main's primary model to {kind}/gamma ({kind} has it loaded ({where}))"]
