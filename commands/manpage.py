@@ -55,6 +55,12 @@ Where \\fBproviders detect\\fR looks: kind=url,kind=url.
 .TP
 .B FASED_DEBUG
 Show the traceback of an internal error.
+.TP
+.B FASED_NO_TTY
+Never ask on the terminal (approvals park; \\fBsetup\\fR asks nothing).
+.TP
+.B FASED_ASSUME_TTY
+1: \\fBsetup\\fR asks as if standard input were a terminal (tests).
 """
 
 

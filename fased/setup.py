@@ -134,3 +134,84 @@ def next_step(con, agent: str | None = None) -> str | None:
             "`fased agent models providers add openai`, `fased agent models auth openai`, "
             f"`fased agent models set primary openai/gpt-4o-mini{flag}` "
             "(or run `fased setup` on a terminal to be guided)")
+
+
+# -- the guided set-up (commands/setup.py asks; these do) --------------------------------------
+
+GUIDED_HOSTED = ("openai", "openrouter", "anthropic")
+
+
+def provider_choices(con) -> list[tuple[str, str]]:
+    """(provider id, label) to offer: the registered providers, then hosted kinds not yet
+    registered."""
+    from fased.models import providers
+    from fased.redact import mask_url
+
+    out = [(r["id"], f"{r['id']} at {mask_url(r['base_url'])}"
+            + (" (detected)" if r["detected"] else "")) for r in providers(con)]
+    taken = {pid for pid, _ in out}
+    out += [(kind, f"{kind} (hosted; needs an API key)") for kind in GUIDED_HOSTED
+            if kind not in taken]
+    return out
+
+
+def ensure_provider(store: Store, provider: str) -> None:
+    """Register a hosted provider of that kind under its own id, unless it is registered."""
+    from fased.models import provider_draft
+
+    def decide(con):
+        if con.execute("SELECT 1 FROM providers WHERE id = ? AND removed = 0",
+                       (provider,)).fetchone():
+            return []
+        return [provider_draft(con, provider, provider, None, {}, None)[0]]
+
+    store.transact(decide)
+
+
+def credential_missing(store: Store, provider: str) -> bool:
+    """Whether a hosted provider has no credential it can use now."""
+    from fased.models import get_provider, resolve_secret
+
+    _, status = resolve_secret(store.home, get_provider(store.db(), provider))
+    return status.needed and not status.ready
+
+
+def store_key(store: Store, provider: str, key: str) -> str:
+    """Keep an API key for the provider, as `fased agent models auth` does; returns its
+    fingerprint."""
+    from fased.models import fingerprint, store_secret
+
+    store_secret(store, provider, api_key=key)
+    data = {"provider": provider, "kind": "api_key", "fingerprint": fingerprint(key)}
+    store.transact(lambda con: [Draft("credential.set", f"provider:{provider}", data)])
+    return data["fingerprint"]
+
+
+def list_models(store: Store, provider: str, timeout: float = 10.0) -> list[str]:
+    """The provider's models in the server's own order, recorded as its catalog; a failure
+    raises the provider's error."""
+    from fased.models import get_provider, make_client
+
+    row = get_provider(store.db(), provider)
+    with make_client(store.home, row, connect_timeout=min(timeout, 5.0),
+                     read_timeout=timeout) as client:
+        models = list(dict.fromkeys(client.list_models()))
+    store.append_internal([Draft("models.catalog_fetched", f"provider:{provider}",
+                                 {"provider": provider, "models": models})])
+    return models
+
+
+def set_primary(store: Store, ref: str) -> str:
+    """Give the selected agent its primary model; returns the agent id."""
+    from fased.models import check_ref_for_agent
+
+    chosen: list[str] = []
+
+    def decide(con):
+        row = get_agent(con, None)
+        chosen.append(row["id"])
+        return [Draft("agent.models_set", f"agent:{row['id']}",
+                      {"agent": row["id"], "primary": check_ref_for_agent(con, ref)})]
+
+    store.transact(decide)
+    return chosen[-1]

@@ -11,8 +11,18 @@ import pytest
 from conftest import error_line, events, read_json, rows
 from fakeserver import FakeModelServer, Status
 
+from fased.models import fingerprint
+
 BOOTSTRAP = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
              "MEMORY.md", "BOOTSTRAP.md"]
+
+
+@pytest.fixture(autouse=True)
+def _no_hosted_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's API keys would make hosted providers look ready."""
+    for name in ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY",
+                 "CLOUDFLARE_API_TOKEN", "FASED_NO_TTY", "FASED_ASSUME_TTY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def types(home: Path) -> list[str]:
@@ -409,3 +419,109 @@ def test_the_primary_is_the_model_the_server_has_loaded(set_up, ok, kind, suffix
     assert lines.splitlines() == [
         f"Found {kind} at {srv.url}{suffix} with 3 model(s), gamma loaded",
         f"Set main's primary model to {kind}/gamma ({kind} has it loaded ({where}))"]
+
+
+# -- on a terminal, setup finishes the job ----------------------------------------------------
+
+TTY = {"FASED_ASSUME_TTY": "1"}
+
+
+def test_on_a_terminal_setup_picks_a_keyed_server_asks_the_key_and_probes(run, fased_home,
+                                                                         litellm):
+    env = {**TTY, "FASED_DETECT_ENDPOINTS": f"litellm={litellm.url}"}
+
+    # Enter: the default workspace; 1: litellm; the key; 2: the second model it lists
+    result = run("setup", input="\n1\nsk-master-1234\n2\n", env=env)
+
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "sk-master-1234" not in out + result.stderr  # hidden, never echoed
+    assert (f"main has no model yet. Which provider should it use?\n"
+            f"  1) litellm at {litellm.url} (detected)\n"
+            "  2) openai (hosted; needs an API key)\n"
+            "  3) openrouter (hosted; needs an API key)\n"
+            "  4) anthropic (hosted; needs an API key)\n"
+            "  5) none for now\n"
+            "Provider [1]: 1\n") in out
+    assert ("API key for litellm (hidden): \n"
+            f"Stored a key for litellm (fingerprint {fingerprint('sk-master-1234')}).\n"
+            "Models of litellm:\n  1) mock-gpt\n  2) mock-429\n"
+            "Primary model (number or name) [1]: 2\n"
+            "Set main's primary model to litellm/mock-429\n"
+            'Probed litellm/mock-429: it answers. Try: fased chat "hello"\n') in out
+    assert f"Found litellm at {litellm.url}; it needs a key" in result.stderr
+    assert "Next:" not in result.stderr  # it was done instead
+    log = events(fased_home)
+    assert [e["type"] for e in log if e["type"] in (
+        "provider.added", "credential.set", "models.catalog_fetched", "agent.models_set")] == [
+        "provider.added", "credential.set", "models.catalog_fetched", "agent.models_set"]
+    assert log[-1]["data"] == {"agent": "main", "primary": "litellm/mock-429"}
+    assert all("sk-master-1234" not in json.dumps(e) for e in log)
+    probe = [r for r in litellm.requests if r["path"] == "/v1/chat/completions"
+             or r["path"] == "/chat/completions"]
+    assert probe and probe[-1]["model"] == "mock-429"
+    assert run("chat", "hi").stdout == "Hello from the fake model."
+
+
+def test_on_a_terminal_a_hosted_provider_gets_its_key_and_a_model_by_name(run, ok, fased_home,
+                                                                        closed_url):
+    with FakeModelServer(api_key="sk-hosted-5678", models=[f"m-{i}" for i in range(25)]) as api:
+        # registered beforehand at the fake server, so nothing leaves this machine
+        ok("agent", "models", "providers", "add", "openai", "--base-url", api.url + "/v1")
+        env = {**TTY, "FASED_DETECT_ENDPOINTS": f"ollama={closed_url}"}
+
+        result = run("setup", input="\n1\nsk-hosted-5678\nm-24\n", env=env)
+
+    assert result.exit_code == 0, result.stderr
+    assert f"  1) openai at {api.url}/v1\n  2) openrouter" in result.stdout
+    assert "  20) m-19\n  ... and 5 more: type a name\n" in result.stdout
+    assert "Set main's primary model to openai/m-24\n" in result.stdout
+    assert "Probed openai/m-24: it answers." in result.stdout
+    assert result.stderr.splitlines() == [f"Nothing answered at ollama {closed_url}"]
+    assert read_json(fased_home / "credentials.json")["providers"]["openai"] == {
+        "api_key": "sk-hosted-5678"}
+
+
+def test_on_a_terminal_a_refused_probe_fails_and_says_how_to_check_again(run, fased_home,
+                                                                        server):
+    server.script_for("fake-small", Status(500))
+    ok_env = {**TTY, "FASED_DETECT_ENDPOINTS": "", "FASED_HTTP_DEADLINE": "5"}
+    run("agent", "models", "providers", "add", "vllm", "--base-url", server.url + "/v1")
+
+    result = run("setup", input="\n1\n2\n", env=ok_env)
+
+    assert result.exit_code == 1
+    assert "Set main's primary model to vllm/fake-small\n" in result.stdout
+    assert error_line(result).startswith("Error: vllm/fake-small did not answer the probe (")
+    assert "Hint: `fased agent models status --probe` checks it again" in result.stderr
+
+
+def test_on_a_terminal_none_for_now_prints_the_next_step(run, fased_home):
+    result = run("setup", input="\n4\n", env={**TTY, "FASED_DETECT_ENDPOINTS": ""})
+
+    assert result.exit_code == 0, result.stderr
+    assert "  4) none for now\nProvider [1]: 4\n" in result.stdout
+    assert result.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER}"
+    assert "provider.added" not in types(fased_home)
+
+
+def test_on_a_terminal_a_detected_primary_is_proved_and_nothing_is_asked(run, server):
+    result = run("setup", input="\n", env={**TTY, "FASED_DETECT_ENDPOINTS":
+                                           f"ollama={server.url}"})
+
+    assert result.exit_code == 0, result.stderr
+    assert "Which provider" not in result.stdout
+    assert result.stdout.endswith(
+        'Probed ollama/fake-model: it answers. Try: fased chat "hello"\n')
+
+
+def test_non_interactive_and_json_ask_nothing_even_on_a_terminal(run, fased_home, server):
+    env = {**TTY, "FASED_DETECT_ENDPOINTS": ""}
+    quiet = run("setup", "-y", env=env)
+    assert quiet.exit_code == 0
+    assert "Which provider" not in quiet.stdout and "Workspace" not in quiet.stdout
+    assert quiet.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER}"
+    as_json = run("setup", "--json", env=env)
+    assert json.loads(as_json.stdout)["notes"][-1] == f"Next: {NO_PROVIDER}"
+    no_tty = run("setup", env={**env, "FASED_NO_TTY": "1"})
+    assert "Which provider" not in no_tty.stdout
