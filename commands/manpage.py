@@ -55,6 +55,12 @@ Where \\fBproviders detect\\fR looks: kind=url,kind=url.
 .TP
 .B FASED_DEBUG
 Show the traceback of an internal error.
+.TP
+.B FASED_NO_TTY
+Never ask on the terminal (approvals park; \\fBsetup\\fR asks nothing).
+.TP
+.B FASED_ASSUME_TTY
+1: \\fBsetup\\fR asks as if standard input were a terminal (tests).
 """
 
 
@@ -76,13 +82,21 @@ def _help_body(text: str) -> str:
     return "\n".join(out)
 
 
+def _summary(cmd: click.Command, name: str) -> str:
+    """The one-line summary for NAME, without a leading "NAME: " that would read
+    "fased - fased: ..." there."""
+    text = cmd.get_short_help_str(200)
+    head, sep, rest = text.partition(": ")
+    return rest[:1].upper() + rest[1:] if sep and head.lower() == name.lower() else text
+
+
 def _pages(cmd: click.Command, path: list[str], ctx: click.Context) -> dict[str, str]:
     name = " ".join(path)
     file_name = "-".join(path) + ".1"
     usage = " ".join(cmd.collect_usage_pieces(ctx))
     lines = [
         f'.TH "{"-".join(path).upper()}" "1" "" "fased {__version__}" "fased manual"',
-        ".SH NAME", f"{_escape('-'.join(path))} \\- {_escape(cmd.get_short_help_str(200))}",
+        ".SH NAME", f"{_escape('-'.join(path))} \\- {_escape(_summary(cmd, name))}",
         ".SH SYNOPSIS", f".B {_escape(name)}", _escape(usage),
         ".SH DESCRIPTION", _help_body(cmd.help or ""),
     ]

@@ -240,20 +240,34 @@ def providers_remove(provider, force):
 def providers_detect(json_):
     """Probe local servers (Ollama, LM Studio, vLLM, LiteLLM) and register those that answer.
 
-    Also sets the selected agent's primary model when it has none. Other ports:
+    Every endpoint is reported: a server that lists its models is registered; one that
+    wants a key (LiteLLM with a master key) is registered and named with the auth command
+    to run. Also sets the selected agent's primary model when it has none: a model the
+    server has loaded (Ollama, LM Studio), else the first one it lists. Other ports:
     FASED_DETECT_ENDPOINTS="ollama=http://10.0.0.5:11434,vllm=http://127.0.0.1:9000/v1".
-    """
-    from fased.models import detect_local_providers
 
-    lines = detect_local_providers(store())
+    \b
+    Examples:
+      fased agent models providers detect
+      FASED_DETECT_ENDPOINTS=litellm=http://127.0.0.1:4001 fased agent models providers detect
+    """
+    from fased.detect import detect_local_providers
+    from fased.setup import next_step
+
+    st = store()
+    found = detect_local_providers(st)
     if json_:
-        echo_json({"found": lines})
+        echo_json(found.to_dict())
         return
-    for line in lines:
+    for line in found.seen:
         say(line)
-    if not lines:
-        click.echo("No new local model server answered (Ollama :11434, LM Studio :1234, "
-                   "vLLM :8000, LiteLLM :4000).")
+    if not found.registered:
+        say("No new local model server answered.")
+    if found.primary:
+        say(found.primary["line"])
+    hint = next_step(st.db())
+    if hint:
+        note(f"Next: {hint}")
 
 
 # -- credentials ------------------------------------------------------------------------------

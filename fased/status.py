@@ -33,7 +33,9 @@ def agent_model_status(store: Store, agent: str | None, probe: bool = False,
                        "session_name": override["name"]})
     primary = out[0]
     if primary["ref"] is None:
-        reason = "no primary model: `fased agent models set primary REF`"
+        from fased.setup import next_step
+
+        reason = f"no primary model; next: {next_step(con, row['id'])}"
     elif primary["provider_state"] != "registered":
         reason = primary["provider_state"]
     elif not primary["credential_ready"]:

@@ -68,10 +68,13 @@ class ModelChain:
         """One model call along the chain; raises TurnFailed when no model answers."""
         chain = self.claim.models
         if not chain:
+            from fased.setup import next_step
+
+            step = next_step(con, self.claim.agent) or "`fased agent models set primary REF`"
             raise TurnFailed({
                 "error_class": "no_model", "attempts": 0, "models_tried": [],
-                "message": f"agent {self.claim.agent} has no model: "
-                "`fased agent models set primary REF`", "runner": self.runner.id})
+                "message": f"agent {self.claim.agent} has no model; next: {step}",
+                "runner": self.runner.id})
         last: FasedError | None = None
         while self.index < len(chain):
             ref = chain[self.index]

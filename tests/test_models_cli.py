@@ -23,6 +23,12 @@ from fakeserver import FakeModelServer, Hang, Status
 
 MODELS = ["agent", "models"]
 PROVIDERS = [*MODELS, "providers"]
+NO_PROVIDER_STEP = (
+    "no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+    "`fased agent models providers detect`, or add a hosted one: "
+    "`fased agent models providers add openai`, `fased agent models auth openai`, "
+    "`fased agent models set primary openai/gpt-4o-mini` "
+    "(or run `fased setup` on a terminal to be guided)")
 KEY_VARS = ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY", "CLOUDFLARE_API_TOKEN")
 
 
@@ -330,7 +336,8 @@ def test_setup_alone_gives_a_new_user_a_working_agent(fased_home, run, ok, serve
     assert result.stderr.splitlines() == [
         f"Found ollama at {server.url} with 2 model(s)",
         f"Found vllm at {server.url}/v1 with 2 model(s)",
-        "Set main's primary model to ollama/fake-model",
+        f"Nothing answered at lmstudio {closed_url}/v1, litellm {closed_url}",
+        "Set main's primary model to ollama/fake-model (the first model ollama lists)",
     ]
     detected = [(t, d) for t, d in added(fased_home, 0)
                 if t in ("provider.added", "models.catalog_fetched", "agent.models_set")]
@@ -362,7 +369,11 @@ def test_detect_registers_new_servers_but_keeps_a_chosen_primary(set_up, ok, run
     env = {"FASED_DETECT_ENDPOINTS": f"vllm={server.url}/v1"}
 
     found = json.loads(ok(*PROVIDERS, "detect", "--json", env=env))
-    assert found == {"found": [f"Found vllm at {server.url}/v1 with 2 model(s)"]}
+    assert found == {"found": [f"Found vllm at {server.url}/v1 with 2 model(s)"],
+                     "looked_at": [{"kind": "vllm", "url": f"{server.url}/v1", "state": "found",
+                                    "models": ["fake-model", "fake-small"], "loaded": [],
+                                    "error": None}],
+                     "primary": None}
     assert [t for t, _ in added(set_up, before)] == ["provider.added", "models.catalog_fetched"]
     assert agent_models(set_up)["primary"] == "mine/fake-small"
 
@@ -370,8 +381,8 @@ def test_detect_registers_new_servers_but_keeps_a_chosen_primary(set_up, ok, run
     before = count(set_up)
     again = run(*PROVIDERS, "detect", env=env)
     assert (again.exit_code, again.stdout) == (0, (
-        "No new local model server answered (Ollama :11434, LM Studio :1234, vLLM :8000, "
-        "LiteLLM :4000).\n"))
+        f"vllm at {server.url}/v1 is already registered (2 model(s))\n"
+        "No new local model server answered.\n"))
     assert count(set_up) == before
 
 
@@ -382,7 +393,9 @@ def test_detect_with_nothing_answering_records_nothing(set_up, run, closed_url):
                  env={"FASED_DETECT_ENDPOINTS": f"ollama={closed_url},vllm={closed_url}/v1"})
     assert time.monotonic() - started < 5
     assert result.exit_code == 0
-    assert result.stdout.startswith("No new local model server answered")
+    assert result.stdout == (f"Nothing answered at ollama {closed_url}, vllm {closed_url}/v1\n"
+                             "No new local model server answered.\n")
+    assert result.stderr.startswith("Next: no provider yet: start a local server")
     assert count(set_up) == before
 
 
@@ -699,13 +712,13 @@ def test_status_without_a_primary_is_not_ready(set_up, run):
     result = run(*MODELS, "status")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "Agent main: not ready (no primary model: `fased agent models set primary REF`)",
+        f"Agent main: not ready (no primary model; next: {NO_PROVIDER_STEP})",
         "ROLE     REF  PROVIDER  CREDENTIAL",
         "primary  -    -         -",
     ]
     report = json.loads(run(*MODELS, "status", "--json").stdout)
     assert report == {"agent": "main", "ready": False,
-                      "reason": "no primary model: `fased agent models set primary REF`",
+                      "reason": f"no primary model; next: {NO_PROVIDER_STEP}",
                       "refs": [{"role": "primary", "ref": None, "provider": None,
                                 "provider_state": "-", "credential": "-",
                                 "credential_ready": False, "credential_problem": None}]}
