@@ -17,9 +17,11 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
     from fased.audit import parse_bound
+    from fased.timeparse import utc_now
 
+    now = utc_now()  # a bad FASED_NOW is an error of its own, not of this option's value
     try:
-        return parse_bound(value)
+        return parse_bound(value, now=now)
     except UsageError as exc:
         raise click.BadParameter(
             f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None

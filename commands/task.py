@@ -192,6 +192,66 @@ def _print_history(runs: list[dict]) -> None:
             + (f"  [{'; '.join(extra)}]" if extra else ""))
 
 
+@task.command("next")
+@click.option("--agent", "-a", "agent", metavar="ID", help="Only this agent's tasks (default: "
+              "every agent's, as `fased run` fires them).")
+@click.option("--at", "at", metavar="TIME", help="Look from this time instead of now: RFC "
+              "3339, a local time (09:00 is its next occurrence) or from now (2h).")
+@json_option
+def next_(agent, at, json_):
+    """When each active task fires next, and which missed runs fold into it. Changes nothing.
+
+    With --at, what a `fased run --once` at that time would fire (if nothing ran before):
+    the occurrence each due task runs for and how many missed runs fold into it; the others
+    show when they fall due. It asks the same code that fires tasks in `fased run`.
+
+    \b
+    Examples:
+      fased task next
+      fased task next --at 09:00            # what would fire at 09:00?
+      fased task next --at 2026-11-21T18:00Z --json
+      fased run --dry-run                   # everything a run --once would do now
+    """
+    from fased.agents import get_agent
+    from fased.preview import next_fires
+    from fased.schedule import parse_future_time
+
+    st = store()
+    now = st.clock()
+    when = now
+    if at is not None:
+        when = parse_future_time(at, now=now)
+        if when < now:
+            raise UsageError(f"--at {at!r} is in the past", hint="give a later time, or "
+                             "leave --at out to look from now")
+    if agent:
+        agent = get_agent(st.db(), agent)["id"]
+    rows = next_fires(st, when, agent=agent)
+    if json_:
+        echo_json(rows)
+        return
+    if not rows:
+        note("No active tasks. Create one: fased task new --every 1h --message TEXT")
+        return
+
+    def fires(r: dict) -> str:
+        if r["waits_for"]:
+            return f"when {r['waits_for']} is answered"
+        if r["due"]:
+            return "now" if at is None else r["fires_at"][:19]
+        return r["fires_at"][:19] if r["fires_at"] else "never"
+
+    def what(r: dict) -> str:
+        if r["retry"]:
+            return "retry after a failure"
+        if r["due"] and r["skipped"]:
+            return f"for {r['occurrence'][:19]}, folding {r['skipped']} missed run(s)"
+        return f"for {r['occurrence'][:19]}" if r["occurrence"] else ""
+
+    table([(r["task"], r["agent"], r["session"], r["schedule"], fires(r), what(r))
+           for r in rows], ("ID", "AGENT", "SESSION", "SCHEDULE", "FIRES (UTC)", "RUN"))
+
+
 @task.command("deliver")
 @click.argument("task_id", metavar="ID")
 @click.option("--turn", metavar="TURN", help="The run to deliver (default: the latest "
