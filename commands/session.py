@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.output import agent_option, echo_json, json_option, say, store, table
-from fased.commands.types import count
+from fased.commands.types import complete_sessions, count
 from fased.errors import ConflictError
 
 
@@ -90,7 +90,7 @@ def list_(agent, all_, json_):
 
 
 @session.command("switch")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @agent_option
 def switch(ref, agent):
     """Make a session the agent's current one."""
@@ -115,7 +115,7 @@ def switch(ref, agent):
 
 
 @session.command("show")
-@click.argument("ref", metavar="[ID|NAME]", required=False)
+@click.argument("ref", metavar="[ID|NAME]", required=False, shell_complete=complete_sessions)
 @agent_option
 @click.option("-n", "last", type=count(), default=10, show_default=True,
               help="How many of the last messages to show.")
@@ -162,7 +162,7 @@ def show(ref, agent, last, json_):
 
 
 @session.command("rename")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @click.argument("name")
 @agent_option
 def rename(ref, name, agent):
@@ -186,7 +186,7 @@ def rename(ref, name, agent):
 
 
 @session.command("delete")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @agent_option
 @click.option("--force", is_flag=True, help="Delete even with active tasks (they are cancelled).")
 def delete(ref, agent, force):
