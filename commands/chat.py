@@ -7,14 +7,16 @@ import sys
 import click
 
 from fased.commands.output import agent_option, echo_json, note, store
+from fased.commands.types import complete_model_refs, complete_sessions
 
 
 @click.command()
 @click.argument("message", required=False)
 @agent_option
-@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).")
+@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).",
+              shell_complete=complete_sessions)
 @click.option("--new-session", is_flag=True, help="Start a new session for this message.")
-@click.option("--model", "-m", metavar="REF",
+@click.option("--model", "-m", metavar="REF", shell_complete=complete_model_refs,
               help="Use this model in this session from now on (the agent default is kept; "
               "`-m clear` or `fased session model ID clear` goes back to it).")
 @click.option("--save", is_flag=True, help="With --model: make it the agent's primary model.")

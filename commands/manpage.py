@@ -47,8 +47,11 @@ State directory (default ~/.fased); \\fB\\-\\-home\\fR overrides it.
 Same as \\fB\\-\\-idempotency\\-key\\fR.
 .TP
 .B FASED_NOW
-For tests: pin the clock to an RFC 3339 time in the years 1970-9000 (also what-if runs
-of schedules); any other value is a usage error.
+For tests only: pin the clock to an RFC 3339 time in the years 1970-9000. Commands run
+under it for real (a run fires tasks and records events stamped with that time); to ask
+what would fire when, use \\fBfased task next\\fR [\\fB\\-\\-at\\fR \\fITIME\\fR] or
+\\fBfased run \\-\\-dry\\-run\\fR, which change nothing. Any other value fails every command
+with a usage error (exit 2).
 .TP
 .B FASED_DETECT_ENDPOINTS
 Where \\fBproviders detect\\fR looks: kind=url,kind=url.

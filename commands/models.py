@@ -10,7 +10,7 @@ import click
 
 from fased.bounds import TIMEOUT_SECONDS
 from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
-from fased.commands.types import count, seconds
+from fased.commands.types import complete_model_refs, complete_providers, count, seconds
 from fased.errors import ConflictError, FasedError, UsageError
 
 
@@ -144,7 +144,7 @@ def providers_list(json_):
 
 
 @providers_group.command("show")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @json_option
 def providers_show(provider, json_):
     """Show one provider: endpoint, headers (secret ones hidden), credential, models."""
@@ -202,7 +202,7 @@ def providers_show(provider, json_):
 
 
 @providers_group.command("remove")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @click.option("--force", is_flag=True,
               help="Remove even if agents' model refs or aliases use it.")
 def providers_remove(provider, force):
@@ -273,7 +273,7 @@ def providers_detect(json_):
 # -- credentials ------------------------------------------------------------------------------
 
 @models.command("auth")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input.")
 @click.option("--env", "env_var", metavar="VAR", help="Read the key from $VAR at call time.")
 @click.option("--command", "command", metavar="CMD",
@@ -391,7 +391,8 @@ def _role(entry: dict) -> str:
 
 
 @models.command("list")
-@click.option("--provider", "-p", "provider", metavar="ID", help="Only this provider.")
+@click.option("--provider", "-p", "provider", metavar="ID", help="Only this provider.",
+              shell_complete=complete_providers)
 @click.option("--refresh", is_flag=True, help="Ask the providers again now.")
 @json_option
 def list_(provider, refresh, json_):
@@ -461,7 +462,7 @@ def _ref(con, ref: str) -> str:
 @models.command("set")
 @agent_option
 @click.argument("role", type=click.Choice(["primary", "task"]))
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def set_(agent, role, ref):
     """Set the agent's primary model, or the model its scheduled tasks use.
 
@@ -498,7 +499,7 @@ def fallback() -> None:
 
 @fallback.command("add")
 @agent_option
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 @click.option("--position", type=count(1), help="1-based place in the list.")
 def fallback_add(agent, ref, position):
     """Add a fallback model (at the end, or at --position)."""
@@ -521,7 +522,7 @@ def fallback_add(agent, ref, position):
 
 @fallback.command("remove")
 @agent_option
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def fallback_remove(agent, ref):
     """Remove a fallback model."""
 
@@ -558,7 +559,7 @@ def alias() -> None:
 
 @alias.command("add")
 @click.argument("name")
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def alias_add(name, ref):
     """Make NAME mean REF (e.g. `fast` -> ollama/llama3.2)."""
     from fased.store import Draft

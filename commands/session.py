@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
-from fased.commands.types import count
+from fased.commands.types import complete_sessions, count
 from fased.errors import ConflictError
 
 
@@ -91,7 +91,7 @@ def list_(agent, all_, json_):
 
 
 @session.command("switch")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @agent_option
 def switch(ref, agent):
     """Make a session the agent's current one."""
@@ -116,7 +116,7 @@ def switch(ref, agent):
 
 
 @session.command("show")
-@click.argument("ref", metavar="[ID|NAME]", required=False)
+@click.argument("ref", metavar="[ID|NAME]", required=False, shell_complete=complete_sessions)
 @agent_option
 @click.option("-n", "last", type=count(), default=10, show_default=True,
               help="How many of the last messages to show.")
@@ -279,7 +279,7 @@ def _model_line(con, row, detail: dict) -> str:
 
 
 @session.command("rename")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @click.argument("name")
 @agent_option
 def rename(ref, name, agent):
@@ -303,7 +303,7 @@ def rename(ref, name, agent):
 
 
 @session.command("delete")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @agent_option
 @click.option("--force", is_flag=True, help="Delete even with active tasks (they are cancelled).")
 def delete(ref, agent, force):
