@@ -404,8 +404,13 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
     from fased.providers import client_for
 
     secret, status = resolve_secret(home, row)
-    if status.needed and not status.ready:
-        raise FasedError(f"provider {row['id']}: {status.problem}")
+    # A credential that was configured but cannot be had now (an unset variable, a failing
+    # command) is a mistake to report, even where the server might take requests without one.
+    if not status.ready:
+        auth = f"fased agent models auth {row['id']}"
+        raise FasedError(f"provider {row['id']}: {status.problem}",
+                         hint=None if auth in status.problem else f"or change the credential: "
+                         f"`{auth}`")
     stored = load_credentials(home)["providers"].get(row["id"], {})
     missing = missing_secrets(row, stored)
     if missing:

@@ -1236,3 +1236,76 @@ def test_status_shows_the_current_session_override(set_up, ok, run, server):
     ok("session", "model", "ops", "clear")
     assert [r["role"] for r in json.loads(run(*MODELS, "status", "--json").stdout)[
         "refs"]] == ["primary"]
+
+
+# -- providers in a turn: what falls back ----------------------------------------------------
+
+LITELLM_UNKNOWN_MODEL = {"error": {
+    "message": "{'error': '/chat/completions: Invalid model name passed in model=nonexistent. "
+    "Call `/v1/models` to view available models for your key.'}",
+    "type": "None", "param": "None", "code": "400"}}
+
+
+def turn_attempts(home: Path) -> list[tuple]:
+    return [(e["data"]["model"], e["data"]["kind"], e["data"].get("status"),
+             e["data"]["message"]) for e in events(home) if e["type"] == "turn.attempt_failed"]
+
+
+def chat_models(server: FakeModelServer) -> list[str]:
+    return [r["model"] for r in server.requests]
+
+
+def test_litellm_unknown_model_falls_back(set_up, ok, run, server):
+    ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", server.url)
+    ok(*MODELS, "set", "primary", "gw/nonexistent")
+    ok(*MODELS, "fallback", "add", "gw/fake-model")
+    ok("config", "set", "agents.defaults.retries", "2")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+    server.script_for("nonexistent", *[Status(400, body=LITELLM_UNKNOWN_MODEL)] * 3)
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.rstrip("\n") == "Hello from the fake model."
+    assert chat_models(server) == ["nonexistent", "fake-model"]  # no retry of a final answer
+    ((model, kind, status, message),) = turn_attempts(set_up)
+    assert (model, kind, status) == ("gw/nonexistent", "not_found", 400)
+    assert "Invalid model name passed in model=nonexistent" in message
+    assert "fased: gw/nonexistent failed (not_found); falling back to gw/fake-model" in (
+        result.stderr.splitlines())
+    assert [e["data"]["model"] for e in events(set_up) if e["type"] == "turn.completed"] == [
+        "gw/fake-model"]
+
+
+@pytest.mark.parametrize(("how", "named"), [
+    (["--env", "GW_KEY"], "$GW_KEY is not set"),
+    (["--command", "exit 3"], "the credential command failed (exit 3)"),
+])
+def test_an_unresolvable_credential_sends_nothing_and_falls_back(set_up, ok, run, monkeypatch,
+                                                                  how, named):
+    monkeypatch.delenv("GW_KEY", raising=False)
+    with FakeModelServer(api_key="sk-gw-SECRET") as keyed, FakeModelServer() as spare:
+        ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", keyed.url)
+        ok(*MODELS, "auth", "gw", *how)
+        add_local(ok, "spare", spare.url + "/v1", kind="vllm")
+        ok(*MODELS, "set", "primary", "gw/fake-model")
+        ok(*MODELS, "fallback", "add", "spare/fake-model")
+        ok("config", "set", "agents.defaults.retries", "2")
+        ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+
+        result = run("chat", "hi")
+
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.rstrip("\n") == "Hello from the fake model."
+        assert keyed.requests == []
+        assert chat_models(spare) == ["fake-model"]
+    assert turn_attempts(set_up) == [("gw/fake-model", "config", None, f"provider gw: {named}")]
+    assert (f"fased: gw/fake-model cannot be used: provider gw: {named}; falling back to "
+            "spare/fake-model") in result.stderr.splitlines()
+    assert "retrying" not in result.stderr
+
+    # the catalog is not asked for without the credential either
+    listed = run(*MODELS, "list", "--provider", "gw")
+    assert listed.exit_code == 0
+    assert f"gw: provider gw: {named}" in listed.stderr
+    assert keyed.requests == []
