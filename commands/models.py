@@ -364,10 +364,11 @@ def status(agent, probe, timeout, json_):
     """Is the agent ready to chat? Exit 0 when its primary model is usable, 1 otherwise.
 
     \b
-    Probe results: ok, auth, rate_limit, unreachable, timeout, no_model.
+    Probe results: ok, auth, rate_limit, unreachable, timeout, no_model, and error with
+    the HTTP status and what the server said (--json: probe_status, probe_message).
     Example (gate a script):  fased agent models status --probe && fased chat "hi"
     """
-    from fased.status import agent_model_status
+    from fased.status import agent_model_status, probe_text
 
     st = store()
     report = agent_model_status(st, agent, probe=probe, timeout=timeout)
@@ -377,7 +378,7 @@ def status(agent, probe, timeout, json_):
         click.echo(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
         table([(_role(r), r["ref"] or "-", r["provider_state"], r["credential"],
-                r.get("probe") or "") for r in report["refs"]],
+                probe_text(r)) for r in report["refs"]],
               ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "PROBE" if probe else ""))
     if not report["ready"]:
         raise click.exceptions.Exit(1)

@@ -1309,3 +1309,45 @@ def test_an_unresolvable_credential_sends_nothing_and_falls_back(set_up, ok, run
     assert listed.exit_code == 0
     assert f"gw: provider gw: {named}" in listed.stderr
     assert keyed.requests == []
+
+
+def test_status_probe_shows_what_the_server_said(set_up, ok, run, server):
+    add_local(ok, "gw", server.url + "/v1", kind="litellm")
+    ok(*MODELS, "auth", "gw", "--stdin", input="sk-gw-SECRET-0123456789\n")
+    ok(*MODELS, "set", "primary", "gw/fake-model")
+    body = {"error": {"message": "upstream refused key sk-gw-SECRET-0123456789 at "
+                      "https://bob:pw-SECRET@up.example/v1", "type": "None", "code": "500"}}
+    server.script_for("fake-model", Status(500, body=body), Status(500, body=body))
+    before = count(set_up)
+
+    result = run(*MODELS, "status", "--probe", "--timeout", "2")
+    assert result.exit_code == 1
+    said = "upstream refused key *** at https://***@up.example/v1"
+    assert result.stdout.splitlines() == [
+        f"Agent main: not ready (probe: error (HTTP 500: {said}))",
+        "ROLE     REF            PROVIDER    CREDENTIAL  PROBE",
+        f"primary  gw/fake-model  registered  api_key     error (HTTP 500: {said})",
+    ]
+    report = json.loads(run(*MODELS, "status", "--probe", "--timeout", "2", "--json").stdout)
+    (ref,) = report["refs"]
+    assert (ref["probe"], ref["probe_status"], ref["probe_message"]) == ("error", 500, said)
+    assert report["reason"] == f"probe: error (HTTP 500: {said})"
+    assert count(set_up) == before
+
+
+def test_status_probe_json_says_why_a_probe_failed(set_up, ok, run, server, monkeypatch):
+    monkeypatch.delenv("GW_KEY", raising=False)
+    add_local(ok, "up", server.url + "/v1", kind="vllm")
+    add_local(ok, "gw", server.url + "/v1", kind="litellm")
+    ok(*MODELS, "auth", "gw", "--env", "GW_KEY")
+    ok(*MODELS, "set", "primary", "up/fake-model")
+    ok(*MODELS, "fallback", "add", "up/missing-model")
+    ok(*MODELS, "fallback", "add", "gw/fake-model")
+
+    report = json.loads(run(*MODELS, "status", "--probe", "--timeout", "2", "--json").stdout)
+    assert [(r["probe"], r["probe_status"], r["probe_message"]) for r in report["refs"]] == [
+        ("ok", None, None),
+        ("no_model", 404, "The model `missing-model` does not exist or you do not have "
+                          "access to it."),
+        ("auth", None, "provider gw: $GW_KEY is not set"),
+    ]
