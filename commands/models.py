@@ -126,7 +126,7 @@ def providers_list(json_):
             None, None)
         rows.append({
             "id": r["id"], "kind": r["kind"], "base_url": mask_url(r["base_url"]),
-            "credential": r["credential_kind"] or ("not needed" if status and not status.needed
+            "credential": r["credential_kind"] or ("optional" if status and not status.needed
                                                    else (status.source if status else "none")),
             "ready": status.ready if status else None,
             "models": len(json.loads(r["models"])) if r["models"] else None,
@@ -190,7 +190,7 @@ def providers_show(provider, json_):
     fp = f" [{row['credential_fingerprint']}]" if row["credential_fingerprint"] else ""
     say(f"  Credential: {cred['source']}{fp} - "
         + ("ready" if cred["ready"] else cred["problem"] or "not ready")
-        + ("" if cred["needed"] else " (not needed)"))
+        + ("" if cred["needed"] else " (optional)"))
     if detail["models"] is None:
         say("  Models:     not fetched yet (`fased agent models list --refresh`)")
     else:

@@ -62,7 +62,7 @@ def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: fl
     entry["provider"] = parsed.provider
     entry["provider_state"] = "registered"
     _, cred = resolve_secret(store.home, provider)
-    entry["credential"] = "not needed" if not cred.needed and cred.source == "none" else (
+    entry["credential"] = "optional" if not cred.needed and cred.source == "none" else (
         cred.source + ("" if cred.ready else " (not ready)"))
     entry["credential_ready"] = cred.ready
     entry["credential_problem"] = cred.problem

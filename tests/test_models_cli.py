@@ -215,19 +215,19 @@ def test_list_and_show_providers(set_up, ok, run, server):
 
     assert ok(*PROVIDERS, "list").splitlines() == [
         "ID      KIND     CREDENTIAL  MODELS  BASE URL",
-        f"ollama  ollama   not needed  2       {server.url}",
+        f"ollama  ollama   optional    2       {server.url}",
         "openai  openai   none        -       https://api.openai.com/v1",
-        f"gw      litellm  not needed  -       {server.url}",
+        f"gw      litellm  optional    -       {server.url}",
     ]
     listed = json.loads(ok(*PROVIDERS, "list", "--json"))
     fetched_at = provider_row(set_up, "ollama")["models_fetched_at"]
     assert listed == [
-        {"id": "ollama", "kind": "ollama", "base_url": server.url, "credential": "not needed",
+        {"id": "ollama", "kind": "ollama", "base_url": server.url, "credential": "optional",
          "ready": True, "models": 2, "models_fetched_at": fetched_at, "detected": False},
         {"id": "openai", "kind": "openai", "base_url": "https://api.openai.com/v1",
          "credential": "none", "ready": False, "models": None, "models_fetched_at": None,
          "detected": False},
-        {"id": "gw", "kind": "litellm", "base_url": server.url, "credential": "not needed",
+        {"id": "gw", "kind": "litellm", "base_url": server.url, "credential": "optional",
          "ready": True, "models": None, "models_fetched_at": None, "detected": False},
     ]
 
@@ -236,13 +236,13 @@ def test_list_and_show_providers(set_up, ok, run, server):
         f"  Base URL:   {server.url}",
         "  Header:     X-Title: acme",
         "  Header:     X-Api-Key: (secret, in credentials.json)",
-        "  Credential: none - ready (not needed)",
+        "  Credential: none - ready (optional)",
         "  Models:     not fetched yet (`fased agent models list --refresh`)",
     ]
     assert ok(*PROVIDERS, "show", "ollama").splitlines() == [
         "ollama (ollama)",
         f"  Base URL:   {server.url}",
-        "  Credential: none - ready (not needed)",
+        "  Credential: none - ready (optional)",
         f"  Models:     2 (fetched {fetched_at})",
         "    ollama/fake-model",
         "    ollama/fake-small",
@@ -358,7 +358,7 @@ def test_setup_alone_gives_a_new_user_a_working_agent(fased_home, run, ok, serve
     assert status.stdout.splitlines() == [
         "Agent main: ready",
         "ROLE     REF                PROVIDER    CREDENTIAL  PROBE",
-        "primary  ollama/fake-model  registered  not needed  ok",
+        "primary  ollama/fake-model  registered  optional    ok",
     ]
 
 
@@ -759,7 +759,7 @@ def test_status_probe_classifies_what_the_server_did(set_up, ok, run, server, cl
     assert result.stdout.splitlines() == [
         "Agent main: ready" if ready else f"Agent main: not ready (probe: {probe})",
         "ROLE     REF" + " " * (len(model) + 5) + "PROVIDER    CREDENTIAL  PROBE",
-        f"primary  local/{model}  registered  not needed  {probe}",
+        f"primary  local/{model}  registered  optional    {probe}",
     ]
     assert "Traceback" not in result.stderr
     assert count(set_up) == before  # a probe records nothing
@@ -785,10 +785,10 @@ def test_status_reports_every_ref_and_only_the_primary_decides(set_up, ok, run, 
     assert (report["agent"], report["ready"], report["reason"]) == ("ops", True, None)
     assert [(r["role"], r["ref"], r["provider"], r["credential"], r["probe"])
             for r in report["refs"]] == [
-        ("primary", "up/fake-model", "up", "not needed", "ok"),
-        ("fallback", "down/fake-model", "down", "not needed", "unreachable"),
+        ("primary", "up/fake-model", "up", "optional", "ok"),
+        ("fallback", "down/fake-model", "down", "optional", "unreachable"),
         ("fallback", "openai/gpt-4o-mini", "openai", "none (not ready)", "auth"),
-        ("task", "up/fake-small", "up", "not needed", "ok"),
+        ("task", "up/fake-small", "up", "optional", "ok"),
     ]
     assert report["refs"][2]["credential_problem"] == (
         "no credential: `fased agent models auth openai`")
@@ -1351,3 +1351,18 @@ def test_status_probe_json_says_why_a_probe_failed(set_up, ok, run, server, monk
                           "access to it."),
         ("auth", None, "provider gw: $GW_KEY is not set"),
     ]
+
+
+@pytest.mark.parametrize("kind", ["ollama", "lmstudio", "vllm", "litellm", "openai-compatible"])
+def test_a_local_server_key_is_optional(set_up, ok, kind):
+    add_local(ok, "local", "http://127.0.0.1:9/v1" if kind != "ollama" else "http://127.0.0.1:9",
+              kind=kind)
+    assert ok(*PROVIDERS, "show", "local").splitlines()[2] == (
+        "  Credential: none - ready (optional)")
+    assert json.loads(ok(*PROVIDERS, "list", "--json"))[0]["credential"] == "optional"
+    ok(*MODELS, "auth", "local", "--stdin", input="sk-local-SECRET-1\n")
+    assert ok(*PROVIDERS, "show", "local").splitlines()[2] == (
+        f"  Credential: api_key [{fingerprint('sk-local-SECRET-1')}] - ready (optional)")
+    ok(*MODELS, "set", "primary", "local/m")
+    ok(*MODELS, "auth", "local", "--remove")
+    assert json.loads(ok(*MODELS, "status", "--json"))["refs"][0]["credential"] == "optional"
