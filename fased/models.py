@@ -450,7 +450,8 @@ def check_credential_command(provider: str, command: str) -> None:
 # -- catalog and detection --------------------------------------------------------------------
 
 def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0) -> list[dict]:
-    """Ask providers for their models and record each answer (or failure) as an event."""
+    """Ask providers for their models and record each answer (or failure) that is news: a
+    catalog unchanged since the last one, or the same failure again, writes nothing."""
     con = store.db()
     results = []
     for pid in provider_ids:
@@ -462,9 +463,20 @@ def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0)
             results.append({"provider": pid, "models": models, "error": None})
         except FasedError as exc:
             results.append({"provider": pid, "models": [], "error": exc.message})
-    drafts = [Draft("models.catalog_fetched", f"provider:{r['provider']}",
-                    {"provider": r["provider"], "models": r["models"],
-                     **({"error": r["error"]} if r["error"] else {})}) for r in results]
-    if drafts:
-        store.append_internal(drafts)
+
+    def news(con: sqlite3.Connection) -> list[Draft]:
+        drafts = []
+        for r in results:
+            known = con.execute("SELECT models, models_error FROM providers WHERE id = ?",
+                                (r["provider"],)).fetchone()
+            if known is not None and (known["models_error"] == r["error"] if r["error"] else (
+                    known["models_error"] is None and known["models"] is not None
+                    and json.loads(known["models"]) == r["models"])):
+                continue
+            drafts.append(Draft("models.catalog_fetched", f"provider:{r['provider']}",
+                                {"provider": r["provider"], "models": r["models"],
+                                 **({"error": r["error"]} if r["error"] else {})}))
+        return drafts
+
+    store.append_internal(news)
     return results

@@ -1366,3 +1366,35 @@ def test_a_local_server_key_is_optional(set_up, ok, kind):
     ok(*MODELS, "set", "primary", "local/m")
     ok(*MODELS, "auth", "local", "--remove")
     assert json.loads(ok(*MODELS, "status", "--json"))["refs"][0]["credential"] == "optional"
+
+
+def test_a_fetch_that_learns_nothing_new_writes_nothing(set_up, ok, run, server):
+    add_local(ok, "vllm", server.url + "/v1", kind="vllm")
+    add_local(ok, "down", "http://127.0.0.1:9/v1", kind="vllm")
+    before = count(set_up)
+    ok(*MODELS, "list")
+    assert [(t, d["provider"]) for t, d in added(set_up, before)] == [
+        ("models.catalog_fetched", "vllm"), ("models.catalog_fetched", "down")]
+    fetched_at = provider_row(set_up, "vllm")["models_fetched_at"]
+
+    # a provider that keeps failing the same way, a catalog that has not changed
+    before = count(set_up)
+    for args in (["list"], ["list"], ["list", "--refresh"], ["list", "--refresh", "-p", "vllm"]):
+        result = run(*MODELS, *args)
+        assert result.exit_code == 0
+        assert "down: vllm connection refused" in result.stderr or "-p" in args
+    assert count(set_up) == before
+    assert provider_row(set_up, "vllm")["models_fetched_at"] == fetched_at
+
+    # what is new is recorded: another catalog, another failure, a recovery
+    server.models = ["fake-model"]
+    server.script_models(Status(503))
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    assert [(d.get("error", "")[:15], d["models"]) for _, d in added(set_up, before)] == [
+        ("vllm 503 server", []), ("", ["fake-model"])]
+    server.models = ["fake-model", "fake-small"]
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    assert json.loads(provider_row(set_up, "vllm")["models"]) == ["fake-model", "fake-small"]
+    assert provider_row(set_up, "vllm")["models_error"] is None
