@@ -120,12 +120,28 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
     if not PROVIDER_ID.match(provider):
         raise UsageError(f"invalid provider id {provider!r}",
                          hint="lower-case letters, digits, '-' and '_'")
-    if kind not in KINDS:
-        raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+    check_kind(kind)
     row = con.execute("SELECT removed FROM providers WHERE id = ?", (provider,)).fetchone()
     if row is not None and not row[0]:
         raise ConflictError(f"provider {provider!r} is already registered",
-                            hint=f"remove it first: fased agent models providers remove {provider}")
+                            hint=f"change it with `fased agent models providers set {provider}`, "
+                            f"or remove it first: fased agent models providers remove {provider}")
+    data, secrets = provider_endpoint(kind, base_url, headers, account_id)
+    data = {"provider": provider, **data}
+    if detected:
+        data["detected"] = True
+    return Draft("provider.added", f"provider:{provider}", data), secrets
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+
+
+def provider_endpoint(kind: str, base_url: str | None, headers: dict[str, str],
+                      account_id: str | None) -> tuple[dict, dict]:
+    """A provider's kind, checked base URL (the kind's default when None) and headers as
+    provider.added records them, and the secrets taken out for credentials.json."""
     if base_url is None:
         if kind == "openai-compatible":
             raise UsageError("kind openai-compatible needs --base-url",
@@ -144,7 +160,7 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
     base_url, secrets = split_url_credentials(base_url)
     plain = {k: v for k, v in headers.items() if not header_is_secret(k)}
     secret = {k: v for k, v in headers.items() if header_is_secret(k)}
-    data: dict = {"provider": provider, "kind": kind, "base_url": base_url}
+    data: dict = {"kind": kind, "base_url": base_url}
     if plain:
         data["headers"] = plain
     if secret:
@@ -156,9 +172,7 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
         data["secret_query"] = list(secrets["query"])
     if account_id:
         data["account_id"] = account_id
-    if detected:
-        data["detected"] = True
-    return Draft("provider.added", f"provider:{provider}", data), secrets
+    return data, secrets
 
 
 def providers(con: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -315,11 +329,12 @@ def store_secret(store: Store, provider: str, *, api_key: str | None = None) -> 
     _update_entry(store, provider, {"api_key": api_key})
 
 
-def store_provider_secrets(store: Store, provider: str, secrets: dict) -> None:
+def store_provider_secrets(store: Store, provider: str, secrets: dict,
+                           parts: tuple[str, ...] = ("headers", "userinfo", "query")) -> None:
     """Keep what provider_draft took out of a new provider (secret headers, URL userinfo and
-    query values) in credentials.json, replacing what an earlier registration left."""
-    _update_entry(store, provider, {part: secrets.get(part)
-                                    for part in ("headers", "userinfo", "query")})
+    query values) in credentials.json, replacing what an earlier registration left (or only
+    the `parts` a change replaces)."""
+    _update_entry(store, provider, {part: secrets.get(part) for part in parts})
 
 
 def _update_entry(store: Store, provider: str, parts: dict) -> None:
@@ -415,8 +430,8 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
     missing = missing_secrets(row, stored)
     if missing:
         raise FasedError(f"provider {row['id']}: {missing} missing from credentials.json",
-                         hint=f"remove the provider and add it again: fased agent models "
-                         f"providers remove {row['id']}")
+                         hint=f"give it again: fased agent models providers set {row['id']} "
+                         "--header NAME=VALUE (or --base-url URL)")
     headers = {**json.loads(row["headers"] or "{}"), **(stored.get("headers") or {})}
     url, params = join_url_credentials(row["base_url"], stored)
     return client_for(row["kind"], url, secret, headers, params=params, **timeouts)

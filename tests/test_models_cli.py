@@ -195,7 +195,9 @@ def test_add_twice_is_a_conflict(set_up, ok, run):
                  "-H", "Authorization=Bearer sk-SECRET")
     assert result.exit_code == 3
     assert error_line(result) == "Error: provider 'ollama' is already registered"
-    assert hint_line(result) == "Hint: remove it first: fased agent models providers remove ollama"
+    assert hint_line(result) == (
+        "Hint: change it with `fased agent models providers set ollama`, or remove it first: "
+        "fased agent models providers remove ollama")
     assert count(set_up) == before
     assert provider_row(set_up, "ollama")["base_url"] == "http://127.0.0.1:11434"
     assert not (set_up / "credentials.json").exists()
@@ -1398,3 +1400,153 @@ def test_a_fetch_that_learns_nothing_new_writes_nothing(set_up, ok, run, server)
     ok(*MODELS, "list", "--refresh", "-p", "vllm")
     assert json.loads(provider_row(set_up, "vllm")["models"]) == ["fake-model", "fake-small"]
     assert provider_row(set_up, "vllm")["models_error"] is None
+
+
+# -- changing a provider ----------------------------------------------------------------------
+
+def test_providers_set_changes_base_url_and_headers(set_up, ok, run, server):
+    ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", "http://127.0.0.1:9",
+       "-H", "X-Title=acme", "-H", "HTTP-Referer=https://old.example", "-H",
+       "X-Api-Key=hdr-SECRET-old")
+    ok(*MODELS, "list")  # a failed fetch: recorded, and forgotten with the old URL
+    ok(*MODELS, "set", "primary", "gw/fake-model")
+    before = count(set_up)
+
+    result = run(*PROVIDERS, "set", "gw", "--base-url", server.url + "/v1/",
+                 "--header", "X-Title: acme labs", "-H", "X-Api-Key=hdr-SECRET-new",
+                 "-H", "User-Agent=fased-test", "--remove-header", "http-referer")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Updated provider gw:",
+        f"  base URL: http://127.0.0.1:9 -> {server.url}/v1",
+        "  header X-Title: acme -> acme labs",
+        "  header X-Api-Key: (secret) -> (secret, in credentials.json)",
+        "  header User-Agent: (none) -> fased-test",
+        "  header HTTP-Referer: https://old.example -> (removed)",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "gw", "base_url": f"{server.url}/v1",
+        "headers": {"X-Title": "acme labs", "User-Agent": "fased-test"},
+        "secret_headers": ["X-Api-Key"],
+        "secret_headers_set": ["X-Api-Key"]})]
+    assert read_json(set_up / "credentials.json")["providers"]["gw"] == {
+        "headers": {"X-Api-Key": "hdr-SECRET-new"}}
+    assert "hdr-SECRET" not in "".join(p.read_text() for p in (set_up / "log").iterdir())
+    assert ok(*PROVIDERS, "show", "gw").splitlines()[:5] == [
+        "gw (litellm)",
+        f"  Base URL:   {server.url}/v1",
+        "  Header:     X-Title: acme labs",
+        "  Header:     User-Agent: fased-test",
+        "  Header:     X-Api-Key: (secret, in credentials.json)",
+    ]
+    row = provider_row(set_up, "gw")
+    assert (row["models"], row["models_error"]) == (None, None)  # another server, unasked yet
+
+    # the next request goes to the new server, with the new headers
+    assert run("chat", "hi").exit_code == 0
+    sent = server.requests[-1]["headers"]
+    assert (sent["x-title"], sent["user-agent"], sent["x-api-key"]) == (
+        "acme labs", "fased-test", "hdr-SECRET-new")
+    assert "http-referer" not in sent
+
+    # the same values again: nothing changes, nothing is written
+    before = count(set_up)
+    again = run(*PROVIDERS, "set", "gw", "--base-url", server.url + "/v1", "-H",
+                "X-Title=acme labs", "-H", "X-Api-Key=hdr-SECRET-new")
+    assert (again.exit_code, again.stdout) == (0, "Nothing changed for provider gw.\n")
+    assert count(set_up) == before
+
+    # what the log says rebuilds the same registry
+    shown = json.loads(ok(*PROVIDERS, "show", "gw", "--json"))
+    (set_up / "state.db").unlink()
+    assert json.loads(ok(*PROVIDERS, "show", "gw", "--json")) == shown
+
+
+def test_providers_set_keeps_url_credentials_out_of_the_log(set_up, ok, run, server):
+    add_local(ok, "gw", "http://127.0.0.1:9/v1", kind="vllm")
+    before = count(set_up)
+    url = server.url.replace("//", "//bob:pw-SECRET@") + "/v1?api_key=q-SECRET&api-version=2"
+    result = run(*PROVIDERS, "set", "gw", "--base-url", url)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Updated provider gw:",
+        f"  base URL: http://127.0.0.1:9/v1 -> {server.url}/v1?api-version=2",
+        "  base URL userinfo: (none) -> (secret, in credentials.json)",
+        "  base URL query api_key: (none) -> (secret, in credentials.json)",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "gw", "base_url": f"{server.url}/v1?api-version=2",
+        "secret_userinfo": True, "secret_query": ["api_key"]})]
+    assert read_json(set_up / "credentials.json")["providers"]["gw"] == {
+        "userinfo": "bob:pw-SECRET", "query": {"api_key": "q-SECRET"}}
+    ok(*MODELS, "set", "primary", "gw/fake-model")
+    assert run("chat", "hi").exit_code == 0
+    assert server.requests[-1]["query"] == {"api-version": "2", "api_key": "q-SECRET"}
+
+    # a URL without credentials drops them
+    before = count(set_up)
+    assert ok(*PROVIDERS, "set", "gw", "--base-url", server.url + "/v1").splitlines() == [
+        "Updated provider gw:",
+        f"  base URL: {server.url}/v1?api-version=2 -> {server.url}/v1",
+        "  base URL userinfo: (secret) -> (removed)",
+        "  base URL query api_key: (secret) -> (removed)",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "gw", "base_url": f"{server.url}/v1", "secret_userinfo": False,
+        "secret_query": []})]
+    assert "gw" not in read_json(set_up / "credentials.json")["providers"]
+
+
+def test_providers_set_kind_and_account(set_up, ok, run):
+    add_local(ok, "box", "http://127.0.0.1:9/v1")
+    assert ok(*PROVIDERS, "set", "box", "--kind", "litellm").splitlines() == [
+        "Updated provider box:", "  kind: openai-compatible -> litellm"]
+    ok(*PROVIDERS, "add", "cloudflare", "--account-id", "acct1")
+    before = count(set_up)
+    assert ok(*PROVIDERS, "set", "cloudflare", "--account-id", "acct2").splitlines() == [
+        "Updated provider cloudflare:",
+        "  base URL: https://api.cloudflare.com/client/v4/accounts/acct1/ai/v1 -> "
+        "https://api.cloudflare.com/client/v4/accounts/acct2/ai/v1",
+        "  account id: acct1 -> acct2",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "cloudflare",
+        "base_url": "https://api.cloudflare.com/client/v4/accounts/acct2/ai/v1",
+        "account_id": "acct2"})]
+
+
+@pytest.mark.parametrize(("args", "code", "error"), [
+    (["gw"], 2, "Error: nothing to change: give --base-url, --header, --remove-header, "
+     "--kind or --account-id"),
+    (["nope", "--base-url", "http://x:1"], 1, "Error: no provider 'nope'"),
+    (["gw", "--base-url", "ftp://x"], 2, None),
+    (["gw", "--base-url", "https://bob:pw-SECRET@h/v1@x"], 2, None),
+    (["gw", "--kind", "ollama"], 2, None),
+    (["gw", "--kind", "nope"], 2, "Error: unknown provider kind 'nope'"),
+    (["gw", "--remove-header", "X-Never"], 2, "Error: provider gw has no header X-Never"),
+    (["gw", "-H", "X-A=1", "--remove-header", "x-a"], 2,
+     "Error: --header X-A and --remove-header x-a name the same header"),
+    (["gw", "-H", "bad header=1"], 2, "Error: invalid header name 'bad header'"),
+    (["gw", "-H", "novalue"], 2, "Error: invalid --header 'novalue'"),
+])
+def test_providers_set_refuses_bad_input(set_up, ok, run, args, code, error):
+    add_local(ok, "gw", "http://127.0.0.1:9/v1", kind="vllm")
+    before = count(set_up)
+    result = run(*PROVIDERS, "set", *args)
+    assert result.exit_code == code, result.stdout + result.stderr
+    line = error_line(result)
+    if error is not None:
+        assert line == error
+    assert "pw-SECRET" not in result.stderr
+    assert count(set_up) == before
+    assert not (set_up / "credentials.json").exists()
+
+
+def test_a_header_may_be_written_as_curl_writes_it(set_up, ok, run):
+    ok(*PROVIDERS, "add", "gw", "--kind", "vllm", "--base-url", "http://127.0.0.1:9/v1",
+       "-H", "X-Title: acme: labs", "-H", "User-Agent=a:b", "-H", "X-Api-Key:tok=en")
+    shown = json.loads(ok(*PROVIDERS, "show", "gw", "--json"))
+    assert (shown["headers"], shown["secret_headers"]) == (
+        {"X-Title": "acme: labs", "User-Agent": "a:b"}, ["X-Api-Key"])
+    assert read_json(set_up / "credentials.json")["providers"]["gw"] == {
+        "headers": {"X-Api-Key": "tok=en"}}
