@@ -465,8 +465,8 @@ def check_credential_command(provider: str, command: str) -> None:
 # -- catalog and detection --------------------------------------------------------------------
 
 def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0) -> list[dict]:
-    """Ask providers for their models and record each answer (or failure) that is news: a
-    catalog unchanged since the last one, or the same failure again, writes nothing."""
+    """Ask providers for their models and record each answer (or failure) that is news
+    (record_catalogs)."""
     con = store.db()
     results = []
     for pid in provider_ids:
@@ -479,6 +479,14 @@ def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0)
         except FasedError as exc:
             results.append({"provider": pid, "models": [], "error": exc.message})
 
+    record_catalogs(store, results)
+    return results
+
+
+def record_catalogs(store: Store, results: list[dict]) -> None:
+    """Append models.catalog_fetched for each {provider, models, error} that is news: the
+    same models (in any order) or the same failure as last recorded writes nothing."""
+
     def news(con: sqlite3.Connection) -> list[Draft]:
         drafts = []
         for r in results:
@@ -486,7 +494,7 @@ def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0)
                                 (r["provider"],)).fetchone()
             if known is not None and (known["models_error"] == r["error"] if r["error"] else (
                     known["models_error"] is None and known["models"] is not None
-                    and json.loads(known["models"]) == r["models"])):
+                    and sorted(json.loads(known["models"])) == sorted(r["models"]))):
                 continue
             drafts.append(Draft("models.catalog_fetched", f"provider:{r['provider']}",
                                 {"provider": r["provider"], "models": r["models"],
@@ -494,4 +502,3 @@ def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0)
         return drafts
 
     store.append_internal(news)
-    return results

@@ -1228,8 +1228,8 @@ def test_status_shows_the_current_session_override(set_up, ok, run, server):
     assert result.stdout.splitlines() == [
         "Agent main: ready",
         "ROLE            REF                PROVIDER    CREDENTIAL",
-        "primary         ollama/fake-model  registered  not needed",
-        "override (ops)  ollama/fake-small  registered  not needed",
+        "primary         ollama/fake-model  registered  optional",
+        "override (ops)  ollama/fake-small  registered  optional",
     ]
     report = json.loads(run(*MODELS, "status", "--json").stdout)
     assert [(r["role"], r["ref"], r.get("session")) for r in report["refs"]] == [
@@ -1550,3 +1550,22 @@ def test_a_header_may_be_written_as_curl_writes_it(set_up, ok, run):
         {"X-Title": "acme: labs", "User-Agent": "a:b"}, ["X-Api-Key"])
     assert read_json(set_up / "credentials.json")["providers"]["gw"] == {
         "headers": {"X-Api-Key": "tok=en"}}
+
+
+def test_setup_lists_a_catalog_and_records_only_news(set_up, ok, server):
+    from fased.setup import list_models
+    from fased.store import Store
+
+    add_local(ok, "vllm", server.url + "/v1", kind="vllm")
+    server.models = ["mock-b", "mock-a"]
+    before = count(set_up)
+    store = Store(str(set_up))
+    try:
+        assert list_models(store, "vllm") == ["mock-b", "mock-a"]
+        assert list_models(store, "vllm") == ["mock-b", "mock-a"]
+    finally:
+        store.close()
+    assert added(set_up, before) == [
+        ("models.catalog_fetched", {"provider": "vllm", "models": ["mock-b", "mock-a"]})]
+    ok(*MODELS, "list", "--refresh")  # sorted here, the same catalog: nothing new
+    assert count(set_up) == before + 1
