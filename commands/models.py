@@ -44,12 +44,17 @@ def providers_group() -> None:
 
 
 def _headers(values: tuple[str, ...]) -> dict[str, str]:
+    """NAME=VALUE or 'NAME: VALUE' (as curl takes it): a name holds neither '=' nor ':', so
+    whichever comes first ends it."""
     from fased.bounds import check_header
 
     out = {}
     for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        cut = min((i for i in (item.find("="), item.find(":")) if i >= 0), default=-1)
+        key, value = (item[:cut], item[cut + 1:]) if cut >= 0 else (item, "")
+        if item[cut:cut + 1] == ":":
+            value = value.strip()
+        if cut < 0 or not key.strip():
             raise UsageError(f"invalid --header {item!r}", hint="use --header NAME=VALUE")
         key, value = check_header(key, value)
         out[key] = value
@@ -111,6 +116,49 @@ def providers_add(provider, kind, base_url, header, account_id):
         note(f"Next: fased agent models auth {provider}")
 
 
+@providers_group.command("set")
+@click.argument("provider")
+@click.option("--base-url", metavar="URL", help="New endpoint (checked as `add` checks it; "
+              "its user:password and secret query values go to credentials.json).")
+@click.option("header", "--header", "-H", multiple=True, metavar="NAME=VALUE",
+              help="Add or replace a header (repeatable; 'NAME: VALUE' works too). Secret "
+              "values go to credentials.json, as with `add`.")
+@click.option("remove_header", "--remove-header", multiple=True, metavar="NAME",
+              help="Stop sending a header (repeatable).")
+@click.option("--kind", "-k", metavar="KIND", help="Another API kind for the same server.")
+@click.option("--account-id", metavar="ID",
+              help="Cloudflare account id (kind cloudflare: the default URL follows it).")
+def providers_set(provider, base_url, header, remove_header, kind, account_id):
+    """Change a registered provider; prints what changed (a change to the same value
+    changes nothing and writes nothing).
+
+    Agents' model refs keep working: the provider keeps its id and its credential. A new
+    base URL replaces the old one whole, credentials in it included; a new kind or base URL
+    forgets the fetched model catalog.
+
+    \b
+    Examples:
+      fased agent models providers set litellm --base-url http://10.0.0.5:4000
+      fased agent models providers set gw -H 'X-Title: my-app' --remove-header X-Old
+      fased agent models providers set gw -H X-Api-Key=NEW-KEY      # to credentials.json
+      fased agent models providers set box --kind litellm
+    """
+    from fased.provider_update import update_provider
+
+    if not (base_url or header or remove_header or kind or account_id):
+        raise UsageError("nothing to change: give --base-url, --header, --remove-header, "
+                         "--kind or --account-id")
+    lines = update_provider(store(), provider, kind=kind, base_url=base_url,
+                            headers=_headers(header), remove_headers=remove_header,
+                            account_id=account_id)
+    if not lines:
+        click.echo(f"Nothing changed for provider {provider}.")
+        return
+    click.echo(f"Updated provider {provider}:")
+    for line in lines:
+        click.echo(f"  {line}")
+
+
 @providers_group.command("list")
 @json_option
 def providers_list(json_):
@@ -126,7 +174,7 @@ def providers_list(json_):
             None, None)
         rows.append({
             "id": r["id"], "kind": r["kind"], "base_url": mask_url(r["base_url"]),
-            "credential": r["credential_kind"] or ("not needed" if status and not status.needed
+            "credential": r["credential_kind"] or ("optional" if status and not status.needed
                                                    else (status.source if status else "none")),
             "ready": status.ready if status else None,
             "models": len(json.loads(r["models"])) if r["models"] else None,
@@ -185,12 +233,12 @@ def providers_show(provider, json_):
         say(f"  Header:     {name}: (secret, in credentials.json)")
     for name in logged:
         say(f"  Header:     {name}: (secret, but an older fased recorded it in the log: "
-            "remove and add the provider again)")
+            f"give it again: fased agent models providers set {row['id']} -H {name}=VALUE)")
     cred = detail["credential"]
     fp = f" [{row['credential_fingerprint']}]" if row["credential_fingerprint"] else ""
     say(f"  Credential: {cred['source']}{fp} - "
         + ("ready" if cred["ready"] else cred["problem"] or "not ready")
-        + ("" if cred["needed"] else " (not needed)"))
+        + ("" if cred["needed"] else " (optional)"))
     if detail["models"] is None:
         say("  Models:     not fetched yet (`fased agent models list --refresh`)")
     else:
@@ -364,10 +412,11 @@ def status(agent, probe, timeout, json_):
     """Is the agent ready to chat? Exit 0 when its primary model is usable, 1 otherwise.
 
     \b
-    Probe results: ok, auth, rate_limit, unreachable, timeout, no_model.
+    Probe results: ok, auth, rate_limit, unreachable, timeout, no_model, and error with
+    the HTTP status and what the server said (--json: probe_status, probe_message).
     Example (gate a script):  fased agent models status --probe && fased chat "hi"
     """
-    from fased.status import agent_model_status
+    from fased.status import agent_model_status, probe_text
 
     st = store()
     report = agent_model_status(st, agent, probe=probe, timeout=timeout)
@@ -377,7 +426,7 @@ def status(agent, probe, timeout, json_):
         click.echo(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
         table([(_role(r), r["ref"] or "-", r["provider_state"], r["credential"],
-                r.get("probe") or "") for r in report["refs"]],
+                probe_text(r)) for r in report["refs"]],
               ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "PROBE" if probe else ""))
     if not report["ready"]:
         raise click.exceptions.Exit(1)

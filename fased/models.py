@@ -120,12 +120,28 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
     if not PROVIDER_ID.match(provider):
         raise UsageError(f"invalid provider id {provider!r}",
                          hint="lower-case letters, digits, '-' and '_'")
-    if kind not in KINDS:
-        raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+    check_kind(kind)
     row = con.execute("SELECT removed FROM providers WHERE id = ?", (provider,)).fetchone()
     if row is not None and not row[0]:
         raise ConflictError(f"provider {provider!r} is already registered",
-                            hint=f"remove it first: fased agent models providers remove {provider}")
+                            hint=f"change it with `fased agent models providers set {provider}`, "
+                            f"or remove it first: fased agent models providers remove {provider}")
+    data, secrets = provider_endpoint(kind, base_url, headers, account_id)
+    data = {"provider": provider, **data}
+    if detected:
+        data["detected"] = True
+    return Draft("provider.added", f"provider:{provider}", data), secrets
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+
+
+def provider_endpoint(kind: str, base_url: str | None, headers: dict[str, str],
+                      account_id: str | None) -> tuple[dict, dict]:
+    """A provider's kind, checked base URL (the kind's default when None) and headers as
+    provider.added records them, and the secrets taken out for credentials.json."""
     if base_url is None:
         if kind == "openai-compatible":
             raise UsageError("kind openai-compatible needs --base-url",
@@ -144,7 +160,7 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
     base_url, secrets = split_url_credentials(base_url)
     plain = {k: v for k, v in headers.items() if not header_is_secret(k)}
     secret = {k: v for k, v in headers.items() if header_is_secret(k)}
-    data: dict = {"provider": provider, "kind": kind, "base_url": base_url}
+    data: dict = {"kind": kind, "base_url": base_url}
     if plain:
         data["headers"] = plain
     if secret:
@@ -156,9 +172,7 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
         data["secret_query"] = list(secrets["query"])
     if account_id:
         data["account_id"] = account_id
-    if detected:
-        data["detected"] = True
-    return Draft("provider.added", f"provider:{provider}", data), secrets
+    return data, secrets
 
 
 def providers(con: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -315,11 +329,12 @@ def store_secret(store: Store, provider: str, *, api_key: str | None = None) -> 
     _update_entry(store, provider, {"api_key": api_key})
 
 
-def store_provider_secrets(store: Store, provider: str, secrets: dict) -> None:
+def store_provider_secrets(store: Store, provider: str, secrets: dict,
+                           parts: tuple[str, ...] = ("headers", "userinfo", "query")) -> None:
     """Keep what provider_draft took out of a new provider (secret headers, URL userinfo and
-    query values) in credentials.json, replacing what an earlier registration left."""
-    _update_entry(store, provider, {part: secrets.get(part)
-                                    for part in ("headers", "userinfo", "query")})
+    query values) in credentials.json, replacing what an earlier registration left (or only
+    the `parts` a change replaces)."""
+    _update_entry(store, provider, {part: secrets.get(part) for part in parts})
 
 
 def _update_entry(store: Store, provider: str, parts: dict) -> None:
@@ -404,14 +419,19 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
     from fased.providers import client_for
 
     secret, status = resolve_secret(home, row)
-    if status.needed and not status.ready:
-        raise FasedError(f"provider {row['id']}: {status.problem}")
+    # A credential that was configured but cannot be had now (an unset variable, a failing
+    # command) is a mistake to report, even where the server might take requests without one.
+    if not status.ready:
+        auth = f"fased agent models auth {row['id']}"
+        raise FasedError(f"provider {row['id']}: {status.problem}",
+                         hint=None if auth in status.problem else f"or change the credential: "
+                         f"`{auth}`")
     stored = load_credentials(home)["providers"].get(row["id"], {})
     missing = missing_secrets(row, stored)
     if missing:
         raise FasedError(f"provider {row['id']}: {missing} missing from credentials.json",
-                         hint=f"remove the provider and add it again: fased agent models "
-                         f"providers remove {row['id']}")
+                         hint=f"give it again: fased agent models providers set {row['id']} "
+                         "--header NAME=VALUE (or --base-url URL)")
     headers = {**json.loads(row["headers"] or "{}"), **(stored.get("headers") or {})}
     url, params = join_url_credentials(row["base_url"], stored)
     return client_for(row["kind"], url, secret, headers, params=params, **timeouts)
@@ -445,7 +465,8 @@ def check_credential_command(provider: str, command: str) -> None:
 # -- catalog and detection --------------------------------------------------------------------
 
 def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0) -> list[dict]:
-    """Ask providers for their models and record each answer (or failure) as an event."""
+    """Ask providers for their models and record each answer (or failure) that is news
+    (record_catalogs)."""
     con = store.db()
     results = []
     for pid in provider_ids:
@@ -457,9 +478,27 @@ def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0)
             results.append({"provider": pid, "models": models, "error": None})
         except FasedError as exc:
             results.append({"provider": pid, "models": [], "error": exc.message})
-    drafts = [Draft("models.catalog_fetched", f"provider:{r['provider']}",
-                    {"provider": r["provider"], "models": r["models"],
-                     **({"error": r["error"]} if r["error"] else {})}) for r in results]
-    if drafts:
-        store.append_internal(drafts)
+
+    record_catalogs(store, results)
     return results
+
+
+def record_catalogs(store: Store, results: list[dict]) -> None:
+    """Append models.catalog_fetched for each {provider, models, error} that is news: the
+    same models (in any order) or the same failure as last recorded writes nothing."""
+
+    def news(con: sqlite3.Connection) -> list[Draft]:
+        drafts = []
+        for r in results:
+            known = con.execute("SELECT models, models_error FROM providers WHERE id = ?",
+                                (r["provider"],)).fetchone()
+            if known is not None and (known["models_error"] == r["error"] if r["error"] else (
+                    known["models_error"] is None and known["models"] is not None
+                    and sorted(json.loads(known["models"])) == sorted(r["models"]))):
+                continue
+            drafts.append(Draft("models.catalog_fetched", f"provider:{r['provider']}",
+                                {"provider": r["provider"], "models": r["models"],
+                                 **({"error": r["error"]} if r["error"] else {})}))
+        return drafts
+
+    store.append_internal(news)

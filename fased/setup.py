@@ -190,14 +190,13 @@ def store_key(store: Store, provider: str, key: str) -> str:
 def list_models(store: Store, provider: str, timeout: float = 10.0) -> list[str]:
     """The provider's models in the server's own order, recorded as its catalog; a failure
     raises the provider's error."""
-    from fased.models import get_provider, make_client
+    from fased.models import get_provider, make_client, record_catalogs
 
     row = get_provider(store.db(), provider)
     with make_client(store.home, row, connect_timeout=min(timeout, 5.0),
                      read_timeout=timeout) as client:
         models = list(dict.fromkeys(client.list_models()))
-    store.append_internal([Draft("models.catalog_fetched", f"provider:{provider}",
-                                 {"provider": provider, "models": models})])
+    record_catalogs(store, [{"provider": provider, "models": models, "error": None}])
     return models
 
 

@@ -95,7 +95,10 @@ class ModelChain:
                         "model": ref, "until": until, "reason": kind}))
                 self.index += 1
                 more = self.index < len(chain)
-                self.runner.note(f"fased: {ref} failed ({kind})"
+                # a configuration error is the user's to fix: say what it is
+                what = f"cannot be used: {exc.message}" if kind == "config" else (
+                    f"failed ({kind})")
+                self.runner.note(f"fased: {ref} {what}"
                                  + (f"; falling back to {chain[self.index]}" if more else ""))
         raise TurnFailed({
             "error_class": "models_failed", "attempts": self.attempts,
