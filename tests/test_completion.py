@@ -39,7 +39,7 @@ def test_commands_and_options_complete_in_lazily_loaded_groups(set_up):
     assert complete("fased ta") == ["task"]
     assert complete("fased task ne") == ["new", "next"]
     assert complete("fased agent mo") == ["models"]  # a group inside a lazily loaded one
-    assert complete("fased agent models providers s") == ["show"]
+    assert complete("fased agent models providers s") == ["set", "show"]
     assert complete("fased run --d") == ["--dry-run"]
     assert complete("fased task next --") == ["--agent", "--at", "--json", "--help"]
     assert complete("fased completion ") == ["bash", "zsh", "fish"]
