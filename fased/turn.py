@@ -90,7 +90,9 @@ class ModelChain:
                         "error_class": kind, "message": exc.message, "attempts": self.attempts,
                         "models_tried": list(self.tried), "runner": self.runner.id}) from None
                 until = format_ts(self.runner.clock() + timedelta(seconds=self.cooldown))
-                if self.cooldown > 0:
+                # a configuration error (an unset key variable) is the user's to fix, and
+                # sent nothing: the next turn after the fix must not skip the model
+                if self.cooldown > 0 and kind != "config":
                     self.cooldowns.append(Draft("model.cooldown", f"model:{ref}", {
                         "model": ref, "until": until, "reason": kind}))
                 self.index += 1

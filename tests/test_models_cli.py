@@ -1313,6 +1313,28 @@ def test_an_unresolvable_credential_sends_nothing_and_falls_back(set_up, ok, run
     assert keyed.requests == []
 
 
+def test_a_credential_fixed_after_a_fallback_is_used_at_once(set_up, ok, run, monkeypatch):
+    """A configuration error is the user's to fix, not the server's to recover from: it puts
+    no cooldown on the model, so the next chat after the fix uses it."""
+    monkeypatch.delenv("GW_KEY", raising=False)
+    with FakeModelServer(api_key="sk-gw-SECRET") as keyed, FakeModelServer() as spare:
+        ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", keyed.url)
+        ok(*MODELS, "auth", "gw", "--env", "GW_KEY")
+        add_local(ok, "spare", spare.url + "/v1", kind="vllm")
+        ok(*MODELS, "set", "primary", "gw/fake-model")
+        ok(*MODELS, "fallback", "add", "spare/fake-model")
+        assert run("chat", "hi").exit_code == 0
+        assert keyed.requests == [] and chat_models(spare) == ["fake-model"]
+
+        monkeypatch.setenv("GW_KEY", "sk-gw-SECRET")
+        result = run("chat", "again")
+
+        assert result.exit_code == 0, result.stderr
+        assert chat_models(keyed) == ["fake-model"]
+        assert "cooling down" not in result.stderr
+    assert [e for e in events(set_up) if e["type"] == "model.cooldown"] == []
+
+
 def test_status_probe_shows_what_the_server_said(set_up, ok, run, server):
     add_local(ok, "gw", server.url + "/v1", kind="litellm")
     ok(*MODELS, "auth", "gw", "--stdin", input="sk-gw-SECRET-0123456789\n")
