@@ -31,7 +31,8 @@ Commands:
   /task list | show ID | run ID | cancel ID
   /help                      this list
   /exit                      leave (Ctrl-D works too)
-Ctrl-C stops the reply being written (what arrived is kept, marked aborted)."""
+Ctrl-C stops the reply being written (what arrived is kept, marked aborted); before the
+reply starts (an earlier turn of the session is answered first) it withdraws the message."""
 
 
 class Repl:
@@ -71,12 +72,21 @@ class Repl:
 
     def send(self, message: str) -> str | None:
         """Ask the agent; the reply streams to the terminal as it arrives."""
-        from fased.chat import StreamSink, answer, queue_turn
+        from fased.chat import StreamSink, answer, queue_turn, withdraw
 
         queued = queue_turn(self.store, message, agent=self.agent, session=self.session,
                             source="interactive")
         sink = StreamSink(self._write_now, self.warn)
-        result = answer(self.store, queued, sink=sink, note=self.warn)
+        try:
+            result = answer(self.store, queued, sink=sink, note=self.warn)
+        except KeyboardInterrupt:
+            # Ctrl-C before this message's turn started (an earlier turn of the session was
+            # being answered, here or by another runner): withdraw it, as `fased chat` does
+            if not withdraw(self.store, queued):
+                raise
+            self.warn(f"fased: interrupted before turn {queued.turn} started; it will not "
+                      "be answered")
+            return None
         if result.state == "aborted":
             return "\n[stopped: the partial reply is kept, marked aborted]"
         if result.state == "failed":
