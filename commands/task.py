@@ -260,7 +260,9 @@ def history_(task_id, last, json_):
 def run_(task_id, queue_only, json_):
     """Fire a task now, through the same path as a scheduled run, and print the reply.
 
-    The reply then goes to the task's delivery target, as `fased run` would send it.
+    The reply then goes to the task's delivery target, as `fased run` would send it. A run
+    by hand is outside the schedule: it never completes an --at task, a failure of it is not
+    retried automatically, and the next scheduled run stays as it was.
 
     \b
     Exit codes: 0 answered (and delivered), 1 the turn or its delivery failed (the

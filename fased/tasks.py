@@ -366,10 +366,10 @@ def split_when(text: str) -> tuple[str, str]:
         count = 3  # a local date and time: at 2026-11-21 09:00
     elif head not in ("every", "in", "at", "cron") and re.fullmatch(r"[0-9*/,-]+", head):
         count = 5  # a bare cron expression starts with its minute field
-    match = re.match(r"\s*(?:\S+\s+){%d}" % (count - 1) + r"\S+", text)
-    if match is None or len(words) <= count:
+    if len(words) <= count:
         return text, ""
-    return " ".join(words[:count]), text[match.end():].strip()
+    end = list(re.finditer(r"\S+", text))[count - 1].end()
+    return " ".join(words[:count]), text[end:].strip()
 
 
 def repl_task_command(store: Store, agent: str, session: str, text: str) -> str:
