@@ -1052,3 +1052,36 @@ def test_repl_task_new_keeps_the_message_as_typed(home, ok):
     assert repl.handle("/task new every").startswith("Error: usage: /task new WHEN MESSAGE")
     assert repl.handle("/task new in soon x").startswith("Error: invalid schedule 'in soon'")
     assert len(of_type(home, "task.created")) == 1
+
+
+def test_ctrl_c_while_task_run_waits_for_an_earlier_turn_withdraws_its_run(models, ok, run,
+                                                                           server):
+    import signal
+
+    from conftest import wait_for
+    from fakeserver import Reply
+
+    server.script(Reply("slow " * 40, delay=0.1))  # the earlier chat turn: four seconds
+    ok("chat", "--queue", "earlier")
+    new_task(ok, "--every", "1d", "--message", "by hand")
+    proc = subprocess.Popen([*FASED, "task", "run", "task-1"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: server.requests)  # task run answers the earlier turn first
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode == 130, err
+    [f] = fired(models)
+    assert f"fased: interrupted before turn {f['turn']} started; it will not be answered" in err
+    assert "Traceback" not in err
+    [h] = json.loads(ok("task", "history", "task-1", "--json"))
+    assert h["status"] == "aborted"
+    assert run("run", "--until-idle").exit_code == 0
+    assert [e["data"]["reply"] for e in of_type(models, "turn.completed")] == [DEFAULT_TEXT]
+    assert len(server.requests) == 2  # the earlier turn again; the task's run never
