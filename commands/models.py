@@ -10,7 +10,7 @@ import click
 
 from fased.bounds import TIMEOUT_SECONDS
 from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
-from fased.commands.types import count, seconds
+from fased.commands.types import complete_model_refs, complete_providers, count, seconds
 from fased.errors import ConflictError, FasedError, UsageError
 
 
@@ -144,7 +144,7 @@ def providers_list(json_):
 
 
 @providers_group.command("show")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @json_option
 def providers_show(provider, json_):
     """Show one provider: endpoint, headers (secret ones hidden), credential, models."""
@@ -202,7 +202,7 @@ def providers_show(provider, json_):
 
 
 @providers_group.command("remove")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @click.option("--force", is_flag=True,
               help="Remove even if agents' model refs or aliases use it.")
 def providers_remove(provider, force):
@@ -240,26 +240,40 @@ def providers_remove(provider, force):
 def providers_detect(json_):
     """Probe local servers (Ollama, LM Studio, vLLM, LiteLLM) and register those that answer.
 
-    Also sets the selected agent's primary model when it has none. Other ports:
+    Every endpoint is reported: a server that lists its models is registered; one that
+    wants a key (LiteLLM with a master key) is registered and named with the auth command
+    to run. Also sets the selected agent's primary model when it has none: a model the
+    server has loaded (Ollama, LM Studio), else the first one it lists. Other ports:
     FASED_DETECT_ENDPOINTS="ollama=http://10.0.0.5:11434,vllm=http://127.0.0.1:9000/v1".
-    """
-    from fased.models import detect_local_providers
 
-    lines = detect_local_providers(store())
+    \b
+    Examples:
+      fased agent models providers detect
+      FASED_DETECT_ENDPOINTS=litellm=http://127.0.0.1:4001 fased agent models providers detect
+    """
+    from fased.detect import detect_local_providers
+    from fased.setup import next_step
+
+    st = store()
+    found = detect_local_providers(st)
     if json_:
-        echo_json({"found": lines})
+        echo_json(found.to_dict())
         return
-    for line in lines:
+    for line in found.seen:
         say(line)
-    if not lines:
-        click.echo("No new local model server answered (Ollama :11434, LM Studio :1234, "
-                   "vLLM :8000, LiteLLM :4000).")
+    if not found.registered:
+        say("No new local model server answered.")
+    if found.primary:
+        say(found.primary["line"])
+    hint = next_step(st.db())
+    if hint:
+        note(f"Next: {hint}")
 
 
 # -- credentials ------------------------------------------------------------------------------
 
 @models.command("auth")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input.")
 @click.option("--env", "env_var", metavar="VAR", help="Read the key from $VAR at call time.")
 @click.option("--command", "command", metavar="CMD",
@@ -362,15 +376,23 @@ def status(agent, probe, timeout, json_):
     else:
         click.echo(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
-        table([(r["role"], r["ref"] or "-", r["provider_state"], r["credential"],
+        table([(_role(r), r["ref"] or "-", r["provider_state"], r["credential"],
                 r.get("probe") or "") for r in report["refs"]],
               ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "PROBE" if probe else ""))
     if not report["ready"]:
         raise click.exceptions.Exit(1)
 
 
+def _role(entry: dict) -> str:
+    """A status row's role; the session override names its session."""
+    if entry["role"] == "override":
+        return f"override ({entry['session_name'] or entry['session']})"
+    return entry["role"]
+
+
 @models.command("list")
-@click.option("--provider", "-p", "provider", metavar="ID", help="Only this provider.")
+@click.option("--provider", "-p", "provider", metavar="ID", help="Only this provider.",
+              shell_complete=complete_providers)
 @click.option("--refresh", is_flag=True, help="Ask the providers again now.")
 @json_option
 def list_(provider, refresh, json_):
@@ -401,26 +423,30 @@ def list_(provider, refresh, json_):
 
 # -- the agent's refs -------------------------------------------------------------------------
 
-def _set_refs(agent: str | None, **changes) -> tuple[str, bool]:
-    """Append agent.models_set with `changes` (refs validated); returns (agent, changed)."""
+def _set_refs(agent: str | None, **changes) -> tuple[str, bool, dict]:
+    """Append agent.models_set with `changes` (refs validated); returns (agent, changed,
+    the refs as stored)."""
     from fased.agents import get_agent
     from fased.store import Draft
 
-    chosen: list[str] = []
+    chosen: list[tuple[str, dict]] = []
 
     def decide(con):
         row = get_agent(con, agent)
-        chosen.append(row["id"])
-        current = {"primary": row["primary_model"], "task": row["task_model"],
-                   "fallbacks": json.loads(row["fallbacks"] or "[]")}
+        current = {"agent": row["id"], "primary": row["primary_model"],
+                   "task": row["task_model"], "fallbacks": json.loads(row["fallbacks"] or "[]")}
         resolved = {k: (v(con, current) if callable(v) else v) for k, v in changes.items()}
+        chosen.append((row["id"], resolved))
         if all(current[k] == v for k, v in resolved.items()):
             return []
         return [Draft("agent.models_set", f"agent:{row['id']}", {"agent": row["id"],
                                                                   **resolved})]
 
     outcome = store().transact(decide)
-    return (chosen[-1] if chosen else outcome.events[0]["data"]["agent"]), bool(outcome.events)
+    if chosen:
+        return chosen[-1][0], bool(outcome.events), chosen[-1][1]
+    data = dict(outcome.events[0]["data"])  # a replayed command: what it stored then
+    return data.pop("agent"), True, data
 
 
 def _ref(con, ref: str) -> str:
@@ -436,7 +462,7 @@ def _ref(con, ref: str) -> str:
 @models.command("set")
 @agent_option
 @click.argument("role", type=click.Choice(["primary", "task"]))
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def set_(agent, role, ref):
     """Set the agent's primary model, or the model its scheduled tasks use.
 
@@ -445,8 +471,16 @@ def set_(agent, role, ref):
       fased agent models set primary ollama/llama3.2
       fased agent models set task openrouter/moonshotai/kimi-k2 --agent ops
     """
-    agent_id, changed = _set_refs(agent, **{role: lambda con, cur: _ref(con, ref)})
-    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {ref}.")
+    def resolve(con, cur):
+        from fased.models import check_not_a_fallback
+
+        resolved = _ref(con, ref)
+        if role == "primary" and resolved != cur["primary"]:
+            check_not_a_fallback(cur["agent"], resolved, cur["fallbacks"])
+        return resolved
+
+    agent_id, changed, stored = _set_refs(agent, **{role: resolve})
+    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {stored[role]}.")
 
 
 @models.command("unset")
@@ -454,7 +488,7 @@ def set_(agent, role, ref):
 @click.argument("role", type=click.Choice(["primary", "task"]))
 def unset(agent, role):
     """Clear the primary or task model (the task model then follows the primary)."""
-    agent_id, changed = _set_refs(agent, **{role: None})
+    agent_id, changed, _ = _set_refs(agent, **{role: None})
     click.echo(f"{agent_id}: {role} model {'cleared' if changed else 'was not set'}.")
 
 
@@ -465,24 +499,30 @@ def fallback() -> None:
 
 @fallback.command("add")
 @agent_option
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 @click.option("--position", type=count(1), help="1-based place in the list.")
 def fallback_add(agent, ref, position):
     """Add a fallback model (at the end, or at --position)."""
 
+    added = []
+
     def new_list(con, cur):
+        from fased.models import check_not_the_primary
+
         resolved = _ref(con, ref)
+        check_not_the_primary(cur["agent"], resolved, cur["primary"])
+        added.append(resolved)
         items = [r for r in cur["fallbacks"] if r != resolved]
         items.insert(len(items) if position is None else position - 1, resolved)
         return items
 
-    agent_id, _ = _set_refs(agent, fallbacks=new_list)
-    click.echo(f"{agent_id}: fallback {ref} added.")
+    agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
+    click.echo(f"{agent_id}: fallback {added[-1] if added else ref} added.")
 
 
 @fallback.command("remove")
 @agent_option
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def fallback_remove(agent, ref):
     """Remove a fallback model."""
 
@@ -500,7 +540,7 @@ def fallback_remove(agent, ref):
                              hint="fallbacks: " + (", ".join(cur["fallbacks"]) or "none"))
         return [r for r in cur["fallbacks"] if r != target]
 
-    agent_id, _ = _set_refs(agent, fallbacks=new_list)
+    agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
     click.echo(f"{agent_id}: fallback {ref} removed.")
 
 
@@ -508,7 +548,7 @@ def fallback_remove(agent, ref):
 @agent_option
 def fallback_clear(agent):
     """Remove every fallback model."""
-    agent_id, changed = _set_refs(agent, fallbacks=[])
+    agent_id, changed, _ = _set_refs(agent, fallbacks=[])
     click.echo(f"{agent_id}: fallbacks {'cleared' if changed else 'were empty'}.")
 
 
@@ -519,7 +559,7 @@ def alias() -> None:
 
 @alias.command("add")
 @click.argument("name")
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def alias_add(name, ref):
     """Make NAME mean REF (e.g. `fast` -> ollama/llama3.2)."""
     from fased.store import Draft
@@ -531,10 +571,13 @@ def alias_add(name, ref):
 
     check_name(name, "the alias")
 
-    def decide(con):
-        from fased.models import aliases, parse_model_ref
+    stored = []
 
-        resolved = str(parse_model_ref(con, ref))
+    def decide(con):
+        from fased.models import aliases
+
+        resolved = _ref(con, ref)
+        stored.append(resolved)
         old = aliases(con).get(name)
         if old == resolved:
             return []
@@ -543,8 +586,9 @@ def alias_add(name, ref):
             data["old"] = old
         return [Draft("config.set", "config", data)]
 
-    store().transact(decide)
-    click.echo(f"Alias {name} -> {ref}.")
+    outcome = store().transact(decide)
+    click.echo(f"Alias {name} -> "
+               f"{stored[-1] if stored else outcome.events[0]['data']['value']}.")
 
 
 @alias.command("remove")

@@ -8,7 +8,7 @@ import time
 import click
 
 from fased.commands.output import echo_json, echo_jsonl, json_option, note, say, store, table
-from fased.commands.types import count
+from fased.commands.types import complete_agents, complete_sessions, count
 from fased.errors import EXIT_ERROR, UsageError
 
 
@@ -17,9 +17,11 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
     from fased.audit import parse_bound
+    from fased.timeparse import utc_now
 
+    now = utc_now()  # a bad FASED_NOW is an error of its own, not of this option's value
     try:
-        return parse_bound(value)
+        return parse_bound(value, now=now)
     except UsageError as exc:
         raise click.BadParameter(
             f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
@@ -35,8 +37,10 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
               help="Event type, e.g. 'turn.*' (repeatable).")
 @click.option("streams", "--stream", metavar="GLOB", multiple=True,
               help="Stream, e.g. 'session:*' (repeatable).")
-@click.option("--agent", "-a", metavar="ID", help="Events of this agent and its sessions.")
-@click.option("--session", "-s", metavar="ID", help="Events of this session.")
+@click.option("--agent", "-a", metavar="ID", help="Events of this agent and its sessions.",
+              shell_complete=complete_agents)
+@click.option("--session", "-s", metavar="ID", help="Events of this session.",
+              shell_complete=complete_sessions)
 @click.option("-n", "last", type=count(), metavar="N", help="Only the last N.")
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing new events (Ctrl-C stops: exit 130).")

@@ -38,7 +38,6 @@ KINDS = ("openai-compatible", "openai", "openrouter", "anthropic", "ollama", "lm
 HOSTED = ("openai", "openrouter", "anthropic", "cloudflare")
 KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
            "anthropic": "ANTHROPIC_API_KEY", "cloudflare": "CLOUDFLARE_API_TOKEN"}
-DETECT_KINDS = ("ollama", "lmstudio", "vllm", "litellm")
 CREDENTIALS = "credentials.json"
 
 
@@ -237,14 +236,41 @@ def parse_model_ref(con: sqlite3.Connection, ref: str) -> ModelRef:
     if provider not in registered:
         raise UsageError(
             f"unknown provider {provider!r} in model ref {text!r} (registered: {listing})",
-            hint="if the model id itself contains '/', put its provider first, e.g. "
+            hint=_add_provider_hint(provider) if provider in KINDS else
+            "if the model id itself contains '/', put its provider first, e.g. "
             f"openrouter/{text}; add providers with `fased agent models providers add`")
     return ModelRef(provider, model)
+
+
+def _add_provider_hint(kind: str) -> str:
+    """The whole step that registers a provider of a known kind."""
+    steps = f"`fased agent models providers add {kind}`"
+    if kind in HOSTED:
+        steps += f", then `fased agent models auth {kind}` (paste the key)"
+    elif kind != "openai-compatible":
+        steps += " (or `fased agent models providers detect`)"
+    return f"add it first: {steps}, and run this again"
 
 
 def check_ref_for_agent(con: sqlite3.Connection, ref: str) -> str:
     """Validate a ref now and return it in `provider/model` form (what the agent stores)."""
     return str(parse_model_ref(con, ref))
+
+
+def check_not_the_primary(agent: str, fallback: str, primary: str | None) -> None:
+    """A fallback is tried after the primary failed: the same model again would be no
+    fallback at all."""
+    if fallback == primary:
+        raise UsageError(f"{fallback} is agent {agent}'s primary model; a fallback must be "
+                         "another model")
+
+
+def check_not_a_fallback(agent: str, primary: str, fallbacks: list[str]) -> None:
+    """A new primary that is already one of the agent's fallbacks would be its own fallback."""
+    if primary in fallbacks:
+        raise UsageError(f"{primary} is a fallback of agent {agent}; the primary must be "
+                         "another model",
+                         hint=f"`fased agent models fallback remove {primary}` first")
 
 
 def catalog_note(con: sqlite3.Connection, ref: ModelRef) -> str | None:
@@ -437,67 +463,3 @@ def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0)
     if drafts:
         store.append_internal(drafts)
     return results
-
-
-def detect_endpoints() -> list[tuple[str, str]]:
-    """Where to look for local servers: the defaults, or FASED_DETECT_ENDPOINTS
-    (`kind=url,kind=url`) for servers on other ports."""
-    override = os.environ.get("FASED_DETECT_ENDPOINTS")
-    if override is not None:
-        pairs = []
-        for item in filter(None, (p.strip() for p in override.split(","))):
-            kind, _, url = item.partition("=")
-            pairs.append((kind.strip(), url.strip()))
-        return pairs
-    return [(kind, DEFAULT_URLS[kind]) for kind in DETECT_KINDS]
-
-
-def detect_local_providers(store: Store, timeout: float = 0.5) -> list[str]:
-    """Probe local model servers; register those that answer, list their models, and give
-    the selected agent a primary model when it has none. Returns what was done, as lines."""
-    from fased.providers import client_for
-
-    found: list[tuple[str, str, list[str]]] = []
-    for kind, url in detect_endpoints():
-        try:
-            send_url, params = join_url_credentials(*split_url_credentials(url))
-            with client_for(kind, send_url, params=params, connect_timeout=timeout,
-                            read_timeout=timeout * 4) as client:
-                models = sorted(client.list_models())
-        except (FasedError, ValueError):  # ValueError: a URL urlsplit cannot read
-            continue
-        found.append((kind, url, models))
-    if not found:
-        return []
-    lines: list[str] = []
-    secrets: dict[str, dict] = {}
-
-    def decide(con):
-        drafts = []
-        for kind, url, models in found:
-            row = con.execute("SELECT removed FROM providers WHERE id = ?", (kind,)).fetchone()
-            if row is not None and not row[0]:
-                continue
-            draft, secrets[kind] = provider_draft(con, kind, kind, url, {}, None, detected=True)
-            drafts.append(draft)
-            drafts.append(Draft("models.catalog_fetched", f"provider:{kind}",
-                                {"provider": kind, "models": models}))
-            lines.append(f"Found {kind} at {draft.data['base_url']} with {len(models)} model(s)")
-        agent_row = con.execute(
-            "SELECT a.id, a.primary_model FROM agents a JOIN kv ON kv.value = a.id "
-            "WHERE kv.key = 'selected_agent'").fetchone()
-        if agent_row is not None and not agent_row["primary_model"]:
-            for kind, _, models in found:
-                if models:
-                    ref = f"{kind}/{models[0]}"
-                    drafts.append(Draft("agent.models_set", f"agent:{agent_row['id']}",
-                                        {"agent": agent_row["id"], "primary": ref}))
-                    lines.append(f"Set {agent_row['id']}'s primary model to {ref}")
-                    break
-        return drafts
-
-    store.append_internal(decide)
-    for kind, taken in secrets.items():
-        if taken:
-            store_provider_secrets(store, kind, taken)
-    return lines

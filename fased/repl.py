@@ -173,13 +173,25 @@ class Repl:
         if not args:
             return (f"Model: {row[0]} (session override)" if row[0] else
                     f"Model: {agent['primary_model'] or '(none)'} (agent default)")
-        from fased.models import check_ref_for_agent
+        from fased.models import catalog_note, parse_model_ref
+        from fased.sessions import model_override_drafts
 
-        ref = None if args[0] in ("clear", "default") else check_ref_for_agent(con, args[0])
-        self.store.transact(lambda c: [Draft("session.model_set", f"session:{self.session}", {
-            "agent": self.agent, "session": self.session, "model": ref})])
-        return (f"This session now uses {ref}." if ref else
-                "Override cleared: this session uses the agent default.")
+        found: list = []
+
+        def decide(c):
+            ref, drafts = model_override_drafts(c, self.agent, self.session, args[0])
+            found[:] = [ref, bool(drafts)]
+            return drafts
+
+        self.store.transact(decide)
+        ref, changed = found
+        warning = catalog_note(con, parse_model_ref(con, ref)) if ref else None
+        if ref:
+            said = f"This session {'now' if changed else 'already'} uses {ref}."
+        else:
+            said = ("Override cleared: this session uses the agent default." if changed else
+                    "This session has no override: it uses the agent default.")
+        return f"{warning}\n{said}" if warning else said
 
     def _queue(self, args: list[str]) -> str:
         from fased.settings import QUEUE_MODES, queue_mode
@@ -211,6 +223,12 @@ def interactive(store: Store, agent: str | None = None, session: str | None = No
         print(printable(repl.handle(f"/model {model}") or "", multiline=True))
     print(f"fased chat with {repl.agent}, session {repl.session}. /help for commands, "
           "Ctrl-D to leave.", file=sys.stderr)
+    if not model:
+        from fased.sessions import override_notice
+
+        kept = override_notice(store.db(), repl.session, changed=False)
+        if kept:
+            print(printable(kept), file=sys.stderr)
     while True:
         try:
             line = input(repl.prompt)

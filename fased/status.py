@@ -23,9 +23,19 @@ def agent_model_status(store: Store, agent: str | None, probe: bool = False,
     out = []
     for role, ref in refs:
         out.append(_ref_status(store, con, role, ref, probe, timeout))
+    override = con.execute(
+        "SELECT id, name, model_override FROM sessions WHERE id = ? AND deleted = 0",
+        (row["current_session"],)).fetchone()
+    if override is not None and override["model_override"]:
+        # the current session answers with its override (`fased chat` without --session)
+        entry = _ref_status(store, con, "override", override["model_override"], probe, timeout)
+        out.insert(1, {**entry, "session": override["id"],
+                       "session_name": override["name"]})
     primary = out[0]
     if primary["ref"] is None:
-        reason = "no primary model: `fased agent models set primary REF`"
+        from fased.setup import next_step
+
+        reason = f"no primary model; next: {next_step(con, row['id'])}"
     elif primary["provider_state"] != "registered":
         reason = primary["provider_state"]
     elif not primary["credential_ready"]:

@@ -95,9 +95,7 @@ def fire_drafts(con: sqlite3.Connection, task: sqlite3.Row, now: datetime, *,
 
     Returns [] when nothing is due, or when the task's previous turn is still waiting."""
     schedule = schedule_of(task)
-    busy = con.execute("SELECT 1 FROM task_runs r JOIN turns t ON t.id = r.turn WHERE r.task = ?"
-                       " AND t.state IN ('queued', 'running')", (task["id"],)).fetchone()
-    if busy and not manual:
+    if not manual and previous_turn_pending(con, task["id"]):
         return []
     occurrence, skipped, retry = None, 0, False
     if not manual:
@@ -126,25 +124,42 @@ def fire_drafts(con: sqlite3.Connection, task: sqlite3.Row, now: datetime, *,
             Draft("turn.queued", f"session:{task['session']}", queued)]
 
 
+def previous_turn_pending(con: sqlite3.Connection, task_id: str) -> str | None:
+    """The task's turn that is still queued or running (a scheduled run waits for it)."""
+    row = con.execute("SELECT r.turn FROM task_runs r JOIN turns t ON t.id = r.turn WHERE"
+                      " r.task = ? AND t.state IN ('queued', 'running')", (task_id,)).fetchone()
+    return row[0] if row else None
+
+
+def due_task_ids(con: sqlite3.Connection, now: datetime, agent: str | None) -> list[str]:
+    """The tasks a tick at `now` tries to fire, in the order it fires them; fire_drafts then
+    decides for each (under the log lock) whether it fires. fased.preview asks the same."""
+    now_ts = format_ts(now)
+    agent_clause, params = ("AND agent = ?", [agent]) if agent else ("", [])
+    return [r["id"] for r in con.execute(
+        f"SELECT id FROM tasks WHERE state = 'active' {agent_clause} AND ((next_run IS NOT NULL"
+        " AND next_run <= ?) OR (retry_at IS NOT NULL AND retry_at <= ?)) ORDER BY next_run",
+        [*params, now_ts, now_ts])]
+
+
+def fire_due(con: sqlite3.Connection, task_id: str, now: datetime) -> list[Draft]:
+    """What a tick appends for one task of due_task_ids (re-read under the lock)."""
+    task = get_task(con, task_id)
+    if task["state"] != "active":
+        return []
+    return fire_drafts(con, task, now)
+
+
 def fire_due_tasks(store: Store, runner, emit: Callable[[dict], None] | None = None) -> list[str]:
     """One scheduler tick: deliver finished replies, then fire what is due. Returns the turn
     ids queued."""
     deliver_pending(store, emit or _print, runner.note)
     now = runner.clock()
-    now_ts = format_ts(now)
-    con = store.db(check_files=False)
-    agent_clause, params = ("AND agent = ?", [runner.agent]) if runner.agent else ("", [])
-    due = [r["id"] for r in con.execute(
-        f"SELECT id FROM tasks WHERE state = 'active' {agent_clause} AND ((next_run IS NOT NULL"
-        " AND next_run <= ?) OR (retry_at IS NOT NULL AND retry_at <= ?)) ORDER BY next_run",
-        [*params, now_ts, now_ts])]
+    due = due_task_ids(store.db(check_files=False), now, runner.agent)
     queued: list[str] = []
     for task_id in due:
         def decide(con, task_id=task_id):
-            task = get_task(con, task_id)
-            if task["state"] != "active":
-                return []
-            return fire_drafts(con, task, now)
+            return fire_due(con, task_id, now)
 
         outcome = store.append_internal(decide)
         for e in outcome.events:
@@ -178,16 +193,21 @@ def deliver_pending(store: Store, emit: Callable[[dict], None],
     What is pending is read under `delivery.lock`, held until the outcomes are recorded, so
     two runners never deliver a reply twice; the log lock stays free while a webhook is slow."""
     with _delivery_lock(store.home):
-        con = store.db(check_files=False)
-        pending = con.execute(
-            f"{_DELIVERY_ROWS} AND (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND"
-            " r.delivery_attempts < ?)) ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
+        pending = pending_deliveries(store.db(check_files=False))
         outcomes = [_deliver_and_record(store, row, emit) for row in pending]
     for d in outcomes:
         if not d["ok"]:
             note(f"fased: delivery of turn {d['turn']} ({d['task']}) to {d['target']} failed: "
                  f"{d['error']}")
     return outcomes
+
+
+def pending_deliveries(con: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Finished task runs whose reply a tick delivers: never tried, or failed fewer than
+    MAX_DELIVERY_ATTEMPTS times."""
+    return con.execute(
+        f"{_DELIVERY_ROWS} AND (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND"
+        " r.delivery_attempts < ?)) ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
 
 
 def deliver_again(store: Store, task_id: str, turn: str | None,

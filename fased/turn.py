@@ -68,10 +68,13 @@ class ModelChain:
         """One model call along the chain; raises TurnFailed when no model answers."""
         chain = self.claim.models
         if not chain:
+            from fased.setup import next_step
+
+            step = next_step(con, self.claim.agent) or "`fased agent models set primary REF`"
             raise TurnFailed({
                 "error_class": "no_model", "attempts": 0, "models_tried": [],
-                "message": f"agent {self.claim.agent} has no model: "
-                "`fased agent models set primary REF`", "runner": self.runner.id})
+                "message": f"agent {self.claim.agent} has no model; next: {step}",
+                "runner": self.runner.id})
         last: FasedError | None = None
         while self.index < len(chain):
             ref = chain[self.index]
@@ -212,7 +215,8 @@ class ModelChain:
 def model_chain(con, turn, now: str) -> tuple[list[str], dict[str, str]]:
     """The refs a turn tries, in order: its override (else, for a chat turn, the session's)
     or the agent's primary, then the fallbacks, without models cooling down at `now` (unless
-    every one of them is); and the ones left out (ref -> cooling down until). A task's turn
+    every one of them is); and the ones left out (ref -> cooling down until). The session's
+    override is the model the user named: it is tried even while it cools down. A task's turn
     carries the task's model (or the agent's task model) as its override: the session's chat
     override (`chat -m`, `/model`) is not for it."""
     agent = get_agent(con, turn["agent"], include_deleted=True)
@@ -220,13 +224,14 @@ def model_chain(con, turn, now: str) -> tuple[list[str], dict[str, str]]:
         "SELECT model_override FROM sessions WHERE id = ?", (turn["session"],)).fetchone()
     first = turn["model_override"] or (session[0] if session else None) or agent[
         "primary_model"]
+    named = first if session and first == session[0] else None
     chain: list[str] = []
     for ref in [first, *json.loads(agent["fallbacks"] or "[]")]:
         if ref and ref not in chain:
             chain.append(ref)
     cooling = {r[0]: r[1] for r in con.execute(
         "SELECT model, until FROM cooldowns WHERE until > ?", (now,))}
-    usable = [ref for ref in chain if ref not in cooling]
-    if not usable:
+    if all(ref in cooling for ref in chain):
         return chain, {}
-    return usable, {ref: cooling[ref] for ref in chain if ref in cooling}
+    usable = [ref for ref in chain if ref not in cooling or ref == named]
+    return usable, {ref: cooling[ref] for ref in chain if ref in cooling and ref != named}

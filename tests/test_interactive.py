@@ -330,6 +330,9 @@ def test_model_override_for_the_session(home, chat, server):
     assert [e["data"] for e in of_type(home, "session.model_set")] == [
         {"agent": "main", "session": "s-1", "model": "ollama/fake-small"}]
     assert term.line("/model") == b"/model\r\nModel: ollama/fake-small (session override)\r\n"
+    assert term.line("/model fake-small") == (
+        b"/model fake-small\r\nThis session already uses ollama/fake-small.\r\n")
+    assert len(of_type(home, "session.model_set")) == 1
     assert term.line("small one") == f"small one\r\n{DEFAULT_TEXT}\r\n".encode()
     assert [r["model"] for r in server.requests] == ["fake-small"]
     assert of_type(home, "turn.completed")[-1]["data"]["model"] == "ollama/fake-small"
@@ -351,6 +354,20 @@ def test_model_override_for_the_session(home, chat, server):
     assert events(home) == before
     term.type("\x04")
     assert term.wait() == 0
+
+
+def test_a_session_with_an_override_says_so_when_chat_starts(home, ok, chat, server):
+    ok("session", "new", "--name", "ops")
+    ok("session", "model", "set", "ollama/fake-small")
+    term = chat(stderr_apart=True)
+
+    assert term.line("hi") == f"hi\r\n{DEFAULT_TEXT}\r\n".encode()
+    term.type("\x04")
+    assert term.wait() == 0
+    assert term.err.splitlines()[:2] == [
+        b"fased chat with main, session s-1. /help for commands, Ctrl-D to leave.",
+        b"fased: session ops answers with its override ollama/fake-small"]
+    assert [r["model"] for r in server.requests] == ["fake-small"]
 
 
 def test_model_option_carries_into_the_loop(home, chat, server):

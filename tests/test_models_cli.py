@@ -23,6 +23,12 @@ from fakeserver import FakeModelServer, Hang, Status
 
 MODELS = ["agent", "models"]
 PROVIDERS = [*MODELS, "providers"]
+NO_PROVIDER_STEP = (
+    "no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+    "`fased agent models providers detect`, or add a hosted one: "
+    "`fased agent models providers add openai`, `fased agent models auth openai`, "
+    "`fased agent models set primary openai/gpt-4o-mini` "
+    "(or run `fased setup` on a terminal to be guided)")
 KEY_VARS = ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY", "CLOUDFLARE_API_TOKEN")
 
 
@@ -330,7 +336,8 @@ def test_setup_alone_gives_a_new_user_a_working_agent(fased_home, run, ok, serve
     assert result.stderr.splitlines() == [
         f"Found ollama at {server.url} with 2 model(s)",
         f"Found vllm at {server.url}/v1 with 2 model(s)",
-        "Set main's primary model to ollama/fake-model",
+        f"Nothing answered at lmstudio {closed_url}/v1, litellm {closed_url}",
+        "Set main's primary model to ollama/fake-model (the first model ollama lists)",
     ]
     detected = [(t, d) for t, d in added(fased_home, 0)
                 if t in ("provider.added", "models.catalog_fetched", "agent.models_set")]
@@ -362,7 +369,11 @@ def test_detect_registers_new_servers_but_keeps_a_chosen_primary(set_up, ok, run
     env = {"FASED_DETECT_ENDPOINTS": f"vllm={server.url}/v1"}
 
     found = json.loads(ok(*PROVIDERS, "detect", "--json", env=env))
-    assert found == {"found": [f"Found vllm at {server.url}/v1 with 2 model(s)"]}
+    assert found == {"found": [f"Found vllm at {server.url}/v1 with 2 model(s)"],
+                     "looked_at": [{"kind": "vllm", "url": f"{server.url}/v1", "state": "found",
+                                    "models": ["fake-model", "fake-small"], "loaded": [],
+                                    "error": None}],
+                     "primary": None}
     assert [t for t, _ in added(set_up, before)] == ["provider.added", "models.catalog_fetched"]
     assert agent_models(set_up)["primary"] == "mine/fake-small"
 
@@ -370,8 +381,8 @@ def test_detect_registers_new_servers_but_keeps_a_chosen_primary(set_up, ok, run
     before = count(set_up)
     again = run(*PROVIDERS, "detect", env=env)
     assert (again.exit_code, again.stdout) == (0, (
-        "No new local model server answered (Ollama :11434, LM Studio :1234, vLLM :8000, "
-        "LiteLLM :4000).\n"))
+        f"vllm at {server.url}/v1 is already registered (2 model(s))\n"
+        "No new local model server answered.\n"))
     assert count(set_up) == before
 
 
@@ -382,7 +393,9 @@ def test_detect_with_nothing_answering_records_nothing(set_up, run, closed_url):
                  env={"FASED_DETECT_ENDPOINTS": f"ollama={closed_url},vllm={closed_url}/v1"})
     assert time.monotonic() - started < 5
     assert result.exit_code == 0
-    assert result.stdout.startswith("No new local model server answered")
+    assert result.stdout == (f"Nothing answered at ollama {closed_url}, vllm {closed_url}/v1\n"
+                             "No new local model server answered.\n")
+    assert result.stderr.startswith("Next: no provider yet: start a local server")
     assert count(set_up) == before
 
 
@@ -699,13 +712,13 @@ def test_status_without_a_primary_is_not_ready(set_up, run):
     result = run(*MODELS, "status")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "Agent main: not ready (no primary model: `fased agent models set primary REF`)",
+        f"Agent main: not ready (no primary model; next: {NO_PROVIDER_STEP})",
         "ROLE     REF  PROVIDER  CREDENTIAL",
         "primary  -    -         -",
     ]
     report = json.loads(run(*MODELS, "status", "--json").stdout)
     assert report == {"agent": "main", "ready": False,
-                      "reason": "no primary model: `fased agent models set primary REF`",
+                      "reason": f"no primary model; next: {NO_PROVIDER_STEP}",
                       "refs": [{"role": "primary", "ref": None, "provider": None,
                                 "provider_state": "-", "credential": "-",
                                 "credential_ready": False, "credential_problem": None}]}
@@ -781,6 +794,8 @@ def test_status_reports_every_ref_and_only_the_primary_decides(set_up, ok, run, 
         "no credential: `fased agent models auth openai`")
 
     # Without --probe nothing is sent: a registered provider whose server is down is "ready".
+    # (A primary cannot also be a fallback: the fallback goes first.)
+    ok(*MODELS, "fallback", "remove", "down/fake-model", "--agent", "ops")
     ok(*MODELS, "set", "primary", "down/fake-model", "--agent", "ops")
     sent = len(server.requests)
     plain = run(*MODELS, "status", "--agent", "ops")
@@ -1137,3 +1152,87 @@ def test_projections_match_a_rebuild_from_the_log(set_up, ok, run, server):
     assert json.loads(ok(*PROVIDERS, "list", "--json")) == expected
     assert agent_models(set_up) == {"primary": "ollama/fake-model",
                                     "fallbacks": ["openai/gpt-4o-mini"], "task": None}
+
+
+def test_set_prints_the_stored_ref_and_warns_when_the_catalog_lacks_it(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "list")  # the catalog: fake-model, fake-small
+    note = ("note: ollama did not list 'nonsense' when its models were last fetched")
+    for command, stored, printed in (
+        (["set", "primary", "nonsense"], {"primary": "ollama/nonsense"},
+         "main: primary model set ollama/nonsense.\n"),
+        (["set", "task", "nonsense"], {"task": "ollama/nonsense"},
+         "main: task model set ollama/nonsense.\n"),
+        (["set", "primary", "nonsense"], {"primary": "ollama/nonsense"},
+         "main: primary model already ollama/nonsense.\n"),
+    ):
+        result = run(*MODELS, *command)
+        assert (result.exit_code, result.stdout) == (0, printed), result.stderr
+        assert result.stderr.startswith(note), result.stderr
+        assert {k: agent_models(set_up)[k] for k in stored} == stored
+    ok(*MODELS, "unset", "primary")
+    result = run(*MODELS, "fallback", "add", "nonsense")
+    assert (result.exit_code, result.stdout) == (0, "main: fallback ollama/nonsense added.\n")
+    assert result.stderr.startswith(note)
+    assert agent_models(set_up)["fallbacks"] == ["ollama/nonsense"]
+    alias = run(*MODELS, "alias", "add", "odd", "nonsense")
+    assert (alias.exit_code, alias.stdout) == (0, "Alias odd -> ollama/nonsense.\n")
+    assert alias.stderr.startswith(note)
+    created = run("agent", "create", "ops", "--model", "nonsense")
+    assert created.exit_code == 0
+    assert created.stderr.startswith(note)
+    assert agent_models(set_up, "ops")["primary"] == "ollama/nonsense"
+    # A model the catalog lists: the stored ref, and nothing on stderr.
+    listed = run(*MODELS, "set", "primary", "fake-model")
+    assert (listed.exit_code, listed.stdout, listed.stderr) == (
+        0, "main: primary model set ollama/fake-model.\n", "")
+
+
+def test_a_fallback_equal_to_the_primary_is_a_usage_error(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "set", "primary", "ollama/fake-model")
+    ok(*MODELS, "fallback", "add", "ollama/fake-small")
+    before = count(set_up)
+    for command, error in (
+        (["fallback", "add", "ollama/fake-model"],
+         "Error: ollama/fake-model is agent main's primary model; a fallback must be "
+         "another model"),
+        (["fallback", "add", "fake-model", "--position", "1"],
+         "Error: ollama/fake-model is agent main's primary model; a fallback must be "
+         "another model"),
+        (["set", "primary", "fake-small"],
+         "Error: ollama/fake-small is a fallback of agent main; the primary must be "
+         "another model"),
+    ):
+        result = run(*MODELS, *command)
+        assert result.exit_code == 2, (command, result.stdout, result.stderr)
+        assert error_line(result) == error
+        assert result.stdout == ""
+    assert hint_line(result) == (
+        "Hint: `fased agent models fallback remove ollama/fake-small` first")
+    assert count(set_up) == before
+    assert agent_models(set_up) == {"primary": "ollama/fake-model",
+                                    "fallbacks": ["ollama/fake-small"], "task": None}
+
+
+def test_status_shows_the_current_session_override(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "set", "primary", "ollama/fake-model")
+    ok("session", "new", "--name", "ops")
+    ok("session", "model", "ops", "set", "ollama/fake-small")
+
+    result = run(*MODELS, "status")
+    assert result.exit_code == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        "Agent main: ready",
+        "ROLE            REF                PROVIDER    CREDENTIAL",
+        "primary         ollama/fake-model  registered  not needed",
+        "override (ops)  ollama/fake-small  registered  not needed",
+    ]
+    report = json.loads(run(*MODELS, "status", "--json").stdout)
+    assert [(r["role"], r["ref"], r.get("session")) for r in report["refs"]] == [
+        ("primary", "ollama/fake-model", None), ("override", "ollama/fake-small", "s-1")]
+
+    ok("session", "model", "ops", "clear")
+    assert [r["role"] for r in json.loads(run(*MODELS, "status", "--json").stdout)[
+        "refs"]] == ["primary"]
