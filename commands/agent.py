@@ -223,12 +223,17 @@ def set_identity(agent_id, name, emoji):
 @agent.command("delete")
 @click.argument("agent_id", metavar="ID", shell_complete=complete_agents)
 @click.option("--force", is_flag=True, help="Delete even with sessions or active tasks "
-              "(its active tasks are cancelled).")
+              "(its active tasks are cancelled, its unanswered messages withdrawn).")
 def delete(agent_id, force):
     """Delete an agent (soft: `fased agent restore` brings it back with its sessions)."""
     from fased.agents import get_agent
+    from fased.sessions import waiting_turns, withdraw_drafts
     from fased.store import Draft
+    from fased.timeparse import format_ts
     from fased.views import active_task_ids
+
+    st = store()
+    now = format_ts(st.clock())
 
     def decide(con):
         row = get_agent(con, agent_id)
@@ -246,12 +251,18 @@ def delete(agent_id, force):
         drafts = [Draft("task.cancelled", f"task:{t}", {"task": t, "agent": row["id"],
                                                          "reason": "agent deleted"})
                   for t in tasks]
+        # nothing is answered for a deleted agent: its unanswered messages are withdrawn
+        drafts += withdraw_drafts(con, waiting_turns(con, now, agent=row["id"]),
+                                  "agent deleted")
         drafts.append(Draft("agent.deleted", f"agent:{agent_id}",
                             {"agent": agent_id, "force": force, "cancelled_tasks": tasks}))
         return drafts
 
-    store().transact(decide)
-    say(f"Deleted agent {agent_id} (restore with `fased agent restore {agent_id}`).")
+    outcome = st.transact(decide)
+    withdrawn = sum(e["type"] == "turn.aborted" for e in outcome.events)
+    say(f"Deleted agent {agent_id}"
+        + (f" and withdrew {withdrawn} unanswered turn(s)" if withdrawn else "")
+        + f" (restore with `fased agent restore {agent_id}`).")
 
 
 @agent.command("restore")

@@ -305,36 +305,61 @@ def rename(ref, name, agent):
 @session.command("delete")
 @click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @agent_option
-@click.option("--force", is_flag=True, help="Delete even with active tasks (they are cancelled).")
+@click.option("--force", is_flag=True, help="Delete even with active tasks (they are cancelled) "
+              "or turns waiting to be answered (they are withdrawn).")
 def delete(ref, agent, force):
-    """Delete a session (soft: the transcript is kept; `restore` brings it back)."""
-    from fased.sessions import get_session
+    """Delete a session (soft: the transcript is kept; `restore` brings it back).
+
+    A session with active tasks, or with messages no runner has answered yet (queued, or
+    parked for an approval), is deleted only with --force: the tasks are cancelled and the
+    messages withdrawn (recorded aborted; a parked call's request is denied), so nothing is
+    answered in a deleted session. A turn being answered right now is left to its runner.
+
+    \b
+    Examples:
+      fased session delete ops
+      fased session delete s-3 --force
+    """
+    from fased.sessions import get_session, waiting_turns, withdraw_drafts
     from fased.store import Draft
+    from fased.timeparse import format_ts
     from fased.views import active_task_ids
 
+    st = store()
+    now = format_ts(st.clock())
     deleted = []
 
     def decide(con):
         agent_id = _agent_id(con, agent)
         row = get_session(con, agent_id, ref)
         tasks = active_task_ids(con, session=row["id"])
-        if tasks and not force:
-            raise ConflictError(
-                f"session {row['id']} has {len(tasks)} active task(s): {', '.join(tasks)}",
-                hint="add --force to cancel them and delete the session")
+        turns = waiting_turns(con, now, session=row["id"])
+        if (tasks or turns) and not force:
+            what = []
+            if tasks:
+                what.append(f"{len(tasks)} active task(s): {', '.join(tasks)}")
+            if turns:
+                what.append(f"{len(turns)} turn(s) waiting to be answered")
+            todo = ("cancel the tasks, withdraw the turns" if tasks and turns else
+                    "cancel them" if tasks else "withdraw them")
+            raise ConflictError(f"session {row['id']} has {' and '.join(what)}",
+                                hint=f"add --force to {todo} and delete the session")
         deleted.append(row["id"])
         drafts = [Draft("task.cancelled", f"task:{t}", {"task": t, "agent": agent_id,
                                                          "reason": "session deleted"})
                   for t in tasks]
+        drafts += withdraw_drafts(con, turns, "session deleted")
         drafts.append(Draft("session.deleted", f"session:{row['id']}", {
             "agent": agent_id, "session": row["id"], "cancelled_tasks": tasks}))
         return drafts
 
-    outcome = store().transact(decide)
+    outcome = st.transact(decide)
     sid = deleted[-1] if deleted else outcome.events[-1]["data"]["session"]
     cancelled = outcome.events[-1]["data"].get("cancelled_tasks") or []
+    withdrawn = sum(e["type"] == "turn.aborted" for e in outcome.events)
     say(f"Deleted session {sid}"
         + (f" and cancelled task(s) {', '.join(cancelled)}" if cancelled else "")
+        + (f" and withdrew {withdrawn} unanswered turn(s)" if withdrawn else "")
         + f" (restore with `fased session restore {sid}`).")
 
 

@@ -330,13 +330,15 @@ def history_(task_id, last, json_):
 def run_(task_id, queue_only, json_):
     """Fire a task now, through the same path as a scheduled run, and print the reply.
 
-    The reply then goes to the task's delivery target, as `fased run` would send it.
+    The reply then goes to the task's delivery target, as `fased run` would send it. A run
+    by hand is outside the schedule: it never completes an --at task, a failure of it is not
+    retried automatically, and the next scheduled run stays as it was.
 
     \b
     Exit codes: 0 answered (and delivered), 1 the turn or its delivery failed (the
     target's error on stderr; the reply stays in the session), 5 every model failed.
     """
-    from fased.chat import Queued, answer
+    from fased.chat import Queued, answer, withdraw
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
     st = store()
@@ -353,7 +355,15 @@ def run_(task_id, queue_only, json_):
     if queue_only:
         click.echo(queued.turn)
         return
-    result = answer(st, queued, note=note)
+    try:
+        result = answer(st, queued, note=note)
+    except KeyboardInterrupt:
+        # while an earlier turn of the session was answered first: as `fased chat` does,
+        # the run is withdrawn so that no runner answers it later
+        if withdraw(st, queued):
+            note(f"fased: interrupted before turn {queued.turn} started; it will not be "
+                 "answered")
+        raise
     delivered = [d for d in deliver_pending(st, lambda d: note(d["reply"]))
                  if d["turn"] == queued.turn]
     if json_:

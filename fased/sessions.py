@@ -147,3 +147,38 @@ def override_notice(con: sqlite3.Connection, session: str, changed: bool) -> str
                               (row["agent"],)).fetchone()[0]
         return f"fased: session {label} answers with the agent default {primary} again"
     return None
+
+
+def waiting_turns(con: sqlite3.Connection, now: str, *, session: str | None = None,
+                  agent: str | None = None) -> list[sqlite3.Row]:
+    """Turns of a session (or an agent) that a runner would still answer: queued, parked for
+    an approval, or claimed by a runner whose lease ran out. One being answered is not."""
+    column, value = ("session", session) if session is not None else ("agent", agent)
+    return con.execute(
+        f"SELECT * FROM turns WHERE {column} = ? AND (state IN ('queued', 'parked') OR"
+        " (state = 'running' AND lease_until < ?)) ORDER BY queued_seq", (value, now)).fetchall()
+
+
+def withdraw_drafts(con: sqlite3.Connection, turns: list[sqlite3.Row],
+                    reason: str) -> list[Draft]:
+    """Drafts that withdraw `turns` (waiting_turns) so that no runner answers them: each is
+    recorded aborted with nothing said; a parked one has its request denied first, and
+    its open calls are closed (never run)."""
+    if not turns:
+        return []
+    from fased.loop import close_open_calls
+
+    drafts = []
+    for turn in turns:
+        stream = f"session:{turn['session']}"
+        base = {"turn": turn["id"], "agent": turn["agent"], "session": turn["session"]}
+        for approval in con.execute("SELECT id, call FROM approvals WHERE turn = ? AND"
+                                    " state = 'pending'", (turn["id"],)):
+            drafts.append(Draft("approval.decided", stream, {
+                "id": approval["id"], **base, "call": approval["call"], "decision": "denied",
+                "reason": reason}))
+        drafts.extend(close_open_calls(con, turn["id"], turn["agent"], turn["session"]))
+        drafts.append(Draft("turn.aborted", stream, {
+            **base, "partial_reply": "", "reason": reason,
+            "task": turn["task"]}))
+    return drafts

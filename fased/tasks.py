@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -366,23 +367,54 @@ def require_active(row: sqlite3.Row, *states: str) -> None:
 
 # -- /task in interactive chat ----------------------------------------------------------------
 
-def repl_task_command(store: Store, agent: str, session: str, args: list[str]) -> str:
-    """`/task new WHEN MESSAGE | list | show ID | run ID | cancel ID` for the current session."""
+def split_when(text: str) -> tuple[str, str]:
+    """`/task new WHEN MESSAGE`: WHEN is as many words as its form takes (`every 1h`, `in 20m`,
+    `at 09:00`, `at 2026-11-21 09:00`, `cron */5 * * * *`, a bare 5-field cron expression), or
+    a quoted phrase; MESSAGE is the rest, as typed."""
+    text = text.strip()
+    if text[:1] in ("'", '"'):
+        end = text.find(text[0], 1)
+        if end < 0:
+            raise UsageError(f"WHEN has no closing {text[0]}",
+                             hint="/task new every 1h MESSAGE (quotes are optional)")
+        return text[1:end], text[end + 1:].strip()
+    words = text.split()
+    head = words[0].lower() if words else ""
+    count = {"every": 2, "in": 2, "at": 2, "cron": 6}.get(head, 1)
+    if head == "at" and len(words) > 2 and re.fullmatch(r"\d{4}-\d\d-\d\d", words[1]) and (
+            re.fullmatch(r"\d{1,2}:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?", words[2])):
+        count = 3  # a local date and time: at 2026-11-21 09:00
+    elif head not in ("every", "in", "at", "cron") and re.fullmatch(r"[0-9*/,-]+", head):
+        count = 5  # a bare cron expression starts with its minute field
+    if len(words) <= count:
+        return text, ""
+    end = list(re.finditer(r"\S+", text))[count - 1].end()
+    return " ".join(words[:count]), text[end:].strip()
+
+
+def repl_task_command(store: Store, agent: str, session: str, text: str) -> str:
+    """`/task new WHEN MESSAGE | list | show ID | run ID | cancel ID` for the current session
+    (`text` is what follows `/task`)."""
+    import shlex
+
     from fased.schedule import parse_schedule_phrase
 
-    sub = args[0].lower() if args else "list"
+    sub, _, rest = text.strip().partition(" ")
+    sub = sub.lower() or "list"
     con = store.db()
     if sub == "new":
-        if len(args) < 3:
-            raise UsageError("usage: /task new WHEN MESSAGE  (WHEN: 'every 1h', 'in 20m', ...)")
+        when, message = split_when(rest)
+        if not when or not message.strip():
+            raise UsageError("usage: /task new WHEN MESSAGE  (WHEN: every 1h, in 20m, "
+                             "at 09:00, cron */5 * * * *)")
         now = store.clock()
-        schedule = parse_schedule_phrase(args[1], now=now)
+        schedule = parse_schedule_phrase(when, now=now)
         made: list[str] = []
 
         def decide(con):
             task_id, drafts = create_drafts(
                 con, now, agent=agent, session=session, schedule=schedule,
-                message=" ".join(args[2:]), name=None, model=None, deliver=None, keep=False)
+                message=message, name=None, model=None, deliver=None, keep=False)
             made.append(task_id)
             return drafts
 
@@ -393,6 +425,10 @@ def repl_task_command(store: Store, agent: str, session: str, args: list[str]) -
                            " 'paused') ORDER BY created_seq", (session,)).fetchall()
         return "\n".join(f"{r['id']}  {schedule_of(r).describe()}  next {r['next_run'] or '-'}"
                          f"  {r['state']}  {r['message'][:40]}" for r in rows) or "No tasks."
+    try:
+        args = [sub, *shlex.split(rest)]
+    except ValueError as exc:
+        raise UsageError(f"cannot parse the command: {exc}") from None
     if sub in ("show", "run", "cancel") and len(args) == 2:
         row = get_task(con, args[1])
         if sub == "show":

@@ -218,13 +218,15 @@ class ModelChain:
 
 
 def model_chain(con, turn, now: str) -> tuple[list[str], dict[str, str]]:
-    """The refs a turn tries, in order: its override (else the session's) or the agent's
-    primary, then the fallbacks, without models cooling down at `now` (unless every one of
-    them is); and the ones left out (ref -> cooling down until). The session's override is
-    the model the user named: it is tried even while it cools down."""
+    """The refs a turn tries, in order: its override (else, for a chat turn, the session's)
+    or the agent's primary, then the fallbacks, without models cooling down at `now` (unless
+    every one of them is); and the ones left out (ref -> cooling down until). The session's
+    override is the model the user named: it is tried even while it cools down. A task's turn
+    carries the task's model (or the agent's task model) as its override: the session's chat
+    override (`chat -m`, `/model`) is not for it."""
     agent = get_agent(con, turn["agent"], include_deleted=True)
-    session = con.execute("SELECT model_override FROM sessions WHERE id = ?",
-                          (turn["session"],)).fetchone()
+    session = None if turn["task"] else con.execute(
+        "SELECT model_override FROM sessions WHERE id = ?", (turn["session"],)).fetchone()
     first = turn["model_override"] or (session[0] if session else None) or agent[
         "primary_model"]
     named = first if session and first == session[0] else None

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import events, rows
+from conftest import events, rows, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Reply
@@ -244,6 +244,41 @@ def test_ctrl_c_at_the_prompt_does_not_leave(home, chat, server):
     assert term.alive()
     assert term.line("whole") == f"whole\r\n{DEFAULT_TEXT}\r\n".encode()
     assert [e["data"]["message"] for e in of_type(home, "turn.queued")] == ["whole"]
+    term.type("\x04")
+    assert term.wait() == 0
+
+
+def test_ctrl_c_while_an_earlier_turn_is_answered_withdraws_the_message(home, chat, server,
+                                                                      ok, run):
+    text = " ".join(f"word{i}" for i in range(1, 41))
+    server.script(Reply(text, delay=0.25))  # the earlier turn: one word per 0.25 s
+    earlier = ok("chat", "--queue", "earlier").strip()
+    term = chat(stderr_apart=True)
+
+    term.type("later\r")
+    wait_for(lambda: b"answering the earlier queued turn" in term.err or term._read(0.2))
+    wait_for(lambda: len(server.requests) == 1)
+    time.sleep(0.3)
+    term.type("\x03")
+    term.expect(prompt())
+    wait_for(lambda: b"it will not be answered" in term.err or term._read(0.2))
+    assert term.alive()
+
+    later = next(e["data"]["turn"] for e in of_type(home, "turn.queued")
+                 if e["data"]["message"] == "later")
+    assert (f"fased: interrupted before turn {later} started; it will not be answered"
+            in term.err.decode())
+    aborted = [e["data"] for e in of_type(home, "turn.aborted")]
+    assert [(a["turn"], a["partial_reply"], a["reason"]) for a in aborted] == [
+        (later, "", "interrupted")]
+    # the earlier turn goes back to the queue; a later runner answers it, and only it
+    assert rows(home, "SELECT id, state FROM turns ORDER BY queued_seq") == [
+        {"id": earlier, "state": "queued"}, {"id": later, "state": "aborted"}]
+    assert run("run", "--until-idle").exit_code == 0
+    assert [e["data"]["turn"] for e in of_type(home, "turn.completed")] == [earlier]
+    assert len(server.requests) == 2
+
+    assert term.line("and now") == f"and now\r\n{DEFAULT_TEXT}\r\n".encode()
     term.type("\x04")
     assert term.wait() == 0
 

@@ -397,3 +397,77 @@ def test_model_bad_input_appends_nothing(provider, run, ok, args, code, message)
 def test_model_without_any_session(provider, run):
     assert fails(run, provider, 1, "session", "model") == (
         "Error: agent main has no session yet (`fased session new` or `fased chat` creates one)")
+
+
+def test_delete_withdraws_unanswered_turns_or_refuses_without_force(models, run, ok, server):
+    ok("chat", "--queue", "first")
+    ok("chat", "--queue", "second")
+    queued = [e["data"]["turn"] for e in events(models) if e["type"] == "turn.queued"]
+
+    assert fails(run, models, 3, "session", "delete", "s-1") == (
+        "Error: session s-1 has 2 turn(s) waiting to be answered")
+    assert "Hint: add --force to withdraw them and delete the session" in run(
+        "session", "delete", "s-1").stderr
+
+    count = len(events(models))
+    assert ok("session", "delete", "s-1", "--force") == (
+        "Deleted session s-1 and withdrew 2 unanswered turn(s) "
+        "(restore with `fased session restore s-1`).\n")
+    assert [(t, d.get("turn"), d.get("reason")) for t, _, d in appended(models, count)] == [
+        ("turn.aborted", queued[0], "session deleted"),
+        ("turn.aborted", queued[1], "session deleted"),
+        ("session.deleted", None, None)]
+    assert run("run", "--until-idle").exit_code == 0
+    assert server.requests == []
+    assert rows(models, "SELECT state FROM turns") == [{"state": "aborted"}] * 2
+
+
+def test_delete_withdraws_a_parked_turn_and_denies_its_request(models, run, ok, server):
+    from fakeserver import Reply
+
+    server.script(Reply("", tool_calls=[("exec", json.dumps({"command": "touch parked"}))]),
+                  Reply("ran it"))
+    ok("chat", "--queue", "make the file")
+    ok("session", "new", "--name", "other")
+    add_task(models, "task-1", "main", "s-1")
+    assert run("run", "--once", env={"FASED_NO_TTY": "1"}).exit_code == 0
+    [approval] = [e["data"]["id"] for e in events(models) if e["type"] == "approval.requested"]
+
+    result = run("session", "delete", "s-1")
+    assert result.exit_code == 3
+    assert error_line(result) == (
+        "Error: session s-1 has 1 active task(s): task-1 and 1 turn(s) waiting to be answered")
+    assert "Hint: add --force to cancel the tasks, withdraw the turns and delete the session" in (
+        result.stderr)
+
+    count = len(events(models))
+    assert ok("session", "delete", "s-1", "--force") == (
+        "Deleted session s-1 and cancelled task(s) task-1 and withdrew 1 unanswered turn(s) "
+        "(restore with `fased session restore s-1`).\n")
+    assert [(t, d.get("decision"), d.get("status"), d.get("reason"))
+            for t, _, d in appended(models, count)] == [
+        ("task.cancelled", None, None, "session deleted"),
+        ("approval.decided", "denied", None, "session deleted"),
+        ("tool.finished", None, "skipped", None),
+        ("turn.aborted", None, None, "session deleted"),
+        ("session.deleted", None, None, None)]
+    assert json.loads(ok("approvals", "list", "--json")) == []
+    assert rows(models, "SELECT state FROM approvals WHERE id = ?", (approval,)) == [
+        {"state": "denied"}]
+    assert run("run", "--until-idle", env={"FASED_NO_TTY": "1"}).exit_code == 0
+    assert len(server.requests) == 1
+    assert not (models / "workspace" / "parked").exists()
+
+
+def test_deleting_an_agent_withdraws_its_unanswered_turns(models, run, ok, server):
+    ok("agent", "create", "ops", "--model", "ollama/fake-model")
+    ok("chat", "--agent", "ops", "--queue", "for ops")
+    ok("chat", "--queue", "for main")
+
+    assert ok("agent", "delete", "ops", "--force") == (
+        "Deleted agent ops and withdrew 1 unanswered turn(s) "
+        "(restore with `fased agent restore ops`).\n")
+    aborted = [e["data"] for e in events(models) if e["type"] == "turn.aborted"]
+    assert [(a["agent"], a["reason"]) for a in aborted] == [("ops", "agent deleted")]
+    assert run("run", "--until-idle").exit_code == 0
+    assert [r["json"]["messages"][-1]["content"] for r in server.requests] == ["for main"]
