@@ -126,6 +126,7 @@ def show(agent_id, json_):
     """Show an agent: workspace, models, identity, policies, sandbox, sessions and tasks."""
     from fased.agents import get_agent
     from fased.settings import agent_settings
+    from fased.setup import next_step
     from fased.tools.confine import sandbox_report
     from fased.views import agent_detail
 
@@ -150,7 +151,7 @@ def show(agent_id, json_):
     m = detail["model"]
     lines = [
         ("Workspace", detail["workspace"]),
-        ("Primary model", m["primary"] or "(none: `fased agent models set primary REF`)"),
+        ("Primary model", m["primary"] or f"(none; next: {next_step(con, row['id'])})"),
         ("Fallbacks", ", ".join(m["fallbacks"]) or "(none)"),
         ("Task model", m["task"] or "(primary)"),
         ("Skills", detail["skills"]),

@@ -184,8 +184,9 @@ def providers_list(json_):
         echo_json(rows)
         return
     if not rows:
-        note("No providers yet: `fased agent models providers detect` or "
-             "`fased agent models providers add ID --kind KIND`.")
+        from fased.setup import add_provider_step
+
+        note(f"No providers yet: {add_provider_step()}.")
         return
     table([(r["id"], r["kind"], r["credential"], "-" if r["models"] is None else r["models"],
             r["base_url"]) for r in rows], ("ID", "KIND", "CREDENTIAL", "MODELS", "BASE URL"))
@@ -465,7 +466,9 @@ def list_(provider, refresh, json_):
         echo_json(out)
         return
     if not targets:
-        note("No providers yet: `fased agent models providers detect`.")
+        from fased.setup import add_provider_step
+
+        note(f"No providers yet: {add_provider_step()}.")
     table([(m["ref"], m["fetched_at"][:16].replace("T", " ")) for m in out],
           ("MODEL REF", "FETCHED (UTC)"))
 

@@ -213,6 +213,7 @@ def model(words, agent, json_):
         model_override_drafts,
         session_label,
     )
+    from fased.setup import next_step
 
     ref, change, target = _model_words(words)
     notes: list[str] = []
@@ -250,7 +251,7 @@ def model(words, agent, json_):
                    "override": override, "model": override or primary,
                    **({"changed": bool(outcome.events)} if outcome is not None else {})})
         return
-    default = primary or "(none: `fased agent models set primary REF`)"
+    default = primary or f"(none; next: {next_step(con, row['agent'])})"
     label = session_label(row)
     if outcome is None:
         named = f" ({row['name']})" if row["name"] else ""

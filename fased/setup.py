@@ -129,7 +129,12 @@ def next_step(con, agent: str | None = None) -> str | None:
         return (f"`fased agent models auth {p['id']}` if it needs a key, "
                 f"`fased agent models list --refresh -p {p['id']}` to see its models, then "
                 f"`fased agent models set primary {p['id']}/MODEL{flag}`")
-    return ("no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+    return "no provider yet: " + add_provider_step(flag)
+
+
+def add_provider_step(flag: str = "") -> str:
+    """How to get a first provider and model, as commands to run."""
+    return ("start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
             "`fased agent models providers detect`, or add a hosted one: "
             "`fased agent models providers add openai`, `fased agent models auth openai`, "
             f"`fased agent models set primary openai/gpt-4o-mini{flag}` "

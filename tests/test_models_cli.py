@@ -867,7 +867,9 @@ def test_list_fetches_once_caches_and_refreshes(set_up, ok, run, server):
 def test_list_with_no_providers(set_up, run):
     result = run(*MODELS, "list")
     assert (result.exit_code, result.stdout) == (0, "")
-    assert result.stderr == "No providers yet: `fased agent models providers detect`.\n"
+    assert result.stderr.startswith(
+        "No providers yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+        "`fased agent models providers detect`, or add a hosted one: ")
     assert run(*MODELS, "list", "--json").stdout == "[]\n"
 
 

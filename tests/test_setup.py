@@ -338,6 +338,15 @@ def test_every_no_model_error_names_the_whole_next_step(set_up, run, ok, server)
         "Hint: add it first: `fased agent models providers add ollama` (or "
         "`fased agent models providers detect`), and run this again")
 
+    # the lists and shows that meet the missing model say the same next step
+    assert run("agent", "models", "list").stderr == (
+        f"No providers yet: {NO_PROVIDER.removeprefix('no provider yet: ')}.\n")
+    assert run("agent", "models", "providers", "list").stderr == (
+        f"No providers yet: {NO_PROVIDER.removeprefix('no provider yet: ')}.\n")
+    assert f"Primary model: (none; next: {NO_PROVIDER})" in " ".join(
+        ok("agent", "show").split())
+    assert f"(none; next: {NO_PROVIDER})" in ok("session", "model")
+
     ok("agent", "models", "providers", "add", "gw", "--kind", "vllm", "--base-url",
        server.url + "/v1")
     assert error_line(run("chat", "hello")) == (
