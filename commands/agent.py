@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import LazyGroup
-from fased.commands.output import echo_json, json_option, say, store, table
-from fased.commands.types import Name
+from fased.commands.output import echo_json, json_option, note, say, store, table
+from fased.commands.types import Name, complete_agents, complete_model_refs
 from fased.errors import ConflictError, UsageError
 
 EMOJI = Name("the emoji", limit=32)
@@ -33,7 +33,8 @@ def agent() -> None:
 @click.option("--name", type=Name("the agent name"), help="Display name (default: the id).")
 @click.option("--workspace", metavar="DIR", type=click.Path(file_okay=False),
               help="Workspace directory (default: derived from the default workspace).")
-@click.option("--model", metavar="REF", help="Primary model ref, e.g. ollama/llama3.2.")
+@click.option("--model", metavar="REF", help="Primary model ref, e.g. ollama/llama3.2.",
+              shell_complete=complete_model_refs)
 @click.option("--emoji", type=EMOJI, help="An emoji for the agent's identity.")
 @click.option("--use", "use_it", is_flag=True, help="Also make it the selected agent.")
 @json_option
@@ -76,10 +77,16 @@ def create(agent_id, name, workspace, model, emoji, use_it, json_):
 
 
 def _checked_ref(ref: str) -> str:
-    """A model ref checked against the provider registry, in provider/model form."""
-    from fased.models import check_ref_for_agent
+    """A model ref checked against the provider registry, in provider/model form (with a
+    note when the provider's fetched catalog lacks it)."""
+    from fased.models import catalog_note, parse_model_ref
 
-    return check_ref_for_agent(store().db(), ref)
+    con = store().db()
+    parsed = parse_model_ref(con, ref)
+    warning = catalog_note(con, parsed)
+    if warning:
+        note(warning)
+    return str(parsed)
 
 
 def _report(outcome, json_: bool, message: str) -> None:
@@ -113,13 +120,14 @@ def list_(all_: bool, json_: bool):
 
 
 @agent.command("show")
-@click.argument("agent_id", metavar="[ID]", required=False)
+@click.argument("agent_id", metavar="[ID]", required=False, shell_complete=complete_agents)
 @json_option
 def show(agent_id, json_):
     """Show an agent: workspace, models, identity, policies, sandbox, sessions, tasks, its
     usage today and this month, and what its wallet has left."""
     from fased.agents import get_agent
     from fased.settings import agent_settings
+    from fased.setup import next_step
     from fased.tools.confine import sandbox_report
     from fased.views import agent_detail
 
@@ -151,7 +159,7 @@ def show(agent_id, json_):
     m = detail["model"]
     lines = [
         ("Workspace", detail["workspace"]),
-        ("Primary model", m["primary"] or "(none: `fased agent models set primary REF`)"),
+        ("Primary model", m["primary"] or f"(none; next: {next_step(con, row['id'])})"),
         ("Fallbacks", ", ".join(m["fallbacks"]) or "(none)"),
         ("Task model", m["task"] or "(primary)"),
         ("Skills", detail["skills"]),
@@ -198,7 +206,7 @@ def _approval_line(ex: dict) -> str:
 
 
 @agent.command("use")
-@click.argument("agent_id", metavar="ID")
+@click.argument("agent_id", metavar="ID", shell_complete=complete_agents)
 def use(agent_id):
     """Make ID the selected agent (the one commands act on by default)."""
     from fased.agents import get_agent, selected_agent
@@ -216,7 +224,7 @@ def use(agent_id):
 
 
 @agent.command("set-identity")
-@click.argument("agent_id", metavar="[ID]", required=False)
+@click.argument("agent_id", metavar="[ID]", required=False, shell_complete=complete_agents)
 @click.option("--name", type=Name("the agent name"), help="New display name.")
 @click.option("--emoji", type=EMOJI, help="New emoji ('' clears it).")
 def set_identity(agent_id, name, emoji):
@@ -243,14 +251,19 @@ def set_identity(agent_id, name, emoji):
 
 
 @agent.command("delete")
-@click.argument("agent_id", metavar="ID")
+@click.argument("agent_id", metavar="ID", shell_complete=complete_agents)
 @click.option("--force", is_flag=True, help="Delete even with sessions or active tasks "
-              "(its active tasks are cancelled).")
+              "(its active tasks are cancelled, its unanswered messages withdrawn).")
 def delete(agent_id, force):
     """Delete an agent (soft: `fased agent restore` brings it back with its sessions)."""
     from fased.agents import get_agent
+    from fased.sessions import waiting_turns, withdraw_drafts
     from fased.store import Draft
+    from fased.timeparse import format_ts
     from fased.views import active_task_ids
+
+    st = store()
+    now = format_ts(st.clock())
 
     def decide(con):
         row = get_agent(con, agent_id)
@@ -268,16 +281,22 @@ def delete(agent_id, force):
         drafts = [Draft("task.cancelled", f"task:{t}", {"task": t, "agent": row["id"],
                                                          "reason": "agent deleted"})
                   for t in tasks]
+        # nothing is answered for a deleted agent: its unanswered messages are withdrawn
+        drafts += withdraw_drafts(con, waiting_turns(con, now, agent=row["id"]),
+                                  "agent deleted")
         drafts.append(Draft("agent.deleted", f"agent:{agent_id}",
                             {"agent": agent_id, "force": force, "cancelled_tasks": tasks}))
         return drafts
 
-    store().transact(decide)
-    say(f"Deleted agent {agent_id} (restore with `fased agent restore {agent_id}`).")
+    outcome = st.transact(decide)
+    withdrawn = sum(e["type"] == "turn.aborted" for e in outcome.events)
+    say(f"Deleted agent {agent_id}"
+        + (f" and withdrew {withdrawn} unanswered turn(s)" if withdrawn else "")
+        + f" (restore with `fased agent restore {agent_id}`).")
 
 
 @agent.command("restore")
-@click.argument("agent_id", metavar="ID")
+@click.argument("agent_id", metavar="ID", shell_complete=complete_agents)
 def restore(agent_id):
     """Bring back a deleted agent with its sessions."""
     from fased.agents import get_agent
@@ -295,7 +314,8 @@ def restore(agent_id):
 
 @agent.command("files", context_settings={"ignore_unknown_options": False})
 @click.argument("args", nargs=-1, metavar="[ID] | show NAME")
-@click.option("--agent", "-a", "agent_opt", metavar="ID", help="Agent (for `show`).")
+@click.option("--agent", "-a", "agent_opt", metavar="ID", help="Agent (for `show`).",
+              shell_complete=complete_agents)
 @json_option
 def files(args, agent_opt, json_):
     """List an agent's workspace bootstrap files, or print one.

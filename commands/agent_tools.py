@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.output import echo_json, json_option, note, store, table
+from fased.commands.types import complete_agents, complete_sessions
 
 
 @click.command("tools")
@@ -60,8 +61,9 @@ def tools(args, json_):
 
 
 @click.command("context")
-@click.argument("agent_id", metavar="[ID]", required=False)
-@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the agent's current).")
+@click.argument("agent_id", metavar="[ID]", required=False, shell_complete=complete_agents)
+@click.option("--session", "-s", metavar="ID|NAME",
+              help="Session (default: the agent's current).", shell_complete=complete_sessions)
 @json_option
 def context(agent_id, session, json_):
     """What the agent's next turn would send: each bootstrap file (its size, what is injected

@@ -7,15 +7,18 @@ import sys
 import click
 
 from fased.commands.output import agent_option, echo_json, note, store
+from fased.commands.types import complete_model_refs, complete_sessions
 
 
 @click.command()
 @click.argument("message", required=False)
 @agent_option
-@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).")
+@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).",
+              shell_complete=complete_sessions)
 @click.option("--new-session", is_flag=True, help="Start a new session for this message.")
-@click.option("--model", "-m", metavar="REF",
-              help="Use this model in this session from now on (the agent default is kept).")
+@click.option("--model", "-m", metavar="REF", shell_complete=complete_model_refs,
+              help="Use this model in this session from now on (the agent default is kept; "
+              "`-m clear` or `fased session model ID clear` goes back to it).")
 @click.option("--save", is_flag=True, help="With --model: make it the agent's primary model.")
 @click.option("--stream/--no-stream", "stream", default=None,
               help="Stream the reply as it arrives (default: on a terminal; a pipe or file "
@@ -56,6 +59,8 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
 
     if save and not model:
         raise UsageError("--save needs --model REF")
+    _check_schedule_options(schedule, tz, queue=queue_only, model=model, save=save,
+                            new_session=new_session, stream=stream)
     text = _message(message)
     if text is None:
         if sys.stdin.isatty() and sys.stdout.isatty() and not json_ and not queue_only:
@@ -71,6 +76,24 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
         schedule_from_chat(schedule, text, agent=agent, session=session, tz=tz, json_=json_)
         return
     _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_)
+
+
+def _check_schedule_options(schedule, tz, **given) -> None:
+    """--schedule makes a task, not a turn: the options of a turn are refused rather than
+    silently dropped, and --tz means nothing without it."""
+    from fased.errors import UsageError
+
+    if schedule is None:
+        if tz is not None:
+            raise UsageError("--tz needs --schedule")
+        return
+    names = {"queue": "--queue", "model": "--model", "save": "--save",
+             "new_session": "--new-session",
+             "stream": "--stream" if given["stream"] else "--no-stream"}
+    clash = [names[k] for k, v in given.items() if v or (k == "stream" and v is not None)]
+    if clash:
+        raise UsageError(f"--schedule cannot be combined with {clash[0]}",
+                         hint="a task has its own options: `fased task new --help`")
 
 
 def _message(argument: str | None) -> str | None:
@@ -112,6 +135,7 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
     st = store()
     queued = queue_turn(st, text, agent=agent, session=session, new_session=new_session,
                         override=model, save=save)
+    _tell_override(st, queued, model)
     if queue_only:
         if json_:
             echo_json({"turn": queued.turn, "agent": queued.agent, "session": queued.session,
@@ -150,6 +174,24 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
              f"{result.usage.get('output_tokens') or '?'} out · "
              + ("" if cost is None else f"{amount(cost, 'cost')} · ")
              + f"{(result.latency_ms or 0) / 1000:.1f} s]")
+
+
+def _tell_override(st, queued, model: str | None) -> None:
+    """One line on stderr when the session answers with a model other than the agent's
+    primary, or stops doing so; first a note when -m names a model its provider's fetched
+    catalog lacks."""
+    from fased.models import catalog_note, parse_model_ref
+    from fased.sessions import model_override, override_notice
+
+    con = st.db(check_files=False)
+    ref = model_override(con, queued.session)
+    if model is not None and ref is not None:
+        warning = catalog_note(con, parse_model_ref(con, ref))
+        if warning:
+            note(warning)
+    line = override_notice(con, queued.session, changed=queued.model_set)
+    if line:
+        note(line)
 
 
 def _sink(st):

@@ -150,6 +150,10 @@ def _change(con, op: str, path: str, value: object) -> dict | None:
     )
 
     parts = parse_path(path)
+    if parts == ["agents"]:  # its list is the agents themselves, which config cannot change
+        raise UsageError(f"agents cannot be {op} as a whole: agents.list holds the agents",
+                         hint=f"{op} agents.defaults (or one key of it, or agents.list[N]."
+                         "FIELD); agents come and go with `fased agent create|delete`")
     doc = render(con)
     try:
         old = get_path(doc, parts)

@@ -27,6 +27,7 @@ COMMANDS = {
     "replay": "replay:replay",
     "doctor": "doctor:doctor",
     "approvals": "approvals:approvals",
+    "completion": "completion:completion",
     "usage": "usage:usage",
 }
 

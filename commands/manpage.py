@@ -47,14 +47,23 @@ State directory (default ~/.fased); \\fB\\-\\-home\\fR overrides it.
 Same as \\fB\\-\\-idempotency\\-key\\fR.
 .TP
 .B FASED_NOW
-For tests: pin the clock to an RFC 3339 time in the years 1970-9000 (also what-if runs
-of schedules); any other value is a usage error.
+For tests only: pin the clock to an RFC 3339 time in the years 1970-9000. Commands run
+under it for real (a run fires tasks and records events stamped with that time); to ask
+what would fire when, use \\fBfased task next\\fR [\\fB\\-\\-at\\fR \\fITIME\\fR] or
+\\fBfased run \\-\\-dry\\-run\\fR, which change nothing. Any other value fails every command
+with a usage error (exit 2).
 .TP
 .B FASED_DETECT_ENDPOINTS
 Where \\fBproviders detect\\fR looks: kind=url,kind=url.
 .TP
 .B FASED_DEBUG
 Show the traceback of an internal error.
+.TP
+.B FASED_NO_TTY
+Never ask on the terminal (approvals park; \\fBsetup\\fR asks nothing).
+.TP
+.B FASED_ASSUME_TTY
+1: \\fBsetup\\fR asks as if standard input were a terminal (tests).
 """
 
 
@@ -76,13 +85,21 @@ def _help_body(text: str) -> str:
     return "\n".join(out)
 
 
+def _summary(cmd: click.Command, name: str) -> str:
+    """The one-line summary for NAME, without a leading "NAME: " that would read
+    "fased - fased: ..." there."""
+    text = cmd.get_short_help_str(200)
+    head, sep, rest = text.partition(": ")
+    return rest[:1].upper() + rest[1:] if sep and head.lower() == name.lower() else text
+
+
 def _pages(cmd: click.Command, path: list[str], ctx: click.Context) -> dict[str, str]:
     name = " ".join(path)
     file_name = "-".join(path) + ".1"
     usage = " ".join(cmd.collect_usage_pieces(ctx))
     lines = [
         f'.TH "{"-".join(path).upper()}" "1" "" "fased {__version__}" "fased manual"',
-        ".SH NAME", f"{_escape('-'.join(path))} \\- {_escape(cmd.get_short_help_str(200))}",
+        ".SH NAME", f"{_escape('-'.join(path))} \\- {_escape(_summary(cmd, name))}",
         ".SH SYNOPSIS", f".B {_escape(name)}", _escape(usage),
         ".SH DESCRIPTION", _help_body(cmd.help or ""),
     ]

@@ -10,7 +10,7 @@ import click
 
 from fased.bounds import TIMEOUT_SECONDS
 from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
-from fased.commands.types import count, seconds
+from fased.commands.types import complete_model_refs, complete_providers, count, seconds
 from fased.errors import ConflictError, FasedError, UsageError
 
 
@@ -44,12 +44,17 @@ def providers_group() -> None:
 
 
 def _headers(values: tuple[str, ...]) -> dict[str, str]:
+    """NAME=VALUE or 'NAME: VALUE' (as curl takes it): a name holds neither '=' nor ':', so
+    whichever comes first ends it."""
     from fased.bounds import check_header
 
     out = {}
     for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        cut = min((i for i in (item.find("="), item.find(":")) if i >= 0), default=-1)
+        key, value = (item[:cut], item[cut + 1:]) if cut >= 0 else (item, "")
+        if item[cut:cut + 1] == ":":
+            value = value.strip()
+        if cut < 0 or not key.strip():
             raise UsageError(f"invalid --header {item!r}", hint="use --header NAME=VALUE")
         key, value = check_header(key, value)
         out[key] = value
@@ -111,6 +116,49 @@ def providers_add(provider, kind, base_url, header, account_id):
         note(f"Next: fased agent models auth {provider}")
 
 
+@providers_group.command("set")
+@click.argument("provider")
+@click.option("--base-url", metavar="URL", help="New endpoint (checked as `add` checks it; "
+              "its user:password and secret query values go to credentials.json).")
+@click.option("header", "--header", "-H", multiple=True, metavar="NAME=VALUE",
+              help="Add or replace a header (repeatable; 'NAME: VALUE' works too). Secret "
+              "values go to credentials.json, as with `add`.")
+@click.option("remove_header", "--remove-header", multiple=True, metavar="NAME",
+              help="Stop sending a header (repeatable).")
+@click.option("--kind", "-k", metavar="KIND", help="Another API kind for the same server.")
+@click.option("--account-id", metavar="ID",
+              help="Cloudflare account id (kind cloudflare: the default URL follows it).")
+def providers_set(provider, base_url, header, remove_header, kind, account_id):
+    """Change a registered provider; prints what changed (a change to the same value
+    changes nothing and writes nothing).
+
+    Agents' model refs keep working: the provider keeps its id and its credential. A new
+    base URL replaces the old one whole, credentials in it included; a new kind or base URL
+    forgets the fetched model catalog.
+
+    \b
+    Examples:
+      fased agent models providers set litellm --base-url http://10.0.0.5:4000
+      fased agent models providers set gw -H 'X-Title: my-app' --remove-header X-Old
+      fased agent models providers set gw -H X-Api-Key=NEW-KEY      # to credentials.json
+      fased agent models providers set box --kind litellm
+    """
+    from fased.provider_update import update_provider
+
+    if not (base_url or header or remove_header or kind or account_id):
+        raise UsageError("nothing to change: give --base-url, --header, --remove-header, "
+                         "--kind or --account-id")
+    lines = update_provider(store(), provider, kind=kind, base_url=base_url,
+                            headers=_headers(header), remove_headers=remove_header,
+                            account_id=account_id)
+    if not lines:
+        click.echo(f"Nothing changed for provider {provider}.")
+        return
+    click.echo(f"Updated provider {provider}:")
+    for line in lines:
+        click.echo(f"  {line}")
+
+
 @providers_group.command("list")
 @json_option
 def providers_list(json_):
@@ -126,7 +174,7 @@ def providers_list(json_):
             None, None)
         rows.append({
             "id": r["id"], "kind": r["kind"], "base_url": mask_url(r["base_url"]),
-            "credential": r["credential_kind"] or ("not needed" if status and not status.needed
+            "credential": r["credential_kind"] or ("optional" if status and not status.needed
                                                    else (status.source if status else "none")),
             "ready": status.ready if status else None,
             "models": len(json.loads(r["models"])) if r["models"] else None,
@@ -136,15 +184,16 @@ def providers_list(json_):
         echo_json(rows)
         return
     if not rows:
-        note("No providers yet: `fased agent models providers detect` or "
-             "`fased agent models providers add ID --kind KIND`.")
+        from fased.setup import add_provider_step
+
+        note(f"No providers yet: {add_provider_step()}.")
         return
     table([(r["id"], r["kind"], r["credential"], "-" if r["models"] is None else r["models"],
             r["base_url"]) for r in rows], ("ID", "KIND", "CREDENTIAL", "MODELS", "BASE URL"))
 
 
 @providers_group.command("show")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @json_option
 def providers_show(provider, json_):
     """Show one provider: endpoint, headers (secret ones hidden), credential, models."""
@@ -185,12 +234,12 @@ def providers_show(provider, json_):
         say(f"  Header:     {name}: (secret, in credentials.json)")
     for name in logged:
         say(f"  Header:     {name}: (secret, but an older fased recorded it in the log: "
-            "remove and add the provider again)")
+            f"give it again: fased agent models providers set {row['id']} -H {name}=VALUE)")
     cred = detail["credential"]
     fp = f" [{row['credential_fingerprint']}]" if row["credential_fingerprint"] else ""
     say(f"  Credential: {cred['source']}{fp} - "
         + ("ready" if cred["ready"] else cred["problem"] or "not ready")
-        + ("" if cred["needed"] else " (not needed)"))
+        + ("" if cred["needed"] else " (optional)"))
     if detail["models"] is None:
         say("  Models:     not fetched yet (`fased agent models list --refresh`)")
     else:
@@ -202,7 +251,7 @@ def providers_show(provider, json_):
 
 
 @providers_group.command("remove")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @click.option("--force", is_flag=True,
               help="Remove even if agents' model refs or aliases use it.")
 def providers_remove(provider, force):
@@ -240,26 +289,40 @@ def providers_remove(provider, force):
 def providers_detect(json_):
     """Probe local servers (Ollama, LM Studio, vLLM, LiteLLM) and register those that answer.
 
-    Also sets the selected agent's primary model when it has none. Other ports:
+    Every endpoint is reported: a server that lists its models is registered; one that
+    wants a key (LiteLLM with a master key) is registered and named with the auth command
+    to run. Also sets the selected agent's primary model when it has none: a model the
+    server has loaded (Ollama, LM Studio), else the first one it lists. Other ports:
     FASED_DETECT_ENDPOINTS="ollama=http://10.0.0.5:11434,vllm=http://127.0.0.1:9000/v1".
-    """
-    from fased.models import detect_local_providers
 
-    lines = detect_local_providers(store())
+    \b
+    Examples:
+      fased agent models providers detect
+      FASED_DETECT_ENDPOINTS=litellm=http://127.0.0.1:4001 fased agent models providers detect
+    """
+    from fased.detect import detect_local_providers
+    from fased.setup import next_step
+
+    st = store()
+    found = detect_local_providers(st)
     if json_:
-        echo_json({"found": lines})
+        echo_json(found.to_dict())
         return
-    for line in lines:
+    for line in found.seen:
         say(line)
-    if not lines:
-        click.echo("No new local model server answered (Ollama :11434, LM Studio :1234, "
-                   "vLLM :8000, LiteLLM :4000).")
+    if not found.registered:
+        say("No new local model server answered.")
+    if found.primary:
+        say(found.primary["line"])
+    hint = next_step(st.db())
+    if hint:
+        note(f"Next: {hint}")
 
 
 # -- credentials ------------------------------------------------------------------------------
 
 @models.command("auth")
-@click.argument("provider")
+@click.argument("provider", shell_complete=complete_providers)
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the key from standard input.")
 @click.option("--env", "env_var", metavar="VAR", help="Read the key from $VAR at call time.")
 @click.option("--command", "command", metavar="CMD",
@@ -350,10 +413,11 @@ def status(agent, probe, timeout, json_):
     """Is the agent ready to chat? Exit 0 when its primary model is usable, 1 otherwise.
 
     \b
-    Probe results: ok, auth, rate_limit, unreachable, timeout, no_model.
+    Probe results: ok, auth, rate_limit, unreachable, timeout, no_model, and error with
+    the HTTP status and what the server said (--json: probe_status, probe_message).
     Example (gate a script):  fased agent models status --probe && fased chat "hi"
     """
-    from fased.status import agent_model_status
+    from fased.status import agent_model_status, probe_text
 
     st = store()
     report = agent_model_status(st, agent, probe=probe, timeout=timeout)
@@ -362,15 +426,23 @@ def status(agent, probe, timeout, json_):
     else:
         click.echo(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
-        table([(r["role"], r["ref"] or "-", r["provider_state"], r["credential"],
-                r.get("probe") or "") for r in report["refs"]],
+        table([(_role(r), r["ref"] or "-", r["provider_state"], r["credential"],
+                probe_text(r)) for r in report["refs"]],
               ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "PROBE" if probe else ""))
     if not report["ready"]:
         raise click.exceptions.Exit(1)
 
 
+def _role(entry: dict) -> str:
+    """A status row's role; the session override names its session."""
+    if entry["role"] == "override":
+        return f"override ({entry['session_name'] or entry['session']})"
+    return entry["role"]
+
+
 @models.command("list")
-@click.option("--provider", "-p", "provider", metavar="ID", help="Only this provider.")
+@click.option("--provider", "-p", "provider", metavar="ID", help="Only this provider.",
+              shell_complete=complete_providers)
 @click.option("--refresh", is_flag=True, help="Ask the providers again now.")
 @json_option
 def list_(provider, refresh, json_):
@@ -394,33 +466,39 @@ def list_(provider, refresh, json_):
         echo_json(out)
         return
     if not targets:
-        note("No providers yet: `fased agent models providers detect`.")
+        from fased.setup import add_provider_step
+
+        note(f"No providers yet: {add_provider_step()}.")
     table([(m["ref"], m["fetched_at"][:16].replace("T", " ")) for m in out],
           ("MODEL REF", "FETCHED (UTC)"))
 
 
 # -- the agent's refs -------------------------------------------------------------------------
 
-def _set_refs(agent: str | None, **changes) -> tuple[str, bool]:
-    """Append agent.models_set with `changes` (refs validated); returns (agent, changed)."""
+def _set_refs(agent: str | None, **changes) -> tuple[str, bool, dict]:
+    """Append agent.models_set with `changes` (refs validated); returns (agent, changed,
+    the refs as stored)."""
     from fased.agents import get_agent
     from fased.store import Draft
 
-    chosen: list[str] = []
+    chosen: list[tuple[str, dict]] = []
 
     def decide(con):
         row = get_agent(con, agent)
-        chosen.append(row["id"])
-        current = {"primary": row["primary_model"], "task": row["task_model"],
-                   "fallbacks": json.loads(row["fallbacks"] or "[]")}
+        current = {"agent": row["id"], "primary": row["primary_model"],
+                   "task": row["task_model"], "fallbacks": json.loads(row["fallbacks"] or "[]")}
         resolved = {k: (v(con, current) if callable(v) else v) for k, v in changes.items()}
+        chosen.append((row["id"], resolved))
         if all(current[k] == v for k, v in resolved.items()):
             return []
         return [Draft("agent.models_set", f"agent:{row['id']}", {"agent": row["id"],
                                                                   **resolved})]
 
     outcome = store().transact(decide)
-    return (chosen[-1] if chosen else outcome.events[0]["data"]["agent"]), bool(outcome.events)
+    if chosen:
+        return chosen[-1][0], bool(outcome.events), chosen[-1][1]
+    data = dict(outcome.events[0]["data"])  # a replayed command: what it stored then
+    return data.pop("agent"), True, data
 
 
 def _ref(con, ref: str) -> str:
@@ -436,7 +514,7 @@ def _ref(con, ref: str) -> str:
 @models.command("set")
 @agent_option
 @click.argument("role", type=click.Choice(["primary", "task"]))
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def set_(agent, role, ref):
     """Set the agent's primary model, or the model its scheduled tasks use.
 
@@ -445,8 +523,16 @@ def set_(agent, role, ref):
       fased agent models set primary ollama/llama3.2
       fased agent models set task openrouter/moonshotai/kimi-k2 --agent ops
     """
-    agent_id, changed = _set_refs(agent, **{role: lambda con, cur: _ref(con, ref)})
-    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {ref}.")
+    def resolve(con, cur):
+        from fased.models import check_not_a_fallback
+
+        resolved = _ref(con, ref)
+        if role == "primary" and resolved != cur["primary"]:
+            check_not_a_fallback(cur["agent"], resolved, cur["fallbacks"])
+        return resolved
+
+    agent_id, changed, stored = _set_refs(agent, **{role: resolve})
+    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {stored[role]}.")
 
 
 @models.command("unset")
@@ -454,7 +540,7 @@ def set_(agent, role, ref):
 @click.argument("role", type=click.Choice(["primary", "task"]))
 def unset(agent, role):
     """Clear the primary or task model (the task model then follows the primary)."""
-    agent_id, changed = _set_refs(agent, **{role: None})
+    agent_id, changed, _ = _set_refs(agent, **{role: None})
     click.echo(f"{agent_id}: {role} model {'cleared' if changed else 'was not set'}.")
 
 
@@ -465,24 +551,30 @@ def fallback() -> None:
 
 @fallback.command("add")
 @agent_option
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 @click.option("--position", type=count(1), help="1-based place in the list.")
 def fallback_add(agent, ref, position):
     """Add a fallback model (at the end, or at --position)."""
 
+    added = []
+
     def new_list(con, cur):
+        from fased.models import check_not_the_primary
+
         resolved = _ref(con, ref)
+        check_not_the_primary(cur["agent"], resolved, cur["primary"])
+        added.append(resolved)
         items = [r for r in cur["fallbacks"] if r != resolved]
         items.insert(len(items) if position is None else position - 1, resolved)
         return items
 
-    agent_id, _ = _set_refs(agent, fallbacks=new_list)
-    click.echo(f"{agent_id}: fallback {ref} added.")
+    agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
+    click.echo(f"{agent_id}: fallback {added[-1] if added else ref} added.")
 
 
 @fallback.command("remove")
 @agent_option
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def fallback_remove(agent, ref):
     """Remove a fallback model."""
 
@@ -500,7 +592,7 @@ def fallback_remove(agent, ref):
                              hint="fallbacks: " + (", ".join(cur["fallbacks"]) or "none"))
         return [r for r in cur["fallbacks"] if r != target]
 
-    agent_id, _ = _set_refs(agent, fallbacks=new_list)
+    agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
     click.echo(f"{agent_id}: fallback {ref} removed.")
 
 
@@ -508,7 +600,7 @@ def fallback_remove(agent, ref):
 @agent_option
 def fallback_clear(agent):
     """Remove every fallback model."""
-    agent_id, changed = _set_refs(agent, fallbacks=[])
+    agent_id, changed, _ = _set_refs(agent, fallbacks=[])
     click.echo(f"{agent_id}: fallbacks {'cleared' if changed else 'were empty'}.")
 
 
@@ -519,7 +611,7 @@ def alias() -> None:
 
 @alias.command("add")
 @click.argument("name")
-@click.argument("ref", metavar="REF")
+@click.argument("ref", metavar="REF", shell_complete=complete_model_refs)
 def alias_add(name, ref):
     """Make NAME mean REF (e.g. `fast` -> ollama/llama3.2)."""
     from fased.store import Draft
@@ -531,10 +623,13 @@ def alias_add(name, ref):
 
     check_name(name, "the alias")
 
-    def decide(con):
-        from fased.models import aliases, parse_model_ref
+    stored = []
 
-        resolved = str(parse_model_ref(con, ref))
+    def decide(con):
+        from fased.models import aliases
+
+        resolved = _ref(con, ref)
+        stored.append(resolved)
         old = aliases(con).get(name)
         if old == resolved:
             return []
@@ -543,8 +638,9 @@ def alias_add(name, ref):
             data["old"] = old
         return [Draft("config.set", "config", data)]
 
-    store().transact(decide)
-    click.echo(f"Alias {name} -> {ref}.")
+    outcome = store().transact(decide)
+    click.echo(f"Alias {name} -> "
+               f"{stored[-1] if stored else outcome.events[0]['data']['value']}.")
 
 
 @alias.command("remove")

@@ -32,8 +32,11 @@ def json_option(fn: Callable) -> Callable:
 
 def agent_option(fn: Callable) -> Callable:
     """`--agent ID`: act on this agent instead of the selected one."""
+    from fased.commands.types import complete_agents
+
     return click.option(
-        "--agent", "-a", "agent", metavar="ID", help="Agent (default: the selected agent)."
+        "--agent", "-a", "agent", metavar="ID", help="Agent (default: the selected agent).",
+        shell_complete=complete_agents,
     )(fn)
 
 

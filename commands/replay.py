@@ -8,7 +8,7 @@ import time
 import click
 
 from fased.commands.output import echo_json, echo_jsonl, json_option, note, say, store, table
-from fased.commands.types import count
+from fased.commands.types import complete_agents, complete_sessions, count
 from fased.errors import EXIT_ERROR, UsageError
 
 
@@ -17,9 +17,11 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
     from fased.audit import parse_bound
+    from fased.timeparse import utc_now
 
+    now = utc_now()  # a bad FASED_NOW is an error of its own, not of this option's value
     try:
-        return parse_bound(value)
+        return parse_bound(value, now=now)
     except UsageError as exc:
         raise click.BadParameter(
             f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
@@ -29,22 +31,27 @@ def _bound(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--since", metavar="SEQ|TIME", callback=_bound,
               help="From this seq, RFC 3339 time, or this long ago (30m, 2h, 1d).")
 @click.option("--until", metavar="SEQ|TIME", callback=_bound,
-              help="Up to this seq or time.")
+              help="Up to this seq or time: a time means up to the last event stamped at or "
+              "before it, and everything before that in the log.")
 @click.option("types", "--type", "-t", metavar="GLOB", multiple=True,
               help="Event type, e.g. 'turn.*' (repeatable).")
 @click.option("streams", "--stream", metavar="GLOB", multiple=True,
               help="Stream, e.g. 'session:*' (repeatable).")
-@click.option("--agent", "-a", metavar="ID", help="Events of this agent and its sessions.")
-@click.option("--session", "-s", metavar="ID", help="Events of this session.")
+@click.option("--agent", "-a", metavar="ID", help="Events of this agent and its sessions.",
+              shell_complete=complete_agents)
+@click.option("--session", "-s", metavar="ID", help="Events of this session.",
+              shell_complete=complete_sessions)
 @click.option("-n", "last", type=count(), metavar="N", help="Only the last N.")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new events (Ctrl-C stops: exit 130).")
 @click.option("--rebuild", is_flag=True,
               help="Rebuild all projections (state.db, transcripts, fased.json) from the log; "
                    "a big log uses two processes.")
 @click.option("--verify", is_flag=True,
               help="Rebuild into a temporary place and compare with the live projections.")
 @click.option("--at", "at", metavar="SEQ|TIME",
-              help="Show agents, sessions and tasks as they were at this point.")
+              help="Show agents, sessions and tasks as they were at this point (a time: the "
+              "same point as --until TIME).")
 @click.option("--turn", "turn", metavar="ID", help="Events of this turn (its steps and calls).")
 @click.option("--request", "request", is_flag=True,
               help="With --turn: every model call of the turn exactly as it was sent "
@@ -67,7 +74,10 @@ def replay(since, until, types, streams, agent, session, last, follow, rebuild, 
       fased replay --turn t-1a2b3c4d5e6f --request   # what the model was sent
 
     Times: a seq number, an RFC 3339 time, a local time ('2026-11-21 09:00'), or a
-    duration meaning that long ago (30m, 2h, 1d).
+    duration meaning that long ago (30m, 2h, 1d). The log is in seq order; a writer's clock
+    may have stepped back, so stamps need not be. --until TIME and --at TIME both mean the
+    log up to its last event stamped at or before TIME, with every event before that one
+    whatever its stamp; --since TIME shows every event stamped at or after TIME.
     """
     modes = [m for m, on in (("--rebuild", rebuild), ("--verify", verify), ("--at", at),
                              ("--follow", follow)) if on]
@@ -87,15 +97,36 @@ def replay(since, until, types, streams, agent, session, last, follow, rebuild, 
         return _at(st, at, json_)
     from fased.audit import EventFilter, select_events
 
+    if until is not None and not isinstance(until, int):
+        until = _seq_at(st, until)  # as --at: a prefix of the log, in seq order
+
     flt = EventFilter(since=since, until=until, types=list(types), streams=list(streams),
                       agent=agent, session=session, turn=turn)
     start = 1
     if since is not None and not isinstance(since, int) and last is None:
         start = _first_seq_since(st, since)
     shown = list(select_events(st.log, flt, last, start))
-    _print(shown, json_, header=True)
-    if follow:
-        _follow(st, flt, shown[-1]["seq"] if shown else st.log.head().seq, json_, not shown)
+    if not follow:
+        _print(shown, json_, header=True)
+        return
+    columns = None if json_ else _Columns(st.log.head().seq)
+    _print(shown, json_, header=True, columns=columns)
+    _follow(st, flt, shown[-1]["seq"] if shown else st.log.head().seq, json_, not shown, columns)
+
+
+def _seq_at(st, when) -> int:
+    """The seq the log stood at at `when` (fased.audit.last_seq_at), helped by state.db's
+    time blocks when it can be caught up; else by reading the whole log."""
+    import sqlite3
+
+    from fased.audit import last_seq_at
+    from fased.errors import FasedError
+
+    try:
+        con = st.db(check_files=False)
+    except (FasedError, sqlite3.Error, OSError):
+        con = None
+    return last_seq_at(st.log, when, con)
 
 
 def _first_seq_since(st, since) -> int:
@@ -112,7 +143,10 @@ def _first_seq_since(st, since) -> int:
         return 1
 
 
-def _print(events: list[dict], json_: bool, header: bool) -> None:
+HEADERS = ("SEQ", "TIME (UTC)", "TYPE", "STREAM", "ACTOR", "DATA")
+
+
+def _print(events: list[dict], json_: bool, header: bool, columns=None) -> None:
     from fased.redact import mask_event
 
     # what an older fased logged that is secret by today's rules is not printed again
@@ -123,11 +157,43 @@ def _print(events: list[dict], json_: bool, header: bool) -> None:
         return
     rows = [(e["seq"], e["ts"][:19].replace("T", " "), e["type"], e["stream"],
              e["meta"].get("actor", ""), _summary(e["data"])) for e in events]
-    if header:
-        table(rows, ("SEQ", "TIME (UTC)", "TYPE", "STREAM", "ACTOR", "DATA"))
+    if columns is None:
+        table(rows, HEADERS)
         return
-    for row in rows:  # more of --follow: table() cannot size columns without a header
-        say("  ".join(str(cell) for cell in row))
+    columns.print(rows, header)
+
+
+class _Columns:
+    """--follow's table: the first page and every row followed after it share one set of
+    column widths, wide enough for what the log is likely to bring (every known event type,
+    seqs ten times the head's), so a followed row lines up under the header. A cell longer
+    than its column still shows whole, pushing the rest of its row only."""
+
+    def __init__(self, head: int):
+        from fased.schema import current_versions
+
+        self.widths = [max(3, len(str(head * 10))), 19,
+                       max(len(t) for t in current_versions()), 16, 8]
+
+    def print(self, rows: list[tuple], header: bool) -> None:
+        import shutil
+        import sys
+
+        from fased.bounds import printable
+
+        if not rows:
+            return
+        cells = [["" if c is None else printable(str(c)) for c in row] for row in rows]
+        if header:  # the first page: its own cells may widen the columns, once
+            for row in cells:
+                for i, cell in enumerate(row[:-1]):
+                    self.widths[i] = max(self.widths[i], len(cell))
+            cells.insert(0, list(HEADERS))
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+        for row in cells:
+            text = "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], self.widths, strict=True)),
+                              row[-1]]).rstrip()
+            click.echo(text[:width - 1] + "…" if width and len(text) > width else text)
 
 
 def _requests(st, con, turn: str, json_: bool) -> None:
@@ -171,12 +237,12 @@ def _summary(data: dict) -> str:
     return " ".join(parts)
 
 
-def _follow(st, flt, after: int, json_: bool, header: bool) -> None:
+def _follow(st, flt, after: int, json_: bool, header: bool, columns) -> None:
     try:
         while True:
             new = [e for e in st.log.read(after + 1) if flt.matches(e)]
             if new:
-                _print(new, json_, header)
+                _print(new, json_, header, columns)
                 header = False
                 after = new[-1]["seq"]
             else:
@@ -184,7 +250,7 @@ def _follow(st, flt, after: int, json_: bool, header: bool) -> None:
                 after = max(after, head) if not flt.selects_everything else after
                 time.sleep(0.5)
     except KeyboardInterrupt:
-        return
+        raise click.exceptions.Exit(130) from None  # Ctrl-C is how it ends: no message
 
 
 def _rebuild(st, json_: bool) -> None:
@@ -222,9 +288,10 @@ def _verify(st, json_: bool) -> None:
 
 
 def _at(st, at: str, json_: bool) -> None:
-    from fased.audit import build_at, last_seq_at, require_point, snapshot
+    from fased.audit import build_at, require_point, snapshot
 
-    seq = last_seq_at(st.log, require_point(at))
+    point = require_point(at)
+    seq = min(point, st.log.head().seq) if isinstance(point, int) else _seq_at(st, point)
     con, path = build_at(st.log, seq)
     try:
         state = snapshot(con)

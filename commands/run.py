@@ -8,7 +8,7 @@ import time
 import click
 
 from fased.bounds import LEASE_SECONDS, POLL_SECONDS
-from fased.commands.output import agent_option, echo_jsonl, note, store
+from fased.commands.output import agent_option, echo_json, echo_jsonl, note, say, store
 from fased.commands.types import count, seconds
 from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 
@@ -25,8 +25,12 @@ from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 @click.option("--lease", type=seconds(LEASE_SECONDS), default=60.0, show_default=True,
               metavar="SECONDS", help="How long a claimed turn is ours without a heartbeat; "
               "after a crash, another runner takes it over then.")
-@click.option("json_", "--json", is_flag=True, help="One JSON line per finished turn on stdout.")
-def run(once, until_idle, agent, max_turns, poll, lease, json_):
+@click.option("--dry-run", is_flag=True,
+              help="Say what `run --once` would do now (deliveries, tasks fired with the "
+              "missed runs they fold, turns answered in order) and change nothing.")
+@click.option("json_", "--json", is_flag=True, help="One JSON line per finished turn on stdout "
+              "(with --dry-run: the plan as one JSON document).")
+def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
     """Answer queued turns (oldest first, one at a time per session) and fire due tasks.
 
     Several runners may run at once; each turn is answered exactly once. A runner that is
@@ -39,6 +43,7 @@ def run(once, until_idle, agent, max_turns, poll, lease, json_):
       fased run --once               # crontab: * * * * * fased run --once
       fased run --until-idle --json  # CI: drain the queue, one JSON line per turn
       fased run --agent ops --max-turns 10
+      fased run --dry-run            # what --once would do now; claims and records nothing
 
     A turn that hits a bug in fased (or any error nothing classified) fails alone, recorded
     with error class `internal`; the runner goes on with the next one.
@@ -48,6 +53,9 @@ def run(once, until_idle, agent, max_turns, poll, lease, json_):
     recorded (the home is unusable), 5 a turn failed because every model failed, 130/143 on
     a signal.
     """
+    if dry_run:
+        _dry_run(agent, max_turns, json_)
+        return
     from fased.runner import Runner, Stop
 
     def on_term(signum, frame):
@@ -117,3 +125,45 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
             if queued == 0 and running == 0:
                 return
         time.sleep(min(poll, 0.2) if runner.waiting else poll)
+
+
+def _dry_run(agent, max_turns, json_) -> None:
+    """Print what `fased run --once` would do now (fased.preview.plan_run)."""
+    from fased.agents import get_agent
+    from fased.preview import plan_run
+
+    st = store()
+    if agent:
+        agent = get_agent(st.db(), agent)["id"]
+    plan = plan_run(st, st.clock(), agent=agent, max_turns=max_turns)
+    if json_:
+        echo_json(plan)
+        return
+    say(f"Dry run at {_t(plan['now'])}: nothing is claimed or recorded. `fased run --once` would:")
+    for d in plan["deliveries"]:
+        say(f"  deliver  the reply of {d['turn'] or 'its new turn'} ({d['task']}) to "
+            f"{d['target']}")
+    for f in plan["fires"]:
+        folded = f", folding {f['skipped']} missed run(s)" if f["skipped"] else ""
+        what = "retry" if f["retry"] else f"fire for {_t(f['occurrence']) or 'now'}"
+        say(f"  {what}  {f['task']} ({f['agent']}/{f['session']}){folded}; next run "
+            f"{_t(f['next_run']) or '-'}")
+    for h in plan["held"]:
+        say(f"  hold  {h['task']}: due, but its turn {h['waits_for']} is not answered yet")
+    for a in plan["expired_approvals"]:
+        say(f"  expire  approval {a['approval']} (turn {a['turn']}): the call is denied")
+    for n, t in enumerate(plan["turns"], 1):
+        merged = f" + {len(t['merged'])} merged" if t["merged"] else ""
+        say(f"  answer {n}.  {t['turn'] or 'new turn of ' + t['task']} ({t['agent']}/"
+            f"{t['session']}{merged}) with {t['models'][0] if t['models'] else '?'}: "
+            f"{' '.join(t['message'].split())[:60]}")
+    if plan["waiting"]:
+        say("  wait  for the debounce of a collect-mode session, then answer its turns")
+    if not any(plan[k] for k in ("deliveries", "fires", "held", "expired_approvals", "turns",
+                                 "waiting")):
+        say("  nothing: no reply to deliver, no task due, no turn queued.")
+
+
+def _t(ts: str | None) -> str:
+    """A time for people, to the second (--json keeps full precision)."""
+    return f"{ts[:19]}Z" if ts else ""

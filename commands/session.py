@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import agent_option, echo_json, json_option, say, store, table
-from fased.commands.types import count
+from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.types import complete_sessions, count
 from fased.errors import ConflictError
 
 
@@ -22,6 +22,7 @@ def session() -> None:
       fased session list
       fased session switch ops
       fased session show --json
+      fased session model ops set openai/gpt-4o-mini
       fased session rename s-2 release
       fased session delete s-2
     """
@@ -90,7 +91,7 @@ def list_(agent, all_, json_):
 
 
 @session.command("switch")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @agent_option
 def switch(ref, agent):
     """Make a session the agent's current one."""
@@ -115,7 +116,7 @@ def switch(ref, agent):
 
 
 @session.command("show")
-@click.argument("ref", metavar="[ID|NAME]", required=False)
+@click.argument("ref", metavar="[ID|NAME]", required=False, shell_complete=complete_sessions)
 @agent_option
 @click.option("-n", "last", type=count(), default=10, show_default=True,
               help="How many of the last messages to show.")
@@ -149,8 +150,7 @@ def show(ref, agent, last, json_):
         ("Messages", detail["messages"]),
         ("Tokens", f"{detail['tokens']['input']} in, {detail['tokens']['output']} out"),
         *([("Usage", describe(used))] if used.calls else []),
-        ("Model", detail["model_override"] or "agent default"
-         + (" (override: `fased session model --clear`)" if detail["model_override"] else "")),
+        ("Model", _model_line(con, row, detail)),
         ("Queue mode", detail["queue_mode"] or "followup (default)"),
         ("Transcript", detail["transcript"]),
     ):
@@ -166,8 +166,126 @@ def show(ref, agent, last, json_):
             say(f"[{m['ts'][:19].replace('T', ' ')}] {m['role']}: {text}")
 
 
+MODEL_USAGE = "fased session model [ID] set REF|clear"
+
+
+def _model_words(words: tuple[str, ...]) -> tuple[str | None, bool, str | None]:
+    """`[ID] [set REF|clear]` -> (session ref, whether to change it, the new REF or None)."""
+    from fased.errors import UsageError
+
+    rest = list(words)
+    ref = rest.pop(0) if rest and rest[0] not in ("set", "clear") else None
+    if not rest:
+        return ref, False, None
+    action = rest.pop(0)
+    if action == "set":
+        if not rest:
+            raise UsageError(f"set needs a model ref: {MODEL_USAGE}")
+        target: str | None = rest.pop(0)
+    elif action == "clear":
+        target = None
+    else:
+        raise UsageError(f"unknown action {action!r}: {MODEL_USAGE}")
+    if rest:
+        raise UsageError(f"too many arguments: {MODEL_USAGE}")
+    return ref, True, target
+
+
+@session.command("model")
+@click.argument("words", nargs=-1, metavar="[ID|NAME] [set REF|clear]")
+@agent_option
+@json_option
+def model(words, agent, json_):
+    """Show, set or clear a session's model override (what `chat -m REF` sets).
+
+    A session with an override answers with that model instead of the agent's primary
+    (the agent's fallbacks still follow it); `clear` (or `set clear`) goes back to the agent
+    default. Without ID|NAME: the current session. A model the provider did not list when
+    its models were last fetched is set, with a note on stderr.
+
+    \b
+    Examples:
+      fased session model                    # what the current session answers with
+      fased session model ops set openai/gpt-4o-mini
+      fased session model ops clear
+      fased session model ops --json
+    """
+    from fased.models import catalog_note, parse_model_ref
+    from fased.sessions import (
+        clear_command,
+        current_session,
+        get_session,
+        model_override_drafts,
+        session_label,
+    )
+    from fased.setup import next_step
+
+    ref, change, target = _model_words(words)
+    notes: list[str] = []
+    found: list[str] = []
+
+    def session_row(con, agent_id, include_deleted=False):
+        sid = ref or current_session(con, agent_id)
+        if sid is None:
+            raise click.ClickException(f"agent {agent_id} has no session yet "
+                                       "(`fased session new` or `fased chat` creates one)")
+        return get_session(con, agent_id, sid, include_deleted=include_deleted)
+
+    def decide(con):
+        row = session_row(con, _agent_id(con, agent))
+        found.append(row["id"])
+        wanted, drafts = model_override_drafts(con, row["agent"], row["id"], target)
+        warning = catalog_note(con, parse_model_ref(con, wanted)) if wanted else None
+        notes[:] = [warning] if warning else []
+        return drafts
+
+    st = store()
+    outcome = st.transact(decide) if change else None
+    con = st.db()
+    if outcome is not None and not found:  # replayed: the session it changed then
+        found.append(outcome.events[0]["data"]["session"])
+    row = (get_session(con, _agent_id(con, agent), found[-1], include_deleted=True) if found
+           else session_row(con, _agent_id(con, agent), include_deleted=True))
+    primary = con.execute("SELECT primary_model FROM agents WHERE id = ?",
+                          (row["agent"],)).fetchone()[0]
+    override = row["model_override"]
+    for line in notes:
+        note(line)
+    if json_:
+        echo_json({"agent": row["agent"], "session": row["id"], "name": row["name"],
+                   "override": override, "model": override or primary,
+                   **({"changed": bool(outcome.events)} if outcome is not None else {})})
+        return
+    default = primary or f"(none; next: {next_step(con, row['agent'])})"
+    label = session_label(row)
+    if outcome is None:
+        named = f" ({row['name']})" if row["name"] else ""
+        say(f"Session {row['id']}{named} answers with "
+            + (f"its override {override} (the agent default is {default})." if override
+               else f"the agent default {default} (no override)."))
+    elif override and outcome.events:
+        say(f"Session {label} now answers with {override} (`{clear_command(con, row)}` "
+            "to undo).")
+    elif override:
+        say(f"Session {label} already answers with {override}.")
+    elif outcome.events:
+        say(f"Session {label}: override cleared; it answers with the agent default {default}.")
+    else:
+        say(f"Session {label} has no override.")
+
+
+def _model_line(con, row, detail: dict) -> str:
+    from fased.sessions import clear_command
+
+    if detail["model_override"]:
+        return f"{detail['model_override']} (override: `{clear_command(con, row)}`)"
+    primary = con.execute("SELECT primary_model FROM agents WHERE id = ?",
+                          (row["agent"],)).fetchone()[0]
+    return f"agent default ({primary})" if primary else "agent default"
+
+
 @session.command("rename")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @click.argument("name")
 @agent_option
 def rename(ref, name, agent):
@@ -191,38 +309,63 @@ def rename(ref, name, agent):
 
 
 @session.command("delete")
-@click.argument("ref", metavar="ID|NAME")
+@click.argument("ref", metavar="ID|NAME", shell_complete=complete_sessions)
 @agent_option
-@click.option("--force", is_flag=True, help="Delete even with active tasks (they are cancelled).")
+@click.option("--force", is_flag=True, help="Delete even with active tasks (they are cancelled) "
+              "or turns waiting to be answered (they are withdrawn).")
 def delete(ref, agent, force):
-    """Delete a session (soft: the transcript is kept; `restore` brings it back)."""
-    from fased.sessions import get_session
+    """Delete a session (soft: the transcript is kept; `restore` brings it back).
+
+    A session with active tasks, or with messages no runner has answered yet (queued, or
+    parked for an approval), is deleted only with --force: the tasks are cancelled and the
+    messages withdrawn (recorded aborted; a parked call's request is denied), so nothing is
+    answered in a deleted session. A turn being answered right now is left to its runner.
+
+    \b
+    Examples:
+      fased session delete ops
+      fased session delete s-3 --force
+    """
+    from fased.sessions import get_session, waiting_turns, withdraw_drafts
     from fased.store import Draft
+    from fased.timeparse import format_ts
     from fased.views import active_task_ids
 
+    st = store()
+    now = format_ts(st.clock())
     deleted = []
 
     def decide(con):
         agent_id = _agent_id(con, agent)
         row = get_session(con, agent_id, ref)
         tasks = active_task_ids(con, session=row["id"])
-        if tasks and not force:
-            raise ConflictError(
-                f"session {row['id']} has {len(tasks)} active task(s): {', '.join(tasks)}",
-                hint="add --force to cancel them and delete the session")
+        turns = waiting_turns(con, now, session=row["id"])
+        if (tasks or turns) and not force:
+            what = []
+            if tasks:
+                what.append(f"{len(tasks)} active task(s): {', '.join(tasks)}")
+            if turns:
+                what.append(f"{len(turns)} turn(s) waiting to be answered")
+            todo = ("cancel the tasks, withdraw the turns" if tasks and turns else
+                    "cancel them" if tasks else "withdraw them")
+            raise ConflictError(f"session {row['id']} has {' and '.join(what)}",
+                                hint=f"add --force to {todo} and delete the session")
         deleted.append(row["id"])
         drafts = [Draft("task.cancelled", f"task:{t}", {"task": t, "agent": agent_id,
                                                          "reason": "session deleted"})
                   for t in tasks]
+        drafts += withdraw_drafts(con, turns, "session deleted")
         drafts.append(Draft("session.deleted", f"session:{row['id']}", {
             "agent": agent_id, "session": row["id"], "cancelled_tasks": tasks}))
         return drafts
 
-    outcome = store().transact(decide)
+    outcome = st.transact(decide)
     sid = deleted[-1] if deleted else outcome.events[-1]["data"]["session"]
     cancelled = outcome.events[-1]["data"].get("cancelled_tasks") or []
+    withdrawn = sum(e["type"] == "turn.aborted" for e in outcome.events)
     say(f"Deleted session {sid}"
         + (f" and cancelled task(s) {', '.join(cancelled)}" if cancelled else "")
+        + (f" and withdrew {withdrawn} unanswered turn(s)" if withdrawn else "")
         + f" (restore with `fased session restore {sid}`).")
 
 

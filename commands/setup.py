@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from fased.commands.output import echo_json, json_option, note, store
+from fased.agents import get_agent
+from fased.commands.output import echo_json, json_option, note, say, store
+from fased.errors import FasedError, UsageError
 
 
 @click.command()
@@ -23,8 +26,17 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
     Bootstrap files (AGENTS.md, SOUL.md, TOOLS.md, IDENTITY.md, USER.md, HEARTBEAT.md,
     MEMORY.md) are created from templates when missing; BOOTSTRAP.md only in a brand-new
     workspace, and never again once you delete it. Set agents.defaults.skipBootstrap to
-    true to create none (for pre-seeded workspaces). Local model servers (Ollama, LM Studio,
-    vLLM, LiteLLM) that answer are registered as providers.
+    true to create none (for pre-seeded workspaces).
+
+    It looks for local model servers (Ollama, LM Studio, vLLM, LiteLLM) on their default
+    ports and says what answered where: a server that lists its models is registered and
+    gives the agent its primary model (one the server has loaded, else the first it lists);
+    one that needs a key is registered and named with the auth command to run.
+
+    On a terminal, when the agent still has no model, setup offers to finish the job: pick
+    a detected server or a hosted provider, paste its key (hidden), choose the primary from
+    the provider's own model list, and a probe proves that it answers. With
+    --non-interactive (or no terminal) it asks nothing and prints the next step instead.
 
     \b
     Examples:
@@ -35,7 +47,7 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
     from fased.setup import run_setup
 
     st = store()
-    interactive = not non_interactive and sys.stdin.isatty() and not json_
+    interactive = not non_interactive and not json_ and _on_a_terminal()
     if workspace is None and interactive and not _already_set_up(st):
         default = str(st.home / "workspace")
         answer = click.prompt("Workspace for the default agent", default=default)
@@ -49,9 +61,101 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
         click.echo(line)
     if not report["done"]:
         click.echo(f"Already set up in {st.home}: nothing to do.")
-    for line in report.get("notes", []):
-        note(line)
+    notes = report.get("notes", [])
+    for line in notes:
+        if not (interactive and line.startswith("Next: ")):
+            note(line)
+    if interactive:
+        _guide(st, any(line.startswith("Set ") for line in notes))
 
 
 def _already_set_up(st) -> bool:
     return (st.home / "fased.json").exists()
+
+
+def _on_a_terminal() -> bool:
+    """Whether to ask: stdin is a terminal (FASED_ASSUME_TTY=1 says it is, for tests), and
+    FASED_NO_TTY is not set."""
+    if os.environ.get("FASED_NO_TTY"):
+        return False
+    return sys.stdin.isatty() or os.environ.get("FASED_ASSUME_TTY") == "1"
+
+
+def _guide(st, primary_just_set: bool) -> None:
+    """Give the agent a model: pick a provider, paste its key (hidden), choose the primary
+    from the provider's own model list, and prove it with a probe."""
+    from fased.setup import next_step, provider_choices
+
+    con = st.db()
+    if next_step(con) is None:
+        if primary_just_set:
+            _probe(st)
+        return
+    choices = provider_choices(con)
+    agent = get_agent(con, None)["id"]
+    click.echo(f"\n{agent} has no model yet. Which provider should it use?")
+    for i, (_, label) in enumerate(choices, start=1):
+        click.echo(f"  {i}) {label}")
+    click.echo(f"  {len(choices) + 1}) none for now")
+    pick = click.prompt("Provider", type=click.IntRange(1, len(choices) + 1), default=1)
+    if pick > len(choices):
+        note(f"Next: {next_step(st.db())}")
+        return
+    provider = choices[pick - 1][0]
+    models = _models_with_a_key(st, provider)
+    if not models:
+        raise FasedError(f"{provider} lists no models",
+                         hint=f"`fased agent models set primary {provider}/MODEL` with a model "
+                         "it serves (for Ollama: `ollama pull llama3.2` first)")
+    shown = models[:MENU_MODELS]
+    click.echo(f"Models of {provider}:")
+    for i, name in enumerate(shown, start=1):
+        click.echo(f"  {i}) {name}")
+    if len(models) > len(shown):
+        click.echo(f"  ... and {len(models) - len(shown)} more: type a name")
+    answer = click.prompt("Primary model (number or name)", default="1").strip()
+    model = shown[int(answer) - 1] if answer.isdigit() and 1 <= int(answer) <= len(shown) \
+        else answer
+    if model not in models:
+        note(f"note: {provider} does not list {model!r}; using it anyway")
+    from fased.setup import set_primary
+
+    ref = f"{provider}/{model}"
+    say(f"Set {set_primary(st, ref)}'s primary model to {ref}")
+    _probe(st)
+
+
+MENU_MODELS = 20
+
+
+def _models_with_a_key(st, provider: str) -> list[str]:
+    """The provider's models; asks for its key (hidden) when it has none or is refused."""
+    from fased.detect import needs_key
+    from fased.setup import credential_missing, ensure_provider, list_models, store_key
+
+    ensure_provider(st, provider)
+    if not credential_missing(st, provider):
+        try:
+            return list_models(st, provider)
+        except FasedError as exc:
+            if not needs_key(exc):
+                raise
+            note(f"{provider} wants a key: {exc.message}")
+    key = click.prompt(f"API key for {provider} (hidden)", hide_input=True).strip()
+    if not key or "\n" in key:
+        raise UsageError("no key was entered; nothing was stored",
+                         hint=f"later: fased agent models auth {provider}")
+    say(f"Stored a key for {provider} (fingerprint {store_key(st, provider, key)}).")
+    return list_models(st, provider)
+
+
+def _probe(st) -> None:
+    """Send the primary a minimal real request; a failure is an error naming what to fix."""
+    from fased.status import agent_model_status
+
+    report = agent_model_status(st, None, probe=True)
+    ref = report["refs"][0]["ref"]
+    if not report["ready"]:
+        raise FasedError(f"{ref} did not answer the probe ({report['reason']})",
+                         hint="`fased agent models status --probe` checks it again")
+    say(f"Probed {ref}: it answers. Try: fased chat \"hello\"")

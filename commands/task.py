@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
-from fased.commands.types import Message, Name, count
+from fased.commands.types import (
+    Message,
+    Name,
+    complete_agents,
+    complete_model_refs,
+    complete_sessions,
+    complete_tasks,
+    count,
+)
 from fased.errors import FasedError, UsageError
 
 
@@ -39,7 +47,7 @@ def _schedule_options(fn):
         click.option("--name", metavar="NAME", type=Name("the task name"),
                      help="A label for the task."),
         click.option("--model", metavar="REF", help="Model for this task (default: the agent's "
-                     "task model, else its primary)."),
+                     "task model, else its primary).", shell_complete=complete_model_refs),
         click.option("--deliver", metavar="TARGET",
                      help="Also send the reply to stdout, file:PATH or webhook:URL."),
     ]):
@@ -49,7 +57,8 @@ def _schedule_options(fn):
 
 @task.command("new")
 @agent_option
-@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).")
+@click.option("--session", "-s", metavar="ID|NAME", help="Session (default: the current one).",
+              shell_complete=complete_sessions)
 @_schedule_options
 @click.option("--keep-after-run", is_flag=True, help="Keep an --at task after it succeeds.")
 @json_option
@@ -111,7 +120,8 @@ def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) ->
 
 @task.command("list")
 @agent_option
-@click.option("--session", "-s", metavar="ID|NAME", help="Only this session's tasks.")
+@click.option("--session", "-s", metavar="ID|NAME", help="Only this session's tasks.",
+              shell_complete=complete_sessions)
 @click.option("--all", "all_", is_flag=True, help="Include cancelled and done tasks, every agent.")
 @json_option
 def list_(agent, session, all_, json_):
@@ -144,7 +154,7 @@ def list_(agent, session, all_, json_):
 
 
 @task.command("show")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
 @click.option("-n", "last", type=count(1), default=10, show_default=True,
               help="How many recent runs to show.")
 @json_option
@@ -192,8 +202,68 @@ def _print_history(runs: list[dict]) -> None:
             + (f"  [{'; '.join(extra)}]" if extra else ""))
 
 
+@task.command("next")
+@click.option("--agent", "-a", "agent", metavar="ID", help="Only this agent's tasks (default: "
+              "every agent's, as `fased run` fires them).", shell_complete=complete_agents)
+@click.option("--at", "at", metavar="TIME", help="Look from this time instead of now: RFC "
+              "3339, a local time (09:00 is its next occurrence) or from now (2h).")
+@json_option
+def next_(agent, at, json_):
+    """When each active task fires next, and which missed runs fold into it. Changes nothing.
+
+    With --at, what a `fased run --once` at that time would fire (if nothing ran before):
+    the occurrence each due task runs for and how many missed runs fold into it; the others
+    show when they fall due. It asks the same code that fires tasks in `fased run`.
+
+    \b
+    Examples:
+      fased task next
+      fased task next --at 09:00            # what would fire at 09:00?
+      fased task next --at 2026-11-21T18:00Z --json
+      fased run --dry-run                   # everything a run --once would do now
+    """
+    from fased.agents import get_agent
+    from fased.preview import next_fires
+    from fased.schedule import parse_future_time
+
+    st = store()
+    now = st.clock()
+    when = now
+    if at is not None:
+        when = parse_future_time(at, now=now)
+        if when < now:
+            raise UsageError(f"--at {at!r} is in the past", hint="give a later time, or "
+                             "leave --at out to look from now")
+    if agent:
+        agent = get_agent(st.db(), agent)["id"]
+    rows = next_fires(st, when, agent=agent)
+    if json_:
+        echo_json(rows)
+        return
+    if not rows:
+        note("No active tasks. Create one: fased task new --every 1h --message TEXT")
+        return
+
+    def fires(r: dict) -> str:
+        if r["waits_for"]:
+            return f"when {r['waits_for']} is answered"
+        if r["due"]:
+            return "now" if at is None else r["fires_at"][:19]
+        return r["fires_at"][:19] if r["fires_at"] else "never"
+
+    def what(r: dict) -> str:
+        if r["retry"]:
+            return "retry after a failure"
+        if r["due"] and r["skipped"]:
+            return f"for {r['occurrence'][:19]}, folding {r['skipped']} missed run(s)"
+        return f"for {r['occurrence'][:19]}" if r["occurrence"] else ""
+
+    table([(r["task"], r["agent"], r["session"], r["schedule"], fires(r), what(r))
+           for r in rows], ("ID", "AGENT", "SESSION", "SCHEDULE", "FIRES (UTC)", "RUN"))
+
+
 @task.command("deliver")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
 @click.option("--turn", metavar="TURN", help="The run to deliver (default: the latest "
               "completed one); `fased task history ID` lists them.")
 @json_option
@@ -234,7 +304,7 @@ def deliver_(task_id, turn, json_):
 
 
 @task.command("history")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
 @click.option("-n", "last", type=count(1), help="Only the last N runs.")
 @json_option
 def history_(task_id, last, json_):
@@ -253,20 +323,22 @@ def history_(task_id, last, json_):
 
 
 @task.command("run")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
 @click.option("--queue", "queue_only", is_flag=True,
               help="Only queue the turn for `fased run`.")
 @json_option
 def run_(task_id, queue_only, json_):
     """Fire a task now, through the same path as a scheduled run, and print the reply.
 
-    The reply then goes to the task's delivery target, as `fased run` would send it.
+    The reply then goes to the task's delivery target, as `fased run` would send it. A run
+    by hand is outside the schedule: it never completes an --at task, a failure of it is not
+    retried automatically, and the next scheduled run stays as it was.
 
     \b
     Exit codes: 0 answered (and delivered), 1 the turn or its delivery failed (the
     target's error on stderr; the reply stays in the session), 5 every model failed.
     """
-    from fased.chat import Queued, answer
+    from fased.chat import Queued, answer, withdraw
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
     st = store()
@@ -283,7 +355,15 @@ def run_(task_id, queue_only, json_):
     if queue_only:
         click.echo(queued.turn)
         return
-    result = answer(st, queued, note=note)
+    try:
+        result = answer(st, queued, note=note)
+    except KeyboardInterrupt:
+        # while an earlier turn of the session was answered first: as `fased chat` does,
+        # the run is withdrawn so that no runner answers it later
+        if withdraw(st, queued):
+            note(f"fased: interrupted before turn {queued.turn} started; it will not be "
+                 "answered")
+        raise
     delivered = [d for d in deliver_pending(st, lambda d: note(d["reply"]))
                  if d["turn"] == queued.turn]
     if json_:
@@ -330,29 +410,30 @@ def _set_state(task_id: str, event: str, allowed: tuple[str, ...], verb: str) ->
 
 
 @task.command("cancel")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
 def cancel(task_id):
     """Cancel a task for good (its history is kept)."""
     _set_state(task_id, "task.cancelled", ("active", "paused"), "Cancelled")
 
 
 @task.command("pause")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
 def pause(task_id):
     """Stop firing a task until it is resumed."""
     _set_state(task_id, "task.paused", ("active",), "Paused")
 
 
 @task.command("resume")
-@click.argument("task_id", metavar="ID")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
 def resume(task_id):
     """Fire a paused task again (from its next occurrence; missed ones are not replayed)."""
     _set_state(task_id, "task.resumed", ("paused",), "Resumed")
 
 
 @task.command("edit")
-@click.argument("task_id", metavar="ID")
-@click.option("--session", "-s", metavar="ID|NAME", help="Move the task to another session.")
+@click.argument("task_id", metavar="ID", shell_complete=complete_tasks)
+@click.option("--session", "-s", metavar="ID|NAME", help="Move the task to another session.",
+              shell_complete=complete_sessions)
 @_schedule_options
 @click.option("--keep-after-run/--no-keep-after-run", default=None,
               help="Keep an --at task after it succeeds.")

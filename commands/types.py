@@ -83,3 +83,98 @@ class Message(_Bounded):
 
     def check(self, text: str) -> str:
         return bounds.check_message(text)
+
+
+# -- shell completion of live values ----------------------------------------------------------
+# Called only while a shell asks for candidates (`_FASED_COMPLETE=...`). They read state.db
+# read-only, never through the Store (which could catch up, rebuild or record a hand edit):
+# a missing, damaged or outdated home gives no candidates rather than an error.
+
+def _state_db(ctx: click.Context):
+    """A read-only connection to the home's state.db, or None."""
+    import os
+    import sqlite3
+    from pathlib import Path
+    from urllib.parse import quote
+
+    home = ctx.find_root().params.get("home") or os.environ.get("FASED_HOME") or "~/.fased"
+    path = Path(home).expanduser() / "state.db"
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        with open(path, "rb") as f:  # SQLite may drop a WAL beside a file it takes for empty
+            if f.read(16) != b"SQLite format 3\0":
+                return None
+    except OSError:
+        return None
+    # with a WAL beside it another process may hold newer rows: read them; without one, open
+    # the file as immutable so that reading creates no -wal/-shm files in the home
+    wal = path.with_name("state.db-wal").exists() and path.with_name("state.db-shm").exists()
+    try:
+        return sqlite3.connect(f"file:{quote(str(path.absolute()))}?"
+                               + ("mode=ro" if wal else "immutable=1"), uri=True, timeout=0.2)
+    except sqlite3.Error:
+        return None
+
+
+def _live(ctx: click.Context, incomplete: str, sql: str, params: tuple = ()) -> list:
+    """The values `sql` returns that start with what was typed so far."""
+    import sqlite3
+
+    from click.shell_completion import CompletionItem
+
+    con = _state_db(ctx)
+    if con is None:
+        return []
+    try:
+        values = [r[0] for r in con.execute(sql, params) if isinstance(r[0], str)]
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()
+    seen: dict[str, None] = dict.fromkeys(v for v in values if v.startswith(incomplete))
+    return [CompletionItem(v) for v in seen]
+
+
+def complete_agents(ctx: click.Context, param, incomplete: str) -> list:
+    """Agent ids."""
+    return _live(ctx, incomplete, "SELECT id FROM agents WHERE deleted = 0 ORDER BY position")
+
+
+def complete_sessions(ctx: click.Context, param, incomplete: str) -> list:
+    """Session ids and names of the agent given with --agent, else of the selected one."""
+    agent = next((c.params.get("agent") or c.params.get("agent_opt") for c in _chain(ctx)
+                  if c.params.get("agent") or c.params.get("agent_opt")), None)
+    return _live(ctx, incomplete,
+                 "SELECT v FROM (SELECT id AS v, created_seq FROM sessions WHERE deleted = 0 AND"
+                 " agent = COALESCE(?, (SELECT value FROM kv WHERE key = 'selected_agent'))"
+                 " UNION ALL SELECT name, created_seq FROM sessions WHERE deleted = 0 AND"
+                 " name IS NOT NULL AND agent = COALESCE(?, (SELECT value FROM kv WHERE key ="
+                 " 'selected_agent'))) ORDER BY created_seq", (agent, agent))
+
+
+def complete_tasks(ctx: click.Context, param, incomplete: str) -> list:
+    """Task ids, the active ones first."""
+    return _live(ctx, incomplete, "SELECT id FROM tasks ORDER BY state NOT IN ('active',"
+                 " 'paused'), created_seq")
+
+
+def complete_providers(ctx: click.Context, param, incomplete: str) -> list:
+    """Provider ids."""
+    return _live(ctx, incomplete, "SELECT id FROM providers WHERE removed = 0 ORDER BY id")
+
+
+def complete_model_refs(ctx: click.Context, param, incomplete: str) -> list:
+    """Model refs: every model in a provider's catalog, the refs agents use, and aliases."""
+    return _live(ctx, incomplete,
+                 "SELECT p.id || '/' || m.value FROM providers p, json_each(p.models) m WHERE"
+                 " p.removed = 0 UNION ALL SELECT primary_model FROM agents WHERE deleted = 0"
+                 " UNION ALL SELECT f.value FROM agents a, json_each(a.fallbacks) f WHERE"
+                 " a.deleted = 0 UNION ALL SELECT a.key FROM config c,"
+                 " json_each(c.doc, '$.models.aliases') a")
+
+
+def _chain(ctx: click.Context):
+    while ctx is not None:
+        yield ctx
+        ctx = ctx.parent

@@ -150,12 +150,14 @@ def expire_due(store: Store) -> int:
                    (now,)).fetchone() is None:
         return 0
 
-    def drafts(con):
-        return [_decided(r, "expired", reason="nobody decided in time") for r in con.execute(
-            "SELECT * FROM approvals WHERE state = 'pending' AND expires_at <= ?"
-            " ORDER BY requested_seq", (now,))]
+    return len(store.append_internal(lambda con: expired_drafts(con, now)).events)
 
-    return len(store.append_internal(drafts).events)
+
+def expired_drafts(con: sqlite3.Connection, now: str) -> list[Draft]:
+    """approval.decided (expired) for every pending request past its time at `now`."""
+    return [_decided(r, "expired", reason="nobody decided in time") for r in con.execute(
+        "SELECT * FROM approvals WHERE state = 'pending' AND expires_at <= ?"
+        " ORDER BY requested_seq", (now,))]
 
 
 def listing(con: sqlite3.Connection, now: datetime, *, all_: bool = False,

@@ -117,15 +117,35 @@ def first_seq_since(con: sqlite3.Connection, when: datetime) -> int:
     return int(row[0]) + 1 if row else 1
 
 
-def last_seq_at(log: EventLog, point: int | datetime) -> int:
-    """The seq of the last event at or before `point` (a seq or a time)."""
+def last_seq_at(log: EventLog, point: int | datetime,
+                con: sqlite3.Connection | None = None) -> int:
+    """Where the log stood at `point`, a seq or a time: for a time, the seq of the last event
+    stamped at or before it. Everything up to that seq belongs to the point, whatever its
+    own stamp (a writer whose clock stepped back), so `replay --at` and `--until` both show
+    a prefix of the log in seq order, as it was written.
+
+    With `con` (state.db, caught up) only the last block of seqs that has an event stamped
+    that early is read (core.time_blocks), and what came after the checkpoint."""
     if isinstance(point, int):
         return min(point, log.head().seq)
+    ranges: list[tuple[int, int | None]] = [(1, None)]
+    if con is not None:
+        from fased.projections.core import BLOCK_BITS
+
+        block = con.execute("SELECT MAX(block) FROM time_blocks WHERE min_ts <= ?",
+                            (format_ts(point),)).fetchone()[0]
+        row = con.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+        checkpoint = int(row[0]) if row else 0
+        ranges = [] if block is None else [
+            (max(1, block << BLOCK_BITS), min(((block + 1) << BLOCK_BITS) - 1, checkpoint))]
+        ranges.append((checkpoint + 1, None))
     seq = 0
-    for e in log.read():
-        if parse_ts(e["ts"]) > point:
-            break
-        seq = e["seq"]
+    for start, end in ranges:
+        if end is not None and end < start:
+            continue
+        for e in log.read(start, end):
+            if parse_ts(e["ts"]) <= point:
+                seq = max(seq, e["seq"])
     return seq
 
 

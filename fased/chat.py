@@ -10,6 +10,7 @@ Output sinks decide how a reply reaches stdout:
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -30,6 +31,7 @@ class Queued:
     session: str
     seq: int
     replayed: bool
+    model_set: bool = False  # this chat set or cleared the session's model override
 
 
 def new_turn_id() -> str:
@@ -40,8 +42,11 @@ def queue_turn(store: Store, message: str, *, agent: str | None = None,
                session: str | None = None, new_session: bool = False,
                override: str | None = None, save: bool = False,
                source: str = "chat") -> Queued:
-    """Append `turn.queued` (and, for -m, the session's model override) in one transaction."""
-    from fased.models import check_ref_for_agent
+    """Append `turn.queued` (and, for -m, the session's model override; `clear` clears it)
+    in one transaction."""
+    from fased.errors import UsageError
+    from fased.models import check_not_a_fallback
+    from fased.sessions import model_override_drafts
 
     turn_id = new_turn_id()
 
@@ -49,13 +54,12 @@ def queue_turn(store: Store, message: str, *, agent: str | None = None,
         a = get_agent(con, agent)
         sid, drafts = ensure_session(con, a["id"], session, new_session)
         if override is not None:
-            ref = check_ref_for_agent(con, override)
-            current = con.execute("SELECT model_override FROM sessions WHERE id = ?",
-                                  (sid,)).fetchone()
-            if current is None or current[0] != ref:
-                drafts.append(Draft("session.model_set", f"session:{sid}",
-                                    {"agent": a["id"], "session": sid, "model": ref}))
+            ref, model_set = model_override_drafts(con, a["id"], sid, override)
+            drafts += model_set
+            if save and ref is None:
+                raise UsageError("--save needs a model, not clear")
             if save and a["primary_model"] != ref:
+                check_not_a_fallback(a["id"], ref, json.loads(a["fallbacks"] or "[]"))
                 drafts.append(Draft("agent.models_set", f"agent:{a['id']}",
                                     {"agent": a["id"], "primary": ref}))
         drafts.append(Draft("turn.queued", f"session:{sid}", {
@@ -66,7 +70,8 @@ def queue_turn(store: Store, message: str, *, agent: str | None = None,
     outcome = store.transact(decide)
     queued = next(e for e in outcome.events if e["type"] == "turn.queued")
     d = queued["data"]
-    return Queued(d["turn"], d["agent"], d["session"], queued["seq"], outcome.replayed)
+    return Queued(d["turn"], d["agent"], d["session"], queued["seq"], outcome.replayed,
+                  any(e["type"] == "session.model_set" for e in outcome.events))
 
 
 def result_from_row(con: sqlite3.Connection, turn_id: str) -> TurnResult | None:

@@ -38,7 +38,6 @@ KINDS = ("openai-compatible", "openai", "openrouter", "anthropic", "ollama", "lm
 HOSTED = ("openai", "openrouter", "anthropic", "cloudflare")
 KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
            "anthropic": "ANTHROPIC_API_KEY", "cloudflare": "CLOUDFLARE_API_TOKEN"}
-DETECT_KINDS = ("ollama", "lmstudio", "vllm", "litellm")
 CREDENTIALS = "credentials.json"
 
 
@@ -121,12 +120,28 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
     if not PROVIDER_ID.match(provider):
         raise UsageError(f"invalid provider id {provider!r}",
                          hint="lower-case letters, digits, '-' and '_'")
-    if kind not in KINDS:
-        raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+    check_kind(kind)
     row = con.execute("SELECT removed FROM providers WHERE id = ?", (provider,)).fetchone()
     if row is not None and not row[0]:
         raise ConflictError(f"provider {provider!r} is already registered",
-                            hint=f"remove it first: fased agent models providers remove {provider}")
+                            hint=f"change it with `fased agent models providers set {provider}`, "
+                            f"or remove it first: fased agent models providers remove {provider}")
+    data, secrets = provider_endpoint(kind, base_url, headers, account_id)
+    data = {"provider": provider, **data}
+    if detected:
+        data["detected"] = True
+    return Draft("provider.added", f"provider:{provider}", data), secrets
+
+
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
+
+
+def provider_endpoint(kind: str, base_url: str | None, headers: dict[str, str],
+                      account_id: str | None) -> tuple[dict, dict]:
+    """A provider's kind, checked base URL (the kind's default when None) and headers as
+    provider.added records them, and the secrets taken out for credentials.json."""
     if base_url is None:
         if kind == "openai-compatible":
             raise UsageError("kind openai-compatible needs --base-url",
@@ -145,7 +160,7 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
     base_url, secrets = split_url_credentials(base_url)
     plain = {k: v for k, v in headers.items() if not header_is_secret(k)}
     secret = {k: v for k, v in headers.items() if header_is_secret(k)}
-    data: dict = {"provider": provider, "kind": kind, "base_url": base_url}
+    data: dict = {"kind": kind, "base_url": base_url}
     if plain:
         data["headers"] = plain
     if secret:
@@ -157,9 +172,7 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
         data["secret_query"] = list(secrets["query"])
     if account_id:
         data["account_id"] = account_id
-    if detected:
-        data["detected"] = True
-    return Draft("provider.added", f"provider:{provider}", data), secrets
+    return data, secrets
 
 
 def providers(con: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -237,14 +250,41 @@ def parse_model_ref(con: sqlite3.Connection, ref: str) -> ModelRef:
     if provider not in registered:
         raise UsageError(
             f"unknown provider {provider!r} in model ref {text!r} (registered: {listing})",
-            hint="if the model id itself contains '/', put its provider first, e.g. "
+            hint=_add_provider_hint(provider) if provider in KINDS else
+            "if the model id itself contains '/', put its provider first, e.g. "
             f"openrouter/{text}; add providers with `fased agent models providers add`")
     return ModelRef(provider, model)
+
+
+def _add_provider_hint(kind: str) -> str:
+    """The whole step that registers a provider of a known kind."""
+    steps = f"`fased agent models providers add {kind}`"
+    if kind in HOSTED:
+        steps += f", then `fased agent models auth {kind}` (paste the key)"
+    elif kind != "openai-compatible":
+        steps += " (or `fased agent models providers detect`)"
+    return f"add it first: {steps}, and run this again"
 
 
 def check_ref_for_agent(con: sqlite3.Connection, ref: str) -> str:
     """Validate a ref now and return it in `provider/model` form (what the agent stores)."""
     return str(parse_model_ref(con, ref))
+
+
+def check_not_the_primary(agent: str, fallback: str, primary: str | None) -> None:
+    """A fallback is tried after the primary failed: the same model again would be no
+    fallback at all."""
+    if fallback == primary:
+        raise UsageError(f"{fallback} is agent {agent}'s primary model; a fallback must be "
+                         "another model")
+
+
+def check_not_a_fallback(agent: str, primary: str, fallbacks: list[str]) -> None:
+    """A new primary that is already one of the agent's fallbacks would be its own fallback."""
+    if primary in fallbacks:
+        raise UsageError(f"{primary} is a fallback of agent {agent}; the primary must be "
+                         "another model",
+                         hint=f"`fased agent models fallback remove {primary}` first")
 
 
 def catalog_note(con: sqlite3.Connection, ref: ModelRef) -> str | None:
@@ -289,11 +329,12 @@ def store_secret(store: Store, provider: str, *, api_key: str | None = None) -> 
     _update_entry(store, provider, {"api_key": api_key})
 
 
-def store_provider_secrets(store: Store, provider: str, secrets: dict) -> None:
+def store_provider_secrets(store: Store, provider: str, secrets: dict,
+                           parts: tuple[str, ...] = ("headers", "userinfo", "query")) -> None:
     """Keep what provider_draft took out of a new provider (secret headers, URL userinfo and
-    query values) in credentials.json, replacing what an earlier registration left."""
-    _update_entry(store, provider, {part: secrets.get(part)
-                                    for part in ("headers", "userinfo", "query")})
+    query values) in credentials.json, replacing what an earlier registration left (or only
+    the `parts` a change replaces)."""
+    _update_entry(store, provider, {part: secrets.get(part) for part in parts})
 
 
 def _update_entry(store: Store, provider: str, parts: dict) -> None:
@@ -378,14 +419,19 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
     from fased.providers import client_for
 
     secret, status = resolve_secret(home, row)
-    if status.needed and not status.ready:
-        raise FasedError(f"provider {row['id']}: {status.problem}")
+    # A credential that was configured but cannot be had now (an unset variable, a failing
+    # command) is a mistake to report, even where the server might take requests without one.
+    if not status.ready:
+        auth = f"fased agent models auth {row['id']}"
+        raise FasedError(f"provider {row['id']}: {status.problem}",
+                         hint=None if auth in status.problem else f"or change the credential: "
+                         f"`{auth}`")
     stored = load_credentials(home)["providers"].get(row["id"], {})
     missing = missing_secrets(row, stored)
     if missing:
         raise FasedError(f"provider {row['id']}: {missing} missing from credentials.json",
-                         hint=f"remove the provider and add it again: fased agent models "
-                         f"providers remove {row['id']}")
+                         hint=f"give it again: fased agent models providers set {row['id']} "
+                         "--header NAME=VALUE (or --base-url URL)")
     headers = {**json.loads(row["headers"] or "{}"), **(stored.get("headers") or {})}
     url, params = join_url_credentials(row["base_url"], stored)
     return client_for(row["kind"], url, secret, headers, params=params, **timeouts)
@@ -419,7 +465,8 @@ def check_credential_command(provider: str, command: str) -> None:
 # -- catalog and detection --------------------------------------------------------------------
 
 def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0) -> list[dict]:
-    """Ask providers for their models and record each answer (or failure) as an event."""
+    """Ask providers for their models and record each answer (or failure) that is news
+    (record_catalogs)."""
     con = store.db()
     results = []
     for pid in provider_ids:
@@ -431,73 +478,27 @@ def fetch_catalogs(store: Store, provider_ids: list[str], timeout: float = 10.0)
             results.append({"provider": pid, "models": models, "error": None})
         except FasedError as exc:
             results.append({"provider": pid, "models": [], "error": exc.message})
-    drafts = [Draft("models.catalog_fetched", f"provider:{r['provider']}",
-                    {"provider": r["provider"], "models": r["models"],
-                     **({"error": r["error"]} if r["error"] else {})}) for r in results]
-    if drafts:
-        store.append_internal(drafts)
+
+    record_catalogs(store, results)
     return results
 
 
-def detect_endpoints() -> list[tuple[str, str]]:
-    """Where to look for local servers: the defaults, or FASED_DETECT_ENDPOINTS
-    (`kind=url,kind=url`) for servers on other ports."""
-    override = os.environ.get("FASED_DETECT_ENDPOINTS")
-    if override is not None:
-        pairs = []
-        for item in filter(None, (p.strip() for p in override.split(","))):
-            kind, _, url = item.partition("=")
-            pairs.append((kind.strip(), url.strip()))
-        return pairs
-    return [(kind, DEFAULT_URLS[kind]) for kind in DETECT_KINDS]
+def record_catalogs(store: Store, results: list[dict]) -> None:
+    """Append models.catalog_fetched for each {provider, models, error} that is news: the
+    same models (in any order) or the same failure as last recorded writes nothing."""
 
-
-def detect_local_providers(store: Store, timeout: float = 0.5) -> list[str]:
-    """Probe local model servers; register those that answer, list their models, and give
-    the selected agent a primary model when it has none. Returns what was done, as lines."""
-    from fased.providers import client_for
-
-    found: list[tuple[str, str, list[str]]] = []
-    for kind, url in detect_endpoints():
-        try:
-            send_url, params = join_url_credentials(*split_url_credentials(url))
-            with client_for(kind, send_url, params=params, connect_timeout=timeout,
-                            read_timeout=timeout * 4) as client:
-                models = sorted(client.list_models())
-        except (FasedError, ValueError):  # ValueError: a URL urlsplit cannot read
-            continue
-        found.append((kind, url, models))
-    if not found:
-        return []
-    lines: list[str] = []
-    secrets: dict[str, dict] = {}
-
-    def decide(con):
+    def news(con: sqlite3.Connection) -> list[Draft]:
         drafts = []
-        for kind, url, models in found:
-            row = con.execute("SELECT removed FROM providers WHERE id = ?", (kind,)).fetchone()
-            if row is not None and not row[0]:
+        for r in results:
+            known = con.execute("SELECT models, models_error FROM providers WHERE id = ?",
+                                (r["provider"],)).fetchone()
+            if known is not None and (known["models_error"] == r["error"] if r["error"] else (
+                    known["models_error"] is None and known["models"] is not None
+                    and sorted(json.loads(known["models"])) == sorted(r["models"]))):
                 continue
-            draft, secrets[kind] = provider_draft(con, kind, kind, url, {}, None, detected=True)
-            drafts.append(draft)
-            drafts.append(Draft("models.catalog_fetched", f"provider:{kind}",
-                                {"provider": kind, "models": models}))
-            lines.append(f"Found {kind} at {draft.data['base_url']} with {len(models)} model(s)")
-        agent_row = con.execute(
-            "SELECT a.id, a.primary_model FROM agents a JOIN kv ON kv.value = a.id "
-            "WHERE kv.key = 'selected_agent'").fetchone()
-        if agent_row is not None and not agent_row["primary_model"]:
-            for kind, _, models in found:
-                if models:
-                    ref = f"{kind}/{models[0]}"
-                    drafts.append(Draft("agent.models_set", f"agent:{agent_row['id']}",
-                                        {"agent": agent_row["id"], "primary": ref}))
-                    lines.append(f"Set {agent_row['id']}'s primary model to {ref}")
-                    break
+            drafts.append(Draft("models.catalog_fetched", f"provider:{r['provider']}",
+                                {"provider": r["provider"], "models": r["models"],
+                                 **({"error": r["error"]} if r["error"] else {})}))
         return drafts
 
-    store.append_internal(decide)
-    for kind, taken in secrets.items():
-        if taken:
-            store_provider_secrets(store, kind, taken)
-    return lines
+    store.append_internal(news)

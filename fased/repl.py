@@ -26,11 +26,13 @@ Commands:
   /session switch ID|NAME    continue another session
   /model [REF|clear]         show or set this session's model (the agent default is kept)
   /queue [followup|collect|steer|default]   how messages sent during a reply are handled
-  /task new WHEN MESSAGE     schedule MESSAGE here ('every 1h', 'at 09:00', 'in 20m', 'cron ...')
+  /task new WHEN MESSAGE     schedule MESSAGE here; WHEN: every 1h | in 20m | at 09:00 |
+                             cron */5 * * * * (quotes optional: /task new 'every 1h' ...)
   /task list | show ID | run ID | cancel ID
   /help                      this list
   /exit                      leave (Ctrl-D works too)
-Ctrl-C stops the reply being written (what arrived is kept, marked aborted)."""
+Ctrl-C stops the reply being written (what arrived is kept, marked aborted); before the
+reply starts (an earlier turn of the session is answered first) it withdraws the message."""
 
 
 class Repl:
@@ -70,12 +72,21 @@ class Repl:
 
     def send(self, message: str) -> str | None:
         """Ask the agent; the reply streams to the terminal as it arrives."""
-        from fased.chat import StreamSink, answer, queue_turn
+        from fased.chat import StreamSink, answer, queue_turn, withdraw
 
         queued = queue_turn(self.store, message, agent=self.agent, session=self.session,
                             source="interactive")
         sink = StreamSink(self._write_now, self.warn)
-        result = answer(self.store, queued, sink=sink, note=self.warn)
+        try:
+            result = answer(self.store, queued, sink=sink, note=self.warn)
+        except KeyboardInterrupt:
+            # Ctrl-C before this message's turn started (an earlier turn of the session was
+            # being answered, here or by another runner): withdraw it, as `fased chat` does
+            if not withdraw(self.store, queued):
+                raise
+            self.warn(f"fased: interrupted before turn {queued.turn} started; it will not "
+                      "be answered")
+            return None
         if result.state == "aborted":
             return "\n[stopped: the partial reply is kept, marked aborted]"
         if result.state == "failed":
@@ -94,6 +105,9 @@ class Repl:
     # -- slash commands ---------------------------------------------------------------------
 
     def command(self, text: str) -> str | None:
+        head, _, rest = text.strip().partition(" ")
+        if head.lower() == "task":  # its MESSAGE is taken as typed, quotes and all
+            return self._task(rest)
         try:
             words = shlex.split(text)
         except ValueError as exc:
@@ -102,7 +116,6 @@ class Repl:
         handler = {
             "help": lambda a: HELP, "?": lambda a: HELP, "exit": self._exit, "quit": self._exit,
             "session": self._session, "model": self._model, "queue": self._queue,
-            "task": self._task,
         }.get(name)
         if handler is None:
             raise UsageError(f"unknown command /{name}", hint="/help lists the commands")
@@ -160,13 +173,25 @@ class Repl:
         if not args:
             return (f"Model: {row[0]} (session override)" if row[0] else
                     f"Model: {agent['primary_model'] or '(none)'} (agent default)")
-        from fased.models import check_ref_for_agent
+        from fased.models import catalog_note, parse_model_ref
+        from fased.sessions import model_override_drafts
 
-        ref = None if args[0] in ("clear", "default") else check_ref_for_agent(con, args[0])
-        self.store.transact(lambda c: [Draft("session.model_set", f"session:{self.session}", {
-            "agent": self.agent, "session": self.session, "model": ref})])
-        return (f"This session now uses {ref}." if ref else
-                "Override cleared: this session uses the agent default.")
+        found: list = []
+
+        def decide(c):
+            ref, drafts = model_override_drafts(c, self.agent, self.session, args[0])
+            found[:] = [ref, bool(drafts)]
+            return drafts
+
+        self.store.transact(decide)
+        ref, changed = found
+        warning = catalog_note(con, parse_model_ref(con, ref)) if ref else None
+        if ref:
+            said = f"This session {'now' if changed else 'already'} uses {ref}."
+        else:
+            said = ("Override cleared: this session uses the agent default." if changed else
+                    "This session has no override: it uses the agent default.")
+        return f"{warning}\n{said}" if warning else said
 
     def _queue(self, args: list[str]) -> str:
         from fased.settings import QUEUE_MODES, queue_mode
@@ -183,10 +208,10 @@ class Repl:
                                               "mode": value})])
         return f"Queue mode: {mode}."
 
-    def _task(self, args: list[str]) -> str:
+    def _task(self, text: str) -> str:
         from fased.tasks import repl_task_command
 
-        return repl_task_command(self.store, self.agent, self.session, args)
+        return repl_task_command(self.store, self.agent, self.session, text)
 
 
 def interactive(store: Store, agent: str | None = None, session: str | None = None,
@@ -198,6 +223,12 @@ def interactive(store: Store, agent: str | None = None, session: str | None = No
         print(printable(repl.handle(f"/model {model}") or "", multiline=True))
     print(f"fased chat with {repl.agent}, session {repl.session}. /help for commands, "
           "Ctrl-D to leave.", file=sys.stderr)
+    if not model:
+        from fased.sessions import override_notice
+
+        kept = override_notice(store.db(), repl.session, changed=False)
+        if kept:
+            print(printable(kept), file=sys.stderr)
     while True:
         try:
             line = input(repl.prompt)

@@ -245,6 +245,12 @@ def _check_cron(expr: str) -> list[str]:
     return fields
 
 
+def parse_future_time(text: str, *, now: datetime, tz: str | None = None) -> datetime:
+    """A time as `--at` takes it: RFC 3339, a local date and time, a time of day (its next
+    occurrence after `now`) or a duration from now (`20m`); aware UTC."""
+    return _parse_at(text, tz, now)
+
+
 def _parse_at(text: str, tz: str | None, now: datetime) -> datetime:
     """An `at` value as aware UTC; a bare time of day means its next occurrence after now."""
     m = _TIME_OF_DAY.fullmatch(text.strip())

@@ -87,3 +87,98 @@ def ensure_session(con: sqlite3.Connection, agent: str, ref: str | None,
     if sid is not None:
         return sid, []
     return new_session(con, agent, None)
+
+
+# -- the session's model override -------------------------------------------------------------
+
+CLEAR_WORDS = ("clear", "default")  # say "back to the agent default" wherever a REF is taken
+
+
+def model_override(con: sqlite3.Connection, session: str) -> str | None:
+    row = con.execute("SELECT model_override FROM sessions WHERE id = ?", (session,)).fetchone()
+    return row[0] if row else None
+
+
+def model_override_drafts(con: sqlite3.Connection, agent: str, session: str,
+                          ref: str | None) -> tuple[str | None, list[Draft]]:
+    """The session's override resolved from `ref` (None or a clear word: none) and the
+    `session.model_set` that makes it so (none when it already is)."""
+    from fased.models import check_ref_for_agent
+
+    wanted = None if ref is None or ref.strip().lower() in CLEAR_WORDS else (
+        check_ref_for_agent(con, ref))
+    if model_override(con, session) == wanted:
+        return wanted, []
+    return wanted, [Draft("session.model_set", f"session:{session}",
+                          {"agent": agent, "session": session, "model": wanted})]
+
+
+def session_label(row: sqlite3.Row) -> str:
+    """How to name a session in a command line: its name when it is one safe word."""
+    import re
+
+    name = row["name"]
+    if name and re.fullmatch(r"[\w.-]+", name) and name not in ("set", *CLEAR_WORDS):
+        return name
+    return row["id"]
+
+
+def clear_command(con: sqlite3.Connection, row: sqlite3.Row) -> str:
+    """The command that clears `row`'s override (with --agent unless it is the selected
+    agent's session)."""
+    from fased.agents import selected_agent
+
+    agent = "" if row["agent"] == selected_agent(con) else f" --agent {row['agent']}"
+    return f"fased session model {session_label(row)} clear{agent}"
+
+
+def override_notice(con: sqlite3.Connection, session: str, changed: bool) -> str | None:
+    """The line a chat prints when its session answers with an override (`changed`: the
+    chat set or cleared it); None when the session simply follows the agent."""
+    row = con.execute("SELECT * FROM sessions WHERE id = ?", (session,)).fetchone()
+    override, label = row["model_override"], session_label(row)
+    if override and changed:
+        return (f"fased: session {label} now answers with {override} "
+                f"({clear_command(con, row)} to undo)")
+    if override:
+        return f"fased: session {label} answers with its override {override}"
+    if changed:
+        primary = con.execute("SELECT primary_model FROM agents WHERE id = ?",
+                              (row["agent"],)).fetchone()[0]
+        return f"fased: session {label} answers with the agent default {primary} again"
+    return None
+
+
+def waiting_turns(con: sqlite3.Connection, now: str, *, session: str | None = None,
+                  agent: str | None = None) -> list[sqlite3.Row]:
+    """Turns of a session (or an agent) that a runner would still answer: queued, parked for
+    an approval, or claimed by a runner whose lease ran out. One being answered is not."""
+    column, value = ("session", session) if session is not None else ("agent", agent)
+    return con.execute(
+        f"SELECT * FROM turns WHERE {column} = ? AND (state IN ('queued', 'parked') OR"
+        " (state = 'running' AND lease_until < ?)) ORDER BY queued_seq", (value, now)).fetchall()
+
+
+def withdraw_drafts(con: sqlite3.Connection, turns: list[sqlite3.Row],
+                    reason: str) -> list[Draft]:
+    """Drafts that withdraw `turns` (waiting_turns) so that no runner answers them: each is
+    recorded aborted with nothing said; a parked one has its request denied first, and
+    its open calls are closed (never run)."""
+    if not turns:
+        return []
+    from fased.loop import close_open_calls
+
+    drafts = []
+    for turn in turns:
+        stream = f"session:{turn['session']}"
+        base = {"turn": turn["id"], "agent": turn["agent"], "session": turn["session"]}
+        for approval in con.execute("SELECT id, call FROM approvals WHERE turn = ? AND"
+                                    " state = 'pending'", (turn["id"],)):
+            drafts.append(Draft("approval.decided", stream, {
+                "id": approval["id"], **base, "call": approval["call"], "decision": "denied",
+                "reason": reason}))
+        drafts.extend(close_open_calls(con, turn["id"], turn["agent"], turn["session"]))
+        drafts.append(Draft("turn.aborted", stream, {
+            **base, "partial_reply": "", "reason": reason,
+            "task": turn["task"]}))
+    return drafts

@@ -53,6 +53,10 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True) -> dict
         done.insert(0, f"Wrote {store.home / 'fased.json'}")
     if detect:
         notes.extend(_detect(store))
+        con = store.db()
+        step = next_step(con)
+        if step:
+            notes.append(f"Next: {step}")
     agent = get_agent(con, None)
     return {
         "home": str(store.home),
@@ -94,7 +98,124 @@ def bootstrap_workspace(store: Store, agent_id: str | None) -> tuple[Path, list[
 
 
 def _detect(store: Store) -> list[str]:
-    """Register local model servers that answer."""
-    from fased.models import detect_local_providers
+    """Look for local model servers; every line says what was looked at and found."""
+    from fased.detect import detect_local_providers
 
-    return detect_local_providers(store)
+    found = detect_local_providers(store)
+    if not found.sightings:
+        return ["Looked for no local model server (FASED_DETECT_ENDPOINTS is empty)"]
+    return found.lines
+
+
+def next_step(con, agent: str | None = None) -> str | None:
+    """The whole next step for an agent without a model (add or detect a provider, its key,
+    the primary), as commands to run; None when it has a primary model."""
+    import json
+
+    from fased.models import providers
+
+    row = get_agent(con, agent, include_deleted=True)
+    if row["primary_model"]:
+        return None
+    flag = "" if row["id"] == selected_agent(con) else f" --agent {row['id']}"
+    registered = providers(con)
+    for p in registered:
+        models = json.loads(p["models"] or "[]")
+        if models:
+            return (f"`fased agent models set primary {p['id']}/{models[0]}{flag}` "
+                    f"(`fased agent models list` shows the others)")
+    if registered:
+        p = registered[0]
+        return (f"`fased agent models auth {p['id']}` if it needs a key, "
+                f"`fased agent models list --refresh -p {p['id']}` to see its models, then "
+                f"`fased agent models set primary {p['id']}/MODEL{flag}`")
+    return "no provider yet: " + add_provider_step(flag)
+
+
+def add_provider_step(flag: str = "") -> str:
+    """How to get a first provider and model, as commands to run."""
+    return ("start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+            "`fased agent models providers detect`, or add a hosted one: "
+            "`fased agent models providers add openai`, `fased agent models auth openai`, "
+            f"`fased agent models set primary openai/gpt-4o-mini{flag}` "
+            "(or run `fased setup` on a terminal to be guided)")
+
+
+# -- the guided set-up (commands/setup.py asks; these do) --------------------------------------
+
+GUIDED_HOSTED = ("openai", "openrouter", "anthropic")
+
+
+def provider_choices(con) -> list[tuple[str, str]]:
+    """(provider id, label) to offer: the registered providers, then hosted kinds not yet
+    registered."""
+    from fased.models import providers
+    from fased.redact import mask_url
+
+    out = [(r["id"], f"{r['id']} at {mask_url(r['base_url'])}"
+            + (" (detected)" if r["detected"] else "")) for r in providers(con)]
+    taken = {pid for pid, _ in out}
+    out += [(kind, f"{kind} (hosted; needs an API key)") for kind in GUIDED_HOSTED
+            if kind not in taken]
+    return out
+
+
+def ensure_provider(store: Store, provider: str) -> None:
+    """Register a hosted provider of that kind under its own id, unless it is registered."""
+    from fased.models import provider_draft
+
+    def decide(con):
+        if con.execute("SELECT 1 FROM providers WHERE id = ? AND removed = 0",
+                       (provider,)).fetchone():
+            return []
+        return [provider_draft(con, provider, provider, None, {}, None)[0]]
+
+    store.transact(decide)
+
+
+def credential_missing(store: Store, provider: str) -> bool:
+    """Whether a hosted provider has no credential it can use now."""
+    from fased.models import get_provider, resolve_secret
+
+    _, status = resolve_secret(store.home, get_provider(store.db(), provider))
+    return status.needed and not status.ready
+
+
+def store_key(store: Store, provider: str, key: str) -> str:
+    """Keep an API key for the provider, as `fased agent models auth` does; returns its
+    fingerprint."""
+    from fased.models import fingerprint, store_secret
+
+    store_secret(store, provider, api_key=key)
+    data = {"provider": provider, "kind": "api_key", "fingerprint": fingerprint(key)}
+    store.transact(lambda con: [Draft("credential.set", f"provider:{provider}", data)])
+    return data["fingerprint"]
+
+
+def list_models(store: Store, provider: str, timeout: float = 10.0) -> list[str]:
+    """The provider's models in the server's own order, recorded as its catalog; a failure
+    raises the provider's error."""
+    from fased.models import get_provider, make_client, record_catalogs
+
+    row = get_provider(store.db(), provider)
+    with make_client(store.home, row, connect_timeout=min(timeout, 5.0),
+                     read_timeout=timeout) as client:
+        models = list(dict.fromkeys(client.list_models()))
+    record_catalogs(store, [{"provider": provider, "models": models, "error": None}])
+    return models
+
+
+def set_primary(store: Store, ref: str) -> str:
+    """Give the selected agent its primary model; returns the agent id."""
+    from fased.models import check_ref_for_agent
+
+    chosen: list[str] = []
+
+    def decide(con):
+        row = get_agent(con, None)
+        chosen.append(row["id"])
+        return [Draft("agent.models_set", f"agent:{row['id']}",
+                      {"agent": row["id"], "primary": check_ref_for_agent(con, ref)})]
+
+    store.transact(decide)
+    return chosen[-1]

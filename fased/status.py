@@ -8,6 +8,7 @@ import json
 from fased.agents import get_agent
 from fased.errors import FasedError
 from fased.models import get_provider, make_client, parse_model_ref, resolve_secret
+from fased.redact import mask_urls
 from fased.store import Store
 
 
@@ -23,15 +24,25 @@ def agent_model_status(store: Store, agent: str | None, probe: bool = False,
     out = []
     for role, ref in refs:
         out.append(_ref_status(store, con, role, ref, probe, timeout))
+    override = con.execute(
+        "SELECT id, name, model_override FROM sessions WHERE id = ? AND deleted = 0",
+        (row["current_session"],)).fetchone()
+    if override is not None and override["model_override"]:
+        # the current session answers with its override (`fased chat` without --session)
+        entry = _ref_status(store, con, "override", override["model_override"], probe, timeout)
+        out.insert(1, {**entry, "session": override["id"],
+                       "session_name": override["name"]})
     primary = out[0]
     if primary["ref"] is None:
-        reason = "no primary model: `fased agent models set primary REF`"
+        from fased.setup import next_step
+
+        reason = f"no primary model; next: {next_step(con, row['id'])}"
     elif primary["provider_state"] != "registered":
         reason = primary["provider_state"]
     elif not primary["credential_ready"]:
         reason = primary["credential_problem"] or "credential not ready"
     elif probe and primary["probe"] != "ok":
-        reason = f"probe: {primary['probe']}"
+        reason = f"probe: {probe_text(primary)}"
     else:
         reason = None
     return {"agent": row["id"], "ready": reason is None, "reason": reason, "refs": out}
@@ -51,15 +62,31 @@ def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: fl
     entry["provider"] = parsed.provider
     entry["provider_state"] = "registered"
     _, cred = resolve_secret(store.home, provider)
-    entry["credential"] = "not needed" if not cred.needed and cred.source == "none" else (
+    entry["credential"] = "optional" if not cred.needed and cred.source == "none" else (
         cred.source + ("" if cred.ready else " (not ready)"))
     entry["credential_ready"] = cred.ready
     entry["credential_problem"] = cred.problem
     if probe:
+        entry["probe_status"] = entry["probe_message"] = None
         try:
             with make_client(store.home, provider, connect_timeout=min(timeout, 5.0),
                              read_timeout=timeout) as client:
                 entry["probe"] = client.probe(parsed.model)
-        except FasedError:
-            entry["probe"] = "auth"
+                failure = client.last_probe_error
+        except FasedError as exc:
+            entry["probe"], failure = "auth", exc
+        if failure is not None:
+            # the client already masked its own secrets; other URLs lose their credentials
+            entry["probe_status"] = getattr(failure, "status", None)
+            entry["probe_message"] = mask_urls(getattr(failure, "detail", None)
+                                               or failure.message)
     return entry
+
+
+def probe_text(entry: dict) -> str:
+    """A probe result for a table: an `error` says what the server answered."""
+    result = entry.get("probe") or ""
+    if result != "error" or not entry.get("probe_message"):
+        return result
+    status = f"HTTP {entry['probe_status']}: " if entry.get("probe_status") else ""
+    return f"{result} ({status}{entry['probe_message']})"

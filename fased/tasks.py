@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -94,9 +95,7 @@ def fire_drafts(con: sqlite3.Connection, task: sqlite3.Row, now: datetime, *,
 
     Returns [] when nothing is due, or when the task's previous turn is still waiting."""
     schedule = schedule_of(task)
-    busy = con.execute("SELECT 1 FROM task_runs r JOIN turns t ON t.id = r.turn WHERE r.task = ?"
-                       " AND t.state IN ('queued', 'running')", (task["id"],)).fetchone()
-    if busy and not manual:
+    if not manual and previous_turn_pending(con, task["id"]):
         return []
     occurrence, skipped, retry = None, 0, False
     if not manual:
@@ -125,25 +124,42 @@ def fire_drafts(con: sqlite3.Connection, task: sqlite3.Row, now: datetime, *,
             Draft("turn.queued", f"session:{task['session']}", queued)]
 
 
+def previous_turn_pending(con: sqlite3.Connection, task_id: str) -> str | None:
+    """The task's turn that is still queued or running (a scheduled run waits for it)."""
+    row = con.execute("SELECT r.turn FROM task_runs r JOIN turns t ON t.id = r.turn WHERE"
+                      " r.task = ? AND t.state IN ('queued', 'running')", (task_id,)).fetchone()
+    return row[0] if row else None
+
+
+def due_task_ids(con: sqlite3.Connection, now: datetime, agent: str | None) -> list[str]:
+    """The tasks a tick at `now` tries to fire, in the order it fires them; fire_drafts then
+    decides for each (under the log lock) whether it fires. fased.preview asks the same."""
+    now_ts = format_ts(now)
+    agent_clause, params = ("AND agent = ?", [agent]) if agent else ("", [])
+    return [r["id"] for r in con.execute(
+        f"SELECT id FROM tasks WHERE state = 'active' {agent_clause} AND ((next_run IS NOT NULL"
+        " AND next_run <= ?) OR (retry_at IS NOT NULL AND retry_at <= ?)) ORDER BY next_run",
+        [*params, now_ts, now_ts])]
+
+
+def fire_due(con: sqlite3.Connection, task_id: str, now: datetime) -> list[Draft]:
+    """What a tick appends for one task of due_task_ids (re-read under the lock)."""
+    task = get_task(con, task_id)
+    if task["state"] != "active":
+        return []
+    return fire_drafts(con, task, now)
+
+
 def fire_due_tasks(store: Store, runner, emit: Callable[[dict], None] | None = None) -> list[str]:
     """One scheduler tick: deliver finished replies, then fire what is due. Returns the turn
     ids queued."""
     deliver_pending(store, emit or _print, runner.note)
     now = runner.clock()
-    now_ts = format_ts(now)
-    con = store.db(check_files=False)
-    agent_clause, params = ("AND agent = ?", [runner.agent]) if runner.agent else ("", [])
-    due = [r["id"] for r in con.execute(
-        f"SELECT id FROM tasks WHERE state = 'active' {agent_clause} AND ((next_run IS NOT NULL"
-        " AND next_run <= ?) OR (retry_at IS NOT NULL AND retry_at <= ?)) ORDER BY next_run",
-        [*params, now_ts, now_ts])]
+    due = due_task_ids(store.db(check_files=False), now, runner.agent)
     queued: list[str] = []
     for task_id in due:
         def decide(con, task_id=task_id):
-            task = get_task(con, task_id)
-            if task["state"] != "active":
-                return []
-            return fire_drafts(con, task, now)
+            return fire_due(con, task_id, now)
 
         outcome = store.append_internal(decide)
         for e in outcome.events:
@@ -177,16 +193,21 @@ def deliver_pending(store: Store, emit: Callable[[dict], None],
     What is pending is read under `delivery.lock`, held until the outcomes are recorded, so
     two runners never deliver a reply twice; the log lock stays free while a webhook is slow."""
     with _delivery_lock(store.home):
-        con = store.db(check_files=False)
-        pending = con.execute(
-            f"{_DELIVERY_ROWS} AND (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND"
-            " r.delivery_attempts < ?)) ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
+        pending = pending_deliveries(store.db(check_files=False))
         outcomes = [_deliver_and_record(store, row, emit) for row in pending]
     for d in outcomes:
         if not d["ok"]:
             note(f"fased: delivery of turn {d['turn']} ({d['task']}) to {d['target']} failed: "
                  f"{d['error']}")
     return outcomes
+
+
+def pending_deliveries(con: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Finished task runs whose reply a tick delivers: never tried, or failed fewer than
+    MAX_DELIVERY_ATTEMPTS times."""
+    return con.execute(
+        f"{_DELIVERY_ROWS} AND (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND"
+        " r.delivery_attempts < ?)) ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
 
 
 def deliver_again(store: Store, task_id: str, turn: str | None,
@@ -346,23 +367,54 @@ def require_active(row: sqlite3.Row, *states: str) -> None:
 
 # -- /task in interactive chat ----------------------------------------------------------------
 
-def repl_task_command(store: Store, agent: str, session: str, args: list[str]) -> str:
-    """`/task new WHEN MESSAGE | list | show ID | run ID | cancel ID` for the current session."""
+def split_when(text: str) -> tuple[str, str]:
+    """`/task new WHEN MESSAGE`: WHEN is as many words as its form takes (`every 1h`, `in 20m`,
+    `at 09:00`, `at 2026-11-21 09:00`, `cron */5 * * * *`, a bare 5-field cron expression), or
+    a quoted phrase; MESSAGE is the rest, as typed."""
+    text = text.strip()
+    if text[:1] in ("'", '"'):
+        end = text.find(text[0], 1)
+        if end < 0:
+            raise UsageError(f"WHEN has no closing {text[0]}",
+                             hint="/task new every 1h MESSAGE (quotes are optional)")
+        return text[1:end], text[end + 1:].strip()
+    words = text.split()
+    head = words[0].lower() if words else ""
+    count = {"every": 2, "in": 2, "at": 2, "cron": 6}.get(head, 1)
+    if head == "at" and len(words) > 2 and re.fullmatch(r"\d{4}-\d\d-\d\d", words[1]) and (
+            re.fullmatch(r"\d{1,2}:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?", words[2])):
+        count = 3  # a local date and time: at 2026-11-21 09:00
+    elif head not in ("every", "in", "at", "cron") and re.fullmatch(r"[0-9*/,-]+", head):
+        count = 5  # a bare cron expression starts with its minute field
+    if len(words) <= count:
+        return text, ""
+    end = list(re.finditer(r"\S+", text))[count - 1].end()
+    return " ".join(words[:count]), text[end:].strip()
+
+
+def repl_task_command(store: Store, agent: str, session: str, text: str) -> str:
+    """`/task new WHEN MESSAGE | list | show ID | run ID | cancel ID` for the current session
+    (`text` is what follows `/task`)."""
+    import shlex
+
     from fased.schedule import parse_schedule_phrase
 
-    sub = args[0].lower() if args else "list"
+    sub, _, rest = text.strip().partition(" ")
+    sub = sub.lower() or "list"
     con = store.db()
     if sub == "new":
-        if len(args) < 3:
-            raise UsageError("usage: /task new WHEN MESSAGE  (WHEN: 'every 1h', 'in 20m', ...)")
+        when, message = split_when(rest)
+        if not when or not message.strip():
+            raise UsageError("usage: /task new WHEN MESSAGE  (WHEN: every 1h, in 20m, "
+                             "at 09:00, cron */5 * * * *)")
         now = store.clock()
-        schedule = parse_schedule_phrase(args[1], now=now)
+        schedule = parse_schedule_phrase(when, now=now)
         made: list[str] = []
 
         def decide(con):
             task_id, drafts = create_drafts(
                 con, now, agent=agent, session=session, schedule=schedule,
-                message=" ".join(args[2:]), name=None, model=None, deliver=None, keep=False)
+                message=message, name=None, model=None, deliver=None, keep=False)
             made.append(task_id)
             return drafts
 
@@ -373,6 +425,10 @@ def repl_task_command(store: Store, agent: str, session: str, args: list[str]) -
                            " 'paused') ORDER BY created_seq", (session,)).fetchall()
         return "\n".join(f"{r['id']}  {schedule_of(r).describe()}  next {r['next_run'] or '-'}"
                          f"  {r['state']}  {r['message'][:40]}" for r in rows) or "No tasks."
+    try:
+        args = [sub, *shlex.split(rest)]
+    except ValueError as exc:
+        raise UsageError(f"cannot parse the command: {exc}") from None
     if sub in ("show", "run", "cancel") and len(args) == 2:
         row = get_task(con, args[1])
         if sub == "show":

@@ -25,8 +25,9 @@ _TIME_HINT = ("use RFC 3339 (2026-11-21T09:00:00Z), a local time (2026-11-21 09:
 
 def utc_now() -> datetime:
     """The current time in UTC: the one place fased reads the clock. FASED_NOW (RFC 3339)
-    pins it, so tests (and what-if runs of schedules) move time without sleeping; a value
-    that is no time, or outside the years 1970-9000, is a UsageError naming it."""
+    pins it, so tests move time without sleeping (what-if questions are fased.preview's: it
+    changes nothing); a value that is no time, or outside the years 1970-9000, is a
+    UsageError naming it."""
     pinned = os.environ.get("FASED_NOW")
     if pinned:
         return pinned_now(pinned)

@@ -68,10 +68,13 @@ class ModelChain:
         """One model call along the chain; raises TurnFailed when no model answers."""
         chain = self.claim.models
         if not chain:
+            from fased.setup import next_step
+
+            step = next_step(con, self.claim.agent) or "`fased agent models set primary REF`"
             raise TurnFailed({
                 "error_class": "no_model", "attempts": 0, "models_tried": [],
-                "message": f"agent {self.claim.agent} has no model: "
-                "`fased agent models set primary REF`", "runner": self.runner.id})
+                "message": f"agent {self.claim.agent} has no model; next: {step}",
+                "runner": self.runner.id})
         last: FasedError | None = None
         while self.index < len(chain):
             ref = chain[self.index]
@@ -87,12 +90,17 @@ class ModelChain:
                         "error_class": kind, "message": exc.message, "attempts": self.attempts,
                         "models_tried": list(self.tried), "runner": self.runner.id}) from None
                 until = format_ts(self.runner.clock() + timedelta(seconds=self.cooldown))
-                if self.cooldown > 0:
+                # a configuration error (an unset key variable) is the user's to fix, and
+                # sent nothing: the next turn after the fix must not skip the model
+                if self.cooldown > 0 and kind != "config":
                     self.cooldowns.append(Draft("model.cooldown", f"model:{ref}", {
                         "model": ref, "until": until, "reason": kind}))
                 self.index += 1
                 more = self.index < len(chain)
-                self.runner.note(f"fased: {ref} failed ({kind})"
+                # a configuration error is the user's to fix: say what it is
+                what = f"cannot be used: {exc.message}" if kind == "config" else (
+                    f"failed ({kind})")
+                self.runner.note(f"fased: {ref} {what}"
                                  + (f"; falling back to {chain[self.index]}" if more else ""))
         raise TurnFailed({
             "error_class": "models_failed", "attempts": self.attempts,
@@ -210,21 +218,25 @@ class ModelChain:
 
 
 def model_chain(con, turn, now: str) -> tuple[list[str], dict[str, str]]:
-    """The refs a turn tries, in order: its override (else the session's) or the agent's
-    primary, then the fallbacks, without models cooling down at `now` (unless every one of
-    them is); and the ones left out (ref -> cooling down until)."""
+    """The refs a turn tries, in order: its override (else, for a chat turn, the session's)
+    or the agent's primary, then the fallbacks, without models cooling down at `now` (unless
+    every one of them is); and the ones left out (ref -> cooling down until). The session's
+    override is the model the user named: it is tried even while it cools down. A task's turn
+    carries the task's model (or the agent's task model) as its override: the session's chat
+    override (`chat -m`, `/model`) is not for it."""
     agent = get_agent(con, turn["agent"], include_deleted=True)
-    session = con.execute("SELECT model_override FROM sessions WHERE id = ?",
-                          (turn["session"],)).fetchone()
+    session = None if turn["task"] else con.execute(
+        "SELECT model_override FROM sessions WHERE id = ?", (turn["session"],)).fetchone()
     first = turn["model_override"] or (session[0] if session else None) or agent[
         "primary_model"]
+    named = first if session and first == session[0] else None
     chain: list[str] = []
     for ref in [first, *json.loads(agent["fallbacks"] or "[]")]:
         if ref and ref not in chain:
             chain.append(ref)
     cooling = {r[0]: r[1] for r in con.execute(
         "SELECT model, until FROM cooldowns WHERE until > ?", (now,))}
-    usable = [ref for ref in chain if ref not in cooling]
-    if not usable:
+    if all(ref in cooling for ref in chain):
         return chain, {}
-    return usable, {ref: cooling[ref] for ref in chain if ref in cooling}
+    usable = [ref for ref in chain if ref not in cooling or ref == named]
+    return usable, {ref: cooling[ref] for ref in chain if ref in cooling and ref != named}

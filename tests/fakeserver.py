@@ -352,10 +352,21 @@ class _Handler(BaseHTTPRequestHandler):
         api = "ollama" if path.startswith("/api/") else (
             "anthropic" if "anthropic-version" in self.headers else "openai")
         if not fake._authorized(self.headers):
+            if fake.unauthorized is not None:
+                return self._special(api, fake.unauthorized)
             return self._json(401, error_body(api, 401, "invalid api key"))
         step = self._unwrap(fake._next_models_step())
         if step is not None and self._special(api, step):
             return
+        if path == "/api/v0/models":  # LM Studio's own API: which models are loaded
+            data = [{"id": m, "object": "model", "type": "llm", "publisher": "fake",
+                     "state": "loaded" if m in fake.loaded else "not-loaded"}
+                    for m in fake.models]
+            return self._json(200, {"object": "list", "data": data})
+        if path == "/api/ps":  # Ollama: the models loaded in memory now
+            return self._json(200, {"models": [{"name": m, "model": m, "size": 0,
+                                                "expires_at": "2024-01-01T00:05:00Z"}
+                                               for m in fake.loaded]})
         if path.endswith("/models"):
             data = [{"id": m, "object": "model", "type": "model", "display_name": m,
                      "created": 0, "created_at": "2024-01-01T00:00:00Z", "owned_by": "fake"}
@@ -597,6 +608,11 @@ class FakeModelServer:
         self.host, self.port = host, port
         self.api_key = api_key
         self.models: list[str] = list(models or ["fake-model", "fake-small"])
+        #: what Ollama's /api/ps and LM Studio's /api/v0/models report as loaded
+        self.loaded: list[str] = []
+        #: a Status sent instead of the default 401 to a request without the api_key (the
+        #: exact answers of servers such as LiteLLM)
+        self.unauthorized: Status | None = None
         self.default: Step = Reply()
         self.requests: list[dict[str, Any]] = []
         self.url = ""

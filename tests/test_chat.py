@@ -628,7 +628,15 @@ def test_model_override_is_for_this_session_only(models, ok, run, server):
     assert primary_of(models) == (PRIMARY, PRIMARY)
 
 
-def test_model_override_with_save_sets_the_primary(models, run, server):
+def test_model_override_with_save_sets_the_primary(models, ok, run, server):
+    # a primary that is also a fallback would be no fallback at all: it is refused
+    refused = run("chat", "-m", FALLBACK, "--save", "one")
+    assert refused.exit_code == 2
+    assert [ln for ln in refused.stderr.splitlines() if ln.startswith("Error: ")] == [
+        f"Error: {FALLBACK} is a fallback of agent main; the primary must be another model"]
+    assert of_type(models, "turn.queued", "session.model_set") == []
+    ok("agent", "models", "fallback", "clear")
+
     result = run("chat", "-m", FALLBACK, "--save", "one")
 
     assert result.exit_code == 0, result.stderr
@@ -641,6 +649,12 @@ def test_model_override_with_save_sets_the_primary(models, run, server):
 @pytest.mark.parametrize(("args", "code"), [
     (("--save", "hi"), 2),
     (("-m", "nowhere/fake-model", "hi"), 2),
+    (("-m", "clear", "--save", "hi"), 2),
+    (("--queue", "--schedule", "every 1h", "hi"), 2),
+    (("--schedule", "every 1h", "-m", FALLBACK, "hi"), 2),
+    (("--schedule", "every 1h", "--new-session", "hi"), 2),
+    (("--schedule", "every 1h", "--no-stream", "hi"), 2),
+    (("--tz", "Europe/Paris", "hi"), 2),
 ])
 def test_bad_model_options_append_nothing(models, run, server, args, code):
     before = len(events(models))
@@ -652,6 +666,70 @@ def test_bad_model_options_append_nothing(models, run, server, args, code):
     assert len([ln for ln in result.stderr.splitlines() if ln.startswith("Error: ")]) == 1
     assert len(events(models)) == before
     assert server.requests == []
+
+
+def test_chat_says_when_it_sets_keeps_or_clears_an_override(models, ok, run, server):
+    ok("session", "new", "--name", "ops")
+
+    first = run("chat", "-m", FALLBACK, "one")
+    kept = run("chat", "two")
+    again = run("chat", "-m", FALLBACK, "three")
+    cleared = run("chat", "-m", "clear", "four")
+    plain = run("chat", "five")
+
+    assert [r.exit_code for r in (first, kept, again, cleared, plain)] == [0] * 5
+    assert (f"fased: session ops now answers with {FALLBACK} "
+            "(fased session model ops clear to undo)") in first.stderr.splitlines()
+    for result in (kept, again):
+        assert f"fased: session ops answers with its override {FALLBACK}" in (
+            result.stderr.splitlines())
+    assert (f"fased: session ops answers with the agent default {PRIMARY} again"
+            in cleared.stderr.splitlines())
+    assert "override" not in plain.stderr
+    assert [m for m, _ in asked(server)] == ["fake-small"] * 3 + ["fake-model"] * 2
+    assert [e["data"]["model"] for e in of_type(models, "session.model_set")] == [
+        FALLBACK, None]
+    # --queue says it too: the override decides who answers the queued turn
+    queued = run("chat", "--queue", "-m", FALLBACK, "six")
+    assert (f"fased: session ops now answers with {FALLBACK} "
+            "(fased session model ops clear to undo)") in queued.stderr.splitlines()
+
+
+def test_chat_warns_when_m_names_a_model_the_catalog_lacks(models, ok, run, server):
+    unknown = run("chat", "--queue", "-m", "ollama/fake-typo", "one")
+    assert unknown.exit_code == 0
+    assert "did not list" not in unknown.stderr  # no catalog fetched yet: nothing to compare
+    ok("agent", "models", "list")
+
+    typo = run("chat", "--queue", "-m", "ollama/fake-typ0", "two")
+    listed = run("chat", "--queue", "-m", FALLBACK, "three")
+
+    assert typo.exit_code == 0
+    assert typo.stderr.splitlines()[0].startswith(
+        "note: ollama did not list 'fake-typ0' when its models were last fetched")
+    assert "did not list" not in listed.stderr
+    assert [e["data"]["model"] for e in of_type(models, "session.model_set")] == [
+        "ollama/fake-typo", "ollama/fake-typ0", FALLBACK]
+
+
+def test_a_model_named_by_the_user_is_tried_while_it_cools_down(models, ok, run, server):
+    ok("config", "set", "agents.defaults.retries", "0")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "300")
+    server.script_for("fake-model", Status(500))
+    ok("chat", "one")  # fake-model fails and cools down; fake-small answers
+
+    named = run("chat", "-m", PRIMARY, "two")
+    kept = run("chat", "three")
+    other = run("chat", "--new-session", "four")
+
+    assert (named.exit_code, kept.exit_code, other.exit_code) == (0, 0, 0), named.stderr
+    assert "skipping" not in named.stderr + kept.stderr
+    assert f"fased: skipping {PRIMARY}" in other.stderr  # no override: the cooldown holds
+    assert asked(server) == [("fake-model", "one"), ("fake-small", "one"),
+                             ("fake-model", "two"), ("fake-model", "three"),
+                             ("fake-small", "four")]
+    assert [e["data"]["models"] for e in of_type(models, "turn.started")] == [
+        [PRIMARY, FALLBACK], [PRIMARY, FALLBACK], [PRIMARY, FALLBACK], [FALLBACK]]
 
 
 # -- context window ----------------------------------------------------------------------------

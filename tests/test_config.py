@@ -169,6 +169,22 @@ def test_unset(set_up, run, ok):
         "Error: invalid config path 'agents.]'")
 
 
+def test_agents_as_a_whole_is_neither_unset_nor_set(set_up, run, ok):
+    ok("config", "set", "agents.defaults.retries", "3")
+    before = (set_up / "fased.json").read_bytes()
+    result = run("config", "unset", "agents")
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "Error: agents cannot be unset as a whole: agents.list holds the agents")
+    assert "Hint: unset agents.defaults" in result.stderr
+    assert fails(run, set_up, 2, "config", "set", "agents", '{"list": []}') == (
+        "Error: agents cannot be set as a whole: agents.list holds the agents")
+    assert (set_up / "fased.json").read_bytes() == before
+    assert ok("config", "unset", "agents.defaults") == "Unset agents.defaults.\n"
+    assert config_doc(set_up) == {}
+    assert [a["id"] for a in read_json(set_up / "fased.json")["agents"]["list"]] == ["main"]
+
+
 def test_set_before_setup_is_kept_by_setup(run, ok, fased_home, tmp_path):
     ok("config", "set", "agents.defaults.workspace", tmp_path / "early")
     ok("setup", "-y", "--no-detect")

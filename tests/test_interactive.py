@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import events, rows
+from conftest import events, rows, wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Reply
@@ -248,6 +248,41 @@ def test_ctrl_c_at_the_prompt_does_not_leave(home, chat, server):
     assert term.wait() == 0
 
 
+def test_ctrl_c_while_an_earlier_turn_is_answered_withdraws_the_message(home, chat, server,
+                                                                      ok, run):
+    text = " ".join(f"word{i}" for i in range(1, 41))
+    server.script(Reply(text, delay=0.25))  # the earlier turn: one word per 0.25 s
+    earlier = ok("chat", "--queue", "earlier").strip()
+    term = chat(stderr_apart=True)
+
+    term.type("later\r")
+    wait_for(lambda: b"answering the earlier queued turn" in term.err or term._read(0.2))
+    wait_for(lambda: len(server.requests) == 1)
+    time.sleep(0.3)
+    term.type("\x03")
+    term.expect(prompt())
+    wait_for(lambda: b"it will not be answered" in term.err or term._read(0.2))
+    assert term.alive()
+
+    later = next(e["data"]["turn"] for e in of_type(home, "turn.queued")
+                 if e["data"]["message"] == "later")
+    assert (f"fased: interrupted before turn {later} started; it will not be answered"
+            in term.err.decode())
+    aborted = [e["data"] for e in of_type(home, "turn.aborted")]
+    assert [(a["turn"], a["partial_reply"], a["reason"]) for a in aborted] == [
+        (later, "", "interrupted")]
+    # the earlier turn goes back to the queue; a later runner answers it, and only it
+    assert rows(home, "SELECT id, state FROM turns ORDER BY queued_seq") == [
+        {"id": earlier, "state": "queued"}, {"id": later, "state": "aborted"}]
+    assert run("run", "--until-idle").exit_code == 0
+    assert [e["data"]["turn"] for e in of_type(home, "turn.completed")] == [earlier]
+    assert len(server.requests) == 2
+
+    assert term.line("and now") == f"and now\r\n{DEFAULT_TEXT}\r\n".encode()
+    term.type("\x04")
+    assert term.wait() == 0
+
+
 # -- slash commands ----------------------------------------------------------------------------
 
 def test_help_and_sessions(home, chat, server):
@@ -295,6 +330,9 @@ def test_model_override_for_the_session(home, chat, server):
     assert [e["data"] for e in of_type(home, "session.model_set")] == [
         {"agent": "main", "session": "s-1", "model": "ollama/fake-small"}]
     assert term.line("/model") == b"/model\r\nModel: ollama/fake-small (session override)\r\n"
+    assert term.line("/model fake-small") == (
+        b"/model fake-small\r\nThis session already uses ollama/fake-small.\r\n")
+    assert len(of_type(home, "session.model_set")) == 1
     assert term.line("small one") == f"small one\r\n{DEFAULT_TEXT}\r\n".encode()
     assert [r["model"] for r in server.requests] == ["fake-small"]
     assert of_type(home, "turn.completed")[-1]["data"]["model"] == "ollama/fake-small"
@@ -316,6 +354,20 @@ def test_model_override_for_the_session(home, chat, server):
     assert events(home) == before
     term.type("\x04")
     assert term.wait() == 0
+
+
+def test_a_session_with_an_override_says_so_when_chat_starts(home, ok, chat, server):
+    ok("session", "new", "--name", "ops")
+    ok("session", "model", "set", "ollama/fake-small")
+    term = chat(stderr_apart=True)
+
+    assert term.line("hi") == f"hi\r\n{DEFAULT_TEXT}\r\n".encode()
+    term.type("\x04")
+    assert term.wait() == 0
+    assert term.err.splitlines()[:2] == [
+        b"fased chat with main, session s-1. /help for commands, Ctrl-D to leave.",
+        b"fased: session ops answers with its override ollama/fake-small"]
+    assert [r["model"] for r in server.requests] == ["fake-small"]
 
 
 def test_model_option_carries_into_the_loop(home, chat, server):

@@ -24,3 +24,14 @@ def test_every_command_has_a_page_with_examples_for_each_noun():
     root = pages["fased.1"]
     for code in ("0", "1", "2", "3", "4", "5"):
         assert f".B {code}\n" in root
+
+
+def test_no_name_line_repeats_the_command_name():
+    # `man fased` once read "fased - fased: AI agents ..."
+    for name, page in render_all().items():
+        title = page.split(".SH NAME\n", 1)[1].split("\n", 1)[0]
+        command, _, summary = title.partition(" \\- ")
+        words = command.replace("\\-", " ")
+        assert not summary.lower().startswith((f"{words}:", f"{command}:")), (name, title)
+    assert render_all()["fased.1"].split("\n")[2] == (
+        "fased \\- AI agents in your shell, every action kept as an event.")

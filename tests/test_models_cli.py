@@ -23,6 +23,12 @@ from fakeserver import FakeModelServer, Hang, Status
 
 MODELS = ["agent", "models"]
 PROVIDERS = [*MODELS, "providers"]
+NO_PROVIDER_STEP = (
+    "no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+    "`fased agent models providers detect`, or add a hosted one: "
+    "`fased agent models providers add openai`, `fased agent models auth openai`, "
+    "`fased agent models set primary openai/gpt-4o-mini` "
+    "(or run `fased setup` on a terminal to be guided)")
 KEY_VARS = ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY", "CLOUDFLARE_API_TOKEN")
 
 
@@ -189,7 +195,9 @@ def test_add_twice_is_a_conflict(set_up, ok, run):
                  "-H", "Authorization=Bearer sk-SECRET")
     assert result.exit_code == 3
     assert error_line(result) == "Error: provider 'ollama' is already registered"
-    assert hint_line(result) == "Hint: remove it first: fased agent models providers remove ollama"
+    assert hint_line(result) == (
+        "Hint: change it with `fased agent models providers set ollama`, or remove it first: "
+        "fased agent models providers remove ollama")
     assert count(set_up) == before
     assert provider_row(set_up, "ollama")["base_url"] == "http://127.0.0.1:11434"
     assert not (set_up / "credentials.json").exists()
@@ -209,19 +217,19 @@ def test_list_and_show_providers(set_up, ok, run, server):
 
     assert ok(*PROVIDERS, "list").splitlines() == [
         "ID      KIND     CREDENTIAL  MODELS  BASE URL",
-        f"ollama  ollama   not needed  2       {server.url}",
+        f"ollama  ollama   optional    2       {server.url}",
         "openai  openai   none        -       https://api.openai.com/v1",
-        f"gw      litellm  not needed  -       {server.url}",
+        f"gw      litellm  optional    -       {server.url}",
     ]
     listed = json.loads(ok(*PROVIDERS, "list", "--json"))
     fetched_at = provider_row(set_up, "ollama")["models_fetched_at"]
     assert listed == [
-        {"id": "ollama", "kind": "ollama", "base_url": server.url, "credential": "not needed",
+        {"id": "ollama", "kind": "ollama", "base_url": server.url, "credential": "optional",
          "ready": True, "models": 2, "models_fetched_at": fetched_at, "detected": False},
         {"id": "openai", "kind": "openai", "base_url": "https://api.openai.com/v1",
          "credential": "none", "ready": False, "models": None, "models_fetched_at": None,
          "detected": False},
-        {"id": "gw", "kind": "litellm", "base_url": server.url, "credential": "not needed",
+        {"id": "gw", "kind": "litellm", "base_url": server.url, "credential": "optional",
          "ready": True, "models": None, "models_fetched_at": None, "detected": False},
     ]
 
@@ -230,13 +238,13 @@ def test_list_and_show_providers(set_up, ok, run, server):
         f"  Base URL:   {server.url}",
         "  Header:     X-Title: acme",
         "  Header:     X-Api-Key: (secret, in credentials.json)",
-        "  Credential: none - ready (not needed)",
+        "  Credential: none - ready (optional)",
         "  Models:     not fetched yet (`fased agent models list --refresh`)",
     ]
     assert ok(*PROVIDERS, "show", "ollama").splitlines() == [
         "ollama (ollama)",
         f"  Base URL:   {server.url}",
-        "  Credential: none - ready (not needed)",
+        "  Credential: none - ready (optional)",
         f"  Models:     2 (fetched {fetched_at})",
         "    ollama/fake-model",
         "    ollama/fake-small",
@@ -330,7 +338,8 @@ def test_setup_alone_gives_a_new_user_a_working_agent(fased_home, run, ok, serve
     assert result.stderr.splitlines() == [
         f"Found ollama at {server.url} with 2 model(s)",
         f"Found vllm at {server.url}/v1 with 2 model(s)",
-        "Set main's primary model to ollama/fake-model",
+        f"Nothing answered at lmstudio {closed_url}/v1, litellm {closed_url}",
+        "Set main's primary model to ollama/fake-model (the first model ollama lists)",
     ]
     detected = [(t, d) for t, d in added(fased_home, 0)
                 if t in ("provider.added", "models.catalog_fetched", "agent.models_set")]
@@ -351,7 +360,7 @@ def test_setup_alone_gives_a_new_user_a_working_agent(fased_home, run, ok, serve
     assert status.stdout.splitlines() == [
         "Agent main: ready",
         "ROLE     REF                PROVIDER    CREDENTIAL  PROBE",
-        "primary  ollama/fake-model  registered  not needed  ok",
+        "primary  ollama/fake-model  registered  optional    ok",
     ]
 
 
@@ -362,7 +371,11 @@ def test_detect_registers_new_servers_but_keeps_a_chosen_primary(set_up, ok, run
     env = {"FASED_DETECT_ENDPOINTS": f"vllm={server.url}/v1"}
 
     found = json.loads(ok(*PROVIDERS, "detect", "--json", env=env))
-    assert found == {"found": [f"Found vllm at {server.url}/v1 with 2 model(s)"]}
+    assert found == {"found": [f"Found vllm at {server.url}/v1 with 2 model(s)"],
+                     "looked_at": [{"kind": "vllm", "url": f"{server.url}/v1", "state": "found",
+                                    "models": ["fake-model", "fake-small"], "loaded": [],
+                                    "error": None}],
+                     "primary": None}
     assert [t for t, _ in added(set_up, before)] == ["provider.added", "models.catalog_fetched"]
     assert agent_models(set_up)["primary"] == "mine/fake-small"
 
@@ -370,8 +383,8 @@ def test_detect_registers_new_servers_but_keeps_a_chosen_primary(set_up, ok, run
     before = count(set_up)
     again = run(*PROVIDERS, "detect", env=env)
     assert (again.exit_code, again.stdout) == (0, (
-        "No new local model server answered (Ollama :11434, LM Studio :1234, vLLM :8000, "
-        "LiteLLM :4000).\n"))
+        f"vllm at {server.url}/v1 is already registered (2 model(s))\n"
+        "No new local model server answered.\n"))
     assert count(set_up) == before
 
 
@@ -382,7 +395,9 @@ def test_detect_with_nothing_answering_records_nothing(set_up, run, closed_url):
                  env={"FASED_DETECT_ENDPOINTS": f"ollama={closed_url},vllm={closed_url}/v1"})
     assert time.monotonic() - started < 5
     assert result.exit_code == 0
-    assert result.stdout.startswith("No new local model server answered")
+    assert result.stdout == (f"Nothing answered at ollama {closed_url}, vllm {closed_url}/v1\n"
+                             "No new local model server answered.\n")
+    assert result.stderr.startswith("Next: no provider yet: start a local server")
     assert count(set_up) == before
 
 
@@ -699,13 +714,13 @@ def test_status_without_a_primary_is_not_ready(set_up, run):
     result = run(*MODELS, "status")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "Agent main: not ready (no primary model: `fased agent models set primary REF`)",
+        f"Agent main: not ready (no primary model; next: {NO_PROVIDER_STEP})",
         "ROLE     REF  PROVIDER  CREDENTIAL",
         "primary  -    -         -",
     ]
     report = json.loads(run(*MODELS, "status", "--json").stdout)
     assert report == {"agent": "main", "ready": False,
-                      "reason": "no primary model: `fased agent models set primary REF`",
+                      "reason": f"no primary model; next: {NO_PROVIDER_STEP}",
                       "refs": [{"role": "primary", "ref": None, "provider": None,
                                 "provider_state": "-", "credential": "-",
                                 "credential_ready": False, "credential_problem": None}]}
@@ -746,7 +761,7 @@ def test_status_probe_classifies_what_the_server_did(set_up, ok, run, server, cl
     assert result.stdout.splitlines() == [
         "Agent main: ready" if ready else f"Agent main: not ready (probe: {probe})",
         "ROLE     REF" + " " * (len(model) + 5) + "PROVIDER    CREDENTIAL  PROBE",
-        f"primary  local/{model}  registered  not needed  {probe}",
+        f"primary  local/{model}  registered  optional    {probe}",
     ]
     assert "Traceback" not in result.stderr
     assert count(set_up) == before  # a probe records nothing
@@ -772,15 +787,17 @@ def test_status_reports_every_ref_and_only_the_primary_decides(set_up, ok, run, 
     assert (report["agent"], report["ready"], report["reason"]) == ("ops", True, None)
     assert [(r["role"], r["ref"], r["provider"], r["credential"], r["probe"])
             for r in report["refs"]] == [
-        ("primary", "up/fake-model", "up", "not needed", "ok"),
-        ("fallback", "down/fake-model", "down", "not needed", "unreachable"),
+        ("primary", "up/fake-model", "up", "optional", "ok"),
+        ("fallback", "down/fake-model", "down", "optional", "unreachable"),
         ("fallback", "openai/gpt-4o-mini", "openai", "none (not ready)", "auth"),
-        ("task", "up/fake-small", "up", "not needed", "ok"),
+        ("task", "up/fake-small", "up", "optional", "ok"),
     ]
     assert report["refs"][2]["credential_problem"] == (
         "no credential: `fased agent models auth openai`")
 
     # Without --probe nothing is sent: a registered provider whose server is down is "ready".
+    # (A primary cannot also be a fallback: the fallback goes first.)
+    ok(*MODELS, "fallback", "remove", "down/fake-model", "--agent", "ops")
     ok(*MODELS, "set", "primary", "down/fake-model", "--agent", "ops")
     sent = len(server.requests)
     plain = run(*MODELS, "status", "--agent", "ops")
@@ -850,7 +867,9 @@ def test_list_fetches_once_caches_and_refreshes(set_up, ok, run, server):
 def test_list_with_no_providers(set_up, run):
     result = run(*MODELS, "list")
     assert (result.exit_code, result.stdout) == (0, "")
-    assert result.stderr == "No providers yet: `fased agent models providers detect`.\n"
+    assert result.stderr.startswith(
+        "No providers yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+        "`fased agent models providers detect`, or add a hosted one: ")
     assert run(*MODELS, "list", "--json").stdout == "[]\n"
 
 
@@ -1137,3 +1156,440 @@ def test_projections_match_a_rebuild_from_the_log(set_up, ok, run, server):
     assert json.loads(ok(*PROVIDERS, "list", "--json")) == expected
     assert agent_models(set_up) == {"primary": "ollama/fake-model",
                                     "fallbacks": ["openai/gpt-4o-mini"], "task": None}
+
+
+def test_set_prints_the_stored_ref_and_warns_when_the_catalog_lacks_it(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "list")  # the catalog: fake-model, fake-small
+    note = ("note: ollama did not list 'nonsense' when its models were last fetched")
+    for command, stored, printed in (
+        (["set", "primary", "nonsense"], {"primary": "ollama/nonsense"},
+         "main: primary model set ollama/nonsense.\n"),
+        (["set", "task", "nonsense"], {"task": "ollama/nonsense"},
+         "main: task model set ollama/nonsense.\n"),
+        (["set", "primary", "nonsense"], {"primary": "ollama/nonsense"},
+         "main: primary model already ollama/nonsense.\n"),
+    ):
+        result = run(*MODELS, *command)
+        assert (result.exit_code, result.stdout) == (0, printed), result.stderr
+        assert result.stderr.startswith(note), result.stderr
+        assert {k: agent_models(set_up)[k] for k in stored} == stored
+    ok(*MODELS, "unset", "primary")
+    result = run(*MODELS, "fallback", "add", "nonsense")
+    assert (result.exit_code, result.stdout) == (0, "main: fallback ollama/nonsense added.\n")
+    assert result.stderr.startswith(note)
+    assert agent_models(set_up)["fallbacks"] == ["ollama/nonsense"]
+    alias = run(*MODELS, "alias", "add", "odd", "nonsense")
+    assert (alias.exit_code, alias.stdout) == (0, "Alias odd -> ollama/nonsense.\n")
+    assert alias.stderr.startswith(note)
+    created = run("agent", "create", "ops", "--model", "nonsense")
+    assert created.exit_code == 0
+    assert created.stderr.startswith(note)
+    assert agent_models(set_up, "ops")["primary"] == "ollama/nonsense"
+    # A model the catalog lists: the stored ref, and nothing on stderr.
+    listed = run(*MODELS, "set", "primary", "fake-model")
+    assert (listed.exit_code, listed.stdout, listed.stderr) == (
+        0, "main: primary model set ollama/fake-model.\n", "")
+
+
+def test_a_fallback_equal_to_the_primary_is_a_usage_error(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "set", "primary", "ollama/fake-model")
+    ok(*MODELS, "fallback", "add", "ollama/fake-small")
+    before = count(set_up)
+    for command, error in (
+        (["fallback", "add", "ollama/fake-model"],
+         "Error: ollama/fake-model is agent main's primary model; a fallback must be "
+         "another model"),
+        (["fallback", "add", "fake-model", "--position", "1"],
+         "Error: ollama/fake-model is agent main's primary model; a fallback must be "
+         "another model"),
+        (["set", "primary", "fake-small"],
+         "Error: ollama/fake-small is a fallback of agent main; the primary must be "
+         "another model"),
+    ):
+        result = run(*MODELS, *command)
+        assert result.exit_code == 2, (command, result.stdout, result.stderr)
+        assert error_line(result) == error
+        assert result.stdout == ""
+    assert hint_line(result) == (
+        "Hint: `fased agent models fallback remove ollama/fake-small` first")
+    assert count(set_up) == before
+    assert agent_models(set_up) == {"primary": "ollama/fake-model",
+                                    "fallbacks": ["ollama/fake-small"], "task": None}
+
+
+def test_status_shows_the_current_session_override(set_up, ok, run, server):
+    add_local(ok, "ollama", server.url, kind="ollama")
+    ok(*MODELS, "set", "primary", "ollama/fake-model")
+    ok("session", "new", "--name", "ops")
+    ok("session", "model", "ops", "set", "ollama/fake-small")
+
+    result = run(*MODELS, "status")
+    assert result.exit_code == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        "Agent main: ready",
+        "ROLE            REF                PROVIDER    CREDENTIAL",
+        "primary         ollama/fake-model  registered  optional",
+        "override (ops)  ollama/fake-small  registered  optional",
+    ]
+    report = json.loads(run(*MODELS, "status", "--json").stdout)
+    assert [(r["role"], r["ref"], r.get("session")) for r in report["refs"]] == [
+        ("primary", "ollama/fake-model", None), ("override", "ollama/fake-small", "s-1")]
+
+    ok("session", "model", "ops", "clear")
+    assert [r["role"] for r in json.loads(run(*MODELS, "status", "--json").stdout)[
+        "refs"]] == ["primary"]
+
+
+# -- providers in a turn: what falls back ----------------------------------------------------
+
+LITELLM_UNKNOWN_MODEL = {"error": {
+    "message": "{'error': '/chat/completions: Invalid model name passed in model=nonexistent. "
+    "Call `/v1/models` to view available models for your key.'}",
+    "type": "None", "param": "None", "code": "400"}}
+
+
+def turn_attempts(home: Path) -> list[tuple]:
+    return [(e["data"]["model"], e["data"]["kind"], e["data"].get("status"),
+             e["data"]["message"]) for e in events(home) if e["type"] == "turn.attempt_failed"]
+
+
+def chat_models(server: FakeModelServer) -> list[str]:
+    return [r["model"] for r in server.requests]
+
+
+def test_litellm_unknown_model_falls_back(set_up, ok, run, server):
+    ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", server.url)
+    ok(*MODELS, "set", "primary", "gw/nonexistent")
+    ok(*MODELS, "fallback", "add", "gw/fake-model")
+    ok("config", "set", "agents.defaults.retries", "2")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+    server.script_for("nonexistent", *[Status(400, body=LITELLM_UNKNOWN_MODEL)] * 3)
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.rstrip("\n") == "Hello from the fake model."
+    assert chat_models(server) == ["nonexistent", "fake-model"]  # no retry of a final answer
+    ((model, kind, status, message),) = turn_attempts(set_up)
+    assert (model, kind, status) == ("gw/nonexistent", "not_found", 400)
+    assert "Invalid model name passed in model=nonexistent" in message
+    assert "fased: gw/nonexistent failed (not_found); falling back to gw/fake-model" in (
+        result.stderr.splitlines())
+    assert [e["data"]["model"] for e in events(set_up) if e["type"] == "turn.completed"] == [
+        "gw/fake-model"]
+
+
+@pytest.mark.parametrize(("how", "named"), [
+    (["--env", "GW_KEY"], "$GW_KEY is not set"),
+    (["--command", "exit 3"], "the credential command failed (exit 3)"),
+])
+def test_an_unresolvable_credential_sends_nothing_and_falls_back(set_up, ok, run, monkeypatch,
+                                                                  how, named):
+    monkeypatch.delenv("GW_KEY", raising=False)
+    with FakeModelServer(api_key="sk-gw-SECRET") as keyed, FakeModelServer() as spare:
+        ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", keyed.url)
+        ok(*MODELS, "auth", "gw", *how)
+        add_local(ok, "spare", spare.url + "/v1", kind="vllm")
+        ok(*MODELS, "set", "primary", "gw/fake-model")
+        ok(*MODELS, "fallback", "add", "spare/fake-model")
+        ok("config", "set", "agents.defaults.retries", "2")
+        ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+
+        result = run("chat", "hi")
+
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.rstrip("\n") == "Hello from the fake model."
+        assert keyed.requests == []
+        assert chat_models(spare) == ["fake-model"]
+    assert turn_attempts(set_up) == [("gw/fake-model", "config", None, f"provider gw: {named}")]
+    assert (f"fased: gw/fake-model cannot be used: provider gw: {named}; falling back to "
+            "spare/fake-model") in result.stderr.splitlines()
+    assert "retrying" not in result.stderr
+
+    # the catalog is not asked for without the credential either
+    listed = run(*MODELS, "list", "--provider", "gw")
+    assert listed.exit_code == 0
+    assert f"gw: provider gw: {named}" in listed.stderr
+    assert keyed.requests == []
+
+
+def test_a_credential_fixed_after_a_fallback_is_used_at_once(set_up, ok, run, monkeypatch):
+    """A configuration error is the user's to fix, not the server's to recover from: it puts
+    no cooldown on the model, so the next chat after the fix uses it."""
+    monkeypatch.delenv("GW_KEY", raising=False)
+    with FakeModelServer(api_key="sk-gw-SECRET") as keyed, FakeModelServer() as spare:
+        ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", keyed.url)
+        ok(*MODELS, "auth", "gw", "--env", "GW_KEY")
+        add_local(ok, "spare", spare.url + "/v1", kind="vllm")
+        ok(*MODELS, "set", "primary", "gw/fake-model")
+        ok(*MODELS, "fallback", "add", "spare/fake-model")
+        assert run("chat", "hi").exit_code == 0
+        assert keyed.requests == [] and chat_models(spare) == ["fake-model"]
+
+        monkeypatch.setenv("GW_KEY", "sk-gw-SECRET")
+        result = run("chat", "again")
+
+        assert result.exit_code == 0, result.stderr
+        assert chat_models(keyed) == ["fake-model"]
+        assert "cooling down" not in result.stderr
+    assert [e for e in events(set_up) if e["type"] == "model.cooldown"] == []
+
+
+def test_status_probe_shows_what_the_server_said(set_up, ok, run, server):
+    add_local(ok, "gw", server.url + "/v1", kind="litellm")
+    ok(*MODELS, "auth", "gw", "--stdin", input="sk-gw-SECRET-0123456789\n")
+    ok(*MODELS, "set", "primary", "gw/fake-model")
+    body = {"error": {"message": "upstream refused key sk-gw-SECRET-0123456789 at "
+                      "https://bob:pw-SECRET@up.example/v1", "type": "None", "code": "500"}}
+    server.script_for("fake-model", Status(500, body=body), Status(500, body=body))
+    before = count(set_up)
+
+    result = run(*MODELS, "status", "--probe", "--timeout", "2")
+    assert result.exit_code == 1
+    said = "upstream refused key *** at https://***@up.example/v1"
+    assert result.stdout.splitlines() == [
+        f"Agent main: not ready (probe: error (HTTP 500: {said}))",
+        "ROLE     REF            PROVIDER    CREDENTIAL  PROBE",
+        f"primary  gw/fake-model  registered  api_key     error (HTTP 500: {said})",
+    ]
+    report = json.loads(run(*MODELS, "status", "--probe", "--timeout", "2", "--json").stdout)
+    (ref,) = report["refs"]
+    assert (ref["probe"], ref["probe_status"], ref["probe_message"]) == ("error", 500, said)
+    assert report["reason"] == f"probe: error (HTTP 500: {said})"
+    assert count(set_up) == before
+
+
+def test_status_probe_json_says_why_a_probe_failed(set_up, ok, run, server, monkeypatch):
+    monkeypatch.delenv("GW_KEY", raising=False)
+    add_local(ok, "up", server.url + "/v1", kind="vllm")
+    add_local(ok, "gw", server.url + "/v1", kind="litellm")
+    ok(*MODELS, "auth", "gw", "--env", "GW_KEY")
+    ok(*MODELS, "set", "primary", "up/fake-model")
+    ok(*MODELS, "fallback", "add", "up/missing-model")
+    ok(*MODELS, "fallback", "add", "gw/fake-model")
+
+    report = json.loads(run(*MODELS, "status", "--probe", "--timeout", "2", "--json").stdout)
+    assert [(r["probe"], r["probe_status"], r["probe_message"]) for r in report["refs"]] == [
+        ("ok", None, None),
+        ("no_model", 404, "The model `missing-model` does not exist or you do not have "
+                          "access to it."),
+        ("auth", None, "provider gw: $GW_KEY is not set"),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["ollama", "lmstudio", "vllm", "litellm", "openai-compatible"])
+def test_a_local_server_key_is_optional(set_up, ok, kind):
+    add_local(ok, "local", "http://127.0.0.1:9/v1" if kind != "ollama" else "http://127.0.0.1:9",
+              kind=kind)
+    assert ok(*PROVIDERS, "show", "local").splitlines()[2] == (
+        "  Credential: none - ready (optional)")
+    assert json.loads(ok(*PROVIDERS, "list", "--json"))[0]["credential"] == "optional"
+    ok(*MODELS, "auth", "local", "--stdin", input="sk-local-SECRET-1\n")
+    assert ok(*PROVIDERS, "show", "local").splitlines()[2] == (
+        f"  Credential: api_key [{fingerprint('sk-local-SECRET-1')}] - ready (optional)")
+    ok(*MODELS, "set", "primary", "local/m")
+    ok(*MODELS, "auth", "local", "--remove")
+    assert json.loads(ok(*MODELS, "status", "--json"))["refs"][0]["credential"] == "optional"
+
+
+def test_a_fetch_that_learns_nothing_new_writes_nothing(set_up, ok, run, server):
+    add_local(ok, "vllm", server.url + "/v1", kind="vllm")
+    add_local(ok, "down", "http://127.0.0.1:9/v1", kind="vllm")
+    before = count(set_up)
+    ok(*MODELS, "list")
+    assert [(t, d["provider"]) for t, d in added(set_up, before)] == [
+        ("models.catalog_fetched", "vllm"), ("models.catalog_fetched", "down")]
+    fetched_at = provider_row(set_up, "vllm")["models_fetched_at"]
+
+    # a provider that keeps failing the same way, a catalog that has not changed
+    before = count(set_up)
+    for args in (["list"], ["list"], ["list", "--refresh"], ["list", "--refresh", "-p", "vllm"]):
+        result = run(*MODELS, *args)
+        assert result.exit_code == 0
+        assert "down: vllm connection refused" in result.stderr or "-p" in args
+    assert count(set_up) == before
+    assert provider_row(set_up, "vllm")["models_fetched_at"] == fetched_at
+
+    # what is new is recorded: another catalog, another failure, a recovery
+    server.models = ["fake-model"]
+    server.script_models(Status(503))
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    assert [(d.get("error", "")[:15], d["models"]) for _, d in added(set_up, before)] == [
+        ("vllm 503 server", []), ("", ["fake-model"])]
+    server.models = ["fake-model", "fake-small"]
+    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    assert json.loads(provider_row(set_up, "vllm")["models"]) == ["fake-model", "fake-small"]
+    assert provider_row(set_up, "vllm")["models_error"] is None
+
+
+# -- changing a provider ----------------------------------------------------------------------
+
+def test_providers_set_changes_base_url_and_headers(set_up, ok, run, server):
+    ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", "http://127.0.0.1:9",
+       "-H", "X-Title=acme", "-H", "HTTP-Referer=https://old.example", "-H",
+       "X-Api-Key=hdr-SECRET-old")
+    ok(*MODELS, "list")  # a failed fetch: recorded, and forgotten with the old URL
+    ok(*MODELS, "set", "primary", "gw/fake-model")
+    before = count(set_up)
+
+    result = run(*PROVIDERS, "set", "gw", "--base-url", server.url + "/v1/",
+                 "--header", "X-Title: acme labs", "-H", "X-Api-Key=hdr-SECRET-new",
+                 "-H", "User-Agent=fased-test", "--remove-header", "http-referer")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Updated provider gw:",
+        f"  base URL: http://127.0.0.1:9 -> {server.url}/v1",
+        "  header X-Title: acme -> acme labs",
+        "  header X-Api-Key: (secret) -> (secret, in credentials.json)",
+        "  header User-Agent: (none) -> fased-test",
+        "  header HTTP-Referer: https://old.example -> (removed)",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "gw", "base_url": f"{server.url}/v1",
+        "headers": {"X-Title": "acme labs", "User-Agent": "fased-test"},
+        "secret_headers": ["X-Api-Key"],
+        "secret_headers_set": ["X-Api-Key"]})]
+    assert read_json(set_up / "credentials.json")["providers"]["gw"] == {
+        "headers": {"X-Api-Key": "hdr-SECRET-new"}}
+    assert "hdr-SECRET" not in "".join(p.read_text() for p in (set_up / "log").iterdir())
+    assert ok(*PROVIDERS, "show", "gw").splitlines()[:5] == [
+        "gw (litellm)",
+        f"  Base URL:   {server.url}/v1",
+        "  Header:     X-Title: acme labs",
+        "  Header:     User-Agent: fased-test",
+        "  Header:     X-Api-Key: (secret, in credentials.json)",
+    ]
+    row = provider_row(set_up, "gw")
+    assert (row["models"], row["models_error"]) == (None, None)  # another server, unasked yet
+
+    # the next request goes to the new server, with the new headers
+    assert run("chat", "hi").exit_code == 0
+    sent = server.requests[-1]["headers"]
+    assert (sent["x-title"], sent["user-agent"], sent["x-api-key"]) == (
+        "acme labs", "fased-test", "hdr-SECRET-new")
+    assert "http-referer" not in sent
+
+    # the same values again: nothing changes, nothing is written
+    before = count(set_up)
+    again = run(*PROVIDERS, "set", "gw", "--base-url", server.url + "/v1", "-H",
+                "X-Title=acme labs", "-H", "X-Api-Key=hdr-SECRET-new")
+    assert (again.exit_code, again.stdout) == (0, "Nothing changed for provider gw.\n")
+    assert count(set_up) == before
+
+    # what the log says rebuilds the same registry
+    shown = json.loads(ok(*PROVIDERS, "show", "gw", "--json"))
+    (set_up / "state.db").unlink()
+    assert json.loads(ok(*PROVIDERS, "show", "gw", "--json")) == shown
+
+
+def test_providers_set_keeps_url_credentials_out_of_the_log(set_up, ok, run, server):
+    add_local(ok, "gw", "http://127.0.0.1:9/v1", kind="vllm")
+    before = count(set_up)
+    url = server.url.replace("//", "//bob:pw-SECRET@") + "/v1?api_key=q-SECRET&api-version=2"
+    result = run(*PROVIDERS, "set", "gw", "--base-url", url)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Updated provider gw:",
+        f"  base URL: http://127.0.0.1:9/v1 -> {server.url}/v1?api-version=2",
+        "  base URL userinfo: (none) -> (secret, in credentials.json)",
+        "  base URL query api_key: (none) -> (secret, in credentials.json)",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "gw", "base_url": f"{server.url}/v1?api-version=2",
+        "secret_userinfo": True, "secret_query": ["api_key"]})]
+    assert read_json(set_up / "credentials.json")["providers"]["gw"] == {
+        "userinfo": "bob:pw-SECRET", "query": {"api_key": "q-SECRET"}}
+    ok(*MODELS, "set", "primary", "gw/fake-model")
+    assert run("chat", "hi").exit_code == 0
+    assert server.requests[-1]["query"] == {"api-version": "2", "api_key": "q-SECRET"}
+
+    # a URL without credentials drops them
+    before = count(set_up)
+    assert ok(*PROVIDERS, "set", "gw", "--base-url", server.url + "/v1").splitlines() == [
+        "Updated provider gw:",
+        f"  base URL: {server.url}/v1?api-version=2 -> {server.url}/v1",
+        "  base URL userinfo: (secret) -> (removed)",
+        "  base URL query api_key: (secret) -> (removed)",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "gw", "base_url": f"{server.url}/v1", "secret_userinfo": False,
+        "secret_query": []})]
+    assert "gw" not in read_json(set_up / "credentials.json")["providers"]
+
+
+def test_providers_set_kind_and_account(set_up, ok, run):
+    add_local(ok, "box", "http://127.0.0.1:9/v1")
+    assert ok(*PROVIDERS, "set", "box", "--kind", "litellm").splitlines() == [
+        "Updated provider box:", "  kind: openai-compatible -> litellm"]
+    ok(*PROVIDERS, "add", "cloudflare", "--account-id", "acct1")
+    before = count(set_up)
+    assert ok(*PROVIDERS, "set", "cloudflare", "--account-id", "acct2").splitlines() == [
+        "Updated provider cloudflare:",
+        "  base URL: https://api.cloudflare.com/client/v4/accounts/acct1/ai/v1 -> "
+        "https://api.cloudflare.com/client/v4/accounts/acct2/ai/v1",
+        "  account id: acct1 -> acct2",
+    ]
+    assert added(set_up, before) == [("provider.updated", {
+        "provider": "cloudflare",
+        "base_url": "https://api.cloudflare.com/client/v4/accounts/acct2/ai/v1",
+        "account_id": "acct2"})]
+
+
+@pytest.mark.parametrize(("args", "code", "error"), [
+    (["gw"], 2, "Error: nothing to change: give --base-url, --header, --remove-header, "
+     "--kind or --account-id"),
+    (["nope", "--base-url", "http://x:1"], 1, "Error: no provider 'nope'"),
+    (["gw", "--base-url", "ftp://x"], 2, None),
+    (["gw", "--base-url", "https://bob:pw-SECRET@h/v1@x"], 2, None),
+    (["gw", "--kind", "ollama"], 2, None),
+    (["gw", "--kind", "nope"], 2, "Error: unknown provider kind 'nope'"),
+    (["gw", "--remove-header", "X-Never"], 2, "Error: provider gw has no header X-Never"),
+    (["gw", "-H", "X-A=1", "--remove-header", "x-a"], 2,
+     "Error: --header X-A and --remove-header x-a name the same header"),
+    (["gw", "-H", "bad header=1"], 2, "Error: invalid header name 'bad header'"),
+    (["gw", "-H", "novalue"], 2, "Error: invalid --header 'novalue'"),
+])
+def test_providers_set_refuses_bad_input(set_up, ok, run, args, code, error):
+    add_local(ok, "gw", "http://127.0.0.1:9/v1", kind="vllm")
+    before = count(set_up)
+    result = run(*PROVIDERS, "set", *args)
+    assert result.exit_code == code, result.stdout + result.stderr
+    line = error_line(result)
+    if error is not None:
+        assert line == error
+    assert "pw-SECRET" not in result.stderr
+    assert count(set_up) == before
+    assert not (set_up / "credentials.json").exists()
+
+
+def test_a_header_may_be_written_as_curl_writes_it(set_up, ok, run):
+    ok(*PROVIDERS, "add", "gw", "--kind", "vllm", "--base-url", "http://127.0.0.1:9/v1",
+       "-H", "X-Title: acme: labs", "-H", "User-Agent=a:b", "-H", "X-Api-Key:tok=en")
+    shown = json.loads(ok(*PROVIDERS, "show", "gw", "--json"))
+    assert (shown["headers"], shown["secret_headers"]) == (
+        {"X-Title": "acme: labs", "User-Agent": "a:b"}, ["X-Api-Key"])
+    assert read_json(set_up / "credentials.json")["providers"]["gw"] == {
+        "headers": {"X-Api-Key": "tok=en"}}
+
+
+def test_setup_lists_a_catalog_and_records_only_news(set_up, ok, server):
+    from fased.setup import list_models
+    from fased.store import Store
+
+    add_local(ok, "vllm", server.url + "/v1", kind="vllm")
+    server.models = ["mock-b", "mock-a"]
+    before = count(set_up)
+    store = Store(str(set_up))
+    try:
+        assert list_models(store, "vllm") == ["mock-b", "mock-a"]
+        assert list_models(store, "vllm") == ["mock-b", "mock-a"]
+    finally:
+        store.close()
+    assert added(set_up, before) == [
+        ("models.catalog_fetched", {"provider": "vllm", "models": ["mock-b", "mock-a"]})]
+    ok(*MODELS, "list", "--refresh")  # sorted here, the same catalog: nothing new
+    assert count(set_up) == before + 1

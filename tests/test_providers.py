@@ -483,3 +483,63 @@ def test_standalone_process(tmp_path):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+# -- an unknown model, in every server's words ---------------------------------------------
+
+# LiteLLM's proxy, verbatim: HTTP 400, the upstream error as a Python repr inside "message".
+LITELLM_UNKNOWN_MODEL = {"error": {
+    "message": "{'error': '/chat/completions: Invalid model name passed in model=nonexistent. "
+    "Call `/v1/models` to view available models for your key.'}",
+    "type": "None", "param": "None", "code": "400"}}
+UNKNOWN_MODEL_ANSWERS = {
+    "litellm": ("openai", 400, LITELLM_UNKNOWN_MODEL),
+    "openrouter": ("openai", 400, {"error": {"message": "nonexistent is not a valid model ID",
+                                             "code": 400}}),
+    "lmstudio": ("openai", 400, {"error": {"message": "Model not found: nonexistent",
+                                           "type": "invalid_request_error",
+                                           "code": "model_not_found"}}),
+    "vllm": ("openai", 404, {"object": "error", "message": "The model `nonexistent` does not "
+                             "exist.", "type": "NotFoundError", "param": None, "code": 404}),
+    "ollama": ("ollama", 404, {"error": "model 'nonexistent' not found"}),
+    "ollama-v1": ("openai", 404, {"error": {"message": 'model "nonexistent" not found, try '
+                                            "pulling it first", "type": "api_error",
+                                            "param": None, "code": None}}),
+    "anthropic": ("anthropic", 404, {"type": "error", "error": {
+        "type": "not_found_error", "message": "model: nonexistent"}}),
+}
+
+
+@pytest.mark.parametrize("server_kind", list(UNKNOWN_MODEL_ANSWERS))
+def test_an_unknown_model_is_not_found_in_chat_and_probe(server, server_kind):
+    """Even when the server lists the model (a LiteLLM route whose upstream is gone), its own
+    words decide: chat and probe classify the same answer the same way."""
+    family, code, body = UNKNOWN_MODEL_ANSWERS[server_kind]
+    server.models = ["fake-model", "nonexistent"]
+    server.script_for("nonexistent", *[Status(code, body=body)] * 2)
+    err = fail(make(family, server.url), model="nonexistent")
+    assert (err.kind, err.status) == ("not_found", code)
+    assert err.fallback_now and not err.retryable
+    if family != "ollama":  # Ollama's probe reads the tag list, which names the model
+        assert make(family, server.url).probe("nonexistent") == "no_model"
+
+
+def test_a_bad_request_for_a_model_the_server_does_not_list_is_not_found(server):
+    """A 400 in words no rule knows: the server's model list decides, for chat as for probe."""
+    server.script_for("ghost", *[Status(400, body="model ghost is not loaded")] * 2)
+    err = fail(make("lmstudio", server.url + "/v1"), model="ghost")
+    assert (err.kind, err.status) == ("not_found", 400)
+    assert make("lmstudio", server.url + "/v1").probe("ghost") == "no_model"
+    server.script(Status(400, body="model fake-model is not loaded"))
+    assert fail(make("lmstudio", server.url + "/v1")).kind == "bad_request"
+
+
+def test_unknown_model_error_objects_without_a_status():
+    litellm = classify_error_object(LITELLM_UNKNOWN_MODEL)
+    assert litellm[:2] == ("not_found", 400) and "Invalid model name" in litellm[2]
+    assert classify_error_object({"error": "model 'x' not found"})[0] == "not_found"
+    assert classify_error_object({"error": {"code": "model_not_found"}})[0] == "not_found"
+    assert classify_status(422, message="Unknown model: x") == "not_found"
+    assert classify_status(400, message="this model's maximum context length is 8k"
+                           ) == "context_length"
+    assert classify_status(400, message="tool 'x' not found") == "bad_request"

@@ -265,9 +265,11 @@ def test_follow_table_with_a_filter(history):
     finally:
         err = follower.stop()
 
-    assert line.split("  ")[0] == "13"
-    assert line.split("  ")[2:] == ["config.set", "config", events(history)[-1]["meta"]["actor"],
-                                    "path=agents.defaults.retries value=4"]
+    cells = [c for c in line.split("  ") if c]  # followed rows are padded like the first page
+    assert cells[0] == "13"
+    assert [c.strip() for c in cells[2:]] == [
+        "config.set", "config", events(history)[-1]["meta"]["actor"],
+        "path=agents.defaults.retries value=4"]
     assert err == ""
 
 
@@ -282,6 +284,28 @@ def test_follow_on_an_empty_log_prints_the_header_with_the_first_event(fased_hom
 
     assert header.split()[0] == "SEQ"
     assert line.startswith("1    ")
+
+
+def test_followed_rows_line_up_with_the_first_page_and_ctrl_c_exits_130(history):
+    import signal
+
+    follower = Follower()
+    try:
+        first = follower.lines(11)
+        assert run_process("config", "set", "agents.defaults.retries", "4").returncode == 0
+        assert run_process("session", "new", "--name", "later").returncode == 0
+        followed = follower.lines(3)
+        follower.proc.send_signal(signal.SIGINT)
+        assert follower.proc.wait(timeout=10) == 130
+    finally:
+        err = follower.stop()
+
+    assert parse_table("\n".join(first)) == expected_rows(*range(1, 11))
+    table = parse_table("\n".join([first[0], *followed]))  # each cell under its header
+    assert [(r[0], r[2], r[3]) for r in table] == [
+        (11, "config.set", "config"), (12, "session.created", "session:s-3"),
+        (13, "session.switched", "agent:main")]
+    assert err == ""
 
 
 # -- --rebuild and --verify --------------------------------------------------------------------
@@ -519,5 +543,50 @@ def test_since_a_time_skips_early_blocks_but_not_events_from_a_clock_that_steppe
         assert first_seq_since(con, since) == 4096  # block 0 is skipped
         assert first_seq_since(con, start + timedelta(days=31)) == 9002  # after everything
         assert first_seq_since(con, start) == 1
+        # --until and --at TIME: state.db's blocks give what reading every event gives
+        from fased.audit import last_seq_at
+
+        log = EventLog(fased_home)
+        for minutes in (-1, 0, 10, 29, 40, 60 * 24 * 29, 60 * 24 * 31):
+            point = start + timedelta(minutes=minutes)
+            assert last_seq_at(log, point, con) == last_seq_at(log, point), minutes
+        assert last_seq_at(log, since, con) == 8701  # batch 29's last seq: the batch stamped
+        # a month ahead (seqs 5702..6001) comes before it in the log, so it is included
     finally:
         con.close()
+
+
+def test_until_and_at_a_time_follow_one_rule_when_the_clock_stepped_back(fased_home, run,
+                                                                        ok):
+    """Both take the log as it stood when its last event stamped at or before TIME was
+    written: that event and everything before it in seq order, whatever their stamps."""
+    from datetime import UTC, datetime
+
+    stamps = iter([datetime(2025, 6, 1, 10, m, tzinfo=UTC) for m in (0, 5, 2, 6)])
+    store = Store(fased_home, command="test", clock=lambda: next(stamps))
+    store.transact(lambda con: [Draft("agent.created", "agent:main",
+                                      {"agent": "main", "name": "main"}, expect=0)])
+    for name in ("ahead", "back", "last"):  # 10:05, then a clock 3 minutes behind, 10:06
+        store.transact(lambda con, n=name: [
+            Draft("agent.updated", "agent:main", {"agent": "main", "name": n})])
+    store.close()
+
+    def until(point: str, *more: str) -> list[int]:
+        out = ok("replay", "--until", point, "--json", *more)
+        return [json.loads(line)["seq"] for line in out.splitlines()]
+
+    def at(point: str) -> tuple[int, str | None]:
+        state = json.loads(ok("replay", "--at", point, "--json"))
+        return state["seq"], state["agents"][0]["name"] if state["agents"] else None
+
+    assert until("2025-06-01T10:03:00Z") == [1, 2, 3]
+    assert at("2025-06-01T10:03:00Z") == (3, "back")
+    assert until("2025-06-01T10:03:00Z", "-n", "1") == [3]
+    assert until("2025-06-01T10:01:00Z") == [1]
+    assert at("2025-06-01T10:01:00Z") == (1, "main")
+    assert until("2025-06-01T10:05:30Z") == [1, 2, 3]
+    assert until("2025-06-01T09:00:00Z") == []
+    assert at("2025-06-01T09:00:00Z") == (0, None)
+    assert until("2025-06-01T11:00:00Z") == [1, 2, 3, 4]
+    assert at("2025-06-01T11:00:00Z") == (4, "last")
+    assert ok("replay", "--until", "2025-06-01T10:03:00Z").splitlines()[-1].split()[0] == "3"

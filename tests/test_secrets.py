@@ -292,11 +292,13 @@ def test_a_server_echoing_secrets_back_is_masked_before_anything_records_or_prin
     fased("replay")
     fased("replay", "--json")
 
-    recorded = [e["data"] for e in events(set_up) if e["type"] in (
-        "turn.attempt_failed", "models.catalog_fetched")]
-    assert len(recorded) == 2 * len(echoes()) + 1
+    attempts = [e["data"] for e in events(set_up) if e["type"] == "turn.attempt_failed"]
+    fetches = [e["data"] for e in events(set_up) if e["type"] == "models.catalog_fetched"]
+    assert len(attempts) == len(echoes()) + 1
+    # masked, every echo is the same failure: a fetch that learns nothing new writes nothing
+    assert len(fetches) == 1
     assert all("Incorrect API key provided: ***" in (d.get("message") or d.get("error") or "")
-               for d in recorded[:-1])
+               for d in attempts[:-1] + fetches)
     assert_nowhere(set_up, fased.printed, set(echoes()) | {f"{API_KEY[:7]}...{API_KEY[-4:]}"})
 
 
@@ -407,7 +409,7 @@ def test_secrets_an_older_fased_logged_still_work_and_are_not_shown(set_up, run,
         f"  Base URL:   http://***@{host}/v1?token=***",
         "  Header:     X-Title: legacy",
         "  Header:     X-Access-Key: (secret, but an older fased recorded it in the log: "
-        "remove and add the provider again)",
+        "give it again: fased agent models providers set old -H X-Access-Key=VALUE)",
     ]
     shown = json.loads(fased(*PROVIDERS, "show", "old", "--json").stdout)
     assert (shown["headers"], shown["secret_headers"]) == ({"X-Title": "legacy"},
@@ -424,6 +426,29 @@ def test_secrets_an_older_fased_logged_still_work_and_are_not_shown(set_up, run,
     assert added["meta"]["command"] == (
         "fased agent models providers add old --kind openai-compatible --base-url "
         f"http://***@{host}/v1?token=*** -H X-Access-Key=*** -H X-Title=legacy")
+
+    # given again, they move to credentials.json; the requests stay the same
+    before = len(events(set_up))
+    fased(*PROVIDERS, "set", "old", "--base-url", url, "-H", f"X-Access-Key={ACCESS_KEY}")
+    (updated,) = events(set_up)[before:]
+    assert updated["data"] == {
+        "provider": "old", "base_url": f"http://{host}/v1", "secret_userinfo": True,
+        "secret_query": ["token"], "headers": {"X-Title": "legacy"},
+        "secret_headers": ["X-Access-Key"], "secret_headers_set": ["X-Access-Key"]}
+    assert not any(f in json.dumps(updated) for f in forms(PASSWORD) | forms(QUERY_KEY)
+                   | forms(ACCESS_KEY))
+    assert fased(*PROVIDERS, "show", "old").stdout.splitlines()[:5] == [
+        "old (openai-compatible)",
+        f"  Base URL:   http://{host}/v1",
+        "  URL secret: userinfo (in credentials.json)",
+        "  URL secret: query token (in credentials.json)",
+        "  Header:     X-Title: legacy",
+    ]
+    assert fased("chat", "hi again").stdout.strip() == "Hello from the fake model."
+    request = server.requests[-1]
+    assert request["headers"]["authorization"] == f"Basic {basic('carol:' + PASSWORD)}"
+    assert request["headers"]["x-access-key"] == ACCESS_KEY
+    assert request["query"] == {"token": QUERY_KEY}
     assert_not_printed(fased.printed, forms(PASSWORD) | forms(QUERY_KEY) | forms(ACCESS_KEY)
                        | {legacy_key})
 

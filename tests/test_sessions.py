@@ -305,3 +305,169 @@ def test_delete_is_protected_while_tasks_are_active(set_up, run, ok):
                                             "cancelled_tasks": ["task-1"]}),
     ]
     assert rows(set_up, "SELECT state FROM tasks") == [{"state": "cancelled"}]
+
+
+# -- model -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def provider(set_up, ok, server):
+    """Agent main answers with ollama/fake-model (the fake server lists fake-model and
+    fake-small)."""
+    ok("agent", "models", "providers", "add", "ollama", "--kind", "ollama", "--base-url",
+       server.url)
+    ok("agent", "models", "set", "primary", "ollama/fake-model")
+    return set_up
+
+
+def test_model_shows_sets_and_clears_the_session_override(provider, run, ok):
+    home = provider
+    ok("session", "new", "--name", "ops")
+    assert ok("session", "model") == (
+        "Session s-1 (ops) answers with the agent default ollama/fake-model (no override).\n")
+    assert json.loads(ok("session", "model", "--json")) == {
+        "agent": "main", "session": "s-1", "name": "ops", "override": None,
+        "model": "ollama/fake-model"}
+
+    since = len(events(home))
+    result = run("session", "model", "ops", "set", "fake-small")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0, "Session ops now answers with ollama/fake-small "
+        "(`fased session model ops clear` to undo).\n", "")
+    assert appended(home, since) == [("session.model_set", "session:s-1", {
+        "agent": "main", "session": "s-1", "model": "ollama/fake-small"})]
+    since = len(events(home))
+    assert ok("session", "model", "s-1", "set", "ollama/fake-small") == (
+        "Session ops already answers with ollama/fake-small.\n")
+    assert appended(home, since) == []
+    assert ok("session", "model", "ops") == (
+        "Session s-1 (ops) answers with its override ollama/fake-small "
+        "(the agent default is ollama/fake-model).\n")
+    assert json.loads(ok("session", "model", "ops", "--json"))["override"] == (
+        "ollama/fake-small")
+    assert "  Model:      ollama/fake-small (override: `fased session model ops clear`)" in (
+        ok("session", "show").splitlines())
+
+    assert ok("session", "model", "ops", "clear") == (
+        "Session ops: override cleared; it answers with the agent default "
+        "ollama/fake-model.\n")
+    assert appended(home, since) == [("session.model_set", "session:s-1", {
+        "agent": "main", "session": "s-1", "model": None})]
+    assert "  Model:      agent default (ollama/fake-model)" in ok("session", "show").splitlines()
+    # Without an id: the current session; `set clear` is `clear`.
+    ok("session", "model", "set", "ollama/fake-small")
+    assert rows(home, "SELECT model_override FROM sessions") == [
+        {"model_override": "ollama/fake-small"}]
+    ok("session", "model", "set", "clear")
+    since = len(events(home))
+    assert ok("session", "model", "clear") == "Session ops has no override.\n"
+    assert appended(home, since) == []
+
+
+def test_model_warns_when_the_catalog_lacks_it(provider, run, ok):
+    ok("agent", "models", "list")
+    ok("session", "new")
+    result = run("session", "model", "set", "fake-typo")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("Session s-1 now answers with ollama/fake-typo")
+    assert result.stderr.startswith(
+        "note: ollama did not list 'fake-typo' when its models were last fetched")
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("ops", "set"), 2, "Error: set needs a model ref: fased session model [ID] set REF|clear"),
+    (("set",), 2, "Error: set needs a model ref: fased session model [ID] set REF|clear"),
+    (("ops", "use", "x"), 2, "Error: unknown action 'use': fased session model [ID] "
+     "set REF|clear"),
+    (("ops", "set", "a", "b"), 2, "Error: too many arguments: fased session model [ID] "
+     "set REF|clear"),
+    (("nope",), 1, "Error: no session 'nope' for agent main"),
+    (("nope", "set", "fake-small"), 1, "Error: no session 'nope' for agent main"),
+    (("ops", "set", "nowhere/x"), 2, "Error: unknown provider 'nowhere' in model ref "
+     "'nowhere/x' (registered: ollama)"),
+    (("ops", "set", " "), 2, "Error: empty model ref"),
+    (("gone", "set", "fake-small"), 1, "Error: session gone is deleted"),
+])
+def test_model_bad_input_appends_nothing(provider, run, ok, args, code, message):
+    ok("session", "new", "--name", "ops")
+    ok("session", "new", "--name", "gone")
+    ok("session", "delete", "gone")
+    assert fails(run, provider, code, "session", "model", *args) == message
+
+
+def test_model_without_any_session(provider, run):
+    assert fails(run, provider, 1, "session", "model") == (
+        "Error: agent main has no session yet (`fased session new` or `fased chat` creates one)")
+
+
+def test_delete_withdraws_unanswered_turns_or_refuses_without_force(models, run, ok, server):
+    ok("chat", "--queue", "first")
+    ok("chat", "--queue", "second")
+    queued = [e["data"]["turn"] for e in events(models) if e["type"] == "turn.queued"]
+
+    assert fails(run, models, 3, "session", "delete", "s-1") == (
+        "Error: session s-1 has 2 turn(s) waiting to be answered")
+    assert "Hint: add --force to withdraw them and delete the session" in run(
+        "session", "delete", "s-1").stderr
+
+    count = len(events(models))
+    assert ok("session", "delete", "s-1", "--force") == (
+        "Deleted session s-1 and withdrew 2 unanswered turn(s) "
+        "(restore with `fased session restore s-1`).\n")
+    assert [(t, d.get("turn"), d.get("reason")) for t, _, d in appended(models, count)] == [
+        ("turn.aborted", queued[0], "session deleted"),
+        ("turn.aborted", queued[1], "session deleted"),
+        ("session.deleted", None, None)]
+    assert run("run", "--until-idle").exit_code == 0
+    assert server.requests == []
+    assert rows(models, "SELECT state FROM turns") == [{"state": "aborted"}] * 2
+
+
+def test_delete_withdraws_a_parked_turn_and_denies_its_request(models, run, ok, server):
+    from fakeserver import Reply
+
+    server.script(Reply("", tool_calls=[("exec", json.dumps({"command": "touch parked"}))]),
+                  Reply("ran it"))
+    ok("chat", "--queue", "make the file")
+    ok("session", "new", "--name", "other")
+    add_task(models, "task-1", "main", "s-1")
+    assert run("run", "--once", env={"FASED_NO_TTY": "1"}).exit_code == 0
+    [approval] = [e["data"]["id"] for e in events(models) if e["type"] == "approval.requested"]
+
+    result = run("session", "delete", "s-1")
+    assert result.exit_code == 3
+    assert error_line(result) == (
+        "Error: session s-1 has 1 active task(s): task-1 and 1 turn(s) waiting to be answered")
+    assert "Hint: add --force to cancel the tasks, withdraw the turns and delete the session" in (
+        result.stderr)
+
+    count = len(events(models))
+    assert ok("session", "delete", "s-1", "--force") == (
+        "Deleted session s-1 and cancelled task(s) task-1 and withdrew 1 unanswered turn(s) "
+        "(restore with `fased session restore s-1`).\n")
+    assert [(t, d.get("decision"), d.get("status"), d.get("reason"))
+            for t, _, d in appended(models, count)] == [
+        ("task.cancelled", None, None, "session deleted"),
+        ("approval.decided", "denied", None, "session deleted"),
+        ("tool.finished", None, "skipped", None),
+        ("turn.aborted", None, None, "session deleted"),
+        ("session.deleted", None, None, None)]
+    assert json.loads(ok("approvals", "list", "--json")) == []
+    assert rows(models, "SELECT state FROM approvals WHERE id = ?", (approval,)) == [
+        {"state": "denied"}]
+    assert run("run", "--until-idle", env={"FASED_NO_TTY": "1"}).exit_code == 0
+    assert len(server.requests) == 1
+    assert not (models / "workspace" / "parked").exists()
+
+
+def test_deleting_an_agent_withdraws_its_unanswered_turns(models, run, ok, server):
+    ok("agent", "create", "ops", "--model", "ollama/fake-model")
+    ok("chat", "--agent", "ops", "--queue", "for ops")
+    ok("chat", "--queue", "for main")
+
+    assert ok("agent", "delete", "ops", "--force") == (
+        "Deleted agent ops and withdrew 1 unanswered turn(s) "
+        "(restore with `fased agent restore ops`).\n")
+    aborted = [e["data"] for e in events(models) if e["type"] == "turn.aborted"]
+    assert [(a["agent"], a["reason"]) for a in aborted] == [("ops", "agent deleted")]
+    assert run("run", "--until-idle").exit_code == 0
+    assert [r["json"]["messages"][-1]["content"] for r in server.requests] == ["for main"]

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
+import pytest
 from conftest import error_line, events, read_json, rows
+from fakeserver import FakeModelServer, Status
+
+from fased.models import fingerprint
 
 BOOTSTRAP = ["AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",
              "MEMORY.md", "BOOTSTRAP.md"]
+
+
+@pytest.fixture(autouse=True)
+def _no_hosted_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's API keys would make hosted providers look ready."""
+    for name in ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "ANTHROPIC_API_KEY",
+                 "CLOUDFLARE_API_TOKEN", "FASED_NO_TTY", "FASED_ASSUME_TTY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def types(home: Path) -> list[str]:
@@ -263,3 +276,261 @@ def test_workspace_resolution(set_up, ok, tmp_path):
         {"workspace": str(tmp_path / "main-own")}]
     ok("setup", "-y", "--no-detect")
     assert sorted(os.listdir(tmp_path / "main-own")) == sorted(BOOTSTRAP)
+
+
+# -- what setup looked for, and the next step -------------------------------------------------
+
+LITELLM_NO_KEY = {"error": {"message": "Authentication Error, No api key passed in.",
+                            "type": "auth_error", "param": "None", "code": "401"}}
+NO_PROVIDER = (
+    "no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
+    "`fased agent models providers detect`, or add a hosted one: "
+    "`fased agent models providers add openai`, `fased agent models auth openai`, "
+    "`fased agent models set primary openai/gpt-4o-mini` "
+    "(or run `fased setup` on a terminal to be guided)")
+DETECT = ["agent", "models", "providers", "detect"]
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def litellm():
+    """A LiteLLM-like proxy: a master key, and its own answer to a request without one."""
+    with FakeModelServer(api_key="sk-master-1234", models=["mock-gpt", "mock-429"]) as srv:
+        srv.unauthorized = Status(401, body=LITELLM_NO_KEY)
+        yield srv
+
+
+def test_setup_says_where_it_looked_when_nothing_answers(run, fased_home, closed_url):
+    env = {"FASED_DETECT_ENDPOINTS": f"ollama={closed_url},litellm={closed_url}"}
+
+    result = run("setup", "-y", env=env)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[1] == "Created agent main"  # stdout as with --no-detect
+    assert result.stderr.splitlines() == [
+        f"Nothing answered at ollama {closed_url}, litellm {closed_url}",
+        f"Next: {NO_PROVIDER}"]
+    assert "provider.added" not in types(fased_home)
+
+
+def test_every_no_model_error_names_the_whole_next_step(set_up, run, ok, server):
+    chat = run("chat", "hello")
+    assert chat.exit_code == 1
+    assert error_line(chat) == f"Error: agent main has no model; next: {NO_PROVIDER}"
+
+    # following the hint to the letter, out of order: the provider first, says the error
+    primary = run("agent", "models", "set", "primary", "openai/gpt-4o-mini")
+    assert primary.exit_code == 2
+    assert primary.stderr.splitlines() == [
+        "Error: unknown provider 'openai' in model ref 'openai/gpt-4o-mini' "
+        "(registered: none yet)",
+        "Hint: add it first: `fased agent models providers add openai`, then "
+        "`fased agent models auth openai` (paste the key), and run this again"]
+    local = run("agent", "models", "fallback", "add", "ollama/llama3.2")
+    assert local.stderr.splitlines()[1] == (
+        "Hint: add it first: `fased agent models providers add ollama` (or "
+        "`fased agent models providers detect`), and run this again")
+
+    # the lists and shows that meet the missing model say the same next step
+    assert run("agent", "models", "list").stderr == (
+        f"No providers yet: {NO_PROVIDER.removeprefix('no provider yet: ')}.\n")
+    assert run("agent", "models", "providers", "list").stderr == (
+        f"No providers yet: {NO_PROVIDER.removeprefix('no provider yet: ')}.\n")
+    assert f"Primary model: (none; next: {NO_PROVIDER})" in " ".join(
+        ok("agent", "show").split())
+    assert f"(none; next: {NO_PROVIDER})" in ok("session", "model")
+
+    ok("agent", "models", "providers", "add", "gw", "--kind", "vllm", "--base-url",
+       server.url + "/v1")
+    assert error_line(run("chat", "hello")) == (
+        "Error: agent main has no model; next: `fased agent models auth gw` if it needs a "
+        "key, `fased agent models list --refresh -p gw` to see its models, then "
+        "`fased agent models set primary gw/MODEL`")
+    ok("agent", "models", "list", "--refresh")
+    assert error_line(run("chat", "hello")) == (
+        "Error: agent main has no model; next: `fased agent models set primary "
+        "gw/fake-model` (`fased agent models list` shows the others)")
+    ok("agent", "create", "ops")
+    status = run("agent", "models", "status", "--agent", "ops")
+    assert status.stdout.splitlines()[0] == (
+        "Agent ops: not ready (no primary model; next: `fased agent models set primary "
+        "gw/fake-model --agent ops` (`fased agent models list` shows the others))")
+
+
+@pytest.mark.parametrize("answer", [
+    Status(401, body=LITELLM_NO_KEY),
+    Status(500, body={"error": {**LITELLM_NO_KEY["error"], "code": "500"}}),
+], ids=["401", "500"])
+def test_a_keyed_litellm_is_found_and_named_with_its_auth_command(set_up, ok, run, litellm,
+                                                                  answer):
+    litellm.unauthorized = answer
+    env = {"FASED_DETECT_ENDPOINTS": f"litellm={litellm.url}"}
+    before = len(events(set_up))
+
+    result = run(*DETECT, env=env)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"Found litellm at {litellm.url}; it needs a key to list its models: "
+        "fased agent models auth litellm"]
+    assert result.stderr.splitlines() == [
+        "Next: `fased agent models auth litellm` if it needs a key, `fased agent models list "
+        "--refresh -p litellm` to see its models, then `fased agent models set primary "
+        "litellm/MODEL`"]
+    assert [(e["type"], e["data"]) for e in events(set_up)[before:]] == [
+        ("provider.added", {"provider": "litellm", "kind": "litellm", "base_url": litellm.url,
+                            "detected": True})]
+
+    # the command it named works, and detecting again then gives the agent its model
+    ok("agent", "models", "auth", "litellm", "--stdin", input="sk-master-1234\n")
+    again = ok(*DETECT, env=env)
+    assert again.splitlines() == [
+        f"litellm at {litellm.url} is already registered (2 model(s))",
+        "No new local model server answered.",
+        "Set main's primary model to litellm/mock-gpt (the first model litellm lists)"]
+    assert ok("chat", "hi") == "Hello from the fake model."
+
+
+def test_something_else_on_the_port_is_reported_but_not_registered(set_up, run, server):
+    server.script_models(Status(500, body={"detail": "Internal Server Error"}))
+
+    result = run(*DETECT, env={"FASED_DETECT_ENDPOINTS": f"litellm={server.url}"})
+
+    assert result.stdout.splitlines() == [
+        f"Something answered at {server.url}, but not as LiteLLM (litellm 500 server error at "
+        f"{server.url}; server says: Internal Server Error); not registered",
+        "No new local model server answered."]
+    assert "provider.added" not in types(set_up)
+
+
+def test_the_primary_follows_the_servers_own_order_not_the_alphabet(set_up, ok):
+    with FakeModelServer(models=["mock-gpt", "mock-429"]) as srv:
+        lines = ok(*DETECT, env={"FASED_DETECT_ENDPOINTS": f"vllm={srv.url}/v1"})
+    assert lines.splitlines()[-1] == (
+        "Set main's primary model to vllm/mock-gpt (the first model vllm lists)")
+    catalog = [e["data"] for e in events(set_up) if e["type"] == "models.catalog_fetched"]
+    assert catalog == [{"provider": "vllm", "models": ["mock-gpt", "mock-429"]}]
+
+
+@pytest.mark.parametrize(("kind", "suffix", "where"), [
+    ("ollama", "", "/api/ps"), ("lmstudio", "/v1", "/api/v0/models")])
+def test_the_primary_is_the_model_the_server_has_loaded(set_up, ok, kind, suffix, where):
+    with FakeModelServer(models=["alpha", "beta", "gamma"]) as srv:
+        srv.loaded = ["gamma"]
+        lines = ok(*DETECT, env={"FASED_DETECT_ENDPOINTS": f"{kind}={srv.url}{suffix}"})
+    assert lines.splitlines() == [
+        f"Found {kind} at {srv.url}{suffix} with 3 model(s), gamma loaded",
+        f"Set main's primary model to {kind}/gamma ({kind} has it loaded ({where}))"]
+
+
+# -- on a terminal, setup finishes the job ----------------------------------------------------
+
+TTY = {"FASED_ASSUME_TTY": "1"}
+
+
+def test_on_a_terminal_setup_picks_a_keyed_server_asks_the_key_and_probes(run, fased_home,
+                                                                         litellm):
+    env = {**TTY, "FASED_DETECT_ENDPOINTS": f"litellm={litellm.url}"}
+
+    # Enter: the default workspace; 1: litellm; the key; 2: the second model it lists
+    result = run("setup", input="\n1\nsk-master-1234\n2\n", env=env)
+
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "sk-master-1234" not in out + result.stderr  # hidden, never echoed
+    assert (f"main has no model yet. Which provider should it use?\n"
+            f"  1) litellm at {litellm.url} (detected)\n"
+            "  2) openai (hosted; needs an API key)\n"
+            "  3) openrouter (hosted; needs an API key)\n"
+            "  4) anthropic (hosted; needs an API key)\n"
+            "  5) none for now\n"
+            "Provider [1]: 1\n") in out
+    assert ("API key for litellm (hidden): \n"
+            f"Stored a key for litellm (fingerprint {fingerprint('sk-master-1234')}).\n"
+            "Models of litellm:\n  1) mock-gpt\n  2) mock-429\n"
+            "Primary model (number or name) [1]: 2\n"
+            "Set main's primary model to litellm/mock-429\n"
+            'Probed litellm/mock-429: it answers. Try: fased chat "hello"\n') in out
+    assert f"Found litellm at {litellm.url}; it needs a key" in result.stderr
+    assert "Next:" not in result.stderr  # it was done instead
+    log = events(fased_home)
+    assert [e["type"] for e in log if e["type"] in (
+        "provider.added", "credential.set", "models.catalog_fetched", "agent.models_set")] == [
+        "provider.added", "credential.set", "models.catalog_fetched", "agent.models_set"]
+    assert log[-1]["data"] == {"agent": "main", "primary": "litellm/mock-429"}
+    assert all("sk-master-1234" not in json.dumps(e) for e in log)
+    probe = [r for r in litellm.requests if r["path"] == "/v1/chat/completions"
+             or r["path"] == "/chat/completions"]
+    assert probe and probe[-1]["model"] == "mock-429"
+    assert run("chat", "hi").stdout == "Hello from the fake model."
+
+
+def test_on_a_terminal_a_hosted_provider_gets_its_key_and_a_model_by_name(run, ok, fased_home,
+                                                                        closed_url):
+    with FakeModelServer(api_key="sk-hosted-5678", models=[f"m-{i}" for i in range(25)]) as api:
+        # registered beforehand at the fake server, so nothing leaves this machine
+        ok("agent", "models", "providers", "add", "openai", "--base-url", api.url + "/v1")
+        env = {**TTY, "FASED_DETECT_ENDPOINTS": f"ollama={closed_url}"}
+
+        result = run("setup", input="\n1\nsk-hosted-5678\nm-24\n", env=env)
+
+    assert result.exit_code == 0, result.stderr
+    assert f"  1) openai at {api.url}/v1\n  2) openrouter" in result.stdout
+    assert "  20) m-19\n  ... and 5 more: type a name\n" in result.stdout
+    assert "Set main's primary model to openai/m-24\n" in result.stdout
+    assert "Probed openai/m-24: it answers." in result.stdout
+    assert result.stderr.splitlines() == [f"Nothing answered at ollama {closed_url}"]
+    assert read_json(fased_home / "credentials.json")["providers"]["openai"] == {
+        "api_key": "sk-hosted-5678"}
+
+
+def test_on_a_terminal_a_refused_probe_fails_and_says_how_to_check_again(run, fased_home,
+                                                                        server):
+    server.script_for("fake-small", Status(500))
+    ok_env = {**TTY, "FASED_DETECT_ENDPOINTS": "", "FASED_HTTP_DEADLINE": "5"}
+    run("agent", "models", "providers", "add", "vllm", "--base-url", server.url + "/v1")
+
+    result = run("setup", input="\n1\n2\n", env=ok_env)
+
+    assert result.exit_code == 1
+    assert "Set main's primary model to vllm/fake-small\n" in result.stdout
+    assert error_line(result).startswith("Error: vllm/fake-small did not answer the probe (")
+    assert "Hint: `fased agent models status --probe` checks it again" in result.stderr
+
+
+def test_on_a_terminal_none_for_now_prints_the_next_step(run, fased_home):
+    result = run("setup", input="\n4\n", env={**TTY, "FASED_DETECT_ENDPOINTS": ""})
+
+    assert result.exit_code == 0, result.stderr
+    assert "  4) none for now\nProvider [1]: 4\n" in result.stdout
+    assert result.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER}"
+    assert "provider.added" not in types(fased_home)
+
+
+def test_on_a_terminal_a_detected_primary_is_proved_and_nothing_is_asked(run, server):
+    result = run("setup", input="\n", env={**TTY, "FASED_DETECT_ENDPOINTS":
+                                           f"ollama={server.url}"})
+
+    assert result.exit_code == 0, result.stderr
+    assert "Which provider" not in result.stdout
+    assert result.stdout.endswith(
+        'Probed ollama/fake-model: it answers. Try: fased chat "hello"\n')
+
+
+def test_non_interactive_and_json_ask_nothing_even_on_a_terminal(run, fased_home, server):
+    env = {**TTY, "FASED_DETECT_ENDPOINTS": ""}
+    quiet = run("setup", "-y", env=env)
+    assert quiet.exit_code == 0
+    assert "Which provider" not in quiet.stdout and "Workspace" not in quiet.stdout
+    assert quiet.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER}"
+    as_json = run("setup", "--json", env=env)
+    assert json.loads(as_json.stdout)["notes"][-1] == f"Next: {NO_PROVIDER}"
+    no_tty = run("setup", env={**env, "FASED_NO_TTY": "1"})
+    assert "Which provider" not in no_tty.stdout

@@ -937,3 +937,151 @@ def test_repl_task_list_shows_only_this_sessions_tasks(home, ok):
     repl.handle("/task new 'every 2h' second session")
     assert [line.split()[0] for line in repl.handle("/task list").splitlines()] == ["task-2"]
     assert task_row(home, "task-2")["session"] == "s-2"
+
+
+# -- what the help promises (issue 13) ---------------------------------------------------------
+
+def test_a_failed_manual_run_of_a_future_at_task_never_completes_it(home, ok, run, tick,
+                                                                    server):
+    new_task(ok, "--at", "2026-03-02T12:00:00Z", "--message", "at noon")
+    server.script(Status(500))
+    assert run("task", "run", "task-1").exit_code == 5  # by hand, hours early: it fails
+
+    # No automatic retry of what was run by hand: whoever ran it saw it fail.
+    assert task_row(home)["retry_at"] is None
+    assert tick("2026-03-02T08:00:30Z").exit_code == 0
+    assert tick("2026-03-02T08:30:00Z").exit_code == 0
+    assert len(fired(home)) == 1
+    d = task_json(ok)
+    assert (d["state"], d["next_run"]) == ("active", ts("2026-03-02T12:00:00Z"))
+
+    # A manual run that succeeds leaves it scheduled too; the scheduled run completes it.
+    assert run("task", "run", "task-1").exit_code == 0
+    assert task_json(ok)["state"] == "active"
+    assert tick("2026-03-02T12:00:00Z").exit_code == 0
+    d = task_json(ok)
+    assert (d["state"], d["next_run"]) == ("done", None)
+    assert [(f.get("manual", False), f["occurrence"]) for f in fired(home)] == [
+        (True, None), (True, None), (False, ts("2026-03-02T12:00:00Z"))]
+
+
+def test_a_manual_run_leaves_a_scheduled_runs_retry_alone(home, ok, run, tick, server):
+    new_task(ok, "--at", "20m", "--message", "once")
+    server.script(Status(500))
+    assert tick("2026-03-02T08:20:00Z").exit_code == 5  # the scheduled run fails
+    assert task_row(home)["retry_at"] == ts("2026-03-02T08:20:30Z")
+    assert run("task", "run", "task-1").exit_code == 0  # by hand, in between: ok
+    row = task_row(home)
+    assert (row["state"], row["retry_at"], row["failures"]) == (
+        "active", ts("2026-03-02T08:20:30Z"), 1)
+    assert tick("2026-03-02T08:20:30Z").exit_code == 0  # the retry of the scheduled run
+    assert fired(home)[-1]["retry"] is True
+    assert task_row(home)["state"] == "done"
+
+
+def test_a_task_without_model_ignores_the_session_chat_override(home, ok, run, tick, server):
+    ok("chat", "-m", "ollama/fake-small", "hi")  # the session's chat override
+    new_task(ok, "--every", "1h", "--message", "scheduled")
+    assert tick("2026-03-02T09:00:00Z").exit_code == 0
+    assert run("task", "run", "task-1").exit_code == 0
+    assert [r["model"] for r in server.requests] == ["fake-small", "fake-model", "fake-model"]
+    ok("chat", "still small")  # the chat keeps its override
+    assert server.requests[-1]["model"] == "fake-small"
+
+
+@pytest.mark.parametrize("schedule", [["--every", "1h"], ["--cron", "0 * * * *"]])
+def test_after_pause_and_resume_no_run_is_reported_missed(home, ok, run, tick, at, server,
+                                                          schedule):
+    new_task(ok, *schedule, "--message", "hourly")
+    assert tick("2026-03-02T09:00:00Z").exit_code == 0
+    at("2026-03-02T09:10:00Z")
+    ok("task", "pause", "task-1")
+    at("2026-03-02T12:30:00Z")
+    ok("task", "resume", "task-1")
+    result = tick("2026-03-02T13:00:00Z")
+    assert result.exit_code == 0
+    assert "fased: task task-1 fired\n" in result.stderr
+    assert "missed" not in result.stderr
+    assert [(f["occurrence"], f["skipped"]) for f in fired(home)] == [
+        (ts("2026-03-02T09:00:00Z"), 0), (ts("2026-03-02T13:00:00Z"), 0)]
+    assert "missed" not in ok("task", "show", "task-1")
+    # downtime after the resume is still missed runs
+    result = tick("2026-03-02T15:10:00Z")
+    assert "(1 missed run(s) folded into this one)" in result.stderr
+    assert run("replay", "--rebuild").exit_code == 0
+    assert [h["skipped"] for h in json.loads(ok("task", "history", "task-1", "--json"))] == [
+        0, 0, 1]
+
+
+@pytest.mark.parametrize(("line", "when"), [
+    ("/task new every 1h check the build", "every 1h"),
+    ("/task new in 20m check the build", "in 20m"),
+    ("/task new at 2026-03-02T09:30Z check the build", "at 2026-03-02T09:30Z"),
+    ("/task new at 2026-03-02 09:30 check the build", "at 2026-03-02 09:30"),
+    ("/task new at 09:00 check the build", "at 09:00"),
+    ("/task new at 9:30pm check the build", "at 9:30pm"),
+    ("/task new cron */5 * * * * check the build", "cron */5 * * * *"),
+    ("/task new CRON 0 9 * * 1-5 check the build", "cron 0 9 * * 1-5"),
+    ("/task new */5 * * * * check the build", "*/5 * * * *"),
+    ("/task new 'every 2h' check the build", "every 2h"),
+])
+def test_repl_task_new_takes_when_unquoted_as_help_shows(home, ok, line, when):
+    from datetime import UTC, datetime
+
+    from fased.repl import HELP, Repl
+    from fased.schedule import parse_schedule_phrase
+    from fased.store import Store
+
+    expected = parse_schedule_phrase(when, now=datetime(2026, 3, 2, 8, tzinfo=UTC)).describe()
+    repl = Repl(Store(home), write=lambda s: None, warn=lambda s: None)
+    assert repl.handle(line) == f"Task task-1: {expected} in session s-1."
+    [created] = [e["data"] for e in of_type(home, "task.created")]
+    assert created["message"] == "check the build"
+    for shown in ("every 1h", "in 20m", "at 09:00", "cron */5 * * * *"):
+        assert shown in HELP
+
+
+def test_repl_task_new_keeps_the_message_as_typed(home, ok):
+    from fased.repl import Repl
+    from fased.store import Store
+
+    repl = Repl(Store(home), write=lambda s: None, warn=lambda s: None)
+    assert repl.handle("/task new every 1h don't  forget \"the\" build").startswith("Task task-1")
+    [created] = [e["data"] for e in of_type(home, "task.created")]
+    assert created["message"] == "don't  forget \"the\" build"
+    assert repl.handle("/task new every").startswith("Error: usage: /task new WHEN MESSAGE")
+    assert repl.handle("/task new in soon x").startswith("Error: invalid schedule 'in soon'")
+    assert len(of_type(home, "task.created")) == 1
+
+
+def test_ctrl_c_while_task_run_waits_for_an_earlier_turn_withdraws_its_run(models, ok, run,
+                                                                           server):
+    import signal
+
+    from conftest import wait_for
+    from fakeserver import Reply
+
+    server.script(Reply("slow " * 40, delay=0.1))  # the earlier chat turn: four seconds
+    ok("chat", "--queue", "earlier")
+    new_task(ok, "--every", "1d", "--message", "by hand")
+    proc = subprocess.Popen([*FASED, "task", "run", "task-1"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: server.requests)  # task run answers the earlier turn first
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert (proc.returncode, out) == (130, ""), err
+    [f] = fired(models)
+    assert f"fased: interrupted before turn {f['turn']} started; it will not be answered" in err
+    assert "Traceback" not in err
+    [h] = json.loads(ok("task", "history", "task-1", "--json"))
+    assert h["status"] == "aborted"
+    assert run("run", "--until-idle").exit_code == 0
+    assert [e["data"]["reply"] for e in of_type(models, "turn.completed")] == [DEFAULT_TEXT]
+    assert len(server.requests) == 2  # the earlier turn again; the task's run never

@@ -46,6 +46,25 @@ def _added(con: sqlite3.Connection, e: dict) -> None:
     )
 
 
+def _updated(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    changed = {"kind": d.get("kind"), "base_url": d.get("base_url"),
+               "account_id": d.get("account_id")}
+    columns = {k: v for k, v in changed.items() if k in d}
+    for key in ("headers", "secret_headers", "secret_query"):
+        if key in d:
+            columns[key] = json.dumps(d[key])
+    if "secret_userinfo" in d:
+        columns["secret_userinfo"] = int(bool(d["secret_userinfo"]))
+    if "kind" in d or "base_url" in d:
+        # another server (or another API to it): its catalog is not known yet
+        columns.update(models=None, models_fetched_at=None, models_error=None)
+    if not columns:
+        return
+    con.execute(f"UPDATE providers SET {', '.join(f'{k} = ?' for k in columns)} WHERE id = ?",
+                (*columns.values(), d["provider"]))
+
+
 def _removed(con: sqlite3.Connection, e: dict) -> None:
     # Removing a provider deletes its stored secrets, so a re-added one starts unauthenticated.
     con.execute(
@@ -90,6 +109,7 @@ def _models_set(con: sqlite3.Connection, e: dict) -> None:
 
 HANDLERS = {
     "provider.added": _added,
+    "provider.updated": _updated,
     "provider.removed": _removed,
     "credential.set": _credential_set,
     "credential.removed": _credential_removed,

@@ -2,6 +2,12 @@
 
 Every time here comes from an event: next_run is decided when task events are written, and a
 failed run's retry time is the failure's own timestamp plus the backoff.
+
+A manual run (`fased task run`) is outside the schedule: it never completes a one-shot task,
+a failure of it is not retried (whoever ran it saw it fail) and its success does not cancel
+the retry of a failed scheduled run. `last_occurrence` is where missed runs are counted from:
+the last scheduled occurrence fired or, after `task resume`, the moment of the resume (what
+fell in the pause was not missed: it was not wanted).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import sqlite3
 
 from fased.timeparse import format_ts, parse_ts
 
-VERSION = 1
+VERSION = 2
 
 TABLES = {
     "tasks": {
@@ -78,6 +84,9 @@ def _state(state: str):
         if state == "active":
             con.execute("UPDATE tasks SET next_run = ?, retry_at = NULL WHERE id = ?",
                         (d["next_run"], d["task"]))
+            # an `at` task keeps its own: one not fired yet is still due
+            con.execute("UPDATE tasks SET last_occurrence = ? WHERE id = ? AND"
+                        " json_extract(schedule, '$.kind') != 'at'", (e["ts"], d["task"]))
         if state == "cancelled":
             con.execute("UPDATE tasks SET next_run = NULL, retry_at = NULL WHERE id = ?",
                         (d["task"],))
@@ -93,17 +102,20 @@ def _fired(con: sqlite3.Connection, e: dict) -> None:
          int(d.get("manual", False)), int(d.get("retry", False))),
     )
     con.execute("UPDATE tasks SET runs = runs + 1, last_run = ?, last_status = 'queued',"
-                " next_run = ?, retry_at = NULL, updated_at = ? WHERE id = ?",
+                " next_run = ?, updated_at = ? WHERE id = ?",
                 (e["ts"], d["next_run"], e["ts"], d["task"]))
-    if d.get("occurrence") and not d.get("manual"):
-        con.execute("UPDATE tasks SET last_occurrence = ? WHERE id = ?",
-                    (d["occurrence"], d["task"]))
+    if not d.get("manual"):
+        con.execute("UPDATE tasks SET retry_at = NULL WHERE id = ?", (d["task"],))
+        if d.get("occurrence"):
+            con.execute("UPDATE tasks SET last_occurrence = ? WHERE id = ?",
+                        (d["occurrence"], d["task"]))
 
 
 def _task_of(con: sqlite3.Connection, turn: str) -> sqlite3.Row | None:
     """The task a turn ran for (with the run's `manual` flag)."""
-    return con.execute("SELECT t.*, r.manual AS run_manual FROM task_runs r JOIN tasks t"
-                       " ON t.id = r.task WHERE r.turn = ?", (turn,)).fetchone()
+    return con.execute("SELECT t.*, r.manual AS run_manual, r.occurrence AS run_occurrence"
+                       " FROM task_runs r JOIN tasks t ON t.id = r.task WHERE r.turn = ?",
+                       (turn,)).fetchone()
 
 
 def _not_a_task_turn(e: dict) -> bool:
@@ -120,9 +132,13 @@ def _turn_completed(con: sqlite3.Connection, e: dict) -> None:
                        (e["ts"], turn)).rowcount:
         return
     task = _task_of(con, turn)
-    # a one-shot task is done after its scheduled run, not after a manual `task run`
+    if task["run_manual"]:
+        con.execute("UPDATE tasks SET last_status = 'ok' WHERE id = ?", (task["id"],))
+        return
+    # a one-shot task is done after its scheduled run (or that run's retry): a run for its
+    # occurrence (older logs hold retries of manual runs, which had none)
     done = (json.loads(task["schedule"])["kind"] == "at" and not task["keep_after_run"]
-            and not task["run_manual"])
+            and task["run_occurrence"] is not None)
     con.execute("UPDATE tasks SET last_status = 'ok', failures = 0, retry_at = NULL,"
                 " state = CASE WHEN ? AND state = 'active' THEN 'done' ELSE state END"
                 " WHERE id = ?", (int(done), task["id"]))
@@ -139,6 +155,9 @@ def _turn_failed(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     con.execute("UPDATE task_runs SET status = 'failed', finished_at = ?, error = ? WHERE turn = ?",
                 (e["ts"], d.get("message"), d["turn"]))
+    if task["run_manual"]:
+        con.execute("UPDATE tasks SET last_status = 'failed' WHERE id = ?", (task["id"],))
+        return
     failures = task["failures"] + 1
     retry_at = format_ts(parse_ts(e["ts"]) + backoff_delay(failures))
     if task["next_run"] is not None and task["next_run"] <= retry_at:

@@ -7,6 +7,7 @@ Nothing here imports `requests`; the CLI imports this module on every start.
 from __future__ import annotations
 
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -397,6 +398,14 @@ _CONTEXT_MARKERS = (
     "too long",
 )
 
+# How servers that answer 400 (or an error object without a status) instead of 404 say that
+# they serve no such model: LiteLLM ("Invalid model name passed in model=x"), OpenRouter ("x is
+# not a valid model ID"), OpenAI and LM Studio (code "model_not_found"), Ollama ("model 'x' not
+# found"), vLLM ("The model `x` does not exist."). A server in other words is asked for its
+# model list (HttpClient._chat): probe and chat reach the same verdict either way.
+_NO_MODEL = re.compile(r"invalid model name|not a valid model|model_not_found|unknown model|"
+                       r"no such model|\bmodel\b[^.;]{0,80}?\b(?:not found|does not exist)")
+
 # Error "type" values (Anthropic and OpenAI) for errors that arrive without an HTTP status.
 _TYPE_KINDS = {
     "authentication_error": "auth",
@@ -483,6 +492,8 @@ def classify_error_object(data: Any) -> tuple[str, int | None, str]:
         kind == "bad_request" and any(m in blob for m in _CONTEXT_MARKERS)
     ):
         kind = "context_length"
+    elif kind in ("bad_request", "server") and _NO_MODEL.search(blob):
+        kind = "not_found"
     return kind, None, message or etype
 
 
@@ -520,6 +531,8 @@ def classify_status(status: int, etype: str = "", message: str = "", code: str =
     if status == 409 or status >= 500:
         return "server"
     if 400 <= status < 500:
+        if _NO_MODEL.search(blob):
+            return "not_found"
         return "context_length" if any(m in blob for m in _CONTEXT_MARKERS) else "bad_request"
     return "server"
 

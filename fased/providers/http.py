@@ -224,17 +224,7 @@ class HttpClient(Client):
                 return self._probe(model, limits)
         except ProviderError as err:
             self.last_probe_error = err
-            if err.kind in _PROBE_KINDS:
-                return _PROBE_KINDS[err.kind]
-            if err.kind == "bad_request" and model is not None:
-                # Many OpenAI-compatible servers answer an unknown model with 400, not 404.
-                try:
-                    with self._reading(model):
-                        if not model_listed(model, safe_names(self._list_models(limits))):
-                            return "no_model"
-                except ProviderError:
-                    pass
-            return "error"
+            return _PROBE_KINDS.get(err.kind, "error")
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -271,11 +261,24 @@ class HttpClient(Client):
         try:
             return self._chat_once(model, messages, stream, on_delta, max_tokens, tools, timeout)
         except ProviderError as err:
-            if not (tools and refuses_tools(err)):
-                raise
-            # its own kind: the caller may send the request again without tools
-            raise self.make_error("no_tools", status=err.status, detail=err.detail,
-                                  partial_text=err.partial_text, model=model) from None
+            if tools and refuses_tools(err):
+                # its own kind: the caller may send the request again without tools
+                raise self.make_error("no_tools", status=err.status, detail=err.detail,
+                                      partial_text=err.partial_text, model=model) from None
+            if err.kind == "bad_request" and self._unlisted(model, timeout):
+                # Many OpenAI-compatible servers answer an unknown model with a 400 in words
+                # of their own; the model list says what they mean.
+                raise self.make_error("not_found", status=err.status, detail=err.detail,
+                                      partial_text=err.partial_text, model=model) from None
+            raise
+
+    def _unlisted(self, model: str, limits: tuple[float, float] | None) -> bool:
+        """Whether the server's model list leaves `model` out (False when it gives none)."""
+        try:
+            with self._reading(model):
+                return not model_listed(model, safe_names(self._list_models(limits)))
+        except ProviderError:
+            return False
 
     def _chat_once(
         self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
