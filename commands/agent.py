@@ -123,7 +123,8 @@ def list_(all_: bool, json_: bool):
 @click.argument("agent_id", metavar="[ID]", required=False, shell_complete=complete_agents)
 @json_option
 def show(agent_id, json_):
-    """Show an agent: workspace, models, identity, policies, sandbox, sessions and tasks."""
+    """Show an agent: workspace, models, identity, policies, sandbox, sessions, tasks, its
+    usage today and this month, and what its wallet has left."""
     from fased.agents import get_agent
     from fased.settings import agent_settings
     from fased.setup import next_step
@@ -142,6 +143,13 @@ def show(agent_id, json_):
                        + (f"; allow {', '.join(report['allow'])}" if report["allow"] else "")
                        + (f"; deny {', '.join(report['deny'])}" if report["deny"] else "") + ")")
     detail["exec_approval"] = report["exec"]
+    from fased.timeparse import utc_now
+    from fased.usage import agent_usage, wallet_report
+
+    now = utc_now()
+    used = agent_usage(con, row["id"], now)
+    detail["usage"] = {k: v if k == "zone" else v.to_dict() for k, v in used.items()}
+    detail["wallet"] = wallet_report(con, row["id"], now)
     if json_:
         echo_json(detail)
         return
@@ -160,6 +168,8 @@ def show(agent_id, json_):
         ("Sandbox", detail["sandbox"]["summary"]),
         ("Sessions", f"{detail['sessions']} (current: {detail['current_session'] or '-'})"),
         ("Tasks", str(detail["tasks"])),
+        ("Usage", _usage_line(used)),
+        ("Wallet", _wallet_line(detail["wallet"], con)),
         ("Created", detail["created_at"]),
     ]
     for label, value in lines:
@@ -168,6 +178,25 @@ def show(agent_id, json_):
         say("  Task list:")
         for t in detail["task_list"]:
             say(f"    {t['id']}  {t['schedule']}  session {t['session']}  {t['state']}")
+
+
+def _usage_line(used: dict) -> str:
+    from fased.usage import cost_text
+
+    return "; ".join(f"{label} {used[key].tokens:,} tokens, {cost_text(used[key])}"
+                     for label, key in (("today", "today"), ("this month", "month"))
+                     ) + f" (days in {used['zone']})"
+
+
+def _wallet_line(limits: list[dict], con) -> str:
+    from fased.usage import amount, local_time
+
+    if not limits:
+        return "no limits (agents.defaults.wallet)"
+    return "; ".join(
+        f"{w['limit']} {amount(w['max'], w['counts'])}: "
+        + ("reached" if w["reached"] else f"{amount(w['left'], w['counts'])} left")
+        + f" (resets {local_time(w['resets'], con)})" for w in limits)
 
 
 def _approval_line(ex: dict) -> str:

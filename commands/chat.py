@@ -167,9 +167,13 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
         raise click.exceptions.Exit(130)
     require_success(result)
     if sys.stderr.isatty() and result.model:
+        from fased.usage import amount
+
+        cost = result.usage.get("cost")
         note(f"[{result.model} · {result.usage.get('input_tokens') or '?'} in / "
              f"{result.usage.get('output_tokens') or '?'} out · "
-             f"{(result.latency_ms or 0) / 1000:.1f} s]")
+             + ("" if cost is None else f"{amount(cost, 'cost')} · ")
+             + f"{(result.latency_ms or 0) / 1000:.1f} s]")
 
 
 def _tell_override(st, queued, model: str | None) -> None:

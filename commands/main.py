@@ -28,6 +28,7 @@ COMMANDS = {
     "doctor": "doctor:doctor",
     "approvals": "approvals:approvals",
     "completion": "completion:completion",
+    "usage": "usage:usage",
 }
 
 

@@ -122,7 +122,7 @@ def switch(ref, agent):
               help="How many of the last messages to show.")
 @json_option
 def show(ref, agent, last, json_):
-    """Show a session: metadata, model override, attached tasks and the last messages."""
+    """Show a session: metadata, model override, usage, attached tasks and the last messages."""
     from fased.sessions import current_session, get_session
     from fased.views import session_detail
 
@@ -134,6 +134,10 @@ def show(ref, agent, last, json_):
                                    "(`fased session new` or `fased chat` creates one)")
     row = get_session(con, agent_id, ref, include_deleted=True)
     detail = session_detail(con, store().home, row, last)
+    from fased.usage import describe, total
+
+    used = total(con, session=row["id"])
+    detail["usage"] = used.to_dict()
     if json_:
         echo_json(detail)
         return
@@ -145,6 +149,7 @@ def show(ref, agent, last, json_):
         ("Created", detail["created_at"]), ("Updated", detail["updated_at"]),
         ("Messages", detail["messages"]),
         ("Tokens", f"{detail['tokens']['input']} in, {detail['tokens']['output']} out"),
+        *([("Usage", describe(used))] if used.calls else []),
         ("Model", _model_line(con, row, detail)),
         ("Queue mode", detail["queue_mode"] or "followup (default)"),
         ("Transcript", detail["transcript"]),

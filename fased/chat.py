@@ -87,7 +87,8 @@ def result_from_row(con: sqlite3.Connection, turn_id: str) -> TurnResult | None:
     return TurnResult(
         row["id"], row["agent"], row["session"], row["state"], reply=row["reply"] or "",
         model=row["model_used"],
-        usage={"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"]},
+        usage={"input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+               **({} if row["cost"] is None else {"cost": row["cost"]})},
         finish_reason=row["finish_reason"], latency_ms=row["latency_ms"], ttft_ms=row["ttft_ms"],
         attempts=row["attempts"], error_class=row["error_class"], error=row["error"],
         context_dropped=row["context_dropped"] or 0, steps=row["steps"] or 0,

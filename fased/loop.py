@@ -119,6 +119,9 @@ class AgentLoop:
         self.limits = Limits.of(settings["tools"])
         self._tools_settings = settings["tools"]
         self.deadline = time.monotonic() + self.limits.turn_deadline
+        refused = self._wallet_refusal(con)
+        if refused is not None:
+            return "turn.failed", refused
         noted_drop = False
         prompt = None
         env = None
@@ -158,6 +161,19 @@ class AgentLoop:
             fresh = [{**c, "state": "pending", "step": steps + 1} for c in calls]
             self._run_calls(con, turn, fresh, env, carry=step)
 
+    def _wallet_refusal(self, con) -> dict | None:
+        """The turn.failed of a turn that would start with a wallet limit reached (a turn
+        already under way, with steps recorded, goes on)."""
+        from fased.usage import wallet_refusal
+
+        if con.execute("SELECT 1 FROM steps WHERE turn = ?", (self.claim.turn,)).fetchone():
+            return None
+        why = wallet_refusal(con, self.claim.agent, self.runner.clock())
+        if why is None:
+            return None
+        return {"error_class": "wallet", "message": why, "attempts": 0, "models_tried": [],
+                "runner": self.runner.id}
+
     # -- the environment of a turn ---------------------------------------------------------
 
     def _environment(self, con, settings: dict) -> _Env:
@@ -187,9 +203,7 @@ class AgentLoop:
     def _completed(self, result, request, steps: int) -> dict:
         data = {
             "reply": result.text, "model": self.models.current_model,
-            "usage": {"input_tokens": result.usage.input_tokens,
-                      "output_tokens": result.usage.output_tokens},
-            "finish_reason": result.finish_reason,
+            "usage": usage_data(result.usage), "finish_reason": result.finish_reason,
             "latency_ms": round((time.monotonic() - self.models.started) * 1000, 1),
             "ttft_ms": None if result.ttft_ms is None else round(result.ttft_ms, 1),
             "attempts": max(1, self.models.attempts), "context_dropped": request.plan.dropped,
@@ -208,8 +222,7 @@ class AgentLoop:
         data = {"turn": c.turn, "agent": c.agent, "session": c.session, "step": step,
                 "model": self.models.current_model, "request": request.refs(),
                 "text": result.text, "calls": calls,
-                "usage": {"input_tokens": result.usage.input_tokens,
-                          "output_tokens": result.usage.output_tokens},
+                "usage": usage_data(result.usage),
                 "finish_reason": result.finish_reason, "attempts": max(1, self.models.attempts),
                 "runner": self.runner.id}
         if result.replaced_chars:
@@ -541,6 +554,15 @@ class _Env:
     workspace: object
     tools: list
     settings: dict
+
+
+def usage_data(usage) -> dict:
+    """A model call's usage as its event records it: the cost only when the server reported
+    one (absent: unknown, never 0)."""
+    data = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    if usage.cost is not None:
+        data["cost"] = usage.cost
+    return data
 
 
 def _call_id() -> str:

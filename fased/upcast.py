@@ -14,7 +14,18 @@ from fased.errors import StateError
 from fased.schema import current_versions
 
 ALIASES: dict[str, str] = {}
-UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {}
+
+
+def usage_without_cost(data: dict) -> dict:
+    """turn.completed and turn.step v1 -> v2: v2's usage may hold the cost a server reported;
+    a v1 event's call reported none that fased kept, so its cost stays absent (unknown)."""
+    return data
+
+
+UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {
+    ("turn.completed", 1): usage_without_cost,
+    ("turn.step", 1): usage_without_cost,
+}
 
 
 def upcast(record: dict) -> dict:

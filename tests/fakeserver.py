@@ -64,6 +64,11 @@ class Reply:
     arg_chunks: int = 3
     tool_index: bool = True
     calls_in_final: bool = False
+    # What a LiteLLM proxy reports about cost: `cost` goes in the OpenAI usage object (a
+    # streamed reply's last chunk, a whole reply's body) as `usage.cost`; `headers` are sent
+    # with the response (`{"x-litellm-response-cost": "0.0012"}`).
+    cost: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     def pieces(self) -> list[str]:
         if isinstance(self.chunks, list):
@@ -281,6 +286,8 @@ def stream_events(api: str, model: str, pieces: list[str], calls: list[tuple[str
     if include_usage:
         tokens = {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                   "total_tokens": sum(usage)}
+        if quirks.cost is not None:
+            tokens["cost"] = quirks.cost
         out.append((False, f"data: {json.dumps({**base, 'choices': [], 'usage': tokens})}\n\n"))
     out.append((False, "data: [DONE]\n\n"))
     return out
@@ -288,8 +295,8 @@ def stream_events(api: str, model: str, pieces: list[str], calls: list[tuple[str
 
 def full_reply(api: str, model: str, text: str, calls: list[tuple[str, str]],
                usage: tuple[int, int], finish: str,
-               ids: list[str | None] | None = None) -> dict[str, Any]:
-    """The non-streamed reply body (`ids` as Reply.call_ids)."""
+               ids: list[str | None] | None = None, cost: Any = None) -> dict[str, Any]:
+    """The non-streamed reply body (`ids` as Reply.call_ids, `cost` as Reply.cost)."""
     if api == "ollama":
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:
@@ -311,10 +318,13 @@ def full_reply(api: str, model: str, text: str, calls: list[tuple[str, str]],
         for i, call in enumerate(message["tool_calls"]):
             if (ident := _call_id(ids, i, f"call_{i}")) is not None:
                 call["id"] = ident
+    tokens = {"prompt_tokens": usage[0], "completion_tokens": usage[1],
+              "total_tokens": sum(usage)}
+    if cost is not None:
+        tokens["cost"] = cost
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
-                      "total_tokens": sum(usage)}}
+            "usage": tokens}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -470,8 +480,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not stream:
             if delay:
                 time.sleep(delay * len(pieces))
-            body = full_reply(api, model, "".join(pieces), calls, usage, finish, quirks.call_ids)
-            return self._json(200, body, cut=isinstance(step, Drop))
+            body = full_reply(api, model, "".join(pieces), calls, usage, finish, quirks.call_ids,
+                              quirks.cost)
+            return self._json(200, body, dict(quirks.headers), cut=isinstance(step, Drop))
         include_usage = api != "openai" or bool(
             (payload.get("stream_options") or {}).get("include_usage"))
         events = stream_events(api, model, pieces, calls, usage, finish, include_usage, quirks)
@@ -479,6 +490,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
+        for name, value in quirks.headers.items():
+            self.send_header(name, value)
         if framing == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
         else:

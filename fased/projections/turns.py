@@ -8,6 +8,13 @@ build it in a process of its own (see fased.projections.GROUPS).
 
 A turn whose runner stops renewing its lease stays `running` in the rows; runners treat an
 expired lease as claimable, which keeps this projection free of any clock.
+
+Usage: every model call (each turn.step, and the turn.completed that answered) adds the
+tokens and the cost its server reported to `usage_buckets`, sums per quarter of an hour,
+agent, session and model, which `fased usage`, the summaries and the wallets add up. A
+turn's `input_tokens`, `output_tokens` and `cost` are its last call's (the reply's, as the
+transcript shows it); `total_*` are the sums over all its calls, and a call that did not say
+makes the sum unknown (NULL), never 0.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import sqlite3
 from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
 
-VERSION = 3
+VERSION = 4
 
 TABLES = {
     "turns": {
@@ -29,11 +36,25 @@ TABLES = {
             "input_tokens": int, "output_tokens": int, "finish_reason": str,
             "latency_ms": float, "ttft_ms": float, "attempts": int, "error_class": str,
             "error": str, "merged_into": str, "context_dropped": int, "reply_seq": int,
-            "merged_step": int, "steps": int,
+            "merged_step": int, "steps": int, "cost": float, "model_calls": int,
+            "total_input_tokens": int, "total_output_tokens": int, "total_cost": float,
         },
         "pk": "id",
-        "defaults": {"claims": 0, "attempts": 0},
+        # a turn without a model call used nothing; NULL + a call's NULL stays unknown
+        "defaults": {"claims": 0, "attempts": 0, "model_calls": 0, "total_input_tokens": 0,
+                     "total_output_tokens": 0, "total_cost": 0.0},
         "indexes": [["state", "queued_seq"], ["session", "queued_seq"]],
+    },
+    # model calls summed per quarter of an hour (UTC; every zone's days start on one), so a
+    # report over a year of calls reads thousands of rows, not millions. Token and cost sums
+    # hold the known values; `costed` counts the calls with a cost, and bare_* / `priceable`
+    # what a price can cover (calls without a cost whose tokens are both known).
+    "usage_buckets": {
+        "columns": {"bucket": str, "agent": str, "session": str, "model": str, "calls": int,
+                    "input_tokens": int, "output_tokens": int, "cost": float, "costed": int,
+                    "bare_input": int, "bare_output": int, "priceable": int},
+        "pk": ("bucket", "agent", "session", "model"),
+        "indexes": [["agent", "bucket"], ["session", "bucket"]],
     },
     "cooldowns": {"columns": {"model": str, "until": str, "reason": str}, "pk": "model"},
 }
@@ -88,15 +109,65 @@ def _attempt_failed(con: sqlite3.Connection, e: dict) -> None:
 def _completed(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     usage = d.get("usage") or {}
+    # a loop that fased stopped made no last call: nothing to add to the totals
+    called = "usage" in d
     con.execute(
         "UPDATE turns SET state = 'completed', finished_at = ?, model_used = ?, reply = ?,"
-        " input_tokens = ?, output_tokens = ?, finish_reason = ?, latency_ms = ?, ttft_ms = ?,"
-        " attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ?, steps = ?"
-        " WHERE id = ?",
+        " input_tokens = ?, output_tokens = ?, cost = ?, finish_reason = ?, latency_ms = ?,"
+        " ttft_ms = ?, attempts = ?, context_dropped = ?, lease_until = NULL, reply_seq = ?,"
+        " steps = ?" + (_ADD_CALL if called else "") + " WHERE id = ?",
         (e["ts"], d["model"], d["reply"], usage.get("input_tokens"), usage.get("output_tokens"),
-         d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"), d.get("attempts", 1),
-         d.get("context_dropped", 0), e["seq"], d.get("steps", 1), d["turn"]),
+         usage.get("cost"), d.get("finish_reason"), d.get("latency_ms"), d.get("ttft_ms"),
+         d.get("attempts", 1), d.get("context_dropped", 0), e["seq"], d.get("steps", 1),
+         *(_call_values(usage) if called else ()), d["turn"]),
     )
+    if called:
+        _add_to_bucket(con, e, usage)
+
+
+def _step(con: sqlite3.Connection, e: dict) -> None:
+    usage = e["data"].get("usage") or {}
+    con.execute(f"UPDATE turns SET {_ADD_CALL[2:]} WHERE id = ?",
+                (*_call_values(usage), e["data"]["turn"]))
+    _add_to_bucket(con, e, usage)
+
+
+# a model call's part of its turn's totals (SQL's NULL + n is NULL: one call that did not say
+# keeps the turn's sum unknown)
+_ADD_CALL = (", model_calls = model_calls + 1, total_input_tokens = total_input_tokens + ?,"
+             " total_output_tokens = total_output_tokens + ?, total_cost = total_cost + ?")
+
+
+def _call_values(usage: dict) -> tuple:
+    return usage.get("input_tokens"), usage.get("output_tokens"), usage.get("cost")
+
+
+def _add_to_bucket(con: sqlite3.Connection, e: dict, usage: dict) -> None:
+    d = e["data"]
+    tokens_in, tokens_out, cost = _call_values(usage)
+    bare = cost is None and tokens_in is not None and tokens_out is not None
+    con.execute(_BUCKET, (bucket_of(e["ts"]), d["agent"], d["session"], d["model"],
+                          tokens_in or 0, tokens_out or 0, cost or 0.0, int(cost is not None),
+                          tokens_in if bare else 0, tokens_out if bare else 0, int(bare)))
+
+
+_BUCKET = ("INSERT INTO usage_buckets(bucket, agent, session, model, calls, input_tokens,"
+           " output_tokens, cost, costed, bare_input, bare_output, priceable)"
+           " VALUES (?,?,?,?,1,?,?,?,?,?,?,?) ON CONFLICT(bucket, agent, session, model)"
+           " DO UPDATE SET calls = calls + 1, input_tokens = input_tokens + excluded.input_tokens,"
+           " output_tokens = output_tokens + excluded.output_tokens,"
+           " cost = cost + excluded.cost, costed = costed + excluded.costed,"
+           " bare_input = bare_input + excluded.bare_input,"
+           " bare_output = bare_output + excluded.bare_output,"
+           " priceable = priceable + excluded.priceable")
+
+
+def bucket_of(ts: str) -> str:
+    """The quarter of an hour a `ts` falls in: `2026-11-20T18:52:...Z` -> `2026-11-20T18:45`."""
+    try:
+        return f"{ts[:14]}{int(ts[14:16]) // 15 * 15:02d}"
+    except ValueError:  # not format_ts's form (no writer of fased's makes one)
+        return ts[:16]
 
 
 def _failed(con: sqlite3.Connection, e: dict) -> None:
@@ -146,6 +217,7 @@ HANDLERS = {
     "turn.aborted": _aborted,
     "turn.abandoned": _abandoned,
     "turn.steered": _steered,
+    "turn.step": _step,
     "model.cooldown": _cooldown,
 }
 
@@ -178,9 +250,9 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
     asked_last: dict[str, str] = {}
     lines: list[tuple[int, str, bool, str]] = []  # (seq, turn, is reply, line after "parent")
     for (turn, message, queued_at, queued_seq, reply, finished_at, model, tokens_in, tokens_out,
-         state, reply_seq, merged_into) in cur.execute(
+         cost, state, reply_seq, merged_into) in cur.execute(
             "SELECT id, message, queued_at, queued_seq, reply, finished_at, model_used,"
-            " input_tokens, output_tokens, state, reply_seq, merged_into FROM turns"
+            " input_tokens, output_tokens, cost, state, reply_seq, merged_into FROM turns"
             " WHERE session = ? ORDER BY queued_seq", (session,)):
         if merged_into is not None:
             asked_last[merged_into] = turn
@@ -192,7 +264,8 @@ def write_transcript(con: sqlite3.Connection, home: Path, session: str) -> None:
                                         f'"ts": {s(finished_at)}, "turn": {turn_json}, '
                                         f'"model": {s(model)}, "usage": {{"input_tokens": '
                                         f'{_json_int(tokens_in)}, "output_tokens": '
-                                        f'{_json_int(tokens_out)}}}'
+                                        f'{_json_int(tokens_out)}'
+                                        + ("}" if cost is None else f', "cost": {cost!r}}}')
                                         + (', "aborted": true}\n' if state == "aborted"
                                            else '}\n')))
     lines += _tool_lines(cur, session)

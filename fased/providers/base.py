@@ -57,10 +57,13 @@ _HINTS = {
 
 @dataclass
 class Usage:
-    """Token counts as reported by the server (None when it did not say)."""
+    """Token counts and cost as reported by the server (None when it did not say). `cost` is
+    US dollars: LiteLLM's `x-litellm-response-cost` header, or `usage.cost` in the body
+    (LiteLLM's streamed usage, OpenRouter)."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cost: float | None = None
 
 
 @dataclass
@@ -252,7 +255,8 @@ def safe_result(result: ChatResult) -> ChatResult:
     if result.finish_reason is not None:
         result.finish_reason = repair(str(result.finish_reason))[0]
     result.model = repair(result.model)[0] if isinstance(result.model, str) else ""
-    result.usage = Usage(_count(result.usage.input_tokens), _count(result.usage.output_tokens))
+    result.usage = Usage(_count(result.usage.input_tokens), _count(result.usage.output_tokens),
+                         as_cost(result.usage.cost))
     result.replaced_chars += replaced
     return result
 
@@ -266,6 +270,26 @@ def _count(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
+
+
+MAX_COST = 1e9  # dollars for one call: anything above is not a price
+
+
+def as_cost(value: Any) -> float | None:
+    """A cost a server reported (a number, or a header's decimal text) as dollars; None for
+    anything that is not a finite amount from 0 to MAX_COST."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) > 40:
+            return None
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or not 0 <= value <= MAX_COST:
+        return None  # NaN fails the comparison too
+    return float(value)
 
 
 class StreamParser:

@@ -29,6 +29,7 @@ from .base import (
     DeltaCallback,
     ProviderError,
     StreamParser,
+    as_cost,
     classify_error_object,
     classify_status,
     display_url,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     import requests
 
 _DETAIL_MAX = 200
+COST_HEADER = "x-litellm-response-cost"
 _DRAIN_TIMEOUT = 1.0
 _PHRASES = {
     "auth": "authentication failed",
@@ -307,6 +309,10 @@ class HttpClient(Client):
                 with self._reading(model):
                     result = safe_result(self._parse_full(data, model))
                 result.replaced_chars += replaced
+                if result.usage.cost is None:
+                    # a LiteLLM proxy prices each call; a stream's headers leave before the
+                    # price is known, so only a whole reply's header is read
+                    result.usage.cost = as_cost(resp.headers.get(COST_HEADER))
             try:
                 result.tool_calls = route_calls(result.tool_calls)
             except CallsRejected as exc:

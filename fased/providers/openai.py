@@ -82,7 +82,7 @@ class SseDecoder:
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
-    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"))
+    return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("cost"))
 
 
 def _content_text(content: Any) -> str:
