@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from fased.commands.output import agent_option, echo_json, note, store
+from fased.commands.output import agent_option, echo_json, echo_reply, note, store
 
 
 @click.command()
@@ -85,7 +85,8 @@ def _message(argument: str | None) -> str | None:
     if piped and argument:
         return check_message(f"{piped.rstrip()}\n\n{argument}")
     if piped and piped.strip():
-        return piped
+        # the newline that ends a piped file or `echo` is not part of the message
+        return piped[:-1] if piped.endswith("\n") else piped
     return check_message(argument) if argument and argument.strip() else None
 
 
@@ -136,9 +137,7 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
     if json_:
         echo_json({**result.to_dict(), "replayed": queued.replayed})
     elif sink is None and result.state in ("completed", "aborted"):
-        # color=True: the reply is data, so click must not strip ANSI codes from it
-        click.echo(result.reply, nl=sys.stdout.isatty() and not result.reply.endswith("\n"),
-                   color=True)
+        echo_reply(result.reply)
     if result.state == "aborted":
         raise click.exceptions.Exit(130)
     require_success(result)
@@ -155,6 +154,6 @@ def _sink(st):
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    inner = StreamSink(write, note, end_line=sys.stdout.isatty())
+    inner = StreamSink(write, note)
     on, lo, hi, brk = block_settings(st.db())
     return BlockSink(inner, lo, hi, brk) if on else inner

@@ -68,6 +68,13 @@ def echo_jsonl(value: object) -> None:
                                      default=str)))
 
 
+def echo_reply(text: str) -> None:
+    """A reply as data on stdout: its own bytes (ANSI codes too: click must not strip them),
+    then a newline as every Unix tool's output has, unless it ends with one already. An
+    empty reply prints nothing."""
+    click.echo(text, nl=bool(text) and not text.endswith("\n"), color=True)
+
+
 def note(message: str) -> None:
     """A diagnostic line: stderr, so stdout stays data."""
     click.echo(printable(message, multiline=True), err=True)

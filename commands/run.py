@@ -8,7 +8,7 @@ import time
 import click
 
 from fased.bounds import LEASE_SECONDS, POLL_SECONDS
-from fased.commands.output import agent_option, echo_jsonl, note, store
+from fased.commands.output import agent_option, echo_jsonl, echo_reply, note, store
 from fased.commands.types import count, seconds
 from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 
@@ -81,7 +81,7 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
         if json_:
             echo_jsonl({"delivery": "stdout", **delivery})
         else:
-            click.echo(delivery["reply"], color=True)  # data: keep its ANSI codes
+            echo_reply(delivery["reply"])
 
     from fased.approvals import expire_due
 

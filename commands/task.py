@@ -213,6 +213,7 @@ def deliver_(task_id, turn, json_):
     \b
     Exit codes: 0 delivered, 1 the delivery failed (recorded) or no such run, 2 no target.
     """
+    from fased.commands.output import echo_reply
     from fased.tasks import deliver_again
 
     replies: list[str] = []
@@ -221,7 +222,7 @@ def deliver_(task_id, turn, json_):
         if json_:
             replies.append(delivery["reply"])
         else:
-            click.echo(delivery["reply"], color=True)  # data: keep its ANSI codes
+            echo_reply(delivery["reply"])
 
     outcome = deliver_again(store(), task_id, turn, emit)
     if json_:
@@ -267,6 +268,7 @@ def run_(task_id, queue_only, json_):
     target's error on stderr; the reply stays in the session), 5 every model failed.
     """
     from fased.chat import Queued, answer
+    from fased.commands.output import echo_reply
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
     st = store()
@@ -284,12 +286,23 @@ def run_(task_id, queue_only, json_):
         click.echo(queued.turn)
         return
     result = answer(st, queued, note=note)
-    delivered = [d for d in deliver_pending(st, lambda d: note(d["reply"]))
-                 if d["turn"] == queued.turn]
+    shown: list[str] = []
+
+    def emit(delivery: dict) -> None:
+        """A stdout target: this run's reply is the one the command prints (once); a pending
+        reply of another task goes to stderr, so stdout holds only this run's."""
+        if delivery["turn"] != queued.turn:
+            note(delivery["reply"])
+        elif not json_:
+            echo_reply(delivery["reply"])
+            shown.append(delivery["turn"])
+
+    delivered = [d for d in deliver_pending(st, emit) if d["turn"] == queued.turn]
     if json_:
         echo_json({**result.to_dict(), **({"delivery": delivered[0]} if delivered else {})})
     elif result.state == "completed":
-        click.echo(result.reply, color=True)  # data: keep its ANSI codes
+        if not shown:
+            echo_reply(result.reply)
     else:
         say(f"Error: {result.error}")
     if result.state != "completed":

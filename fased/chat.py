@@ -6,6 +6,7 @@ Output sinks decide how a reply reaches stdout:
   new line and says so on stderr.
 - BlockSink sends completed blocks (block streaming) through a StreamSink.
 - With no sink the caller prints the final reply once (pipes and files get exactly it).
+Either way the reply ends with a newline, unless it is empty or ends with one itself.
 """
 
 from __future__ import annotations
@@ -168,11 +169,9 @@ def withdraw(store: Store, queued: Queued) -> bool:
 class StreamSink:
     """Writes a streamed reply as it arrives, without repeating a retried prefix."""
 
-    def __init__(self, write: Callable[[str], None], warn: Callable[[str], None],
-                 end_line: bool = True):
+    def __init__(self, write: Callable[[str], None], warn: Callable[[str], None]):
         self.write = write
         self.warn = warn
-        self.end_line = end_line
         self.shown = ""
         self.current: list[str] = []
         self.current_len = 0
@@ -208,13 +207,13 @@ class StreamSink:
         self.write("\n" + text)
 
     def finish(self) -> None:
-        """Show a retried reply that stopped short of what was shown; end the line (on a
-        terminal: a pipe or file gets exactly the reply)."""
+        """Show a retried reply that stopped short of what was shown; end the line, as every
+        Unix tool's output does (a reply that ends with a newline gets no second one)."""
         text = "".join(self.current)
         if self.current_len and text != self.shown:
             self._show_again(text)
             self.shown = text
-        if self.end_line and self.shown and not self.shown.endswith("\n"):
+        if self.shown and not self.shown.endswith("\n"):
             self.write("\n")
 
 

@@ -204,7 +204,7 @@ def test_chat_of_a_merged_message_prints_the_merged_reply(models, run, ok, serve
     result = run("chat", "two")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "two"
+    assert result.stdout == "two\n"
     [completed] = of_type(models, "turn.completed")
     assert len(completed["data"]["merged"]) == 1
     assert [user_messages(r) for r in server.requests] == [["one", "two"]]

@@ -686,6 +686,35 @@ def test_stdout_delivery_is_printed_by_the_runner(home, ok, tick, server):
     assert tick("2026-03-02T09:30:00Z").stdout == ""  # delivered once
 
 
+@pytest.mark.parametrize("reply", ["two lines\nend\n", "no newline"])
+def test_a_reply_on_stdout_ends_with_one_newline(home, ok, run, tick, server, reply):
+    """run, task run and task deliver print a stdout target's reply byte-exact, ending its
+    last line once: a reply that ends with a newline gets no second one."""
+    server.default = Echo()
+    expected = reply if reply.endswith("\n") else reply + "\n"
+    new_task(ok, "--every", "1h", "--message", reply, "--deliver", "stdout")
+    assert tick("2026-03-02T09:00:00Z").stdout == expected
+    assert ok("task", "deliver", "task-1") == expected
+    manual = run("task", "run", "task-1")
+    assert manual.exit_code == 0, manual.stderr
+    assert manual.stdout == expected
+
+
+def test_task_run_with_a_stdout_target_prints_the_reply_once(home, ok, run, server):
+    server.default = Echo()
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", "stdout")
+
+    result = run("task", "run", "task-1")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "report\n"
+    assert "report" not in result.stderr
+    [d] = [e["data"] for e in of_type(home, "task.delivered")]
+    assert (d["target"], d["ok"]) == ("stdout", True)
+    as_json = json.loads(ok("task", "run", "task-1", "--json"))
+    assert (as_json["reply"], as_json["delivery"]["ok"]) == ("report", True)
+
+
 def test_file_delivery_appends_each_reply(home, ok, tick, server, tmp_path):
     server.default = Echo()
     out = tmp_path / "replies.txt"
