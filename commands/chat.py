@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from fased.commands.output import agent_option, echo_json, echo_reply, note, store
+from fased.commands.output import agent_option, echo_json, echo_reply, note, store, turn_json
 
 
 @click.command()
@@ -19,7 +19,8 @@ from fased.commands.output import agent_option, echo_json, echo_reply, note, sto
 @click.option("--save", is_flag=True, help="With --model: make it the agent's primary model.")
 @click.option("--stream/--no-stream", "stream", default=None,
               help="Stream the reply as it arrives (default: on a terminal; a pipe or file "
-              "gets the complete reply at once).")
+              "gets the complete reply at once). --no-stream also asks the server for one "
+              "document (\"stream\": false).")
 @click.option("--queue", "queue_only", is_flag=True,
               help="Only queue the message for `fased run`; print the turn id.")
 @click.option("--schedule", metavar="WHEN",
@@ -126,7 +127,7 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
     sink = _sink(st) if live else None
     try:
         result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
-                        on_tool=show_tool)
+                        on_tool=show_tool, stream=stream is not False)
     except KeyboardInterrupt:
         if withdraw(st, queued):
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
@@ -135,13 +136,13 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
     if sink is not None and result.state == "completed":
         sink.finish()
     if json_:
-        echo_json({**result.to_dict(), "replayed": queued.replayed})
+        echo_json(turn_json(result, queued.replayed))
     elif sink is None and result.state in ("completed", "aborted"):
         echo_reply(result.reply)
     if result.state == "aborted":
         raise click.exceptions.Exit(130)
     require_success(result)
-    if sys.stderr.isatty() and result.model:
+    if sys.stderr.isatty() and result.model and not json_:  # --json is for programs
         note(f"[{result.model} · {result.usage.get('input_tokens') or '?'} in / "
              f"{result.usage.get('output_tokens') or '?'} out · "
              f"{(result.latency_ms or 0) / 1000:.1f} s]")

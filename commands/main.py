@@ -182,12 +182,47 @@ class App:
         if self._store is None:
             from fased.store import Store
 
+            identity = None
+            if self.idempotency_key is not None:
+                identity = command_line(without_output_options(self.argv))
             self._store = Store(self.home_option, key=self.idempotency_key,
-                                command=command_line(self.argv))
+                                command=command_line(self.argv), identity=identity)
         return self._store
 
 
 _GLOBAL_OPTIONS = ("--home", "--idempotency-key")
+
+
+# options that change only how a command shows its result, never what it does: not part of
+# the command's identity, so a retry with or without them replays its idempotency key
+OUTPUT_OPTIONS = frozenset({"json_", "stream"})
+
+
+def without_output_options(argv: list[str]) -> list[str]:
+    """argv without the output-only options of the commands it names (`--json`, `--stream`,
+    `--no-stream`), read the way click parses it: an option's value, or anything after
+    `--`, is kept as it is."""
+    ctx = click.Context(cli)
+    command: click.Command = cli
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            out.append(arg)
+            out.extend(args)
+            break
+        if not arg.startswith("-") or arg == "-":
+            if isinstance(command, click.Group):
+                command = command.get_command(ctx, arg) or command
+            out.append(arg)
+            continue
+        option = next((p for p in command.params if isinstance(p, click.Option)
+                       and arg.split("=", 1)[0] in (*p.opts, *p.secondary_opts)), None)
+        value = [] if option is None or option.is_flag or option.count or "=" in arg else \
+            [next(args, None)]
+        if option is None or option.name not in OUTPUT_OPTIONS:
+            out.extend([arg, *(v for v in value if v is not None)])
+    return out
 
 
 def command_line(argv: list[str]) -> str:

@@ -68,6 +68,16 @@ def echo_jsonl(value: object) -> None:
                                      default=str)))
 
 
+def turn_json(result, replayed: bool = False) -> dict:
+    """A finished turn as `chat --json`, `run --json` and `task run --json` print it: the same
+    keys whatever the command or the turn's outcome (`replayed`: an idempotency key found
+    it done)."""
+    report = result.to_dict()
+    report.setdefault("approval", None)
+    report["replayed"] = replayed
+    return report
+
+
 def echo_reply(text: str) -> None:
     """A reply as data on stdout: its own bytes (ANSI codes too: click must not strip them),
     then a newline as every Unix tool's output has, unless it ends with one already. An

@@ -268,7 +268,7 @@ def run_(task_id, queue_only, json_):
     target's error on stderr; the reply stays in the session), 5 every model failed.
     """
     from fased.chat import Queued, answer
-    from fased.commands.output import echo_reply
+    from fased.commands.output import echo_reply, turn_json
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
     st = store()
@@ -299,7 +299,8 @@ def run_(task_id, queue_only, json_):
 
     delivered = [d for d in deliver_pending(st, emit) if d["turn"] == queued.turn]
     if json_:
-        echo_json({**result.to_dict(), **({"delivery": delivered[0]} if delivered else {})})
+        echo_json({**turn_json(result, outcome.replayed),
+                   **({"delivery": delivered[0]} if delivered else {})})
     elif result.state == "completed":
         if not shown:
             echo_reply(result.reply)

@@ -92,13 +92,13 @@ def result_from_row(con: sqlite3.Connection, turn_id: str) -> TurnResult | None:
 
 def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] = lambda s: None,
            poll: float = 0.1, lease: float | None = None, approver=None,
-           on_tool=None) -> TurnResult:
+           on_tool=None, stream: bool = True) -> TurnResult:
     """Run `queued` in the foreground. Earlier queued turns of the same session are answered
     first (in order, not printed); a turn another runner holds is waited for. A reply that
     was not streamed here (another runner answered, or a retry with the same idempotency key
-    finds it done) goes to `sink` whole."""
+    finds it done) goes to `sink` whole. `stream=False` asks the server for one document."""
     kwargs = {"lease": lease} if lease else {}
-    runner = Runner(store, note=note, **kwargs)
+    runner = Runner(store, note=note, stream=stream, **kwargs)
     waited = False
     while True:
         done = result_from_row(store.db(check_files=False), queued.turn)

@@ -107,6 +107,24 @@ def test_a_piped_reply_ends_with_one_newline(models, ok, server, tmp_path, kind,
     assert proc.stdout.strip() == "1"
 
 
+@pytest.mark.parametrize("kind", ["ollama", "openai-compatible", "anthropic"])
+def test_no_stream_asks_the_server_for_one_document(models, ok, run, server, kind):
+    if kind == "anthropic":
+        ok("agent", "models", "providers", "add", "an", "--kind", kind, "--base-url",
+           server.url)
+        ok("agent", "models", "auth", "an", "--stdin", input="sk-ant-test-key\n")
+        ok("agent", "models", "set", "primary", "an/fake-model")
+    else:
+        use_kind(ok, server, kind)
+
+    streamed = run("chat", "hi")
+    whole = run("chat", "--no-stream", "hi")
+
+    assert (streamed.exit_code, whole.exit_code) == (0, 0), whole.stderr
+    assert streamed.stdout == whole.stdout == DEFAULT_TEXT + "\n"
+    assert [r["json"]["stream"] for r in server.requests] == [True, False]
+
+
 @pytest.mark.parametrize("option", ["", "--stream"])
 def test_pipe_out_into_another_command(models, server, tmp_path, option):
     """A reply that ends with a newline itself gets no second one; its bytes are unchanged."""
@@ -177,6 +195,20 @@ def test_on_a_terminal_the_reply_ends_the_line_and_a_status_follows(models, serv
     assert out == b"streamed\r\n"
     assert re.fullmatch(rb"\[ollama/fake-model \xc2\xb7 4 in / 1 out \xc2\xb7 \d+\.\d s\]\r\n",
                         err), err
+
+
+def test_json_on_a_terminal_prints_no_footer(models, server):
+    (out_main, out_child), (err_main, err_child) = pty.openpty(), pty.openpty()
+    proc = subprocess.Popen([*FASED, "chat", "--json", "hi"], stdin=subprocess.DEVNULL,
+                            stdout=out_child, stderr=err_child)
+    os.close(out_child)
+    os.close(err_child)
+    out, err = read_terminals(out_main, err_main)
+    proc.wait(timeout=30)
+
+    assert proc.returncode == 0, err
+    assert json.loads(out)["reply"] == DEFAULT_TEXT
+    assert err == b""
 
 
 def test_message_from_stdin_only(models, run, server):
@@ -289,6 +321,36 @@ def test_a_retried_chat_with_an_idempotency_key_is_answered_once(models, run, se
     queued_again = run("--idempotency-key", "k-2", "chat", "--queue", "later")
     assert queued.stdout == queued_again.stdout
     assert len(of_type(models, "turn.queued")) == 2
+
+
+def test_output_options_are_not_part_of_an_idempotency_key(models, run, ok, server):
+    """A retry that adds --json (or --stream, --no-stream) is the same command; one that
+    changes what it asks for is not."""
+    server.default = Echo()
+
+    plain = run("--idempotency-key", "k-1", "chat", "hi")
+    as_json = run("--idempotency-key", "k-1", "chat", "--json", "hi")
+    streamed = run("--idempotency-key", "k-1", "chat", "--no-stream", "--stream", "hi")
+
+    assert (plain.exit_code, as_json.exit_code, streamed.exit_code) == (0, 0, 0), as_json.stderr
+    assert plain.stdout == streamed.stdout == "hi\n"
+    assert (json.loads(as_json.stdout)["reply"], json.loads(as_json.stdout)["replayed"]) == (
+        "hi", True)
+    assert len(server.requests) == 1
+    other = run("--idempotency-key", "k-1", "chat", "--json", "--", "--json")
+    assert other.exit_code == 3
+    assert "already used by another command (fased chat hi)" in other.stderr
+
+    first = json.loads(ok("--idempotency-key", "k-2", "task", "new", "--every", "1h",
+                          "--message", "m", "--json"))
+    assert ok("--idempotency-key", "k-2", "task", "new", "--every", "1h", "--message",
+              "m").startswith(f"Created {first['task']}:")
+    ok("--idempotency-key", "k-3", "session", "new", "--name", "x")
+    again = json.loads(ok("--idempotency-key", "k-3", "session", "new", "--name", "x",
+                          "--json"))
+    assert len(of_type(models, "task.created")) == 1
+    assert [e["data"]["name"] for e in of_type(models, "session.created")
+            if e["data"].get("name")] == ["x"], again
 
 
 def test_a_streamed_chat_answered_elsewhere_still_shows_the_reply(models, run, server):
