@@ -47,6 +47,23 @@ class LazyGroup(click.Group):
             return getattr(module, attr)
         return super().get_command(ctx, name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        # click suggests only among the commands it has loaded: a lazy group's are not, yet
+        name = args[0] if args else ""
+        if not ctx.resilient_parsing and not name.startswith("-") and \
+                self.get_command(ctx, name) is None:
+            from difflib import get_close_matches
+
+            close = sorted(get_close_matches(name, self.list_commands(ctx)))
+            quoted = ", ".join(repr(c) for c in close)
+            message = f"No such command {name!r}."
+            if len(close) == 1:
+                message += f" Did you mean {quoted}?"
+            elif close:
+                message += f" (Did you mean one of: {quoted}?)"
+            raise click.UsageError(message, ctx)
+        return super().resolve_command(ctx, args)
+
 
 class RootGroup(LazyGroup):
     """The root group: every failure below it becomes one line on stderr and an exit code."""
