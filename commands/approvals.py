@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
+from fased.commands.main import FasedGroup
 from fased.commands.output import echo_json, json_option, note, say, store, table
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def approvals() -> None:
     """Approve or deny what an agent asked to run where nobody could be asked.
 

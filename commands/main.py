@@ -30,7 +30,24 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class FasedGroup(click.Group):
+    """A group whose help lists each command's whole one-line summary: click cuts it to the
+    width left beside the longest name, ending in "...". Its sub-groups are FasedGroups."""
+
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)  # wraps a long summary under itself
+
+
+class LazyGroup(FasedGroup):
     """A group whose sub-commands are imported on first use."""
 
     def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):

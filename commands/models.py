@@ -9,12 +9,13 @@ import sys
 import click
 
 from fased.bounds import TIMEOUT_SECONDS
+from fased.commands.main import FasedGroup
 from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
 from fased.commands.types import count, seconds
 from fased.errors import ConflictError, FasedError, UsageError
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def models() -> None:
     """Providers, credentials and this agent's primary, fallback and task models.
 

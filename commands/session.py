@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from fased.commands.main import FasedGroup
 from fased.commands.output import agent_option, echo_json, json_option, say, store, table
 from fased.commands.types import count
 from fased.errors import ConflictError
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def session() -> None:
     """Sessions: the working contexts (conversations) under an agent.
 

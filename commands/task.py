@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from fased.commands.main import FasedGroup
 from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
 from fased.commands.types import Message, Name, count
 from fased.errors import FasedError, UsageError
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def task() -> None:
     """Tasks: messages sent to an agent's session on a schedule; `fased run` fires them.
 

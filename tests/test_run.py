@@ -224,15 +224,3 @@ def test_run_json_lines_have_the_keys_of_chat_json(models, run, ok, server):
     assert {k: v for k, v in line.items() if k not in ("turn", "reply", "timings", "usage")} == {
         k: v for k, v in chat.items() if k not in ("turn", "reply", "timings", "usage")}
 
-
-@pytest.mark.parametrize(("args", "suggestion"), [
-    (["chatt"], "chat"), (["agent", "modles"], "models"), (["agent", "toosl"], "tools"),
-    (["agent", "models", "statsu"], "status"), (["task", "lst"], "list"),
-    (["agent", "models", "providers", "detetc"], "detect")])
-def test_a_mistyped_command_suggests_the_one_meant(run, args, suggestion):
-    """In every group, the lazily loaded ones (root, agent) included."""
-    result = run(*args)
-
-    assert result.exit_code == 2
-    assert result.stderr.splitlines()[-1] == (
-        f"Error: No such command '{args[-1]}'. Did you mean '{suggestion}'?")
