@@ -78,6 +78,12 @@ def turn_json(result, replayed: bool = False) -> dict:
     return report
 
 
+def shown_time(ts: str | None, missing: str = "-") -> str:
+    """A recorded UTC time as tables and show commands print it: to the second, with a space
+    (`2026-03-02 09:00:00`); --json keeps its full precision."""
+    return ts[:19].replace("T", " ") if ts else missing
+
+
 def echo_reply(text: str) -> None:
     """A reply as data on stdout: its own bytes (ANSI codes too: click must not strip them),
     then a newline as every Unix tool's output has, unless it ends with one already. An

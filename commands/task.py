@@ -5,7 +5,16 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import FasedGroup
-from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.output import (
+    agent_option,
+    echo_json,
+    json_option,
+    note,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import Message, Name, count
 from fased.errors import FasedError, UsageError
 
@@ -56,7 +65,16 @@ def _schedule_options(fn):
 @json_option
 def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep_after_run,
         json_):
-    """Create a task: exactly one of --cron, --every, --at, and a --message."""
+    """Create a task: exactly one of --cron, --every, --at, and a --message.
+
+    \b
+    Examples:
+      fased task new --every 1h --message "check the build" --session ops
+      fased task new --cron "0 9 * * 1-5" --tz Europe/Berlin --message "standup notes"
+      fased task new --at 09:00 --tz Europe/Berlin --message "call the bank"
+      fased task new --at 20m --message "remind me to stretch" --deliver stdout
+      fased task new --every 1d --message "summary" --deliver file:/tmp/summary.txt
+    """
     from fased.schedule import parse_schedule
     from fased.tasks import check_target, create_drafts
 
@@ -83,7 +101,7 @@ def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep
                    "next_run": created["next_run"], "replayed": outcome.replayed})
         return
     say(f"Created {created['task']}: {schedule.describe()} in session "
-        f"{created['agent']}/{created['session']}; next run {created['next_run']}.")
+        f"{created['agent']}/{created['session']}; next run {_next(created['next_run'])}.")
 
 
 def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) -> None:
@@ -106,8 +124,12 @@ def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) ->
         echo_json({"task": created["task"], "schedule": schedule.describe(),
                    "next_run": created["next_run"], "session": created["session"]})
     else:
-        say(f"Scheduled {created['task']}: {schedule.describe()} in session "
-            f"{created['session']}; next run {created['next_run']}.")
+        say(f"Created {created['task']}: {schedule.describe()} in session "
+            f"{created['session']}; next run {_next(created['next_run'])}.")
+
+
+def _next(ts: str | None) -> str:
+    return f"{shown_time(ts)} UTC" if ts else "none"
 
 
 @task.command("list")
@@ -138,10 +160,24 @@ def list_(agent, session, all_, json_):
     if json_:
         echo_json(rows)
         return
-    table([(r["id"], r["agent"], r["session"], r["schedule"], (r["next_run"] or "-")[:16],
-            r["last_status"] or "-", "yes" if r["enabled"] else r["state"],
-            r["name"] or r["message"][:40]) for r in rows],
-          ("ID", "AGENT", "SESSION", "SCHEDULE", "NEXT RUN (UTC)", "LAST", "ENABLED", "TASK"))
+    if not rows:
+        note("No tasks" + ("" if all_ else " (`--all` shows cancelled and done ones)")
+             + ': `fased task new --every 1h --message "check the build"`.')
+        return
+    table([(r["id"], r["agent"], r["session"], _schedule(r), shown_time(r["next_run"]),
+            _status(r["last_status"]), r["state"], r["name"] or r["message"][:40]) for r in rows],
+          ("ID", "AGENT", "SESSION", "SCHEDULE", "NEXT RUN (UTC)", "LAST", "STATE", "TASK"))
+
+
+def _status(last_status: str | None) -> str:
+    """A run's status in the words `task history` uses for it (the projection says `ok`)."""
+    return {"ok": "completed", None: "-"}.get(last_status, last_status)
+
+
+def _schedule(task: dict) -> str:
+    """The schedule for people: a one-off time to the second, like every time shown."""
+    spec = task["schedule_spec"]
+    return f"at {shown_time(spec['expr'])} UTC" if spec["kind"] == "at" else task["schedule"]
 
 
 @task.command("show")
@@ -161,20 +197,29 @@ def show(task_id, last, json_):
         return
     say(f"{detail['id']}{' (' + detail['name'] + ')' if detail['name'] else ''}: "
         f"{detail['state']}")
+    times = ("next_run", "retry_at", "last_run", "created_at")
     for label, key in (("Agent", "agent"), ("Session", "session"), ("Schedule", "schedule"),
                        ("Message", "message"), ("Model", "model"), ("Deliver", "deliver"),
-                       ("Next run", "next_run"), ("Retry at", "retry_at"),
-                       ("Last run", "last_run"), ("Last status", "last_status"),
-                       ("Failures", "failures"), ("Runs", "runs")):
-        if detail[key] not in (None, ""):
-            say(f"  {label + ':':<13}{detail[key]}")
+                       ("Created", "created_at"), ("Next run", "next_run"),
+                       ("Retry at", "retry_at"), ("Last run", "last_run"),
+                       ("Last status", "last_status"), ("Failures", "failures"),
+                       ("Runs", "runs")):
+        value = detail[key]
+        if value not in (None, ""):
+            if key == "schedule":
+                value = _schedule(detail)
+            elif key == "last_status":
+                value = _status(value)
+            elif key in times:
+                value = f"{shown_time(value)} UTC"
+            say(f"  {label + ':':<13}{value}")
     _print_history(detail["history"])
 
 
 def _print_history(runs: list[dict]) -> None:
     if not runs:
         return
-    say("  Runs:")
+    say("  Recent runs (UTC):")
     for r in runs:
         extra = []
         if r["skipped"]:
@@ -189,7 +234,7 @@ def _print_history(runs: list[dict]) -> None:
             extra.append(f"delivery {'ok' if r['delivery_ok'] else 'failed'} "
                          f"({r['delivery']})" + (f": {r['delivery_error']}"
                                                  if r["delivery_error"] else ""))
-        say(f"    {r['fired_at'][:19].replace('T', ' ')}  {r['turn']}  {r['status']}"
+        say(f"    {shown_time(r['fired_at'])}  {r['turn']}  {r['status']}"
             + (f"  [{'; '.join(extra)}]" if extra else ""))
 
 
@@ -248,7 +293,11 @@ def history_(task_id, last, json_):
     if json_:
         echo_json(runs)
         return
-    table([(r["fired_at"][:19].replace("T", " "), r["turn"], r["status"], r["skipped"],
+    if not runs:
+        note(f"No runs of {task_id} yet: `fased run` fires it when it is due; "
+             f"`fased task run {task_id}` fires it now.")
+        return
+    table([(shown_time(r["fired_at"]), r["turn"], r["status"], r["skipped"],
             "-" if r["delivery"] is None else ("ok" if r["delivery_ok"] else "failed"),
             r["error"] or "") for r in runs],
           ("FIRED (UTC)", "TURN", "STATUS", "SKIPPED", "DELIVERY", "ERROR"))
