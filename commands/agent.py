@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import LazyGroup
-from fased.commands.output import echo_json, json_option, say, store, table
+from fased.commands.output import echo_json, json_option, say, shown_time, store, table
 from fased.commands.types import Name
 from fased.errors import ConflictError, UsageError
 
@@ -152,7 +152,7 @@ def show(agent_id, json_):
         ("Sandbox", detail["sandbox"]["summary"]),
         ("Sessions", f"{detail['sessions']} (current: {detail['current_session'] or '-'})"),
         ("Tasks", str(detail["tasks"])),
-        ("Created", detail["created_at"]),
+        ("Created", f"{shown_time(detail['created_at'])} UTC"),
     ]
     for label, value in lines:
         say(f"  {label + ':':<15}{value}")

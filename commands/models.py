@@ -10,7 +10,16 @@ import click
 
 from fased.bounds import TIMEOUT_SECONDS
 from fased.commands.main import FasedGroup
-from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.output import (
+    agent_option,
+    echo_json,
+    json_option,
+    note,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import count, seconds
 from fased.errors import ConflictError, FasedError, UsageError
 
@@ -195,7 +204,8 @@ def providers_show(provider, json_):
     if detail["models"] is None:
         say("  Models:     not fetched yet (`fased agent models list --refresh`)")
     else:
-        say(f"  Models:     {len(detail['models'])} (fetched {row['models_fetched_at']})")
+        say(f"  Models:     {len(detail['models'])} (fetched "
+            f"{shown_time(row['models_fetched_at'])} UTC)")
         for m in detail["models"]:
             say(f"    {row['id']}/{m}")
     if row["models_error"]:
@@ -396,7 +406,7 @@ def list_(provider, refresh, json_):
         return
     if not targets:
         note("No providers yet: `fased agent models providers detect`.")
-    table([(m["ref"], m["fetched_at"][:16].replace("T", " ")) for m in out],
+    table([(m["ref"], shown_time(m["fetched_at"])) for m in out],
           ("MODEL REF", "FETCHED (UTC)"))
 
 

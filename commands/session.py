@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import FasedGroup
-from fased.commands.output import agent_option, echo_json, json_option, say, store, table
+from fased.commands.output import (
+    agent_option,
+    echo_json,
+    json_option,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import count
 from fased.errors import ConflictError
 
@@ -82,10 +90,10 @@ def list_(agent, all_, json_):
         return
     table(
         [("*" if r["current"] else " ", r["id"], r["name"] or "", r["agent"],
-          r["created_at"][:16].replace("T", " "), r["updated_at"][:16].replace("T", " "),
+          shown_time(r["created_at"]), shown_time(r["updated_at"]),
           r["messages"], f"{r['tokens']['input']}/{r['tokens']['output']}", r["tasks"],
           "deleted" if r["deleted"] else "") for r in rows],
-        (" ", "ID", "NAME", "AGENT", "CREATED", "UPDATED", "MESSAGES", "TOKENS IN/OUT",
+        (" ", "ID", "NAME", "AGENT", "CREATED (UTC)", "UPDATED (UTC)", "MESSAGES", "TOKENS IN/OUT",
          "TASKS", "STATE"),
     )
 
@@ -142,7 +150,8 @@ def show(ref, agent, last, json_):
         f"of agent {detail['agent']}{' [current]' if detail['current'] else ''}"
         f"{' [deleted]' if detail['deleted'] else ''}")
     for label, value in (
-        ("Created", detail["created_at"]), ("Updated", detail["updated_at"]),
+        ("Created", f"{shown_time(detail['created_at'])} UTC"),
+        ("Updated", f"{shown_time(detail['updated_at'])} UTC"),
         ("Messages", detail["messages"]),
         ("Tokens", f"{detail['tokens']['input']} in, {detail['tokens']['output']} out"),
         ("Model", detail["model_override"] or "agent default"
@@ -159,7 +168,7 @@ def show(ref, agent, last, json_):
         say("")
         for m in detail["last_messages"]:
             text = m["content"] if len(m["content"]) <= 400 else m["content"][:400] + "…"
-            say(f"[{m['ts'][:19].replace('T', ' ')}] {m['role']}: {text}")
+            say(f"[{shown_time(m['ts'])}] {m['role']}: {text}")
 
 
 @session.command("rename")
