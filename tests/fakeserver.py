@@ -643,7 +643,11 @@ class FakeModelServer:
     def stop(self) -> None:
         self._stopping.set()
         if self._httpd is not None:
-            self._httpd.shutdown()
+            # shutdown() waits for serve_forever to notice, forever if its thread is gone:
+            # bounded, so a broken server fails its test instead of hanging the suite
+            stopper = threading.Thread(target=self._httpd.shutdown, daemon=True)
+            stopper.start()
+            stopper.join(5.0)
             self._httpd.server_close()
             self._httpd = None
         with self._lock:
