@@ -85,6 +85,11 @@ class OllamaClient(HttpClient):
             payload["tools"] = function_tools(tools)
         return "/api/chat", payload
 
+    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
+        """Ollama takes sampling parameters in `options`, beside num_predict."""
+        payload.setdefault("options", {}).update(
+            {k: v for k, v in options.items() if v is not None})
+
     def _stream_parser(
         self, model: str, on_delta: DeltaCallback | None, started: float
     ) -> StreamParser:

@@ -1,0 +1,43 @@
+"""Kind local: the embedded llama.cpp server (fased.local), spoken to with the
+OpenAI-compatible client like any other server; only where it listens is learned late."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fased.errors import FasedError
+
+from .base import ChatResult
+from .openai import OpenAIClient
+
+
+class LocalClient(OpenAIClient):
+    """An OpenAIClient whose server is started in this process on first use."""
+
+    family = "local"
+
+    def _setup(self) -> None:
+        super()._setup()
+        self.model_path = ""
+        self.model_name = ""
+
+    def _ensure_server(self) -> None:
+        from fased.local import server_url
+
+        self.base_url = server_url(self.model_path, self.model_name)
+
+    def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
+        self._ensure_server()
+        return super().chat(model, messages, **kwargs)
+
+    def list_models(self) -> list[str]:
+        """The one model the file holds (no server needed to say so)."""
+        return [self.model_name]
+
+    def probe(self, model: str | None, *, timeout: float = 10.0) -> str:
+        try:
+            self._ensure_server()
+        except FasedError as exc:
+            self.last_probe_error = exc  # type: ignore[assignment]
+            return "error"
+        return super().probe(model, timeout=timeout)
