@@ -447,10 +447,14 @@ def status(agent, probe, timeout, json_):
     else:
         click.echo(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
+        # a TOOLS column when some model cannot use tools (kind local): the others can
+        toolless = any(r.get("tools") is False for r in report["refs"])
         table([(_role(r), r["ref"] or "-", r["provider_state"], r["credential"],
-                "-" if r.get("tools") is None else "yes" if r["tools"] else "no",
+                *([] if not toolless else ["-" if r.get("tools") is None else
+                                           "yes" if r["tools"] else "no"]),
                 probe_text(r)) for r in report["refs"]],
-              ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "TOOLS", "PROBE" if probe else ""))
+              ("ROLE", "REF", "PROVIDER", "CREDENTIAL", *(["TOOLS"] if toolless else []),
+               "PROBE" if probe else ""))
     if not report["ready"]:
         raise click.exceptions.Exit(1)
 

@@ -50,8 +50,7 @@ def agent_model_status(store: Store, agent: str | None, probe: bool = False,
 
 def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: float) -> dict:
     entry = {"role": role, "ref": ref, "provider": None, "provider_state": "-",
-             "credential": "-", "credential_ready": False, "credential_problem": None,
-             "tools": None}
+             "credential": "-", "credential_ready": False, "credential_problem": None}
     if ref is None:
         return entry
     try:
