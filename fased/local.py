@@ -237,6 +237,7 @@ def _start(model_path: str, name: str, cache: Path | None) -> tuple[object, str]
     params.verbosity = -1
     params.n_ctx = int(os.environ.get("FASED_LOCAL_CTX", "4096"))
     params.n_parallel = 1
+    params.fit_params = False  # its dry run (fitting layers to device memory) costs ~0.4 s
     params.cpuparams.n_threads = max(1, min(os.cpu_count() or 1, 8))
     params.cpuparams_batch.n_threads = params.cpuparams.n_threads
     if cache is not None:
