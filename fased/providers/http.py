@@ -297,8 +297,7 @@ class HttpClient(Client):
         options: dict[str, Any] | None = None,
     ) -> ChatResult:
         path, payload = self._chat_request(model, messages, stream, max_tokens, tools)
-        if options:
-            self._sampling(payload, options)
+        self._sampling(payload, options or {})
         started = time.monotonic()
         # A probe's limits bound its whole request; a chat has the (long) chat deadline.
         with net.Deadline(self.deadline if timeout is None else timeout[1]):

@@ -15,6 +15,14 @@ class LocalClient(OpenAIClient):
     """An OpenAIClient whose server is started in this process on first use."""
 
     family = "local"
+    #: a tiny model may ramble until its context is full: minutes on a CPU
+    DEFAULT_MAX_TOKENS = 256
+    #: llama.cpp's own knob against the loops tiny models fall into ("I'm ready to help.")
+    REPEAT_PENALTY = 1.15
+
+    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
+        super()._sampling(payload, options)
+        payload.setdefault("repeat_penalty", self.REPEAT_PENALTY)
 
     def _setup(self) -> None:
         super()._setup()
@@ -30,6 +38,9 @@ class LocalClient(OpenAIClient):
 
     def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
         self._ensure_server()
+        options = kwargs.get("options") or {}
+        if kwargs.get("max_tokens") is None and options.get("max_tokens") is None:
+            kwargs["max_tokens"] = self.DEFAULT_MAX_TOKENS
         result = super().chat(model, messages, **kwargs)
         if self.home is not None:
             from fased.local import save_prompt

@@ -201,14 +201,13 @@ def bench_local(tmp: Path, runs: int = 7) -> None:
     """The embedded model (needs fased[local]): `fased chat hello` as a whole process, peak
     RSS, the start of the embedded server, tokens/s. The model is pulled once into
     ~/.cache/fased-test-models (as tests/test_local_model.py does) and linked into the home."""
-    import json
     import resource
 
     from fased.local import PULLABLE
 
     spec = PULLABLE["smollm2-135m"]
     cache = Path.home() / ".cache" / "fased-test-models" / spec.sha256[:16]
-    subprocess.run(FASED + ["agent", "models", "pull", spec.name],
+    subprocess.run([*FASED, "agent", "models", "pull", spec.name],
                    env=env_for(cache, FASED_EMBEDDED="0"), check=True,
                    stdout=subprocess.DEVNULL)
     home = tmp / "local"
