@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import LazyGroup
-from fased.commands.output import echo_json, json_option, note, say, store, table
+from fased.commands.output import echo_json, json_option, note, say, shown_time, store, table
 from fased.commands.types import Name, complete_agents, complete_model_refs
 from fased.errors import ConflictError, UsageError
 
@@ -170,7 +170,7 @@ def show(agent_id, json_):
         ("Tasks", str(detail["tasks"])),
         ("Usage", _usage_line(used)),
         ("Wallet", _wallet_line(detail["wallet"], con)),
-        ("Created", detail["created_at"]),
+        ("Created", f"{shown_time(detail['created_at'])} UTC"),
     ]
     for label, value in lines:
         say(f"  {label + ':':<15}{value}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import echo_json, json_option, note, say, store, table
+from fased.commands.main import FasedGroup
+from fased.commands.output import echo_json, json_option, note, say, shown_time, store, table
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def approvals() -> None:
     """Approve or deny what an agent asked to run where nobody could be asked.
 
@@ -42,7 +43,7 @@ def list_(all_: bool, json_: bool) -> None:
     if not rows:
         note("No approval is waiting." if not all_ else "No approval requests yet.")
         return
-    table([(r["id"], r["state"], f"{r['agent']}/{r['session']}", r["expires_at"][:19],
+    table([(r["id"], r["state"], f"{r['agent']}/{r['session']}", shown_time(r["expires_at"]),
             r["command"]) for r in rows], ("ID", "STATE", "AGENT/SESSION", "EXPIRES (UTC)",
                                            "COMMAND"))
 
@@ -118,7 +119,7 @@ def allowlist(ctx: click.Context, json_: bool) -> None:
     if not rows:
         note("No allowlist entries (tools.exec.allowlist is empty and nothing was granted).")
         return
-    table([(r["id"] or "-", r["agent"], (r["expires_at"] or "")[:19] or "never", r["source"],
+    table([(r["id"] or "-", r["agent"], shown_time(r["expires_at"], "never"), r["source"],
             r["entry"]) for r in rows], ("ID", "AGENT", "EXPIRES (UTC)", "SOURCE", "ENTRY"))
 
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from fased.commands.output import agent_option, echo_json, note, store
+from fased.commands.output import agent_option, echo_json, echo_reply, note, store, turn_json
 from fased.commands.types import complete_model_refs, complete_sessions
 
 
@@ -22,7 +22,8 @@ from fased.commands.types import complete_model_refs, complete_sessions
 @click.option("--save", is_flag=True, help="With --model: make it the agent's primary model.")
 @click.option("--stream/--no-stream", "stream", default=None,
               help="Stream the reply as it arrives (default: on a terminal; a pipe or file "
-              "gets the complete reply at once).")
+              "gets the complete reply at once). --no-stream also asks the server for one "
+              "document (\"stream\": false).")
 @click.option("--queue", "queue_only", is_flag=True,
               help="Only queue the message for `fased run`; print the turn id.")
 @click.option("--schedule", metavar="WHEN",
@@ -119,7 +120,8 @@ def _message(argument: str | None) -> str | None:
     if piped and argument:
         return check_message(f"{piped.rstrip()}\n\n{argument}")
     if piped and piped.strip():
-        return piped
+        # the newline that ends a piped file or `echo` is not part of the message
+        return piped[:-1] if piped.endswith("\n") else piped
     return check_message(argument) if argument and argument.strip() else None
 
 
@@ -161,7 +163,7 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
     sink = _sink(st) if live else None
     try:
         result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
-                        on_tool=show_tool)
+                        on_tool=show_tool, stream=stream is not False)
     except KeyboardInterrupt:
         if withdraw(st, queued):
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
@@ -170,15 +172,13 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
     if sink is not None and result.state == "completed":
         sink.finish()
     if json_:
-        echo_json({**result.to_dict(), "replayed": queued.replayed})
+        echo_json(turn_json(result, queued.replayed))
     elif sink is None and result.state in ("completed", "aborted"):
-        # color=True: the reply is data, so click must not strip ANSI codes from it
-        click.echo(result.reply, nl=sys.stdout.isatty() and not result.reply.endswith("\n"),
-                   color=True)
+        echo_reply(result.reply)
     if result.state == "aborted":
         raise click.exceptions.Exit(130)
     require_success(result)
-    if sys.stderr.isatty() and result.model:
+    if sys.stderr.isatty() and result.model and not json_:  # --json is for programs
         from fased.usage import amount
 
         cost = result.usage.get("cost")
@@ -213,6 +213,6 @@ def _sink(st):
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    inner = StreamSink(write, note, end_line=sys.stdout.isatty())
+    inner = StreamSink(write, note)
     on, lo, hi, brk = block_settings(st.db())
     return BlockSink(inner, lo, hi, brk) if on else inner

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from fased.commands.main import FasedGroup
 from fased.commands.output import echo_json, say, store
 from fased.errors import FasedError, NotFoundError, UsageError
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def config() -> None:
     """Read and change fased.json (every change is an event).
 

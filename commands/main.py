@@ -32,7 +32,24 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class FasedGroup(click.Group):
+    """A group whose help lists each command's whole one-line summary: click cuts it to the
+    width left beside the longest name, ending in "...". Its sub-groups are FasedGroups."""
+
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)  # wraps a long summary under itself
+
+
+class LazyGroup(FasedGroup):
     """A group whose sub-commands are imported on first use."""
 
     def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
@@ -48,6 +65,23 @@ class LazyGroup(click.Group):
             module = importlib.import_module(f"fased.commands.{module_name}")
             return getattr(module, attr)
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        # click suggests only among the commands it has loaded: a lazy group's are not, yet
+        name = args[0] if args else ""
+        if not ctx.resilient_parsing and not name.startswith("-") and \
+                self.get_command(ctx, name) is None:
+            from difflib import get_close_matches
+
+            close = sorted(get_close_matches(name, self.list_commands(ctx)))
+            quoted = ", ".join(repr(c) for c in close)
+            message = f"No such command {name!r}."
+            if len(close) == 1:
+                message += f" Did you mean {quoted}?"
+            elif close:
+                message += f" (Did you mean one of: {quoted}?)"
+            raise click.UsageError(message, ctx)
+        return super().resolve_command(ctx, args)
 
 
 class RootGroup(LazyGroup):
@@ -184,12 +218,47 @@ class App:
         if self._store is None:
             from fased.store import Store
 
+            identity = None
+            if self.idempotency_key is not None:
+                identity = command_line(without_output_options(self.argv))
             self._store = Store(self.home_option, key=self.idempotency_key,
-                                command=command_line(self.argv))
+                                command=command_line(self.argv), identity=identity)
         return self._store
 
 
 _GLOBAL_OPTIONS = ("--home", "--idempotency-key")
+
+
+# options that change only how a command shows its result, never what it does: not part of
+# the command's identity, so a retry with or without them replays its idempotency key
+OUTPUT_OPTIONS = frozenset({"json_", "stream"})
+
+
+def without_output_options(argv: list[str]) -> list[str]:
+    """argv without the output-only options of the commands it names (`--json`, `--stream`,
+    `--no-stream`), read the way click parses it: an option's value, or anything after
+    `--`, is kept as it is."""
+    ctx = click.Context(cli)
+    command: click.Command = cli
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            out.append(arg)
+            out.extend(args)
+            break
+        if not arg.startswith("-") or arg == "-":
+            if isinstance(command, click.Group):
+                command = command.get_command(ctx, arg) or command
+            out.append(arg)
+            continue
+        option = next((p for p in command.params if isinstance(p, click.Option)
+                       and arg.split("=", 1)[0] in (*p.opts, *p.secondary_opts)), None)
+        value = [] if option is None or option.is_flag or option.count or "=" in arg else \
+            [next(args, None)]
+        if option is None or option.name not in OUTPUT_OPTIONS:
+            out.extend([arg, *(v for v in value if v is not None)])
+    return out
 
 
 def command_line(argv: list[str]) -> str:

@@ -9,12 +9,22 @@ import sys
 import click
 
 from fased.bounds import TIMEOUT_SECONDS
-from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.main import FasedGroup
+from fased.commands.output import (
+    agent_option,
+    echo_json,
+    json_option,
+    note,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import complete_model_refs, complete_providers, count, seconds
 from fased.errors import ConflictError, FasedError, UsageError
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def models() -> None:
     """Providers, credentials and this agent's primary, fallback and task models.
 
@@ -264,7 +274,8 @@ def providers_show(provider, json_):
     if detail["models"] is None:
         say("  Models:     not fetched yet (`fased agent models list --refresh`)")
     else:
-        say(f"  Models:     {len(detail['models'])} (fetched {row['models_fetched_at']})")
+        say(f"  Models:     {len(detail['models'])} (fetched "
+            f"{shown_time(row['models_fetched_at'])} UTC)")
         for m in detail["models"]:
             say(f"    {row['id']}/{m}")
     if row["models_error"]:
@@ -552,7 +563,7 @@ def list_(provider, refresh, json_):
         from fased.setup import add_provider_step
 
         note(f"No providers yet: {add_provider_step()}.")
-    table([(m["ref"], m["fetched_at"][:16].replace("T", " ")) for m in out],
+    table([(m["ref"], shown_time(m["fetched_at"])) for m in out],
           ("MODEL REF", "FETCHED (UTC)"))
 
 

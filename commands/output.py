@@ -71,6 +71,29 @@ def echo_jsonl(value: object) -> None:
                                      default=str)))
 
 
+def turn_json(result, replayed: bool = False) -> dict:
+    """A finished turn as `chat --json`, `run --json` and `task run --json` print it: the same
+    keys whatever the command or the turn's outcome (`replayed`: an idempotency key found
+    it done)."""
+    report = result.to_dict()
+    report.setdefault("approval", None)
+    report["replayed"] = replayed
+    return report
+
+
+def shown_time(ts: str | None, missing: str = "-") -> str:
+    """A recorded UTC time as tables and show commands print it: to the second, with a space
+    (`2026-03-02 09:00:00`); --json keeps its full precision."""
+    return ts[:19].replace("T", " ") if ts else missing
+
+
+def echo_reply(text: str) -> None:
+    """A reply as data on stdout: its own bytes (ANSI codes too: click must not strip them),
+    then a newline as every Unix tool's output has, unless it ends with one already. An
+    empty reply prints nothing."""
+    click.echo(text, nl=bool(text) and not text.endswith("\n"), color=True)
+
+
 def note(message: str) -> None:
     """A diagnostic line: stderr, so stdout stays data."""
     click.echo(printable(message, multiline=True), err=True)

@@ -7,7 +7,16 @@ import time
 
 import click
 
-from fased.commands.output import echo_json, echo_jsonl, json_option, note, say, store, table
+from fased.commands.output import (
+    echo_json,
+    echo_jsonl,
+    json_option,
+    note,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import complete_agents, complete_sessions, count
 from fased.errors import EXIT_ERROR, UsageError
 
@@ -155,7 +164,7 @@ def _print(events: list[dict], json_: bool, header: bool, columns=None) -> None:
         for e in events:
             echo_jsonl(e)
         return
-    rows = [(e["seq"], e["ts"][:19].replace("T", " "), e["type"], e["stream"],
+    rows = [(e["seq"], shown_time(e["ts"]), e["type"], e["stream"],
              e["meta"].get("actor", ""), _summary(e["data"])) for e in events]
     if columns is None:
         table(rows, HEADERS)
@@ -304,8 +313,35 @@ def _at(st, at: str, json_: bool) -> None:
     say(f"State at seq {seq}:")
     for name, rows in state.items():
         say(f"\n{name.upper()} ({len(rows)})")
-        if rows:
-            cols = list(rows[0].keys())[:6]
-            # whether a row was deleted or cancelled then is the point of looking back
-            cols += [c for c in ("state", "deleted") if c in rows[0] and c not in cols]
-            table([[r[c] for c in cols] for r in rows], [c.upper() for c in cols])
+        if name in _AT_TABLES:
+            headers, cells = _AT_TABLES[name]
+            table([cells(r) for r in rows], headers)
+        elif rows:
+            table([list(r.values()) for r in rows], [c.upper() for c in rows[0]])
+
+
+def _deleted(row: dict) -> str:
+    # whether a row was deleted or cancelled then is the point of looking back
+    return "deleted" if row["deleted"] else ""
+
+
+def _task_schedule(row: dict) -> str:
+    spec = json.loads(row["schedule"])
+    if spec.get("kind") == "at":
+        return f"at {shown_time(spec.get('expr'))} UTC"
+    from fased.schedule import Schedule
+
+    return Schedule.from_dict(spec).describe()
+
+
+# `replay --at` shows each kind as its own list command does, in the same words
+_AT_TABLES = {
+    "agents": (("ID", "NAME", "PRIMARY MODEL", "STATE", "CREATED (UTC)"), lambda r: (
+        r["id"], r["name"], r["primary_model"] or "-", _deleted(r), shown_time(r["created_at"]))),
+    "sessions": (("ID", "NAME", "AGENT", "MESSAGES", "STATE", "UPDATED (UTC)"), lambda r: (
+        r["id"], r["name"] or "", r["agent"], r["messages"], _deleted(r),
+        shown_time(r["updated_at"]))),
+    "tasks": (("ID", "AGENT", "SESSION", "SCHEDULE", "NEXT RUN (UTC)", "STATE", "TASK"),
+              lambda r: (r["id"], r["agent"], r["session"], _task_schedule(r),
+                         shown_time(r["next_run"]), r["state"], r["name"] or r["message"][:40])),
+}

@@ -8,7 +8,16 @@ import time
 import click
 
 from fased.bounds import LEASE_SECONDS, POLL_SECONDS
-from fased.commands.output import agent_option, echo_json, echo_jsonl, note, say, store
+from fased.commands.output import (
+    agent_option,
+    echo_json,
+    echo_jsonl,
+    echo_reply,
+    note,
+    say,
+    store,
+    turn_json,
+)
 from fased.commands.types import count, seconds
 from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 
@@ -89,7 +98,7 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
         if json_:
             echo_jsonl({"delivery": "stdout", **delivery})
         else:
-            click.echo(delivery["reply"], color=True)  # data: keep its ANSI codes
+            echo_reply(delivery["reply"])
 
     from fased.approvals import expire_due
 
@@ -108,7 +117,7 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
             if result.state == "failed" and result.error_class in ("internal", "error"):
                 counts["internal"] += 1
             if json_:
-                echo_jsonl(result.to_dict())
+                echo_jsonl(turn_json(result))
             note(f"fased: {result.turn} ({result.agent}/{result.session}) {result.state}"
                  + (f" via {result.model}" if result.model else "")
                  + (f": {result.error}" if result.error else "")

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.main import FasedGroup
+from fased.commands.output import (
+    agent_option,
+    echo_json,
+    json_option,
+    note,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import complete_sessions, count
 from fased.errors import ConflictError
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def session() -> None:
     """Sessions: the working contexts (conversations) under an agent.
 
@@ -82,10 +92,10 @@ def list_(agent, all_, json_):
         return
     table(
         [("*" if r["current"] else " ", r["id"], r["name"] or "", r["agent"],
-          r["created_at"][:16].replace("T", " "), r["updated_at"][:16].replace("T", " "),
+          shown_time(r["created_at"]), shown_time(r["updated_at"]),
           r["messages"], f"{r['tokens']['input']}/{r['tokens']['output']}", r["tasks"],
           "deleted" if r["deleted"] else "") for r in rows],
-        (" ", "ID", "NAME", "AGENT", "CREATED", "UPDATED", "MESSAGES", "TOKENS IN/OUT",
+        (" ", "ID", "NAME", "AGENT", "CREATED (UTC)", "UPDATED (UTC)", "MESSAGES", "TOKENS IN/OUT",
          "TASKS", "STATE"),
     )
 
@@ -146,7 +156,8 @@ def show(ref, agent, last, json_):
         f"of agent {detail['agent']}{' [current]' if detail['current'] else ''}"
         f"{' [deleted]' if detail['deleted'] else ''}")
     for label, value in (
-        ("Created", detail["created_at"]), ("Updated", detail["updated_at"]),
+        ("Created", f"{shown_time(detail['created_at'])} UTC"),
+        ("Updated", f"{shown_time(detail['updated_at'])} UTC"),
         ("Messages", detail["messages"]),
         ("Tokens", f"{detail['tokens']['input']} in, {detail['tokens']['output']} out"),
         *([("Usage", describe(used))] if used.calls else []),
@@ -163,7 +174,7 @@ def show(ref, agent, last, json_):
         say("")
         for m in detail["last_messages"]:
             text = m["content"] if len(m["content"]) <= 400 else m["content"][:400] + "…"
-            say(f"[{m['ts'][:19].replace('T', ' ')}] {m['role']}: {text}")
+            say(f"[{shown_time(m['ts'])}] {m['role']}: {text}")
 
 
 MODEL_USAGE = "fased session model [ID] set REF|clear"

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
+from fased.commands.main import FasedGroup
+from fased.commands.output import (
+    agent_option,
+    echo_json,
+    json_option,
+    note,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import (
     Message,
     Name,
@@ -17,7 +27,7 @@ from fased.commands.types import (
 from fased.errors import FasedError, UsageError
 
 
-@click.group()
+@click.group(cls=FasedGroup)
 def task() -> None:
     """Tasks: messages sent to an agent's session on a schedule; `fased run` fires them.
 
@@ -64,7 +74,16 @@ def _schedule_options(fn):
 @json_option
 def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep_after_run,
         json_):
-    """Create a task: exactly one of --cron, --every, --at, and a --message."""
+    """Create a task: exactly one of --cron, --every, --at, and a --message.
+
+    \b
+    Examples:
+      fased task new --every 1h --message "check the build" --session ops
+      fased task new --cron "0 9 * * 1-5" --tz Europe/Berlin --message "standup notes"
+      fased task new --at 09:00 --tz Europe/Berlin --message "call the bank"
+      fased task new --at 20m --message "remind me to stretch" --deliver stdout
+      fased task new --every 1d --message "summary" --deliver file:/tmp/summary.txt
+    """
     from fased.schedule import parse_schedule
     from fased.tasks import check_target, create_drafts
 
@@ -91,7 +110,7 @@ def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep
                    "next_run": created["next_run"], "replayed": outcome.replayed})
         return
     say(f"Created {created['task']}: {schedule.describe()} in session "
-        f"{created['agent']}/{created['session']}; next run {created['next_run']}.")
+        f"{created['agent']}/{created['session']}; next run {_next(created['next_run'])}.")
 
 
 def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) -> None:
@@ -114,8 +133,12 @@ def schedule_from_chat(when: str, message: str, *, agent, session, tz, json_) ->
         echo_json({"task": created["task"], "schedule": schedule.describe(),
                    "next_run": created["next_run"], "session": created["session"]})
     else:
-        say(f"Scheduled {created['task']}: {schedule.describe()} in session "
-            f"{created['session']}; next run {created['next_run']}.")
+        say(f"Created {created['task']}: {schedule.describe()} in session "
+            f"{created['session']}; next run {_next(created['next_run'])}.")
+
+
+def _next(ts: str | None) -> str:
+    return f"{shown_time(ts)} UTC" if ts else "none"
 
 
 @task.command("list")
@@ -147,10 +170,24 @@ def list_(agent, session, all_, json_):
     if json_:
         echo_json(rows)
         return
-    table([(r["id"], r["agent"], r["session"], r["schedule"], (r["next_run"] or "-")[:16],
-            r["last_status"] or "-", "yes" if r["enabled"] else r["state"],
-            r["name"] or r["message"][:40]) for r in rows],
-          ("ID", "AGENT", "SESSION", "SCHEDULE", "NEXT RUN (UTC)", "LAST", "ENABLED", "TASK"))
+    if not rows:
+        note("No tasks" + ("" if all_ else " (`--all` shows cancelled and done ones)")
+             + ': `fased task new --every 1h --message "check the build"`.')
+        return
+    table([(r["id"], r["agent"], r["session"], _schedule(r), shown_time(r["next_run"]),
+            _status(r["last_status"]), r["state"], r["name"] or r["message"][:40]) for r in rows],
+          ("ID", "AGENT", "SESSION", "SCHEDULE", "NEXT RUN (UTC)", "LAST", "STATE", "TASK"))
+
+
+def _status(last_status: str | None) -> str:
+    """A run's status in the words `task history` uses for it (the projection says `ok`)."""
+    return {"ok": "completed", None: "-"}.get(last_status, last_status)
+
+
+def _schedule(task: dict) -> str:
+    """The schedule for people: a one-off time to the second, like every time shown."""
+    spec = task["schedule_spec"]
+    return f"at {shown_time(spec['expr'])} UTC" if spec["kind"] == "at" else task["schedule"]
 
 
 @task.command("show")
@@ -170,20 +207,29 @@ def show(task_id, last, json_):
         return
     say(f"{detail['id']}{' (' + detail['name'] + ')' if detail['name'] else ''}: "
         f"{detail['state']}")
+    times = ("next_run", "retry_at", "last_run", "created_at")
     for label, key in (("Agent", "agent"), ("Session", "session"), ("Schedule", "schedule"),
                        ("Message", "message"), ("Model", "model"), ("Deliver", "deliver"),
-                       ("Next run", "next_run"), ("Retry at", "retry_at"),
-                       ("Last run", "last_run"), ("Last status", "last_status"),
-                       ("Failures", "failures"), ("Runs", "runs")):
-        if detail[key] not in (None, ""):
-            say(f"  {label + ':':<13}{detail[key]}")
+                       ("Created", "created_at"), ("Next run", "next_run"),
+                       ("Retry at", "retry_at"), ("Last run", "last_run"),
+                       ("Last status", "last_status"), ("Failures", "failures"),
+                       ("Runs", "runs")):
+        value = detail[key]
+        if value not in (None, ""):
+            if key == "schedule":
+                value = _schedule(detail)
+            elif key == "last_status":
+                value = _status(value)
+            elif key in times:
+                value = f"{shown_time(value)} UTC"
+            say(f"  {label + ':':<13}{value}")
     _print_history(detail["history"])
 
 
 def _print_history(runs: list[dict]) -> None:
     if not runs:
         return
-    say("  Runs:")
+    say("  Recent runs (UTC):")
     for r in runs:
         extra = []
         if r["skipped"]:
@@ -198,7 +244,7 @@ def _print_history(runs: list[dict]) -> None:
             extra.append(f"delivery {'ok' if r['delivery_ok'] else 'failed'} "
                          f"({r['delivery']})" + (f": {r['delivery_error']}"
                                                  if r["delivery_error"] else ""))
-        say(f"    {r['fired_at'][:19].replace('T', ' ')}  {r['turn']}  {r['status']}"
+        say(f"    {shown_time(r['fired_at'])}  {r['turn']}  {r['status']}"
             + (f"  [{'; '.join(extra)}]" if extra else ""))
 
 
@@ -283,6 +329,7 @@ def deliver_(task_id, turn, json_):
     \b
     Exit codes: 0 delivered, 1 the delivery failed (recorded) or no such run, 2 no target.
     """
+    from fased.commands.output import echo_reply
     from fased.tasks import deliver_again
 
     replies: list[str] = []
@@ -291,7 +338,7 @@ def deliver_(task_id, turn, json_):
         if json_:
             replies.append(delivery["reply"])
         else:
-            click.echo(delivery["reply"], color=True)  # data: keep its ANSI codes
+            echo_reply(delivery["reply"])
 
     outcome = deliver_again(store(), task_id, turn, emit)
     if json_:
@@ -316,7 +363,11 @@ def history_(task_id, last, json_):
     if json_:
         echo_json(runs)
         return
-    table([(r["fired_at"][:19].replace("T", " "), r["turn"], r["status"], r["skipped"],
+    if not runs:
+        note(f"No runs of {task_id} yet: `fased run` fires it when it is due; "
+             f"`fased task run {task_id}` fires it now.")
+        return
+    table([(shown_time(r["fired_at"]), r["turn"], r["status"], r["skipped"],
             "-" if r["delivery"] is None else ("ok" if r["delivery_ok"] else "failed"),
             r["error"] or "") for r in runs],
           ("FIRED (UTC)", "TURN", "STATUS", "SKIPPED", "DELIVERY", "ERROR"))
@@ -339,6 +390,7 @@ def run_(task_id, queue_only, json_):
     target's error on stderr; the reply stays in the session), 5 every model failed.
     """
     from fased.chat import Queued, answer, withdraw
+    from fased.commands.output import echo_reply, turn_json
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
     st = store()
@@ -364,12 +416,24 @@ def run_(task_id, queue_only, json_):
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
                  "answered")
         raise
-    delivered = [d for d in deliver_pending(st, lambda d: note(d["reply"]))
-                 if d["turn"] == queued.turn]
+    shown: list[str] = []
+
+    def emit(delivery: dict) -> None:
+        """A stdout target: this run's reply is the one the command prints (once); a pending
+        reply of another task goes to stderr, so stdout holds only this run's."""
+        if delivery["turn"] != queued.turn:
+            note(delivery["reply"])
+        elif not json_:
+            echo_reply(delivery["reply"])
+            shown.append(delivery["turn"])
+
+    delivered = [d for d in deliver_pending(st, emit) if d["turn"] == queued.turn]
     if json_:
-        echo_json({**result.to_dict(), **({"delivery": delivered[0]} if delivered else {})})
+        echo_json({**turn_json(result, outcome.replayed),
+                   **({"delivery": delivered[0]} if delivered else {})})
     elif result.state == "completed":
-        click.echo(result.reply, color=True)  # data: keep its ANSI codes
+        if not shown:
+            echo_reply(result.reply)
     else:
         say(f"Error: {result.error}")
     if result.state != "completed":

@@ -6,6 +6,7 @@ Output sinks decide how a reply reaches stdout:
   new line and says so on stderr.
 - BlockSink sends completed blocks (block streaming) through a StreamSink.
 - With no sink the caller prints the final reply once (pipes and files get exactly it).
+Either way the reply ends with a newline, unless it is empty or ends with one itself.
 """
 
 from __future__ import annotations
@@ -97,13 +98,13 @@ def result_from_row(con: sqlite3.Connection, turn_id: str) -> TurnResult | None:
 
 def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] = lambda s: None,
            poll: float = 0.1, lease: float | None = None, approver=None,
-           on_tool=None) -> TurnResult:
+           on_tool=None, stream: bool = True) -> TurnResult:
     """Run `queued` in the foreground. Earlier queued turns of the same session are answered
     first (in order, not printed); a turn another runner holds is waited for. A reply that
     was not streamed here (another runner answered, or a retry with the same idempotency key
-    finds it done) goes to `sink` whole."""
+    finds it done) goes to `sink` whole. `stream=False` asks the server for one document."""
     kwargs = {"lease": lease} if lease else {}
-    runner = Runner(store, note=note, **kwargs)
+    runner = Runner(store, note=note, stream=stream, **kwargs)
     waited = False
     while True:
         done = result_from_row(store.db(check_files=False), queued.turn)
@@ -174,11 +175,9 @@ def withdraw(store: Store, queued: Queued) -> bool:
 class StreamSink:
     """Writes a streamed reply as it arrives, without repeating a retried prefix."""
 
-    def __init__(self, write: Callable[[str], None], warn: Callable[[str], None],
-                 end_line: bool = True):
+    def __init__(self, write: Callable[[str], None], warn: Callable[[str], None]):
         self.write = write
         self.warn = warn
-        self.end_line = end_line
         self.shown = ""
         self.current: list[str] = []
         self.current_len = 0
@@ -214,13 +213,13 @@ class StreamSink:
         self.write("\n" + text)
 
     def finish(self) -> None:
-        """Show a retried reply that stopped short of what was shown; end the line (on a
-        terminal: a pipe or file gets exactly the reply)."""
+        """Show a retried reply that stopped short of what was shown; end the line, as every
+        Unix tool's output does (a reply that ends with a newline gets no second one)."""
         text = "".join(self.current)
         if self.current_len and text != self.shown:
             self._show_again(text)
             self.shown = text
-        if self.end_line and self.shown and not self.shown.endswith("\n"):
+        if self.shown and not self.shown.endswith("\n"):
             self.write("\n")
 
 

@@ -100,13 +100,14 @@ class Runner:
     def __init__(self, store: Store, *, agent: str | None = None, lease: float = DEFAULT_LEASE,
                  clock: Callable[[], datetime] = utc_now,
                  sleep: Callable[[float], None] = time.sleep,
-                 note: Callable[[str], None] = lambda s: None):
+                 note: Callable[[str], None] = lambda s: None, stream: bool = True):
         self.store = store
         self.agent = agent
         self.lease = lease
         self.clock = clock
         self.sleep = sleep
         self.note = note
+        self.stream = stream  # False (`chat --no-stream`): ask servers for one document
         self.id = runner_id()
 
     # -- claiming ---------------------------------------------------------------------------

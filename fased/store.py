@@ -127,12 +127,16 @@ class Store:
     """One fased home: its log, its projections, and who is acting (for `meta`)."""
 
     def __init__(self, home: str | os.PathLike | None = None, *, key: str | None = None,
-                 command: str | None = None, clock: Callable[[], datetime] = utc_now):
+                 command: str | None = None, clock: Callable[[], datetime] = utc_now,
+                 identity: str | None = None):
         self.home = ensure_home(resolve_home(home))
         self.log = EventLog(self.home)
         self.db_path = self.home / DB_NAME
         self.key = key
         self.command = command or "fased " + " ".join(sys.argv[1:])
+        # what an idempotency key compares: the command without options that change only
+        # its output (`--json`), so a retry with or without them is the same command
+        self.identity = identity or self.command
         self.clock = clock
         self._key_uses = 0
         self._con: sqlite3.Connection | None = None
@@ -441,7 +445,8 @@ class Store:
                     "SELECT first_seq, last_seq, command FROM idempotency WHERE key = ?", (key,)
                 ).fetchone()
                 if row is not None:
-                    if row["command"] != self.command:
+                    # a key recorded by an older fased holds the whole command line
+                    if row["command"] not in (self.identity, self.command):
                         raise ConflictError(
                             f"idempotency key {key!r} was already used by another command "
                             f"({row['command']})",
@@ -475,6 +480,8 @@ class Store:
         meta = _base_meta(self.command)
         if key is not None:
             meta["key"] = key
+            if self.identity != self.command:
+                meta["identity"] = self.identity
         seen: dict[str, int] = {}
         records = []
         for draft in drafts:

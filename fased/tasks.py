@@ -173,7 +173,8 @@ def fire_due_tasks(store: Store, runner, emit: Callable[[dict], None] | None = N
 
 
 def _print(delivery: dict) -> None:
-    print(delivery["reply"], flush=True)  # fased/ never imports click
+    reply = delivery["reply"]  # fased/ never imports click
+    print(reply, end="\n" if reply and not reply.endswith("\n") else "", flush=True)
 
 
 # -- delivery ---------------------------------------------------------------------------------

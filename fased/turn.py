@@ -140,15 +140,15 @@ class ModelChain:
                 self.sink.restart()
             offered = None if ref in self.toolless else tools or None
             try:
-                return client.chat(parsed.model, messages, stream=True, on_delta=self._delta,
-                                   tools=offered, options=options)
+                return client.chat(parsed.model, messages, stream=self.runner.stream,
+                                   on_delta=self._delta, tools=offered, options=options)
             except FasedError as exc:
                 if getattr(exc, "kind", None) == "no_tools" and offered:
                     # the model cannot take tools: the same step again, as plain chat
                     self.toolless.add(ref)
                     self.runner.note(f"fased: {ref} does not accept tools; this turn asks it "
                                      "without them")
-                    return client.chat(parsed.model, messages, stream=True,
+                    return client.chat(parsed.model, messages, stream=self.runner.stream,
                                        on_delta=self._delta, options=options)
                 self._record_attempt(ref, model_attempt, exc)
                 raise

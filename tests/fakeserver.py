@@ -625,6 +625,7 @@ class FakeModelServer:
         self._connections: set[socket.socket] = set()
         self.connections_opened = 0  # lets tests check that clients reuse connections
         self._stopping = threading.Event()
+        self._handlers: set[threading.Thread] = set()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -650,6 +651,13 @@ class FakeModelServer:
             for conn in list(self._connections):
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
+            handlers = list(self._handlers)
+        # Every handler wakes on _stopping or its shut connection: wait for them (bounded),
+        # so that no thread of this server outlives it into the next test (a rebuild forks
+        # only in a process with no other thread).
+        deadline = time.monotonic() + 2.0
+        for thread in handlers:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> FakeModelServer:
         return self.start() if self._httpd is None else self
@@ -716,9 +724,10 @@ class FakeModelServer:
         with self._lock:
             if add:
                 self._connections.add(conn)
+                self._handlers.add(threading.current_thread())
                 self.connections_opened += 1
             else:
-                self._connections.discard(conn)
+                self._connections.discard(conn)  # its thread is joined by stop()
 
 
 def load_script(server: FakeModelServer, spec: Any) -> None:

@@ -76,9 +76,9 @@ def test_a_tool_call_runs_and_its_result_goes_back_to_the_model(agent, ok, run, 
 
     assert result.exit_code == 0, result.stderr
     if stream:
-        assert result.stdout == "Let me look.\nThe notes say 42."
+        assert result.stdout == "Let me look.\nThe notes say 42.\n"
     else:
-        assert result.stdout == "The notes say 42."
+        assert result.stdout == "The notes say 42.\n"
     assert "-> read  notes.txt" in result.stderr.splitlines()
     [step] = of_type(agent, "turn.step")
     [started] = of_type(agent, "tool.started")
@@ -404,6 +404,6 @@ def test_a_model_that_refuses_tools_is_asked_again_without_them(agent, ok, run, 
     result = run("chat", "hi")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "plain answer"
+    assert result.stdout == "plain answer\n"
     assert "does not accept tools" in result.stderr
     assert tool_names(server.requests[0]) and not tool_names(server.requests[1])

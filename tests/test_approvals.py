@@ -143,7 +143,7 @@ def test_a_waiting_chat_resumes_when_another_terminal_approves(models, ok, serve
     out, err = chat.communicate(timeout=30)
 
     assert chat.returncode == 0, err
-    assert out == "all done"
+    assert out == "all done\n"
     assert f"fased approvals approve {request['id']}" in err
     assert (models / "workspace" / "from-chat").exists()
 

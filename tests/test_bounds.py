@@ -429,7 +429,7 @@ def test_a_reply_on_stdout_stays_byte_exact(models, ok, server):
     reply = f"colour \x1b[31mred\x1b[0m {EVIL}"
     server.default = Reply(reply)
 
-    assert ok("chat", "hi") == reply
+    assert ok("chat", "hi") == reply + "\n"
 
 
 # -- properties: every parser returns a bounded value or raises UsageError ----------------------

@@ -87,7 +87,7 @@ def test_pipe_in_file_out_holds_exactly_the_reply(models, ok, server, tmp_path, 
     proc = shell("printf 'x' | fased chat \"y\" > out", tmp_path)
 
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "out").read_bytes() == DEFAULT_TEXT.encode()
+    assert (tmp_path / "out").read_bytes() == DEFAULT_TEXT.encode() + b"\n"
     assert proc.stderr == ""
     assert asked(server) == [("fake-model", "x\n\ny")]
     queued, completed = of_type(models, "turn.queued", "turn.completed")
@@ -96,21 +96,65 @@ def test_pipe_in_file_out_holds_exactly_the_reply(models, ok, server, tmp_path, 
     assert completed["data"]["turn"] == queued["data"]["turn"]
 
 
-def test_pipe_out_into_another_command(models, server, tmp_path):
+@pytest.mark.parametrize("option", ["", "--stream", "--no-stream"])
+@pytest.mark.parametrize("kind", ["ollama", "openai-compatible"])
+def test_a_piped_reply_ends_with_one_newline(models, ok, server, tmp_path, kind, option):
+    use_kind(ok, server, kind)
+
+    proc = shell(f"fased chat {option} hi | wc -l", tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai-compatible", "anthropic"])
+def test_no_stream_asks_the_server_for_one_document(models, ok, run, server, kind):
+    if kind == "anthropic":
+        ok("agent", "models", "providers", "add", "an", "--kind", kind, "--base-url",
+           server.url)
+        ok("agent", "models", "auth", "an", "--stdin", input="sk-ant-test-key\n")
+        ok("agent", "models", "set", "primary", "an/fake-model")
+    else:
+        use_kind(ok, server, kind)
+
+    streamed = run("chat", "hi")
+    whole = run("chat", "--no-stream", "hi")
+
+    assert (streamed.exit_code, whole.exit_code) == (0, 0), whole.stderr
+    assert streamed.stdout == whole.stdout == DEFAULT_TEXT + "\n"
+    assert [r["json"]["stream"] for r in server.requests] == [True, False]
+
+
+@pytest.mark.parametrize("option", ["", "--stream"])
+def test_pipe_out_into_another_command(models, server, tmp_path, option):
+    """A reply that ends with a newline itself gets no second one; its bytes are unchanged."""
     reply = "naïve café ✓\nline two\n"
     server.script(Reply(reply))
 
-    proc = shell("fased chat 'two lines' | cat > out", tmp_path)
+    proc = shell(f"fased chat {option} 'two lines' | cat > out", tmp_path)
 
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out").read_bytes() == reply.encode()
+
+
+@pytest.mark.parametrize(("piped", "sent"), [
+    ("hi\\n", "hi"), ("hi", "hi"), ("hi\\n\\n", "hi\n"), ("a\\nb\\n", "a\nb")])
+def test_a_piped_message_loses_its_one_trailing_newline(models, server, tmp_path, piped, sent):
+    server.default = Echo()
+
+    proc = shell(f"printf '{piped}' | fased chat > out", tmp_path)
+
+    assert proc.returncode == 0, proc.stderr
+    assert asked(server) == [("fake-model", sent)]
+    assert (tmp_path / "out").read_bytes() == sent.encode() + (
+        b"" if sent.endswith("\n") else b"\n")
 
 
 def test_bytes_that_are_not_utf8_are_replaced(models, ok, server, tmp_path):
     proc = shell("printf 'caf\\351 \\377' | fased chat \"$(printf 'y\\377')\" > out", tmp_path)
 
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "out").read_bytes() == DEFAULT_TEXT.encode()
+    assert (tmp_path / "out").read_bytes() == DEFAULT_TEXT.encode() + b"\n"
     assert asked(server) == [("fake-model", "caf\ufffd \ufffd\n\ny\ufffd")]
     ok("chat", "the home still works")
     assert len(of_type(models, "turn.completed")) == 2
@@ -153,12 +197,26 @@ def test_on_a_terminal_the_reply_ends_the_line_and_a_status_follows(models, serv
                         err), err
 
 
+def test_json_on_a_terminal_prints_no_footer(models, server):
+    (out_main, out_child), (err_main, err_child) = pty.openpty(), pty.openpty()
+    proc = subprocess.Popen([*FASED, "chat", "--json", "hi"], stdin=subprocess.DEVNULL,
+                            stdout=out_child, stderr=err_child)
+    os.close(out_child)
+    os.close(err_child)
+    out, err = read_terminals(out_main, err_main)
+    proc.wait(timeout=30)
+
+    assert proc.returncode == 0, err
+    assert json.loads(out)["reply"] == DEFAULT_TEXT
+    assert err == b""
+
+
 def test_message_from_stdin_only(models, run, server):
     result = run("chat", input="only stdin\n")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == DEFAULT_TEXT
-    assert asked(server) == [("fake-model", "only stdin\n")]
+    assert result.stdout == DEFAULT_TEXT + "\n"
+    assert asked(server) == [("fake-model", "only stdin")]
 
 
 @pytest.mark.parametrize(("args", "stdin"), [
@@ -265,6 +323,36 @@ def test_a_retried_chat_with_an_idempotency_key_is_answered_once(models, run, se
     assert len(of_type(models, "turn.queued")) == 2
 
 
+def test_output_options_are_not_part_of_an_idempotency_key(models, run, ok, server):
+    """A retry that adds --json (or --stream, --no-stream) is the same command; one that
+    changes what it asks for is not."""
+    server.default = Echo()
+
+    plain = run("--idempotency-key", "k-1", "chat", "hi")
+    as_json = run("--idempotency-key", "k-1", "chat", "--json", "hi")
+    streamed = run("--idempotency-key", "k-1", "chat", "--no-stream", "--stream", "hi")
+
+    assert (plain.exit_code, as_json.exit_code, streamed.exit_code) == (0, 0, 0), as_json.stderr
+    assert plain.stdout == streamed.stdout == "hi\n"
+    assert (json.loads(as_json.stdout)["reply"], json.loads(as_json.stdout)["replayed"]) == (
+        "hi", True)
+    assert len(server.requests) == 1
+    other = run("--idempotency-key", "k-1", "chat", "--json", "--", "--json")
+    assert other.exit_code == 3
+    assert "already used by another command (fased chat hi)" in other.stderr
+
+    first = json.loads(ok("--idempotency-key", "k-2", "task", "new", "--every", "1h",
+                          "--message", "m", "--json"))
+    assert ok("--idempotency-key", "k-2", "task", "new", "--every", "1h", "--message",
+              "m").startswith(f"Created {first['task']}:")
+    ok("--idempotency-key", "k-3", "session", "new", "--name", "x")
+    again = json.loads(ok("--idempotency-key", "k-3", "session", "new", "--name", "x",
+                          "--json"))
+    assert len(of_type(models, "task.created")) == 1
+    assert [e["data"]["name"] for e in of_type(models, "session.created")
+            if e["data"].get("name")] == ["x"], again
+
+
 def test_a_streamed_chat_answered_elsewhere_still_shows_the_reply(models, run, server):
     """Its reply came from the log, not from a stream (here: a retried CI step; equally a
     `fased run` that took the turn first): it is shown whole, once."""
@@ -274,7 +362,7 @@ def test_a_streamed_chat_answered_elsewhere_still_shows_the_reply(models, run, s
     again = run("--idempotency-key", "k-1", "chat", "--stream", "hello there")
 
     assert (first.exit_code, again.exit_code) == (0, 0), again.stderr
-    assert first.stdout == again.stdout == "hello there"
+    assert first.stdout == again.stdout == "hello there\n"
     assert len(server.requests) == 1
 
 
@@ -285,7 +373,7 @@ def test_earlier_queued_turn_of_the_session_is_answered_first(models, run, serve
     result = run("chat", "second")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "second"
+    assert result.stdout == "second\n"
     assert asked(server) == [("fake-model", "first"), ("fake-model", "second")]
     assert "answering the earlier queued turn" in result.stderr
     assert [e["data"]["reply"] for e in of_type(models, "turn.completed")] == ["first", "second"]
@@ -298,11 +386,11 @@ def test_sessions_and_agents_by_option(models, run, ok, server):
     ok("agent", "create", "helper")
     ok("agent", "models", "set", "primary", PRIMARY, "--agent", "helper")
 
-    assert ok("chat", "current") == "current"
-    assert ok("chat", "--session", "ops", "by name") == "by name"
-    assert ok("chat", "--session", "s-2", "by id") == "by id"
-    assert ok("chat", "--new-session", "fresh") == "fresh"
-    assert ok("chat", "--agent", "helper", "other agent") == "other agent"
+    assert ok("chat", "current") == "current\n"
+    assert ok("chat", "--session", "ops", "by name") == "by name\n"
+    assert ok("chat", "--session", "s-2", "by id") == "by id\n"
+    assert ok("chat", "--new-session", "fresh") == "fresh\n"
+    assert ok("chat", "--agent", "helper", "other agent") == "other agent\n"
 
     assert [(e["data"]["agent"], e["data"]["session"], e["data"]["message"])
             for e in of_type(models, "turn.queued")] == [
@@ -325,7 +413,7 @@ def test_rate_limit_waits_for_retry_after_then_succeeds(models, run, server):
     elapsed = time.monotonic() - started
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "after the wait"
+    assert result.stdout == "after the wait\n"
     assert elapsed >= 1.0
     assert "fased: ollama/fake-model: rate_limit; retrying in 1.0s (attempt 2 of 3)" in (
         result.stderr.splitlines())
@@ -347,7 +435,7 @@ def test_retry_after_beyond_the_limit_falls_back_without_waiting(models, run, se
 
     assert result.exit_code == 0, result.stderr
     assert time.monotonic() - started < 10
-    assert result.stdout == DEFAULT_TEXT
+    assert result.stdout == DEFAULT_TEXT + "\n"
     assert [m for m, _ in asked(server)] == ["fake-model", "fake-small"]
     assert of_type(models, "turn.completed")[0]["data"]["model"] == FALLBACK
 
@@ -359,7 +447,7 @@ def test_server_errors_exhaust_retries_then_fall_back(models, run, server):
 
     assert result.exit_code == 0, result.stderr
     no_traceback(result)
-    assert result.stdout == DEFAULT_TEXT
+    assert result.stdout == DEFAULT_TEXT + "\n"
     assert attempts(models) == [(PRIMARY, 1, "server", 500), (PRIMARY, 2, "server", 502),
                                 (PRIMARY, 3, "server", 503)]
     assert [m for m, _ in asked(server)] == ["fake-model"] * 3 + ["fake-small"]
@@ -385,7 +473,7 @@ def test_auth_and_unknown_model_fall_back_at_once(models, ok, run, server, prima
     result = run("chat", "hi")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == DEFAULT_TEXT
+    assert result.stdout == DEFAULT_TEXT + "\n"
     assert attempts(models) == [(primary, 1, kind, 404 if kind == "not_found" else step.code)]
     assert [m for m, _ in asked(server)] == [primary.split("/")[1], "fake-small"]
     assert "retrying" not in result.stderr
@@ -415,7 +503,7 @@ def test_timeout_is_retried(models, ok, run, server):
     result = run("chat", "hi")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "in time"
+    assert result.stdout == "in time\n"
     assert attempts(models) == [(PRIMARY, 1, "timeout", None)]
 
 
@@ -433,7 +521,7 @@ def test_drop_mid_stream_then_retry_prints_the_reply_once(models, ok, run, serve
     result = run("chat", *stream, "hi")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == TEXT
+    assert result.stdout == TEXT + "\n"
     [failed] = of_type(models, "turn.attempt_failed")
     assert (failed["data"]["kind"], failed["data"]["partial_chars"]) == (
         "stream_dropped", len("The quick brown "))
@@ -446,7 +534,7 @@ def test_drop_mid_stream_in_a_real_pipe(models, server, tmp_path):
     proc = shell("fased chat --stream hi > out", tmp_path)
 
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "out").read_bytes() == TEXT.encode()
+    assert (tmp_path / "out").read_bytes() == TEXT.encode() + b"\n"
     assert "Traceback" not in proc.stderr
 
 
@@ -462,7 +550,7 @@ def test_retried_reply_that_differs_is_shown_in_full(models, run, server, droppe
     result = run("chat", "--stream", "hi")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == stdout
+    assert result.stdout == stdout + "\n"
     assert result.stderr.count("fased: the retried reply differs from what was shown; it "
                                "follows in full") == 1
     assert of_type(models, "turn.completed")[0]["data"]["reply"] == retried
@@ -815,5 +903,5 @@ def test_block_streaming_writes_whole_blocks(models, ok, server, tmp_path):
     proc.wait(timeout=30)
 
     assert proc.returncode == 0, proc.stderr.read()
-    assert "".join(reads) == text
+    assert "".join(reads) == text + "\n"
     assert all(len(r) >= 40 for r in reads[:-1]), reads

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import events, rows, run_process
 
+from fased import __version__
 from fased.log import encode_record
 
 SEGMENT = "00000000000000000001.jsonl"
@@ -219,7 +220,7 @@ def test_an_event_from_a_newer_fased_is_an_error(home, run):
     assert result.exit_code == 1
     assert lines(result)[2] == (
         "ERROR log          the log holds a agent.created v7 event (seq 12) that this fased "
-        "0.2.0 does not know: it was written by a newer fased")
+        f"{__version__} does not know: it was written by a newer fased")
 
 
 # -- permissions -------------------------------------------------------------------------------

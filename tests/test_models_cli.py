@@ -245,7 +245,7 @@ def test_list_and_show_providers(set_up, ok, run, server):
         "ollama (ollama)",
         f"  Base URL:   {server.url}",
         "  Credential: none - ready (optional)",
-        f"  Models:     2 (fetched {fetched_at})",
+        f"  Models:     2 (fetched {fetched_at[:19].replace('T', ' ')} UTC)",
         "    ollama/fake-model",
         "    ollama/fake-small",
     ]
@@ -828,8 +828,8 @@ def test_list_fetches_once_caches_and_refreshes(set_up, ok, run, server):
     first = run(*MODELS, "list")
     assert first.exit_code == 0
     fetched = provider_row(set_up, "ollama")["models_fetched_at"]
-    stamp = fetched[:16].replace("T", " ")
-    vllm_stamp = provider_row(set_up, "vllm")["models_fetched_at"][:16].replace("T", " ")
+    stamp = fetched[:19].replace("T", " ")  # to the second
+    vllm_stamp = provider_row(set_up, "vllm")["models_fetched_at"][:19].replace("T", " ")
     assert first.stdout.splitlines() == [
         "MODEL REF          FETCHED (UTC)",
         f"ollama/fake-model  {stamp}",

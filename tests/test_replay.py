@@ -423,11 +423,13 @@ def test_at_table_marks_what_was_deleted(history, ok):
 
     lines = out.splitlines()
     assert lines[:3] == ["State at seq 8:", "", "AGENTS (2)"]
-    assert lines[3].split() == ["ID", "POSITION", "NAME", "EMOJI", "WORKSPACE",
-                                "PRIMARY_MODEL", "DELETED"]
-    assert [ln.split() for ln in lines[4:6]] == [["main", "1", "main", "0"],
-                                                 ["ops", "2", "Ops", "1"]]
+    # the words of `agent list` and `session list`, not raw columns (`DELETED 0`)
+    assert lines[3].split() == ["ID", "NAME", "PRIMARY", "MODEL", "STATE", "CREATED", "(UTC)"]
+    assert [ln.split()[:4] for ln in lines[4:6]] == [["main", "main", "-", "2025-01-01"],
+                                                     ["ops", "Ops", "-", "deleted"]]
+    assert all(re.fullmatch(r".*  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", ln) for ln in lines[4:6])
     assert lines[7] == "SESSIONS (2)"
+    assert lines[8].split() == ["ID", "NAME", "AGENT", "MESSAGES", "STATE", "UPDATED", "(UTC)"]
     assert lines[-2:] == ["", "TASKS (0)"]
 
 

@@ -204,7 +204,23 @@ def test_chat_of_a_merged_message_prints_the_merged_reply(models, run, ok, serve
     result = run("chat", "two")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "two"
+    assert result.stdout == "two\n"
     [completed] = of_type(models, "turn.completed")
     assert len(completed["data"]["merged"]) == 1
     assert [user_messages(r) for r in server.requests] == [["one", "two"]]
+
+
+def test_run_json_lines_have_the_keys_of_chat_json(models, run, ok, server):
+    """One record of a turn, whichever command answered it (and however it ended)."""
+    chat = json.loads(ok("chat", "--json", "hi"))
+    queue(ok, "later")
+    [line] = json_lines(ok("run", "--once", "--json"))
+    server.script(Status(400))
+    queue(ok, "broken")
+    [failed] = json_lines(run("run", "--once", "--json").stdout)
+
+    assert set(line) == set(chat) == set(failed)
+    assert (line["replayed"], line["approval"], failed["state"]) == (False, None, "failed")
+    assert {k: v for k, v in line.items() if k not in ("turn", "reply", "timings", "usage")} == {
+        k: v for k, v in chat.items() if k not in ("turn", "reply", "timings", "usage")}
+

@@ -301,7 +301,7 @@ def test_chat_waits_for_a_runner_holding_its_session(models, ok, server, spawn):
     runner.communicate(timeout=30)
 
     assert chat.returncode == 0, chat.stderr
-    assert chat.stdout == "later"
+    assert chat.stdout == "later\n"
     assert "waiting for another runner" in chat.stderr
     completed = [e["data"] for e in events(models) if e["type"] == "turn.completed"]
     assert [d["reply"] for d in completed] == ["slow " * 15, "later"]

@@ -101,8 +101,8 @@ def test_list_table_and_json(set_up, ok):
     add_task(set_up, "task-1", "main", "s-1")
 
     lines = ok("session", "list").splitlines()
-    assert lines[0].split() == ["ID", "NAME", "AGENT", "CREATED", "UPDATED", "MESSAGES",
-                                "TOKENS", "IN/OUT", "TASKS", "STATE"]
+    assert lines[0].split() == ["ID", "NAME", "AGENT", "CREATED", "(UTC)", "UPDATED", "(UTC)",
+                                "MESSAGES", "TOKENS", "IN/OUT", "TASKS", "STATE"]
     assert len(lines) == 3
     first, second = lines[1].split(), lines[2].split()
     assert first[:3] == ["s-1", "daily", "main"] and first[-3:] == ["0", "0/0", "1"]
@@ -188,9 +188,10 @@ def test_show_text_and_json(set_up, run, ok):
     lines = ok("session", "show", "daily").splitlines()
     assert lines[0] == "Session s-1 (daily) of agent main"
     created = rows(set_up, "SELECT created_at FROM sessions WHERE id = 's-1'")[0]["created_at"]
+    shown = created[:19].replace("T", " ")  # to the second; --json keeps it whole
     assert lines[1:] == [
-        f"  Created:    {created}",
-        f"  Updated:    {created}",
+        f"  Created:    {shown} UTC",
+        f"  Updated:    {shown} UTC",
         "  Messages:   0",
         "  Tokens:     0 in, 0 out",
         "  Model:      agent default",

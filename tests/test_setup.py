@@ -395,7 +395,7 @@ def test_a_keyed_litellm_is_found_and_named_with_its_auth_command(set_up, ok, ru
         f"litellm at {litellm.url} is already registered (2 model(s))",
         "No new local model server answered.",
         "Set main's primary model to litellm/mock-gpt (the first model litellm lists)"]
-    assert ok("chat", "hi") == "Hello from the fake model."
+    assert ok("chat", "hi") == "Hello from the fake model.\n"
 
 
 def test_something_else_on_the_port_is_reported_but_not_registered(set_up, run, server):
@@ -469,7 +469,7 @@ def test_on_a_terminal_setup_picks_a_keyed_server_asks_the_key_and_probes(run, f
     probe = [r for r in litellm.requests if r["path"] == "/v1/chat/completions"
              or r["path"] == "/chat/completions"]
     assert probe and probe[-1]["model"] == "mock-429"
-    assert run("chat", "hi").stdout == "Hello from the fake model."
+    assert run("chat", "hi").stdout == "Hello from the fake model.\n"
 
 
 def test_on_a_terminal_a_hosted_provider_gets_its_key_and_a_model_by_name(run, ok, fased_home,

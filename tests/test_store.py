@@ -18,6 +18,7 @@ from conftest import events, rows, run_process
 
 import fased.log
 import fased.schema
+from fased import __version__
 from fased import upcast as upcast_module
 from fased.errors import ConflictError, FasedError
 from fased.log import EventLog, encode_record
@@ -493,8 +494,8 @@ def test_a_log_from_a_newer_fased_is_refused_and_nothing_is_written(set_up, run,
 
     assert result.exit_code == 4
     assert error_lines(result.stderr) == [
-        f"Error: the log holds a {named} event (seq {record['seq']}) that this fased 0.2.0 "
-        "does not know: it was written by a newer fased",
+        f"Error: the log holds a {named} event (seq {record['seq']}) that this fased "
+        f"{__version__} does not know: it was written by a newer fased",
         "Hint: upgrade fased; nothing was changed"]
     assert result.stdout == ""
     assert files_of(set_up) == before

@@ -163,7 +163,7 @@ def test_new_rejects_bad_input_and_appends_nothing(home, run, args, message):
 def test_new_defaults_to_the_selected_agent_and_its_current_session(home, ok):
     out = ok("task", "new", "--every", "1h", "--message", "check the build")
     assert out == ("Created task-1: every 1h in session main/s-1; next run "
-                   "2026-03-02T09:00:00.000000Z.\n")
+                   "2026-03-02 09:00:00 UTC.\n")
     created = of_type(home, "task.created")
     assert [e["data"] for e in created] == [{
         "task": "task-1", "agent": "main", "session": "s-1", "message": "check the build",
@@ -206,9 +206,9 @@ def test_list_filters_and_json(home, ok, run):
     out = ok("task", "list")
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "AGENT", "SESSION", "SCHEDULE", "NEXT", "RUN", "(UTC)",
-                                "LAST", "ENABLED", "TASK"]
+                                "LAST", "STATE", "TASK"]
     assert [line.split()[:3] for line in lines[1:]] == [["task-1", "main", "s-1"]]
-    assert lines[1].split()[5:] == ["2026-03-02T09:00", "-", "yes", "main", "hourly"]
+    assert lines[1].split()[5:] == ["2026-03-02", "09:00:00", "-", "active", "main", "hourly"]
     assert [r["id"] for r in json.loads(ok("task", "list", "--agent", "ops", "--json"))] == [
         "task-3"]
     everything = json.loads(ok("task", "list", "--all", "--json"))
@@ -220,6 +220,44 @@ def test_list_filters_and_json(home, ok, run):
     assert json.loads(ok("task", "list", "--session", "s-2", "--json")) == []
     result = run("task", "show", "task-9")
     assert result.exit_code == 1 and "no task 'task-9'" in result.stderr
+
+
+def test_empty_lists_print_a_hint_on_stderr(home, run, ok):
+    empty = run("task", "list")
+    assert (empty.exit_code, empty.stdout) == (0, "")
+    assert empty.stderr == ("No tasks (`--all` shows cancelled and done ones): "
+                            '`fased task new --every 1h --message "check the build"`.\n')
+    assert json.loads(ok("task", "list", "--json")) == []
+    new_task(ok, "--every", "1h", "--message", "hourly")
+    runs = run("task", "history", "task-1")
+    assert (runs.exit_code, runs.stdout) == (0, "")
+    assert runs.stderr == ("No runs of task-1 yet: `fased run` fires it when it is due; "
+                           "`fased task run task-1` fires it now.\n")
+    assert json.loads(ok("task", "history", "task-1", "--json")) == []
+
+
+def test_times_are_shown_to_the_second_and_kept_whole_in_json(home, ok, tick, server):
+    """One word for one thing: STATE says the task's state, `Runs:` is said once."""
+    new_task(ok, "--at", "2026-03-02T09:00:00.250Z", "--message", "once", "--keep-after-run")
+    new_task(ok, "--every", "1h", "--message", "hourly")
+    ok("task", "pause", "task-2")
+    assert tick("2026-03-02T09:00:01Z").exit_code == 0
+
+    listed = ok("task", "list").splitlines()
+    assert listed[1].split()[3:] == ["at", "2026-03-02", "09:00:00", "UTC", "-", "completed",
+                                     "active", "once"]
+    assert listed[2].split()[3:] == ["every", "1h", "2026-03-02", "09:00:00", "-", "paused",
+                                     "hourly"]
+    shown = ok("task", "show", "task-1")
+    assert "  Last run:    2026-03-02 09:00:01 UTC\n" in shown
+    assert shown.count("Runs") == 1 and "  Recent runs (UTC):\n    2026-03-02 09:00:01  " in shown
+    assert "  Runs:        1\n" in shown
+    history = ok("task", "history", "task-1").splitlines()
+    assert history[1].startswith("2026-03-02 09:00:01  t-")
+    assert json.loads(ok("task", "show", "task-1", "--json"))["last_run"] == (
+        "2026-03-02T09:00:01.000000Z")
+    assert json.loads(ok("task", "list", "--json"))[0]["schedule"] == (
+        "at 2026-03-02T09:00:00.250000Z")
 
 
 def test_agent_show_and_session_show_list_attached_tasks(home, ok):
@@ -498,7 +536,7 @@ def test_failed_turn_backs_off_30s_1m_5m_15m_60m_and_records_why(home, ok, tick,
     [h] = json.loads(ok("task", "history", "task-1", "--json"))
     assert h["status"] == "failed" and "every model failed" in h["error"]
     shown = ok("task", "show", "task-1")
-    assert "  Retry at:    2026-03-03T08:00:30.000000Z\n" in shown
+    assert "  Retry at:    2026-03-03 08:00:30 UTC\n" in shown
     assert "  Failures:    1\n" in shown and "every model failed" in shown
 
     assert tick("2026-03-03T08:00:29Z").exit_code == 0
@@ -686,6 +724,35 @@ def test_stdout_delivery_is_printed_by_the_runner(home, ok, tick, server):
     assert tick("2026-03-02T09:30:00Z").stdout == ""  # delivered once
 
 
+@pytest.mark.parametrize("reply", ["two lines\nend\n", "no newline"])
+def test_a_reply_on_stdout_ends_with_one_newline(home, ok, run, tick, server, reply):
+    """run, task run and task deliver print a stdout target's reply byte-exact, ending its
+    last line once: a reply that ends with a newline gets no second one."""
+    server.default = Echo()
+    expected = reply if reply.endswith("\n") else reply + "\n"
+    new_task(ok, "--every", "1h", "--message", reply, "--deliver", "stdout")
+    assert tick("2026-03-02T09:00:00Z").stdout == expected
+    assert ok("task", "deliver", "task-1") == expected
+    manual = run("task", "run", "task-1")
+    assert manual.exit_code == 0, manual.stderr
+    assert manual.stdout == expected
+
+
+def test_task_run_with_a_stdout_target_prints_the_reply_once(home, ok, run, server):
+    server.default = Echo()
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", "stdout")
+
+    result = run("task", "run", "task-1")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "report\n"
+    assert "report" not in result.stderr
+    [d] = [e["data"] for e in of_type(home, "task.delivered")]
+    assert (d["target"], d["ok"]) == ("stdout", True)
+    as_json = json.loads(ok("task", "run", "task-1", "--json"))
+    assert (as_json["reply"], as_json["delivery"]["ok"]) == ("report", True)
+
+
 def test_file_delivery_appends_each_reply(home, ok, tick, server, tmp_path):
     server.default = Echo()
     out = tmp_path / "replies.txt"
@@ -871,8 +938,8 @@ def test_task_views_rebuild_from_the_log_when_state_db_is_gone(home, ok, tick, s
 def test_chat_schedule_creates_a_task_for_the_current_session(home, ok, tick, server):
     server.default = Echo()
     out = ok("chat", "--schedule", "every 1h", "check the build")
-    assert out == ("Scheduled task-1: every 1h in session s-1; next run "
-                   "2026-03-02T09:00:00.000000Z.\n")
+    assert out == ("Created task-1: every 1h in session s-1; next run "
+                   "2026-03-02 09:00:00 UTC.\n")
     assert of_type(home, "turn.queued") == []  # nothing sent now
     out = json.loads(ok("chat", "--schedule", "cron 30 2 * * *", "--tz", "Europe/Berlin",
                         "--json", "nightly"))

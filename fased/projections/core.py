@@ -52,7 +52,7 @@ class Bookkeeping:
             if key in self.keys:
                 self.keys[key][2] = seq
             else:
-                self.keys[key] = [key, seq, seq, meta.get("command")]
+                self.keys[key] = [key, seq, seq, meta.get("identity", meta.get("command"))]
         ts = record["ts"]  # format_ts strings: their order is the order of the times
         span = self.blocks.get(seq >> BLOCK_BITS)
         if span is None:
