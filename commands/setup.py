@@ -31,7 +31,9 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
     It looks for local model servers (Ollama, LM Studio, vLLM, LiteLLM) on their default
     ports and says what answered where: a server that lists its models is registered and
     gives the agent its primary model (one the server has loaded, else the first it lists);
-    one that needs a key is registered and named with the auth command to run.
+    one that needs a key is registered and named with the auth command to run. With no
+    server found and no provider set up, and fased[local] installed, it pulls the embedded
+    model (a tiny demo model, 98 MB once) and makes it the primary.
 
     On a terminal, when the agent still has no model, setup offers to finish the job: pick
     a detected server or a hosted provider, paste its key (hidden), choose the primary from
@@ -53,7 +55,7 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
         answer = click.prompt("Workspace for the default agent", default=default)
         workspace = None if answer == default else answer
     report = run_setup(st, Path(workspace).expanduser().absolute() if workspace else None,
-                       detect=not no_detect)
+                       detect=not no_detect, say=(lambda text: None) if json_ else note)
     if json_:
         echo_json(report)
         return

@@ -42,9 +42,9 @@ def new_turn_id() -> str:
 def queue_turn(store: Store, message: str, *, agent: str | None = None,
                session: str | None = None, new_session: bool = False,
                override: str | None = None, save: bool = False,
-               source: str = "chat") -> Queued:
+               source: str = "chat", options: dict | None = None) -> Queued:
     """Append `turn.queued` (and, for -m, the session's model override; `clear` clears it)
-    in one transaction."""
+    in one transaction; `options` are the turn's model parameters (fased.params)."""
     from fased.errors import UsageError
     from fased.models import check_not_a_fallback
     from fased.sessions import model_override_drafts
@@ -65,7 +65,7 @@ def queue_turn(store: Store, message: str, *, agent: str | None = None,
                                     {"agent": a["id"], "primary": ref}))
         drafts.append(Draft("turn.queued", f"session:{sid}", {
             "turn": turn_id, "agent": a["id"], "session": sid, "message": message,
-            "source": source}))
+            "source": source, **({"options": options} if options else {})}))
         return drafts
 
     outcome = store.transact(decide)

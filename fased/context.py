@@ -543,9 +543,16 @@ def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
             raise NotFoundError(f"no session {session!r} of agent {agent['id']}",
                                 hint=f"`fased session list --agent {agent['id']}`")
         session = row[0]
+    from fased.params import model_tools
+
     settings = agent_settings(con, agent["id"])
     workspace = workspace_for(con, home, agent)
-    tools = specs(offered_names(settings["tools"]))
+    override = con.execute("SELECT model_override FROM sessions WHERE id = ?",
+                           (session,)).fetchone()
+    first = (override[0] if override else None) or agent["primary_model"]
+    # as the loop decides: a model that cannot use tools is offered none
+    tools = specs(offered_names(settings["tools"])) if first is None or model_tools(
+        con, first) else []
     next_turn = {"id": "", "session": session or "", "queued_seq": 1 << 62, "source": "chat"}
     request = build_request(con, home, next_turn, agent, workspace, tools, settings)
     history = sum(_tokens(m) for m in request.messages[1:])

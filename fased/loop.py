@@ -178,12 +178,17 @@ class AgentLoop:
 
     def _environment(self, con, settings: dict) -> _Env:
         from fased.agents import get_agent, workspace_for
+        from fased.params import model_tools
         from fased.tools import specs
         from fased.tools.policy import offered_names
 
         agent = get_agent(con, self.claim.agent, include_deleted=True)
         workspace = workspace_for(con, self.runner.store.home, agent)
-        tools = specs(offered_names(settings["tools"]))
+        # a model that cannot use tools (the embedded one) is offered none, and its prompt
+        # describes none
+        first = (self.claim.models or [None])[0]
+        tools = specs(offered_names(settings["tools"])) if first is None or model_tools(
+            con, first) else []
         return _Env(agent, workspace, tools, settings["tools"])
 
     # -- the model's answer ----------------------------------------------------------------

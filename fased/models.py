@@ -32,9 +32,11 @@ DEFAULT_URLS = {
     "vllm": "http://127.0.0.1:8000/v1",
     "litellm": "http://localhost:4000",
     "cloudflare": "https://api.cloudflare.com/client/v4/accounts/{account_id}/ai/v1",
+    # the embedded server listens on a loopback port it picks when it starts
+    "local": "http://127.0.0.1",
 }
 KINDS = ("openai-compatible", "openai", "openrouter", "anthropic", "ollama", "lmstudio", "vllm",
-         "litellm", "cloudflare")
+         "litellm", "cloudflare", "local")
 HOSTED = ("openai", "openrouter", "anthropic", "cloudflare")
 KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY",
            "anthropic": "ANTHROPIC_API_KEY", "cloudflare": "CLOUDFLARE_API_TOKEN"}
@@ -114,9 +116,10 @@ def join_url_credentials(url: str, secrets: dict) -> tuple[str, dict[str, str]]:
 
 def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: str | None,
                    headers: dict[str, str], account_id: str | None,
-                   detected: bool = False) -> tuple[Draft, dict]:
+                   detected: bool = False, model_path: str | None = None) -> tuple[Draft, dict]:
     """The provider.added draft, and what must go to credentials.json: the secret header
-    values and the base URL's credentials (see store_provider_secrets)."""
+    values and the base URL's credentials (see store_provider_secrets). Kind local runs the
+    GGUF file at `model_path` (and only it takes one)."""
     if not PROVIDER_ID.match(provider):
         raise UsageError(f"invalid provider id {provider!r}",
                          hint="lower-case letters, digits, '-' and '_'")
@@ -126,8 +129,18 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
         raise ConflictError(f"provider {provider!r} is already registered",
                             hint=f"change it with `fased agent models providers set {provider}`, "
                             f"or remove it first: fased agent models providers remove {provider}")
+    if (kind == "local") != (model_path is not None):
+        raise UsageError("kind local needs --model-path FILE.gguf" if kind == "local" else
+                         "--model-path is for kind local only")
+    if kind == "local" and (base_url or headers or account_id):
+        raise UsageError("kind local runs its own server: it takes no --base-url, --header "
+                         "or --account-id")
     data, secrets = provider_endpoint(kind, base_url, headers, account_id)
     data = {"provider": provider, **data}
+    if model_path is not None:
+        from fased.local import check_gguf
+
+        data["model_path"] = str(check_gguf(model_path))
     if detected:
         data["detected"] = True
     return Draft("provider.added", f"provider:{provider}", data), secrets
@@ -434,7 +447,18 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
                          "--header NAME=VALUE (or --base-url URL)")
     headers = {**json.loads(row["headers"] or "{}"), **(stored.get("headers") or {})}
     url, params = join_url_credentials(row["base_url"], stored)
-    return client_for(row["kind"], url, secret, headers, params=params, **timeouts)
+    client = client_for(row["kind"], url, secret, headers, params=params, **timeouts)
+    if row["kind"] == "local":
+        client.model_path = row["model_path"]
+        client.model_name = local_model_name(row["model_path"])
+        client.home = home
+    return client
+
+
+def local_model_name(model_path: str) -> str:
+    """The one model a kind-local provider serves: its file's name without `.gguf`."""
+    name = Path(model_path).name
+    return name[:-5] if name.lower().endswith(".gguf") else name
 
 
 def missing_secrets(row: sqlite3.Row, stored: dict) -> str | None:

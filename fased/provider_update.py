@@ -37,6 +37,12 @@ def update_draft(con: sqlite3.Connection, home, provider: str, *, kind: str | No
     old_kind, old_account = row["kind"], row["account_id"]
     new_kind = kind or old_kind
     check_kind(new_kind)
+    if ("local" in (new_kind, old_kind) and new_kind != old_kind) or (
+            old_kind == "local" and (base_url is not None or headers or remove_headers)):
+        raise UsageError(f"provider {provider}: kind local runs a GGUF file in fased's own "
+                         "server, not an endpoint to change",
+                         hint=f"remove it and add it again: fased agent models providers "
+                         f"remove {provider}")
     new_account = account_id if account_id is not None else old_account
     changes: list[str] = []
     data: dict = {"provider": provider}

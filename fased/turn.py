@@ -124,6 +124,11 @@ class ModelChain:
                 self._record_attempt(ref, 1, exc)
                 raise
         parsed, client = self._clients[ref]
+        from fased.params import model_params, model_tools
+
+        if not model_tools(con, ref):
+            self.toolless.add(ref)  # its capabilities say it cannot use them: not offered
+        options = model_params(con, self.claim.agent, ref, self._turn_options(con))
         model_attempt = 0
 
         def attempt():
@@ -136,7 +141,7 @@ class ModelChain:
             offered = None if ref in self.toolless else tools or None
             try:
                 return client.chat(parsed.model, messages, stream=self.runner.stream,
-                                   on_delta=self._delta, tools=offered)
+                                   on_delta=self._delta, tools=offered, options=options)
             except FasedError as exc:
                 if getattr(exc, "kind", None) == "no_tools" and offered:
                     # the model cannot take tools: the same step again, as plain chat
@@ -144,7 +149,7 @@ class ModelChain:
                     self.runner.note(f"fased: {ref} does not accept tools; this turn asks it "
                                      "without them")
                     return client.chat(parsed.model, messages, stream=self.runner.stream,
-                                       on_delta=self._delta)
+                                       on_delta=self._delta, options=options)
                 self._record_attempt(ref, model_attempt, exc)
                 raise
 
@@ -190,6 +195,11 @@ class ModelChain:
         except FasedError:
             self._clients.pop(ref)[1].close()  # a failed model is not asked again this turn
             raise
+
+    def _turn_options(self, con) -> dict | None:
+        """The model parameters the turn was queued with (`chat -o`)."""
+        row = con.execute("SELECT options FROM turns WHERE id = ?", (self.claim.turn,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
 
     def close(self) -> None:
         """Close the turn's clients (their pooled connections)."""

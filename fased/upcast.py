@@ -22,7 +22,15 @@ def usage_without_cost(data: dict) -> dict:
     return data
 
 
+def same_shape(data: dict) -> dict:
+    """provider.added v1 -> v2 (v2 adds kind local and its model_path) and turn.queued v1 ->
+    v2 (v2 adds the turn's model options): a v1 event has neither, and means the same."""
+    return data
+
+
 UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {
+    ("provider.added", 1): same_shape,
+    ("turn.queued", 1): same_shape,
     ("turn.completed", 1): usage_without_cost,
     ("turn.step", 1): usage_without_cost,
 }

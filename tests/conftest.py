@@ -30,6 +30,8 @@ def fased_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PYTHONSAFEPATH", "1")
     # no test may reach a real local model server by accident
     monkeypatch.setenv("FASED_DETECT_ENDPOINTS", "")
+    # nor pull the embedded model in `fased setup` (tests/test_local_model.py does, once)
+    monkeypatch.setenv("FASED_EMBEDDED", "0")
     return home
 
 

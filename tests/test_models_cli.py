@@ -168,10 +168,10 @@ def test_add_custom_endpoint_keeps_plain_headers_and_normalises_the_url(set_up, 
      "Hint: e.g. --base-url http://127.0.0.1:30000/v1 (SGLang)"),
     (["x", "--kind", "grok"], 2, "Error: unknown provider kind 'grok'",
      "Hint: one of: openai-compatible, openai, openrouter, anthropic, ollama, lmstudio, vllm, "
-     "litellm, cloudflare"),
+     "litellm, cloudflare, local"),
     (["sglang"], 2, "Error: --kind is required for provider 'sglang'",
      "Hint: kinds: openai-compatible, openai, openrouter, anthropic, ollama, lmstudio, vllm, "
-     "litellm, cloudflare"),
+     "litellm, cloudflare, local"),
     (["My Server", "--kind", "vllm"], 2, "Error: invalid provider id 'My Server'",
      "Hint: lower-case letters, digits, '-' and '_'"),
     (["x", "--kind", "vllm", "--header", "NoEquals"], 2, "Error: invalid --header 'NoEquals'",

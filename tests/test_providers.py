@@ -19,6 +19,7 @@ from fased.providers import (
     KINDS,
     AnthropicClient,
     Client,
+    LocalClient,
     OllamaClient,
     OpenAIClient,
     ProviderError,
@@ -416,7 +417,8 @@ def test_ollama_latest_tag(server):
 def test_client_for_kinds():
     for kind in KINDS:
         client = client_for(kind, "http://127.0.0.1:1", read_timeout=7)
-        expected = {"ollama": OllamaClient, "anthropic": AnthropicClient}.get(kind, OpenAIClient)
+        expected = {"ollama": OllamaClient, "anthropic": AnthropicClient,
+                    "local": LocalClient}.get(kind, OpenAIClient)
         assert type(client) is expected and client.label == kind and client.read_timeout == 7
     with pytest.raises(UsageError):
         client_for("nope", "http://x")

@@ -97,7 +97,7 @@ def test_the_readme_tour_runs_in_order_on_a_fresh_home(tmp_path, fased_home, bin
         env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FASED_HOME": str(fased_home),
                "HOME": str(tmp_path / "user-home"), "OPENAI_API_KEY": KEY,
                "FASED_DETECT_ENDPOINTS": "", "FASED_NO_TTY": "1", "PYTHONSAFEPATH": "1",
-               "FASED_HTTP_DEADLINE": "20", "GIT_CONFIG_NOSYSTEM": "1"}
+               "FASED_HTTP_DEADLINE": "20", "GIT_CONFIG_NOSYSTEM": "1", "FASED_EMBEDDED": "0"}
         done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=repo, env=env,
                               capture_output=True, text=True, timeout=240,
                               stdin=subprocess.DEVNULL)

@@ -9,7 +9,7 @@ import sqlite3
 
 from fased.projections.agents import set_agent_models
 
-VERSION = 2
+VERSION = 3
 
 TABLES = {
     "providers": {
@@ -20,6 +20,7 @@ TABLES = {
             "credential_kind": str, "credential_fingerprint": str, "credential_env": str,
             "credential_command": str, "credential_set_at": str,
             "models": str, "models_fetched_at": str, "models_error": str,
+            "model_path": str,
         },
         "pk": "id",
         "defaults": {"removed": 0, "detected": 0, "headers": "{}", "secret_headers": "[]",
@@ -32,17 +33,18 @@ def _added(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     con.execute(
         "INSERT INTO providers(id, kind, base_url, headers, secret_headers, secret_query,"
-        " secret_userinfo, account_id, detected, created_at, removed)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET"
+        " secret_userinfo, account_id, detected, created_at, model_path, removed)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,0) ON CONFLICT(id) DO UPDATE SET"
         " kind = excluded.kind, base_url = excluded.base_url, headers = excluded.headers,"
         " secret_headers = excluded.secret_headers, secret_query = excluded.secret_query,"
         " secret_userinfo = excluded.secret_userinfo, account_id = excluded.account_id,"
-        " detected = excluded.detected, created_at = excluded.created_at, removed = 0,"
+        " detected = excluded.detected, created_at = excluded.created_at,"
+        " model_path = excluded.model_path, removed = 0,"
         " models = NULL, models_fetched_at = NULL, models_error = NULL",
         (d["provider"], d["kind"], d["base_url"], json.dumps(d.get("headers") or {}),
          json.dumps(d.get("secret_headers") or []), json.dumps(d.get("secret_query") or []),
          int(bool(d.get("secret_userinfo"))), d.get("account_id"),
-         int(bool(d.get("detected"))), e["ts"]),
+         int(bool(d.get("detected"))), e["ts"], d.get("model_path")),
     )
 
 

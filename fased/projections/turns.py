@@ -19,12 +19,13 @@ makes the sum unknown (NULL), never 0.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from json.encoder import encode_basestring as _encode_string
 from pathlib import Path
 
-VERSION = 4
+VERSION = 5
 
 TABLES = {
     "turns": {
@@ -37,6 +38,7 @@ TABLES = {
             "latency_ms": float, "ttft_ms": float, "attempts": int, "error_class": str,
             "error": str, "merged_into": str, "context_dropped": int, "reply_seq": int,
             "merged_step": int, "steps": int, "cost": float, "model_calls": int,
+            "options": str,
             "total_input_tokens": int, "total_output_tokens": int, "total_cost": float,
         },
         "pk": "id",
@@ -80,9 +82,11 @@ def _queued(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     con.execute(
         "INSERT INTO turns(id, agent, session, state, message, model_override, task, source,"
-        " queued_seq, queued_at, claims, attempts) VALUES (?,?,?,'queued',?,?,?,?,?,?,0,0)",
+        " queued_seq, queued_at, claims, attempts, options)"
+        " VALUES (?,?,?,'queued',?,?,?,?,?,?,0,0,?)",
         (d["turn"], d["agent"], d["session"], d["message"], d.get("model"), d.get("task"),
-         d.get("source"), e["seq"], e["ts"]),
+         d.get("source"), e["seq"], e["ts"],
+         json.dumps(d["options"], sort_keys=True) if d.get("options") else None),
     )
 
 

@@ -20,8 +20,8 @@ from .base import (
 )
 
 # The client classes load on first use (PEP 562): a command needs one API family at most.
-_CLIENTS = {"AnthropicClient": ".anthropic", "OllamaClient": ".ollama",
-            "OpenAIClient": ".openai"}
+_CLIENTS = {"AnthropicClient": ".anthropic", "LocalClient": ".local",
+            "OllamaClient": ".ollama", "OpenAIClient": ".openai"}
 
 
 def __getattr__(name: str) -> Any:
@@ -40,7 +40,7 @@ OPENAI_KINDS = (
     "litellm",
     "cloudflare",
 )
-KINDS = (*OPENAI_KINDS, "ollama", "anthropic")
+KINDS = (*OPENAI_KINDS, "ollama", "anthropic", "local")
 
 
 def client_for(
@@ -60,6 +60,8 @@ def client_for(
         name = "OllamaClient"
     elif kind == "anthropic":
         name = "AnthropicClient"
+    elif kind == "local":
+        name = "LocalClient"
     else:
         raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
     cls: type[Client] = __getattr__(name)
@@ -75,6 +77,7 @@ __all__ = [
     "AnthropicClient",
     "ChatResult",
     "Client",
+    "LocalClient",
     "OllamaClient",
     "OpenAIClient",
     "ProviderError",

@@ -186,6 +186,11 @@ class AnthropicClient(HttpClient):
             payload["tools"] = anthropic_tools(tools)
         return "/v1/messages", payload
 
+    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
+        """The Messages API takes temperature and top_p; it has no seed."""
+        payload.update({k: v for k, v in options.items()
+                        if v is not None and k in ("temperature", "top_p")})
+
     def _stream_parser(
         self, model: str, on_delta: DeltaCallback | None, started: float
     ) -> StreamParser:

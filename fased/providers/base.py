@@ -199,8 +199,10 @@ class Client(ABC):
         on_delta: DeltaCallback | None = None,
         max_tokens: int | None = None,
         tools: list[dict] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> ChatResult:
-        """Send one chat request; stream text pieces to `on_delta` as they arrive.
+        """Send one chat request; stream text pieces to `on_delta` as they arrive. `options`
+        are model parameters (fased.params: max_tokens, temperature, top_p, seed).
 
         `messages` and `tools` are in the neutral forms (calls.py maps them to the API);
         a request whose tools the model refuses raises ProviderError kind "no_tools"."""

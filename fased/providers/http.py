@@ -184,6 +184,10 @@ class HttpClient(Client):
     def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
         raise NotImplementedError
 
+    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
+        """Put the sampling options (temperature, top_p, seed) where the API takes them."""
+        payload.update({k: v for k, v in options.items() if v is not None})
+
     def _adapt(self, payload: dict[str, Any], err: ProviderError) -> bool:
         """Rewrite the payload after a 400 that a known server quirk explains; True to resend."""
         return False
@@ -199,12 +203,17 @@ class HttpClient(Client):
         on_delta: DeltaCallback | None = None,
         max_tokens: int | None = None,
         tools: list[dict] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> ChatResult:
         """Send one chat request; with stream=True, `on_delta` gets each text piece on arrival.
 
         With stream=False, `on_delta` (if given) is called once with the whole text.
+        `options` are model parameters (fased.params): max_tokens, temperature, top_p, seed.
         """
-        return self._chat(model, messages, stream, on_delta, max_tokens, tools, None)
+        options = dict(options or {})
+        if options.get("max_tokens") is not None:
+            max_tokens = options.pop("max_tokens")
+        return self._chat(model, messages, stream, on_delta, max_tokens, tools, None, options)
 
     def list_models(self) -> list[str]:
         """Model names the server offers."""
@@ -257,9 +266,11 @@ class HttpClient(Client):
     def _chat(
         self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
         max_tokens: int | None, tools: list[dict] | None, timeout: tuple[float, float] | None,
+        options: dict[str, Any] | None = None,
     ) -> ChatResult:
         try:
-            return self._chat_once(model, messages, stream, on_delta, max_tokens, tools, timeout)
+            return self._chat_once(model, messages, stream, on_delta, max_tokens, tools, timeout,
+                                   options)
         except ProviderError as err:
             if tools and refuses_tools(err):
                 # its own kind: the caller may send the request again without tools
@@ -283,8 +294,10 @@ class HttpClient(Client):
     def _chat_once(
         self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
         max_tokens: int | None, tools: list[dict] | None, timeout: tuple[float, float] | None,
+        options: dict[str, Any] | None = None,
     ) -> ChatResult:
         path, payload = self._chat_request(model, messages, stream, max_tokens, tools)
+        self._sampling(payload, options or {})
         started = time.monotonic()
         # A probe's limits bound its whole request; a chat has the (long) chat deadline.
         with net.Deadline(self.deadline if timeout is None else timeout[1]):

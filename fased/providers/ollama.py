@@ -85,6 +85,12 @@ class OllamaClient(HttpClient):
             payload["tools"] = function_tools(tools)
         return "/api/chat", payload
 
+    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
+        """Ollama takes sampling parameters in `options`, beside num_predict."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if given:
+            payload.setdefault("options", {}).update(given)
+
     def _stream_parser(
         self, model: str, on_delta: DeltaCallback | None, started: float
     ) -> StreamParser:

