@@ -245,10 +245,16 @@ def test_exit_code_is_recorded_after_the_starter_has_exited(ctx, fased_home):
     pid_id = done.stdout.strip()
     # The starter did not wait for the command: it is still running once the starter is gone.
     assert process(ctx, "poll", id=pid_id).text.startswith(f"{pid_id} running")
-    final = wait_for(lambda: (r := process(ctx, "poll", id=pid_id)).data["state"] != "running"
-                     and r)
+    seen: list[str] = []  # a poll shows only what is new since the last one
+
+    def poll():
+        result = process(ctx, "poll", id=pid_id)
+        seen.append(result.text)
+        return result.data["state"] != "running" and result
+
+    final = wait_for(poll)
     assert final.data == {"process_id": pid_id, "state": "exited", "exit_code": 7}
-    assert final.text.startswith(f"{pid_id} exited(7)") and "done" in final.text
+    assert final.text.startswith(f"{pid_id} exited(7)") and "done" in "\n".join(seen)
 
 
 def test_kill_ends_the_group_and_is_idempotent(ctx, fased_home):
