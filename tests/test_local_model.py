@@ -32,8 +32,10 @@ NO_INDEX = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL":
 @pytest.fixture(scope="session")
 def pulled() -> Path:
     """The model file, pulled into the shared cache home by `fased agent models pull`."""
+    # session-scoped, so before conftest's fased_home: import the installed fased, never the
+    # source tree in the cwd (it has no commands/ subpackage outside an editable install)
     env = {"FASED_HOME": str(CACHE), "HOME": str(REAL_HOME), "FASED_DETECT_ENDPOINTS": "",
-           "FASED_EMBEDDED": "0"}
+           "FASED_EMBEDDED": "0", "PYTHONSAFEPATH": "1"}
     done = run_process("agent", "models", "pull", "smollm2-135m", env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert re.search(r"^(Pulled|Already here:) smollm2-135m \(98 MB, sha256 verified\)",
