@@ -176,7 +176,10 @@ def listener():
     server.close()
 
 
-CONNECT = (f"{sys.executable} -c \"import socket,sys; s=socket.create_connection(('127.0.0.1',"
+# the interpreter itself, not the venv's link to it: a venv under /tmp (a clone CI made there)
+# is hidden by the sandbox's own /tmp, and only the standard library is needed inside
+PYTHON = os.path.realpath(sys.executable)
+CONNECT = (f"{PYTHON} -c \"import socket,sys; s=socket.create_connection(('127.0.0.1',"
            " int(sys.argv[1])), timeout=5); print(s.recv(100).decode())\" {port}")
 
 
