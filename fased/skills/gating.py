@@ -10,10 +10,12 @@ and `os`. `always: true` skips the requirement checks.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +48,8 @@ def entry_of(config: dict, name: str) -> dict:
     return entry if isinstance(entry, dict) else {}
 
 
-def unmet(skill: Skill, config: dict, secrets: dict) -> str | None:
+def unmet(skill: Skill, config: dict, secrets: dict,
+          which: Callable[[str], str | None] = shutil.which) -> str | None:
     """Why the skill's gates are not met (`missing: bins=jq`, `os: darwin only`), or None."""
     gate = skill.gate()
     if gate.get("always") is True:
@@ -56,11 +59,11 @@ def unmet(skill: Skill, config: dict, secrets: dict) -> str | None:
         return f"os: {', '.join(_list(gate.get('os')))} only"
     requires = gate.get("requires") if isinstance(gate.get("requires"), dict) else {}
     missing = []
-    bins = [b for b in _list(requires.get("bins")) if shutil.which(b) is None]
+    bins = [b for b in _list(requires.get("bins")) if which(b) is None]
     if bins:
         missing.append("bins=" + ",".join(bins))
     any_bins = _list(requires.get("anyBins"))
-    if any_bins and not any(shutil.which(b) for b in any_bins):
+    if any_bins and not any(which(b) for b in any_bins):
         missing.append("anyBins=" + "|".join(any_bins))
     env = {**(entry_of(config, skill.name).get("env") or {}), **secrets.get(skill.name, {})}
     envs = [v for v in _list(requires.get("env")) if not (os.environ.get(v) or env.get(v))]
@@ -110,6 +113,7 @@ def statuses(con: sqlite3.Connection, home: Path, agent: str | None,
     found = found or find_skills(home, workspace, config)
     allowed = allowed_list(con, agent, config) if agent else None
     secrets = skill_secrets(home)
+    which = functools.cache(shutil.which)  # one PATH search per program, not per skill
     out = []
     for skill in found.skills:
         if skill.shadowed_by:
@@ -119,7 +123,7 @@ def statuses(con: sqlite3.Connection, home: Path, agent: str | None,
         elif allowed is not None and skill.name not in allowed:
             status = "not allowed"
         else:
-            status = unmet(skill, config, secrets) or "ready"
+            status = unmet(skill, config, secrets, which) or "ready"
         out.append(Status(skill, status))
     return out
 

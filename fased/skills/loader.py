@@ -119,12 +119,14 @@ def body_of(text: str) -> str:
     return text[3 + end.end():].lstrip("\n") if text.startswith("---") and end else text
 
 
-def folder_signature(path: Path) -> tuple[list, list[Path]]:
-    """Every file under a skill folder as (relative path, size, mtime_ns), sorted, and the
-    files; symlinks are listed as links (never followed)."""
+def folder_signature(path: Path) -> list:
+    """Every file under a skill folder as [relative path, size, mtime_ns, link target or
+    None], sorted; symlinks are listed as links (never followed). Plain strings, not Paths:
+    a turn computes this for every skill folder."""
     sig: list = []
-    files: list[Path] = []
-    stack = [path]
+    top = os.fspath(path)
+    cut = len(top) + 1
+    stack = [top]
     while stack:
         here = stack.pop()
         try:
@@ -133,21 +135,19 @@ def folder_signature(path: Path) -> tuple[list, list[Path]]:
             continue
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
+                stack.append(entry.path)
                 continue
             st = entry.stat(follow_symlinks=False)
-            rel = os.path.relpath(entry.path, path)
             link = os.readlink(entry.path) if entry.is_symlink() else None
-            sig.append([rel, st.st_size, st.st_mtime_ns, link])
-            files.append(Path(entry.path))
+            sig.append([entry.path[cut:], st.st_size, st.st_mtime_ns, link])
     sig.sort(key=lambda row: row[0])
-    return sig, files
+    return sig
 
 
 def content_hash(path: Path) -> str:
     """sha256 over every file's relative path and bytes (a symlink: its target text)."""
     digest = hashlib.sha256()
-    sig, _ = folder_signature(path)
+    sig = folder_signature(path)
     for rel, _size, _mtime, link in sig:
         digest.update(rel.encode("utf-8", "surrogateescape") + b"\0")
         if link is not None:
@@ -176,8 +176,10 @@ class Cache:
         stat = (st.st_size, st.st_mtime_ns)
         if stat == self.loaded_stat:
             return
+        import orjson
+
         try:
-            data = json.loads(self.file.read_bytes())
+            data = orjson.loads(self.file.read_bytes())
         except (OSError, ValueError):
             return
         if isinstance(data, dict) and data.get("version") == CACHE_VERSION:
@@ -187,13 +189,14 @@ class Cache:
     def save(self) -> None:
         if not self.dirty:
             return
+        import orjson
+
         from fased.home import write_private
 
         try:
             self.file.parent.mkdir(mode=0o700, exist_ok=True)
-            write_private(self.file, json.dumps({"version": CACHE_VERSION,
-                                                 "entries": self.entries}).encode(),
-                          durable=False)
+            write_private(self.file, orjson.dumps({"version": CACHE_VERSION,
+                                                   "entries": self.entries}), durable=False)
             st = os.stat(self.file)
             self.loaded_stat = (st.st_size, st.st_mtime_ns)
         except OSError:
@@ -216,7 +219,7 @@ def _cache(home: Path) -> Cache:
 def read_folder(path: Path, source: str, cache: Cache | None = None) -> tuple[Skill | None,
                                                                               str | None]:
     """The skill in one folder, or a warning (None when the folder holds no SKILL.md)."""
-    sig, _ = folder_signature(path)
+    sig = folder_signature(path)
     if not any(row[0] == SKILL_FILE for row in sig):
         return None, None
     key = str(path)
