@@ -13,7 +13,8 @@ EMOJI = Name("the emoji", limit=32)
 
 
 @click.group(cls=LazyGroup, lazy={"models": "models:models", "tools": "agent_tools:tools",
-                                     "context": "agent_tools:context"})
+                                     "context": "agent_tools:context",
+                                     "skills": "skill:agent_skills"})
 def agent() -> None:
     """Agents: an identity, a workspace, models, sessions and tasks.
 

@@ -67,7 +67,8 @@ def tools(args, json_):
 @json_option
 def context(agent_id, session, json_):
     """What the agent's next turn would send: each bootstrap file (its size, what is injected
-    and why it is cut or left out), the tools offered, and a token estimate.
+    and why it is cut or left out), the tools and skills offered (and what of the skills
+    block was dropped to fit skills.limits.maxSkillsPromptChars), and a token estimate.
 
     \b
     Examples:
@@ -88,6 +89,11 @@ def context(agent_id, session, json_):
           ("FILE", "CHARS", "INJECTED", "NOTE"))
     tools_line = ", ".join(view["tools"]) or "none"
     click.echo(f"\nTools offered: {tools_line}")
+    skills = [s["name"] + ("" if s["described"] else " (no description)")
+              for s in view["skills"]]
+    click.echo(f"Skills offered: {', '.join(skills) or 'none'}")
+    if view["skills_note"]:
+        note(f"skills: {view['skills_note']}")
     t = view["tokens"]
     click.echo(f"Tokens (estimated, 4 characters each): system {t['system']}, tools "
                f"{t['tools']}, history {t['history']} = {t['total']} of a {view['window']}-"

@@ -29,6 +29,7 @@ COMMANDS = {
     "approvals": "approvals:approvals",
     "completion": "completion:completion",
     "usage": "usage:usage",
+    "skill": "skill:skill",
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,14 +63,58 @@ class PromptFile:
 
 
 @dataclass
+class OfferedSkill:
+    """A skill as the prompt offers it: its SKILL.md (recorded like a bootstrap file, by
+    content hash) and the folder's content hash; `described` is False when its description
+    was dropped to fit skills.limits.maxSkillsPromptChars, `inlined` when the user's message
+    asked for it by `$name`."""
+
+    name: str
+    description: str
+    file: Path
+    folder_sha: str
+    text: str
+    sha: str
+    described: bool = True
+    inlined: bool = False
+
+
+@dataclass
+class SkillsBlock:
+    """The available_skills block: the skills in it, and those left out to fit the cap."""
+
+    skills: list[OfferedSkill] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    cap: int = 0
+    warnings: list[str] = field(default_factory=list)
+    listed: bool = True  # False: no read tool, so no block (only `$name` inlining)
+
+    @property
+    def note(self) -> str | None:
+        dropped = sum(not s.described for s in self.skills)
+        if not dropped and not self.left_out:
+            return None
+        bits = []
+        if dropped:
+            bits.append(f"{dropped} description(s) dropped")
+        if self.left_out:
+            bits.append(f"{len(self.left_out)} skill(s) left out ({', '.join(self.left_out)})")
+        return " and ".join(bits) + (f" to fit skills.limits.maxSkillsPromptChars "
+                                     f"({self.cap:,})")
+
+
+@dataclass
 class SystemPrompt:
     """The assembled prompt: its text, and the same as parts (literal strings and slices
-    `{"file": sha, "start": i, "end": j}` of recorded files) for the log."""
+    `{"file": sha, "start": i, "end": j}` of recorded files) for the log. An offered skill
+    is marked by an empty slice of its SKILL.md with its name and folder hash
+    (`{"file": sha, "start": 0, "end": 0, "skill": name, "sha256": folder}`)."""
 
     text: str
     parts: list
     files: list[PromptFile]
     sha: str
+    skills: SkillsBlock = field(default_factory=SkillsBlock)
 
     @property
     def tokens(self) -> int:
@@ -181,13 +226,110 @@ def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, works
                          f"offset={lines + 1})]\n")
         else:
             parts.append({"file": f.sha, "start": 0, "end": f.size})
+    block = offered_skills(con, home, agent, workspace, _skills_cap(con), _message_of(turn),
+                           listed=any(t.name == "read" for t in tools))
+    parts += skills_parts(block)
     extra = settings.get("systemPrompt")
     if extra:
         parts.append(f"\n{extra}\n")
     parts = _merge_literals(parts)
     texts = {f.sha: f.text for f in files if f.sha}
+    texts.update({s.sha: s.text for s in block.skills})
     text = render_parts(parts, texts.__getitem__)
-    return SystemPrompt(text, parts, files, sha256(json.dumps(parts, sort_keys=True)))
+    return SystemPrompt(text, parts, files, sha256(json.dumps(parts, sort_keys=True)), block)
+
+
+# -- skills -------------------------------------------------------------------------------------
+
+SKILLS_MAX_CHARS = 30_000
+SKILL_REF = re.compile(r"(?<![\w$])\$([a-z0-9]+(?:-[a-z0-9]+)*)(?![\w-])")
+SKILLS_INTRO = ("\n# Skills\n\nSkills are instructions for particular tasks. When one below "
+                "applies, read its SKILL.md with the read tool (at the location given) before "
+                "you act, and follow it; files it mentions are in its folder.\n")
+
+
+def _skills_cap(con: sqlite3.Connection) -> int:
+    from fased.config import config_doc
+
+    limits = (config_doc(con).get("skills") or {}).get("limits") or {}
+    return int(limits.get("maxSkillsPromptChars", SKILLS_MAX_CHARS))
+
+
+def _message_of(turn) -> str:
+    if turn is None:
+        return ""
+    try:
+        return turn["message"] or ""
+    except (KeyError, IndexError):
+        return ""
+
+
+def offered_skills(con: sqlite3.Connection, home: Path, agent, workspace: Path, cap: int,
+                   message: str = "", listed: bool = True) -> SkillsBlock:
+    """The skills the agent is offered, fitted into `cap` characters: descriptions go first
+    (from the last skill back), then whole skills. `$name` in `message` inlines that one.
+    Not `listed` (no read tool to open them with): only the inlined ones are kept."""
+    from fased.skills.gating import offered
+
+    skills, warnings = offered(con, home, agent["id"], workspace)
+    wanted = set(SKILL_REF.findall(message))
+    out = []
+    for s in skills:
+        try:
+            with open(s.file, "rb") as f:
+                text = f.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            continue
+        if listed or s.name in wanted:
+            out.append(OfferedSkill(s.name, s.description, s.file, s.sha256, text,
+                                    sha256(text), inlined=s.name in wanted))
+    block = SkillsBlock(out, [], cap, warnings, listed)
+    for s in reversed(block.skills if listed else []):
+        if _block_size(block) <= cap:
+            break
+        s.described = False
+    while listed and block.skills and _block_size(block) > cap:
+        block.left_out.insert(0, block.skills.pop().name)
+    return block
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _skill_entry(s: OfferedSkill) -> str:
+    description = f"<description>{_xml(s.description)}</description>\n" if s.described else ""
+    return (f"<skill>\n<name>{s.name}</name>\n{description}"
+            f"<location>{_xml(str(s.file))}</location>\n</skill>\n")
+
+
+def _block_size(block: SkillsBlock) -> int:
+    if not block.skills:
+        return 0
+    return len("<available_skills>\n</available_skills>\n") + sum(
+        len(_skill_entry(s)) for s in block.skills)
+
+
+def skills_parts(block: SkillsBlock) -> list:
+    """The block as prompt parts, each skill marked with its hashes; then the instructions
+    of the skills asked for by `$name`."""
+    if not block.skills:
+        return []
+    parts: list = []
+    if block.listed:
+        parts += [SKILLS_INTRO, "\n<available_skills>\n"]
+        for s in block.skills:
+            parts.append({"file": s.sha, "start": 0, "end": 0, "skill": s.name,
+                          "sha256": s.folder_sha})
+            parts.append(_skill_entry(s))
+        parts.append("</available_skills>\n")
+    for s in block.skills:
+        if s.inlined:
+            parts.append(f"\n## Skill {s.name} (the user asked for it with ${s.name})\n\n"
+                         f"Its SKILL.md ({s.file}), to follow now:\n\n")
+            parts.append({"file": s.sha, "start": 0, "end": len(s.text)})
+            parts.append("\n")
+    return parts
 
 
 def _sandbox_lines(home: Path, agent, workspace: Path, settings: dict, turn) -> list[str]:
@@ -563,6 +705,11 @@ def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
                    "injected": f.injected, "reason": f.reason, "sha256": f.sha}
                   for f in request.system.files],
         "tools": [t.name for t in tools],
+        "skills": [{"name": sk.name, "path": str(sk.file), "sha256": sk.folder_sha,
+                    "described": sk.described, "inlined": sk.inlined}
+                   for sk in request.system.skills.skills],
+        "skills_left_out": request.system.skills.left_out,
+        "skills_note": request.system.skills.note,
         "tokens": {"system": request.system.tokens, "tools": tool_tokens, "history": history,
                    "total": request.system.tokens + tool_tokens + history},
         "window": request.window, "dropped": request.plan.dropped,

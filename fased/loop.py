@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fased.context import build_request, tools_wire
 from fased.safetext import scrub
@@ -189,7 +189,16 @@ class AgentLoop:
         first = (self.claim.models or [None])[0]
         tools = specs(offered_names(settings["tools"])) if first is None or model_tools(
             con, first) else []
-        return _Env(agent, workspace, tools, settings["tools"])
+        from fased.skills.gating import offered, skill_env
+        from fased.skills.secrets import skill_secrets
+
+        skills, _ = offered(con, self.runner.store.home, agent["id"], workspace)
+        stored = skill_secrets(self.runner.store.home)
+        # a secret set for a skill reaches its commands, but never the log or the model
+        self._skill_secrets = tuple(v for s in skills for v in stored.get(s.name, {}).values())
+        return _Env(agent, workspace, tools, settings["tools"],
+                    tuple(s.path for s in skills),
+                    skill_env(con, self.runner.store.home, skills))
 
     # -- the model's answer ----------------------------------------------------------------
 
@@ -260,6 +269,12 @@ class AgentLoop:
                 drafts.append(Draft("workspace.file_removed", f"agent:{self.claim.agent}", {
                     "agent": self.claim.agent, "workspace": str(env.workspace),
                     "file": f.name}))
+        for sk in request.system.skills.skills:
+            if sk.sha not in seen and not known(sk.sha):
+                seen.add(sk.sha)
+                drafts.append(Draft("context.recorded", "context", {
+                    "sha256": sk.sha, "kind": "file", "agent": self.claim.agent,
+                    "name": f"skills/{sk.name}/SKILL.md", "text": sk.text}))
         if not known(request.system.sha):
             drafts.append(Draft("context.recorded", "context", {
                 "sha256": request.system.sha, "kind": "prompt", "parts": request.system.parts}))
@@ -455,11 +470,13 @@ class AgentLoop:
             return ToolResult(str(exc), is_error=True), "error"
         ctx = ToolContext(
             agent=self.claim.agent, session=self.claim.session, turn=self.claim.turn,
-            call_id=call["id"], workspace=workspace, home=home, readable=readable,
+            call_id=call["id"], workspace=workspace, home=home,
+            readable=(*readable, *env.skill_dirs),
             # in a sandbox the file tools reach what exec reaches
             workspace_only=sandbox.mode != "host" or bool(
                 (env.settings.get("fs") or {}).get("workspaceOnly", True)),
-            sandbox=sandbox, env=dict(os.environ), cancel=threading.Event())
+            sandbox=sandbox, env=dict(os.environ), skill_env=dict(env.skill_env),
+            cancel=threading.Event())
         box: dict = {}
 
         def work() -> None:
@@ -508,6 +525,10 @@ class AgentLoop:
     def _finished_draft(self, call, status: str, text: str, extra: dict,
                         duration_ms: float | None = None) -> Draft:
         c = self.claim
+        if getattr(self, "_skill_secrets", ()):
+            from fased.redact import mask_secrets
+
+            text = mask_secrets(text, self._skill_secrets)
         data = {"turn": c.turn, "agent": c.agent, "session": c.session, "call": call["id"],
                 "name": call["name"], "status": status, "result": text[:LOG_RESULT_MAX]}
         if len(text) > LOG_RESULT_MAX:
@@ -559,6 +580,8 @@ class _Env:
     workspace: object
     tools: list
     settings: dict
+    skill_dirs: tuple = ()  # the offered skills' folders: `read` may open them
+    skill_env: dict = field(default_factory=dict)  # their skills.entries.<name>.env
 
 
 def usage_data(usage) -> dict:

@@ -63,7 +63,7 @@ def agent_detail(con: sqlite3.Connection, home: Path, row: sqlite3.Row) -> dict:
         "('active', 'paused') ORDER BY id", (row["id"],))]
     detail = _agent_dict(con, home, row, selected_agent(con), sessions, len(task_rows))
     extra = json.loads(row["config"] or "{}")
-    detail["skills"] = _policy(extra.get("skills"))
+    detail["skills"] = _skills_policy(extra.get("skills"))
     detail["tools"] = _policy(extra.get("tools"))
     detail["task_list"] = [{**t, "schedule": _schedule_text(t["schedule"])} for t in task_rows]
     return detail
@@ -78,6 +78,13 @@ def _policy(policy: dict | None) -> str:
     if policy.get("deny"):
         parts.append("deny " + ", ".join(policy["deny"]))
     return "; ".join(parts) or "all allowed (no policy)"
+
+
+def _skills_policy(skills: list | None) -> str:
+    """An agent's own skills list (agents.list[].skills) in words."""
+    if skills is None:
+        return "all allowed (no policy)"
+    return "only " + ", ".join(skills) if skills else "none ([])"
 
 
 def _schedule_text(schedule: str | None) -> str:

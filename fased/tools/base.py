@@ -66,6 +66,9 @@ class ToolContext:
     env: dict[str, str] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
     readable: tuple[Path, ...] = ()  # extra roots `read` may open (skill folders)
+    # what the user set for commands while a skill is offered (skills.entries.<name>.env):
+    # added after secret-looking variables are taken out of `env`, since it is meant for them
+    skill_env: dict[str, str] = field(default_factory=dict)
 
     def cancelled(self) -> bool:
         return self.cancel.is_set()

@@ -85,7 +85,8 @@ def run_exec(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     workdir = ctx.resolve(args.get("workdir") or ".", write=True)
     if not workdir.is_dir():
         raise ToolError(f"{args.get('workdir')}: not a directory")
-    env = {**tool_environment(ctx.env), **check_env_overrides(args.get("env"))}
+    env = {**tool_environment(ctx.env), **ctx.skill_env,
+           **check_env_overrides(args.get("env"))}
     if ctx.sandbox is None:
         raise RuntimeError("the tool context has no sandbox")
     background = args.get("background", False)

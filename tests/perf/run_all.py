@@ -1,13 +1,14 @@
 """fased's benchmarks: prints the figure for every speed target (never a pass/fail assertion).
 
     python tests/perf/run_all.py              # everything (builds a 1,000,000-event home once)
-    python tests/perf/run_all.py startup reads rebuild appends chat run tools local
+    python tests/perf/run_all.py startup reads rebuild appends chat run tools local skills
 
 Targets: --help and read commands <= 80 ms median; reads with 1M events within 1.5x of an
 empty home; rebuild >= 100,000 events/s; durable appends >= 70 % of the raw fsync rate;
 `fased chat` as a whole process <= 150 ms against an instant server; `fased run` >= 50 turns/s;
 fased's own overhead per tool round trip <= 10 ms, not growing over a 100-call turn;
-`fased chat hello` on the embedded model <= 1.5 s median, peak RSS <= 400 MB (`local`).
+`fased chat hello` on the embedded model <= 1.5 s median, peak RSS <= 400 MB (`local`);
+listing the skills of a turn with 200 installed and nothing changed <= 10 ms (`skills`).
 """
 
 from __future__ import annotations
@@ -322,9 +323,58 @@ def bench_tools(tmp: Path, calls: int = 100) -> None:
           "not growing)")
 
 
+SKILLS_PROBE = """
+import sys, time
+import fased.loop, fased.models  # what a turn's process has imported by then
+from fased.store import Store
+from fased.agents import get_agent, workspace_for
+from fased.skills.gating import offered
+import fased.skills.secrets
+store = Store(sys.argv[1])
+con = store.db()
+agent = get_agent(con, None)
+workspace = workspace_for(con, store.home, agent)
+samples = []
+for _ in range(int(sys.argv[2])):
+    t0 = time.perf_counter()
+    skills, _ = offered(con, store.home, agent["id"], workspace)
+    samples.append((time.perf_counter() - t0) * 1000)
+print(len(skills), *samples)
+"""
+
+
+def bench_skills(tmp: Path, count: int = 200, runs: int = 11) -> None:
+    """Listing the skills a turn is offered with `count` skills installed and nothing changed:
+    the first call of a fresh process (the parsed folders come from ~/.fased/cache) and later
+    calls in the same process (a `fased run` loop), against a first scan with no cache."""
+    home = small_home(tmp)
+    for i in range(count):
+        folder = home / "skills" / f"skill-{i:03d}"
+        (folder / "scripts").mkdir(parents=True)
+        (folder / "SKILL.md").write_text(
+            f"---\nname: skill-{i:03d}\ndescription: Skill number {i}. Use when asked for "
+            f"{i}.\nmetadata: {{\"fased\": {{\"requires\": {{\"bins\": [\"sh\"]}}}}}}\n---\n\n"
+            + "Do the thing, step by step.\n" * 40)
+        (folder / "scripts" / "run.sh").write_text("echo hi\n")
+    probe = [sys.executable, "-P", "-c", SKILLS_PROBE, str(home)]
+
+    def sample(n: int) -> tuple[int, list[float]]:
+        out = subprocess.run([*probe, str(n)], env=env_for(home), check=True,
+                             capture_output=True, text=True).stdout.split()
+        return int(out[0]), [float(x) for x in out[1:]]
+
+    found, (cold,) = sample(1)
+    firsts = [sample(1)[1][0] for _ in range(runs)]
+    _, warm = sample(runs)
+    print(f"skills: {found} of {count} offered; a first scan (no cache) {cold:.1f} ms; nothing "
+          f"changed: {statistics.median(firsts):.1f} ms median for a fresh process (fastest "
+          f"{min(firsts):.1f}), {statistics.median(warm[1:]):.1f} ms for a later turn in the "
+          "same process (target <= 10 ms)")
+
+
 BENCHES = {"startup": bench_startup, "reads": bench_reads, "rebuild": bench_rebuild,
            "appends": bench_appends, "chat": bench_chat, "run": bench_run, "tools": bench_tools,
-           "local": bench_local}
+           "local": bench_local, "skills": bench_skills}
 
 
 def main(names: list[str]) -> None:

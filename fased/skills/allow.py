@@ -1,0 +1,69 @@
+"""`fased agent skills allow|deny|reset`: an agent's own skills list, changed by config.set /
+config.unset events on agents.list[N].skills (so fased.json and `fased replay` show them).
+
+An agent without its own list uses agents.defaults.skills, else every skill. Allowing or
+denying starts the agent's own list from what it is offered now (the default list, or every
+skill found); reset drops the names from the agent's own decision (no names: the whole list).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from fased.errors import UsageError
+from fased.skills.loader import NAME
+from fased.store import Draft
+
+
+def skills_change(con: sqlite3.Connection, home: Path, agent_id: str, action: str,
+                  names: list[str], workspace: Path) -> list[Draft]:
+    """The config.set/unset drafts that allow, deny or reset `names` for an agent."""
+    from fased.config import config_doc, render, validate
+    from fased.skills.gating import find
+
+    for name in names:
+        if not NAME.match(name):
+            raise UsageError(f"{name!r} is not a skill name",
+                             hint="lowercase letters, digits and hyphens")
+    doc = render(con)
+    agents = doc.get("agents", {}).get("list", [])
+    index = next((i for i, a in enumerate(agents) if a["id"] == agent_id), None)
+    if index is None:
+        raise UsageError(f"no agent {agent_id!r}")
+    row = con.execute("SELECT config FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    own = json.loads(row[0] or "{}").get("skills")
+    default = config_doc(con).get("agents", {}).get("defaults", {}).get("skills")
+    if action == "reset":
+        if own is None:
+            return []
+        if names:
+            base = default if isinstance(default, list) else None
+            new = [n for n in own if n not in names]
+            if base is None:
+                new += [n for n in names if n not in new]
+            else:
+                new += [n for n in names if n in base and n not in new]
+        else:
+            new = None
+    else:
+        start = own if isinstance(own, list) else default if isinstance(default, list) else \
+            sorted(find(con, home, workspace).winners())
+        new = [n for n in start if n not in names]
+        if action == "allow":
+            new += names
+        if isinstance(own, list) and sorted(new) == sorted(own):
+            return []
+    path = f"agents.list[{index}].skills"
+    change: dict = {"path": path, "agent": agent_id}
+    if own is not None:
+        change["old"] = own
+    if new is None:
+        agents[index].pop("skills", None)
+        validate(doc, hint="nothing was changed")
+        return [Draft("config.unset", "config", change)]
+    change["value"] = new
+    agents[index]["skills"] = new
+    validate(doc, hint="nothing was changed")
+    return [Draft("config.set", "config", change)]

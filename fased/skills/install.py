@@ -1,0 +1,157 @@
+"""`fased skill install` and `fased skill remove`: copy a skill in from a folder, a git
+repository or a tarball, checked before anything lands (a valid SKILL.md, no symlink that
+points out of the folder), and record where it came from with its content hash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fased.errors import ConflictError, UsageError
+from fased.skills.loader import SKILL_FILE, content_hash, parse_skill_file
+
+SKIP = {".git"}
+
+
+@dataclass
+class Source:
+    """Where a skill comes from: kind path, git or tarball; `commit` for git."""
+
+    text: str
+    kind: str
+    commit: str | None = None
+
+
+def classify(text: str) -> Source:
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        return Source(str(path.resolve()), "path")
+    if path.is_file():
+        if tarfile.is_tarfile(path):
+            return Source(str(path.resolve()), "tarball")
+        raise UsageError(f"{text}: not a folder, a git repository or a tarball")
+    if "://" in text or text.startswith("git@") or text.endswith(".git"):
+        return Source(text, "git")
+    raise UsageError(f"{text}: no such folder or file",
+                     hint="give a skill folder, a git URL or a .tar.gz")
+
+
+def fetch(source: Source, into: Path) -> Path:
+    """The source's files under `into` (a temporary directory); the folder they are in."""
+    if source.kind == "path":
+        return Path(source.text)
+    if source.kind == "tarball":
+        out = into / "unpacked"
+        out.mkdir()
+        try:
+            with tarfile.open(source.text) as tar:
+                tar.extractall(out, filter="data")  # no absolute paths, no links out of it
+        except (tarfile.TarError, OSError) as exc:
+            raise UsageError(f"{source.text}: cannot unpack: {exc}") from None
+        return out
+    out = into / "clone"
+    git = shutil.which("git")
+    if git is None:
+        raise UsageError("installing from a git URL needs git on PATH")
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    done = subprocess.run([git, "clone", "--quiet", "--depth", "1", "--", source.text,
+                           str(out)], capture_output=True, text=True, env=env, timeout=300)
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["git clone failed"])[-1]
+        from fased.redact import mask_urls
+
+        raise UsageError(f"cannot clone {mask_urls(source.text)}: {mask_urls(why)}")
+    head = subprocess.run([git, "-C", str(out), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, timeout=60)
+    if head.returncode == 0:
+        source.commit = head.stdout.strip()
+    return out
+
+
+def skill_folder(root: Path, name: str | None) -> Path:
+    """The skill in a fetched tree: its top level, or the one folder (named `name`, when
+    given) that holds a SKILL.md."""
+    if (root / SKILL_FILE).is_file() and (name is None or _front_name(root) == name):
+        return root
+    found = sorted({p.parent for p in root.rglob(SKILL_FILE)
+                    if not SKIP & set(p.relative_to(root).parts)})
+    if name is not None:
+        found = [p for p in found if p.name == name]
+    if not found:
+        raise UsageError(f"no {SKILL_FILE} " + (f"for a skill named {name!r} " if name else "")
+                         + "in the source")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise UsageError(f"the source holds several skills ({names})",
+                         hint="pick one with --name NAME")
+    return found[0]
+
+
+def _front_name(folder: Path) -> str | None:
+    data, _ = parse_skill_file((folder / SKILL_FILE).read_text("utf-8", "replace"))
+    return data["name"] if data else None
+
+
+def check_folder(folder: Path) -> dict:
+    """The skill's front matter; UsageError for a broken SKILL.md or a symlink whose target
+    is outside the folder (or missing)."""
+    file = folder / SKILL_FILE
+    if file.is_symlink():
+        raise UsageError(f"{file}: SKILL.md must not be a symlink")
+    data, problem = parse_skill_file(file.read_text("utf-8", "replace"))
+    if data is None:
+        raise UsageError(f"{file}: {problem}")
+    real_root = os.path.realpath(folder)
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in SKIP]
+        for entry in (*dirs, *files):
+            path = os.path.join(here, entry)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if not (target == real_root or target.startswith(real_root + os.sep)):
+                    raise UsageError(f"{os.path.relpath(path, folder)} is a symlink that "
+                                     f"points out of the skill folder ({os.readlink(path)})",
+                                     hint="nothing was installed")
+    return data
+
+
+def copy_in(folder: Path, dest: Path) -> None:
+    """Copy the skill to `dest` (a new folder beside the final place, then renamed)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.installing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp, symlinks=True, ignore=shutil.ignore_patterns(*SKIP))
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.rename(tmp, dest)
+
+
+def install(text: str, root: Path, scope: str, name: str | None, force: bool,
+            agent: str | None) -> tuple[dict, Path]:
+    """Fetch, check and copy a skill under `root`; the skill.installed data and its folder."""
+    source = classify(text)
+    with tempfile.TemporaryDirectory(prefix="fased-skill-") as tmp:
+        fetched = fetch(source, Path(tmp))
+        folder = skill_folder(fetched, name)
+        data = check_folder(folder)
+        skill = data["name"]
+        dest = root / skill
+        if dest.exists() and not force:
+            raise ConflictError(f"a skill {skill!r} is already in {root}",
+                                hint="add --force to replace it")
+        replaced = dest.exists()
+        copy_in(folder, dest)
+    event = {"name": skill, "path": str(dest), "scope": scope, "source": source.text,
+             "kind": source.kind, "sha256": content_hash(dest)}
+    if source.commit:
+        event["commit"] = source.commit
+    if agent and scope == "workspace":
+        event["agent"] = agent
+    if replaced:
+        event["replaced"] = True
+    return event, dest

@@ -1,0 +1,61 @@
+"""Secret values of skills.entries.<name>.env: kept in credentials.json (under "skills"),
+never in the log; the log records the variable's name and an 8-hex fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def skill_secrets(home: Path) -> dict[str, dict[str, str]]:
+    """{skill: {VARIABLE: value}} from credentials.json."""
+    from fased.models import load_credentials
+
+    try:
+        data = load_credentials(Path(home))
+    except Exception:  # an unreadable credentials file: `fased doctor` says so, turns go on
+        return {}
+    skills = data.get("skills")
+    return skills if isinstance(skills, dict) else {}
+
+
+def store_skill_secret(store, skill: str, variable: str, value: str | None) -> None:
+    """Keep (or, with None, forget) one secret variable of a skill, under the log lock."""
+    from fased.models import load_credentials, save_credentials
+
+    with store.log.locked():
+        data = load_credentials(store.home)
+        entry = data.setdefault("skills", {}).setdefault(skill, {})
+        if value is None:
+            entry.pop(variable, None)
+        else:
+            entry[variable] = value
+        if not entry:
+            data["skills"].pop(skill, None)
+        if not data["skills"]:
+            data.pop("skills")
+        save_credentials(store.home, data)
+
+
+def refuse_secret_env(path: str, value: object) -> None:
+    """UsageError when `fased config set` would put a secret-looking variable of
+    skills.entries.<name>.env into the log: its name looks secret (API_KEY, TOKEN, ...)
+    or its value is a literal secret."""
+    from fased.config import parse_path
+    from fased.errors import UsageError
+    from fased.redact import SECRET_NAME, literal_secret
+
+    parts = parse_path(path)
+    if not parts or parts[0] != "skills":
+        return
+    tree = value
+    for key in reversed(parts):
+        tree = {key: tree}
+    entries = ((tree.get("skills") or {}) if isinstance(tree.get("skills"), dict) else {}
+               ).get("entries")
+    for skill, entry in (entries.items() if isinstance(entries, dict) else ()):
+        env = entry.get("env") if isinstance(entry, dict) else None
+        for name, text in (env.items() if isinstance(env, dict) else ()):
+            if SECRET_NAME.search(str(name)) or (isinstance(text, str) and literal_secret(text)):
+                raise UsageError(f"skills.entries.{skill}.env.{name} looks secret: the log "
+                                 "would keep it", hint=f"`fased skill env {skill} {name}` keeps "
+                                 "it in credentials.json instead; nothing was changed")
