@@ -64,7 +64,7 @@ def _changed(con) -> dict[str, str]:
 @agent_option
 @json_option
 def list_(agent, json_):
-    """Every skill found, where from, and its status for the agent: ready, missing: ...,
+    """Every skill found, where from, and its status for the agent: ready, missing: bins=jq,
     disabled, not allowed, shadowed by workspace. A skill whose files changed since
     `fased skill install` is marked (changed).
 

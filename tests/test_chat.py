@@ -247,8 +247,12 @@ def test_turn_events_in_order(models, run, server):
         "session.created", "session.switched", "turn.queued", "turn.started", "turn.completed"]
     recorded = [e["data"] for e in new if e["type"] == "context.recorded"]
     assert [r["kind"] for r in recorded][-2:] == ["prompt", "tools"]
-    assert {r["name"] for r in recorded[:-2]} == {"AGENTS.md", "SOUL.md", "IDENTITY.md",
-                                                  "BOOTSTRAP.md"}
+    names = {r["name"] for r in recorded[:-2]}
+    skills = {n for n in names if n.startswith("skills/")}
+    assert names - skills == {"AGENTS.md", "SOUL.md", "IDENTITY.md", "BOOTSTRAP.md"}
+    # the bundled skills offered (fased-cli only where `fased` is on PATH)
+    assert "skills/skill-writing/SKILL.md" in skills <= {
+        "skills/skill-writing/SKILL.md", "skills/fased-cli/SKILL.md"}
     assert [e["type"] for e in new].index("turn.completed") == len(new) - 1
     queued, started = (e["data"] for e in new[2:4])
     prompt, tools = recorded[-2:]
