@@ -114,6 +114,7 @@ def test_every_gate_decides_and_says_why(set_up, ok, monkeypatch):
     make_skill(root, "needs-env", metadata={"fased": {"requires": {"env": ["SKILL_REGION"]}}})
     make_skill(root, "needs-config", metadata={"fased": {"requires": {
         "config": ["agents.defaults.userTimezone"]}}})
+    make_skill(root, "own-config", metadata={"fased": {"requires": {"config": ["apiBase"]}}})
     make_skill(root, "other-os", metadata={"fased": {"os": [other]}})
     make_skill(root, "this-os", metadata={"fased": {"os": [here]}})
     make_skill(root, "always", metadata={"fased": {"always": True,
@@ -127,14 +128,17 @@ def test_every_gate_decides_and_says_why(set_up, ok, monkeypatch):
     assert got["no-any-bin"] == "missing: anyBins=no-a|no-b"
     assert got["needs-env"] == "missing: env=SKILL_REGION"
     assert got["needs-config"] == "missing: config=agents.defaults.userTimezone"
+    assert got["own-config"] == "missing: config=apiBase"
     assert got["other-os"] == f"os: {other} only"
     assert got["this-os"] == got["always"] == "ready"
 
     ok("config", "set", "agents.defaults.userTimezone", "Europe/Berlin")
     ok("config", "set", "skills.entries.needs-env.env", '{"SKILL_REGION": "plain"}')
     ok("config", "set", "skills.entries.this-os.enabled", "false")
+    # a skill's own settings (skills.entries.<name>.config) meet its requires.config
+    ok("config", "set", "skills.entries.own-config.config", '{"apiBase": "https://x.example"}')
     got = statuses(ok)
-    assert got["needs-config"] == got["needs-env"] == "ready"
+    assert got["needs-config"] == got["needs-env"] == got["own-config"] == "ready"
     assert got["this-os"] == "disabled"
     check = ok("skill", "check")
     assert "needs-bins (workspace): missing: bins=no-such-jq" in check

@@ -4,8 +4,9 @@ A skill is offered when it is the winner of its name (not shadowed), not disable
 (skills.entries.<name>.enabled), allowed for the agent (agents.list[].skills, else
 agents.defaults.skills; no list means every skill, `[]` none), and its gates are met:
 `requires.bins` (all on PATH), `requires.anyBins` (one of them), `requires.env` (set in the
-environment or in skills.entries.<name>.env), `requires.config` (truthy paths of fased.json)
-and `os`. `always: true` skips the requirement checks.
+environment or in skills.entries.<name>.env), `requires.config` (truthy paths of the
+skill's own skills.entries.<name>.config, else of fased.json) and `os`. `always: true` skips
+the requirement checks.
 """
 
 from __future__ import annotations
@@ -69,7 +70,12 @@ def unmet(skill: Skill, config: dict, secrets: dict,
     envs = [v for v in _list(requires.get("env")) if not (os.environ.get(v) or env.get(v))]
     if envs:
         missing.append("env=" + ",".join(envs))
-    paths = [p for p in _list(requires.get("config")) if not _config_value(config, p)]
+    # a path is looked up in the skill's own settings (skills.entries.<name>.config) first,
+    # then in fased.json as a whole
+    own = entry_of(config, skill.name).get("config")
+    own = own if isinstance(own, dict) else {}
+    paths = [p for p in _list(requires.get("config"))
+             if not (_config_value(own, p) or _config_value(config, p))]
     if paths:
         missing.append("config=" + ",".join(paths))
     return "missing: " + " ".join(missing) if missing else None
