@@ -81,6 +81,10 @@ def _encoded_batch(records: list[dict]) -> bytes:
     return b"".join(out)
 
 
+def _log_bytes(home: Path) -> int:
+    return sum(p.stat().st_size for p in _segment_files(home))
+
+
 def _segment_files(home: Path) -> list[Path]:
     if not (home / "log").exists():
         return []
@@ -320,8 +324,15 @@ def test_kill9_at_random_moments_leaves_a_readable_log(tmp_path, procs):
             "--batch", str(sizes[0]), str(sizes[1]), "--seed", str(seed),
             "--segment-bytes", str(KILL_SEGMENT_BYTES), *extra,
         )  # fmt: skip
+        before = _log_bytes(home)
         _expect_ready(p)
-        time.sleep(rng.uniform(0.0, 0.1))
+        if extra:  # a slow writer: kill it while it writes (a busy machine may start it late)
+            deadline = time.monotonic() + 10
+            while _log_bytes(home) == before and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0.0, 0.04))
+        else:
+            time.sleep(rng.uniform(0.0, 0.1))
         os.kill(p.pid, signal.SIGKILL)
         p.wait(timeout=10)
         assert p.returncode == -signal.SIGKILL, p.stderr.read().decode(errors="replace")
