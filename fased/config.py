@@ -181,6 +181,18 @@ def render(con: sqlite3.Connection) -> dict:
     return doc
 
 
+def agent_entry(con: sqlite3.Connection, agent_id: str) -> tuple[dict, int, dict]:
+    """(the rendered fased.json, the agent's index in agents.list, the agent's own settings):
+    what `fased agent tools|skills allow|deny|reset` change."""
+    doc = render(con)
+    agents = doc.get("agents", {}).get("list", [])
+    index = next((i for i, a in enumerate(agents) if a["id"] == agent_id), None)
+    if index is None:
+        raise UsageError(f"no agent {agent_id!r}")
+    row = con.execute("SELECT config FROM agents WHERE id = ?", (agent_id,)).fetchone()
+    return doc, index, json.loads(row[0] or "{}")
+
+
 def dump(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 

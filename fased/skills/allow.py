@@ -8,7 +8,6 @@ skill found); reset drops the names from the agent's own decision (no names: the
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
@@ -20,20 +19,16 @@ from fased.store import Draft
 def skills_change(con: sqlite3.Connection, home: Path, agent_id: str, action: str,
                   names: list[str], workspace: Path) -> list[Draft]:
     """The config.set/unset drafts that allow, deny or reset `names` for an agent."""
-    from fased.config import config_doc, render, validate
+    from fased.config import agent_entry, config_doc, validate
     from fased.skills.gating import find
 
     for name in names:
         if not NAME.match(name):
             raise UsageError(f"{name!r} is not a skill name",
                              hint="lowercase letters, digits and hyphens")
-    doc = render(con)
-    agents = doc.get("agents", {}).get("list", [])
-    index = next((i for i, a in enumerate(agents) if a["id"] == agent_id), None)
-    if index is None:
-        raise UsageError(f"no agent {agent_id!r}")
-    row = con.execute("SELECT config FROM agents WHERE id = ?", (agent_id,)).fetchone()
-    own = json.loads(row[0] or "{}").get("skills")
+    doc, index, settings = agent_entry(con, agent_id)
+    agents = doc["agents"]["list"]
+    own = settings.get("skills")
     default = config_doc(con).get("agents", {}).get("defaults", {}).get("skills")
     if action == "reset":
         if own is None:

@@ -59,18 +59,13 @@ def check_names(names: list[str]) -> list[str]:
 def tools_change(con: sqlite3.Connection, agent_id: str, action: str,
                  names: list[str]) -> list[Draft]:
     """The config.set drafts that allow, deny or reset `names` for an agent."""
-    import json
 
-    from fased.config import render, validate
+    from fased.config import agent_entry, validate
 
     names = check_names(names)
-    doc = render(con)
-    agents = doc.get("agents", {}).get("list", [])
-    index = next((i for i, a in enumerate(agents) if a["id"] == agent_id), None)
-    if index is None:
-        raise UsageError(f"no agent {agent_id!r}")
-    row = con.execute("SELECT config FROM agents WHERE id = ?", (agent_id,)).fetchone()
-    own = json.loads(row[0] or "{}").get("tools", {})
+    doc, index, settings = agent_entry(con, agent_id)
+    agents = doc["agents"]["list"]
+    own = settings.get("tools", {})
     lists = {"allow": list(own.get("allow", [])), "deny": list(own.get("deny", []))}
     for name in names:
         for key in ("allow", "deny"):
