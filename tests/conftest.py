@@ -144,3 +144,24 @@ def fails(run, home: Path, code: int, *args: str) -> str:
     assert result.exit_code == code, (args, result.stdout, result.stderr)
     assert len(events(home)) == before, args
     return error_line(result)
+
+
+# -- a pinned clock (FASED_NOW) ----------------------------------------------------------------
+
+T0 = "2026-03-02T08:00:00Z"
+
+
+def ts(text: str) -> str:
+    """The stored form of a time: `2026-03-02T09:00:00Z` -> `2026-03-02T09:00:00.000000Z`."""
+    return text.replace("Z", ".000000Z")
+
+
+@pytest.fixture
+def at(monkeypatch):
+    """Move the clock: at("2026-03-02T09:00:00Z") pins FASED_NOW for what runs next."""
+
+    def _at(when: str) -> None:
+        monkeypatch.setenv("FASED_NOW", when)
+
+    _at(T0)
+    return _at

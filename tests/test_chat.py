@@ -180,33 +180,33 @@ def read_terminals(*masters: int) -> list[bytes]:
     return [out[fd] for fd in masters]
 
 
-@pytest.mark.parametrize("option", [[], ["--no-stream"]])
-def test_on_a_terminal_the_reply_ends_the_line_and_a_status_follows(models, server, option):
-    server.script(Reply("streamed", usage=(4, 1)))
+def chat_on_terminals(*args: str) -> tuple[int, bytes, bytes]:
+    """`fased chat ARGS` with stdout and stderr each on a terminal of its own: (exit code,
+    what each terminal showed)."""
     (out_main, out_child), (err_main, err_child) = pty.openpty(), pty.openpty()
-    proc = subprocess.Popen([*FASED, "chat", *option, "hi"], stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([*FASED, "chat", *args], stdin=subprocess.DEVNULL,
                             stdout=out_child, stderr=err_child)
     os.close(out_child)
     os.close(err_child)
     out, err = read_terminals(out_main, err_main)
-    proc.wait(timeout=30)
+    return proc.wait(timeout=30), out, err
 
-    assert proc.returncode == 0, err
+
+@pytest.mark.parametrize("option", [[], ["--no-stream"]])
+def test_on_a_terminal_the_reply_ends_the_line_and_a_status_follows(models, server, option):
+    server.script(Reply("streamed", usage=(4, 1)))
+    code, out, err = chat_on_terminals(*option, "hi")
+
+    assert code == 0, err
     assert out == b"streamed\r\n"
     assert re.fullmatch(rb"\[ollama/fake-model \xc2\xb7 4 in / 1 out \xc2\xb7 \d+\.\d s\]\r\n",
                         err), err
 
 
 def test_json_on_a_terminal_prints_no_footer(models, server):
-    (out_main, out_child), (err_main, err_child) = pty.openpty(), pty.openpty()
-    proc = subprocess.Popen([*FASED, "chat", "--json", "hi"], stdin=subprocess.DEVNULL,
-                            stdout=out_child, stderr=err_child)
-    os.close(out_child)
-    os.close(err_child)
-    out, err = read_terminals(out_main, err_main)
-    proc.wait(timeout=30)
+    code, out, err = chat_on_terminals("--json", "hi")
 
-    assert proc.returncode == 0, err
+    assert code == 0, err
     assert json.loads(out)["reply"] == DEFAULT_TEXT
     assert err == b""
 

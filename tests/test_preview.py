@@ -9,22 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import error_line, events, fails
-
-T0 = "2026-03-02T08:00:00Z"
-
-
-def ts(text: str) -> str:
-    return text.replace("Z", ".000000Z")
-
-
-@pytest.fixture
-def at(monkeypatch):
-    def _at(when: str) -> None:
-        monkeypatch.setenv("FASED_NOW", when)
-
-    _at(T0)
-    return _at
+from conftest import error_line, events, fails, ts
 
 
 @pytest.fixture

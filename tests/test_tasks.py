@@ -16,32 +16,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import error_line, events, fails, rows
+from conftest import T0, error_line, events, fails, rows, ts
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Echo, Status
 
 FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
-T0 = "2026-03-02T08:00:00Z"
-
-
-def ts(text: str) -> str:
-    """The stored form of a time: `2026-03-02T09:00:00Z` -> `2026-03-02T09:00:00.000000Z`."""
-    return text.replace("Z", ".000000Z")
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-@pytest.fixture
-def at(monkeypatch):
-    """Move the clock: at("2026-03-02T09:00:00Z") pins FASED_NOW for what runs next."""
-
-    def _at(when: str) -> None:
-        monkeypatch.setenv("FASED_NOW", when)
-
-    _at(T0)
-    return _at
-
 
 @pytest.fixture
 def home(at, models) -> Path:
