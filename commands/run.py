@@ -37,9 +37,12 @@ from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
 @click.option("--dry-run", is_flag=True,
               help="Say what `run --once` would do now (deliveries, tasks fired with the "
               "missed runs they fold, turns answered in order) and change nothing.")
+@click.option("--channels", is_flag=True,
+              help="Also poll the chat accounts (`fased channel list`) while idle: "
+              "long-polls up to --poll seconds, so due tasks wait at most that long.")
 @click.option("json_", "--json", is_flag=True, help="One JSON line per finished turn on stdout "
               "(with --dry-run: the plan as one JSON document).")
-def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
+def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json_):
     """Answer queued turns (oldest first, one at a time per session) and fire due tasks.
 
     Several runners may run at once; each turn is answered exactly once. A runner that is
@@ -53,6 +56,7 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
       fased run --until-idle --json  # CI: drain the queue, one JSON line per turn
       fased run --agent ops --max-turns 10
       fased run --dry-run            # what --once would do now; claims and records nothing
+      fased run --channels           # and answer Telegram (fased channel add telegram)
 
     A turn that hits a bug in fased (or any error nothing classified) fails alone, recorded
     with error class `internal`; the runner goes on with the next one.
@@ -75,7 +79,8 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
     runner = Runner(st, agent=agent, lease=lease, note=note)
     counts = {"completed": 0, "failed": 0, "models_failed": 0, "internal": 0}
     try:
-        _loop(st, runner, once, until_idle, max_turns, poll, json_, counts)
+        _loop(st, runner, once, until_idle, max_turns, poll, json_, counts,
+              _ticker(st) if channels else None)
     except Stop:
         note("fased: terminated; the current turn went back to the queue")
         raise click.exceptions.Exit(143) from None
@@ -89,7 +94,15 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
         raise click.exceptions.Exit(EXIT_ERROR)
 
 
-def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
+def _ticker(st):
+    from fased.channels.poll import Ticker
+
+    return Ticker(st, note)
+
+
+def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts, ticker=None) -> None:
+    import contextlib
+
     from fased.commands.approve import show_tool
     from fased.tasks import deliver_pending, fire_due_tasks
 
@@ -108,7 +121,15 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
         expire_due(st)  # approvals nobody decided in time: their turns go on, denied
         claim = runner.claim_next()
         if claim is not None:
-            result = runner.run(claim, None, interrupt="abandon", on_tool=show_tool)
+            typing = contextlib.nullcontext()
+            if ticker is not None:
+                from fased.channels.poll import typing_for
+
+                typing = typing_for(st, claim.session, ticker.clients)
+            with typing:
+                result = runner.run(claim, None, interrupt="abandon", on_tool=show_tool)
+            if ticker is not None:
+                ticker.tick(0)  # its reply (or approval prompt) goes out now
             processed += 1
             if result.state in ("completed", "failed"):
                 counts[result.state] += 1
@@ -127,13 +148,19 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
                 deliver_pending(st, emit)
                 return
             continue
+        if ticker is not None:
+            received = ticker.tick(0 if once or until_idle else min(poll, 0.2)
+                                   if runner.waiting else poll)
+            if received and (once or until_idle):
+                continue  # what the poll queued is answered before exiting
         if once and not runner.waiting:
             return
         if until_idle and not runner.waiting:
             queued, running = runner.pending()
             if queued == 0 and running == 0:
                 return
-        time.sleep(min(poll, 0.2) if runner.waiting else poll)
+        if ticker is None:
+            time.sleep(min(poll, 0.2) if runner.waiting else poll)
 
 
 def _dry_run(agent, max_turns, json_) -> None:

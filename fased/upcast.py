@@ -24,7 +24,8 @@ def usage_without_cost(data: dict) -> dict:
 
 def same_shape(data: dict) -> dict:
     """provider.added v1 -> v2 (v2 adds kind local and its model_path) and turn.queued v1 ->
-    v2 (v2 adds the turn's model options): a v1 event has neither, and means the same."""
+    v2 (v2 adds the turn's model options), task.created and task.updated v1 -> v2 (v2's
+    deliver may be `channel`): a v1 event has neither, and means the same."""
     return data
 
 
@@ -33,6 +34,8 @@ UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {
     ("turn.queued", 1): same_shape,
     ("turn.completed", 1): usage_without_cost,
     ("turn.step", 1): usage_without_cost,
+    ("task.created", 1): same_shape,
+    ("task.updated", 1): same_shape,
 }
 
 

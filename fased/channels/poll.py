@@ -15,7 +15,6 @@ is what makes Telegram answer 409.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
@@ -255,15 +254,16 @@ def answer_ready(store: Store, runner, client, on_result: Callable) -> list:
 
 def poll_once(store: Store, channel: str, account: str, *, runner=None, timeout: float = 0,
               note: Callable[[str], None] = lambda s: None,
-              on_result: Callable = lambda r: None, sleep=None) -> PollResult:
+              on_result: Callable = lambda r: None, sleep=None, client=None) -> PollResult:
     """One poll of an account under its lock (PollerBusy when another holds it): sends left
     over, receive, admit, answer what is ready (with a runner), send. A channel error while
     receiving is kept in the result; what was already recorded is still answered."""
     from fased.channels import outbox
 
     with poll_lock(store.home, channel, account):
-        client = account_client(store, get_account(store.db(check_files=False), channel,
-                                                   account), sleep=sleep)
+        if client is None:
+            client = account_client(store, get_account(store.db(check_files=False), channel,
+                                                       account), sleep=sleep)
         result = PollResult(f"{channel}/{account}")
         outbox.recover(store, note)
         try:
@@ -282,8 +282,51 @@ def poll_once(store: Store, channel: str, account: str, *, runner=None, timeout:
 
 
 def poll_accounts(store: Store) -> list[tuple[str, str]]:
-    """(channel, account) of every account, for `fased run --channels`."""
-    with contextlib.suppress(sqlite3.OperationalError):
-        return [(r["channel"], r["account"]) for r in store.db(check_files=False).execute(
-            "SELECT channel, account FROM channel_accounts WHERE removed = 0 ORDER BY key")]
-    return []
+    """(channel, account) of every account."""
+    return [(r["channel"], r["account"]) for r in store.db(check_files=False).execute(
+        "SELECT channel, account FROM channel_accounts WHERE removed = 0 ORDER BY key")]
+
+
+class Ticker:
+    """`fased run --channels`: between turns, poll every account (the first one long-polls),
+    and never hold the loop longer than `timeout`: a due task waits at most one tick. An
+    account another process polls is skipped (said once); turns are left to the loop."""
+
+    def __init__(self, store: Store, note: Callable[[str], None],
+                 clock: Callable[[], float] | None = None, sleep: Callable[[float], None] | None
+                 = None):
+        import time
+
+        self.store, self.note = store, note
+        self.clock, self.sleep = clock or time.monotonic, sleep or time.sleep
+        self.clients: dict = {}
+        self._said: set = set()
+
+    def _once(self, key, message: str) -> None:
+        if (key, message) not in self._said:
+            self._said.add((key, message))
+            self.note(message)
+
+    def tick(self, timeout: float) -> int:
+        """Poll every account once; returns the number of updates received."""
+        start = self.clock()
+        received = 0
+        for channel, account in poll_accounts(self.store):
+            key = (channel, account)
+            left = max(0.0, timeout - (self.clock() - start)) if not received else 0.0
+            try:
+                if key not in self.clients:
+                    row = get_account(self.store.db(check_files=False), channel, account)
+                    self.clients[key] = account_client(self.store, row)
+                result = poll_once(self.store, channel, account, timeout=left, note=self.note,
+                                   client=self.clients[key])
+            except (PollerBusy, ChannelError) as exc:
+                self._once(key, f"fased: {channel}/{account}: {exc.message}")
+                continue
+            received += result.received
+            if result.error is not None:
+                self._once(key, f"fased: {channel}/{account}: {result.error.message}")
+        left = timeout - (self.clock() - start)
+        if left > 0 and not received:
+            self.sleep(left)
+        return received

@@ -14,6 +14,7 @@ The token sits in the URL path, so every error that leaves this module is masked
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -187,9 +188,9 @@ class TelegramChannel:
         name = sender.get("username")
         name = f"@{name}" if name else " ".join(
             p for p in (sender.get("first_name"), sender.get("last_name")) if p)
-        return Inbound(self.name, self.account, kind, str(chat["id"]), str(sender.get("id", chat["id"])),
-                       name or "", text, mentioned, str(msg.get("message_id", "")),
-                       str(update["update_id"]))
+        return Inbound(self.name, self.account, kind, str(chat["id"]),
+                       str(sender.get("id", chat["id"])), name or "", text, mentioned,
+                       str(msg.get("message_id", "")), str(update["update_id"]))
 
     def send(self, peer_id: str, text: str) -> tuple[str, bool]:
         formatted = markdown(text)
@@ -206,7 +207,5 @@ class TelegramChannel:
         return str(message_id) if message_id is not None else "", plain
 
     def typing(self, peer_id: str) -> None:
-        try:
+        with contextlib.suppress(ChannelError):  # a courtesy; the reply is what matters
             self.call("sendChatAction", {"chat_id": peer_id, "action": "typing"})
-        except ChannelError:
-            pass  # typing is a courtesy; the reply is what matters
