@@ -326,7 +326,8 @@ def test_kill_9_while_sending_is_reported_not_sent_again(bot, ok, api, server):
     api.send_delay = 2.0
     api.message(42, "hi")
     proc = _poller()
-    wait_for(lambda: of_type(bot, "channel.sending"))
+    wait_for(lambda: api.calls("sendMessage"))  # sending: the intent is recorded
+    assert of_type(bot, "channel.sending")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     api.send_delay = 0
@@ -362,3 +363,58 @@ def test_a_bot_api_url_is_masked_wherever_urls_are():
     assert mask_url(f"https://api.telegram.org/bot{TOKEN}/getMe") == (
         "https://api.telegram.org/bot***/getMe")
     assert TOKEN not in mask_urls(f"failed: http://127.0.0.1:9/bot{TOKEN}/sendMessage (x)")
+
+
+# -- the seam with routing, and the channel's own parsing -------------------------------------
+
+def test_routing_can_answer_or_ignore_instead_of_queuing_a_turn(bot, ok, api, monkeypatch):
+    from fased.channels import routing
+
+    def admit(store, inbound):
+        if inbound.text == "let me in":
+            return routing.Admission("reply", reply="Your pairing code: ABCD2345",
+                                     reason="pairing")
+        return routing.Admission("ignore", reason="not allowed")
+
+    monkeypatch.setattr(routing, "admit", admit)
+    api.message(50, "let me in")
+    api.message(51, "spam")
+    ok("channel", "poll")
+    assert api.texts() == ["Your pairing code: ABCD2345"]
+    assert [(a["action"], a.get("reason")) for a in of_type(bot, "channel.admitted")] == [
+        ("reply", "pairing"), ("ignore", "not allowed")]
+    assert of_type(bot, "turn.queued") == []
+    ok("channel", "poll")
+    assert len(api.sent) == 1
+
+
+def test_group_messages_say_whether_the_bot_was_mentioned():
+    from fased.channels.telegram import TelegramChannel
+
+    tg = TelegramChannel(TOKEN, bot={"id": "123456789", "username": "fased_test_bot"})
+
+    def parse(text, **extra):
+        msg = {"message_id": 5, "chat": {"id": -100, "type": "supergroup"},
+               "from": {"id": 7, "username": "bob"}, "text": text, **extra}
+        return tg.parse({"update_id": 1, "message": msg})
+
+    assert parse("hi @Fased_Test_Bot").mentioned is True
+    assert parse("hi all").mentioned is False
+    assert parse("yes", reply_to_message={"from": {"id": 123456789}}).mentioned is True
+    m = parse("hi")
+    assert (m.peer_kind, m.peer_id, m.sender_id, m.sender_name) == ("group", "-100", "7", "@bob")
+    assert tg.parse({"update_id": 2, "edited_message": {}}) is None
+
+
+def test_run_channels_never_holds_the_loop_longer_than_the_poll(bot, api):
+    from fased.channels.poll import Ticker
+    from fased.store import Store
+
+    st = Store(bot)
+    try:
+        start = time.monotonic()
+        assert Ticker(st, lambda s: None).tick(1.0) == 0
+        assert 0.9 <= time.monotonic() - start < 3
+        assert api.calls("getUpdates")[-1]["timeout"] == 1
+    finally:
+        st.close()

@@ -34,7 +34,7 @@ def files_of(home: Path) -> dict[str, bytes]:
 
 
 def test_commands_and_options_complete_in_lazily_loaded_groups(set_up):
-    assert complete("fased ") == ["agent", "approvals", "chat", "completion", "config",
+    assert complete("fased ") == ["agent", "approvals", "channel", "chat", "completion", "config",
                                   "doctor", "replay", "run", "session", "setup", "skill",
                                   "task", "usage"]
     assert complete("fased ta") == ["task"]

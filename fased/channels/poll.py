@@ -288,8 +288,9 @@ def poll_accounts(store: Store) -> list[tuple[str, str]]:
 
 
 class Ticker:
-    """`fased run --channels`: between turns, poll every account (the first one long-polls),
-    and never hold the loop longer than `timeout`: a due task waits at most one tick. An
+    """`fased run --channels`: between turns, poll every account (the first one long-polls
+    for the whole seconds of `timeout`, the others do not wait), and hold the loop no longer
+    than `timeout` (plus the time the requests take): a due task waits at most one tick. An
     account another process polls is skipped (said once); turns are left to the loop."""
 
     def __init__(self, store: Store, note: Callable[[str], None],
@@ -311,9 +312,11 @@ class Ticker:
         """Poll every account once; returns the number of updates received."""
         start = self.clock()
         received = 0
-        for channel, account in poll_accounts(self.store):
+        keys = poll_accounts(self.store)
+        first = keys[0] if keys else None
+        for channel, account in keys:
             key = (channel, account)
-            left = max(0.0, timeout - (self.clock() - start)) if not received else 0.0
+            left = timeout if key == first else 0.0  # whole seconds: Telegram's unit
             try:
                 if key not in self.clients:
                     row = get_account(self.store.db(check_files=False), channel, account)
