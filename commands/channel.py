@@ -46,8 +46,16 @@ def channel_argument(required: bool = True):
                           default=None if required else "telegram")
 
 
+class _Unlisted(click.Argument):
+    """An argument that usage and help do not show (it exists to refuse what it catches)."""
+
+    def get_usage_pieces(self, ctx):
+        return []
+
+
 @channel.command("add")
 @channel_argument()
+@click.argument("given_token", cls=_Unlisted, required=False)
 @account_option
 @click.option("--token-stdin", is_flag=True, help="Read the bot token from standard input.")
 @click.option("--token-env", metavar="VAR", help="Read the token from $VAR at each poll "
@@ -55,7 +63,7 @@ def channel_argument(required: bool = True):
 @click.option("--api-base", metavar="URL", help="The Bot API base URL (default: "
               "channels.telegram.apiBase, else https://api.telegram.org).")
 @json_option
-def add(channel_name, account, token_stdin, token_env, api_base, json_):
+def add(channel_name, given_token, account, token_stdin, token_env, api_base, json_):
     """Add a bot account: the token is checked with Telegram (getMe) first.
 
     The token goes to credentials.json (0600), never to the log or the screen; with
@@ -71,6 +79,11 @@ def add(channel_name, account, token_stdin, token_env, api_base, json_):
     """
     from fased.channels.accounts import add as add_account
 
+    if given_token is not None:
+        # said without echoing it: a token on the command line is in the shell's history
+        raise UsageError("the token is not taken as an argument (it would stay in your shell "
+                         "history and in `ps`); nothing was recorded",
+                         hint="fased channel add telegram --token-stdin < bot-token.txt")
     if token_stdin and token_env:
         raise UsageError("give either --token-stdin or --token-env, not both")
     token = None if token_env else _read_token(token_stdin)

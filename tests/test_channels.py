@@ -418,3 +418,26 @@ def test_run_channels_never_holds_the_loop_longer_than_the_poll(bot, api):
         assert api.calls("getUpdates")[-1]["timeout"] == 1
     finally:
         st.close()
+
+
+def test_a_token_given_as_an_argument_is_refused_without_echoing_it(models, run, api):
+    line = fails(run, models, 2, "channel", "add", "telegram", TOKEN, "--api-base", api.url)
+    assert "not taken as an argument" in line and TOKEN not in line
+    assert api.requests == []
+
+
+def test_two_overlapping_getupdates_get_409_and_the_poll_says_why(bot, run, api):
+    import threading
+
+    import requests
+
+    waiting = threading.Thread(target=requests.post, args=(f"{api.url}/bot{TOKEN}/getUpdates",),
+                               kwargs={"json": {"timeout": 3}, "timeout": 10})
+    waiting.start()
+    try:
+        wait_for(lambda: api.calls("getUpdates"))  # another bot instance is long-polling
+        result = run("channel", "poll")
+        assert result.exit_code == 3, result.stderr
+        assert "409 Conflict" in error_line(result)
+    finally:
+        waiting.join()

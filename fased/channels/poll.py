@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fased.channels.accounts import client as account_client
 from fased.channels.accounts import get_account, stream_of
 from fased.channels.base import ChannelError, Inbound
-from fased.errors import ConflictError
+from fased.errors import ConflictError, FasedError
 from fased.store import Draft, Store
 
 TYPING_EVERY = 4.0  # Telegram shows "typing" for 5 seconds
@@ -323,7 +323,7 @@ class Ticker:
                     self.clients[key] = account_client(self.store, row)
                 result = poll_once(self.store, channel, account, timeout=left, note=self.note,
                                    client=self.clients[key])
-            except (PollerBusy, ChannelError) as exc:
+            except FasedError as exc:  # busy, no token, removed meanwhile: the loop goes on
                 self._once(key, f"fased: {channel}/{account}: {exc.message}")
                 continue
             received += result.received
