@@ -374,15 +374,18 @@ def test_routing_can_answer_or_ignore_instead_of_queuing_a_turn(bot, ok, api, mo
         if inbound.text == "let me in":
             return routing.Admission("reply", reply="Your pairing code: ABCD2345",
                                      reason="pairing")
+        if inbound.text == "to a ghost":
+            return routing.Admission("turn", agent="ghost", session="x")
         return routing.Admission("ignore", reason="not allowed")
 
     monkeypatch.setattr(routing, "admit", admit)
     api.message(50, "let me in")
     api.message(51, "spam")
+    api.message(52, "to a ghost")
     ok("channel", "poll")
     assert api.texts() == ["Your pairing code: ABCD2345"]
     assert [(a["action"], a.get("reason")) for a in of_type(bot, "channel.admitted")] == [
-        ("reply", "pairing"), ("ignore", "not allowed")]
+        ("reply", "pairing"), ("ignore", "not allowed"), ("ignore", "no agent 'ghost'")]
     assert of_type(bot, "turn.queued") == []
     ok("channel", "poll")
     assert len(api.sent) == 1

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fased.channels.accounts import client as account_client
 from fased.channels.accounts import get_account, stream_of
 from fased.channels.base import ChannelError, Inbound
-from fased.errors import ConflictError, FasedError
+from fased.errors import ConflictError, FasedError, NotFoundError
 from fased.store import Draft, Store
 
 TYPING_EVERY = 4.0  # Telegram shows "typing" for 5 seconds
@@ -143,15 +143,20 @@ def record_admission(store: Store, row: sqlite3.Row, admission) -> bool:
         data = {"channel": key[0], "account": key[1], "update_id": key[2],
                 "action": admission.action}
         drafts: list[Draft] = []
+        agent = None
         if admission.action == "turn":
-            agent = get_agent(con, admission.agent)["id"]
+            try:
+                agent = get_agent(con, admission.agent)["id"]
+            except NotFoundError as exc:  # routed to an agent deleted meanwhile: recorded
+                data.update(action="ignore", reason=exc.message[:1000])
+        if agent is not None:
             sid, drafts = _session(con, agent, admission.session
                                    or f"{row['channel']}-{row['peer_id']}", row)
             drafts.append(Draft("turn.queued", f"session:{sid}", {
                 "turn": turn, "agent": agent, "session": sid, "message": row["text"] or "",
                 "source": "queue"}))
             data.update(agent=agent, session=sid, turn=turn)
-        else:
+        elif admission.action != "turn":
             if admission.reply:
                 data["reply"] = admission.reply
             if admission.reason:
