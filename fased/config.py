@@ -29,7 +29,9 @@ from fased.errors import UsageError
 from fased.schema import first_error, load_schema
 
 CONFIG_NAME = "fased.json"
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+# a key, a list index [N], or a quoted key ["a.b/c"] for a key with dots or brackets in it
+_SEGMENT = re.compile(r"""([^.\[\]"']+)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\['([^']*)'\]""")
+_PLAIN_KEY = re.compile(r"""[^.\[\]"']+""")
 
 
 def parse_path(path: str) -> list[str | int]:
@@ -45,7 +47,15 @@ def parse_path(path: str) -> list[str | int]:
             raise UsageError(
                 f"invalid config path {path!r}",
                 hint="use dotted keys and [N] for list items: agents.list[0].workspace")
-        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        plain, index, quoted, single = match.groups()
+        if quoted is not None:
+            try:
+                plain = json.loads(f'"{quoted}"')
+            except ValueError:
+                raise UsageError(f"invalid config path {path!r}: bad quoted key") from None
+        elif single is not None:
+            plain = single
+        parts.append(plain if plain is not None else int(index))
         pos = match.end()
     if not parts or not isinstance(parts[0], str):
         raise UsageError(f"invalid config path {path!r}")
@@ -55,7 +65,12 @@ def parse_path(path: str) -> list[str | int]:
 def format_path(parts: list[str | int]) -> str:
     out = ""
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{json.dumps(part)}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 
