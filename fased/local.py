@@ -194,6 +194,23 @@ def server_url(model_path: str, name: str, home: Path | None = None) -> str:
         return url
 
 
+def warm(model_path: str, name: str, home: Path | None = None) -> None:
+    """Start the server for a GGUF file in a thread of its own, now, so that it loads while
+    this process does other work (llama.cpp releases the GIL while it loads); server_url
+    then waits for it. A start that fails is tried again, and reported, by server_url. The
+    thread is not a daemon: an exit meanwhile waits for the start, then stops the server."""
+    if model_path in _servers:
+        return
+
+    def start() -> None:
+        try:
+            server_url(model_path, name, home)
+        except Exception:  # noqa: BLE001 - server_url raises it again where it is reported
+            pass
+
+    threading.Thread(target=start, name="fased-local-start").start()
+
+
 def _slot_file(model_path: str) -> str:
     return hashlib.sha256(model_path.encode()).hexdigest()[:16] + ".slot"
 
