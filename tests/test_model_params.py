@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import events
+from conftest import events, run_process
 from fakeserver import Reply
 
 
@@ -143,6 +143,22 @@ def test_a_local_model_is_registered_and_offered_no_tools(set_up, ok, run, tmp_p
     changed = run("agent", "models", "providers", "set", "mine", "--base-url",
                   "http://127.0.0.1:9/v1")
     assert changed.exit_code == 2 and "kind local" in changed.stderr
+
+
+def test_a_model_file_llama_cpp_cannot_load_fails_the_turn_once_and_clearly(set_up, ok,
+                                                                          tmp_path):
+    """The server starts in a thread of its own while the turn is prepared: its failure is
+    still the turn's one clear error, and the process still ends (no hang, no crash)."""
+    pytest.importorskip("xllamacpp")
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "broken.gguf")))
+    ok("agent", "models", "set", "primary", "mine/broken")
+    done = run_process("chat", "hi", timeout=120)
+    assert done.returncode == 5, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "the embedded llama.cpp server did not start" in errors[0]
+    assert "Traceback" not in done.stderr and "Fatal" not in done.stderr
+    assert done.stdout == ""
 
 
 def test_without_the_extra_kind_local_says_what_to_install(set_up, ok, run, tmp_path,
