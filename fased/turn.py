@@ -117,11 +117,11 @@ class ModelChain:
             return
         try:
             _, client = self._client(con, self.claim.models[0])
+            start = getattr(client, "warm", None)
+            if start is not None:
+                start()
         except FasedError:
             return
-        start = getattr(client, "warm", None)
-        if start is not None:
-            start()
 
     def _client(self, con, ref: str):
         """(parsed ref, client) of a model, made once a turn: its connection, and a

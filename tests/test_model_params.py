@@ -161,6 +161,35 @@ def test_a_model_file_llama_cpp_cannot_load_fails_the_turn_once_and_clearly(set_
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize(("runnable", "expected"), [(1, 4), (2, 3), (4, 1), (40, 1)])
+def test_the_embedded_model_computes_on_the_cpus_nothing_else_is_using(
+        tmp_path, monkeypatch, runnable, expected):
+    """OpenMP threads that spin on CPUs other processes want collapse: 75 -> 3 tokens/s."""
+    from fased import local
+
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text(f"3.11 3.89 2.60 {runnable}/98 6383\n")
+    monkeypatch.setattr(local, "LOADAVG", str(loadavg))
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.delenv("FASED_LOCAL_THREADS", raising=False)
+    assert local.decode_threads() == expected
+    monkeypatch.setenv("FASED_LOCAL_THREADS", "3")
+    assert local.decode_threads() == 3
+
+
+def test_a_bad_local_setting_in_the_environment_is_one_clear_error(set_up, ok, run, tmp_path,
+                                                                  monkeypatch):
+    pytest.importorskip("xllamacpp")
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "m.gguf")))
+    ok("agent", "models", "set", "primary", "mine/m")
+    for name, value in (("FASED_LOCAL_THREADS", "lots"), ("FASED_LOCAL_CTX", "0")):
+        result = run("chat", "hi", env={name: value})
+        assert result.exit_code == 5, result.stderr
+        assert f"{name} must be a whole number from" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_without_the_extra_kind_local_says_what_to_install(set_up, ok, run, tmp_path,
                                                            monkeypatch):
     import sys
