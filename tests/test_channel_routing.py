@@ -363,3 +363,17 @@ def test_routes_reads_only_and_explains(home, ok):
 def test_routes_explain_refuses_a_bad_target(home, run):
     assert "give CHANNEL[/ACCOUNT]/dm:ID|group:ID" in fails(
         run, home, 2, "channel", "routes", "--explain", "telegram")
+
+
+def test_a_hand_edited_binding_may_give_the_peer_id_as_a_number(home, ok):
+    path = home / "fased.json"
+    doc = read_json(path)
+    doc["bindings"] = [{"match": {"channel": "telegram", "peer": {"kind": "dm", "id": 222}},
+                        "agent": "ops"}]
+    doc["channels"] = {"telegram": {"dmPolicy": "open"}}
+    path.write_text(json.dumps(doc, indent=2))
+    ok("config", "validate")
+    assert admit(store(home), dm("222")).agent == "ops"
+    assert "config.edited" in types(home)
+    assert ok("channel", "bind", "--channel", "telegram", "--peer", "dm:222", "--agent",
+              "ops") == "telegram dm:222 already goes to ops.\n"

@@ -69,6 +69,7 @@ class Route:
 def admit(store, inbound: Inbound) -> Admission:
     """Decide what to do with one inbound channel message (and record what must be)."""
     found: list[Admission] = []
+    store.db()  # a hand edit of fased.json (a new allowFrom, say) is recorded, then applies
 
     def decide(con: sqlite3.Connection):
         admission, drafts = evaluate(con, inbound, store.clock())
