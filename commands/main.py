@@ -30,6 +30,8 @@ COMMANDS = {
     "completion": "completion:completion",
     "usage": "usage:usage",
     "skill": "skill:skill",
+    "channel": "channel:channel",
+    "pairing": "pairing:pairing",
 }
 
 

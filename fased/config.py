@@ -234,6 +234,7 @@ def validate(doc: object, text: str | None = None,
     problem = limit_error(doc) or first_error(doc, schema, schema, "fased.json")
     if problem is None:
         _check_agent_ids(doc)
+        _check_bindings(doc, hint)
         return
     where, _, reason = problem.partition(": ")
     line = _line_of(text, where) if text else None
@@ -273,6 +274,27 @@ def _check_agent_ids(doc: dict) -> None:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise UsageError(f"fased.json: agents.list: agent id {dupes[0]!r} appears twice")
+
+
+def _check_bindings(doc: dict, hint: str | None) -> None:
+    """Every binding names an agent that exists, and no two bindings match the same."""
+    ids = {a.get("id") for a in doc.get("agents", {}).get("list", [])}
+    seen: dict[str, int] = {}
+    for i, binding in enumerate(doc.get("bindings", [])):
+        if binding["agent"] not in ids:
+            raise UsageError(f"fased.json: bindings[{i}].agent: no agent {binding['agent']!r}",
+                             hint=hint)
+        match = json.dumps(match_key(binding["match"]), sort_keys=True)
+        if match in seen:
+            raise UsageError(f"fased.json: bindings[{i}].match: the same as bindings"
+                             f"[{seen[match]}].match", hint=hint)
+        seen[match] = i
+
+
+def match_key(match: dict) -> dict:
+    """A binding's match with peer ids as text (123 and "123" are the same chat)."""
+    peer = match.get("peer")
+    return {**match, "peer": {**peer, "id": str(peer["id"])}} if peer else match
 
 
 def parse_file(data: bytes) -> dict:
