@@ -52,8 +52,8 @@ def _report(json_: bool):
                         "outcome": outcome, "exit_code": run.exit_code,
                         "timed_out": run.timed_out, "duration_ms": run.duration_ms})
             return
-        what = {"delivered": "delivered", "retry": "failed; it is retried",
-                "failed": "failed; marked failed", None: "taken over by another runner"}
+        what = {"delivered": "delivered", "retry": "failed, to be retried",
+                "failed": "marked failed", None: "taken over by another runner"}
         note(f"fased: hook {d.spec.name}: seq {d.event_seq} ({d.event_type}) "
              f"{what.get(outcome, outcome)}" + ("" if run.ok else f" ({run.describe()})"))
     return report

@@ -159,7 +159,7 @@ def _hook_report(d, run, outcome) -> None:
     """A line on stderr for each hook delivery that ended (from its worker thread)."""
     if outcome == "delivered":
         return
-    what = {"retry": "failed; it is retried", "failed": "failed; marked failed",
+    what = {"retry": "failed, to be retried", "failed": "marked failed",
             None: "was taken over by another runner"}[outcome]
     note(f"fased: hook {d.spec.name} on seq {d.event_seq} ({d.event_type}) {what}: "
          f"{run.describe()}")

@@ -48,7 +48,7 @@ class RunOutcome:
         if self.error and self.exit_code is None and not self.timed_out and not self.signal:
             return self.error
         if self.timed_out:
-            return "timed out"
+            return self.error or "timed out"
         if self.signal:
             return f"killed by {self.signal}"
         return f"exit code {self.exit_code}"
