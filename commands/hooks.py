@@ -6,7 +6,7 @@ import click
 
 from fased.commands.main import FasedGroup
 from fased.commands.output import echo_json, echo_jsonl, json_option, note, shown_time, store, table
-from fased.errors import EXIT_ERROR, NotFoundError, UsageError
+from fased.errors import EXIT_ERROR, FasedError, NotFoundError, UsageError
 
 
 @click.group(cls=FasedGroup)
@@ -252,9 +252,13 @@ def run_(once: bool, json_: bool) -> None:
       * * * * * fased hooks run --once      # crontab, beside `fased run --once`
     """
     from fased.hooks.deliver import Dispatcher
+    from fased.safetext import describe
 
     st = store()
     hooks_ = Dispatcher(st.home, command=st.command, report=_report(json_), clock=st.clock)
     hooks_.drain(lambda: st.db(check_files=False), lambda: st.log.head().seq)
     for exc in hooks_.errors:
-        raise exc
+        if isinstance(exc, FasedError):
+            raise exc
+        raise FasedError(f"a hook delivery stopped: {describe(exc)}",
+                         hint="its lease runs out and the next run takes it over")

@@ -55,6 +55,10 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
       fased run --agent ops --max-turns 10
       fased run --dry-run            # what --once would do now; claims and records nothing
 
+    Hooks (fased.json `hooks`, see `fased hooks --help`) run as the loop goes, each in a
+    worker thread so a slow one never holds up a turn; --once and --until-idle wait for the
+    deliveries they started before exiting.
+
     A turn that hits a bug in fased (or any error nothing classified) fails alone, recorded
     with error class `internal`; the runner goes on with the next one.
 

@@ -302,3 +302,20 @@ def test_two_runners_one_killed_deliver_each_event_once_in_order(set_up, ok, tmp
     survivor = next(p for p in runners if p is not victim)
     assert all(d["pid"] == survivor.pid for d in hook_events(set_up, "hook.started")
                if d["event_seq"] > interrupted[0]["event_seq"])
+
+
+@pytest.mark.slow
+def test_a_slow_hook_does_not_hold_up_the_runners_turns(models, ok):
+    set_hooks(ok, {"id": "slow", "on": "turn.queued", "run": "sleep 8", "timeoutSeconds": 20})
+    runner = subprocess.Popen([*FASED, "run", "--poll", "0.1"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ok("chat", "--queue", "one")
+        wait_for(lambda: hook_events(models, "hook.started"))
+        ok("chat", "--queue", "two")
+        wait_for(lambda: len(hook_events(models, "turn.completed")) == 2, timeout=30)
+        assert hook_events(models, "hook.finished") == []  # still sleeping, in its thread
+    finally:
+        runner.send_signal(signal.SIGTERM)
+        _, err = runner.communicate(timeout=20)
+    assert "Traceback" not in err
