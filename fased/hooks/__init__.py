@@ -18,6 +18,6 @@ the command again for that event. Events of type `hook.*` never trigger a hook.
 In-process hook points (before a turn, after a tool call) can join later without a second
 mechanism: such a point is a function the runtime calls with an event-shaped dict (type,
 data) and the HookSpec list; `spec.matches` already decides on exactly that shape, and
-`command.run_hook` runs a command for it. What they would not get is the cursor: a point
+`command.run_command` runs a command for it. What they would not get is the cursor: a point
 that must not be missed records its event first and lets the runners deliver it.
 """
