@@ -32,6 +32,7 @@ COMMANDS = {
     "skill": "skill:skill",
     "channel": "channel:channel",
     "pairing": "pairing:pairing",
+    "hooks": "hooks:hooks",
 }
 
 

@@ -274,6 +274,11 @@ def _check_agent_ids(doc: dict) -> None:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise UsageError(f"fased.json: agents.list: agent id {dupes[0]!r} appears twice")
+    from fased.hooks.spec import check_names
+
+    problem = check_names(doc)
+    if problem:
+        raise UsageError(f"fased.json: hooks: {problem}")
 
 
 def _check_bindings(doc: dict, hint: str | None) -> None:
