@@ -28,11 +28,11 @@ MAIN_SESSION = "main"  # the agent's main session: where dmScope main sends ever
 REFUSAL_QUIET = timedelta(hours=1)
 DEFAULT_ACCOUNT = "default"
 
-CHANNEL = re.compile(r"^[a-z][a-z0-9_-]{0,19}$")
-ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CHANNEL = re.compile(r"^[a-z][a-z0-9_-]{0,19}\Z")
+ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 # peer and sender ids become session names and allowlist entries: no separator (':'), no
 # space, no control character, so two different ids can never name the same session
-PEER_ID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+PEER_ID = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}\Z")
 _PREFIXES = ("telegram:", "tg:")  # allowFrom entries as the reference runtime accepts them
 
 
