@@ -254,10 +254,12 @@ def set_identity(agent_id, name, emoji):
 @agent.command("delete")
 @click.argument("agent_id", metavar="ID", shell_complete=complete_agents)
 @click.option("--force", is_flag=True, help="Delete even with sessions or active tasks "
-              "(its active tasks are cancelled, its unanswered messages withdrawn).")
+              "(its active tasks are cancelled, its unanswered messages withdrawn, its channel "
+              "bindings removed).")
 def delete(agent_id, force):
     """Delete an agent (soft: `fased agent restore` brings it back with its sessions)."""
     from fased.agents import get_agent
+    from fased.channels.routing import unbind_agent_drafts
     from fased.sessions import waiting_turns, withdraw_drafts
     from fased.store import Draft
     from fased.timeparse import format_ts
@@ -282,6 +284,7 @@ def delete(agent_id, force):
         drafts = [Draft("task.cancelled", f"task:{t}", {"task": t, "agent": row["id"],
                                                          "reason": "agent deleted"})
                   for t in tasks]
+        drafts += unbind_agent_drafts(con, agent_id, force)
         # nothing is answered for a deleted agent: its unanswered messages are withdrawn
         drafts += withdraw_drafts(con, waiting_turns(con, now, agent=row["id"]),
                                   "agent deleted")

@@ -1,7 +1,5 @@
-"""`fased channel ...`: chat accounts fased talks through (Telegram), and polling them.
-
-Routing subcommands (bind, unbind, routes) live in channel_routes.py and register onto the
-`channel` group defined here."""
+"""`fased channel ...`: chat accounts fased talks through (Telegram), polling them, and (from
+channel_routes.py) which agent answers which chat."""
 
 from __future__ import annotations
 
@@ -18,11 +16,12 @@ from fased.errors import UsageError
 
 @click.group(cls=FasedGroup)
 def channel() -> None:
-    """Channels: talk to your agents from a chat app (Telegram).
+    """Channels: talk to your agents from a chat app (Telegram), and who may talk.
 
     Add a bot account, then poll it from cron (`fased channel poll`) or keep a foreground
     runner that also polls (`fased run --channels`). Every update, admission and message
     sent is an event; an update is processed once and a reply is sent once, across crashes.
+    Bindings say which agent answers which chat; dmPolicy and groupPolicy who may talk.
 
     \b
     Examples:
@@ -32,6 +31,8 @@ def channel() -> None:
       fased channel status --probe
       fased channel poll              # crontab: * * * * * fased channel poll
       fased run --channels            # foreground: answer turns, fire tasks, poll
+      fased channel bind --channel telegram --peer dm:123456789 --agent ops
+      fased channel routes --explain telegram/dm:123456789
     """
 
 
@@ -315,19 +316,12 @@ def poll(channel_name, account, timeout, lease, no_answer, json_):
         raise click.exceptions.Exit(EXIT_MODELS_FAILED)
 
 
-def _register_routes() -> None:
-    """bind, unbind, routes: the routing helper's commands, when installed."""
-    import importlib
+def _add_route_commands() -> None:
+    """bind, unbind, routes (commands/channel_routes.py) belong to this group too."""
+    from fased.commands.channel_routes import ROUTE_COMMANDS
 
-    try:
-        module = importlib.import_module("fased.commands.channel_routes")
-    except ModuleNotFoundError as exc:
-        if exc.name != "fased.commands.channel_routes":
-            raise
-        return
-    register = getattr(module, "register", None)
-    if register is not None:
-        register(channel)
+    for command in ROUTE_COMMANDS:
+        channel.add_command(command)
 
 
-_register_routes()
+_add_route_commands()

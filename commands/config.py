@@ -13,7 +13,8 @@ from fased.errors import FasedError, NotFoundError, UsageError
 def config() -> None:
     """Read and change fased.json (every change is an event).
 
-    Paths are dotted, with [N] for list items. Values are parsed as JSON when they
+    Paths are dotted, with [N] for list items and ["KEY"] for a key with dots in it (a
+    model ref: models.capabilities["openai/gpt-4.1"].tools). Values are parsed as JSON when they
     parse, else taken as a string. Hand edits of the file are fine too: they are recorded
     on the next command, and an invalid edit is refused with the line and key named.
 
@@ -23,6 +24,7 @@ def config() -> None:
       fased config set agents.defaults.workspace ~/agents
       fased config set agents.defaults.blockStreamingChunk '{"minChars": 600, "maxChars": 900}'
       fased config set agents.list[0].workspace /srv/main
+      fased config set 'models.capabilities["local/my-model"].tools' true
       fased config unset agents.defaults.skipBootstrap
       fased config validate
       $EDITOR "$(fased config path)"

@@ -31,6 +31,8 @@ COMMANDS = {
     "usage": "usage:usage",
     "skill": "skill:skill",
     "channel": "channel:channel",
+    "pairing": "pairing:pairing",
+    "hooks": "hooks:hooks",
 }
 
 

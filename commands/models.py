@@ -392,7 +392,7 @@ def auth(provider, from_stdin, env_var, command, remove):
     elif env_var:
         import re
 
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env_var):
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", env_var):
             raise UsageError(f"invalid environment variable name {env_var!r}")
         draft_type, data = "credential.set", {**data, "kind": "env", "env": env_var}
     elif command:

@@ -20,6 +20,7 @@ from fased.commands.output import (
 )
 from fased.commands.types import count, seconds
 from fased.errors import EXIT_ERROR, EXIT_MODELS_FAILED
+from fased.safetext import describe
 
 
 @click.command()
@@ -57,6 +58,10 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json
       fased run --agent ops --max-turns 10
       fased run --dry-run            # what --once would do now; claims and records nothing
       fased run --channels           # and answer Telegram (fased channel add telegram)
+
+    Hooks (fased.json `hooks`, see `fased hooks --help`) run as the loop goes, each in a
+    worker thread so a slow one never holds up a turn; --once and --until-idle wait for the
+    deliveries they started before exiting.
 
     A turn that hits a bug in fased (or any error nothing classified) fails alone, recorded
     with error class `internal`; the runner goes on with the next one.
@@ -114,6 +119,19 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts, ticker=N
             echo_reply(delivery["reply"])
 
     from fased.approvals import expire_due
+    from fased.hooks.deliver import Dispatcher
+
+    hooks = Dispatcher(st.home, command=st.command, report=_hook_report, clock=st.clock)
+
+    def tick_hooks() -> None:
+        """Hooks run in worker threads, so a slow one never holds up a turn."""
+        hooks.tick(st.db(check_files=False), st.log.head().seq)
+
+    def drain_hooks() -> None:
+        hooks.drain(lambda: st.db(check_files=False), lambda: st.log.head().seq)
+        for exc in hooks.errors:
+            note(f"fased: a hook delivery stopped: {describe(exc)}; its lease runs out and "
+                 "another run takes it over")
 
     processed = 0
     while True:
@@ -144,23 +162,38 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts, ticker=N
                  + (f": {result.error}" if result.error else "")
                  + (f": waits for approval {result.approval} (fased approvals approve "
                     f"{result.approval})" if result.approval else ""))
+            tick_hooks()
             if max_turns and processed >= max_turns:
                 deliver_pending(st, emit)
+                drain_hooks()
                 return
             continue
+        tick_hooks()
         if ticker is not None:
             received = ticker.tick(0 if once or until_idle else min(poll, 0.2)
                                    if runner.waiting else poll)
             if received and (once or until_idle):
                 continue  # what the poll queued is answered before exiting
         if once and not runner.waiting:
+            drain_hooks()
             return
         if until_idle and not runner.waiting:
             queued, running = runner.pending()
             if queued == 0 and running == 0:
+                drain_hooks()
                 return
         if ticker is None:
             time.sleep(min(poll, 0.2) if runner.waiting else poll)
+
+
+def _hook_report(d, run, outcome) -> None:
+    """A line on stderr for each hook delivery that ended (from its worker thread)."""
+    if outcome == "delivered":
+        return
+    what = {"retry": "failed, to be retried", "failed": "marked failed",
+            None: "was taken over by another runner"}[outcome]
+    note(f"fased: hook {d.spec.name} on seq {d.event_seq} ({d.event_type}) {what}: "
+         f"{run.describe()}")
 
 
 def _dry_run(agent, max_turns, json_) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fased.errors import ConflictError, NotFoundError, UsageError
 
-AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+AGENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 DEFAULT_AGENT = "main"
 # in the order `fased agent files` lists them
 BOOTSTRAP_FILES = ("AGENTS.md", "SOUL.md", "TOOLS.md", "IDENTITY.md", "USER.md", "HEARTBEAT.md",

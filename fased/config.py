@@ -29,7 +29,9 @@ from fased.errors import UsageError
 from fased.schema import first_error, load_schema
 
 CONFIG_NAME = "fased.json"
-_SEGMENT = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+# a key, a list index [N], or a quoted key ["a.b/c"] for a key with dots or brackets in it
+_SEGMENT = re.compile(r"""([^.\[\]"']+)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\['([^']*)'\]""")
+_PLAIN_KEY = re.compile(r"""[^.\[\]"']+""")
 
 
 def parse_path(path: str) -> list[str | int]:
@@ -45,7 +47,15 @@ def parse_path(path: str) -> list[str | int]:
             raise UsageError(
                 f"invalid config path {path!r}",
                 hint="use dotted keys and [N] for list items: agents.list[0].workspace")
-        parts.append(match.group(1) if match.group(1) is not None else int(match.group(2)))
+        plain, index, quoted, single = match.groups()
+        if quoted is not None:
+            try:
+                plain = json.loads(f'"{quoted}"')
+            except ValueError:
+                raise UsageError(f"invalid config path {path!r}: bad quoted key") from None
+        elif single is not None:
+            plain = single
+        parts.append(plain if plain is not None else int(index))
         pos = match.end()
     if not parts or not isinstance(parts[0], str):
         raise UsageError(f"invalid config path {path!r}")
@@ -55,7 +65,12 @@ def parse_path(path: str) -> list[str | int]:
 def format_path(parts: list[str | int]) -> str:
     out = ""
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            out += f"[{json.dumps(part)}]"
+        else:
+            out += f".{part}" if out else part
     return out
 
 
@@ -219,6 +234,7 @@ def validate(doc: object, text: str | None = None,
     problem = limit_error(doc) or first_error(doc, schema, schema, "fased.json")
     if problem is None:
         _check_agent_ids(doc)
+        _check_bindings(doc, hint)
         return
     where, _, reason = problem.partition(": ")
     line = _line_of(text, where) if text else None
@@ -258,6 +274,32 @@ def _check_agent_ids(doc: dict) -> None:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise UsageError(f"fased.json: agents.list: agent id {dupes[0]!r} appears twice")
+    from fased.hooks.spec import check_names
+
+    problem = check_names(doc)
+    if problem:
+        raise UsageError(f"fased.json: hooks: {problem}")
+
+
+def _check_bindings(doc: dict, hint: str | None) -> None:
+    """Every binding names an agent that exists, and no two bindings match the same."""
+    ids = {a.get("id") for a in doc.get("agents", {}).get("list", [])}
+    seen: dict[str, int] = {}
+    for i, binding in enumerate(doc.get("bindings", [])):
+        if binding["agent"] not in ids:
+            raise UsageError(f"fased.json: bindings[{i}].agent: no agent {binding['agent']!r}",
+                             hint=hint)
+        match = json.dumps(match_key(binding["match"]), sort_keys=True)
+        if match in seen:
+            raise UsageError(f"fased.json: bindings[{i}].match: the same as bindings"
+                             f"[{seen[match]}].match", hint=hint)
+        seen[match] = i
+
+
+def match_key(match: dict) -> dict:
+    """A binding's match with peer ids as text (123 and "123" are the same chat)."""
+    peer = match.get("peer")
+    return {**match, "peer": {**peer, "id": str(peer["id"])}} if peer else match
 
 
 def parse_file(data: bytes) -> dict:

@@ -201,6 +201,10 @@ def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, works
     systemPrompt. Deterministic for the same files, tools and settings (no clock in it), so
     its prefix stays cache-stable."""
     files = prompt_files(con, home, agent, workspace)
+    if not tools:  # the ritual is filling in files and deleting this one: a model without
+        for f in files:  # tools cannot, and told to, a small one only talks about it
+            if f.name == FIRST_RUN and f.reason is None:
+                f.reason = "needs tools"
     per_file = int(settings.get("bootstrapMaxChars", FILE_MAX_CHARS))
     total = int(settings.get("bootstrapTotalMaxChars", TOTAL_MAX_CHARS))
     live = [f for f in files if f.reason is None]
@@ -209,8 +213,9 @@ def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, works
         if n < f.size:
             f.reason = "truncated"
     first_run = any(f.name == FIRST_RUN and f.reason in (None, "truncated") for f in files)
-    parts: list = [_base_section(agent, workspace, tools, settings, first_run,
-                                 _sandbox_lines(home, agent, workspace, settings, turn))]
+    where = _sandbox_lines(home, agent, workspace, settings, turn) if tools else [
+        f"Your workspace is {workspace}."]
+    parts: list = [_base_section(agent, workspace, tools, settings, first_run, where)]
     shown = [f for f in files if f.reason in (None, "truncated")]
     if shown:
         parts.append("\n# Project Context\n\nThese files are in your workspace; they are "

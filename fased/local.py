@@ -171,9 +171,11 @@ _servers: dict[str, tuple[object, str]] = {}
 _lock = threading.Lock()
 _stats: dict[str, float] = {}
 CACHE_DIR = "cache"
+LOADAVG = "/proc/loadavg"
 
 
-def server_url(model_path: str, name: str, home: Path | None = None) -> str:
+def server_url(model_path: str, name: str, home: Path | None = None,
+               threads: int | None = None) -> str:
     """The base URL (ending in /v1) of the embedded server for a GGUF file, started now if
     it is not running yet in this process. With a home, the server starts with the prompt
     the last process left in ~/.fased/models/cache/ (save_prompt keeps it): a new process
@@ -185,13 +187,31 @@ def server_url(model_path: str, name: str, home: Path | None = None) -> str:
         cache = None if home is None else home / MODELS_DIR / CACHE_DIR
         if cache is not None:
             cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        server, url = _start(model_path, name, cache)
+        server, url = _start(model_path, name, cache, threads)
         if not _servers:
             atexit.register(stop_all)
         _servers[model_path] = (server, url)
         if cache is not None and (cache / _slot_file(model_path)).is_file():
             _slot(url, "restore", _slot_file(model_path))
         return url
+
+
+def warm(model_path: str, name: str, home: Path | None = None) -> None:
+    """Start the server for a GGUF file in a thread of its own, now, so that it loads while
+    this process does other work (llama.cpp releases the GIL while it loads); server_url
+    then waits for it. A start that fails is tried again, and reported, by server_url. The
+    thread is not a daemon: an exit meanwhile waits for the start, then stops the server."""
+    if model_path in _servers:
+        return
+    threads = decode_threads()  # counted here: the start's own thread is not yet running
+
+    def start() -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):  # server_url raises it again where it is reported
+            server_url(model_path, name, home, threads)
+
+    threading.Thread(target=start, name="fased-local-start").start()
 
 
 def _slot_file(model_path: str) -> str:
@@ -228,7 +248,8 @@ def _slot(url: str, action: str, filename: str) -> bool:
         return False
 
 
-def _start(model_path: str, name: str, cache: Path | None) -> tuple[object, str]:
+def _start(model_path: str, name: str, cache: Path | None,
+           threads: int | None = None) -> tuple[object, str]:
     import time
 
     try:
@@ -244,10 +265,10 @@ def _start(model_path: str, name: str, cache: Path | None) -> tuple[object, str]
     params.hostnames = ["127.0.0.1"]
     params.port = 0  # the server takes a free one and says which
     params.verbosity = -1
-    params.n_ctx = int(os.environ.get("FASED_LOCAL_CTX", "4096"))
+    params.n_ctx = _env_int("FASED_LOCAL_CTX", 4096, 256, 1 << 20)
     params.n_parallel = 1
     params.fit_params = False  # its dry run (fitting layers to device memory) costs ~0.4 s
-    params.cpuparams.n_threads = max(1, min(os.cpu_count() or 1, 8))
+    params.cpuparams.n_threads = threads if threads is not None else decode_threads()
     params.cpuparams_batch.n_threads = params.cpuparams.n_threads
     if cache is not None:
         params.slot_save_path = f"{cache}/"  # llama.cpp joins it to a file name as text
@@ -259,6 +280,43 @@ def _start(model_path: str, name: str, cache: Path | None) -> tuple[object, str]
     _stats["start_ms"] = (time.monotonic() - began) * 1000.0
     address = server.listening_address.rstrip("/")
     return server, f"{address}/v1"
+
+
+def decode_threads() -> int:
+    """How many threads llama.cpp computes with: $FASED_LOCAL_THREADS, else one a CPU this
+    process may use that no other runnable task is using right now (at most 8, at least 1).
+
+    Why not simply one a CPU: llama.cpp's OpenMP threads spin at every barrier, which is
+    fastest on idle CPUs and a collapse on busy ones: with two threads on two CPUs that
+    other processes also want, decoding fell from 75 to 3 tokens/s (a 60-token reply took
+    87 s). /proc/loadavg's runnable count is the load now, not a minute's average, so a
+    chat right after another is not throttled by its own past."""
+    if os.environ.get("FASED_LOCAL_THREADS"):
+        return _env_int("FASED_LOCAL_THREADS", 1, 1, 512)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        with open(LOADAVG, encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        running = 1
+    others = max(0, running - 1)  # the reader itself is running
+    return max(1, min(cpus - others, 8))
+
+
+def _env_int(name: str, default: int, lo: int, hi: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise UsageError(f"{name} must be a whole number from {lo} to {hi}, not {text!r}")
+    return value
 
 
 def start_ms() -> float | None:

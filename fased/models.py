@@ -22,7 +22,7 @@ from fased.errors import ConflictError, FasedError, NotFoundError, UsageError
 from fased.redact import header_is_secret, literal_secret, mask_url, mask_urls, query_is_secret
 from fased.store import Draft, Store
 
-PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 DEFAULT_URLS = {
     "openai": "https://api.openai.com/v1",
     "openrouter": "https://openrouter.ai/api/v1",

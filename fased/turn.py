@@ -108,22 +108,43 @@ class ModelChain:
             "message": f"every model failed ({', '.join(self.tried)}); last: "
             f"{last.message if last else 'unknown error'}", "runner": self.runner.id})
 
+    def warm(self, con) -> None:
+        """Start what the first model of the chain needs before its call (the embedded
+        llama.cpp server, in a thread of its own) while the prompt is built and the HTTP
+        client imported: on a CPU that start is the largest cost of a one-shot chat. An
+        error here is left for the call to report."""
+        if not self.claim.models:
+            return
+        try:
+            _, client = self._client(con, self.claim.models[0])
+            start = getattr(client, "warm", None)
+            if start is not None:
+                start()
+        except FasedError:
+            return
+
+    def _client(self, con, ref: str):
+        """(parsed ref, client) of a model, made once a turn: its connection, and a
+        credential command run once, serve every step."""
+        if ref not in self._clients:
+            from fased.models import get_provider, make_client, parse_model_ref
+
+            parsed = parse_model_ref(con, ref)
+            self._clients[ref] = (parsed, make_client(
+                self.runner.store.home, get_provider(con, parsed.provider), **self.timeouts))
+        return self._clients[ref]
+
     def _call_model(self, con, ref: str, messages: list[dict], tools: list[dict] | None):
         """One model with retries; raises the last error when it gives up."""
-        retries, timeouts = self.retries, self.timeouts
-        from fased.models import get_provider, make_client, parse_model_ref
+        retries = self.retries
         from fased.settings import MAX_WAIT
 
         self.current_model = ref
-        if ref not in self._clients:  # one client a model for the whole turn: its
-            try:  # connection, and a credential command run once, serve every step
-                parsed = parse_model_ref(con, ref)
-                self._clients[ref] = (parsed, make_client(
-                    self.runner.store.home, get_provider(con, parsed.provider), **timeouts))
-            except FasedError as exc:
-                self._record_attempt(ref, 1, exc)
-                raise
-        parsed, client = self._clients[ref]
+        try:
+            parsed, client = self._client(con, ref)
+        except FasedError as exc:
+            self._record_attempt(ref, 1, exc)
+            raise
         from fased.params import model_params, model_tools
 
         if not model_tools(con, ref):

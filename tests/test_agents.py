@@ -75,7 +75,8 @@ def test_create_with_workspace_and_use(set_up, run, tmp_path):
                                         "workspace": str(ws)}
 
 
-@pytest.mark.parametrize("bad", ["Ops", "-ops", "_ops", "ops.x", "ops/x", "a" * 65, "ops x", ""])
+@pytest.mark.parametrize("bad", ["Ops", "-ops", "_ops", "ops.x", "ops/x", "a" * 65, "ops x", "",
+                                 "ops\n"])  # $ in a pattern matches before a last newline
 def test_create_rejects_invalid_ids(set_up, run, bad):
     line = fails(run, set_up, 2, "agent", "create", "--", bad)
     assert line == f"Error: invalid agent id {bad!r}"

@@ -34,8 +34,10 @@ def api():
 
 @pytest.fixture
 def bot(models, ok, api) -> Path:
-    """A home whose agent answers with the fake model, with the fake bot added."""
+    """A home whose agent answers with the fake model, with the fake bot added; anyone may
+    write to it (dmPolicy open: pairing is routing's, tested in its own file)."""
     ok("channel", "add", "telegram", "--token-stdin", "--api-base", api.url, input=TOKEN)
+    ok("config", "set", "channels.telegram.dmPolicy", "open")
     return models
 
 
@@ -141,7 +143,7 @@ def test_a_dm_is_answered_once_end_to_end(bot, run, api, server):
     [queued] = of_type(bot, "turn.queued")
     assert admitted["turn"] == queued["turn"] and queued["message"] == "hello there"
     assert of_type(bot, "session.origin_set")[0]["peer_id"] == "42"
-    assert rows(bot, "SELECT name FROM sessions") == [{"name": "telegram-42"}]
+    assert rows(bot, "SELECT name FROM sessions") == [{"name": "dm:42"}]
     [sent] = of_type(bot, "channel.sent")
     assert sent["outcome"] == "sent" and sent["message_id"] == str(api.next_message)
     # the model saw the message
@@ -151,6 +153,23 @@ def test_a_dm_is_answered_once_end_to_end(bot, run, api, server):
     assert api.calls("getUpdates")[-1]["offset"] == update + 1
     assert len(api.sent) == 1 and len(server.requests) == 1
     assert len(of_type(bot, "channel.received")) == 1
+
+
+def test_under_the_default_policy_an_allowlisted_dm_is_answered_and_a_stranger_paired(
+        bot, ok, api, server):
+    ok("config", "unset", "channels.telegram.dmPolicy")  # pairing, the default
+    ok("config", "set", "channels.telegram.allowFrom", "[42]")
+    server.script(Reply("hello friend"))
+    api.message(42, "hi, I am allowed")
+    api.message(77, "hi, I am new", username="mallory")
+    ok("channel", "poll")
+    assert api.texts(42) == ["hello friend"]
+    [code_message] = api.texts(77)
+    [pairing] = [a for a in of_type(bot, "channel.admitted") if a["action"] == "reply"]
+    assert pairing["reason"] == "pairing-requested" and pairing["reply"] == code_message
+    assert len(server.requests) == 1  # the stranger got no turn
+    ok("channel", "poll")
+    assert len(api.texts(77)) == 1  # the code went out once
 
 
 def test_updates_fased_does_not_handle_still_move_the_offset(bot, ok, api):
@@ -266,7 +285,7 @@ def test_a_task_in_a_telegram_session_delivers_to_the_chat(bot, ok, run, api, se
     server.script(Reply("first"), Reply("task reply"))
     api.message(42, "hi")
     ok("channel", "poll")
-    out = json.loads(ok("task", "new", "--session", "telegram-42", "--every", "1h",
+    out = json.loads(ok("task", "new", "--session", "dm:42", "--every", "1h",
                         "--message", "check the build", "--json"))
     assert of_type(bot, "task.created")[0]["deliver"] == "channel"
     result = run("task", "run", out["task"], env=NO_TTY)
@@ -283,13 +302,13 @@ def test_chat_schedule_defaults_to_the_channel_and_other_sessions_refuse_it(bot,
                                                                            server):
     api.message(42, "hi")
     ok("channel", "poll")
-    ok("chat", "--session", "telegram-42", "--schedule", "every 1h", "ping")
+    ok("chat", "--session", "dm:42", "--schedule", "every 1h", "ping")
     assert of_type(bot, "task.created")[-1]["deliver"] == "channel"
     ok("session", "new", "--name", "local")
     line = fails(run, bot, 2, "task", "new", "--session", "local", "--every", "1h",
                  "--message", "m", "--deliver", "channel")
     assert "did not come from a channel" in line
-    ok("task", "new", "--session", "telegram-42", "--every", "1h", "--message", "m",
+    ok("task", "new", "--session", "dm:42", "--every", "1h", "--message", "m",
        "--deliver", "none")
     assert "deliver" not in of_type(bot, "task.created")[-1]
 

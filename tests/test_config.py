@@ -49,6 +49,18 @@ def test_get(set_up, run, ok, tmp_path):
     assert fails(run, set_up, 2, "config", "get", "[0]") == "Error: invalid config path '[0]'"
 
 
+def test_a_key_with_dots_in_it_is_quoted_in_the_path(set_up, run, ok):
+    """A model ref is a key under models.capabilities, and refs have dots (gpt-4.1)."""
+    ok("config", "set", 'models.capabilities["openai/gpt-4.1"].tools', "false")
+    doc = read_json(set_up / "fased.json")
+    assert doc["models"]["capabilities"] == {"openai/gpt-4.1": {"tools": False}}
+    assert ok("config", "get", "models.capabilities['openai/gpt-4.1'].tools") == "false\n"
+    ok("config", "unset", 'models.capabilities["openai/gpt-4.1"]')
+    assert "models" not in read_json(set_up / "fased.json")  # emptied parents go too
+    assert fails(run, set_up, 2, "config", "get", 'models.capabilities["x') == (
+        "Error: invalid config path 'models.capabilities[\"x'")
+
+
 # -- set and unset -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("path", "text", "value"), [

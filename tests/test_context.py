@@ -106,6 +106,22 @@ def test_share_budget_is_capped_and_fair(sizes, per_file, total):
             assert all(n >= m - 1 for m in given_out)
 
 
+def test_a_model_without_tools_is_not_told_to_do_the_first_run_ritual(models, ok, server):
+    """The ritual is filling in files and deleting BOOTSTRAP.md: a model offered no tools
+    cannot do it, and a small one told to only talks about it."""
+    ref = json.loads(ok("agent", "models", "status", "--json"))["refs"][0]["ref"]
+    ok("config", "set", f'models.capabilities["{ref}"].tools', "false")
+    ok("chat", "hello")
+    system = system_of(server.requests[-1])
+    assert "No tools are available" in system
+    assert "first-run ritual" not in system and "# BOOTSTRAP.md" not in system
+    assert "tool calls" not in system
+    assert f"Your workspace is {ws(models)}." in system
+    view = json.loads(ok("agent", "context", "--json"))
+    assert {f["name"]: f["reason"] for f in view["files"]}["BOOTSTRAP.md"] == "needs tools"
+    assert (ws(models) / "BOOTSTRAP.md").exists()
+
+
 def test_the_first_run_file_is_followed_then_its_deletion_is_recorded_for_good(models, ok,
                                                                               server):
     assert (ws(models) / "BOOTSTRAP.md").exists()

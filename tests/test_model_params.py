@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import events
+from conftest import events, run_process
 from fakeserver import Reply
 
 
@@ -143,6 +143,51 @@ def test_a_local_model_is_registered_and_offered_no_tools(set_up, ok, run, tmp_p
     changed = run("agent", "models", "providers", "set", "mine", "--base-url",
                   "http://127.0.0.1:9/v1")
     assert changed.exit_code == 2 and "kind local" in changed.stderr
+
+
+def test_a_model_file_llama_cpp_cannot_load_fails_the_turn_once_and_clearly(set_up, ok,
+                                                                          tmp_path):
+    """The server starts in a thread of its own while the turn is prepared: its failure is
+    still the turn's one clear error, and the process still ends (no hang, no crash)."""
+    pytest.importorskip("xllamacpp")
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "broken.gguf")))
+    ok("agent", "models", "set", "primary", "mine/broken")
+    done = run_process("chat", "hi", timeout=120)
+    assert done.returncode == 5, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "the embedded llama.cpp server did not start" in errors[0]
+    assert "Traceback" not in done.stderr and "Fatal" not in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(("runnable", "expected"), [(1, 4), (2, 3), (4, 1), (40, 1)])
+def test_the_embedded_model_computes_on_the_cpus_nothing_else_is_using(
+        tmp_path, monkeypatch, runnable, expected):
+    """OpenMP threads that spin on CPUs other processes want collapse: 75 -> 3 tokens/s."""
+    from fased import local
+
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text(f"3.11 3.89 2.60 {runnable}/98 6383\n")
+    monkeypatch.setattr(local, "LOADAVG", str(loadavg))
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.delenv("FASED_LOCAL_THREADS", raising=False)
+    assert local.decode_threads() == expected
+    monkeypatch.setenv("FASED_LOCAL_THREADS", "3")
+    assert local.decode_threads() == 3
+
+
+def test_a_bad_local_setting_in_the_environment_is_one_clear_error(set_up, ok, run, tmp_path,
+                                                                  monkeypatch):
+    pytest.importorskip("xllamacpp")
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "m.gguf")))
+    ok("agent", "models", "set", "primary", "mine/m")
+    for name, value in (("FASED_LOCAL_THREADS", "lots"), ("FASED_LOCAL_CTX", "0")):
+        result = run("chat", "hi", env={name: value})
+        assert result.exit_code == 5, result.stderr
+        assert f"{name} must be a whole number from" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_without_the_extra_kind_local_says_what_to_install(set_up, ok, run, tmp_path,

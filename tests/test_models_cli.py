@@ -174,6 +174,8 @@ def test_add_custom_endpoint_keeps_plain_headers_and_normalises_the_url(set_up, 
      "litellm, cloudflare, local"),
     (["My Server", "--kind", "vllm"], 2, "Error: invalid provider id 'My Server'",
      "Hint: lower-case letters, digits, '-' and '_'"),
+    (["vllm\n", "--kind", "vllm"], 2, "Error: invalid provider id 'vllm\\n'",
+     "Hint: lower-case letters, digits, '-' and '_'"),
     (["x", "--kind", "vllm", "--header", "NoEquals"], 2, "Error: invalid --header 'NoEquals'",
      "Hint: use --header NAME=VALUE"),
 ])

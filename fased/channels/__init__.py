@@ -1,2 +1,1 @@
-"""The channel layer: chat accounts fased talks through (Telegram today), what comes in, what
-goes out, exactly once (see fased.channels.poll and fased.channels.outbox)."""
+"""Channels: chat apps (Telegram first) that reach agents, and who may talk through them."""

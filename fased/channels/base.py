@@ -1,4 +1,5 @@
-"""What every channel is: inbound messages in one neutral shape, and a client that receives,
+"""What every channel is: inbound messages in one neutral shape (what it hands the routing
+layer, already identified), and a client that receives,
 sends, shows typing and knows its limits. A channel is one module (fased.channels.telegram);
 routing, pairing, the outbox and delivery speak only these types.
 

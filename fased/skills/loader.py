@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SKILL_FILE = "SKILL.md"
-NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
 NAME_MAX = 64
 DESCRIPTION_MAX = 1024
 SKILL_FILE_MAX = 256 * 1024

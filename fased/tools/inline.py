@@ -55,7 +55,7 @@ _GIT_RUNS = {"rebase": ("-x", "--exec"), "bisect": ("run",), "submodule": ("fore
              "filter-branch": (), "difftool": ("-x", "--extcmd", "-t", "--tool"),
              "mergetool": ("-t", "--tool"), "clone": ("-u", "-c"), "ls-remote": ("-u",),
              "archive": ("--remote",)}
-_VERSION = re.compile(r"[\d.]+$")
+_VERSION = re.compile(r"[\d.]+\Z")
 _AWK_RISK = re.compile(r"system|\||>|@")
 
 
