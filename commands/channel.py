@@ -79,7 +79,9 @@ def add(channel_name, given_token, account, token_stdin, token_env, api_base, js
       fased channel add telegram --api-base http://127.0.0.1:8081 --token-stdin < t.txt
     """
     from fased.channels.accounts import add as add_account
+    from fased.channels.accounts import check_account
 
+    check_account(account)  # before the token is read: a typo costs no paste
     if given_token is not None:
         # said without echoing it: a token on the command line is in the shell's history
         raise UsageError("the token is not taken as an argument (it would stay in your shell "

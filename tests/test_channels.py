@@ -463,3 +463,9 @@ def test_two_overlapping_getupdates_get_409_and_the_poll_says_why(bot, run, api)
         assert "409 Conflict" in error_line(result)
     finally:
         waiting.join()
+
+
+def test_an_account_name_with_a_trailing_newline_is_refused(models, run, api):
+    line = fails(run, models, 2, "channel", "add", "telegram", "--account", "work\n",
+                 "--token-stdin", "--api-base", api.url)
+    assert "invalid account name" in line

@@ -14,7 +14,7 @@ from fased.errors import NotFoundError, UsageError
 from fased.store import Draft, Store
 
 CHANNELS = ("telegram",)
-ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 
 
 def check_channel(channel: str) -> str:
