@@ -254,6 +254,7 @@ _KEY_PREFIX = re.compile(
     r"glpat-|xox[abposr]-|pplx-|r8_|nvapi-|AIza)[A-Za-z0-9_-]{8,}|"
     r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])")
 _RUN = re.compile(r"[A-Za-z0-9_-]{32,}")
+_BOT_TOKEN = re.compile(r"(?<![A-Za-z0-9])\d{5,20}:[A-Za-z0-9_-]{30,}")  # Telegram's
 _SCHEME_TOKEN = re.compile(r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9+/=._~-]{8,}")
 _USER_OPTION = re.compile(r"(?:^|\s)(?:-u|--user)[\s=]+['\"]?[^\s:'\"]+:(?!\$)[^\s'\"]+")
 
@@ -262,13 +263,15 @@ def literal_secret(command: str) -> str | None:
     """Why a shell command seems to hold a secret itself rather than read one, or None.
 
     A key with a known prefix (sk-, sk-ant-, gsk_, xai-, hf_, ghp_, github_pat_, glpat-,
-    xoxb-, AKIA..., AIza...), a random-looking run of 32 or more letters, digits, '-' and
-    '_' (with a digit, and a stretch of 16 or more without '-' or '_', which UUIDs and
-    hyphenated names do not have), a password in a URL or in `-u user:password`, or a
-    Bearer/Basic token.
+    xoxb-, AKIA..., AIza...), a Telegram bot token (`123456:AA...`), a random-looking run
+    of 32 or more letters, digits, '-' and '_' (with a digit, and a stretch of 16 or more
+    without '-' or '_', which UUIDs and hyphenated names do not have), a password in a URL or
+    in `-u user:password`, or a Bearer/Basic token.
     """
     if _KEY_PREFIX.search(command):
         return "a known API key prefix"
+    if _BOT_TOKEN.search(command):
+        return "a bot token"
     for run in _RUN.findall(command):
         if re.search(r"\d", run) and re.search(r"[A-Za-z]", run) and max(
                 len(p) for p in re.split(r"[-_]", run)) >= 16:

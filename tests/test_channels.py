@@ -469,3 +469,11 @@ def test_an_account_name_with_a_trailing_newline_is_refused(models, run, api):
     line = fails(run, models, 2, "channel", "add", "telegram", "--account", "work\n",
                  "--token-stdin", "--api-base", api.url)
     assert "invalid account name" in line
+
+
+def test_a_bot_token_in_the_environment_never_reaches_a_tool():
+    """A chat message is untrusted input: an agent's exec must not find the bot's token,
+    whatever the variable holding it is called."""
+    from fased.tools.exec import tool_environment
+
+    assert tool_environment({"TG_BOT": TOKEN, "HOME_DIR": "/home/u"}) == {"HOME_DIR": "/home/u"}
