@@ -3,6 +3,7 @@ channel_routes.py) which agent answers which chat."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -283,13 +284,17 @@ def poll(channel_name, account, timeout, lease, no_answer, json_):
     \b
     Exit codes: 0 ok, 1 Telegram could not be reached or refused (what was recorded is
     still answered), 3 another poller is reading this account (or Telegram answered 409
-    Conflict), 5 a turn failed because every model failed.
+    Conflict), 5 a turn failed because every model failed, 143 on SIGTERM (the current
+    turn goes back to the queue).
     """
     from fased.channels.poll import poll_once
-    from fased.runner import Runner
+    from fased.runner import Runner, Stop
 
     st = store()
     runner = None if no_answer else Runner(st, lease=lease, note=note)
+
+    def on_term(signum, frame):
+        raise Stop()
 
     def on_result(r):
         note(f"fased: {r.turn} ({r.agent}/{r.session}) {r.state}"
@@ -297,8 +302,15 @@ def poll(channel_name, account, timeout, lease, no_answer, json_):
              + (f": waits for approval {r.approval} (fased approvals approve {r.approval})"
                 if r.approval else ""))
 
-    result = poll_once(st, channel_name, account, runner=runner, timeout=timeout, note=note,
-                       on_result=on_result)
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        result = poll_once(st, channel_name, account, runner=runner, timeout=timeout,
+                           note=note, on_result=on_result)
+    except Stop:
+        note("fased: terminated; the current turn went back to the queue")
+        raise click.exceptions.Exit(143) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if json_:
         echo_json(result.to_dict())
     else:

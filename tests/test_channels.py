@@ -477,3 +477,16 @@ def test_a_bot_token_in_the_environment_never_reaches_a_tool():
     from fased.tools.exec import tool_environment
 
     assert tool_environment({"TG_BOT": TOKEN, "HOME_DIR": "/home/u"}) == {"HOME_DIR": "/home/u"}
+
+
+def test_sigterm_gives_the_turn_back_and_the_next_poll_answers_it(bot, api, server):
+    server.script(Reply("slow", delay=3.0), Reply("after sigterm"))
+    api.message(42, "hi")
+    proc = _poller()
+    wait_for(lambda: server.requests)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 143
+    assert [a["reason"] for a in of_type(bot, "turn.abandoned")] == ["terminated"]
+    done = run_process("channel", "poll", env=NO_TTY)  # no lease to wait for
+    assert done.returncode == 0, done.stderr
+    assert api.texts(42) == ["after sigterm"]
