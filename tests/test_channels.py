@@ -490,3 +490,4 @@ def test_sigterm_gives_the_turn_back_and_the_next_poll_answers_it(bot, api, serv
     done = run_process("channel", "poll", env=NO_TTY)  # no lease to wait for
     assert done.returncode == 0, done.stderr
     assert api.texts(42) == ["after sigterm"]
+

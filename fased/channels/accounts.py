@@ -173,9 +173,10 @@ def remove(store: Store, channel: str, account: str) -> None:
 
 def account_dict(con: sqlite3.Connection, row: sqlite3.Row) -> dict:
     """An account as `channel list|show --json` print it (never the token)."""
-    last = con.execute("SELECT MAX(update_id), COUNT(*), MAX(received_at) FROM channel_inbound "
-                       "WHERE channel = ? AND account = ?",
-                       (row["channel"], row["account"])).fetchone()
+    last = con.execute("SELECT (SELECT update_id FROM channel_inbound WHERE channel = ?1 AND"
+                       " account = ?2 ORDER BY received_seq DESC LIMIT 1), COUNT(*),"
+                       " MAX(received_at) FROM channel_inbound WHERE channel = ?1 AND"
+                       " account = ?2", (row["channel"], row["account"])).fetchone()
     sessions = con.execute("SELECT COUNT(*) FROM session_origins WHERE channel = ? AND "
                            "account = ?", (row["channel"], row["account"])).fetchone()[0]
     unknown = con.execute("SELECT COUNT(*) FROM channel_outbound WHERE channel = ? AND "

@@ -1,7 +1,7 @@
 """One poll of a channel account: receive, record, admit, queue, answer, send.
 
 Exactly once, inbound: each update is recorded (`channel.received`, with its update_id) before
-anything acts on it, and the next poll asks the channel only for updates after the highest id
+anything acts on it, and the next poll asks the channel only for updates after the last one
 in the log; that request is also what confirms the earlier ones to Telegram. An update fetched
 but not recorded (a crash) is fetched again; one recorded is never recorded twice (the decide
 step skips known ids). What routing decided is `channel.admitted`, appended in one batch with
@@ -73,9 +73,11 @@ def poll_lock(home, channel: str, account: str) -> Iterator[None]:
 
 
 def offset(con: sqlite3.Connection, channel: str, account: str) -> int | None:
-    """The highest update id recorded for the account (None: nothing yet)."""
-    return con.execute("SELECT MAX(update_id) FROM channel_inbound WHERE channel = ? AND "
-                       "account = ?", (channel, account)).fetchone()[0]
+    """The id of the update recorded last for the account (None: nothing yet). The last, not
+    the highest: Telegram may number updates anew after a week without any."""
+    row = con.execute("SELECT update_id FROM channel_inbound WHERE channel = ? AND account = ?"
+                      " ORDER BY received_seq DESC LIMIT 1", (channel, account)).fetchone()
+    return row[0] if row else None
 
 
 def fetch(store: Store, client, timeout: float) -> int:
@@ -87,10 +89,12 @@ def fetch(store: Store, client, timeout: float) -> int:
     stream = stream_of(client.name, client.account)
 
     def decide(con):
-        known = offset(con, client.name, client.account)
         drafts = []
-        for u in sorted(updates, key=lambda u: u.update_id):
-            if known is not None and u.update_id <= known:
+        for u in updates:  # in the channel's order
+            if con.execute("SELECT 1 FROM channel_inbound WHERE channel = ? AND account = ? AND"
+                           " update_id = ?", (client.name, client.account, u.update_id)
+                           ).fetchone() or any(d.data["update_id"] == u.update_id
+                                               for d in drafts):
                 continue  # recorded by another poll already
             data = {"channel": client.name, "account": client.account,
                     "update_id": u.update_id, "kind": "other"}

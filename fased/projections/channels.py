@@ -23,7 +23,7 @@ TABLES = {
                     "received_at": str, "action": str, "agent": str, "session": str,
                     "turn": str, "reply": str, "reason": str, "admitted_seq": int},
         "pk": ("channel", "account", "update_id"),
-        "indexes": [["turn"], ["action"]],
+        "indexes": [["turn"], ["action"], ["channel", "account", "received_seq"]],
     },
     "channel_outbound": {
         "columns": {"out": str, "part": int, "parts": int, "channel": str, "account": str,
