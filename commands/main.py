@@ -30,6 +30,7 @@ COMMANDS = {
     "completion": "completion:completion",
     "usage": "usage:usage",
     "skill": "skill:skill",
+    "memory": "memory:memory",
 }
 
 

@@ -1,0 +1,400 @@
+"""The memory index: SQLite FTS5 in a file of its own (home/memory/index.db), derived from the
+notes and the log and disposable (a missing, damaged or older index is simply built again).
+
+Freshness without a watcher: before every search each note is stat'ed; one whose size or
+mtime changed is read and hashed, and re-chunked only when its hash changed; notes that went
+away are dropped. Session messages are indexed by log seq: what the projections applied past
+the seq the index last saw is added, so a search after a chat finds it. A search that finds
+nothing new writes nothing. Building the index appends no events: it is a cache, not state.
+
+Ranking: FTS5's bm25() (its sign flipped, so higher is better) times a recency decay
+0.5 ** (age in days / memory.search.halfLifeDays) for daily notes (memory/YYYY-MM-DD.md) and
+session messages; MEMORY.md and undated notes do not decay. FTS5 gives a word found in half
+the chunks or more a weight of 1e-6 (its IDF, ln((N - n + 0.5) / (n + 0.5)), is not positive),
+which in a small memory is every word; so the candidates FTS5 ranks are scored again per word
+with the IDF of Lucene's BM25, ln(1 + (N - n + 0.5) / (n + 0.5)), which stays positive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fased.memory.chunks import chunk_text
+from fased.memory.roots import MemorySettings, note_date, note_path, notes
+
+VERSION = "1"
+INDEX_NAME = "index.db"
+MAX_NOTE_BYTES = 8 * 1024 * 1024  # a note's first 8 MiB are indexed
+SNIPPET_TOKENS = 24
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS files(agent TEXT, path TEXT, size INTEGER, mtime_ns INTEGER,
+    sha TEXT, PRIMARY KEY(agent, path));
+CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, agent TEXT, kind TEXT, path TEXT,
+    start_line INTEGER, end_line INTEGER, session TEXT, turn TEXT, role TEXT, day TEXT,
+    jd REAL, decays INTEGER, vector BLOB);
+CREATE INDEX IF NOT EXISTS chunks_path ON chunks(agent, path);
+CREATE INDEX IF NOT EXISTS chunks_session ON chunks(agent, kind);
+CREATE TABLE IF NOT EXISTS progress(agent TEXT PRIMARY KEY, session_seq INTEGER,
+    log_id TEXT, indexed_at TEXT, embeddings TEXT);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS fts_terms USING fts5vocab(fts, row);
+"""
+# the query's words through the index's own tokenizer (stemmed as the index stems them)
+QUERY_TERMS = """
+CREATE VIRTUAL TABLE IF NOT EXISTS temp.query USING fts5(text, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms USING fts5vocab(temp, query, instance);
+"""
+POOL = 50  # candidates FTS5 ranks before they are scored again
+
+
+def index_path(home: Path) -> Path:
+    return home / "memory" / INDEX_NAME
+
+
+def julian(when: datetime) -> float:
+    return when.timestamp() / 86400.0 + 2440587.5
+
+
+MAX_WORDS = 32
+
+
+def query_words(text: str) -> list[str]:
+    """The distinct words of a query (at most MAX_WORDS): operators and punctuation are not
+    syntax, so no query can fail."""
+    return list(dict.fromkeys(_WORD.findall(text)))[:MAX_WORDS]
+
+
+def fts_query(text: str) -> str:
+    """A user's words as an FTS5 query: each word quoted, any may match."""
+    return " OR ".join(f'"{w}"' for w in query_words(text))
+
+
+@dataclass
+class Hit:
+    """One search result (kind file: path and lines; kind session: session and turn)."""
+
+    id: int
+    kind: str
+    path: str | None
+    start: int | None
+    end: int | None
+    session: str | None
+    turn: str | None
+    role: str | None
+    date: str | None
+    score: float
+    snippet: str
+    bm25: float = 0.0
+    decay: float = 1.0
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind, "score": float(f"{self.score:.6g}"), "date": self.date,
+               "snippet": self.snippet}
+        if self.kind == "file":
+            out.update(path=self.path, lines=[self.start, self.end])
+        else:
+            out.update(session=self.session, turn=self.turn, role=self.role)
+        return out
+
+
+class MemoryIndex:
+    """One home's memory index file."""
+
+    def __init__(self, home: Path):
+        self.path = index_path(home)
+        self.con = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        for attempt in range(2):
+            con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            try:
+                con.execute("PRAGMA journal_mode = WAL")
+                con.execute("PRAGMA synchronous = NORMAL")
+                version = _meta_version(con)
+                if version not in (None, VERSION):
+                    raise sqlite3.DatabaseError("another index version")
+                if version is None:
+                    con.executescript(SCHEMA)
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (VERSION,))
+                return con
+            except sqlite3.DatabaseError:
+                con.close()
+                if attempt:
+                    raise
+                self.drop()  # disposable: built again from the notes and the log
+        raise AssertionError("unreachable")
+
+    def drop(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # -- notes ----------------------------------------------------------------------------
+
+    def refresh_notes(self, settings: MemorySettings, now: str, force: bool = False) -> int:
+        """Bring the agent's notes up to date; returns how many notes were (re)indexed or
+        dropped. Nothing changed: nothing is written."""
+        if not self._note_changes(settings, force)[0]:
+            return 0
+        with self.writing():
+            changed, current = self._note_changes(settings, force)  # again, under the lock
+            for path in changed:
+                self._index_note(settings, path, current.get(path), now)
+            if changed:
+                self._touch(settings.agent, now)
+        return len(changed)
+
+    def _note_changes(self, settings: MemorySettings,
+                      force: bool) -> tuple[list[str], dict[str, os.stat_result]]:
+        current = notes(settings)
+        known = {r[0]: (r[1], r[2]) for r in self.con.execute(
+            "SELECT path, size, mtime_ns FROM files WHERE agent = ?", (settings.agent,))}
+        changed = [p for p, st in current.items()
+                   if force or known.get(p) != (st.st_size, st.st_mtime_ns)]
+        changed += [p for p in known if p not in current]
+        return changed, current
+
+    def _index_note(self, settings: MemorySettings, path: str, st: os.stat_result | None,
+                    now: str) -> None:
+        con, agent = self.con, settings.agent
+        old = con.execute("SELECT sha FROM files WHERE agent = ? AND path = ?",
+                          (agent, path)).fetchone()
+        data = None
+        if st is not None:
+            try:
+                with open(note_path(settings, path), "rb") as f:
+                    data = f.read(MAX_NOTE_BYTES)
+            except OSError:
+                st = None
+        if st is None or data is None:
+            self._drop_path(agent, path)
+            con.execute("DELETE FROM files WHERE agent = ? AND path = ?", (agent, path))
+            return
+        sha = hashlib.sha256(data).hexdigest()
+        day = note_date(path)
+        when = datetime.fromtimestamp(st.st_mtime, UTC)
+        shown_day = day or when.strftime("%Y-%m-%d")
+        con.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)",
+                    (agent, path, st.st_size, st.st_mtime_ns, sha))
+        if old is not None and old[0] == sha:
+            con.execute("UPDATE chunks SET day = ? WHERE agent = ? AND path = ?",
+                        (shown_day, agent, path))
+            return
+        self._drop_path(agent, path)
+        jd = julian(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)) if day else None
+        text = data.decode("utf-8", "replace")
+        for chunk in chunk_text(text):
+            cur = con.execute(
+                "INSERT INTO chunks(agent, kind, path, start_line, end_line, day, jd, decays)"
+                " VALUES (?, 'file', ?, ?, ?, ?, ?, ?)",
+                (agent, path, chunk.start, chunk.end, shown_day, jd, 1 if day else 0))
+            con.execute("INSERT INTO fts(rowid, text) VALUES (?, ?)", (cur.lastrowid, chunk.text))
+
+    def _drop_path(self, agent: str, path: str) -> None:
+        self.con.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM chunks WHERE agent = ?"
+                         " AND path = ?)", (agent, path))
+        self.con.execute("DELETE FROM chunks WHERE agent = ? AND path = ?", (agent, path))
+
+    def _touch(self, agent: str, now: str) -> None:
+        self.con.execute("INSERT INTO progress(agent, session_seq, indexed_at) VALUES (?, 0, ?)"
+                         " ON CONFLICT(agent) DO UPDATE SET indexed_at = excluded.indexed_at",
+                         (agent, now))
+
+    # -- session messages -----------------------------------------------------------------
+
+    def refresh_sessions(self, settings: MemorySettings, state: sqlite3.Connection, now: str,
+                         force: bool = False) -> int:
+        """Add the agent's session messages the projections applied since the index last
+        looked (by log seq); with sessions off, drop any held. Returns messages added."""
+        agent = settings.agent
+        meta = dict(state.execute("SELECT key, value FROM meta WHERE key IN "
+                                  "('checkpoint', 'log_id')").fetchall())
+        checkpoint, log_id = int(meta.get("checkpoint") or 0), meta.get("log_id") or ""
+        row = self.con.execute("SELECT session_seq, log_id FROM progress WHERE agent = ?",
+                               (agent,)).fetchone()
+        seen, seen_log = (row[0] or 0, row[1]) if row else (0, None)
+        held = seen > 0 or seen_log is not None
+        if not settings.sessions:
+            if held:
+                with self.writing():
+                    self._drop_sessions(agent)
+                    self._touch(agent, now)
+            return 0
+        restart = force or (held and (seen_log != log_id or seen > checkpoint))
+        if not restart and seen >= checkpoint:
+            return 0
+        with self.writing():
+            if restart:
+                self._drop_sessions(agent)
+                seen = 0
+            added = 0
+            for m in state.execute(
+                    "SELECT session, turn, role, content, ts FROM messages WHERE agent = ? AND "
+                    "seq > ? AND seq <= ? AND content IS NOT NULL AND content != '' "
+                    "ORDER BY seq", (agent, seen, checkpoint)):
+                self._index_message(agent, m)
+                added += 1
+            self._touch(agent, now)
+            self.con.execute("UPDATE progress SET session_seq = ?, log_id = ? WHERE agent = ?",
+                             (checkpoint, log_id, agent))
+        return added
+
+    def _index_message(self, agent: str, m: sqlite3.Row) -> None:
+        when = _parse(m["ts"])
+        day = when.strftime("%Y-%m-%d") if when else None
+        for chunk in chunk_text(m["content"]):
+            cur = self.con.execute(
+                "INSERT INTO chunks(agent, kind, session, turn, role, start_line, end_line,"
+                " day, jd, decays) VALUES (?, 'session', ?, ?, ?, ?, ?, ?, ?, 1)",
+                (agent, m["session"], m["turn"], m["role"], chunk.start, chunk.end, day,
+                 julian(when) if when else None))
+            self.con.execute("INSERT INTO fts(rowid, text) VALUES (?, ?)",
+                             (cur.lastrowid, chunk.text))
+
+    def _drop_sessions(self, agent: str) -> None:
+        self.con.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM chunks WHERE agent = ?"
+                         " AND kind = 'session')", (agent,))
+        self.con.execute("DELETE FROM chunks WHERE agent = ? AND kind = 'session'", (agent,))
+        self.con.execute("UPDATE progress SET session_seq = 0, log_id = NULL WHERE agent = ?",
+                         (agent,))
+
+    # -- searching ------------------------------------------------------------------------
+
+    def keyword(self, settings: MemorySettings, query: str, *, sessions: bool, now_jd: float,
+                limit: int, hidden: list[str]) -> list[Hit]:
+        """The best `limit` chunks by bm25 times recency; `hidden`: deleted sessions."""
+        match = fts_query(query)
+        if not match:
+            return []
+        where = "" if sessions else " AND c.kind = 'file'"
+        if hidden:
+            where += f" AND (c.session IS NULL OR c.session NOT IN ({','.join('?' * len(hidden))}))"
+        sql = (
+            "SELECT c.*, -bm25(fts) AS raw, CASE WHEN c.decays = 1 AND c.jd IS NOT NULL THEN "
+            "pow(0.5, max(0.0, ? - c.jd) / ?) ELSE 1.0 END AS decay, "
+            f"snippet(fts, 0, '', '', '…', {SNIPPET_TOKENS}) AS snip "
+            "FROM fts JOIN chunks c ON c.id = fts.rowid WHERE fts MATCH ? AND c.agent = ?"
+            f"{where} ORDER BY raw * decay DESC, c.id LIMIT ?")
+        params = [now_jd, settings.half_life_days, match, settings.agent, *hidden,
+                  max(POOL, limit)]
+        self.con.row_factory = sqlite3.Row
+        try:
+            hits = [_hit(r) for r in self.con.execute(sql, params)]
+        finally:
+            self.con.row_factory = None
+        self._rescore(hits, query)
+        return sorted(hits, key=lambda h: (-h.score, h.id))[:limit]
+
+    def _rescore(self, hits: list[Hit], query: str) -> None:
+        """Each hit's bm25 again, word by word, with an IDF that stays positive."""
+        if not hits:
+            return
+        con = self.con
+        con.executescript(QUERY_TERMS)
+        con.execute("DELETE FROM temp.query")
+        words = query_words(query)
+        con.executemany("INSERT INTO temp.query(rowid, text) VALUES (?, ?)",
+                        list(enumerate(words, 1)))
+        stems = dict(con.execute("SELECT doc, term FROM temp.query_terms"))
+        total = con.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        ids = [h.id for h in hits]
+        marks = ",".join("?" * len(ids))
+        sums = dict.fromkeys(ids, 0.0)
+        done: set[str] = set()
+        for i, word in enumerate(words, 1):
+            stem = stems.get(i)
+            if stem is None or stem in done:
+                continue
+            done.add(stem)
+            row = con.execute("SELECT doc FROM fts_terms WHERE term = ?", (stem,)).fetchone()
+            n = row[0] if row else 0
+            ratio = (total - n + 0.5) / (n + 0.5)
+            fts_idf = max(math.log(ratio), 1e-6) if ratio > 0 else 1e-6
+            idf = math.log1p(ratio)
+            for rowid, value in con.execute(
+                    f"SELECT rowid, -bm25(fts) FROM fts WHERE fts MATCH ? AND rowid IN ({marks})",
+                    [f'"{word}"', *ids]):
+                sums[rowid] += value / fts_idf * idf
+        for h in hits:
+            h.bm25 = sums[h.id]
+            h.score = h.bm25 * h.decay
+
+    def by_ids(self, ids: list[int], query: str, now_jd: float, half_life: float) -> list[Hit]:
+        """Chunks found by meaning alone (no keyword matched): bm25 0, the start as snippet."""
+        if not ids:
+            return []
+        sql = ("SELECT c.*, 0.0 AS raw, CASE WHEN c.decays = 1 AND c.jd IS NOT NULL THEN "
+               "pow(0.5, max(0.0, ? - c.jd) / ?) ELSE 1.0 END AS decay, "
+               f"substr(f.text, 1, {SNIPPET_TOKENS * 8}) AS snip FROM chunks c JOIN fts f ON "
+               f"f.rowid = c.id WHERE c.id IN ({','.join('?' * len(ids))})")
+        self.con.row_factory = sqlite3.Row
+        try:
+            return [_hit(r) for r in self.con.execute(sql, [now_jd, half_life, *ids])]
+        finally:
+            self.con.row_factory = None
+
+    def counts(self, agent: str) -> dict:
+        files = self.con.execute("SELECT count(*) FROM files WHERE agent = ?", (agent,))
+        kinds = dict(self.con.execute("SELECT kind, count(*) FROM chunks WHERE agent = ? "
+                                      "GROUP BY kind", (agent,)).fetchall())
+        row = self.con.execute("SELECT indexed_at, session_seq FROM progress WHERE agent = ?",
+                               (agent,)).fetchone()
+        embedded = self.con.execute("SELECT count(*) FROM chunks WHERE agent = ? AND vector "
+                                    "IS NOT NULL", (agent,)).fetchone()[0]
+        return {"files": files.fetchone()[0], "chunks": sum(kinds.values()),
+                "note_chunks": kinds.get("file", 0), "session_chunks": kinds.get("session", 0),
+                "embedded_chunks": embedded,
+                "last_indexed": row[0] if row else None,
+                "session_seq": row[1] if row else 0}
+
+
+def _hit(r: sqlite3.Row) -> Hit:
+    return Hit(id=r["id"], kind=r["kind"], path=r["path"], start=r["start_line"],
+               end=r["end_line"], session=r["session"], turn=r["turn"], role=r["role"],
+               date=r["day"], score=r["raw"] * r["decay"], snippet=" ".join(r["snip"].split()),
+               bm25=r["raw"], decay=r["decay"])
+
+
+def _meta_version(con: sqlite3.Connection) -> str | None:
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return row[0] if row else None
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
