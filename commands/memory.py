@@ -49,7 +49,6 @@ def search(query, agent, sessions, limit, json_):
       fased memory search "what did we decide" --no-sessions
     """
     from fased.memory.search import search as run_search
-    from fased.tools.memory import render_hits
 
     st = store()
     found = run_search(st.db(), st.home, _agent(st, agent), query, max_results=limit,
@@ -57,7 +56,7 @@ def search(query, agent, sessions, limit, json_):
     if json_:
         echo_json(found.to_dict())
     elif found.hits:
-        click.echo(render_hits(found))
+        click.echo(found.render())
     else:
         note(found.nothing_found())
 

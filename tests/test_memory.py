@@ -336,7 +336,7 @@ def test_the_tool_and_the_command_agree(models, ok, server, at):
     assert searched["result"].startswith("MEMORY.md:1-1  ")
     assert got["result"] == "The staging database is called tern."
     assert refused["status"] == "error" and "`..` is not allowed" in refused["result"]
-    sent = [r["json"] for r in server.requests if r["path"] == "/api/chat"][0]
+    sent = next(r["json"] for r in server.requests if r["path"] == "/api/chat")
     assert {"memory_search", "memory_get"} <= {t["function"]["name"] for t in sent["tools"]}
 
 

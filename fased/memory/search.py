@@ -32,6 +32,17 @@ class Searched:
                 "sessions": self.sessions, "backend": self.backend,
                 "results": [h.to_dict() for h in self.hits]}
 
+    def render(self) -> str:
+        """The results as the model (memory_search) and `fased memory search` show them."""
+        if not self.hits:
+            return self.nothing_found()
+        lines = []
+        for h in self.hits:
+            where = (f"{h.path}:{h.start}-{h.end}" if h.kind == "file"
+                     else f"session {h.session} turn {h.turn} ({h.role})")
+            lines.append(f"{where}  {h.date or '-'}  score {h.score:.4g}\n  {h.snippet}")
+        return "\n".join(lines)
+
     def nothing_found(self) -> str:
         """Why a search found nothing, saying what it searched."""
         where = ", ".join(self.roots)

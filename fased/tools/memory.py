@@ -45,19 +45,7 @@ def memory_search(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
                        max_results=args.get("maxResults"), min_score=args.get("minScore"))
     except FasedError as exc:
         raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
-    return ToolResult(render_hits(found), data=found.to_dict())
-
-
-def render_hits(found) -> str:
-    """Results as the model (and `fased memory search`) reads them."""
-    if not found.hits:
-        return found.nothing_found()
-    lines = []
-    for h in found.hits:
-        where = (f"{h.path}:{h.start}-{h.end}" if h.kind == "file"
-                 else f"session {h.session} turn {h.turn} ({h.role})")
-        lines.append(f"{where}  {h.date or '-'}  score {h.score:.4g}\n  {h.snippet}")
-    return "\n".join(lines)
+    return ToolResult(found.render(), data=found.to_dict())
 
 
 def memory_get(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
