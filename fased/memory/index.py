@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fased.memory.chunks import chunk_text
-from fased.memory.roots import MemorySettings, note_date, note_path, notes
+from fased.memory.roots import MemorySettings, note_date, note_path, notes, signature
 
 VERSION = "1"
 INDEX_NAME = "index.db"
@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, agent TEXT, kind TEXT,
 CREATE INDEX IF NOT EXISTS chunks_path ON chunks(agent, path);
 CREATE INDEX IF NOT EXISTS chunks_session ON chunks(agent, kind);
 CREATE TABLE IF NOT EXISTS progress(agent TEXT PRIMARY KEY, session_seq INTEGER,
-    log_id TEXT, indexed_at TEXT, embeddings TEXT);
+    log_id TEXT, indexed_at TEXT, embeddings TEXT, notes TEXT);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, tokenize='porter unicode61');
 CREATE VIRTUAL TABLE IF NOT EXISTS fts_terms USING fts5vocab(fts, row);
 """
@@ -160,27 +160,37 @@ class MemoryIndex:
     def refresh_notes(self, settings: MemorySettings, now: str, force: bool = False) -> int:
         """Bring the agent's notes up to date; returns how many notes were (re)indexed or
         dropped. Nothing changed: nothing is written."""
-        if not self._note_changes(settings, force)[0]:
+        current = notes(settings)
+        mark = signature(current)
+        row = self.con.execute("SELECT notes FROM progress WHERE agent = ?",
+                               (settings.agent,)).fetchone()
+        if not force and row is not None and row[0] == mark:
+            return 0
+        if not force and not self._note_changes(settings, current, False):
+            self._mark(settings.agent, mark)
             return 0
         with self.writing():
-            changed, current = self._note_changes(settings, force)  # again, under the lock
+            current = notes(settings)  # again, under the lock
+            changed = self._note_changes(settings, current, force)
             for path in changed:
                 self._index_note(settings, path, current.get(path), now)
-            if changed:
-                self._touch(settings.agent, now)
+            self._touch(settings.agent, now)
+            self._mark(settings.agent, signature(current))
         return len(changed)
 
-    def _note_changes(self, settings: MemorySettings,
-                      force: bool) -> tuple[list[str], dict[str, os.stat_result]]:
-        current = notes(settings)
+    def _note_changes(self, settings: MemorySettings, current: dict[str, tuple[int, int]],
+                      force: bool) -> list[str]:
         known = {r[0]: (r[1], r[2]) for r in self.con.execute(
             "SELECT path, size, mtime_ns FROM files WHERE agent = ?", (settings.agent,))}
-        changed = [p for p, st in current.items()
-                   if force or known.get(p) != (st.st_size, st.st_mtime_ns)]
+        changed = [p for p, st in current.items() if force or known.get(p) != st]
         changed += [p for p in known if p not in current]
-        return changed, current
+        return changed
 
-    def _index_note(self, settings: MemorySettings, path: str, st: os.stat_result | None,
+    def _mark(self, agent: str, mark: str) -> None:
+        self.con.execute("INSERT INTO progress(agent, session_seq, notes) VALUES (?, 0, ?) ON "
+                         "CONFLICT(agent) DO UPDATE SET notes = excluded.notes", (agent, mark))
+
+    def _index_note(self, settings: MemorySettings, path: str, st: tuple[int, int] | None,
                     now: str) -> None:
         con, agent = self.con, settings.agent
         old = con.execute("SELECT sha FROM files WHERE agent = ? AND path = ?",
@@ -198,10 +208,10 @@ class MemoryIndex:
             return
         sha = hashlib.sha256(data).hexdigest()
         day = note_date(path)
-        when = datetime.fromtimestamp(st.st_mtime, UTC)
-        shown_day = day or when.strftime("%Y-%m-%d")
+        size, mtime_ns = st
+        shown_day = day or datetime.fromtimestamp(mtime_ns / 1e9, UTC).strftime("%Y-%m-%d")
         con.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)",
-                    (agent, path, st.st_size, st.st_mtime_ns, sha))
+                    (agent, path, size, mtime_ns, sha))
         if old is not None and old[0] == sha:
             con.execute("UPDATE chunks SET day = ? WHERE agent = ? AND path = ?",
                         (shown_day, agent, path))
@@ -294,11 +304,11 @@ class MemoryIndex:
             return []
         where = "" if sessions else " AND c.kind = 'file'"
         if hidden:
-            where += f" AND (c.session IS NULL OR c.session NOT IN ({','.join('?' * len(hidden))}))"
+            marks = ",".join("?" * len(hidden))
+            where += f" AND (c.session IS NULL OR c.session NOT IN ({marks}))"
         sql = (
             "SELECT c.*, -bm25(fts) AS raw, CASE WHEN c.decays = 1 AND c.jd IS NOT NULL THEN "
-            "pow(0.5, max(0.0, ? - c.jd) / ?) ELSE 1.0 END AS decay, "
-            f"snippet(fts, 0, '', '', '…', {SNIPPET_TOKENS}) AS snip "
+            "pow(0.5, max(0.0, ? - c.jd) / ?) ELSE 1.0 END AS decay, '' AS snip "
             "FROM fts JOIN chunks c ON c.id = fts.rowid WHERE fts MATCH ? AND c.agent = ?"
             f"{where} ORDER BY raw * decay DESC, c.id LIMIT ?")
         params = [now_jd, settings.half_life_days, match, settings.agent, *hidden,
@@ -309,7 +319,20 @@ class MemoryIndex:
         finally:
             self.con.row_factory = None
         self._rescore(hits, query)
-        return sorted(hits, key=lambda h: (-h.score, h.id))[:limit]
+        best = sorted(hits, key=lambda h: (-h.score, h.id))[:limit]
+        self._snippets(best, match)
+        return best
+
+    def _snippets(self, hits: list[Hit], match: str) -> None:
+        """Snippets of the hits shown only (FTS5 makes one per row it is asked for, so asking
+        in the ranking query would make one for every match)."""
+        if not hits:
+            return
+        by_id = {h.id: h for h in hits}
+        for rowid, snip in self.con.execute(
+                f"SELECT rowid, snippet(fts, 0, '', '', '…', {SNIPPET_TOKENS}) FROM fts WHERE "
+                f"fts MATCH ? AND rowid IN ({','.join('?' * len(by_id))})", [match, *by_id]):
+            by_id[rowid].snippet = " ".join(snip.split())
 
     def _rescore(self, hits: list[Hit], query: str) -> None:
         """Each hit's bm25 again, word by word, with an IDF that stays positive."""

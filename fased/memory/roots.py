@@ -15,6 +15,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 from fased.errors import UsageError
 
@@ -80,50 +81,71 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def notes(settings: MemorySettings) -> dict[str, os.stat_result]:
-    """Every note of the agent: its display path -> its stat (of the file a link leads to).
-    Read with scandir, one stat per file: this runs before every search."""
-    found: dict[str, os.stat_result] = {}
-    seen: set[str] = set()
+def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
+    """Every note of the agent: its display path -> (size, mtime_ns) of the file (of the file
+    a link leads to). One scandir per folder and one stat per file, in plain strings: this
+    runs before every search."""
+    found: dict[str, tuple[int, int]] = {}
+    linked: set[str] = set()
+    prefix = str(settings.workspace).rstrip(os.sep) + os.sep
     for root in settings.roots():
-        real_root = os.path.realpath(root)
+        text = str(root)
         try:
-            st = os.stat(root)
+            st = os.stat(text)
         except OSError:
             continue
-        if os.path.isdir(root):
-            _walk(str(root), real_root, settings, found, seen)
-        elif root.name.endswith(".md") and real_root not in seen:
-            seen.add(real_root)
-            found[settings.display(root)] = st
+        if os.path.isdir(text):
+            _walk(text, os.path.realpath(text), prefix, found, linked)
+        elif text.endswith(".md"):
+            found[settings.display(root)] = (st.st_size, st.st_mtime_ns)
     return found
 
 
-def _walk(folder: str, real_root: str, settings: MemorySettings, found: dict,
-          seen: set[str]) -> None:
+def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str]) -> None:
+    # the common case (a plain .md file) costs one stat and no other call: d_type says
+    # what is a link or a folder without a system call
     stack = [folder]
     while stack:
         here = stack.pop()
+        shown = here[len(prefix):] + os.sep if here.startswith(prefix) else here + os.sep
         try:
-            entries = list(os.scandir(here))
+            with os.scandir(here) as it:
+                entries = list(it)
         except OSError:
             continue
         for entry in entries:
+            name = entry.name
             try:
-                link = entry.is_symlink()
-                if link and not _within(os.path.realpath(entry.path), real_root):
-                    continue  # a link out of its root is not memory
-                if entry.is_dir():
-                    if not entry.name.startswith("."):
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if not _within(real, real_root) or real in linked:
+                        continue  # a link out of its root is not memory
+                    linked.add(real)
+                    st = os.stat(real)
+                elif name.endswith(".md"):
+                    st = entry.stat(follow_symlinks=False)
+                elif entry.is_dir(follow_symlinks=False):
+                    if name[0] != ".":
                         stack.append(entry.path)
-                elif entry.name.endswith(".md") and entry.is_file():
-                    real = os.path.realpath(entry.path) if link else entry.path
-                    if real in seen:
-                        continue
-                    seen.add(real)
-                    found[settings.display(Path(entry.path))] = entry.stat()
+                    continue
+                else:
+                    continue
             except OSError:
                 continue
+            if S_ISREG(st.st_mode):
+                if name.endswith(".md"):
+                    found[shown + name] = (st.st_size, st.st_mtime_ns)
+            elif S_ISDIR(st.st_mode) and name[0] != ".":
+                stack.append(entry.path)
+
+
+def signature(found: dict[str, tuple[int, int]]) -> str:
+    """A digest of every note's path, size and mtime: equal to the last one, nothing changed
+    (so a search need not compare note by note)."""
+    import zlib
+
+    text = "\n".join(f"{p}\0{s}\0{m}" for p, (s, m) in found.items())
+    return f"{zlib.crc32(text.encode('utf-8', 'surrogateescape')):08x}:{len(found)}"
 
 
 def note_date(display: str) -> str | None:
