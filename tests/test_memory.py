@@ -413,3 +413,20 @@ def test_memory_search_as_a_process(set_up):
     out = run_process("memory", "search", "quokka", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["results"][0]["path"] == "MEMORY.md"
+
+
+def test_the_index_is_private_and_never_written_through_a_link(set_up, ok, run, tmp_path):
+    note(set_up, "MEMORY.md", "gecko\n")
+    ok("memory", "search", "gecko")
+    assert (set_up / "memory").stat().st_mode & 0o777 == 0o700
+    assert (set_up / "memory" / "index.db").stat().st_mode & 0o777 == 0o600
+    for path in (set_up / "memory").iterdir():
+        path.unlink()
+    (set_up / "memory").rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, set_up / "memory")
+    refused = run("memory", "search", "gecko")
+    assert refused.exit_code == 4 and "outside the fased home" in error_line(refused)
+    assert list(elsewhere.iterdir()) == []
+    assert "memory is a symlink" in run("doctor").stdout

@@ -113,11 +113,15 @@ class MemoryIndex:
     """One home's memory index file."""
 
     def __init__(self, home: Path):
+        self.home = home
         self.path = index_path(home)
         self.con = self._open()
 
     def _open(self) -> sqlite3.Connection:
+        from fased.home import require_inside
+
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        require_inside(self.home, self.path.parent)  # never written through a link
         for attempt in range(2):
             con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             try:
