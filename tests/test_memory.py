@@ -430,3 +430,19 @@ def test_the_index_is_private_and_never_written_through_a_link(set_up, ok, run, 
     assert refused.exit_code == 4 and "outside the fased home" in error_line(refused)
     assert list(elsewhere.iterdir()) == []
     assert "memory is a symlink" in run("doctor").stdout
+
+
+def test_each_agent_searches_its_own_memory(set_up, ok, run):
+    note(set_up, "MEMORY.md", "main knows about otters\n")
+    ok("agent", "create", "ops")
+    ops = set_up / "workspace-ops"
+    (ops / "memory").mkdir(parents=True, exist_ok=True)
+    (ops / "memory" / "2026-03-01.md").write_text("ops knows about otters too\n")
+    assert [r["path"] for r in results(ok, "otters")] == ["MEMORY.md"]
+    assert [r["path"] for r in results(ok, "otters", "--agent", "ops")] == [
+        "memory/2026-03-01.md"]
+    assert ok("memory", "get", "memory/2026-03-01.md", "--agent", "ops") == (
+        "ops knows about otters too\n")
+    assert "not under a memory root" in fails(run, set_up, 2, "memory", "get",
+                                              str(ops / "memory" / "2026-03-01.md"))
+    assert "no agent 'nosuch'" in fails(run, set_up, 1, "memory", "search", "x", "-a", "nosuch")
