@@ -7,24 +7,16 @@ away are dropped. Session messages are indexed by log seq: what the projections 
 the seq the index last saw is added, so a search after a chat finds it. A search that finds
 nothing new writes nothing. Building the index appends no events: it is a cache, not state.
 
-Ranking: FTS5's bm25() (its sign flipped, so higher is better) times a recency decay
-0.5 ** (age in days / memory.search.halfLifeDays) for daily notes (memory/YYYY-MM-DD.md) and
-session messages; MEMORY.md and undated notes do not decay. FTS5 gives a word found in half
-the chunks or more a weight of 1e-6 (its IDF, ln((N - n + 0.5) / (n + 0.5)), is not positive),
-which in a small memory is every word; so the candidates FTS5 ranks are scored again per word
-with the IDF of Lucene's BM25, ln(1 + (N - n + 0.5) / (n + 0.5)), which stays positive.
+Ranking is fased.memory.rank's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
-import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,8 +26,6 @@ from fased.memory.roots import MemorySettings, note_date, note_path, notes, sign
 VERSION = "1"
 INDEX_NAME = "index.db"
 MAX_NOTE_BYTES = 8 * 1024 * 1024  # a note's first 8 MiB are indexed
-SNIPPET_TOKENS = 24
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -52,61 +42,12 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, tokenize='porter unicode
 CREATE VIRTUAL TABLE IF NOT EXISTS fts_terms USING fts5vocab(fts, row);
 """
 # the query's words through the index's own tokenizer (stemmed as the index stems them)
-QUERY_TERMS = """
-CREATE VIRTUAL TABLE IF NOT EXISTS temp.query USING fts5(text, tokenize='porter unicode61');
-CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms USING fts5vocab(temp, query, instance);
-"""
-POOL = 50  # candidates FTS5 ranks before they are scored again
-
-
 def index_path(home: Path) -> Path:
     return home / "memory" / INDEX_NAME
 
 
 def julian(when: datetime) -> float:
     return when.timestamp() / 86400.0 + 2440587.5
-
-
-MAX_WORDS = 32
-
-
-def query_words(text: str) -> list[str]:
-    """The distinct words of a query (at most MAX_WORDS): operators and punctuation are not
-    syntax, so no query can fail."""
-    return list(dict.fromkeys(_WORD.findall(text)))[:MAX_WORDS]
-
-
-def fts_query(text: str) -> str:
-    """A user's words as an FTS5 query: each word quoted, any may match."""
-    return " OR ".join(f'"{w}"' for w in query_words(text))
-
-
-@dataclass
-class Hit:
-    """One search result (kind file: path and lines; kind session: session and turn)."""
-
-    id: int
-    kind: str
-    path: str | None
-    start: int | None
-    end: int | None
-    session: str | None
-    turn: str | None
-    role: str | None
-    date: str | None
-    score: float
-    snippet: str
-    bm25: float = 0.0
-    decay: float = 1.0
-
-    def to_dict(self) -> dict:
-        out = {"kind": self.kind, "score": float(f"{self.score:.6g}"), "date": self.date,
-               "snippet": self.snippet}
-        if self.kind == "file":
-            out.update(path=self.path, lines=[self.start, self.end])
-        else:
-            out.update(session=self.session, turn=self.turn, role=self.role)
-        return out
 
 
 class MemoryIndex:
@@ -300,92 +241,6 @@ class MemoryIndex:
 
     # -- searching ------------------------------------------------------------------------
 
-    def keyword(self, settings: MemorySettings, query: str, *, sessions: bool, now_jd: float,
-                limit: int, hidden: list[str]) -> list[Hit]:
-        """The best `limit` chunks by bm25 times recency; `hidden`: deleted sessions."""
-        match = fts_query(query)
-        if not match:
-            return []
-        where = "" if sessions else " AND c.kind = 'file'"
-        if hidden:
-            marks = ",".join("?" * len(hidden))
-            where += f" AND (c.session IS NULL OR c.session NOT IN ({marks}))"
-        sql = (
-            "SELECT c.*, -bm25(fts) AS raw, CASE WHEN c.decays = 1 AND c.jd IS NOT NULL THEN "
-            "pow(0.5, max(0.0, ? - c.jd) / ?) ELSE 1.0 END AS decay, '' AS snip "
-            "FROM fts JOIN chunks c ON c.id = fts.rowid WHERE fts MATCH ? AND c.agent = ?"
-            f"{where} ORDER BY raw * decay DESC, c.id LIMIT ?")
-        params = [now_jd, settings.half_life_days, match, settings.agent, *hidden,
-                  max(POOL, limit)]
-        self.con.row_factory = sqlite3.Row
-        try:
-            hits = [_hit(r) for r in self.con.execute(sql, params)]
-        finally:
-            self.con.row_factory = None
-        self._rescore(hits, query)
-        best = sorted(hits, key=lambda h: (-h.score, h.id))[:limit]
-        self._snippets(best, match)
-        return best
-
-    def _snippets(self, hits: list[Hit], match: str) -> None:
-        """Snippets of the hits shown only (FTS5 makes one per row it is asked for, so asking
-        in the ranking query would make one for every match)."""
-        if not hits:
-            return
-        by_id = {h.id: h for h in hits}
-        for rowid, snip in self.con.execute(
-                f"SELECT rowid, snippet(fts, 0, '', '', '…', {SNIPPET_TOKENS}) FROM fts WHERE "
-                f"fts MATCH ? AND rowid IN ({','.join('?' * len(by_id))})", [match, *by_id]):
-            by_id[rowid].snippet = " ".join(snip.split())
-
-    def _rescore(self, hits: list[Hit], query: str) -> None:
-        """Each hit's bm25 again, word by word, with an IDF that stays positive."""
-        if not hits:
-            return
-        con = self.con
-        con.executescript(QUERY_TERMS)
-        con.execute("DELETE FROM temp.query")
-        words = query_words(query)
-        con.executemany("INSERT INTO temp.query(rowid, text) VALUES (?, ?)",
-                        list(enumerate(words, 1)))
-        stems = dict(con.execute("SELECT doc, term FROM temp.query_terms"))
-        total = con.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        ids = [h.id for h in hits]
-        marks = ",".join("?" * len(ids))
-        sums = dict.fromkeys(ids, 0.0)
-        done: set[str] = set()
-        for i, word in enumerate(words, 1):
-            stem = stems.get(i)
-            if stem is None or stem in done:
-                continue
-            done.add(stem)
-            row = con.execute("SELECT doc FROM fts_terms WHERE term = ?", (stem,)).fetchone()
-            n = row[0] if row else 0
-            ratio = (total - n + 0.5) / (n + 0.5)
-            fts_idf = max(math.log(ratio), 1e-6) if ratio > 0 else 1e-6
-            idf = math.log1p(ratio)
-            for rowid, value in con.execute(
-                    f"SELECT rowid, -bm25(fts) FROM fts WHERE fts MATCH ? AND rowid IN ({marks})",
-                    [f'"{word}"', *ids]):
-                sums[rowid] += value / fts_idf * idf
-        for h in hits:
-            h.bm25 = sums[h.id]
-            h.score = h.bm25 * h.decay
-
-    def by_ids(self, ids: list[int], query: str, now_jd: float, half_life: float) -> list[Hit]:
-        """Chunks found by meaning alone (no keyword matched): bm25 0, the start as snippet."""
-        if not ids:
-            return []
-        sql = ("SELECT c.*, 0.0 AS raw, CASE WHEN c.decays = 1 AND c.jd IS NOT NULL THEN "
-               "pow(0.5, max(0.0, ? - c.jd) / ?) ELSE 1.0 END AS decay, "
-               f"substr(f.text, 1, {SNIPPET_TOKENS * 8}) AS snip FROM chunks c JOIN fts f ON "
-               f"f.rowid = c.id WHERE c.id IN ({','.join('?' * len(ids))})")
-        self.con.row_factory = sqlite3.Row
-        try:
-            return [_hit(r) for r in self.con.execute(sql, [now_jd, half_life, *ids])]
-        finally:
-            self.con.row_factory = None
-
     def counts(self, agent: str) -> dict:
         files = self.con.execute("SELECT count(*) FROM files WHERE agent = ?", (agent,))
         kinds = dict(self.con.execute("SELECT kind, count(*) FROM chunks WHERE agent = ? "
@@ -399,13 +254,6 @@ class MemoryIndex:
                 "embedded_chunks": embedded,
                 "last_indexed": row[0] if row else None,
                 "session_seq": row[1] if row else 0}
-
-
-def _hit(r: sqlite3.Row) -> Hit:
-    return Hit(id=r["id"], kind=r["kind"], path=r["path"], start=r["start_line"],
-               end=r["end_line"], session=r["session"], turn=r["turn"], role=r["role"],
-               date=r["day"], score=r["raw"] * r["decay"], snippet=" ".join(r["snip"].split()),
-               bm25=r["raw"], decay=r["decay"])
 
 
 def _meta_version(con: sqlite3.Connection) -> str | None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fased.errors import UsageError
-from fased.memory.index import Hit, MemoryIndex, fts_query, julian
+from fased.memory.index import MemoryIndex, julian
+from fased.memory.rank import Hit, by_ids, fts_query, keyword
 from fased.memory.roots import MemorySettings, memory_settings, resolve_note
 
 MAX_RESULTS = 100
@@ -113,8 +114,8 @@ def search(state: sqlite3.Connection, home: Path, agent: str, query: str, *,
             hits = _hybrid(index, state, home, settings, query, use_sessions, now_jd, hidden,
                            limit)
         else:
-            hits = index.keyword(settings, query, sessions=use_sessions, now_jd=now_jd,
-                                 limit=limit, hidden=hidden)
+            hits = keyword(index.con, settings, query, sessions=use_sessions, now_jd=now_jd,
+                           limit=limit, hidden=hidden)
     finally:
         index.close()
     if min_score is not None:
@@ -128,14 +129,14 @@ def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, que
     """Keyword and vector candidates pooled and scored as fased.memory.embed describes."""
     from fased.memory.embed import POOL, embedder, nearest
 
-    words = index.keyword(settings, query, sessions=sessions, now_jd=now_jd,
-                          limit=max(POOL, limit), hidden=hidden)
+    words = keyword(index.con, settings, query, sessions=sessions, now_jd=now_jd,
+                    limit=max(POOL, limit), hidden=hidden)
     (vector,) = embedder(state, home, settings.embeddings)([query])
     similar = nearest(index.con, settings.agent, vector, sessions, set(hidden))
     pool = {h.id: h for h in words}
     extra = sorted((i for i in similar if i not in pool), key=lambda i: -similar[i])
-    pool.update({h.id: h for h in index.by_ids(extra[:max(POOL, limit)], query, now_jd,
-                                                  settings.half_life_days)})
+    pool.update({h.id: h for h in by_ids(index.con, extra[:max(POOL, limit)], now_jd,
+                                          settings.half_life_days)})
     best = max((h.bm25 for h in pool.values()), default=0.0) or 1.0
     for h in pool.values():
         h.score = h.decay * (0.5 * h.bm25 / best + 0.5 * max(similar.get(h.id, 0.0), 0.0))
