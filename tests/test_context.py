@@ -169,11 +169,13 @@ def test_agent_context_shows_what_the_next_turn_sends(models, ok, server):
 
     assert view["agent"] == "main" and view["session"] == "s-1"
     assert "be brief" in view["system_prompt"]
-    assert view["tools"] == ["read", "write", "edit", "exec", "process"]
+    assert view["tools"] == ["read", "write", "edit", "exec", "process", "memory_search",
+                             "memory_get"]
     assert view["tokens"]["history"] > 0
     assert view["tokens"]["total"] == sum(view["tokens"][k] for k in ("system", "tools",
                                                                      "history"))
-    assert "AGENTS.md" in human and "Tools offered: read, write, edit, exec, process" in human
+    assert "AGENTS.md" in human and ("Tools offered: read, write, edit, exec, process, "
+                                     "memory_search, memory_get") in human
     # what it shows is what the next turn sends
     ok("chat", "next")
     assert system_of(server.requests[-1]) == view["system_prompt"]

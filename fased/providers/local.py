@@ -54,6 +54,10 @@ class LocalClient(OpenAIClient):
             save_prompt(self.base_url, self.model_path, self.home)
         return result
 
+    def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        self._ensure_server()
+        return super().embed(model, texts)
+
     def list_models(self) -> list[str]:
         """The one model the file holds (no server needed to say so)."""
         return [self.model_name]
