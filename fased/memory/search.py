@@ -105,23 +105,69 @@ def search(state: sqlite3.Connection, home: Path, agent: str, query: str, *,
     limit = settings.max_results if max_results is None else max_results
     if not 1 <= limit <= MAX_RESULTS:
         raise UsageError(f"the number of results must be between 1 and {MAX_RESULTS}")
+    hidden = _hidden(state, settings.agent)
+    now_jd = julian(utc_now())
+    ahead = None
+    if not settings.embeddings:
+        ahead = _Ahead(home, settings, query, dict(sessions=use_sessions, now_jd=now_jd,
+                                                  limit=limit, hidden=hidden))
     index = MemoryIndex(home)
     try:
-        refresh(index, state, home, settings)
-        hidden = _hidden(state, settings.agent)
-        now_jd = julian(utc_now())
+        changed = refresh(index, state, home, settings)
         if settings.embeddings:
             hits = _hybrid(index, state, home, settings, query, use_sessions, now_jd, hidden,
                            limit)
         else:
-            hits = keyword(index.con, settings, query, sessions=use_sessions, now_jd=now_jd,
-                           limit=limit, hidden=hidden)
+            hits = ahead.result() if not any(changed.values()) else None
+            if hits is None:
+                hits = keyword(index.con, settings, query, sessions=use_sessions,
+                               now_jd=now_jd, limit=limit, hidden=hidden)
     finally:
+        if ahead is not None:
+            ahead.join()
         index.close()
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     return Searched(settings.agent, query, [settings.display(r) for r in settings.roots()],
                     use_sessions, backend_name(settings), hits[:limit])
+
+
+class _Ahead:
+    """The keyword query, run on a connection of its own while refresh checks every note
+    (stat by stat, in Python) and the log: SQLite computes without the GIL, so the two take
+    about as long as the longer one. Its answer is used only if refresh changed nothing;
+    else the query runs again on what is now indexed. No index file yet: nothing to ask."""
+
+    def __init__(self, home: Path, settings: MemorySettings, query: str, options: dict):
+        import threading
+
+        from fased.memory.index import index_path
+
+        self.hits: list[Hit] | None = None
+        self.thread = None
+        if not index_path(home).is_file():
+            return
+
+        def run() -> None:
+            import contextlib
+
+            with contextlib.suppress(sqlite3.Error, OSError, UsageError):
+                con = sqlite3.connect(index_path(home), timeout=30)
+                try:
+                    self.hits = keyword(con, settings, query, **options)
+                finally:
+                    con.close()
+
+        self.thread = threading.Thread(target=run, name="fased-memory-query")
+        self.thread.start()
+
+    def result(self) -> list[Hit] | None:
+        self.join()
+        return self.hits
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
 
 
 def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, query: str,
