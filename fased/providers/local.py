@@ -55,7 +55,11 @@ class LocalClient(OpenAIClient):
         return result
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
-        self._ensure_server()
+        """Vectors from a second server of the same file, started with embeddings on."""
+        from fased.local import server_url
+
+        self.base_url = server_url(self.model_path, self.model_name, self.home,
+                                   embedding=True)
         return super().embed(model, texts)
 
     def list_models(self) -> list[str]:
