@@ -90,6 +90,7 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
     the replies it delivers, the tasks it fires (with the missed runs each folds), the
     approvals it expires and the turns it answers. Changes nothing."""
     from fased.approvals import expired_drafts
+    from fased.heartbeat import sync_drafts
     from fased.runner import Runner
     from fased.tasks import due_task_ids, fire_due, pending_deliveries, previous_turn_pending
 
@@ -104,9 +105,10 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
     turns: list[dict] = []
     held: dict[str, str] = {}  # due tasks that wait for their previous turn -> that turn
     with _scratch(con, now) as scratch:
+        scratch.apply(sync_drafts(con, now, agent))  # heartbeat tasks, as the tick makes them
         while True:  # the loop of `fased run` (commands/run.py), one pass per turn
             for task_id in due_task_ids(con, now, agent):
-                drafts = fire_due(con, task_id, now)
+                drafts = fire_due(con, task_id, now, store.home)
                 scratch.apply(drafts)
                 fires += [_fired(d.data) for d in drafts if d.type == "task.fired"]
                 pending = None if drafts else previous_turn_pending(con, task_id)
@@ -160,7 +162,8 @@ def next_fires(store: Store, at: datetime, *, agent: str | None = None) -> list[
                  "due": False, "fires_at": None, "occurrence": None, "skipped": 0,
                  "retry": False, "waits_for": None, "next_run": row["next_run"]}
         if row["id"] in due:
-            fired = [d.data for d in fire_due(con, row["id"], at) if d.type == "task.fired"]
+            fired = [d.data for d in fire_due(con, row["id"], at, store.home)
+                     if d.type == "task.fired"]
             if fired:
                 entry.update(_fired(fired[0]), due=True, fires_at=format_ts(at))
             else:
