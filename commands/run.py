@@ -43,6 +43,9 @@ from fased.safetext import describe
 def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
     """Answer queued turns (oldest first, one at a time per session) and fire due tasks.
 
+    Each tick also keeps every agent's heartbeat task in step with its heartbeat settings
+    (`fased agent heartbeat`); a heartbeat's HEARTBEAT_OK reply is never printed.
+
     Several runners may run at once; each turn is answered exactly once. A runner that is
     killed loses its turns to the others when their lease runs out. SIGINT or SIGTERM gives
     the current turn back to the queue (recorded), then exits.

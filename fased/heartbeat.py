@@ -52,16 +52,17 @@ class Settings:
         return f"{self.start}-{self.end} {self.zone}" if self.start and self.end else None
 
 
-def settings_of(con: sqlite3.Connection, agent_id: str) -> Settings:
-    """agents.defaults.heartbeat with the agent's own keys over it (values the config schema
-    checked; a duration of zero, `0m`, is off)."""
+def settings_of(con: sqlite3.Connection, agent_id: str, doc: dict | None = None) -> Settings:
+    """agents.defaults.heartbeat with the agent's own keys over it (values the config checks
+    passed; a duration of zero, `0m`, is off). `doc`: fased.json, when the caller has it."""
     import json
 
     from fased.config import config_doc
     from fased.errors import UsageError
     from fased.timeparse import parse_duration
 
-    defaults = (config_doc(con).get("agents") or {}).get("defaults") or {}
+    doc = config_doc(con) if doc is None else doc
+    defaults = (doc.get("agents") or {}).get("defaults") or {}
     row = con.execute("SELECT config FROM agents WHERE id = ?", (agent_id,)).fetchone()
     own = json.loads(row[0] or "{}") if row else {}
     merged = {**(defaults.get("heartbeat") or {}), **(own.get("heartbeat") or {})}
@@ -145,16 +146,18 @@ def heartbeat_task(con: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None
 def sync_drafts(con: sqlite3.Connection, now: datetime, agent: str | None = None) -> list[Draft]:
     """What makes every agent's heartbeat task (or `agent`'s) agree with its settings: none
     when they already do."""
+    from fased.config import config_doc
     from fased.schedule import Schedule, next_run
     from fased.sessions import current_session
     from fased.tasks import create_drafts, schedule_of
     from fased.timeparse import format_ts
 
     clause, params = ("AND id = ?", [agent]) if agent else ("", [])
+    doc = config_doc(con)
     drafts: list[Draft] = []
     for row in con.execute(f"SELECT id FROM agents WHERE deleted = 0 {clause} ORDER BY id",
                            params).fetchall():
-        s, task = settings_of(con, row["id"]), heartbeat_task(con, row["id"])
+        s, task = settings_of(con, row["id"], doc), heartbeat_task(con, row["id"])
         if s.every is None:
             if task is not None:
                 drafts.append(Draft("task.cancelled", f"task:{task['id']}", {

@@ -222,3 +222,8 @@ def test_a_bad_setting_is_refused_and_changes_nothing(at, models, run):
     fails(run, models, 2, "config", "set", "agents.list[0].heartbeat", '{"every": "soon"}')
     fails(run, models, 2, "config", "set", "agents.list[0].heartbeat",
           '{"every": "1h", "activeHours": {"start": "8am", "end": "22:00"}}')
+    fails(run, models, 2, "config", "set", "agents.list[0].heartbeat", '{"every": "1000000w"}')
+    line = fails(run, models, 2, "config", "set", "agents.list[0].heartbeat",
+                 '{"every": "1h", "activeHours": {"start": "08:00", "end": "22:00",'
+                 ' "timezone": "Mars/Olympus"}}')
+    assert "agents.list[0].heartbeat" in line and "unknown time zone" in line
