@@ -87,8 +87,9 @@ def _fired(data: dict) -> dict:
 def plan_run(store: Store, now: datetime, *, agent: str | None = None,
              max_turns: int | None = None) -> dict:
     """What `fased run --once [--agent A] [--max-turns N]` would do at `now`, in order:
-    the replies it delivers, the tasks it fires (with the missed runs each folds), the
-    approvals it expires and the turns it answers. Changes nothing."""
+    the replies it delivers, the tasks it fires (with the missed runs each folds) or skips
+    (a heartbeat with nothing to do), the approvals it expires and the turns it answers.
+    Changes nothing."""
     from fased.approvals import expired_drafts
     from fased.heartbeat import sync_drafts
     from fased.runner import Runner
@@ -101,6 +102,7 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
                                           " ('queued', 'running', 'parked')")}
     runner = Runner(store, agent=agent, clock=lambda: now)
     fires: list[dict] = []
+    skips: list[dict] = []  # heartbeats with nothing to do (fased.heartbeat)
     expired: list[dict] = []
     turns: list[dict] = []
     held: dict[str, str] = {}  # due tasks that wait for their previous turn -> that turn
@@ -111,6 +113,9 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
                 drafts = fire_due(con, task_id, now, store.home)
                 scratch.apply(drafts)
                 fires += [_fired(d.data) for d in drafts if d.type == "task.fired"]
+                skips += [{"task": d.data["task"], "agent": d.data["agent"],
+                           "occurrence": d.data["occurrence"], "reason": d.data["reason"]}
+                          for d in drafts if d.type == "task.skipped"]
                 pending = None if drafts else previous_turn_pending(con, task_id)
                 if pending:
                     held[task_id] = pending
@@ -139,7 +144,7 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
         targets = dict(con.execute("SELECT id, deliver FROM tasks WHERE deliver IS NOT NULL"))
     deliveries += [{"task": t["task"], "turn": t["turn"], "target": targets[t["task"]]}
                    for t in turns if t["task"] in targets]
-    return {"now": format_ts(now), "deliveries": deliveries, "fires": fires,
+    return {"now": format_ts(now), "deliveries": deliveries, "fires": fires, "skips": skips,
             "held": [{"task": t, "waits_for": turn} for t, turn in held.items()],
             "expired_approvals": expired,
             "turns": turns, "waiting": runner.waiting}

@@ -227,3 +227,49 @@ def test_a_bad_setting_is_refused_and_changes_nothing(at, models, run):
                  '{"every": "1h", "activeHours": {"start": "08:00", "end": "22:00",'
                  ' "timezone": "Mars/Olympus"}}')
     assert "agents.list[0].heartbeat" in line and "unknown time zone" in line
+
+
+def test_a_runner_killed_mid_heartbeat_leaves_its_turn_to_the_next_and_it_fires_once(
+        beating, server):
+    import signal
+
+    from conftest import wait_for
+    from fakeserver import Hang
+
+    tick("2026-03-02T08:00:00Z")
+    server.script(Hang(30), Reply("HEARTBEAT_OK"))
+    env = {**os.environ, "FASED_NOW": "2026-03-02T08:30:00Z"}
+    runner = subprocess.Popen([*FASED, "run", "--once", "--lease", "1"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: chats(server))
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=20)
+    finally:
+        runner.kill()
+
+    result = tick("2026-03-02T08:30:05Z")  # the lease ran out: this runner answers it
+
+    assert len(of_type(beating, "task.fired")) == 1
+    assert [d["reply"] for d in of_type(beating, "turn.completed")] == ["HEARTBEAT_OK"]
+    assert len(chats(server)) == 2 and result.stdout == ""
+
+
+def test_dry_run_says_a_heartbeat_would_fire_or_skip_and_changes_nothing(at, models, ok,
+                                                                         server):
+    ok("config", "set", "agents.list[0].heartbeat", '{"every": "30m"}')
+    plan = json.loads(ok("run", "--dry-run", "--json"))  # the task is not made yet
+    assert plan["fires"] == [] and plan["skips"] == []
+    tick("2026-03-02T08:00:00Z")
+    before = events(models)
+
+    at("2026-03-02T08:30:00Z")
+    plan = json.loads(ok("run", "--dry-run", "--json"))
+    assert plan["skips"] == [{"task": "task-1", "agent": "main",
+                              "occurrence": ts("2026-03-02T08:30:00Z"),
+                              "reason": "HEARTBEAT.md is the untouched template"}]
+    assert "skip  task-1 (heartbeat of main)" in ok("run", "--dry-run")
+    (models / "workspace" / "HEARTBEAT.md").write_text(CHECKLIST)
+    plan = json.loads(ok("run", "--dry-run", "--json"))
+    assert [f["task"] for f in plan["fires"]] == ["task-1"] and plan["skips"] == []
+    assert events(models) == before and chats(server) == []
