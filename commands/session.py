@@ -202,12 +202,13 @@ def export(ref, agent, fmt, output, max_chars):
       fased session export --format json -o session.json
       fased session export ops --max-chars 0      # tool results whole
     """
+    from fased.agents import get_agent
     from fased.export import markdown, session_document, session_events
     from fased.sessions import current_session, get_session
 
     st = store()
     con = st.db()
-    agent_id = _agent_id(con, agent)
+    agent_id = get_agent(con, agent, include_deleted=True)["id"]  # its sessions are kept too
     ref = ref or current_session(con, agent_id)
     if ref is None:
         raise click.ClickException(f"agent {agent_id} has no session yet "

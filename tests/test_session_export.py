@@ -148,3 +148,13 @@ def test_no_session_yet_says_how_to_make_one(set_up, run):
     assert result.exit_code == 1
     assert "has no session yet" in error_line(result)
 
+
+
+def test_a_deleted_agents_session_is_exported_too(models, ok, server):
+    ok("agent", "create", "ops", "--model", "ollama/fake-model")
+    server.script(Reply("ops here"))
+    ok("chat", "--agent", "ops", "--no-stream", "hi ops")
+    ok("agent", "delete", "ops", "--force")
+
+    out = ok("session", "export", "--agent", "ops")
+    assert "hi ops" in out and "ops here" in out
