@@ -14,12 +14,13 @@ from fased.commands.types import complete_agents
 def heartbeat(agent_id, json_):
     """An agent's heartbeat: its settings, when it is due next and what its last one did.
 
-    A heartbeat is a turn `fased run` sends on a schedule, in the agent's current session,
-    asking it to read HEARTBEAT.md and reply HEARTBEAT_OK when nothing needs attention; that
-    reply is recorded and never delivered, any other is printed like a task's reply. It is
-    off unless agents.list[N].heartbeat.every (or agents.defaults.heartbeat.every) is set;
-    activeHours limits when it fires. A HEARTBEAT.md that is empty, only headings and
-    comments, or the untouched template skips it without calling a model.
+    A heartbeat is a turn `fased run` sends on a schedule, in the agent's main session (the
+    one named `main`, made when missing), asking it to read HEARTBEAT.md and reply
+    HEARTBEAT_OK when nothing needs attention; that reply is recorded and never delivered,
+    any other is printed like a task's reply. It is off unless agents.list[N].heartbeat.every
+    (or agents.defaults.heartbeat.every) is set; activeHours limits when it fires. A
+    HEARTBEAT.md that is empty, only headings and comments, or the untouched template skips
+    it without calling a model.
 
     \b
     Examples:

@@ -8,8 +8,9 @@ UTC).
 A heartbeat is a task of kind `heartbeat`, so it fires exactly like every task does (under the
 log lock, once per due time across runners and crashes, missed runs folded into one): each
 scheduler tick first makes the agent's heartbeat task agree with its settings (created in the
-agent's current session, its schedule and session kept up to date, cancelled when turned
-off), appending only what changed. At a due time the heartbeat
+agent's main session, the one named `main`, made when missing; its schedule and session
+kept up to date; cancelled when turned off), appending only what changed. At a due
+time the heartbeat
 - does nothing outside activeHours (the next tick inside them fires it);
 - is skipped without calling a model when HEARTBEAT.md is effectively empty (blank, only
   headings and comments, or the template setup wrote): one `task.skipped` per due time;
@@ -52,17 +53,16 @@ class Settings:
         return f"{self.start}-{self.end} {self.zone}" if self.start and self.end else None
 
 
-def settings_of(con: sqlite3.Connection, agent_id: str, doc: dict | None = None) -> Settings:
+def settings_of(con: sqlite3.Connection, agent_id: str) -> Settings:
     """agents.defaults.heartbeat with the agent's own keys over it (values the config checks
-    passed; a duration of zero, `0m`, is off). `doc`: fased.json, when the caller has it."""
+    passed; a duration of zero, `0m`, is off)."""
     import json
 
     from fased.config import config_doc
     from fased.errors import UsageError
     from fased.timeparse import parse_duration
 
-    doc = config_doc(con) if doc is None else doc
-    defaults = (doc.get("agents") or {}).get("defaults") or {}
+    defaults = (config_doc(con).get("agents") or {}).get("defaults") or {}
     row = con.execute("SELECT config FROM agents WHERE id = ?", (agent_id,)).fetchone()
     own = json.loads(row[0] or "{}") if row else {}
     merged = {**(defaults.get("heartbeat") or {}), **(own.get("heartbeat") or {})}
@@ -143,54 +143,69 @@ def heartbeat_task(con: sqlite3.Connection, agent_id: str) -> sqlite3.Row | None
                        (agent_id, KIND)).fetchone()
 
 
-def sync_drafts(con: sqlite3.Connection, now: datetime, agent: str | None = None) -> list[Draft]:
-    """What makes every agent's heartbeat task (or `agent`'s) agree with its settings: none
-    when they already do."""
-    from fased.config import config_doc
+def agent_ids(con: sqlite3.Connection, agent: str | None = None) -> list[str]:
+    """The agents a tick keeps heartbeats for: `agent`, else every agent not deleted."""
+    clause, params = ("AND id = ?", [agent]) if agent else ("", [])
+    return [r[0] for r in con.execute(f"SELECT id FROM agents WHERE deleted = 0 {clause}"
+                                      " ORDER BY id", params)]
+
+
+def main_session(con: sqlite3.Connection, agent_id: str) -> tuple[str, list[Draft]]:
+    """The agent's main session (the one named `main`, as channel routing's dmScope main
+    names it) and the drafts that create it when it has none (made current when the agent
+    has no current session, so chat and heartbeat meet there)."""
+    from fased.channels.routing import MAIN_SESSION
+    from fased.sessions import current_session, new_session
+
+    row = con.execute("SELECT id FROM sessions WHERE agent = ? AND name = ? AND deleted = 0"
+                      " ORDER BY created_seq LIMIT 1", (agent_id, MAIN_SESSION)).fetchone()
+    if row is not None:
+        return row[0], []
+    return new_session(con, agent_id, MAIN_SESSION,
+                       switch=current_session(con, agent_id) is None)
+
+
+def sync_drafts(con: sqlite3.Connection, now: datetime, agent_id: str) -> list[Draft]:
+    """What makes the agent's heartbeat task agree with its settings and run in its main
+    session: none when it already does."""
     from fased.schedule import Schedule, next_run
-    from fased.sessions import current_session
-    from fased.tasks import create_drafts, schedule_of
+    from fased.tasks import schedule_of
     from fased.timeparse import format_ts
 
-    clause, params = ("AND id = ?", [agent]) if agent else ("", [])
-    doc = config_doc(con)
-    drafts: list[Draft] = []
-    for row in con.execute(f"SELECT id FROM agents WHERE deleted = 0 {clause} ORDER BY id",
-                           params).fetchall():
-        s, task = settings_of(con, row["id"], doc), heartbeat_task(con, row["id"])
-        if s.every is None:
-            if task is not None:
-                drafts.append(Draft("task.cancelled", f"task:{task['id']}", {
-                    "task": task["id"], "agent": row["id"], "reason": "heartbeat turned off"}))
-            continue
-        if task is None:
-            _, made = create_drafts(
-                con, now, agent=row["id"], session=None,
-                schedule=Schedule("every", s.every, anchor=format_ts(now)), message=PROMPT,
-                name=KIND, model=None, deliver=TARGET, keep=False)
-            made[-1].data["kind"] = KIND
-            drafts += made
-            continue
-        change: dict = {}
-        if schedule_of(task).expr != s.every:
-            schedule = Schedule("every", s.every, anchor=format_ts(now))
-            change.update(schedule=schedule.to_dict(),
-                          next_run=format_ts(next_run(schedule, now)))
-        session = current_session(con, row["id"])
-        if session and session != task["session"]:
-            change["session"] = session
-        if change:
-            drafts.append(Draft("task.updated", f"task:{task['id']}",
-                                {"task": task["id"], "agent": row["id"], **change}))
+    s, task = settings_of(con, agent_id), heartbeat_task(con, agent_id)
+    if s.every is None:
+        return [] if task is None else [Draft("task.cancelled", f"task:{task['id']}", {
+            "task": task["id"], "agent": agent_id, "reason": "heartbeat turned off"})]
+    session, drafts = main_session(con, agent_id)
+    schedule = Schedule("every", s.every, anchor=format_ts(now))
+    if task is None:
+        count = con.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        task_id = f"task-{count + 1}"
+        drafts.append(Draft("task.created", f"task:{task_id}", {
+            "task": task_id, "agent": agent_id, "session": session, "message": PROMPT,
+            "schedule": schedule.to_dict(), "next_run": format_ts(next_run(schedule, now)),
+            "name": KIND, "deliver": TARGET, "kind": KIND}, expect=0))
+        return drafts
+    change: dict = {}
+    if schedule_of(task).expr != s.every:
+        change.update(schedule=schedule.to_dict(), next_run=format_ts(next_run(schedule, now)))
+    if session != task["session"]:
+        change["session"] = session
+    if change:
+        drafts.append(Draft("task.updated", f"task:{task['id']}",
+                            {"task": task["id"], "agent": agent_id, **change}))
     return drafts
 
 
 def sync(store, now: datetime, agent: str | None = None) -> None:
-    """Before a tick fires tasks: bring heartbeat tasks up to date (decided again under the
-    lock, so two runners never create two; nothing is written when nothing changed)."""
-    if not sync_drafts(store.db(check_files=False), now, agent):
-        return
-    store.append_internal(lambda con: sync_drafts(con, now, agent))
+    """Before a tick fires tasks: bring heartbeat tasks up to date, one agent at a time
+    (decided again under the lock, so two runners never create two; nothing is written when
+    nothing changed)."""
+    con = store.db(check_files=False)
+    for agent_id in agent_ids(con, agent):
+        if sync_drafts(con, now, agent_id):
+            store.append_internal(lambda con, a=agent_id: sync_drafts(con, now, a))
+            con = store.db(check_files=False)
 
 
 def due_drafts(con: sqlite3.Connection, home: Path, task: sqlite3.Row,

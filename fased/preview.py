@@ -91,7 +91,7 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
     (a heartbeat with nothing to do), the approvals it expires and the turns it answers.
     Changes nothing."""
     from fased.approvals import expired_drafts
-    from fased.heartbeat import sync_drafts
+    from fased.heartbeat import agent_ids, sync_drafts
     from fased.runner import Runner
     from fased.tasks import due_task_ids, fire_due, pending_deliveries, previous_turn_pending
 
@@ -107,7 +107,8 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
     turns: list[dict] = []
     held: dict[str, str] = {}  # due tasks that wait for their previous turn -> that turn
     with _scratch(con, now) as scratch:
-        scratch.apply(sync_drafts(con, now, agent))  # heartbeat tasks, as the tick makes them
+        for agent_id in agent_ids(con, agent):  # heartbeat tasks, as the tick makes them
+            scratch.apply(sync_drafts(con, now, agent_id))
         while True:  # the loop of `fased run` (commands/run.py), one pass per turn
             for task_id in due_task_ids(con, now, agent):
                 drafts = fire_due(con, task_id, now, store.home)

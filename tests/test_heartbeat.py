@@ -60,6 +60,10 @@ def test_a_due_heartbeat_sends_the_prompt_in_the_main_session_and_ack_is_not_del
     (created,) = of_type(beating, "task.created")
     assert created["kind"] == "heartbeat" and created["session"] == "s-1"
     assert created["next_run"] == ts("2026-03-02T08:30:00Z")
+    (session,) = of_type(beating, "session.created")  # its main session, made current
+    assert session == {"agent": "main", "session": "s-1", "name": "main"}
+    assert [r["id"] for r in json.loads(ok("session", "list", "--json")) if r["current"]] == [
+        "s-1"]
 
     server.script(Reply("HEARTBEAT_OK"))
     result = tick("2026-03-02T08:30:00Z")
@@ -181,9 +185,14 @@ def test_changing_and_turning_it_off_follow_the_settings(beating, ok):
     assert updated["schedule"]["expr"] == "2h"
     assert updated["next_run"] == ts("2026-03-02T10:10:00Z")
 
-    ok("session", "new", "--name", "ops")  # the main session is now s-2
+    ok("session", "new", "--name", "ops")  # another current session: the heartbeat stays
+    tick("2026-03-02T08:15:00Z")
+    assert len(of_type(beating, "task.updated")) == 1
+    ok("session", "rename", "main", "old")  # no session is named main: a new one is made
     tick("2026-03-02T08:20:00Z")
-    assert of_type(beating, "task.updated")[-1]["session"] == "s-2"
+    created = [d for d in of_type(beating, "session.created") if d["name"] == "main"]
+    assert [d["session"] for d in created] == ["s-1", "s-3"]
+    assert of_type(beating, "task.updated")[-1]["session"] == "s-3"
 
     tick("2026-03-02T08:25:00Z")  # nothing changed: nothing written
     assert len(of_type(beating, "task.updated")) == 2
@@ -273,3 +282,20 @@ def test_dry_run_says_a_heartbeat_would_fire_or_skip_and_changes_nothing(at, mod
     plan = json.loads(ok("run", "--dry-run", "--json"))
     assert [f["task"] for f in plan["fires"]] == ["task-1"] and plan["skips"] == []
     assert events(models) == before and chats(server) == []
+
+
+def test_the_main_session_is_the_one_named_main_whatever_is_current(at, models, ok, server):
+    (models / "workspace" / "HEARTBEAT.md").write_text(CHECKLIST)
+    server.script(Reply("noted"))
+    ok("chat", "--no-stream", "hello")  # s-1, unnamed, current
+    ok("session", "new", "--name", "main")  # s-2, current now
+    ok("session", "switch", "s-1")
+    ok("config", "set", "agents.list[0].heartbeat", '{"every": "30m"}')
+    tick("2026-03-02T08:00:00Z")
+    server.script(Reply("HEARTBEAT_OK"))
+    tick("2026-03-02T08:30:00Z")
+
+    (created,) = of_type(models, "task.created")
+    assert created["session"] == "s-2"
+    assert [d["session"] for d in of_type(models, "turn.completed")] == ["s-1", "s-2"]
+    assert json.loads(ok("session", "show", "--json"))["id"] == "s-1"  # still current
