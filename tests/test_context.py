@@ -211,3 +211,14 @@ def test_old_large_results_are_shortened_before_whole_turns_are_dropped(models, 
     # the turn with the call and its result went whole; the short turn after it stayed
     assert [m["role"] for m in server.requests[-1]["json"]["messages"]] == [
         "system", "user", "assistant", "user"]
+
+
+def test_the_agents_md_setup_writes_tells_the_model_how_memory_is_kept(models, ok, server):
+    ok("chat", "hello")
+
+    system = system_of(server.requests[-1])
+    memory = system[system.index("## Memory"):]
+    for words in ("`MEMORY.md`", "`memory/YYYY-MM-DD.md`", "`memory_search(query)`",
+                  "`memory_get(path, from, lines)`", "`write` and `edit`"):
+        assert words in memory, words
+    assert "reply exactly `HEARTBEAT_OK`" in system
