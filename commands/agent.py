@@ -14,7 +14,8 @@ EMOJI = Name("the emoji", limit=32)
 
 @click.group(cls=LazyGroup, lazy={"models": "models:models", "tools": "agent_tools:tools",
                                      "context": "agent_tools:context",
-                                     "skills": "skill:agent_skills"})
+                                     "skills": "skill:agent_skills",
+                                     "heartbeat": "heartbeat:heartbeat"})
 def agent() -> None:
     """Agents: an identity, a workspace, models, sessions and tasks.
 

@@ -15,9 +15,10 @@ from fased.commands.types import complete_agents, complete_sessions
 def tools(args, json_):
     """The tools an agent is offered, and why; change its allow and deny lists.
 
-    NAME is a tool (read, write, edit, apply_patch, exec, process), a group (group:fs,
-    group:runtime) or a glob (`*`). Deny wins over allow and over the profile. Changes are
-    events (config.set on agents.list[N].tools), so fased.json and `fased replay` show them.
+    NAME is a tool (read, write, edit, apply_patch, exec, process, memory_search, memory_get),
+    a group (group:fs, group:runtime, group:memory) or a glob (`*`). Deny wins over allow and
+    over the profile. Changes are events (config.set on agents.list[N].tools), so fased.json
+    and `fased replay` show them.
 
     \b
     Examples:

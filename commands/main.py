@@ -33,6 +33,7 @@ COMMANDS = {
     "channel": "channel:channel",
     "pairing": "pairing:pairing",
     "hooks": "hooks:hooks",
+    "memory": "memory:memory",
 }
 
 

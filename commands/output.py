@@ -60,15 +60,24 @@ def _json_text(text: str) -> str:
     return re.sub(_JSON_UNSAFE, lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def json_document(value: object) -> str:
+    """`value` as echo_json prints it (without the final newline)."""
+    return _json_text(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def json_line(value: object) -> str:
+    """`value` as echo_jsonl prints it (without the final newline)."""
+    return _json_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+
+
 def echo_json(value: object) -> None:
     """One JSON document on stdout."""
-    click.echo(_json_text(json.dumps(value, indent=2, ensure_ascii=False, default=str)))
+    click.echo(json_document(value))
 
 
 def echo_jsonl(value: object) -> None:
     """One JSON object on one line (for streams of records)."""
-    click.echo(_json_text(json.dumps(value, ensure_ascii=False, separators=(",", ":"),
-                                     default=str)))
+    click.echo(json_line(value))
 
 
 def turn_json(result, replayed: bool = False) -> dict:

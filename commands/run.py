@@ -46,6 +46,9 @@ from fased.safetext import describe
 def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json_):
     """Answer queued turns (oldest first, one at a time per session) and fire due tasks.
 
+    Each tick also keeps every agent's heartbeat task in step with its heartbeat settings
+    (`fased agent heartbeat`); a heartbeat's HEARTBEAT_OK reply is never printed.
+
     Several runners may run at once; each turn is answered exactly once. A runner that is
     killed loses its turns to the others when their lease runs out. SIGINT or SIGTERM gives
     the current turn back to the queue (recorded), then exits.
@@ -217,6 +220,9 @@ def _dry_run(agent, max_turns, json_) -> None:
         what = "retry" if f["retry"] else f"fire for {_t(f['occurrence']) or 'now'}"
         say(f"  {what}  {f['task']} ({f['agent']}/{f['session']}){folded}; next run "
             f"{_t(f['next_run']) or '-'}")
+    for k in plan["skips"]:
+        say(f"  skip  {k['task']} (heartbeat of {k['agent']}) for {_t(k['occurrence'])}: "
+            f"{k['reason']}")
     for h in plan["held"]:
         say(f"  hold  {h['task']}: due, but its turn {h['waits_for']} is not answered yet")
     for a in plan["expired_approvals"]:
@@ -228,8 +234,8 @@ def _dry_run(agent, max_turns, json_) -> None:
             f"{' '.join(t['message'].split())[:60]}")
     if plan["waiting"]:
         say("  wait  for the debounce of a collect-mode session, then answer its turns")
-    if not any(plan[k] for k in ("deliveries", "fires", "held", "expired_approvals", "turns",
-                                 "waiting")):
+    if not any(plan[k] for k in ("deliveries", "fires", "skips", "held", "expired_approvals",
+                                 "turns", "waiting")):
         say("  nothing: no reply to deliver, no task due, no turn queued.")
 
 

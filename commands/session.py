@@ -177,6 +177,66 @@ def show(ref, agent, last, json_):
             say(f"[{shown_time(m['ts'])}] {m['role']}: {text}")
 
 
+@session.command("export")
+@click.argument("ref", metavar="[ID|NAME]", required=False, shell_complete=complete_sessions)
+@agent_option
+@click.option("--format", "-f", "fmt", type=click.Choice(["md", "jsonl", "json"]), default="md",
+              show_default=True, help="md: a transcript to read; jsonl: the session's event "
+              "lines from the log; json: one document (turns, steps, calls).")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, writable=True),
+              metavar="FILE", help="Write to FILE instead of stdout.")
+@click.option("--max-chars", type=count(), default=2000, show_default=True, metavar="N",
+              help="md: cut each tool call's arguments and result to N characters (0: whole).")
+def export(ref, agent, fmt, output, max_chars):
+    """Export a session: a Markdown transcript, its raw event lines, or one JSON document.
+
+    The current session unless ID|NAME says which. A deleted session is exported too: the
+    log still has it. The Markdown shows each message with its time (UTC) and model, and
+    every tool call with its arguments and result; --format jsonl is exactly what
+    `fased replay --session ID --json` shows for it. Nothing is recorded.
+
+    \b
+    Examples:
+      fased session export ops > ops.md
+      fased session export s-2 --format jsonl | jq -r .type
+      fased session export --format json -o session.json
+      fased session export ops --max-chars 0      # tool results whole
+    """
+    from fased.agents import get_agent
+    from fased.export import markdown, session_document, session_events
+    from fased.sessions import current_session, get_session
+
+    st = store()
+    con = st.db()
+    agent_id = get_agent(con, agent, include_deleted=True)["id"]  # its sessions are kept too
+    ref = ref or current_session(con, agent_id)
+    if ref is None:
+        raise click.ClickException(f"agent {agent_id} has no session yet "
+                                   "(`fased session new` or `fased chat` creates one)")
+    row = get_session(con, agent_id, ref, include_deleted=True)
+    if fmt == "jsonl":
+        from fased.commands.output import json_line
+
+        text = "".join(json_line(e) + "\n" for e in session_events(st.log, row))
+    elif fmt == "json":
+        from fased.commands.output import json_document
+
+        text = json_document(session_document(con, row)) + "\n"
+    else:
+        from fased.bounds import printable
+
+        text = printable(markdown(session_document(con, row), max_chars), multiline=True)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    note(f"fased: wrote session {row['id']} to {output}")
+
+
 MODEL_USAGE = "fased session model [ID] set REF|clear"
 
 

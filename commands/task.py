@@ -468,6 +468,9 @@ def _set_state(task_id: str, event: str, allowed: tuple[str, ...], verb: str) ->
                 when = next_run(schedule, datetime.min.replace(tzinfo=UTC))  # overdue: now
             data["next_run"] = None if when is None else format_ts(when)
         if event == "task.cancelled":
+            from fased.heartbeat import refuse_change
+
+            refuse_change(row, "turn off")
             data["reason"] = "cancelled"
         return [Draft(event, f"task:{row['id']}", data)]
 
@@ -524,8 +527,11 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
         raise UsageError("--tz goes with --cron or --at")
 
     def decide(con):
+        from fased.heartbeat import refuse_change
+
         row = get_task(con, task_id)
         require_active(row, "active", "paused")
+        refuse_change(row, "change")
         data: dict = {"task": row["id"], "agent": row["agent"]}
         if new_schedule is not None:
             data["schedule"] = new_schedule.to_dict()

@@ -235,6 +235,7 @@ def validate(doc: object, text: str | None = None,
     if problem is None:
         _check_agent_ids(doc)
         _check_bindings(doc, hint)
+        _check_heartbeats(doc)
         return
     where, _, reason = problem.partition(": ")
     line = _line_of(text, where) if text else None
@@ -267,6 +268,29 @@ def limit_error(doc: object) -> str | None:
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
             return f"{path}: the number is out of range"
     return None
+
+
+def _check_heartbeats(doc: dict) -> None:
+    """What the schema cannot say of a heartbeat: a duration fased takes (zero is off) and
+    a time zone that exists."""
+    from fased.timeparse import parse_duration, zone_info
+
+    agents = doc.get("agents", {})
+    places = [("agents.defaults.heartbeat", agents.get("defaults", {}).get("heartbeat"))]
+    places += [(f"agents.list[{i}].heartbeat", a.get("heartbeat"))
+               for i, a in enumerate(agents.get("list", []))]
+    for where, beat in places:
+        if not beat:
+            continue
+        try:
+            every = beat.get("every")
+            zero = every is not None and all(
+                float(n) == 0 for n in re.findall(r"\d+(?:\.\d+)?", every))
+            if every is not None and not zero:
+                parse_duration(every)
+            zone_info((beat.get("activeHours") or {}).get("timezone"))
+        except UsageError as exc:
+            raise UsageError(f"fased.json: {where}: {exc.message}") from None
 
 
 def _check_agent_ids(doc: dict) -> None:

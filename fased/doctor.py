@@ -86,7 +86,7 @@ def _private_paths(home: Path):
                  "credentials.json", "delivery.lock"):
         yield home / name
     yield from sorted(home.glob("channel-*.lock"))  # fased.channels: pollers, the outbox
-    for name in ("agents", "log"):
+    for name in ("agents", "log", "memory"):  # memory/index.db holds the messages too
         top = home / name
         if top.is_dir() and not top.is_symlink():
             yield top
@@ -107,7 +107,7 @@ def _links(home: Path) -> list[Finding]:
     writes through one (a link could point anywhere, outside the home too)."""
     out = []
     places = [home / n for n in ("log", "agents", "log.lock", "state.db", "state.db-wal",
-                                 "state.db-shm")]
+                                 "state.db-shm", "memory")]
     for top in places:
         candidates = [top]
         if top.is_dir() and not top.is_symlink():

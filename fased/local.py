@@ -172,25 +172,27 @@ _lock = threading.Lock()
 _stats: dict[str, float] = {}
 CACHE_DIR = "cache"
 LOADAVG = "/proc/loadavg"
+EMBED_CTX = 2048  # tokens of one text to embed (memory chunks are about 400)
 
 
 def server_url(model_path: str, name: str, home: Path | None = None,
-               threads: int | None = None) -> str:
+               threads: int | None = None, embedding: bool = False) -> str:
     """The base URL (ending in /v1) of the embedded server for a GGUF file, started now if
     it is not running yet in this process. With a home, the server starts with the prompt
     the last process left in ~/.fased/models/cache/ (save_prompt keeps it): a new process
     does not evaluate the same system prompt again, which on a CPU costs seconds."""
+    key = f"{model_path}#embeddings" if embedding else model_path
     with _lock:
-        running = _servers.get(model_path)
+        running = _servers.get(key)
         if running is not None:
             return running[1]
-        cache = None if home is None else home / MODELS_DIR / CACHE_DIR
+        cache = None if home is None or embedding else home / MODELS_DIR / CACHE_DIR
         if cache is not None:
             cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        server, url = _start(model_path, name, cache, threads)
+        server, url = _start(model_path, name, cache, threads, embedding)
         if not _servers:
             atexit.register(stop_all)
-        _servers[model_path] = (server, url)
+        _servers[key] = (server, url)
         if cache is not None and (cache / _slot_file(model_path)).is_file():
             _slot(url, "restore", _slot_file(model_path))
         return url
@@ -248,8 +250,8 @@ def _slot(url: str, action: str, filename: str) -> bool:
         return False
 
 
-def _start(model_path: str, name: str, cache: Path | None,
-           threads: int | None = None) -> tuple[object, str]:
+def _start(model_path: str, name: str, cache: Path | None, threads: int | None = None,
+           embedding: bool = False) -> tuple[object, str]:
     import time
 
     try:
@@ -272,6 +274,10 @@ def _start(model_path: str, name: str, cache: Path | None,
     params.cpuparams_batch.n_threads = params.cpuparams.n_threads
     if cache is not None:
         params.slot_save_path = f"{cache}/"  # llama.cpp joins it to a file name as text
+    if embedding:  # a server of its own: llama.cpp's serves chat or embeddings, not both
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        params.n_ctx = params.n_batch = params.n_ubatch = EMBED_CTX  # a text in one batch
     try:
         server = xllamacpp.Server(params)
     except RuntimeError as exc:

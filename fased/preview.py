@@ -87,9 +87,11 @@ def _fired(data: dict) -> dict:
 def plan_run(store: Store, now: datetime, *, agent: str | None = None,
              max_turns: int | None = None) -> dict:
     """What `fased run --once [--agent A] [--max-turns N]` would do at `now`, in order:
-    the replies it delivers, the tasks it fires (with the missed runs each folds), the
-    approvals it expires and the turns it answers. Changes nothing."""
+    the replies it delivers, the tasks it fires (with the missed runs each folds) or skips
+    (a heartbeat with nothing to do), the approvals it expires and the turns it answers.
+    Changes nothing."""
     from fased.approvals import expired_drafts
+    from fased.heartbeat import agent_ids, sync_drafts
     from fased.runner import Runner
     from fased.tasks import due_task_ids, fire_due, pending_deliveries, previous_turn_pending
 
@@ -100,15 +102,21 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
                                           " ('queued', 'running', 'parked')")}
     runner = Runner(store, agent=agent, clock=lambda: now)
     fires: list[dict] = []
+    skips: list[dict] = []  # heartbeats with nothing to do (fased.heartbeat)
     expired: list[dict] = []
     turns: list[dict] = []
     held: dict[str, str] = {}  # due tasks that wait for their previous turn -> that turn
     with _scratch(con, now) as scratch:
+        for agent_id in agent_ids(con, agent):  # heartbeat tasks, as the tick makes them
+            scratch.apply(sync_drafts(con, now, agent_id))
         while True:  # the loop of `fased run` (commands/run.py), one pass per turn
             for task_id in due_task_ids(con, now, agent):
-                drafts = fire_due(con, task_id, now)
+                drafts = fire_due(con, task_id, now, store.home)
                 scratch.apply(drafts)
                 fires += [_fired(d.data) for d in drafts if d.type == "task.fired"]
+                skips += [{"task": d.data["task"], "agent": d.data["agent"],
+                           "occurrence": d.data["occurrence"], "reason": d.data["reason"]}
+                          for d in drafts if d.type == "task.skipped"]
                 pending = None if drafts else previous_turn_pending(con, task_id)
                 if pending:
                     held[task_id] = pending
@@ -137,7 +145,7 @@ def plan_run(store: Store, now: datetime, *, agent: str | None = None,
         targets = dict(con.execute("SELECT id, deliver FROM tasks WHERE deliver IS NOT NULL"))
     deliveries += [{"task": t["task"], "turn": t["turn"], "target": targets[t["task"]]}
                    for t in turns if t["task"] in targets]
-    return {"now": format_ts(now), "deliveries": deliveries, "fires": fires,
+    return {"now": format_ts(now), "deliveries": deliveries, "fires": fires, "skips": skips,
             "held": [{"task": t, "waits_for": turn} for t, turn in held.items()],
             "expired_approvals": expired,
             "turns": turns, "waiting": runner.waiting}
@@ -160,7 +168,8 @@ def next_fires(store: Store, at: datetime, *, agent: str | None = None) -> list[
                  "due": False, "fires_at": None, "occurrence": None, "skipped": 0,
                  "retry": False, "waits_for": None, "next_run": row["next_run"]}
         if row["id"] in due:
-            fired = [d.data for d in fire_due(con, row["id"], at) if d.type == "task.fired"]
+            fired = [d.data for d in fire_due(con, row["id"], at, store.home)
+                     if d.type == "task.fired"]
             if fired:
                 entry.update(_fired(fired[0]), due=True, fires_at=format_ts(at))
             else:

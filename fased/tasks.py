@@ -161,27 +161,40 @@ def due_task_ids(con: sqlite3.Connection, now: datetime, agent: str | None) -> l
         [*params, now_ts, now_ts])]
 
 
-def fire_due(con: sqlite3.Connection, task_id: str, now: datetime) -> list[Draft]:
-    """What a tick appends for one task of due_task_ids (re-read under the lock)."""
+def fire_due(con: sqlite3.Connection, task_id: str, now: datetime, home: Path) -> list[Draft]:
+    """What a tick appends for one task of due_task_ids (re-read under the lock); a
+    heartbeat's task may wait for its active hours or skip (fased.heartbeat.due_drafts)."""
     task = get_task(con, task_id)
     if task["state"] != "active":
         return []
+    if task["kind"] == "heartbeat":
+        from fased.heartbeat import due_drafts
+
+        drafts = due_drafts(con, home, task, now)
+        if drafts is not None:
+            return drafts
     return fire_drafts(con, task, now)
 
 
 def fire_due_tasks(store: Store, runner, emit: Callable[[dict], None] | None = None) -> list[str]:
     """One scheduler tick: deliver finished replies, then fire what is due. Returns the turn
     ids queued."""
+    from fased.heartbeat import sync
+
     deliver_pending(store, emit or _print, runner.note)
     now = runner.clock()
+    sync(store, now, runner.agent)
     due = due_task_ids(store.db(check_files=False), now, runner.agent)
     queued: list[str] = []
     for task_id in due:
         def decide(con, task_id=task_id):
-            return fire_due(con, task_id, now)
+            return fire_due(con, task_id, now, store.home)
 
         outcome = store.append_internal(decide)
         for e in outcome.events:
+            if e["type"] == "task.skipped":
+                runner.note(f"fased: heartbeat of agent {e['data']['agent']} skipped "
+                            f"({task_id}): {e['data']['reason']}")
             if e["type"] == "task.fired":
                 queued.append(e["data"]["turn"])
                 skipped = e["data"].get("skipped")
@@ -226,8 +239,9 @@ def pending_deliveries(con: sqlite3.Connection) -> list[sqlite3.Row]:
     """Finished task runs whose reply a tick delivers: never tried, or failed fewer than
     MAX_DELIVERY_ATTEMPTS times."""
     return con.execute(
-        f"{_DELIVERY_ROWS} AND (r.delivery_ok IS NULL OR (r.delivery_ok = 0 AND"
-        " r.delivery_attempts < ?)) ORDER BY r.seq", (MAX_DELIVERY_ATTEMPTS,)).fetchall()
+        f"{_DELIVERY_ROWS} AND r.delivery IS NOT 'acknowledged' AND (r.delivery_ok IS NULL OR"
+        " (r.delivery_ok = 0 AND r.delivery_attempts < ?)) ORDER BY r.seq",
+        (MAX_DELIVERY_ATTEMPTS,)).fetchall()
 
 
 def deliver_again(store: Store, task_id: str, turn: str | None,
@@ -468,6 +482,9 @@ def repl_task_command(store: Store, agent: str, session: str, text: str) -> str:
             task = get_task(con, row["id"])
             require_active(task, "active", "paused")  # as `fased task cancel|run` do
             if sub == "cancel":
+                from fased.heartbeat import refuse_change
+
+                refuse_change(task, "turn off")
                 return [Draft("task.cancelled", f"task:{task['id']}", {
                     "task": task["id"], "agent": task["agent"], "reason": "cancelled"})]
             return fire_drafts(con, task, store.clock(), manual=True)

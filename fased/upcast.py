@@ -23,18 +23,20 @@ def usage_without_cost(data: dict) -> dict:
 
 
 def same_shape(data: dict) -> dict:
-    """provider.added v1 -> v2 (v2 adds kind local and its model_path) and turn.queued v1 ->
-    v2 (v2 adds the turn's model options), task.created and task.updated v1 -> v2 (v2's
-    deliver may be `channel`): a v1 event has neither, and means the same."""
+    """provider.added v1 -> v2 (v2 adds kind local and its model_path), turn.queued v1 ->
+    v2 (v2 adds the turn's model options), task.created v1 -> v2 (v2 adds kind heartbeat),
+    task.created v2 -> v3 and task.updated v1 -> v2 (deliver may be `channel`): an older
+    event has none of them, and means the same."""
     return data
 
 
 UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {
     ("provider.added", 1): same_shape,
     ("turn.queued", 1): same_shape,
+    ("task.created", 1): same_shape,
     ("turn.completed", 1): usage_without_cost,
     ("turn.step", 1): usage_without_cost,
-    ("task.created", 1): same_shape,
+    ("task.created", 2): same_shape,
     ("task.updated", 1): same_shape,
 }
 

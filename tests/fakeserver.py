@@ -389,6 +389,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if api is None and path.startswith("/hook"):
             return self._hook(path, raw)
+        if api is None and (path.endswith("/embeddings") or path == "/api/embed"):
+            return self._embed("ollama" if path == "/api/embed" else "openai", path, raw)
         if api is None:
             return self._json(404, error_body("openai", 404))
         try:
@@ -442,6 +444,32 @@ class _Handler(BaseHTTPRequestHandler):
                                  self.server.fake._stopping)
         self.close_connection = True
         return step.then
+
+    def _embed(self, api: str, path: str, raw: bytes) -> None:
+        """OpenAI-compatible /v1/embeddings (llama.cpp's server too) or Ollama's /api/embed:
+        recorded, then answered with the next script_embed() step, else with vectors."""
+        fake = self.server.fake
+        try:
+            payload = json.loads(raw or b"{}")
+        except ValueError:
+            return self._json(400, error_body(api, 400, "request body is not JSON"))
+        model = payload.get("model")
+        fake._record(path, {k.lower(): v for k, v in self.headers.items()}, payload, model)
+        if not fake._authorized(self.headers):
+            return self._json(401, error_body(api, 401, "invalid api key"))
+        step = self._unwrap(fake._next_embed_step())
+        if step is not None and self._special(api, step):
+            return
+        if model not in fake.models:
+            return self._json(404, error_body(api, 404, f"model '{model}' not found"))
+        texts = payload.get("input")
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        vectors = [fake.embedding(t) for t in texts]
+        if api == "ollama":
+            return self._json(200, {"model": model, "embeddings": vectors})
+        return self._json(200, {"object": "list", "model": model, "usage": {
+            "prompt_tokens": 0, "total_tokens": 0}, "data": [
+            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]})
 
     def _hook(self, path: str, raw: bytes) -> None:
         """A webhook delivery: recorded, then answered with the next script_hook() step."""
@@ -622,6 +650,11 @@ class FakeModelServer:
         self._models_queue: deque[Step] = deque()
         self._hook_queue: deque[Step] = deque()
         self.hooks: list[dict[str, Any]] = []  # webhook deliveries received under /hook
+        self._embed_queue: deque[Step] = deque()
+        #: words the embeddings endpoints treat as one meaning ({"automobile": "car"}): texts
+        #: that share no word can still get close vectors
+        self.synonyms: dict[str, str] = {}
+        self.embedding_dims = 32
         self._connections: set[socket.socket] = set()
         self.connections_opened = 0  # lets tests check that clients reuse connections
         self._stopping = threading.Event()
@@ -688,6 +721,27 @@ class FakeModelServer:
         """Queue Status/Hang/Drip/Redirect answers for webhook POSTs (default: 200)."""
         with self._lock:
             self._hook_queue.extend(steps)
+
+    def script_embed(self, *steps: Step) -> None:
+        """Queue Status/Hang/Drip/Redirect answers for embeddings requests (default: vectors)."""
+        with self._lock:
+            self._embed_queue.extend(steps)
+
+    def _next_embed_step(self) -> Step | None:
+        with self._lock:
+            return self._embed_queue.popleft() if self._embed_queue else None
+
+    def embedding(self, text: str) -> list[float]:
+        """A deterministic vector: each word (after `synonyms`) counts in a hashed bucket."""
+        import hashlib
+        import re
+
+        vector = [0.0] * self.embedding_dims
+        for word in re.findall(r"\w+", text.lower()):
+            word = self.synonyms.get(word, word)
+            bucket = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big")
+            vector[bucket % self.embedding_dims] += 1.0
+        return vector
 
     def _next_hook_step(self) -> Step | None:
         with self._lock:

@@ -35,8 +35,8 @@ def files_of(home: Path) -> dict[str, bytes]:
 
 def test_commands_and_options_complete_in_lazily_loaded_groups(set_up):
     assert complete("fased ") == ["agent", "approvals", "channel", "chat", "completion",
-                                  "config", "doctor", "hooks", "pairing", "replay", "run",
-                                  "session", "setup", "skill", "task", "usage"]
+                                  "config", "doctor", "hooks", "memory", "pairing", "replay",
+                                  "run", "session", "setup", "skill", "task", "usage"]
     assert complete("fased ta") == ["task"]
     assert complete("fased task ne") == ["new", "next"]
     assert complete("fased agent mo") == ["models"]  # a group inside a lazily loaded one

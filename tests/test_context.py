@@ -169,11 +169,13 @@ def test_agent_context_shows_what_the_next_turn_sends(models, ok, server):
 
     assert view["agent"] == "main" and view["session"] == "s-1"
     assert "be brief" in view["system_prompt"]
-    assert view["tools"] == ["read", "write", "edit", "exec", "process"]
+    assert view["tools"] == ["read", "write", "edit", "exec", "process", "memory_search",
+                             "memory_get"]
     assert view["tokens"]["history"] > 0
     assert view["tokens"]["total"] == sum(view["tokens"][k] for k in ("system", "tools",
                                                                      "history"))
-    assert "AGENTS.md" in human and "Tools offered: read, write, edit, exec, process" in human
+    assert "AGENTS.md" in human and ("Tools offered: read, write, edit, exec, process, "
+                                     "memory_search, memory_get") in human
     # what it shows is what the next turn sends
     ok("chat", "next")
     assert system_of(server.requests[-1]) == view["system_prompt"]
@@ -209,3 +211,14 @@ def test_old_large_results_are_shortened_before_whole_turns_are_dropped(models, 
     # the turn with the call and its result went whole; the short turn after it stayed
     assert [m["role"] for m in server.requests[-1]["json"]["messages"]] == [
         "system", "user", "assistant", "user"]
+
+
+def test_the_agents_md_setup_writes_tells_the_model_how_memory_is_kept(models, ok, server):
+    ok("chat", "hello")
+
+    system = system_of(server.requests[-1])
+    memory = system[system.index("## Memory"):]
+    for words in ("`MEMORY.md`", "`memory/YYYY-MM-DD.md`", "`memory_search(query)`",
+                  "`memory_get(path, from, lines)`", "`write` and `edit`"):
+        assert words in memory, words
+    assert "reply exactly `HEARTBEAT_OK`" in system

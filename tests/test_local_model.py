@@ -112,6 +112,25 @@ def test_the_embedded_model_is_offered_no_tools(local, ok):
     assert status["ready"] and status["refs"][0]["tools"] is False
 
 
+def test_the_embedded_model_embeds_memory_for_semantic_search(local, ok):
+    """memory.search.embeddings may name the embedded model: its own llama.cpp server with
+    embeddings on (llama.cpp serves either chat or embeddings), started beside the chat one."""
+    notes = local / "workspace" / "memory"
+    notes.mkdir(parents=True, exist_ok=True)
+    (notes / "2026-11-30.md").write_text("# Notes\n\nThe cat sleeps on the warm windowsill.\n")
+    (notes / "2026-11-29.md").write_text("# Notes\n\nQuarterly tax forms are due Friday.\n")
+    ok("config", "set", "memory.search.embeddings", "local/smollm2-135m")
+    done = run_process("memory", "search", "--json", "cat windowsill", timeout=180)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["backend"] == "fts5+embeddings:local/smollm2-135m"
+    assert found["results"][0]["path"] == "memory/2026-11-30.md"
+    status = json.loads(ok("memory", "status", "--json"))
+    assert status["backend"] == "fts5+embeddings:local/smollm2-135m"
+    chat = run_process("chat", "-o", "max_tokens", "4", "hi", timeout=120)  # chat still works
+    assert chat.returncode == 0, chat.stderr
+
+
 def test_a_second_pull_downloads_nothing(local):
     before = (local / "models" / SPEC.file).stat().st_ino
     again = run_process("agent", "models", "pull", "smollm2-135m", env=NO_INDEX)

@@ -6,8 +6,12 @@ failed run's retry time is the failure's own timestamp plus the backoff.
 A manual run (`fased task run`) is outside the schedule: it never completes a one-shot task,
 a failure of it is not retried (whoever ran it saw it fail) and its success does not cancel
 the retry of a failed scheduled run. `last_occurrence` is where missed runs are counted from:
-the last scheduled occurrence fired or, after `task resume`, the moment of the resume (what
-fell in the pause was not missed: it was not wanted).
+the last scheduled occurrence fired (or skipped) or, after `task resume`, the moment of the
+resume (what fell in the pause was not missed: it was not wanted).
+
+A heartbeat task (kind `heartbeat`, fased.heartbeat) may skip an occurrence (`task.skipped`,
+no turn), and a reply of its that only acknowledges (HEARTBEAT_OK) is marked `acknowledged`:
+it is never delivered.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sqlite3
 
 from fased.timeparse import format_ts, parse_ts
 
-VERSION = 2
+VERSION = 3
 
 TABLES = {
     "tasks": {
@@ -26,7 +30,7 @@ TABLES = {
             "schedule": str, "model": str, "deliver": str, "keep_after_run": int,
             "state": str, "created_at": str, "updated_at": str, "created_seq": int,
             "next_run": str, "last_run": str, "last_status": str, "last_occurrence": str,
-            "failures": int, "runs": int, "retry_at": str,
+            "failures": int, "runs": int, "retry_at": str, "kind": str, "skip_reason": str,
         },
         "pk": "id",
         "defaults": {"state": "active", "failures": 0, "runs": 0, "keep_after_run": 0},
@@ -52,11 +56,12 @@ def _created(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
     con.execute(
         "INSERT INTO tasks(id, agent, session, name, message, schedule, model, deliver,"
-        " keep_after_run, state, created_at, updated_at, created_seq, next_run, failures, runs)"
-        " VALUES (?,?,?,?,?,?,?,?,?,'active',?,?,?,?,0,0)",
+        " keep_after_run, state, created_at, updated_at, created_seq, next_run, failures, runs,"
+        " kind) VALUES (?,?,?,?,?,?,?,?,?,'active',?,?,?,?,0,0,?)",
         (d["task"], d["agent"], d["session"], d.get("name"), d["message"],
          json.dumps(d["schedule"]), d.get("model"), d.get("deliver"),
-         int(d.get("keep_after_run", False)), e["ts"], e["ts"], e["seq"], d["next_run"]),
+         int(d.get("keep_after_run", False)), e["ts"], e["ts"], e["seq"], d["next_run"],
+         d.get("kind")),
     )
 
 
@@ -111,6 +116,14 @@ def _fired(con: sqlite3.Connection, e: dict) -> None:
                         (d["occurrence"], d["task"]))
 
 
+def _skipped(con: sqlite3.Connection, e: dict) -> None:
+    d = e["data"]
+    con.execute("UPDATE tasks SET last_occurrence = ?, next_run = ?, retry_at = NULL,"
+                " last_run = ?, last_status = 'skipped', skip_reason = ?, updated_at = ?"
+                " WHERE id = ?",
+                (d["occurrence"], d["next_run"], e["ts"], d["reason"], e["ts"], d["task"]))
+
+
 def _task_of(con: sqlite3.Connection, turn: str) -> sqlite3.Row | None:
     """The task a turn ran for (with the run's `manual` flag)."""
     return con.execute("SELECT t.*, r.manual AS run_manual, r.occurrence AS run_occurrence"
@@ -132,6 +145,11 @@ def _turn_completed(con: sqlite3.Connection, e: dict) -> None:
                        (e["ts"], turn)).rowcount:
         return
     task = _task_of(con, turn)
+    if task["kind"] == "heartbeat":
+        from fased.heartbeat import is_ack
+
+        if is_ack(e["data"].get("reply")):
+            con.execute("UPDATE task_runs SET delivery = 'acknowledged' WHERE turn = ?", (turn,))
     if task["run_manual"]:
         con.execute("UPDATE tasks SET last_status = 'ok' WHERE id = ?", (task["id"],))
         return
@@ -188,6 +206,7 @@ HANDLERS = {
     "task.resumed": _state("active"),
     "task.cancelled": _state("cancelled"),
     "task.fired": _fired,
+    "task.skipped": _skipped,
     "task.delivered": _delivered,
     "turn.completed": _turn_completed,
     "turn.failed": _turn_failed,

@@ -241,6 +241,23 @@ class HttpClient(Client):
             self._session.close()
             self._session = None
 
+    def _embed_request(self, model: str, texts: list[str]) -> tuple[str, dict[str, Any]]:
+        """The path and body of an embeddings request; an API without one says so."""
+        raise self.make_error("bad_request", phrase="has no embeddings endpoint", model=model)
+
+    def _parse_embeddings(self, data: Any) -> list[list[float]]:
+        raise NotImplementedError
+
+    def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order, from the server's embeddings endpoint (memory
+        search); within the model deadline and the JSON byte cap like any request."""
+        path, payload = self._embed_request(model, texts)
+        with net.Deadline(self.deadline):
+            data = self.json_body(self.send("POST", path, payload, model=model), model)
+            with self._reading(model):
+                vectors = self._parse_embeddings(data)
+                return [[float(x) for x in v] for v in vectors]
+
     # -- shared flow ---------------------------------------------------------------------
 
     def _probe(self, model: str | None, limits: tuple[float, float]) -> str:

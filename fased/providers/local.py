@@ -54,6 +54,14 @@ class LocalClient(OpenAIClient):
             save_prompt(self.base_url, self.model_path, self.home)
         return result
 
+    def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Vectors from a second server of the same file, started with embeddings on."""
+        from fased.local import server_url
+
+        self.base_url = server_url(self.model_path, self.model_name, self.home,
+                                   embedding=True)
+        return super().embed(model, texts)
+
     def list_models(self) -> list[str]:
         """The one model the file holds (no server needed to say so)."""
         return [self.model_name]

@@ -104,6 +104,12 @@ class OllamaClient(HttpClient):
         result.ttft_ms = None
         return result
 
+    def _embed_request(self, model: str, texts: list[str]) -> tuple[str, dict[str, Any]]:
+        return "/api/embed", {"model": model, "input": texts}
+
+    def _parse_embeddings(self, data: Any) -> list[list[float]]:
+        return data["embeddings"]
+
     def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
         data = self.get_json("/api/tags", timeout)
         items = data.get("models") if isinstance(data, dict) else None

@@ -220,6 +220,13 @@ class OpenAIClient(HttpClient):
             tool_calls=calls,
         )
 
+    def _embed_request(self, model: str, texts: list[str]) -> tuple[str, dict[str, Any]]:
+        return "/embeddings", {"model": model, "input": texts}
+
+    def _parse_embeddings(self, data: Any) -> list[list[float]]:
+        items = sorted(data["data"], key=lambda d: d.get("index", 0))
+        return [item["embedding"] for item in items]
+
     def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
         data = self.get_json("/models", timeout)
         items = data.get("data") if isinstance(data, dict) else data

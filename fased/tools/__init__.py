@@ -17,10 +17,12 @@ FAMILIES = {
     "read": "files", "write": "files", "edit": "files",
     "apply_patch": "patch",
     "exec": "exec", "process": "exec",
+    "memory_search": "memory", "memory_get": "memory",
 }
 GROUPS = {
     "group:fs": ("read", "write", "edit", "apply_patch"),
     "group:runtime": ("exec", "process"),
+    "group:memory": ("memory_search", "memory_get"),
 }
 
 __all__ = ["FAMILIES", "GROUPS", "ToolContext", "ToolError", "ToolResult", "ToolSpec",

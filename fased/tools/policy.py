@@ -2,10 +2,11 @@
 
 Selection: `tools.profile` (minimal, coding, full; default coding) gives a base set,
 `tools.allow` adds to it and `tools.deny` takes away; deny wins. Entries are tool names or
-`group:fs` / `group:runtime`, matched case-insensitively, `*` globs allowed. The top-level
-`tools`, `agents.defaults.tools` and `agents.list[].tools` all apply (fased.settings).
-`apply_patch` is offered only with `tools.exec.applyPatch: true`; exec and process are not
-offered when `tools.exec.mode` is `deny`. A model that cannot use tools is offered none.
+`group:fs` / `group:runtime` / `group:memory`, matched case-insensitively, `*` globs allowed.
+The top-level `tools`, `agents.defaults.tools` and `agents.list[].tools` all apply
+(fased.settings). `apply_patch` is offered only with `tools.exec.applyPatch: true`; exec and
+process are not offered when `tools.exec.mode` is `deny`. A model that cannot use tools is
+offered none.
 
 A call: `tools.exec.mode` = deny | allowlist | ask | full (default ask). `allowlist` runs
 only commands that `tools.exec.allowlist` allows and refuses the rest; `ask` runs those and
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 PROFILES = {
     "minimal": ("read",),
-    "coding": ("group:fs", "group:runtime"),
+    "coding": ("group:fs", "group:runtime", "group:memory"),
     "full": ("*",),
 }
 DEFAULT_PROFILE = "coding"

@@ -1,14 +1,16 @@
 """fased's benchmarks: prints the figure for every speed target (never a pass/fail assertion).
 
     python tests/perf/run_all.py              # everything (builds a 1,000,000-event home once)
-    python tests/perf/run_all.py startup reads rebuild appends chat run tools local skills
+    python tests/perf/run_all.py startup reads rebuild appends chat run tools local skills memory
 
 Targets: --help and read commands <= 80 ms median; reads with 1M events within 1.5x of an
 empty home; rebuild >= 100,000 events/s; durable appends >= 70 % of the raw fsync rate;
 `fased chat` as a whole process <= 150 ms against an instant server; `fased run` >= 50 turns/s;
 fased's own overhead per tool round trip <= 10 ms, not growing over a 100-call turn;
 `fased chat hello` on the embedded model <= 1.5 s median, peak RSS <= 400 MB (`local`);
-listing the skills of a turn with 200 installed and nothing changed <= 10 ms (`skills`).
+listing the skills of a turn with 200 installed and nothing changed <= 10 ms (`skills`);
+memory search over 10,000 notes and 100,000 session messages <= 50 ms as a function call and
+<= 150 ms as a whole `fased memory search` process (`memory`).
 """
 
 from __future__ import annotations
@@ -372,9 +374,16 @@ def bench_skills(tmp: Path, count: int = 200, runs: int = 11) -> None:
           "same process (target <= 10 ms)")
 
 
+def bench_memory(tmp: Path) -> None:
+    """10,000 notes and 100,000 session messages (tests/perf/bench_memory.py)."""
+    from bench_memory import bench_memory as run
+
+    run(tmp)
+
+
 BENCHES = {"startup": bench_startup, "reads": bench_reads, "rebuild": bench_rebuild,
            "appends": bench_appends, "chat": bench_chat, "run": bench_run, "tools": bench_tools,
-           "local": bench_local, "skills": bench_skills}
+           "local": bench_local, "skills": bench_skills, "memory": bench_memory}
 
 
 def main(names: list[str]) -> None:

@@ -1,0 +1,275 @@
+"""The memory index: SQLite FTS5 in a file of its own (home/memory/index.db), derived from the
+notes and the log and disposable (a missing, damaged or older index is simply built again).
+
+Freshness without a watcher: before every search each note is stat'ed; one whose size or
+mtime changed is read and hashed, and re-chunked only when its hash changed; notes that went
+away are dropped. Session messages are indexed by log seq: what the projections applied past
+the seq the index last saw is added, so a search after a chat finds it. A search that finds
+nothing new writes nothing. Building the index appends no events: it is a cache, not state.
+
+Ranking is fased.memory.rank's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fased.memory.chunks import chunk_text
+from fased.memory.roots import MemorySettings, note_date, note_path, notes, signature
+
+VERSION = "1"
+INDEX_NAME = "index.db"
+MAX_NOTE_BYTES = 8 * 1024 * 1024  # a note's first 8 MiB are indexed
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS files(agent TEXT, path TEXT, size INTEGER, mtime_ns INTEGER,
+    sha TEXT, PRIMARY KEY(agent, path));
+CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, agent TEXT, kind TEXT, path TEXT,
+    start_line INTEGER, end_line INTEGER, session TEXT, turn TEXT, role TEXT, day TEXT,
+    jd REAL, decays INTEGER, vector BLOB);
+CREATE INDEX IF NOT EXISTS chunks_path ON chunks(agent, path);
+CREATE INDEX IF NOT EXISTS chunks_session ON chunks(agent, kind);
+CREATE TABLE IF NOT EXISTS progress(agent TEXT PRIMARY KEY, session_seq INTEGER,
+    log_id TEXT, indexed_at TEXT, embeddings TEXT, notes TEXT);
+CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(text, tokenize='porter unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS fts_terms USING fts5vocab(fts, row);
+"""
+# the query's words through the index's own tokenizer (stemmed as the index stems them)
+def index_path(home: Path) -> Path:
+    return home / "memory" / INDEX_NAME
+
+
+def julian(when: datetime) -> float:
+    return when.timestamp() / 86400.0 + 2440587.5
+
+
+class MemoryIndex:
+    """One home's memory index file."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.path = index_path(home)
+        self.con = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        from fased.home import require_inside
+
+        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        require_inside(self.home, self.path.parent)  # never written through a link
+        for attempt in range(2):
+            con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            try:
+                con.execute("PRAGMA journal_mode = WAL")
+                con.execute("PRAGMA synchronous = NORMAL")
+                version = _meta_version(con)
+                if version not in (None, VERSION):
+                    raise sqlite3.DatabaseError("another index version")
+                if version is None:
+                    con.executescript(SCHEMA)
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (VERSION,))
+                return con
+            except sqlite3.DatabaseError:
+                con.close()
+                if attempt:
+                    raise
+                self.drop()  # disposable: built again from the notes and the log
+        raise AssertionError("unreachable")
+
+    def drop(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # -- notes ----------------------------------------------------------------------------
+
+    def refresh_notes(self, settings: MemorySettings, now: str, force: bool = False) -> int:
+        """Bring the agent's notes up to date; returns how many notes were (re)indexed or
+        dropped. Nothing changed: nothing is written."""
+        current = notes(settings)
+        mark = signature(current)
+        row = self.con.execute("SELECT notes FROM progress WHERE agent = ?",
+                               (settings.agent,)).fetchone()
+        if not force and row is not None and row[0] == mark:
+            return 0
+        if not force and not self._note_changes(settings, current, False):
+            self._mark(settings.agent, mark)
+            return 0
+        with self.writing():
+            current = notes(settings)  # again, under the lock
+            changed = self._note_changes(settings, current, force)
+            for path in changed:
+                self._index_note(settings, path, current.get(path), now)
+            self._touch(settings.agent, now)
+            self._mark(settings.agent, signature(current))
+        return len(changed)
+
+    def _note_changes(self, settings: MemorySettings, current: dict[str, tuple[int, int]],
+                      force: bool) -> list[str]:
+        known = {r[0]: (r[1], r[2]) for r in self.con.execute(
+            "SELECT path, size, mtime_ns FROM files WHERE agent = ?", (settings.agent,))}
+        changed = [p for p, st in current.items() if force or known.get(p) != st]
+        changed += [p for p in known if p not in current]
+        return changed
+
+    def _mark(self, agent: str, mark: str) -> None:
+        self.con.execute("INSERT INTO progress(agent, session_seq, notes) VALUES (?, 0, ?) ON "
+                         "CONFLICT(agent) DO UPDATE SET notes = excluded.notes", (agent, mark))
+
+    def _index_note(self, settings: MemorySettings, path: str, st: tuple[int, int] | None,
+                    now: str) -> None:
+        con, agent = self.con, settings.agent
+        old = con.execute("SELECT sha FROM files WHERE agent = ? AND path = ?",
+                          (agent, path)).fetchone()
+        data = None
+        if st is not None:
+            try:
+                with open(note_path(settings, path), "rb") as f:
+                    data = f.read(MAX_NOTE_BYTES)
+            except OSError:
+                st = None
+        if st is None or data is None:
+            self._drop_path(agent, path)
+            con.execute("DELETE FROM files WHERE agent = ? AND path = ?", (agent, path))
+            return
+        sha = hashlib.sha256(data).hexdigest()
+        day = note_date(path)
+        size, mtime_ns = st
+        shown_day = day or datetime.fromtimestamp(mtime_ns / 1e9, UTC).strftime("%Y-%m-%d")
+        con.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)",
+                    (agent, path, size, mtime_ns, sha))
+        if old is not None and old[0] == sha:
+            con.execute("UPDATE chunks SET day = ? WHERE agent = ? AND path = ?",
+                        (shown_day, agent, path))
+            return
+        self._drop_path(agent, path)
+        jd = julian(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)) if day else None
+        text = data.decode("utf-8", "replace")
+        for chunk in chunk_text(text):
+            cur = con.execute(
+                "INSERT INTO chunks(agent, kind, path, start_line, end_line, day, jd, decays)"
+                " VALUES (?, 'file', ?, ?, ?, ?, ?, ?)",
+                (agent, path, chunk.start, chunk.end, shown_day, jd, 1 if day else 0))
+            con.execute("INSERT INTO fts(rowid, text) VALUES (?, ?)", (cur.lastrowid, chunk.text))
+
+    def _drop_path(self, agent: str, path: str) -> None:
+        self.con.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM chunks WHERE agent = ?"
+                         " AND path = ?)", (agent, path))
+        self.con.execute("DELETE FROM chunks WHERE agent = ? AND path = ?", (agent, path))
+
+    def _touch(self, agent: str, now: str) -> None:
+        self.con.execute("INSERT INTO progress(agent, session_seq, indexed_at) VALUES (?, 0, ?)"
+                         " ON CONFLICT(agent) DO UPDATE SET indexed_at = excluded.indexed_at",
+                         (agent, now))
+
+    # -- session messages -----------------------------------------------------------------
+
+    def refresh_sessions(self, settings: MemorySettings, state: sqlite3.Connection, now: str,
+                         force: bool = False) -> int:
+        """Add the agent's session messages the projections applied since the index last
+        looked (by log seq); with sessions off, drop any held. Returns messages added."""
+        agent = settings.agent
+        meta = dict(state.execute("SELECT key, value FROM meta WHERE key IN "
+                                  "('checkpoint', 'log_id')").fetchall())
+        checkpoint, log_id = int(meta.get("checkpoint") or 0), meta.get("log_id") or ""
+        row = self.con.execute("SELECT session_seq, log_id FROM progress WHERE agent = ?",
+                               (agent,)).fetchone()
+        seen, seen_log = (row[0] or 0, row[1]) if row else (0, None)
+        held = seen > 0 or seen_log is not None
+        if not settings.sessions:
+            if held:
+                with self.writing():
+                    self._drop_sessions(agent)
+                    self._touch(agent, now)
+            return 0
+        restart = force or (held and (seen_log != log_id or seen > checkpoint))
+        if not restart and seen >= checkpoint:
+            return 0
+        with self.writing():
+            if restart:
+                self._drop_sessions(agent)
+                seen = 0
+            added = 0
+            for m in state.execute(
+                    "SELECT session, turn, role, content, ts FROM messages WHERE agent = ? AND "
+                    "seq > ? AND seq <= ? AND content IS NOT NULL AND content != '' "
+                    "ORDER BY seq", (agent, seen, checkpoint)):
+                self._index_message(agent, m)
+                added += 1
+            self._touch(agent, now)
+            self.con.execute("UPDATE progress SET session_seq = ?, log_id = ? WHERE agent = ?",
+                             (checkpoint, log_id, agent))
+        return added
+
+    def _index_message(self, agent: str, m: sqlite3.Row) -> None:
+        when = _parse(m["ts"])
+        day = when.strftime("%Y-%m-%d") if when else None
+        for chunk in chunk_text(m["content"]):
+            cur = self.con.execute(
+                "INSERT INTO chunks(agent, kind, session, turn, role, start_line, end_line,"
+                " day, jd, decays) VALUES (?, 'session', ?, ?, ?, ?, ?, ?, ?, 1)",
+                (agent, m["session"], m["turn"], m["role"], chunk.start, chunk.end, day,
+                 julian(when) if when else None))
+            self.con.execute("INSERT INTO fts(rowid, text) VALUES (?, ?)",
+                             (cur.lastrowid, chunk.text))
+
+    def _drop_sessions(self, agent: str) -> None:
+        self.con.execute("DELETE FROM fts WHERE rowid IN (SELECT id FROM chunks WHERE agent = ?"
+                         " AND kind = 'session')", (agent,))
+        self.con.execute("DELETE FROM chunks WHERE agent = ? AND kind = 'session'", (agent,))
+        self.con.execute("UPDATE progress SET session_seq = 0, log_id = NULL WHERE agent = ?",
+                         (agent,))
+
+    # -- searching ------------------------------------------------------------------------
+
+    def counts(self, agent: str) -> dict:
+        files = self.con.execute("SELECT count(*) FROM files WHERE agent = ?", (agent,))
+        kinds = dict(self.con.execute("SELECT kind, count(*) FROM chunks WHERE agent = ? "
+                                      "GROUP BY kind", (agent,)).fetchall())
+        row = self.con.execute("SELECT indexed_at, session_seq FROM progress WHERE agent = ?",
+                               (agent,)).fetchone()
+        embedded = self.con.execute("SELECT count(*) FROM chunks WHERE agent = ? AND vector "
+                                    "IS NOT NULL", (agent,)).fetchone()[0]
+        return {"files": files.fetchone()[0], "chunks": sum(kinds.values()),
+                "note_chunks": kinds.get("file", 0), "session_chunks": kinds.get("session", 0),
+                "embedded_chunks": embedded,
+                "last_indexed": row[0] if row else None,
+                "session_seq": row[1] if row else 0}
+
+
+def _meta_version(con: sqlite3.Connection) -> str | None:
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    return row[0] if row else None
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -1,0 +1,189 @@
+"""Where an agent's memory is, and what may be read of it.
+
+An agent's memory roots: `MEMORY.md` (and `memory.md`) and the `memory/` folder in its
+workspace, plus `memory.roots` (files or folders; relative to the workspace or absolute).
+Notes are the `*.md` files in those, at any depth. A symlink is followed only while it stays
+inside its root: one that leads out is neither indexed nor read. Settings: the top-level
+`memory` with the agent's own `agents.list[].memory` over it (roots add up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from stat import S_ISDIR, S_ISREG
+
+from fased.errors import UsageError
+
+DEFAULT_HALF_LIFE_DAYS = 30.0
+DEFAULT_MAX_RESULTS = 6
+MAIN_FILES = ("MEMORY.md", "memory.md")
+NOTES_DIR = "memory"
+#: a daily note: memory/2026-03-01.md (or 2026-03-01-standup.md)
+DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[^0-9].*)?\.md$")
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """What memory search of one agent covers and how it ranks."""
+
+    agent: str
+    workspace: Path
+    extra_roots: tuple[Path, ...]
+    sessions: bool
+    half_life_days: float
+    embeddings: str | None
+    max_results: int
+
+    def roots(self) -> list[Path]:
+        """Every root, as configured (MEMORY.md, memory.md, memory/, then memory.roots)."""
+        return [*(self.workspace / n for n in MAIN_FILES), self.workspace / NOTES_DIR,
+                *self.extra_roots]
+
+    def display(self, path: Path) -> str:
+        """A note's path as results show it: relative to the workspace when inside."""
+        try:
+            return str(path.relative_to(self.workspace))
+        except ValueError:
+            return str(path)
+
+
+def memory_settings(con: sqlite3.Connection, home: Path, agent_id: str) -> MemorySettings:
+    """The memory settings of an agent (fased.json's `memory` and the agent's own)."""
+    from fased.agents import get_agent, workspace_for
+    from fased.config import config_doc
+
+    agent = get_agent(con, agent_id, include_deleted=True)
+    workspace = Path(os.path.abspath(workspace_for(con, home, agent)))
+    top = config_doc(con).get("memory") or {}
+    own = json.loads(agent["config"] or "{}").get("memory") or {}
+    sessions = {**(top.get("sessions") or {}), **(own.get("sessions") or {})}
+    search = {**(top.get("search") or {}), **(own.get("search") or {})}
+    roots: list[Path] = []
+    for text in [*(top.get("roots") or []), *(own.get("roots") or [])]:
+        raw = Path(os.path.expanduser(text))
+        path = Path(os.path.abspath(raw if raw.is_absolute() else workspace / raw))
+        if path not in roots:
+            roots.append(path)
+    return MemorySettings(
+        agent=agent["id"], workspace=workspace, extra_roots=tuple(roots),
+        sessions=sessions.get("enabled", True) is not False,
+        half_life_days=float(search.get("halfLifeDays") or DEFAULT_HALF_LIFE_DAYS),
+        embeddings=search.get("embeddings") or None,
+        max_results=int(search.get("maxResults") or DEFAULT_MAX_RESULTS))
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
+    """Every note of the agent: its display path -> (size, mtime_ns) of the file (of the file
+    a link leads to). One scandir per folder and one stat per file, in plain strings: this
+    runs before every search."""
+    found: dict[str, tuple[int, int]] = {}
+    linked: set[str] = set()
+    prefix = str(settings.workspace).rstrip(os.sep) + os.sep
+    for root in settings.roots():
+        text = str(root)
+        try:
+            st = os.stat(text)
+        except OSError:
+            continue
+        if os.path.isdir(text):
+            _walk(text, os.path.realpath(text), prefix, found, linked)
+        elif text.endswith(".md"):
+            found[settings.display(root)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str]) -> None:
+    # the common case (a plain .md file) costs one stat and no other call: d_type says
+    # what is a link or a folder without a system call
+    stack = [folder]
+    while stack:
+        here = stack.pop()
+        shown = here[len(prefix):] + os.sep if here.startswith(prefix) else here + os.sep
+        try:
+            with os.scandir(here) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            try:
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                    if not _within(real, real_root) or real in linked:
+                        continue  # a link out of its root is not memory
+                    linked.add(real)
+                    st = os.stat(real)
+                elif name.endswith(".md"):
+                    st = entry.stat(follow_symlinks=False)
+                elif entry.is_dir(follow_symlinks=False):
+                    if name[0] != ".":
+                        stack.append(entry.path)
+                    continue
+                else:
+                    continue
+            except OSError:
+                continue
+            if S_ISREG(st.st_mode):
+                if name.endswith(".md"):
+                    found[shown + name] = (st.st_size, st.st_mtime_ns)
+            elif S_ISDIR(st.st_mode) and name[0] != ".":
+                stack.append(entry.path)
+
+
+def signature(found: dict[str, tuple[int, int]]) -> str:
+    """A digest of every note's path, size and mtime: equal to the last one, nothing changed
+    (so a search need not compare note by note)."""
+    import zlib
+
+    text = "\n".join(f"{p}\0{s}\0{m}" for p, (s, m) in found.items())
+    return f"{zlib.crc32(text.encode('utf-8', 'surrogateescape')):08x}:{len(found)}"
+
+
+def note_date(display: str) -> str | None:
+    """The day a daily note is of (its file name), else None (it does not decay)."""
+    match = DATED.match(os.path.basename(display))
+    return match.group(1) if match else None
+
+
+def note_path(settings: MemorySettings, display: str) -> Path:
+    """The file behind a display path."""
+    path = Path(display)
+    return path if path.is_absolute() else settings.workspace / path
+
+
+def resolve_note(settings: MemorySettings, text: str) -> Path:
+    """A note a user or the model named, refused (UsageError) unless it is a note under one of
+    the agent's memory roots: no `..`, no link out of the root, no other file."""
+    if not text or "\0" in text:
+        raise UsageError("give the path of a memory note, e.g. MEMORY.md or memory/2026-03-01.md")
+    raw = Path(os.path.expanduser(text))
+    if ".." in raw.parts:
+        raise UsageError(f"{text}: `..` is not allowed in a memory path")
+    full = Path(os.path.abspath(raw if raw.is_absolute() else settings.workspace / raw))
+    real = os.path.realpath(full)
+    for root in settings.roots():
+        real_root = os.path.realpath(root)
+        if os.path.isdir(real_root) and _within(str(full), str(root)):
+            if not _within(real, real_root):
+                raise UsageError(f"{text}: a symlink leads out of the memory root {root}")
+            if not real.endswith(".md"):
+                raise UsageError(f"{text}: not a memory note (notes are *.md files)")
+            if not os.path.isfile(real):
+                raise UsageError(f"{text}: no such memory note")
+            return Path(real)
+        if str(full) == str(root) or real == real_root:
+            if not os.path.isfile(real):
+                raise UsageError(f"{text}: no such memory note")
+            return Path(real)
+    roots = ", ".join(settings.display(r) for r in settings.roots())
+    raise UsageError(f"{text}: not under a memory root of agent {settings.agent}",
+                     hint=f"memory roots: {roots}")

@@ -1,0 +1,249 @@
+"""Memory search, get, status and index: the functions `fased memory` and the memory tools
+both call, so the agent and the user get the same answers."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fased.errors import UsageError
+from fased.memory.index import MemoryIndex, julian
+from fased.memory.rank import Hit, by_ids, fts_query, keyword
+from fased.memory.roots import MemorySettings, memory_settings, resolve_note
+
+MAX_RESULTS = 100
+GET_LINES = 200
+GET_MAX_CHARS = 16_000
+
+
+@dataclass
+class Searched:
+    """What a search looked at and found."""
+
+    agent: str
+    query: str
+    roots: list[str]
+    sessions: bool
+    backend: str
+    hits: list[Hit] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"agent": self.agent, "query": self.query, "roots": self.roots,
+                "sessions": self.sessions, "backend": self.backend,
+                "results": [h.to_dict() for h in self.hits]}
+
+    def render(self) -> str:
+        """The results as the model (memory_search) and `fased memory search` show them."""
+        if not self.hits:
+            return self.nothing_found()
+        lines = []
+        for h in self.hits:
+            where = (f"{h.path}:{h.start}-{h.end}" if h.kind == "file"
+                     else f"session {h.session} turn {h.turn} ({h.role})")
+            lines.append(f"{where}  {h.date or '-'}  score {h.score:.4g}\n  {h.snippet}")
+        return "\n".join(lines)
+
+    def nothing_found(self) -> str:
+        """Why a search found nothing, saying what it searched."""
+        where = ", ".join(self.roots)
+        sessions = "session messages too" if self.sessions else "session messages off"
+        return (f"No memory matches {self.query!r} for agent {self.agent} (searched "
+                f"{where}; {sessions}; backend {self.backend}).")
+
+
+def backend_name(settings: MemorySettings) -> str:
+    return f"fts5+embeddings:{settings.embeddings}" if settings.embeddings else "fts5"
+
+
+def _now_iso() -> str:
+    from fased.timeparse import format_ts, utc_now
+
+    return format_ts(utc_now())
+
+
+def refresh(index: MemoryIndex, state: sqlite3.Connection, home: Path,
+            settings: MemorySettings, *, force: bool = False) -> dict:
+    """Bring the agent's part of the index up to date (notes by stat then hash, messages by
+    log seq, vectors when an embedder is set); returns what changed."""
+    now = _now_iso()
+    notes = index.refresh_notes(settings, now, force)
+    messages = index.refresh_sessions(settings, state, now, force)
+    vectors = 0
+    if settings.embeddings:
+        from fased.memory.embed import embedder, fill
+
+        vectors = fill(index.con, settings.agent, settings.embeddings,
+                       embedder(state, home, settings.embeddings), settings.sessions)
+    return {"notes": notes, "messages": messages, "vectors": vectors}
+
+
+def _hidden(state: sqlite3.Connection, agent: str) -> list[str]:
+    return [r[0] for r in state.execute(
+        "SELECT id FROM sessions WHERE agent = ? AND deleted = 1", (agent,))]
+
+
+def search(state: sqlite3.Connection, home: Path, agent: str, query: str, *,
+           max_results: int | None = None, min_score: float | None = None,
+           sessions: bool | None = None) -> Searched:
+    """The agent's notes (and session messages unless off) that match `query`, best first.
+
+    sessions: None follows memory.sessions.enabled; True when that is off is a UsageError
+    (nothing of the sessions is indexed then)."""
+    from fased.timeparse import utc_now
+
+    settings = memory_settings(state, home, agent)
+    if not isinstance(query, str) or not query.strip():
+        raise UsageError("give something to search for")
+    if not fts_query(query):
+        raise UsageError(f"{query!r} has no words to search for")
+    if sessions and not settings.sessions:
+        raise UsageError(f"session messages of agent {settings.agent} are not indexed: "
+                         "memory.sessions.enabled is false",
+                         hint="`fased config set memory.sessions.enabled true`")
+    use_sessions = settings.sessions if sessions is None else sessions
+    limit = settings.max_results if max_results is None else max_results
+    if not 1 <= limit <= MAX_RESULTS:
+        raise UsageError(f"the number of results must be between 1 and {MAX_RESULTS}")
+    hidden = _hidden(state, settings.agent)
+    now_jd = julian(utc_now())
+    ahead = None
+    if not settings.embeddings:
+        ahead = _Ahead(home, settings, query, dict(sessions=use_sessions, now_jd=now_jd,
+                                                  limit=limit, hidden=hidden))
+    index = MemoryIndex(home)
+    try:
+        changed = refresh(index, state, home, settings)
+        if settings.embeddings:
+            hits = _hybrid(index, state, home, settings, query, use_sessions, now_jd, hidden,
+                           limit)
+        else:
+            hits = ahead.result() if not any(changed.values()) else None
+            if hits is None:
+                hits = keyword(index.con, settings, query, sessions=use_sessions,
+                               now_jd=now_jd, limit=limit, hidden=hidden)
+    finally:
+        if ahead is not None:
+            ahead.join()
+        index.close()
+    if min_score is not None:
+        hits = [h for h in hits if h.score >= min_score]
+    return Searched(settings.agent, query, [settings.display(r) for r in settings.roots()],
+                    use_sessions, backend_name(settings), hits[:limit])
+
+
+class _Ahead:
+    """The keyword query, run on a connection of its own while refresh checks every note
+    (stat by stat, in Python) and the log: SQLite computes without the GIL, so the two take
+    about as long as the longer one. Its answer is used only if refresh changed nothing;
+    else the query runs again on what is now indexed. No index file yet: nothing to ask."""
+
+    def __init__(self, home: Path, settings: MemorySettings, query: str, options: dict):
+        import threading
+
+        from fased.memory.index import index_path
+
+        self.hits: list[Hit] | None = None
+        self.thread = None
+        if not index_path(home).is_file():
+            return
+
+        def run() -> None:
+            import contextlib
+
+            with contextlib.suppress(sqlite3.Error, OSError, UsageError):
+                con = sqlite3.connect(index_path(home), timeout=30)
+                try:
+                    self.hits = keyword(con, settings, query, **options)
+                finally:
+                    con.close()
+
+        self.thread = threading.Thread(target=run, name="fased-memory-query")
+        self.thread.start()
+
+    def result(self) -> list[Hit] | None:
+        self.join()
+        return self.hits
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, query: str,
+            sessions: bool, now_jd: float, hidden: list[str], limit: int) -> list[Hit]:
+    """Keyword and vector candidates pooled and scored as fased.memory.embed describes."""
+    from fased.memory.embed import POOL, embedder, nearest
+
+    words = keyword(index.con, settings, query, sessions=sessions, now_jd=now_jd,
+                    limit=max(POOL, limit), hidden=hidden)
+    (vector,) = embedder(state, home, settings.embeddings)([query])
+    similar = nearest(index.con, settings.agent, vector, sessions, set(hidden))
+    pool = {h.id: h for h in words}
+    extra = sorted((i for i in similar if i not in pool), key=lambda i: -similar[i])
+    pool.update({h.id: h for h in by_ids(index.con, extra[:max(POOL, limit)], now_jd,
+                                          settings.half_life_days)})
+    best = max((h.bm25 for h in pool.values()), default=0.0) or 1.0
+    for h in pool.values():
+        h.score = h.decay * (0.5 * h.bm25 / best + 0.5 * max(similar.get(h.id, 0.0), 0.0))
+    return sorted(pool.values(), key=lambda h: (-h.score, h.id))[:limit]
+
+
+def get(state: sqlite3.Connection, home: Path, agent: str, path: str,
+        start: int = 1, lines: int | None = None) -> dict:
+    """Lines of one memory note (refused unless under the agent's memory roots), capped at
+    GET_LINES lines and GET_MAX_CHARS characters; says where to go on when cut."""
+    settings = memory_settings(state, home, agent)
+    if start < 1:
+        raise UsageError("the first line is 1")
+    if lines is not None and lines < 1:
+        raise UsageError("give at least one line")
+    real = resolve_note(settings, path)
+    want = min(lines or GET_LINES, GET_LINES)
+    out: list[str] = []
+    used = 0
+    total = 0
+    with open(real, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            total = number
+            if number < start or len(out) >= want:
+                continue
+            line = line.rstrip("\n")
+            if used + len(line) > GET_MAX_CHARS and out:
+                want = len(out)
+                continue
+            out.append(line[:GET_MAX_CHARS])
+            used += len(line) + 1
+    end = start + len(out) - 1
+    more = end < total
+    return {"agent": settings.agent, "path": settings.display(real), "from": start,
+            "to": end if out else None, "lines_total": total, "text": "\n".join(out), "more": more,
+            "next": end + 1 if more else None}
+
+
+def status(state: sqlite3.Connection, home: Path, agent: str) -> dict:
+    """What memory search of the agent covers, from the index as it is (nothing refreshed)."""
+    import os
+
+    settings = memory_settings(state, home, agent)
+    index = MemoryIndex(home)
+    try:
+        counts = index.counts(settings.agent)
+    finally:
+        index.close()
+    return {"agent": settings.agent, "workspace": str(settings.workspace),
+            "roots": [{"path": settings.display(r), "exists": os.path.exists(r)}
+                      for r in settings.roots()],
+            "sessions": settings.sessions, "half_life_days": settings.half_life_days,
+            "backend": backend_name(settings), "index": str(index.path), **counts}
+
+
+def reindex(state: sqlite3.Connection, home: Path, agent: str, force: bool = False) -> dict:
+    """Bring the index up to date now (force: chunk every note and message again)."""
+    settings = memory_settings(state, home, agent)
+    index = MemoryIndex(home)
+    try:
+        changed = refresh(index, state, home, settings, force=force)
+        return {"agent": settings.agent, **changed, **index.counts(settings.agent)}
+    finally:
+        index.close()

@@ -1,0 +1,76 @@
+"""The memory tools: memory_search and memory_get (group:memory). They call the same
+functions as `fased memory search|get` (fased.memory.search), so the agent finds what the
+user finds. The agent writes memory with write and edit on the notes themselves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fased.errors import FasedError
+from fased.tools.base import ToolContext, ToolError, ToolResult, ToolSpec, schema
+from fased.tools.fileio import checked
+
+SEARCH_PARAMS = schema({
+    "query": {"type": "string", "minLength": 1,
+              "description": "Words to look for in memory notes and past session messages."},
+    "maxResults": {"type": "integer", "minimum": 1, "maximum": 100,
+                   "description": "How many results at most (default memory.search.maxResults, "
+                                  "6)."},
+    "minScore": {"type": "number", "minimum": 0,
+                 "description": "Leave out results scoring below this."},
+}, ["query"])
+
+GET_PARAMS = schema({
+    "path": {"type": "string", "minLength": 1,
+             "description": "A memory note, as memory_search shows it (MEMORY.md, "
+                            "memory/2026-03-01.md)."},
+    "from": {"type": "integer", "minimum": 1, "description": "First line (default 1)."},
+    "lines": {"type": "integer", "minimum": 1, "description": "How many lines (most 200)."},
+}, ["path"])
+
+
+def _state(ctx: ToolContext):
+    from fased.store import Store
+
+    return Store(ctx.home, command="memory tool").db(check_files=False)
+
+
+def memory_search(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    """Search the agent's memory notes and session messages."""
+    from fased.memory.search import search
+
+    checked(args, SEARCH_PARAMS)
+    try:
+        found = search(_state(ctx), ctx.home, ctx.agent, args["query"],
+                       max_results=args.get("maxResults"), min_score=args.get("minScore"))
+    except FasedError as exc:
+        raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
+    return ToolResult(found.render(), data=found.to_dict())
+
+
+def memory_get(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    """Lines of one memory note."""
+    from fased.memory.search import get
+
+    checked(args, GET_PARAMS)
+    try:
+        got = get(_state(ctx), ctx.home, ctx.agent, args["path"], int(args.get("from", 1)),
+                  args.get("lines"))
+    except FasedError as exc:
+        raise ToolError(exc.message) from None
+    text = got["text"]
+    if got["more"]:
+        text += (f"\n[... lines {got['from']}-{got['to']} of {got['lines_total']} shown; use "
+                 f"from={got['next']} to continue]")
+    return ToolResult(text, data={k: v for k, v in got.items() if k != "text"})
+
+
+TOOLS = (
+    ToolSpec("memory_search", "Search your memory: MEMORY.md, the notes in memory/ and what "
+             "was said in past sessions. Results name the note and lines (read them whole "
+             "with memory_get) or the session and turn, with a date and a score.",
+             SEARCH_PARAMS, "group:memory", memory_search, side_effects=False),
+    ToolSpec("memory_get", "Read lines of a memory note (MEMORY.md or memory/*.md), e.g. one "
+             "that memory_search found.", GET_PARAMS, "group:memory", memory_get,
+             side_effects=False),
+)

@@ -1,0 +1,448 @@
+"""Memory search (issue 16): the index over notes and session messages, its ranking and
+freshness, the memory tools and `fased memory`, and optional embeddings on the fake server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import error_line, events, fails, run_process
+from fakeserver import Reply, Status
+
+
+def rows(db: Path, sql: str) -> list[dict]:
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
+def ws(home: Path) -> Path:
+    return home / "workspace"
+
+
+def note(home: Path, name: str, text: str) -> Path:
+    path = ws(home) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def results(ok, *args: str) -> list[dict]:
+    return json.loads(ok("memory", "search", *args, "--json"))["results"]
+
+
+def call(name: str, **args) -> tuple[str, str]:
+    return (name, json.dumps(args))
+
+
+# -- keyword hits ---------------------------------------------------------------------------
+
+
+def test_a_search_finds_notes_with_their_file_and_lines(set_up, ok, at):
+    note(set_up, "MEMORY.md", "# Memory\n\nThe deploy key lives in the team vault.\n")
+    body = "".join(f"line {i}: routine work\n" for i in range(1, 200))
+    note(set_up, "memory/2026-03-01.md", body + "Met Alice about the postgres migration.\n")
+    note(set_up, "memory/projects/infra.md", "Postgres runs on db-2.\n")
+
+    found = results(ok, "postgres")
+
+    assert {(r["path"], r["kind"]) for r in found} == {
+        ("memory/2026-03-01.md", "file"), ("memory/projects/infra.md", "file")}
+    daily = next(r for r in found if r["path"] == "memory/2026-03-01.md")
+    start, end = daily["lines"]
+    assert start <= 200 <= end and end == 200  # the chunk holding the line, not line 1
+    assert "postgres migration" in daily["snippet"] and daily["date"] == "2026-03-01"
+    assert all(r["score"] > 0 for r in found)
+    human = ok("memory", "search", "vault")
+    assert human.startswith("MEMORY.md:1-3  ") and "deploy key lives in the team vault" in human
+
+
+def test_session_messages_are_found_with_their_session_and_turn(models, ok, server, at):
+    server.script(Reply("Noted: the wombat enclosure code is 4471."))
+    ok("chat", "remember that the wombat enclosure code is 4471")
+
+    found = results(ok, "wombat")
+
+    assert sorted((r["kind"], r["session"], r["role"]) for r in found) == [
+        ("session", "s-1", "assistant"), ("session", "s-1", "user")]
+    turn = next(e["data"]["turn"] for e in events(models) if e["type"] == "turn.queued")
+    assert {r["turn"] for r in found} == {turn}
+    assert all(r["date"] == "2026-03-02" for r in found)
+    assert "session s-1 turn " in ok("memory", "search", "enclosure")
+
+
+def test_any_query_text_is_searched_never_a_syntax_error(set_up, ok, run):
+    note(set_up, "MEMORY.md", "alpha beta NEAR gamma\n")
+    for query in ('"unbalanced', "NEAR(alpha", "alpha AND", "col:alpha", "a'b -c ^d",
+                  "OR OR", "beta)", "alpha*", "{gamma}"):
+        result = run("memory", "search", query)
+        assert result.exit_code == 0, (query, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert results(ok, "NEAR(alpha")[0]["path"] == "MEMORY.md"
+    for query in ("?!", "*", "((("):  # no word at all: a usage error, said in one line
+        bad = run("memory", "search", query)
+        assert bad.exit_code == 2
+        assert error_line(bad) == f"Error: {query!r} has no words to search for"
+
+
+def test_nothing_found_says_what_was_searched(set_up, ok, run):
+    ok("config", "set", "memory.roots", '["notes", "/nonexistent/extra.md"]')
+    result = run("memory", "search", "zebra")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr.strip() == (
+        "No memory matches 'zebra' for agent main (searched MEMORY.md, memory.md, memory, "
+        "notes, /nonexistent/extra.md; session messages too; backend fts5).")
+
+
+# -- ranking --------------------------------------------------------------------------------
+
+
+def test_recent_daily_notes_rank_first_and_memory_md_does_not_decay(set_up, ok, at):
+    same = "Standup: the release train leaves on Thursday.\n"
+    note(set_up, "memory/2025-12-01.md", same)
+    note(set_up, "memory/2026-03-01.md", same)
+    note(set_up, "MEMORY.md", same)
+    at("2026-03-02T00:00:00Z")
+
+    first = results(ok, "release train")
+    assert [r["path"] for r in first] == ["MEMORY.md", "memory/2026-03-01.md",
+                                          "memory/2025-12-01.md"]
+    score = {r["path"]: r["score"] for r in first}
+    # 91 days at a 30-day half-life: about 0.122 of the undecayed score
+    assert score["memory/2025-12-01.md"] / score["MEMORY.md"] == pytest.approx(
+        0.5 ** (91 / 30), rel=1e-3)
+    assert score["memory/2026-03-01.md"] / score["MEMORY.md"] == pytest.approx(
+        0.5 ** (1 / 30), rel=1e-3)
+
+    at("2026-04-01T00:00:00Z")  # a month on: the daily notes count half as much again
+    later = {r["path"]: r["score"] for r in results(ok, "release train")}
+    assert later["MEMORY.md"] == score["MEMORY.md"]
+    assert later["memory/2026-03-01.md"] == pytest.approx(
+        score["memory/2026-03-01.md"] * 0.5 ** (30 / 30), rel=1e-3)
+
+    ok("config", "set", "memory.search.halfLifeDays", "3650")
+    slow = {r["path"]: r["score"] for r in results(ok, "release train")}
+    assert slow["memory/2025-12-01.md"] > later["memory/2025-12-01.md"] * 5
+
+
+def test_more_matching_words_rank_higher_and_min_score_and_n_cut(set_up, ok, run):
+    note(set_up, "memory/a.md", "kafka broker restart procedure\n")
+    note(set_up, "memory/b.md", "kafka topics\n")
+    note(set_up, "memory/c.md", "restart the printer\n")
+    found = results(ok, "kafka restart")
+    assert found[0]["path"] == "memory/a.md"
+    assert [r["path"] for r in results(ok, "kafka restart", "-n", "1")] == ["memory/a.md"]
+    bad = run("memory", "search", "kafka", "-n", "0")
+    assert bad.exit_code == 2 and "between 1 and 100" in error_line(bad)
+
+
+# -- freshness ------------------------------------------------------------------------------
+
+
+def test_an_edited_added_and_deleted_note_is_seen_by_the_next_search(set_up, ok, run):
+    daily = note(set_up, "memory/2026-03-01.md", "We chose the blue logo.\n")
+    assert [r["path"] for r in results(ok, "logo")] == ["memory/2026-03-01.md"]
+    before = len(events(set_up))
+
+    daily.write_text("We chose the green banner.\n")  # same size class, new words
+    assert results(ok, "logo") == []
+    assert [r["path"] for r in results(ok, "banner")] == ["memory/2026-03-01.md"]
+
+    note(set_up, "memory/2026-03-02.md", "Banner printed.\n")
+    assert {r["path"] for r in results(ok, "banner")} == {"memory/2026-03-01.md",
+                                                          "memory/2026-03-02.md"}
+    daily.unlink()
+    assert [r["path"] for r in results(ok, "banner")] == ["memory/2026-03-02.md"]
+    status = json.loads(ok("memory", "status", "--json"))
+    # the note left, and the MEMORY.md template `fased setup` wrote
+    assert status["files"] == 2 and status["note_chunks"] == 2
+    assert len(events(set_up)) == before  # the index is derived: no events
+
+
+def test_a_search_that_finds_nothing_new_writes_nothing(set_up, ok):
+    note(set_up, "MEMORY.md", "orchid watering every sunday\n")
+    ok("memory", "search", "orchid")
+    index = set_up / "memory" / "index.db"
+    stamp = [os.stat(f"{index}{s}").st_mtime_ns for s in ("", "-wal") if
+             os.path.exists(f"{index}{s}")]
+    path = ws(set_up) / "MEMORY.md"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # unchanged stat
+    ok("memory", "search", "orchid")
+    assert [os.stat(f"{index}{s}").st_mtime_ns for s in ("", "-wal")
+            if os.path.exists(f"{index}{s}")] == stamp
+
+
+def test_a_touched_note_with_the_same_bytes_is_not_chunked_again(set_up, ok):
+    path = note(set_up, "MEMORY.md", "heron\n")
+    ok("memory", "search", "heron")
+    index = set_up / "memory" / "index.db"
+    first = rows(index, "SELECT id FROM chunks")
+    os.utime(path, ns=(1, 1))
+    assert results(ok, "heron")[0]["path"] == "MEMORY.md"
+    assert rows(index, "SELECT id FROM chunks") == first
+    assert rows(index, "SELECT mtime_ns FROM files") == [{"mtime_ns": 1}]
+
+
+def test_new_session_messages_are_indexed_as_projections_catch_up(models, ok, server, at):
+    server.script(Reply("First answer about llamas."), Reply("Second answer about alpacas."))
+    ok("chat", "tell me about llamas")
+    assert {r["role"] for r in results(ok, "llamas")} == {"user", "assistant"}
+    assert results(ok, "alpacas") == []
+    ok("chat", "and alpacas")
+    assert {r["role"] for r in results(ok, "alpacas")} == {"user", "assistant"}
+    # a deleted session is not searched; restored, it is again
+    ok("session", "new")
+    ok("session", "delete", "s-1")
+    assert results(ok, "llamas") == []
+    ok("session", "restore", "s-1")
+    assert len(results(ok, "llamas")) == 2
+
+
+def test_the_index_is_disposable(set_up, ok):
+    note(set_up, "MEMORY.md", "pelican\n")
+    ok("memory", "search", "pelican")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{set_up / 'memory' / 'index.db'}{suffix}").unlink(missing_ok=True)
+    assert results(ok, "pelican")[0]["path"] == "MEMORY.md"
+    (set_up / "memory" / "index.db").write_bytes(b"not a database at all" * 100)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{set_up / 'memory' / 'index.db'}{suffix}").unlink(missing_ok=True)
+    assert results(ok, "pelican")[0]["path"] == "MEMORY.md"
+    forced = json.loads(ok("memory", "index", "--force", "--json"))
+    assert forced["notes"] == 1 and forced["chunks"] == 1
+
+
+# -- sessions off ---------------------------------------------------------------------------
+
+
+def test_with_the_session_archive_off_messages_are_not_searched(models, ok, run, server):
+    note(models, "MEMORY.md", "capybara facts\n")
+    server.script(Reply("Capybaras are large rodents."))
+    ok("chat", "capybara?")
+    assert {r["kind"] for r in results(ok, "capybara")} == {"file", "session"}
+    assert {r["kind"] for r in results(ok, "capybara", "--no-sessions")} == {"file"}
+
+    ok("config", "set", "memory.sessions.enabled", "false")
+    assert {r["kind"] for r in results(ok, "capybara")} == {"file"}
+    assert json.loads(ok("memory", "status", "--json"))["session_chunks"] == 0
+    nothing = run("memory", "search", "rodents")
+    assert "session messages off" in nothing.stderr
+    refused = run("memory", "search", "rodents", "--sessions")
+    assert refused.exit_code == 2
+    assert "memory.sessions.enabled is false" in error_line(refused)
+
+    ok("config", "set", "agents.list[0].memory", '{"sessions": {"enabled": true}}')
+    assert {r["kind"] for r in results(ok, "capybara")} == {"file", "session"}
+
+
+# -- roots, get, confinement ----------------------------------------------------------------
+
+
+def test_memory_roots_add_folders_and_files(set_up, ok, tmp_path):
+    outside = tmp_path / "vault"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "ideas.md").write_text("an idea about gliders\n")
+    (outside / "skip.txt").write_text("gliders in a text file\n")
+    note(set_up, "docs/runbook.md", "glider maintenance runbook\n")
+    ok("config", "set", "agents.list[0].memory", json.dumps(
+        {"roots": [str(outside), "docs/runbook.md"]}))
+    assert sorted(r["path"] for r in results(ok, "gliders glider")) == sorted([
+        "docs/runbook.md", str(outside / "deep" / "ideas.md")])
+    roots = [r["path"] for r in json.loads(ok("memory", "status", "--json"))["roots"]]
+    assert roots == ["MEMORY.md", "memory.md", "memory", str(outside), "docs/runbook.md"]
+
+
+def test_get_shows_lines_of_a_note_and_refuses_everything_else(set_up, ok, run, tmp_path):
+    note(set_up, "memory/2026-03-01.md", "".join(f"row {i}\n" for i in range(1, 301)))
+    note(set_up, "AGENTS.md", "not memory\n")
+    secret = tmp_path / "secret.md"
+    secret.write_text("password\n")
+    os.symlink(secret, ws(set_up) / "memory" / "link.md")
+    os.symlink(tmp_path, ws(set_up) / "memory" / "linkdir")
+
+    assert ok("memory", "get", "memory/2026-03-01.md:5", "--lines", "2") == "row 5\nrow 6\n"
+    got = run("memory", "get", "memory/2026-03-01.md")
+    assert got.stdout.count("\n") == 200 and "memory/2026-03-01.md:201" in got.stderr
+    assert fails(run, set_up, 2, "memory", "get", "../fased.json") == (
+        "Error: ../fased.json: `..` is not allowed in a memory path")
+    assert "not under a memory root" in fails(run, set_up, 2, "memory", "get", "AGENTS.md")
+    assert "symlink leads out" in fails(run, set_up, 2, "memory", "get", "memory/link.md")
+    assert "symlink leads out" in fails(run, set_up, 2, "memory", "get",
+                                        "memory/linkdir/secret.md")
+    assert "not under a memory root" in fails(run, set_up, 2, "memory", "get",
+                                              str(set_up / "credentials.json"))
+    assert results(ok, "password") == []  # a link out of its root is not indexed either
+
+
+def test_config_keys_are_validated(set_up, run):
+    assert "must be at least" in fails(run, set_up, 2, "config", "set",
+                                       "memory.search.halfLifeDays", "0")
+    assert "unknown key" in fails(run, set_up, 2, "config", "set", "memory.bogus", "1")
+    assert "expected boolean" in fails(run, set_up, 2, "config", "set",
+                                       "agents.list[0].memory.sessions.enabled", '"yes"')
+
+
+def test_status_shows_roots_counts_and_backend(set_up, ok):
+    note(set_up, "MEMORY.md", "x marks\n")
+    human = ok("memory", "status")
+    assert "backend fts5" in human and "last indexed never" in human
+    ok("memory", "index")
+    status = json.loads(ok("memory", "status", "--json"))
+    assert status["backend"] == "fts5" and status["files"] == 1 and status["chunks"] == 1
+    assert status["last_indexed"] is not None and status["sessions"] is True
+    assert {r["path"]: r["exists"] for r in status["roots"]} == {
+        "MEMORY.md": True, "memory.md": False, "memory": False}
+
+
+# -- the tools ------------------------------------------------------------------------------
+
+
+def test_memory_tools_are_offered_by_default(models, ok):
+    report = json.loads(ok("agent", "tools", "--json"))
+    offered = {t["name"]: (t["offered"], t["why"]) for t in report["tools"]}
+    assert offered["memory_search"] == (True, "in profile coding")
+    assert offered["memory_get"] == (True, "in profile coding")
+    ok("agent", "tools", "deny", "main", "group:memory")
+    offered = {t["name"]: t["offered"] for t in json.loads(
+        ok("agent", "tools", "--json"))["tools"]}
+    assert not offered["memory_search"] and not offered["memory_get"]
+
+
+def test_the_tool_and_the_command_agree(models, ok, server, at):
+    note(models, "MEMORY.md", "The staging database is called tern.\n")
+    note(models, "memory/2026-03-01.md", "Renamed the staging database to tern.\n")
+    server.script(Reply("", tool_calls=[call("memory_search", query="staging tern")]),
+                  Reply("", tool_calls=[call("memory_get", path="MEMORY.md"),
+                                        call("memory_get", path="../credentials.json")]),
+                  Reply("ok"))
+    ok("chat", "what is it called?")
+    finished = [e["data"] for e in events(models) if e["type"] == "tool.finished"]
+    searched, got, refused = finished
+
+    command = json.loads(ok("memory", "search", "staging tern", "--json"))
+    assert searched["status"] == "ok"
+    # the same hits in the same order; only scores moved, as the chat's own messages were
+    # indexed since (more chunks weigh each word a little differently)
+    unscored = [{k: v for k, v in r.items() if k != "score"} for r in command["results"]]
+    assert [{k: v for k, v in r.items() if k != "score"}
+            for r in searched["data"]["results"]] == unscored
+    assert [r["path"] for r in unscored] == ["MEMORY.md", "memory/2026-03-01.md"]
+    assert searched["result"].startswith("MEMORY.md:1-1  ")
+    assert got["result"] == "The staging database is called tern."
+    assert refused["status"] == "error" and "`..` is not allowed" in refused["result"]
+    sent = next(r["json"] for r in server.requests if r["path"] == "/api/chat")
+    assert {"memory_search", "memory_get"} <= {t["function"]["name"] for t in sent["tools"]}
+
+
+# -- embeddings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["openai-compatible", "ollama"])
+def test_embeddings_find_by_meaning_beside_keywords(set_up, ok, server, kind):
+    url = server.url + "/v1" if kind != "ollama" else server.url
+    ok("agent", "models", "providers", "add", "emb", "--kind", kind, "--base-url", url)
+    ok("config", "set", "memory.search.embeddings", "emb/fake-model")
+    server.synonyms = {"automobile": "car", "vehicle": "car"}
+    note(set_up, "memory/garage.md", "The car is parked in the garage.\n")
+    note(set_up, "memory/kitchen.md", "The kettle is in the kitchen.\n")
+
+    found = results(ok, "automobile")
+
+    assert [r["path"] for r in found][:1] == ["memory/garage.md"]
+    assert 0 < found[0]["score"] <= 1
+    path = "/api/embed" if kind == "ollama" else "/v1/embeddings"
+    sent = [r for r in server.requests if r["path"] == path]
+    embedded = [t for r in sent[:-1] for t in r["json"]["input"]]
+    assert {"The car is parked in the garage.", "The kettle is in the kitchen."} <= set(
+        embedded) and len(embedded) == 3  # and the MEMORY.md template
+    assert sent[-1]["json"] == {"model": "fake-model", "input": ["automobile"]}
+    status = json.loads(ok("memory", "status", "--json"))
+    assert status["backend"] == "fts5+embeddings:emb/fake-model"
+    assert status["embedded_chunks"] == 3
+    before = len([r for r in server.requests if r["path"] == path])
+    results(ok, "kettle")
+    assert len([r for r in server.requests if r["path"] == path]) == before + 1  # query only
+
+
+def test_a_failing_embedder_is_an_error_not_a_silent_fallback(set_up, ok, run, server):
+    ok("agent", "models", "providers", "add", "emb", "--kind", "openai-compatible",
+       "--base-url", server.url + "/v1")
+    note(set_up, "MEMORY.md", "The car is parked.\n")
+    ok("config", "set", "memory.search.embeddings", "emb/fake-model")
+    server.script_embed(Status(500))
+    failed = run("memory", "search", "car")
+    assert failed.exit_code == 1 and failed.stdout == ""
+    line = error_line(failed)
+    assert line.startswith("Error: memory.search.embeddings (emb/fake-model) failed: ")
+    assert "500" in line
+
+    ok("config", "set", "memory.search.embeddings", "emb/no-such-model")
+    missing = run("memory", "search", "car")
+    assert missing.exit_code == 1 and "emb/no-such-model" in error_line(missing)
+    ok("config", "set", "memory.search.embeddings", "nosuch/model")
+    unknown = run("memory", "search", "car")
+    assert "memory.search.embeddings is 'nosuch/model'" in error_line(unknown)
+    ok("config", "unset", "memory.search.embeddings")
+    assert results(ok, "car")[0]["path"] == "MEMORY.md"
+
+
+def test_a_failing_embedder_is_an_error_result_for_the_tool(models, ok, server):
+    ok("agent", "models", "providers", "add", "emb", "--kind", "openai-compatible",
+       "--base-url", server.url + "/v1")
+    ok("config", "set", "memory.search.embeddings", "emb/fake-model")
+    note(models, "MEMORY.md", "anything\n")
+    server.script_embed(Status(503), Status(503))
+    server.script(Reply("", tool_calls=[call("memory_search", query="anything")]), Reply("ok"))
+    ok("chat", "look")
+    [finished] = [e["data"] for e in events(models) if e["type"] == "tool.finished"]
+    assert finished["status"] == "error"
+    assert "memory.search.embeddings (emb/fake-model) failed" in finished["result"]
+
+
+# -- a whole process ------------------------------------------------------------------------
+
+
+def test_memory_search_as_a_process(set_up):
+    note(set_up, "MEMORY.md", "quokka island\n")
+    out = run_process("memory", "search", "quokka", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["results"][0]["path"] == "MEMORY.md"
+
+
+def test_the_index_is_private_and_never_written_through_a_link(set_up, ok, run, tmp_path):
+    note(set_up, "MEMORY.md", "gecko\n")
+    ok("memory", "search", "gecko")
+    assert (set_up / "memory").stat().st_mode & 0o777 == 0o700
+    assert (set_up / "memory" / "index.db").stat().st_mode & 0o777 == 0o600
+    for path in (set_up / "memory").iterdir():
+        path.unlink()
+    (set_up / "memory").rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, set_up / "memory")
+    refused = run("memory", "search", "gecko")
+    assert refused.exit_code == 4 and "outside the fased home" in error_line(refused)
+    assert list(elsewhere.iterdir()) == []
+    assert "memory is a symlink" in run("doctor").stdout
+
+
+def test_each_agent_searches_its_own_memory(set_up, ok, run):
+    note(set_up, "MEMORY.md", "main knows about otters\n")
+    ok("agent", "create", "ops")
+    ops = set_up / "workspace-ops"
+    (ops / "memory").mkdir(parents=True, exist_ok=True)
+    (ops / "memory" / "2026-03-01.md").write_text("ops knows about otters too\n")
+    assert [r["path"] for r in results(ok, "otters")] == ["MEMORY.md"]
+    assert [r["path"] for r in results(ok, "otters", "--agent", "ops")] == [
+        "memory/2026-03-01.md"]
+    assert ok("memory", "get", "memory/2026-03-01.md", "--agent", "ops") == (
+        "ops knows about otters too\n")
+    assert "not under a memory root" in fails(run, set_up, 2, "memory", "get",
+                                              str(ops / "memory" / "2026-03-01.md"))
+    assert "no agent 'nosuch'" in fails(run, set_up, 1, "memory", "search", "x", "-a", "nosuch")
