@@ -38,9 +38,12 @@ from fased.safetext import describe
 @click.option("--dry-run", is_flag=True,
               help="Say what `run --once` would do now (deliveries, tasks fired with the "
               "missed runs they fold, turns answered in order) and change nothing.")
+@click.option("--channels", is_flag=True,
+              help="Also poll the chat accounts (`fased channel list`) while idle: "
+              "long-polls up to --poll seconds, so due tasks wait at most that long.")
 @click.option("json_", "--json", is_flag=True, help="One JSON line per finished turn on stdout "
               "(with --dry-run: the plan as one JSON document).")
-def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
+def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json_):
     """Answer queued turns (oldest first, one at a time per session) and fire due tasks.
 
     Each tick also keeps every agent's heartbeat task in step with its heartbeat settings
@@ -57,6 +60,7 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
       fased run --until-idle --json  # CI: drain the queue, one JSON line per turn
       fased run --agent ops --max-turns 10
       fased run --dry-run            # what --once would do now; claims and records nothing
+      fased run --channels           # and answer Telegram (fased channel add telegram)
 
     Hooks (fased.json `hooks`, see `fased hooks --help`) run as the loop goes, each in a
     worker thread so a slow one never holds up a turn; --once and --until-idle wait for the
@@ -83,7 +87,8 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
     runner = Runner(st, agent=agent, lease=lease, note=note)
     counts = {"completed": 0, "failed": 0, "models_failed": 0, "internal": 0}
     try:
-        _loop(st, runner, once, until_idle, max_turns, poll, json_, counts)
+        _loop(st, runner, once, until_idle, max_turns, poll, json_, counts,
+              _ticker(st) if channels else None)
     except Stop:
         note("fased: terminated; the current turn went back to the queue")
         raise click.exceptions.Exit(143) from None
@@ -97,7 +102,15 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, json_):
         raise click.exceptions.Exit(EXIT_ERROR)
 
 
-def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
+def _ticker(st):
+    from fased.channels.poll import Ticker
+
+    return Ticker(st, note)
+
+
+def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts, ticker=None) -> None:
+    import contextlib
+
     from fased.commands.approve import show_tool
     from fased.tasks import deliver_pending, fire_due_tasks
 
@@ -129,7 +142,15 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
         expire_due(st)  # approvals nobody decided in time: their turns go on, denied
         claim = runner.claim_next()
         if claim is not None:
-            result = runner.run(claim, None, interrupt="abandon", on_tool=show_tool)
+            typing = contextlib.nullcontext()
+            if ticker is not None:
+                from fased.channels.poll import typing_for
+
+                typing = typing_for(st, claim.session, ticker.clients)
+            with typing:
+                result = runner.run(claim, None, interrupt="abandon", on_tool=show_tool)
+            if ticker is not None:
+                ticker.tick(0)  # its reply (or approval prompt) goes out now
             processed += 1
             if result.state in ("completed", "failed"):
                 counts[result.state] += 1
@@ -151,6 +172,11 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
                 return
             continue
         tick_hooks()
+        if ticker is not None:
+            received = ticker.tick(0 if once or until_idle else min(poll, 0.2)
+                                   if runner.waiting else poll)
+            if received and (once or until_idle):
+                continue  # what the poll queued is answered before exiting
         if once and not runner.waiting:
             drain_hooks()
             return
@@ -159,7 +185,8 @@ def _loop(st, runner, once, until_idle, max_turns, poll, json_, counts) -> None:
             if queued == 0 and running == 0:
                 drain_hooks()
                 return
-        time.sleep(min(poll, 0.2) if runner.waiting else poll)
+        if ticker is None:
+            time.sleep(min(poll, 0.2) if runner.waiting else poll)
 
 
 def _hook_report(d, run, outcome) -> None:

@@ -59,7 +59,9 @@ def _schedule_options(fn):
         click.option("--model", metavar="REF", help="Model for this task (default: the agent's "
                      "task model, else its primary).", shell_complete=complete_model_refs),
         click.option("--deliver", metavar="TARGET",
-                     help="Also send the reply to stdout, file:PATH or webhook:URL."),
+                     help="Also send the reply to stdout, file:PATH, webhook:URL or channel "
+                     "(the chat the session came from: the default for such a session; "
+                     "none: no delivery)."),
     ]):
         fn = option(fn)
     return fn
@@ -510,7 +512,7 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
     from fased.schedule import next_run, parse_schedule
     from fased.sessions import get_session
     from fased.store import Draft
-    from fased.tasks import check_target, get_task, require_active, schedule_of
+    from fased.tasks import check_target, get_task, require_active, schedule_of, session_target
     from fased.timeparse import format_ts
 
     st = store()
@@ -544,11 +546,13 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
         if model is not None:
             data["model"] = check_ref_for_agent(con, model) if model else None
         if deliver is not None:
-            data["deliver"] = check_target(deliver) if deliver else None
+            data["deliver"] = check_target(deliver) if deliver not in ("", "none") else None
         if keep_after_run is not None:
             data["keep_after_run"] = keep_after_run
         if session is not None:
             data["session"] = get_session(con, row["agent"], session)["id"]
+        if data.get("deliver", row["deliver"]) == "channel":
+            session_target(con, data.get("session", row["session"]), "channel")
         if len(data) == 2:
             raise UsageError("nothing to change", hint="give any option of `fased task new`")
         return [Draft("task.updated", f"task:{row['id']}", data)]

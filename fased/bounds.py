@@ -41,6 +41,7 @@ LATEST = datetime(MAX_YEAR, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 LEASE_SECONDS = (1, 86_400)  # `run --lease`
 POLL_SECONDS = (0.05, 3_600)  # `run --poll`
+LONG_POLL_SECONDS = (0, 50)  # `channel poll --timeout` (Telegram holds a getUpdates <= 50 s)
 TIMEOUT_SECONDS = (0.01, 3_600)  # `models status --timeout`
 MAX_COUNT = 1_000_000  # `-n`, `--max-turns`, `--position`
 MAX_SEQ = 2**63 - 1  # what SQLite stores

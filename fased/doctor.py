@@ -85,6 +85,7 @@ def _private_paths(home: Path):
     for name in ("log.lock", "state.db", "state.db-wal", "state.db-shm", "fased.json",
                  "credentials.json", "delivery.lock"):
         yield home / name
+    yield from sorted(home.glob("channel-*.lock"))  # fased.channels: pollers, the outbox
     for name in ("agents", "log", "memory"):  # memory/index.db holds the messages too
         top = home / name
         if top.is_dir() and not top.is_symlink():

@@ -6,6 +6,7 @@ cannot disagree. The rules:
 - A header value is secret unless the header is known to be harmless (HARMLESS_HEADERS).
 - A base URL's userinfo (`user:password@`) is secret, and so is every query value unless its
   name is known to be harmless (HARMLESS_QUERY); a fragment is never sent, and never kept.
+  So is a bot token in a path (`/bot<id>:<token>/`, Telegram's Bot API).
 - Text a server sends back is masked for every secret the client holds, in every form that
   reveals a useful part of it: plain, URL-encoded (`%2B`, `+` for space, in any mix),
   JSON-escaped, Basic-auth encoded, and elided (`sk-abc...wxyz`, `sk-proj-****abcd`,
@@ -34,6 +35,8 @@ HARMLESS_HEADERS = frozenset({
 HARMLESS_QUERY = frozenset({"api-version", "api_version", "version"})
 """Base-URL query parameters whose values are recorded; any other value is a secret."""
 
+# a Telegram Bot API URL carries the bot token in its path: /bot123456:AAH...
+_PATH_TOKEN = re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+")
 _MIN_SECRET = 4  # shorter values would blank out ordinary words
 _MIN_ELIDED = 8  # a secret this long is worth recognising from a prefix or suffix
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>]*")
@@ -56,7 +59,8 @@ def query_is_secret(name: str) -> bool:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its userinfo, secret query values and fragment replaced by ***.
+    """The URL with its userinfo, secret query values, a path's bot token and fragment
+    replaced by ***.
 
     Works on malformed URLs too (no parsing that can fail): everything up to the last '@'
     before the path's query counts as userinfo, so a password with an unescaped '/' is
@@ -71,6 +75,7 @@ def mask_url(url: str) -> str:
     rest, qmark, query = rest.partition("?")
     if "@" in rest:
         rest = MASK + "@" + rest.rpartition("@")[2]
+    rest = _PATH_TOKEN.sub(r"\1" + MASK, rest)
     items = []
     for item in query.split("&") if qmark else ():
         name, eq, value = item.partition("=")
@@ -249,6 +254,7 @@ _KEY_PREFIX = re.compile(
     r"glpat-|xox[abposr]-|pplx-|r8_|nvapi-|AIza)[A-Za-z0-9_-]{8,}|"
     r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])")
 _RUN = re.compile(r"[A-Za-z0-9_-]{32,}")
+_BOT_TOKEN = re.compile(r"(?<![A-Za-z0-9])\d{5,20}:[A-Za-z0-9_-]{30,}")  # Telegram's
 _SCHEME_TOKEN = re.compile(r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9+/=._~-]{8,}")
 _USER_OPTION = re.compile(r"(?:^|\s)(?:-u|--user)[\s=]+['\"]?[^\s:'\"]+:(?!\$)[^\s'\"]+")
 
@@ -257,13 +263,15 @@ def literal_secret(command: str) -> str | None:
     """Why a shell command seems to hold a secret itself rather than read one, or None.
 
     A key with a known prefix (sk-, sk-ant-, gsk_, xai-, hf_, ghp_, github_pat_, glpat-,
-    xoxb-, AKIA..., AIza...), a random-looking run of 32 or more letters, digits, '-' and
-    '_' (with a digit, and a stretch of 16 or more without '-' or '_', which UUIDs and
-    hyphenated names do not have), a password in a URL or in `-u user:password`, or a
-    Bearer/Basic token.
+    xoxb-, AKIA..., AIza...), a Telegram bot token (`123456:AA...`), a random-looking run
+    of 32 or more letters, digits, '-' and '_' (with a digit, and a stretch of 16 or more
+    without '-' or '_', which UUIDs and hyphenated names do not have), a password in a URL or
+    in `-u user:password`, or a Bearer/Basic token.
     """
     if _KEY_PREFIX.search(command):
         return "a known API key prefix"
+    if _BOT_TOKEN.search(command):
+        return "a bot token"
     for run in _RUN.findall(command):
         if re.search(r"\d", run) and re.search(r"[A-Za-z]", run) and max(
                 len(p) for p in re.split(r"[-_]", run)) >= 16:

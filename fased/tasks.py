@@ -31,21 +31,39 @@ ACTIVE = ("active", "paused")
 
 
 def check_target(target: str | None) -> str | None:
-    """`stdout`, `file:PATH` (made absolute) or `webhook:URL` (fased.bounds.parse_url)."""
+    """`stdout`, `channel` (the chat the session came from), `file:PATH` (made absolute),
+    `webhook:URL` (fased.bounds.parse_url), or `none` (no delivery, where one is the
+    default)."""
     from fased.bounds import has_control, parse_url
 
-    if target is None or target == "stdout":
+    if target is None or target in ("stdout", "channel", "none"):
         return target
     kind, sep, rest = target.partition(":")
     if sep and kind == "file" and rest and not has_control(rest):
         return f"file:{Path(rest).expanduser().absolute()}"
-    hint = "use stdout, file:PATH or webhook:https://host/path"
+    hint = "use stdout, channel, file:PATH or webhook:https://host/path"
     if sep and kind == "webhook":
         try:
             return f"webhook:{parse_url(rest, 'webhook URL')}"
         except UsageError as exc:
             raise UsageError(f"invalid delivery target: {exc.message}", hint=hint) from None
     raise UsageError(f"invalid delivery target {target!r}", hint=hint)
+
+
+def session_target(con: sqlite3.Connection, session: str, deliver: str | None) -> str | None:
+    """A task's target in `session`: `channel` by default when the session came from a chat
+    (fased.channels; `none` says no delivery), and `channel` refused for a session that did
+    not."""
+    if deliver == "none":
+        return None
+    origin = con.execute("SELECT channel FROM session_origins WHERE session = ?",
+                         (session,)).fetchone()
+    if deliver is None and origin is not None:
+        return "channel"
+    if deliver == "channel" and origin is None:
+        raise UsageError(f"session {session} did not come from a channel: --deliver channel "
+                         "has nowhere to go", hint="use stdout, file:PATH or webhook:URL")
+    return deliver
 
 
 def get_task(con: sqlite3.Connection, task: str) -> sqlite3.Row:
@@ -81,6 +99,7 @@ def create_drafts(con: sqlite3.Connection, now: datetime, *, agent: str | None,
         data["name"] = name
     if model:
         data["model"] = check_ref_for_agent(con, model)
+    deliver = session_target(con, sid, deliver)
     if deliver:
         data["deliver"] = deliver
     if keep:
@@ -248,7 +267,12 @@ def deliver_again(store: Store, task_id: str, turn: str | None,
 
 def _deliver_and_record(store: Store, row, emit: Callable[[dict], None]) -> dict:
     try:
-        ok, error, attempts = deliver(row, emit)
+        if row["deliver"] == "channel":
+            from fased.channels.outbox import deliver_task
+
+            ok, error, attempts = deliver_task(store, row)
+        else:
+            ok, error, attempts = deliver(row, emit)
     except Exception as exc:
         # a failed delivery, recorded like any other: it must not take the runner down
         from fased.safetext import describe

@@ -24,8 +24,9 @@ def usage_without_cost(data: dict) -> dict:
 
 def same_shape(data: dict) -> dict:
     """provider.added v1 -> v2 (v2 adds kind local and its model_path), turn.queued v1 ->
-    v2 (v2 adds the turn's model options) and task.created v1 -> v2 (v2 adds kind
-    heartbeat): a v1 event has none of them, and means the same."""
+    v2 (v2 adds the turn's model options), task.created v1 -> v2 (v2 adds kind heartbeat),
+    task.created v2 -> v3 and task.updated v1 -> v2 (deliver may be `channel`): an older
+    event has none of them, and means the same."""
     return data
 
 
@@ -35,6 +36,8 @@ UPCASTERS: dict[tuple[str, int], Callable[[dict], dict]] = {
     ("task.created", 1): same_shape,
     ("turn.completed", 1): usage_without_cost,
     ("turn.step", 1): usage_without_cost,
+    ("task.created", 2): same_shape,
+    ("task.updated", 1): same_shape,
 }
 
 

@@ -26,7 +26,8 @@ from fased.schema import current_versions
 from fased.upcast import upcast
 
 MODULES = ("core", "agents", "sessions", "config", "providers", "turns", "steps", "approvals",
-           "tasks", "context", "skills", "pairing", "hooks")
+           "tasks", "context", "skills", "pairing", "hooks",
+           "channels")
 
 # A big rebuild builds these groups at the same time, each in its own process and database
 # file, and then copies the second (small) one into the first. So modules in different groups
@@ -35,7 +36,8 @@ MODULES = ("core", "agents", "sessions", "config", "providers", "turns", "steps"
 # gets one row per turn: in a long-lived home that is most of the work.
 GROUPS = (("turns", "steps", "approvals"),
           ("core", "agents", "sessions", "config", "providers", "tasks", "context", "skills",
-           "pairing", "hooks"))
+           "pairing", "hooks",
+           "channels"))
 
 Handler = Callable[[sqlite3.Connection, dict], None]
 

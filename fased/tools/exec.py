@@ -37,8 +37,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_ENV = frozenset({"BASH_ENV", "ENV", "IFS", "SHELLOPTS", "BASHOPTS", "CDPATH"})
 # literal_secret's reasons that a value is a credential; a long random run alone is not one
 # (store paths and ids hold those).
-_SECRET_VALUE = ("a known API key prefix", "a password in a URL", "a user:password",
-                 "an authorization token")
+_SECRET_VALUE = ("a known API key prefix", "a bot token", "a password in a URL",
+                 "a user:password", "an authorization token")
 
 
 def tool_environment(base: dict[str, str], *, drop: Iterable[str] = ()) -> dict[str, str]:
