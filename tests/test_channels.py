@@ -213,6 +213,20 @@ def test_a_long_reply_is_split_under_the_limit(bot, ok, api, server):
     assert [s["part"] for s in of_type(bot, "channel.sent")] == [0, 1, 2]
 
 
+def test_a_reply_of_emoji_is_split_by_telegrams_count_of_utf16_units(bot, ok, api, server):
+    """An emoji is one Python character and two UTF-16 units, which is what Telegram counts:
+    3,000 of them fit 4,096 characters but not 4,096 units."""
+    text = "\U0001F600" * 3000
+    server.script(Reply(text))
+    api.message(42, "smile")
+    ok("channel", "poll")
+    parts = api.texts(42)
+    assert len(parts) == 2, [len(p) for p in parts]
+    assert all(len(p.encode("utf-16-le")) // 2 <= 4096 for p in parts)
+    assert "".join(parts) == text
+    assert [s["outcome"] for s in of_type(bot, "channel.sent")] == ["sent", "sent"]
+
+
 def test_rejected_entities_fall_back_to_plain_text(bot, ok, api, server):
     server.script(Reply("snake_case names"))  # one _ : legacy Markdown cannot parse it
     api.message(42, "names?")
