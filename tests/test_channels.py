@@ -312,6 +312,40 @@ def test_a_task_in_a_telegram_session_delivers_to_the_chat(bot, ok, run, api, se
     assert api.texts(42) == ["first", "task reply"]
 
 
+def test_the_heartbeat_of_an_agent_whose_main_session_is_a_chat_speaks_there(bot, ok, api,
+                                                                             server):
+    """dmScope main puts the chat in the agent's main session, where the heartbeat runs: a
+    reply that needs attention goes to the chat, an acknowledgement nowhere."""
+    ok("config", "set", "session.dmScope", "main")
+    server.script(Reply("hello there"), Reply("HEARTBEAT_OK"), Reply("The build is red."))
+    api.message(42, "hi")
+    ok("channel", "poll")
+    (bot / "workspace" / "HEARTBEAT.md").write_text("# HEARTBEAT.md\n\n- [ ] Is the build green?\n")
+    ok("config", "set", "agents.list[0].heartbeat", '{"every": "30m"}')
+    for when in ("2030-01-01T08:00:00Z", "2030-01-01T08:30:00Z", "2030-01-01T09:00:00Z"):
+        done = run_process("run", "--once", env={"FASED_NOW": when, **NO_TTY})
+        assert done.returncode == 0, done.stderr
+    assert json.loads(ok("agent", "heartbeat", "--json"))
+    beats = [t for t in of_type(bot, "task.created") if t.get("kind") == "heartbeat"]
+    assert [t.get("deliver") for t in beats] == ["channel"]
+    assert api.texts(42) == ["hello there", "The build is red."]
+
+
+def test_a_heartbeat_made_before_the_chat_follows_it_there(bot, ok, api, server):
+    ok("config", "set", "session.dmScope", "main")
+    (bot / "workspace" / "HEARTBEAT.md").write_text("# HEARTBEAT.md\n\n- [ ] Is the build green?\n")
+    ok("config", "set", "agents.list[0].heartbeat", '{"every": "30m"}')
+    done = run_process("run", "--once", env={"FASED_NOW": "2030-01-01T08:00:00Z", **NO_TTY})
+    assert done.returncode == 0, done.stderr
+    server.script(Reply("hello there"), Reply("The build is red."))
+    api.message(42, "hi")
+    ok("channel", "poll")
+    done = run_process("run", "--once", env={"FASED_NOW": "2030-01-01T08:30:00Z", **NO_TTY})
+    assert done.returncode == 0, done.stderr
+    assert [u.get("deliver") for u in of_type(bot, "task.updated")] == ["channel"]
+    assert api.texts(42) == ["hello there", "The build is red."]
+
+
 def test_chat_schedule_defaults_to_the_channel_and_other_sessions_refuse_it(bot, ok, run, api,
                                                                            server):
     api.message(42, "hi")
