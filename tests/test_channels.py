@@ -88,6 +88,17 @@ def test_a_malformed_token_is_a_usage_error_that_never_echoes_it(models, run, ap
     assert api.requests == []
 
 
+@pytest.mark.parametrize(("given", "error"), [
+    ("   \n", "Error: the token is empty; nothing was stored"),
+    ("123:abc\n456:def\n", "Error: the token spans several lines; nothing was stored")])
+def test_a_token_that_is_not_one_line_is_refused_before_telegram_is_asked(models, run, api,
+                                                                          given, error):
+    result = run("channel", "add", "telegram", "--token-stdin", "--api-base", api.url,
+                 input=given)
+    assert (result.exit_code, error_line(result)) == (2, error)
+    assert api.requests == [] and of_type(models, "channel.added") == []
+
+
 def test_token_env_records_the_variable_name_only(models, run, ok, api, monkeypatch):
     monkeypatch.setenv("BOT_TOKEN", TOKEN)
     out = ok("channel", "add", "telegram", "--account", "work", "--token-env", "BOT_TOKEN",
