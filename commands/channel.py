@@ -4,13 +4,21 @@ channel_routes.py) which agent answers which chat."""
 from __future__ import annotations
 
 import signal
-import sys
 
 import click
 
 from fased.bounds import LEASE_SECONDS, LONG_POLL_SECONDS
 from fased.commands.main import FasedGroup
-from fased.commands.output import echo_json, json_option, note, say, shown_time, store, table
+from fased.commands.output import (
+    echo_json,
+    json_option,
+    note,
+    read_secret,
+    say,
+    shown_time,
+    store,
+    table,
+)
 from fased.commands.types import seconds
 from fased.errors import UsageError
 
@@ -90,7 +98,8 @@ def add(channel_name, given_token, account, token_stdin, token_env, api_base, js
                          hint="fased channel add telegram --token-stdin < bot-token.txt")
     if token_stdin and token_env:
         raise UsageError("give either --token-stdin or --token-env, not both")
-    token = None if token_env else _read_token(token_stdin)
+    token = None if token_env else read_secret(
+        token_stdin, "token", "Bot token", "pipe it with --token-stdin, or use --token-env VAR")
     done = add_account(store(), channel_name, account, token=token, env=token_env,
                        given_base=api_base)
     if json_:
@@ -102,24 +111,6 @@ def add(channel_name, given_token, account, token_stdin, token_env, api_base, js
                                               f"{done['fingerprint']})"
     say(f"Added {channel_name}/{account}: {who}; its token is read from {where}.")
     say("Next: `fased channel poll` (or `fased run --channels`) answers its messages.")
-
-
-def _read_token(from_stdin: bool) -> str:
-    if from_stdin:
-        from fased.bounds import SECRET_BYTES, read_stream
-
-        binary = getattr(sys.stdin, "buffer", None)
-        raw = (read_stream(binary, SECRET_BYTES, "the token").decode("utf-8", "replace")
-               if binary is not None else sys.stdin.read(SECRET_BYTES))
-        token = raw.strip()
-    elif sys.stdin.isatty():
-        token = click.prompt("Bot token", hide_input=True).strip()
-    else:
-        raise UsageError("no token given", hint="pipe it with --token-stdin, or use "
-                         "--token-env VAR")
-    if not token:
-        raise UsageError("the token is empty; nothing was recorded")
-    return token
 
 
 @channel.command("list")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 
 import click
 
@@ -15,6 +14,7 @@ from fased.commands.output import (
     echo_json,
     json_option,
     note,
+    read_secret,
     say,
     shown_time,
     store,
@@ -399,7 +399,8 @@ def auth(provider, from_stdin, env_var, command, remove):
         check_credential_command(provider, command)
         draft_type, data = "credential.set", {**data, "kind": "command", "command": command}
     else:
-        secret = _read_secret(from_stdin)
+        secret = read_secret(from_stdin, "key", "API key or token",
+                             "pipe it with --stdin, or use --env VAR or --command CMD")
         draft_type = "credential.set"
         data = {**data, "kind": "api_key", "fingerprint": fingerprint(secret)}
     store_secret(st, provider, api_key=secret)
@@ -411,26 +412,6 @@ def auth(provider, from_stdin, env_var, command, remove):
     else:
         click.echo(f"{provider} will read its key from "
                    f"{'$' + env_var if env_var else 'the command'} at call time.")
-
-
-def _read_secret(from_stdin: bool) -> str:
-    if from_stdin:
-        from fased.bounds import SECRET_BYTES, read_stream
-
-        binary = getattr(sys.stdin, "buffer", None)
-        raw = (read_stream(binary, SECRET_BYTES, "the key").decode("utf-8", "replace")
-               if binary is not None else sys.stdin.read(SECRET_BYTES))
-        secret = raw.strip()
-    elif sys.stdin.isatty():
-        secret = click.prompt("API key or token", hide_input=True).strip()
-    else:
-        raise UsageError("no terminal to ask for the key",
-                         hint="pipe it with --stdin, or use --env VAR or --command CMD")
-    if not secret:
-        raise UsageError("the key is empty; nothing was stored")
-    if "\n" in secret:
-        raise UsageError("the key spans several lines; nothing was stored")
-    return secret
 
 
 # -- status and catalog -----------------------------------------------------------------------

@@ -144,3 +144,28 @@ def _terminal_width() -> int:
         return os.get_terminal_size(sys.stdout.fileno()).columns
     except OSError:
         return 120
+
+
+def read_secret(from_stdin: bool, what: str, prompt: str, hint: str) -> str:
+    """A secret (an API key, a bot token) from stdin, else asked for on a terminal without
+    echo; never from an argument, which would stay in the shell's history. One line, not
+    empty, at most SECRET_BYTES; `hint` says how to give it when there is no terminal."""
+    import sys
+
+    from fased.bounds import SECRET_BYTES, read_stream
+    from fased.errors import UsageError
+
+    if from_stdin:
+        binary = getattr(sys.stdin, "buffer", None)
+        raw = (read_stream(binary, SECRET_BYTES, f"the {what}").decode("utf-8", "replace")
+               if binary is not None else sys.stdin.read(SECRET_BYTES))
+        secret = raw.strip()
+    elif sys.stdin.isatty():
+        secret = click.prompt(prompt, hide_input=True).strip()
+    else:
+        raise UsageError(f"no terminal to ask for the {what}", hint=hint)
+    if not secret:
+        raise UsageError(f"the {what} is empty; nothing was stored")
+    if "\n" in secret:
+        raise UsageError(f"the {what} spans several lines; nothing was stored")
+    return secret

@@ -34,7 +34,7 @@ FILE = "HEARTBEAT.md"
 ACK = "HEARTBEAT_OK"
 PROMPT = ("Read HEARTBEAT.md if it exists (workspace context). Follow it strictly. Do not infer "
           "or repeat old tasks from prior chats. If nothing needs attention, reply HEARTBEAT_OK.")
-TARGET = "stdout"  # how the agent's main session delivers, for now: `fased run` prints it
+TARGET = "stdout"  # a main session that no chat reaches: `fased run` prints the reply
 
 _ACK_AROUND = re.compile(r"[\s\W_]*")  # whitespace, punctuation, `**`, backticks...
 
@@ -165,6 +165,14 @@ def main_session(con: sqlite3.Connection, agent_id: str) -> tuple[str, list[Draf
                        switch=current_session(con, agent_id) is None)
 
 
+def _target(con: sqlite3.Connection, session: str) -> str:
+    """Where a reply that needs attention goes: the chat the main session came from
+    (session.dmScope main), else stdout."""
+    from fased.tasks import session_target
+
+    return session_target(con, session, None) or TARGET
+
+
 def sync_drafts(con: sqlite3.Connection, now: datetime, agent_id: str) -> list[Draft]:
     """What makes the agent's heartbeat task agree with its settings and run in its main
     session: none when it already does."""
@@ -177,6 +185,7 @@ def sync_drafts(con: sqlite3.Connection, now: datetime, agent_id: str) -> list[D
         return [] if task is None else [Draft("task.cancelled", f"task:{task['id']}", {
             "task": task["id"], "agent": agent_id, "reason": "heartbeat turned off"})]
     session, drafts = main_session(con, agent_id)
+    target = _target(con, session)
     schedule = Schedule("every", s.every, anchor=format_ts(now))
     if task is None:
         count = con.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
@@ -184,13 +193,15 @@ def sync_drafts(con: sqlite3.Connection, now: datetime, agent_id: str) -> list[D
         drafts.append(Draft("task.created", f"task:{task_id}", {
             "task": task_id, "agent": agent_id, "session": session, "message": PROMPT,
             "schedule": schedule.to_dict(), "next_run": format_ts(next_run(schedule, now)),
-            "name": KIND, "deliver": TARGET, "kind": KIND}, expect=0))
+            "name": KIND, "deliver": target, "kind": KIND}, expect=0))
         return drafts
     change: dict = {}
     if schedule_of(task).expr != s.every:
         change.update(schedule=schedule.to_dict(), next_run=format_ts(next_run(schedule, now)))
     if session != task["session"]:
         change["session"] = session
+    if target != task["deliver"]:
+        change["deliver"] = target
     if change:
         drafts.append(Draft("task.updated", f"task:{task['id']}",
                             {"task": task["id"], "agent": agent_id, **change}))

@@ -193,7 +193,7 @@ class FakeBotAPI:
             return self._error(400, "Bad Request: chat_id is empty")
         if not text:
             return self._error(400, "Bad Request: message text is empty")
-        if len(text) > 4096:
+        if len(text.encode("utf-16-le")) // 2 > 4096:  # Telegram counts UTF-16 code units
             return self._error(400, "Bad Request: message is too long")
         mode = body.get("parse_mode")
         if mode and (self.reject_entities or _unbalanced(text)):

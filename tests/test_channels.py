@@ -88,6 +88,17 @@ def test_a_malformed_token_is_a_usage_error_that_never_echoes_it(models, run, ap
     assert api.requests == []
 
 
+@pytest.mark.parametrize(("given", "error"), [
+    ("   \n", "Error: the token is empty; nothing was stored"),
+    ("123:abc\n456:def\n", "Error: the token spans several lines; nothing was stored")])
+def test_a_token_that_is_not_one_line_is_refused_before_telegram_is_asked(models, run, api,
+                                                                          given, error):
+    result = run("channel", "add", "telegram", "--token-stdin", "--api-base", api.url,
+                 input=given)
+    assert (result.exit_code, error_line(result)) == (2, error)
+    assert api.requests == [] and of_type(models, "channel.added") == []
+
+
 def test_token_env_records_the_variable_name_only(models, run, ok, api, monkeypatch):
     monkeypatch.setenv("BOT_TOKEN", TOKEN)
     out = ok("channel", "add", "telegram", "--account", "work", "--token-env", "BOT_TOKEN",
@@ -213,6 +224,20 @@ def test_a_long_reply_is_split_under_the_limit(bot, ok, api, server):
     assert [s["part"] for s in of_type(bot, "channel.sent")] == [0, 1, 2]
 
 
+def test_a_reply_of_emoji_is_split_by_telegrams_count_of_utf16_units(bot, ok, api, server):
+    """An emoji is one Python character and two UTF-16 units, which is what Telegram counts:
+    3,000 of them fit 4,096 characters but not 4,096 units."""
+    text = "\U0001F600" * 3000
+    server.script(Reply(text))
+    api.message(42, "smile")
+    ok("channel", "poll")
+    parts = api.texts(42)
+    assert len(parts) == 2, [len(p) for p in parts]
+    assert all(len(p.encode("utf-16-le")) // 2 <= 4096 for p in parts)
+    assert "".join(parts) == text
+    assert [s["outcome"] for s in of_type(bot, "channel.sent")] == ["sent", "sent"]
+
+
 def test_rejected_entities_fall_back_to_plain_text(bot, ok, api, server):
     server.script(Reply("snake_case names"))  # one _ : legacy Markdown cannot parse it
     api.message(42, "names?")
@@ -296,6 +321,40 @@ def test_a_task_in_a_telegram_session_delivers_to_the_chat(bot, ok, run, api, se
     # delivering again sends nothing twice
     ok("task", "deliver", out["task"])
     assert api.texts(42) == ["first", "task reply"]
+
+
+def test_the_heartbeat_of_an_agent_whose_main_session_is_a_chat_speaks_there(bot, ok, api,
+                                                                             server):
+    """dmScope main puts the chat in the agent's main session, where the heartbeat runs: a
+    reply that needs attention goes to the chat, an acknowledgement nowhere."""
+    ok("config", "set", "session.dmScope", "main")
+    server.script(Reply("hello there"), Reply("HEARTBEAT_OK"), Reply("The build is red."))
+    api.message(42, "hi")
+    ok("channel", "poll")
+    (bot / "workspace" / "HEARTBEAT.md").write_text("# HEARTBEAT.md\n\n- [ ] Is the build green?\n")
+    ok("config", "set", "agents.list[0].heartbeat", '{"every": "30m"}')
+    for when in ("2030-01-01T08:00:00Z", "2030-01-01T08:30:00Z", "2030-01-01T09:00:00Z"):
+        done = run_process("run", "--once", env={"FASED_NOW": when, **NO_TTY})
+        assert done.returncode == 0, done.stderr
+    assert json.loads(ok("agent", "heartbeat", "--json"))
+    beats = [t for t in of_type(bot, "task.created") if t.get("kind") == "heartbeat"]
+    assert [t.get("deliver") for t in beats] == ["channel"]
+    assert api.texts(42) == ["hello there", "The build is red."]
+
+
+def test_a_heartbeat_made_before_the_chat_follows_it_there(bot, ok, api, server):
+    ok("config", "set", "session.dmScope", "main")
+    (bot / "workspace" / "HEARTBEAT.md").write_text("# HEARTBEAT.md\n\n- [ ] Is the build green?\n")
+    ok("config", "set", "agents.list[0].heartbeat", '{"every": "30m"}')
+    done = run_process("run", "--once", env={"FASED_NOW": "2030-01-01T08:00:00Z", **NO_TTY})
+    assert done.returncode == 0, done.stderr
+    server.script(Reply("hello there"), Reply("The build is red."))
+    api.message(42, "hi")
+    ok("channel", "poll")
+    done = run_process("run", "--once", env={"FASED_NOW": "2030-01-01T08:30:00Z", **NO_TTY})
+    assert done.returncode == 0, done.stderr
+    assert [u.get("deliver") for u in of_type(bot, "task.updated")] == ["channel"]
+    assert api.texts(42) == ["hello there", "The build is red."]
 
 
 def test_chat_schedule_defaults_to_the_channel_and_other_sessions_refuse_it(bot, ok, run, api,

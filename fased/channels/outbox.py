@@ -50,15 +50,35 @@ def send_lock(home: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def units(text: str) -> int:
+    """A text's length as chat apps count it: UTF-16 code units (an emoji is two)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
 def split(text: str, limit: int) -> list[str]:
-    """The parts of a message, each at most `limit` characters (paragraphs kept whole when
+    """The parts of a message, each at most `limit` UTF-16 units (paragraphs kept whole when
     they fit, code fences balanced in each part)."""
+    text = text if text.strip() else EMPTY
+    return _fit(text, limit, limit)
+
+
+def _fit(text: str, limit: int, chars: int) -> list[str]:
+    """`text` in parts of at most `chars` characters, each cut again with proportionally
+    fewer characters while it is longer than `limit` units (emoji count two)."""
     from fased.chunker import chunk_text
 
-    text = text if text.strip() else EMPTY
-    if len(text) <= limit:
+    if units(text) <= limit:
         return [text]
-    return [p for p in chunk_text(text, min_chars=limit * 3 // 4, max_chars=limit) if p.strip()]
+    parts: list[str] = []
+    for part in chunk_text(text, min_chars=max(1, chars * 3 // 4), max_chars=chars):
+        if not part.strip():
+            continue
+        if units(part) <= limit or len(part) <= 1:
+            parts.append(part)
+        else:
+            parts.extend(_fit(part, limit, max(1, min(len(part) - 1,
+                                                      len(part) * limit // units(part)))))
+    return parts
 
 
 def _stream(channel: str, account: str) -> str:
