@@ -165,6 +165,25 @@ def test_an_edited_added_and_deleted_note_is_seen_by_the_next_search(set_up, ok,
     assert len(events(set_up)) == before  # the index is derived: no events
 
 
+def test_an_edit_of_the_same_size_deep_in_a_folder_or_behind_a_link_is_seen(set_up, ok):
+    """The quick check of every search (a digest of each note's size and mtime) notices an
+    edit that keeps the size, in a nested folder, and one made through a link in a root."""
+    deep = note(set_up, "memory/projects/fased/2026-03-01.md", "The kiwi crate shipped.\n")
+    assert [r["path"] for r in results(ok, "kiwi")] == ["memory/projects/fased/2026-03-01.md"]
+    stamp = deep.stat().st_mtime_ns
+    deep.write_text("The lime crate shipped.\n")  # the same number of bytes
+    os.utime(deep, ns=(stamp + 1_000_000_000, stamp + 1_000_000_000))
+    assert results(ok, "kiwi") == []
+    assert [r["path"] for r in results(ok, "lime")] == ["memory/projects/fased/2026-03-01.md"]
+
+    target = note(set_up, "memory/archive/old.md", "A mango tree.\n")
+    (ws(set_up) / "memory" / "linked.md").symlink_to(target)
+    assert {r["path"] for r in results(ok, "mango")} >= {"memory/archive/old.md"}
+    target.write_text("A peach tree.\n")
+    assert results(ok, "mango") == []
+    assert results(ok, "peach") != []
+
+
 def test_a_search_that_finds_nothing_new_writes_nothing(set_up, ok):
     note(set_up, "MEMORY.md", "orchid watering every sunday\n")
     ok("memory", "search", "orchid")

@@ -21,7 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fased.memory.chunks import chunk_text
-from fased.memory.roots import MemorySettings, note_date, note_path, notes, signature
+from fased.memory.roots import (
+    MemorySettings,
+    note_date,
+    note_path,
+    notes,
+    quick_signature,
+    signature,
+)
 
 VERSION = "1"
 INDEX_NAME = "index.db"
@@ -105,22 +112,29 @@ class MemoryIndex:
     def refresh_notes(self, settings: MemorySettings, now: str, force: bool = False) -> int:
         """Bring the agent's notes up to date; returns how many notes were (re)indexed or
         dropped. Nothing changed: nothing is written."""
-        current = notes(settings)
-        mark = signature(current)
+        # the quick signature first: when nothing changed (most searches) it is all the
+        # work; it is taken before the walk the index is built from, so a note changed in
+        # between leaves a mark that differs next time, never a stale index
+        quick = quick_signature(settings)
         row = self.con.execute("SELECT notes FROM progress WHERE agent = ?",
                                (settings.agent,)).fetchone()
+        if not force and row is not None and quick is not None and row[0] == quick:
+            return 0
+        current = notes(settings)
+        mark = quick or signature(current)
         if not force and row is not None and row[0] == mark:
             return 0
         if not force and not self._note_changes(settings, current, False):
             self._mark(settings.agent, mark)
             return 0
         with self.writing():
-            current = notes(settings)  # again, under the lock
+            quick = quick_signature(settings)  # again, under the lock
+            current = notes(settings)
             changed = self._note_changes(settings, current, force)
             for path in changed:
                 self._index_note(settings, path, current.get(path), now)
             self._touch(settings.agent, now)
-            self._mark(settings.agent, signature(current))
+            self._mark(settings.agent, quick or signature(current))
         return len(changed)
 
     def _note_changes(self, settings: MemorySettings, current: dict[str, tuple[int, int]],

