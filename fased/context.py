@@ -632,12 +632,17 @@ def tools_wire(tools: list) -> list[dict]:
 
 def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent: sqlite3.Row,
                   workspace: Path, tools: list, settings: dict,
-                  upto_step: int | None = None, prompt: SystemPrompt | None = None) -> Request:
+                  upto_step: int | None = None, prompt: SystemPrompt | None = None,
+                  model: str | None = None) -> Request:
     """Everything the next model call of `turn` sends (`prompt`: the system prompt already
-    assembled for an earlier call of the same turn)."""
+    assembled for an earlier call of the same turn), planned for the window of `model`
+    when fased knows it to be smaller than the configured one."""
+    from fased.params import model_window
+
     if prompt is None:
         prompt = system_prompt(con, home, agent, workspace, tools, settings, turn)
     window = int(settings.get("contextWindow") or DEFAULT_CONTEXT_WINDOW)
+    window = min(window, model_window(con, model) or window)
     cap = int(settings.get("tools", {}).get("maxResultChars", RESULT_CAP))
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
     budget = window - REPLY_RESERVE - prompt.tokens - tool_tokens
@@ -701,7 +706,8 @@ def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
     tools = specs(offered_names(settings["tools"])) if first is None or model_tools(
         con, first) else []
     next_turn = {"id": "", "session": session or "", "queued_seq": 1 << 62, "source": "chat"}
-    request = build_request(con, home, next_turn, agent, workspace, tools, settings)
+    request = build_request(con, home, next_turn, agent, workspace, tools, settings,
+                            model=first)
     history = sum(_tokens(m) for m in request.messages[1:])
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
     return {

@@ -267,7 +267,7 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
     params.hostnames = ["127.0.0.1"]
     params.port = 0  # the server takes a free one and says which
     params.verbosity = -1
-    params.n_ctx = _env_int("FASED_LOCAL_CTX", 4096, 256, 1 << 20)
+    params.n_ctx = context_size()
     params.n_parallel = 1
     params.fit_params = False  # its dry run (fitting layers to device memory) costs ~0.4 s
     params.cpuparams.n_threads = threads if threads is not None else decode_threads()
@@ -286,6 +286,12 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
     _stats["start_ms"] = (time.monotonic() - began) * 1000.0
     address = server.listening_address.rstrip("/")
     return server, f"{address}/v1"
+
+
+def context_size() -> int:
+    """The tokens the embedded server holds: $FASED_LOCAL_CTX, else 4096. The prompt and
+    history a turn sends are planned for it (fased.params.model_window)."""
+    return _env_int("FASED_LOCAL_CTX", 4096, 256, 1 << 20)
 
 
 def decode_threads() -> int:

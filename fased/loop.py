@@ -140,7 +140,9 @@ class AgentLoop:
             if stopped is not None:
                 return self._stopped(con, stopped, steps)
             request = build_request(con, store.home, turn, env.agent, env.workspace, env.tools,
-                                    settings, prompt=prompt)
+                                    settings, prompt=prompt,
+                                    model=self.models.current_model or self.claim.models[0]
+                                    if self.claim.models else None)
             if prompt is None:  # the turn keeps one system prompt: its prefix stays cached
                 prompt = request.system
                 self._record_context(con, request, env)

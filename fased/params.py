@@ -70,6 +70,24 @@ def _recommended(con: sqlite3.Connection, ref: str) -> dict:
     return recommended_params(row[1])
 
 
+def model_window(con: sqlite3.Connection, ref: str | None) -> int | None:
+    """The context a model holds, where fased knows it better than the configured window:
+    kind local's server runs with context_size() tokens. None: the configured one stands."""
+    if not ref:
+        return None
+    provider = ref.split("/", 1)[0]
+    row = con.execute("SELECT kind FROM providers WHERE id = ? AND removed = 0",
+                      (provider,)).fetchone()
+    if row is None or row[0] != "local":
+        return None
+    from fased.local import context_size
+
+    try:
+        return context_size()
+    except UsageError:  # a bad FASED_LOCAL_CTX: the model call says so, as the turn's error
+        return None
+
+
 def model_tools(con: sqlite3.Connection, ref: str) -> bool:
     """Whether a model is offered tools: `models.capabilities[ref].tools` when set, else
     every kind but local (a tiny embedded model cannot use them)."""

@@ -190,6 +190,21 @@ def test_a_bad_local_setting_in_the_environment_is_one_clear_error(set_up, ok, r
         assert "Traceback" not in result.stderr
 
 
+def test_a_local_models_context_is_the_window_its_history_is_planned_for(set_up, ok,
+                                                                          tmp_path):
+    """The embedded server holds FASED_LOCAL_CTX tokens (4096): planning history for the
+    default 32768 would send a long conversation llama.cpp refuses."""
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "m.gguf")))
+    ok("agent", "models", "set", "primary", "mine/m")
+    assert json.loads(ok("agent", "context", "--json"))["window"] == 4096
+    assert "of a 4096-token window" in ok("agent", "context")
+    assert json.loads(ok("agent", "context", "--json", env={"FASED_LOCAL_CTX": "2048"}))[
+        "window"] == 2048
+    ok("config", "set", "agents.defaults.contextWindow", "1024")  # a smaller one is kept
+    assert json.loads(ok("agent", "context", "--json"))["window"] == 1024
+
+
 def test_without_the_extra_kind_local_says_what_to_install(set_up, ok, run, tmp_path,
                                                            monkeypatch):
     import sys
