@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import FasedGroup
-from fased.commands.output import agent_option, echo_json, json_option, note, store, table
+from fased.commands.output import agent_option, echo_json, json_option, note, say, store, table
 
 
 @click.group(cls=FasedGroup)
@@ -56,7 +56,7 @@ def search(query, agent, sessions, limit, json_):
     if json_:
         echo_json(found.to_dict())
     elif found.hits:
-        click.echo(found.render())
+        say(found.render())  # snippets of chats and notes: control sequences escaped
     else:
         note(found.nothing_found())
 
@@ -85,7 +85,7 @@ def get(target, agent, lines, json_):
         echo_json(got)
         return
     if got["text"]:
-        click.echo(got["text"])
+        say(got["text"])
     if got["more"]:
         note(f"lines {got['from']}-{got['to']} of {got['lines_total']}; more: fased memory get "
              f"{got['path']}:{got['next']}")

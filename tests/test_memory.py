@@ -77,6 +77,20 @@ def test_session_messages_are_found_with_their_session_and_turn(models, ok, serv
     assert "session s-1 turn " in ok("memory", "search", "enclosure")
 
 
+def test_what_others_wrote_reaches_the_terminal_escaped(models, ok, server):
+    """Session messages come from chats with strangers, and notes from the agent: terminal
+    control sequences in them are shown escaped, never sent to the terminal."""
+    hostile = "wombat \x1b]0;owned\x07 \x1b[2J gone\u202e"
+    server.script(Reply(f"Noted: {hostile}"))
+    ok("chat", f"remember {hostile}")
+    note(models, "memory/2026-03-01.md", f"{hostile}\nsecond line\n")
+    for out in (ok("memory", "search", "wombat"),
+                ok("memory", "get", "memory/2026-03-01.md")):
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+        assert "\\x1b" in out
+    assert "second line\n" in ok("memory", "get", "memory/2026-03-01.md")  # lines stay lines
+
+
 def test_any_query_text_is_searched_never_a_syntax_error(set_up, ok, run):
     note(set_up, "MEMORY.md", "alpha beta NEAR gamma\n")
     for query in ('"unbalanced', "NEAR(alpha", "alpha AND", "col:alpha", "a'b -c ^d",
