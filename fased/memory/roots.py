@@ -81,6 +81,16 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _present_roots(settings: MemorySettings):
+    """(root, its path as text, its stat, links followed) of every root that exists."""
+    for root in settings.roots():
+        text = str(root)
+        try:
+            yield root, text, os.stat(text)
+        except OSError:
+            continue
+
+
 def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
     """Every note of the agent: its display path -> (size, mtime_ns) of the file (of the file
     a link leads to). One scandir per folder and one stat per file, in plain strings: this
@@ -88,13 +98,8 @@ def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
     linked: set[str] = set()
     prefix = str(settings.workspace).rstrip(os.sep) + os.sep
-    for root in settings.roots():
-        text = str(root)
-        try:
-            st = os.stat(text)
-        except OSError:
-            continue
-        if os.path.isdir(text):
+    for root, text, st in _present_roots(settings):
+        if S_ISDIR(st.st_mode):
             _walk(text, os.path.realpath(text), prefix, found, linked)
         elif text.endswith(".md"):
             found[settings.display(root)] = (st.st_size, st.st_mtime_ns)
@@ -150,12 +155,7 @@ def quick_signature(settings: MemorySettings) -> str | None:
 
     names: list[str] = []
     stats = array("q")
-    for root in settings.roots():
-        text = str(root)
-        try:
-            st = os.stat(text)
-        except OSError:
-            continue
+    for _, text, st in _present_roots(settings):
         if S_ISDIR(st.st_mode):
             if not _quick_walk(text, names, stats):
                 return None
