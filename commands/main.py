@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import ClassVar
 
 import click
 
@@ -37,15 +38,47 @@ COMMANDS = {
 }
 
 
+# name -> its one-line summary, so that `fased --help` lists every command without importing
+# them all (tests/test_output.py checks each against the command's own docstring)
+SUMMARIES = {
+    "agent": "Agents: an identity, a workspace, models, sessions and tasks.",
+    "approvals": "Approve or deny what an agent asked to run where nobody could be asked.",
+    "channel": "Channels: talk to your agents from a chat app (Telegram), and who may talk.",
+    "chat": "Send a message to an agent and print the reply.",
+    "completion": "Print the completion script for SHELL: commands, options and live values "
+                  "(agent, session, task and provider ids, model refs), read from the home "
+                  "without changing it.",
+    "config": "Read and change fased.json (every change is an event).",
+    "doctor": "Check the log's checksums and seq chain, the lock, permissions, links and "
+              "projections.",
+    "hooks": "Your own commands, run on the agent's events (fased.json `hooks`).",
+    "memory": "Search an agent's memory notes and session messages.",
+    "pairing": "Approve or deny people who wrote to a channel bot that does not know them.",
+    "replay": "Show what happened, exactly: the event log, filtered.",
+    "run": "Answer queued turns (oldest first, one at a time per session) and fire due tasks.",
+    "session": "Sessions: the working contexts (conversations) under an agent.",
+    "setup": "Set up fased: config, the default agent `main`, its workspace files.",
+    "skill": "Skills: folders of know-how (a SKILL.md) the agent reads when one applies.",
+    "task": "Tasks: messages sent to an agent's session on a schedule; `fased run` fires them.",
+    "usage": "Tokens and cost of model calls (every step of every turn), from the projections.",
+}
+
+
 class FasedGroup(click.Group):
     """A group whose help lists each command's whole one-line summary: click cuts it to the
     width left beside the longest name, ending in "...". Its sub-groups are FasedGroups."""
 
     group_class = type
 
+    #: summaries known without importing the command (the root's SUMMARIES)
+    summaries: ClassVar[dict[str, str]] = {}
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
         for name in self.list_commands(ctx):
+            if name in self.summaries:
+                rows.append((name, self.summaries[name]))
+                continue
             command = self.get_command(ctx, name)
             if command is not None and not command.hidden:
                 rows.append((name, command.get_short_help_str(limit=sys.maxsize)))
@@ -91,6 +124,8 @@ class LazyGroup(FasedGroup):
 
 class RootGroup(LazyGroup):
     """The root group: every failure below it becomes one line on stderr and an exit code."""
+
+    summaries: ClassVar[dict[str, str]] = SUMMARIES
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # the command line as given (not sys.argv: in-process callers pass their own)

@@ -45,3 +45,35 @@ def test_group_help_lists_each_commands_whole_summary(run, path):
             "\n\n")[0].split())
         first = summary.split(". ")[0].rstrip(".")
         assert f"{name} {first}" in flat, (name, first)
+
+
+def test_the_summaries_help_lists_are_each_commands_own():
+    """`fased --help` lists commands from SUMMARIES without importing them: each must be the
+    command's own first docstring line, and every command must have one."""
+    import sys
+
+    import click
+
+    from fased.commands.main import COMMANDS, SUMMARIES, cli
+
+    assert set(SUMMARIES) == set(COMMANDS)
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        own = cli.get_command(ctx, name).get_short_help_str(limit=sys.maxsize)
+        assert SUMMARIES[name] == own, name
+
+
+def test_help_lists_every_command_without_importing_them(tmp_path):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from fased.commands.main import main; sys.argv = ['fased', '--help']\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith('fased.commands.')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={"FASED_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "  memory  " in done.stdout and "  hooks  " in done.stdout
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert "fased.commands.memory" not in loaded and "fased.commands.channel" not in loaded
+
