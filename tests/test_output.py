@@ -70,8 +70,10 @@ def test_help_lists_every_command_without_importing_them(tmp_path):
     probe = ("import sys; from fased.commands.main import main; sys.argv = ['fased', '--help']\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"
              "print(sorted(m for m in sys.modules if m.startswith('fased.commands.')))")
+    # the installed fased, never the source tree in the cwd (no commands/ subpackage there)
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env={"FASED_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+                          cwd=tmp_path, env={"FASED_HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                             "PYTHONSAFEPATH": "1"})
     assert done.returncode == 0, done.stderr
     assert "  memory  " in done.stdout and "  hooks  " in done.stdout
     loaded = done.stdout.strip().splitlines()[-1]
