@@ -27,6 +27,8 @@ from fased import __version__
 from fased.errors import ConflictError, FasedError, StateAheadError, StateError
 from fased.home import ensure_home, resolve_home
 from fased.log import EventLog, LogState
+from fased.projections import VERSION as PROJECTIONS_VERSION
+from fased.projections import check_files as check_projection_files
 from fased.projections import projector
 from fased.schema import current_versions, validate_event_data
 from fased.timeparse import format_ts, utc_now
@@ -157,7 +159,7 @@ class Store:
             with self.log.locked():
                 con = self._catch_up_locked()
         if check_files:
-            projector().check_files(self, con)
+            check_projection_files(self, con)
             con = self._connect()
         return con
 
@@ -226,7 +228,7 @@ class Store:
         known = self._known(meta)
         return (
             known is not None and "files_stale" not in meta
-            and meta.get("version") == projector().version
+            and meta.get("version") == PROJECTIONS_VERSION
             and meta.get("checkpoint") == str(known.head.seq)
             and self.log.unchanged(known)
         )

@@ -275,7 +275,8 @@ def test_state_db_not_ours_is_rebuilt_into_a_new_file_without_the_stale_wal(
     assert rows(set_up, AGENT_ROWS) == expected == [
         {"id": "main", "name": "main", "emoji": None, "deleted": 0},
         {"id": "ops", "name": "Ops", "emoji": "🛠", "deleted": 1}]
-    assert (set_up / "state.db").stat().st_ino != old_inode
+    if spoil is not spoil_missing:  # a deleted file's inode is free for the new one to reuse
+        assert (set_up / "state.db").stat().st_ino != old_inode
     assert checkpoint(set_up) == len(events(set_up))
     assert files_of(set_up / "log") == log_before
     assert not list(set_up.glob("state.db.rebuild-*"))
@@ -587,3 +588,32 @@ def test_a_missing_upcaster_is_a_state_error(history, fased_home, run, monkeypat
     assert result.exit_code == 4
     assert error_lines(result.stderr) == ["Error: no upcaster for agent.created v1 -> v2"]
     assert not (fased_home / "state.db").exists()
+
+
+def test_the_written_out_projection_version_and_file_checks_are_the_modules_own():
+    """A command that finds state.db current compares its version with the literal in
+    fased.projections, without importing every module: it must be what they compute."""
+    import importlib
+
+    from fased import projections
+
+    assert projections.projector().version == projections.VERSION, (
+        f"set fased.projections.VERSION = {projections.projector().version!r}")
+    checkers = tuple(m for m in projections.MODULES if hasattr(
+        importlib.import_module(f"fased.projections.{m}"), "check_files"))
+    assert checkers == projections.FILE_CHECKS
+
+
+def test_a_read_of_a_current_home_loads_no_projection_module(set_up):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from fased.store import Store; Store(sys.argv[1]).db()\n"
+             "print(sorted(m for m in sys.modules if m.startswith('fased.projections.')))")
+    done = subprocess.run([sys.executable, "-c", probe, str(set_up)], capture_output=True,
+                          text=True, cwd=set_up, env={"PATH": "/usr/bin:/bin",
+                                                      "PYTHONSAFEPATH": "1"})
+    assert done.returncode == 0, done.stderr
+    loaded = set(eval(done.stdout.strip()))  # a list of module names
+    assert "fased.projections.config" in loaded  # it notices hand edits of fased.json
+    assert loaded <= {"fased.projections.config", "fased.projections.agents"}, loaded
