@@ -13,7 +13,6 @@ Ranking is fased.memory.rank's.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -165,6 +164,8 @@ class MemoryIndex:
             self._drop_path(agent, path)
             con.execute("DELETE FROM files WHERE agent = ? AND path = ?", (agent, path))
             return
+        import hashlib  # only for a note that changed: a search that finds none needs none
+
         sha = hashlib.sha256(data).hexdigest()
         day = note_date(path)
         size, mtime_ns = st
