@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fased.errors import FasedError, UsageError
+from fased.settings import env_int
 
 EXTRA = "pip install 'fased[local]'"
 GGUF_MAGIC = b"GGUF"
@@ -291,7 +292,7 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
 def context_size() -> int:
     """The tokens the embedded server holds: $FASED_LOCAL_CTX, else 4096. The prompt and
     history a turn sends are planned for it (fased.params.model_window)."""
-    return _env_int("FASED_LOCAL_CTX", 4096, 256, 1 << 20)
+    return env_int("FASED_LOCAL_CTX", 4096, 256, 1 << 20)
 
 
 def decode_threads() -> int:
@@ -304,7 +305,7 @@ def decode_threads() -> int:
     87 s). /proc/loadavg's runnable count is the load now, not a minute's average, so a
     chat right after another is not throttled by its own past."""
     if os.environ.get("FASED_LOCAL_THREADS"):
-        return _env_int("FASED_LOCAL_THREADS", 1, 1, 512)
+        return env_int("FASED_LOCAL_THREADS", 1, 1, 512)
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -316,19 +317,6 @@ def decode_threads() -> int:
         running = 1
     others = max(0, running - 1)  # the reader itself is running
     return max(1, min(cpus - others, 8))
-
-
-def _env_int(name: str, default: int, lo: int, hi: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not lo <= value <= hi:
-        raise UsageError(f"{name} must be a whole number from {lo} to {hi}, not {text!r}")
-    return value
 
 
 def start_ms() -> float | None:

@@ -55,3 +55,23 @@ def queue_mode(con: sqlite3.Connection, session: str, agent: str) -> str:
     if row is not None and row[0]:
         return row[0]
     return agent_settings(con, agent)["queue"].get("mode", "followup")
+
+
+def env_int(name: str, default: int, lo: int, hi: int) -> int:
+    """A whole number from the environment variable `name` (`default` when unset or blank),
+    from `lo` to `hi`; anything else is a UsageError naming the variable, never a
+    ValueError from deep inside a command."""
+    import os
+
+    from fased.errors import UsageError
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise UsageError(f"{name} must be a whole number from {lo} to {hi}, not {text!r}")
+    return value

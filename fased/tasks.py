@@ -351,10 +351,13 @@ def _post(url: str, body: dict) -> tuple[bool, str | None, int]:
             return f"HTTP {resp.status_code}"
         return None
 
+    from fased.settings import env_int
+
+    most = env_int("FASED_WEBHOOK_ATTEMPTS", 3, 1, 100)
     session = net.session_for(url)
     with net.Deadline(net.WEBHOOK_DEADLINE) as deadline:
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(int(os.environ.get("FASED_WEBHOOK_ATTEMPTS", 3)))
+            stop=tenacity.stop_after_attempt(most)
             | (lambda state: deadline.left() <= 0),
             wait=lambda state: min(deadline.left(), tenacity.wait_random_exponential(
                 multiplier=0.2, max=5)(state)),

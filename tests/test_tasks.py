@@ -778,6 +778,17 @@ def test_webhook_500_is_retried_within_one_delivery(home, ok, tick, server, hook
     assert (d["ok"], d["attempts"]) == (True, 2)
 
 
+def test_a_bad_webhook_attempts_setting_is_one_clear_error(home, ok, tick, server, hook,
+                                                          monkeypatch):
+    monkeypatch.setenv("FASED_WEBHOOK_ATTEMPTS", "lots")
+    h = hook([200])
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", f"webhook:{h.url}")
+    result = tick("2026-03-02T09:00:00Z")
+    assert "Traceback" not in result.stderr
+    assert "FASED_WEBHOOK_ATTEMPTS must be a whole number from 1 to 100, not 'lots'" in (
+        result.stderr)
+
+
 def test_webhook_failing_now_is_delivered_on_a_later_tick(home, ok, tick, server, hook,
                                                           monkeypatch):
     monkeypatch.setenv("FASED_WEBHOOK_ATTEMPTS", "2")
