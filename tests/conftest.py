@@ -108,6 +108,21 @@ def run_process(*args: str, input: str | None = None, env: dict | None = None,
     )
 
 
+def run_together(when: str, n: int = 2) -> None:
+    """Start n `fased run --once` processes at once with the same FASED_NOW; wait for all."""
+    env = {**os.environ, "FASED_NOW": when}
+    procs = [subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+                               "main()", "run", "--once"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+    finally:
+        for p in procs:
+            p.kill()
+
+
 def events(home: Path) -> list[dict]:
     """Every event in the home's log, oldest first."""
     from fased.log import EventLog

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import events, fails, rows, run_process, ts
+from conftest import events, fails, rows, run_process, run_together, ts
 from fakeserver import Reply
 
 from fased.heartbeat import PROMPT, is_ack
@@ -161,16 +161,7 @@ def test_outside_active_hours_it_does_not_fire_and_records_nothing(at, models, o
 
 def test_two_runners_started_together_fire_each_due_time_once(beating, server):
     tick("2026-03-02T08:00:00Z")
-    env = {**os.environ, "FASED_NOW": "2026-03-02T08:30:00Z"}
-    procs = [subprocess.Popen([*FASED, "run", "--once"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=60)
-            assert p.returncode == 0, err
-    finally:
-        for p in procs:
-            p.kill()
+    run_together("2026-03-02T08:30:00Z", 3)
 
     assert len(of_type(beating, "task.fired")) == 1
     assert len(of_type(beating, "task.created")) == 1

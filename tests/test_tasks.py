@@ -5,7 +5,6 @@ to stdout/file/webhook, and `/task` in the interactive loop."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import T0, error_line, events, fails, rows, ts
+from conftest import T0, error_line, events, fails, rows, run_together, ts
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Echo, Status
@@ -456,20 +455,6 @@ def test_every_is_real_time_across_the_fall_back(home, ok, tick, at):
 
 
 # -- two runners -------------------------------------------------------------------------------
-
-def run_together(when: str, n: int = 2) -> None:
-    """Start n `fased run --once` processes at once with the same FASED_NOW; wait for all."""
-    env = {**os.environ, "FASED_NOW": when}
-    procs = [subprocess.Popen([*FASED, "run", "--once"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
-    try:
-        for p in procs:
-            _, err = p.communicate(timeout=60)
-            assert p.returncode == 0, err
-    finally:
-        for p in procs:
-            p.kill()
-
 
 def test_two_runners_started_together_fire_and_deliver_each_occurrence_once(home, ok, server,
                                                                             tmp_path):
