@@ -36,6 +36,12 @@ FIRST_RUN = "BOOTSTRAP.md"
 # templates that are only placeholders for the user to fill in: unchanged, they tell the model
 # nothing (AGENTS.md, SOUL.md, IDENTITY.md and BOOTSTRAP.md say something even unchanged)
 PLACEHOLDERS = ("TOOLS.md", "USER.md", "HEARTBEAT.md", "MEMORY.md")
+# sections of a shipped template that explain tools: left out, while the file is unchanged,
+# for a model offered no tools (a model told of tools it lacks talks about them, and every
+# token of context slows a CPU model's decoding)
+TOOL_SECTIONS = {"AGENTS.md": "## Memory"}
+NEEDS_TOOLS = "memory section needs tools"
+SHOWN = (None, "truncated", NEEDS_TOOLS)
 
 
 def estimate_tokens(text: str) -> int:
@@ -60,6 +66,9 @@ class PromptFile:
     sha: str | None = None
     text: str = ""
     reason: str | None = None
+    #: characters [start, end) of the file not sent (a tool section of a template)
+    left_out: tuple[int, int] | None = None
+    template: bool = False  # what setup wrote, unchanged
 
 
 @dataclass
@@ -151,8 +160,10 @@ def prompt_files(con: sqlite3.Connection, home: Path, agent: sqlite3.Row,
         entry.text, entry.size, entry.sha = text, len(text), sha256(text)
         if not text.strip():
             entry.reason = "blank"
-        elif name in PLACEHOLDERS and _is_template(name, data, agent, render_template):
-            entry.reason = "template"
+        elif name in PLACEHOLDERS or name in TOOL_SECTIONS:
+            entry.template = _is_template(name, data, agent, render_template)
+            if entry.template and name in PLACEHOLDERS:
+                entry.reason = "template"
     return out
 
 
@@ -170,6 +181,24 @@ def _is_template(name: str, data: bytes, agent, render) -> bool:
     except (FileNotFoundError, OSError):
         return False
     return data.strip() == template.strip()
+
+
+def _section(text: str, heading: str | None) -> tuple[int, int] | None:
+    """Where the section under `heading` (a line of its own) is in `text`: from the heading
+    to the next heading of its level, or the end."""
+    if heading is None:
+        return None
+    start = text.find(f"\n{heading}\n")
+    if start < 0:
+        return None
+    start += 1
+    level = heading.split(" ", 1)[0] + " "
+    end = text.find(f"\n{level}", start + len(heading))
+    return start, len(text) if end < 0 else end + 1
+
+
+def _span(span: tuple[int, int] | None) -> int:
+    return 0 if span is None else span[1] - span[0]
 
 
 def share_budget(sizes: list[int], per_file: int, total: int) -> list[int]:
@@ -205,18 +234,23 @@ def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, works
         for f in files:  # tools cannot, and told to, a small one only talks about it
             if f.name == FIRST_RUN and f.reason is None:
                 f.reason = "needs tools"
+            elif f.template and f.reason is None:
+                f.left_out = _section(f.text, TOOL_SECTIONS.get(f.name))
     per_file = int(settings.get("bootstrapMaxChars", FILE_MAX_CHARS))
     total = int(settings.get("bootstrapTotalMaxChars", TOTAL_MAX_CHARS))
     live = [f for f in files if f.reason is None]
-    for f, n in zip(live, share_budget([f.size for f in live], per_file, total), strict=True):
+    for f, n in zip(live, share_budget([f.size - _span(f.left_out) for f in live], per_file,
+                                       total), strict=True):
         f.injected = n
-        if n < f.size:
-            f.reason = "truncated"
-    first_run = any(f.name == FIRST_RUN and f.reason in (None, "truncated") for f in files)
+        if n < f.size - _span(f.left_out):
+            f.reason, f.left_out = "truncated", None  # cut like any file: from its start
+        elif f.left_out is not None:
+            f.reason = NEEDS_TOOLS
+    first_run = any(f.name == FIRST_RUN and f.reason in SHOWN for f in files)
     where = _sandbox_lines(home, agent, workspace, settings, turn) if tools else [
         f"Your workspace is {workspace}."]
     parts: list = [_base_section(agent, workspace, tools, settings, first_run, where)]
-    shown = [f for f in files if f.reason in (None, "truncated")]
+    shown = [f for f in files if f.reason in SHOWN]
     if shown:
         parts.append("\n# Project Context\n\nThese files are in your workspace; they are "
                      "yours and the user's to edit.\n")
@@ -229,6 +263,9 @@ def system_prompt(con: sqlite3.Connection, home: Path, agent: sqlite3.Row, works
             parts.append(f"\n[... {f.name} goes on: {f.injected:,} of {f.size:,} characters "
                          f"shown. Read the rest with the read tool: read(path=\"{f.name}\", "
                          f"offset={lines + 1})]\n")
+        elif f.left_out is not None:
+            parts.append({"file": f.sha, "start": 0, "end": f.left_out[0]})
+            parts.append({"file": f.sha, "start": f.left_out[1], "end": f.size})
         else:
             parts.append({"file": f.sha, "start": 0, "end": f.size})
     block = offered_skills(con, home, agent, workspace, _skills_cap(con), _message_of(turn),

@@ -270,6 +270,7 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
     params.verbosity = -1
     params.n_ctx = context_size()
     params.n_parallel = 1
+    params.warmup = True
     params.fit_params = False  # its dry run (fitting layers to device memory) costs ~0.4 s
     params.cpuparams.n_threads = threads if threads is not None else decode_threads()
     params.cpuparams_batch.n_threads = params.cpuparams.n_threads

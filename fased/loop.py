@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from fased.context import build_request, tools_wire
+from fased.context import SHOWN, build_request, tools_wire
 from fased.safetext import scrub
 from fased.settings import agent_settings, queue_mode
 from fased.store import Draft
@@ -260,7 +260,7 @@ class AgentLoop:
 
         seen = set()
         for f in request.system.files:
-            if f.sha and f.reason in (None, "truncated") and f.sha not in seen:
+            if f.sha and f.reason in SHOWN and f.sha not in seen:
                 seen.add(f.sha)
                 if not known(f.sha):
                     drafts.append(Draft("context.recorded", "context", {

@@ -122,6 +122,33 @@ def test_a_model_without_tools_is_not_told_to_do_the_first_run_ritual(models, ok
     assert (ws(models) / "BOOTSTRAP.md").exists()
 
 
+def test_a_model_without_tools_is_not_told_how_to_use_memory_tools(models, ok, server):
+    """AGENTS.md as setup wrote it explains write, edit, memory_search and memory_get: a
+    model offered none of them gets the rest of the file (its instructions, the heartbeat),
+    and every token of context costs a CPU model decode time. A user's own AGENTS.md goes in
+    whole, and replay rebuilds the request exactly."""
+    ref = json.loads(ok("agent", "models", "status", "--json"))["refs"][0]["ref"]
+    ok("config", "set", f'models.capabilities["{ref}"].tools', "false")
+    ok("chat", "hello")
+    system = system_of(server.requests[-1])
+    assert "memory_search" not in system and "`write` and `edit`" not in system
+    assert "## Instructions\n- Be direct." in system
+    assert "## Heartbeat\nA heartbeat is a periodic check-in" in system
+    view = {f["name"]: f for f in json.loads(ok("agent", "context", "--json"))["files"]}
+    agents = view["AGENTS.md"]
+    assert agents["reason"] == "memory section needs tools"
+    assert 0 < agents["injected"] < agents["size"] - 800
+    turn = [e for e in events(models) if e["type"] == "turn.completed"][-1]["data"]["turn"]
+    assert system in ok("replay", "--turn", turn, "--request")
+    ok("config", "set", f'models.capabilities["{ref}"].tools', "true")
+    ok("chat", "with tools")
+    assert "memory_search(query)" in system_of(server.requests[-1])
+
+    (ws(models) / "AGENTS.md").write_text("# Mine\n\n## Memory\nUse memory_search often.\n")
+    ok("chat", "again")
+    assert "Use memory_search often." in system_of(server.requests[-1])
+
+
 def test_the_first_run_file_is_followed_then_its_deletion_is_recorded_for_good(models, ok,
                                                                               server):
     assert (ws(models) / "BOOTSTRAP.md").exists()

@@ -16,6 +16,7 @@ memory search over 10,000 notes and 100,000 session messages <= 50 ms as a funct
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import statistics
@@ -222,11 +223,13 @@ def bench_local(tmp: Path, runs: int = 7) -> None:
                  ["chat", "hello"]):  # the first chat fills the prompt cache
         subprocess.run(FASED + args, env=env, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-    ms = timed(["chat", "hello"], env, runs=runs)
+    ms, said = _timed_turns(["chat", "hello"], env, runs)
     # the first message of a conversation: the prompt cache holds the system prompt, and the
     # model decodes over a short context (every turn of one session makes it longer, and
     # this model decodes ~75 tokens/s over 700 tokens of context, ~45 over 1,200)
-    fresh = timed(["chat", "--new-session", "hello"], env, runs=runs)
+    fresh, fresh_said = _timed_turns(["chat", "--new-session", "hello"], env, runs)
+    # everything but the reply: fased, the server's start, the prompt, one token
+    fixed = timed(["chat", "--new-session", "-o", "max_tokens", "1", "hello"], env, runs=runs)
     rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     starts, rates = [], []
     for _ in range(5):
@@ -237,11 +240,29 @@ def bench_local(tmp: Path, runs: int = 7) -> None:
         starts.append(float(start_ms))
         rates.append(float(rate))
     print(f"local: `fased chat hello` on the embedded {spec.name} as a whole process, "
-          f"continuing one session {ms:.0f} ms median of {runs}, in a new session each time "
-          f"{fresh:.0f} ms (target <= 1500 ms), peak RSS {rss_mb:.0f} MB "
+          f"continuing one session {ms:.0f} ms median of {runs} ({said}), in a new session "
+          f"each time {fresh:.0f} ms ({fresh_said}) (target <= 1500 ms); with a reply of one "
+          f"token {fixed:.0f} ms; peak RSS {rss_mb:.0f} MB "
           f"(target <= 400 MB); embedded server start {statistics.median(starts):.0f} ms "
           f"median of 5 (fastest {min(starts):.0f}); decoding "
           f"{statistics.median(rates):.0f} tokens/s median (llama.cpp's timings, 128 tokens)")
+
+
+def _timed_turns(args: list[str], env: dict, runs: int) -> tuple[Timing, str]:
+    """`timed` for chats with the embedded model, and how long the model's replies were: a
+    reply's length is the model's choice, and decoding it is most of the time."""
+    samples, tokens = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(FASED + args, env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
+        samples.append((time.perf_counter() - start) * 1000)
+        last = subprocess.run([*FASED, "replay", "-t", "turn.completed", "-n", "1", "--json"],
+                              env=env, capture_output=True, text=True, check=True).stdout
+        tokens.append(json.loads(last)["data"]["usage"]["output_tokens"])
+    result = Timing(statistics.median(samples))
+    result.fastest = min(samples)
+    return result, f"replies of {statistics.median(tokens):.0f} tokens median"
 
 
 # Start the embedded server in a fresh process, then decode 128 tokens: prints the start in
