@@ -156,6 +156,53 @@ def test_more_matching_words_rank_higher_and_min_score_and_n_cut(set_up, ok, run
     assert bad.exit_code == 2 and "between 1 and 100" in error_line(bad)
 
 
+def test_scores_are_bm25_with_an_idf_that_stays_positive(set_up, ok):
+    """The score of each result is BM25 (k1 1.2, b 0.75) summed over the query's words, with
+    Lucene's IDF ln(1 + (N - n + 0.5) / (n + 0.5)): computed here from the chunks' own text,
+    so a shortcut in how fased counts cannot go unseen. "cat" is in more than half the
+    chunks, where FTS5's own IDF would give it no weight."""
+    import math
+    import re
+
+    note(set_up, "memory/a.md", "cat dog cat fox\n")
+    note(set_up, "memory/b.md", "dog sun cat\n")
+    note(set_up, "memory/c.md", "cat map pen sun sun dog fox pen map map\n")
+    note(set_up, "memory/d.md", "pen\n")
+    found = results(ok, "cat sun", "-n", "10")
+    con = sqlite3.connect(set_up / "memory" / "index.db")
+    texts = {path: text for path, text in con.execute(
+        "SELECT c.path, f.text FROM chunks c JOIN fts f ON f.rowid = c.id")}
+    con.close()
+    tokens = {path: re.findall(r"\w+", text.lower()) for path, text in texts.items()}
+    average = sum(map(len, tokens.values())) / len(tokens)
+
+    def bm25(path: str) -> float:
+        score = 0.0
+        for word in ("cat", "sun"):
+            n = sum(word in t for t in tokens.values())
+            idf = math.log(1 + (len(tokens) - n + 0.5) / (n + 0.5))
+            tf = tokens[path].count(word)
+            score += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * len(tokens[path]) / average))
+        return score
+
+    assert {r["path"] for r in found} == {"memory/a.md", "memory/b.md", "memory/c.md"}
+    for r in found:
+        assert r["score"] == pytest.approx(bm25(r["path"]), rel=1e-5), r["path"]
+    assert [r["path"] for r in found] == sorted((p for p in texts if bm25(p) > 0),
+                                                key=lambda p: -bm25(p))
+
+
+def test_sqlite_varints_are_read_as_sqlite_writes_them():
+    from fased.memory.rank import _varint
+
+    assert _varint(b"\x00") == (0, 1)
+    assert _varint(b"\x7f\x05") == (127, 1)
+    assert _varint(b"\x81\x00") == (128, 2)
+    assert _varint(b"\x86\xf2\x18", 0) == (112920, 3)
+    assert _varint(b"\xff" * 8 + b"\x01") == ((1 << 64) - 255, 9)
+    assert _varint(b"\x05\x81\x01", 1) == (129, 3)
+
+
 # -- freshness ------------------------------------------------------------------------------
 
 
