@@ -43,6 +43,25 @@ class Timing(float):
         return f"{float(self):{spec}} (fastest {self.fastest:{spec}})"
 
 
+def timed_pairs(first: list[list[str]], second: list[str], env: dict,
+                runs: int = 31) -> tuple[Timing, Timing]:
+    """`timed` of two commands taken in turns (the i-th of `first`, then `second`), so that
+    both meet the same noise: this machine's speed drifts by half from minute to minute."""
+    a, b = [], []
+    for i in range(runs):
+        for args, into in ((first[i % len(first)], a), (second, b)):
+            start = time.perf_counter()
+            subprocess.run(FASED + args, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True)
+            into.append((time.perf_counter() - start) * 1000)
+    out = []
+    for samples in (a, b):
+        result = Timing(statistics.median(samples))
+        result.fastest = min(samples)
+        out.append(result)
+    return out[0], out[1]
+
+
 def timed(args: list[str], env: dict, runs: int = 21) -> Timing:
     """Median (and fastest) wall time in ms of a whole `fased` process."""
     samples = []
@@ -412,8 +431,25 @@ BENCHES = {"startup": bench_startup, "reads": bench_reads, "rebuild": bench_rebu
            "local": bench_local, "skills": bench_skills, "memory": bench_memory}
 
 
+def editable_install() -> bool:
+    """Whether the fased this python runs is an editable install (`pip install -e`), whose
+    import finder every process loads at start: ~12 ms that users' installs do not pay."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        text = distribution("fased").read_text("direct_url.json") or "{}"
+    except PackageNotFoundError:
+        return False
+    return bool(json.loads(text).get("dir_info", {}).get("editable"))
+
+
 def main(names: list[str]) -> None:
     print(f"fased benchmarks on {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    if editable_install():
+        print("note: fased is an editable install here; each whole process pays ~12 ms for its "
+              "import finder. For the figures users get, run this with the python of a "
+              "regular install (python3 -m venv /tmp/v && /tmp/v/bin/pip install . && "
+              "/tmp/v/bin/python tests/perf/run_all.py)")
     for name in names or list(BENCHES):
         with tempfile.TemporaryDirectory(prefix=f"fased-bench-{name}-") as tmp:
             BENCHES[name](Path(tmp))
