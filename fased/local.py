@@ -199,24 +199,6 @@ def server_url(model_path: str, name: str, home: Path | None = None,
         return url
 
 
-def warm(model_path: str, name: str, home: Path | None = None) -> None:
-    """Start the server for a GGUF file in a thread of its own, now, so that it loads while
-    this process does other work (llama.cpp releases the GIL while it loads); server_url
-    then waits for it. A start that fails is tried again, and reported, by server_url. The
-    thread is not a daemon: an exit meanwhile waits for the start, then stops the server."""
-    if model_path in _servers:
-        return
-    threads = decode_threads()  # counted here: the start's own thread is not yet running
-
-    def start() -> None:
-        import contextlib
-
-        with contextlib.suppress(Exception):  # server_url raises it again where it is reported
-            server_url(model_path, name, home, threads)
-
-    threading.Thread(target=start, name="fased-local-start").start()
-
-
 def _slot_file(model_path: str) -> str:
     return hashlib.sha256(model_path.encode()).hexdigest()[:16] + ".slot"
 
@@ -236,19 +218,25 @@ def save_prompt(url: str, model_path: str, home: Path) -> None:
 
 def _slot(url: str, action: str, filename: str) -> bool:
     """Save or restore the server's one slot (llama.cpp's /slots API); a cache that cannot
-    be used is only slower, never an error."""
+    be used is only slower, never an error. http.client, which the HTTP client of the turn
+    loads anyway: urllib.request would add ~40 ms of imports before the first reply."""
+    import http.client
     import json
-    import urllib.request
+    from urllib.parse import urlsplit
 
-    root = url[:-3] if url.endswith("/v1") else url
-    request = urllib.request.Request(f"{root}/slots/0?action={action}",
-                                     json.dumps({"filename": filename}).encode(),
-                                     {"Content-Type": "application/json"})
+    where = urlsplit(url)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
     try:
-        with urllib.request.urlopen(request, timeout=30) as reply:
-            return reply.status == 200
-    except OSError:
+        connection.request("POST", f"/slots/0?action={action}",
+                           json.dumps({"filename": filename}), {"Content-Type":
+                                                                "application/json"})
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status == 200
+    except (OSError, http.client.HTTPException):
         return False
+    finally:
+        connection.close()
 
 
 def _start(model_path: str, name: str, cache: Path | None, threads: int | None = None,

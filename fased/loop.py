@@ -122,7 +122,6 @@ class AgentLoop:
         refused = self._wallet_refusal(con)
         if refused is not None:
             return "turn.failed", refused
-        self.models.warm(con)
         noted_drop = False
         prompt = None
         env = None

@@ -108,21 +108,6 @@ class ModelChain:
             "message": f"every model failed ({', '.join(self.tried)}); last: "
             f"{last.message if last else 'unknown error'}", "runner": self.runner.id})
 
-    def warm(self, con) -> None:
-        """Start what the first model of the chain needs before its call (the embedded
-        llama.cpp server, in a thread of its own) while the prompt is built and the HTTP
-        client imported: on a CPU that start is the largest cost of a one-shot chat. An
-        error here is left for the call to report."""
-        if not self.claim.models:
-            return
-        try:
-            _, client = self._client(con, self.claim.models[0])
-            start = getattr(client, "warm", None)
-            if start is not None:
-                start()
-        except FasedError:
-            return
-
     def _client(self, con, ref: str):
         """(parsed ref, client) of a model, made once a turn: its connection, and a
         credential command run once, serve every step."""

@@ -36,12 +36,6 @@ class LocalClient(OpenAIClient):
 
         self.base_url = server_url(self.model_path, self.model_name, self.home)
 
-    def warm(self) -> None:
-        """Start the server now, in the background (see fased.local.warm)."""
-        from fased.local import warm
-
-        warm(self.model_path, self.model_name, self.home)
-
     def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
         self._ensure_server()
         options = kwargs.get("options") or {}
