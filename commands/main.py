@@ -261,8 +261,9 @@ class App:
             identity = None
             if self.idempotency_key is not None:
                 identity = command_line(without_output_options(self.argv))
+            argv = self.argv
             self._store = Store(self.home_option, key=self.idempotency_key,
-                                command=command_line(self.argv), identity=identity)
+                                command=lambda: command_line(argv), identity=identity)
         return self._store
 
 

@@ -129,16 +129,18 @@ class Store:
     """One fased home: its log, its projections, and who is acting (for `meta`)."""
 
     def __init__(self, home: str | os.PathLike | None = None, *, key: str | None = None,
-                 command: str | None = None, clock: Callable[[], datetime] = utc_now,
-                 identity: str | None = None):
+                 command: str | Callable[[], str] | None = None,
+                 clock: Callable[[], datetime] = utc_now, identity: str | None = None):
         self.home = ensure_home(resolve_home(home))
         self.log = EventLog(self.home)
         self.db_path = self.home / DB_NAME
         self.key = key
-        self.command = command or "fased " + " ".join(sys.argv[1:])
+        #: the command line events record (a callable: worked out when first needed, since
+        #: a command that appends nothing need not redact its arguments)
+        self._command = command or "fased " + " ".join(sys.argv[1:])
         # what an idempotency key compares: the command without options that change only
         # its output (`--json`), so a retry with or without them is the same command
-        self.identity = identity or self.command
+        self._identity = identity
         self.clock = clock
         self._key_uses = 0
         self._con: sqlite3.Connection | None = None
@@ -147,6 +149,16 @@ class Store:
         self._known_state: LogState | None = None
         self.appended = 0  # events this store appended (a damaged state.db is retried if 0)
         self.note: Callable[[str], None] = _to_stderr
+
+    @property
+    def command(self) -> str:
+        if callable(self._command):
+            self._command = self._command()
+        return self._command
+
+    @property
+    def identity(self) -> str:
+        return self._identity or self.command
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -683,4 +695,3 @@ def _base_meta(command: str) -> dict:
         _META_BASE = {"actor": actor, "host": os.uname().nodename, "pid": os.getpid(),
                       "fased": __version__}
     return {**_META_BASE, "command": command}
-

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fased.memory.chunks import chunk_text
 from fased.memory.roots import (
     MemorySettings,
     note_date,
@@ -179,6 +178,8 @@ class MemoryIndex:
         self._drop_path(agent, path)
         jd = julian(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)) if day else None
         text = data.decode("utf-8", "replace")
+        from fased.memory.chunks import chunk_text  # only when something is indexed
+
         for chunk in chunk_text(text):
             cur = con.execute(
                 "INSERT INTO chunks(agent, kind, path, start_line, end_line, day, jd, decays)"
@@ -238,6 +239,8 @@ class MemoryIndex:
     def _index_message(self, agent: str, m: sqlite3.Row) -> None:
         when = _parse(m["ts"])
         day = when.strftime("%Y-%m-%d") if when else None
+        from fased.memory.chunks import chunk_text
+
         for chunk in chunk_text(m["content"]):
             cur = self.con.execute(
                 "INSERT INTO chunks(agent, kind, session, turn, role, start_line, end_line,"
