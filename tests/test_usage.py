@@ -194,6 +194,11 @@ def test_a_turn_with_tool_steps_sums_its_model_calls(lite, ok, server):
         "bucket": "2026-11-20T10:00", "agent": "main", "session": "s-1", "model": LITE,
         "calls": 2, "input_tokens": 230, "output_tokens": 15, "costed": 2}
     assert bucket["cost"] == pytest.approx(0.003)
+    # the session's own counters say the same as `fased usage`: every call, not the last
+    [session] = [s for s in json.loads(ok("session", "list", "--json")) if s["id"] == "s-1"]
+    assert session["tokens"] == {"input": 230, "output": 15}
+    totals = json.loads(ok("usage", "--session", "s-1", "--json"))
+    assert totals["total"]["input_tokens"] == 230
 
 
 def test_one_call_without_a_cost_makes_the_turns_cost_unknown(lite, ok, server):

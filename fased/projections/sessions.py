@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 2
+VERSION = 3  # 3: a turn's tool steps count their tokens too
 
 TABLES = {
     "sessions": {
@@ -83,6 +83,17 @@ def _counted_reply(con: sqlite3.Connection, e: dict) -> None:
                          usage.get("output_tokens") or 0, d["session"]))
 
 
+def _counted_step(con: sqlite3.Connection, e: dict) -> None:
+    """A tool step's model call: its tokens count (as `fased usage` counts them), it is no
+    message of its own."""
+    d = e["data"]
+    usage = d.get("usage") or {}
+    con.execute("UPDATE sessions SET input_tokens = input_tokens + ?, output_tokens = "
+                "output_tokens + ? WHERE id = ?", (usage.get("input_tokens") or 0,
+                                                   usage.get("output_tokens") or 0,
+                                                   d["session"]))
+
+
 def _counted_partial_reply(con: sqlite3.Connection, e: dict) -> None:
     if e["data"]["partial_reply"]:
         con.execute(_COUNT, (e["ts"], 0, 0, e["data"]["session"]))
@@ -98,5 +109,6 @@ HANDLERS = {
     "session.queue_mode_set": _queue_mode_set,
     "turn.queued": _counted_question,
     "turn.completed": _counted_reply,
+    "turn.step": _counted_step,
     "turn.aborted": _counted_partial_reply,
 }
