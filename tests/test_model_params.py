@@ -177,6 +177,22 @@ def test_the_embedded_model_computes_on_the_cpus_nothing_else_is_using(
     assert local.decode_threads() == 3
 
 
+def test_a_task_runnable_for_an_instant_does_not_take_a_cpu_from_the_model(monkeypatch):
+    """One look at the runnable count catches a kworker or a shell between two commands as
+    often as a busy process: one thread decodes ~40% slower than two. A task counts only
+    when it is there at every look."""
+    from fased import local
+
+    looks = iter([3, 1, 3, 2, 3, 3])
+    monkeypatch.setattr(local, "_runnable", lambda: next(looks))
+    monkeypatch.setattr(local.time, "sleep", lambda s: None)
+    monkeypatch.setattr(local.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("FASED_LOCAL_THREADS", raising=False)
+    assert local.decode_threads() == 2
+    looks = iter([3, 3, 3, 3])
+    assert local.decode_threads() == 1  # a busy neighbour is there at every look
+
+
 def test_a_bad_local_setting_in_the_environment_is_one_clear_error(set_up, ok, run, tmp_path,
                                                                   monkeypatch):
     pytest.importorskip("xllamacpp")
