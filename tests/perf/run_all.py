@@ -448,7 +448,7 @@ def main(names: list[str]) -> None:
     if editable_install():
         print("note: fased is an editable install here; each whole process pays ~12 ms for its "
               "import finder. For the figures users get, run this with the python of a "
-              "regular install (python3 -m venv /tmp/v && /tmp/v/bin/pip install . && "
+              "regular install (python3 -m venv /tmp/v && /tmp/v/bin/pip install '.[local]' && "
               "/tmp/v/bin/python tests/perf/run_all.py)")
     for name in names or list(BENCHES):
         with tempfile.TemporaryDirectory(prefix=f"fased-bench-{name}-") as tmp:
