@@ -169,50 +169,85 @@ def _extract(wheel: Path, spec: Pullable, part: Path) -> None:
 
 # -- the embedded server ------------------------------------------------------------------------
 
-_servers: dict[str, tuple[object, str]] = {}
+_servers: dict[str, tuple[object, str, int]] = {}  # key -> (server, base URL, its context)
 _lock = threading.Lock()
 _stats: dict[str, float] = {}
 CACHE_DIR = "cache"
 LOADAVG = "/proc/loadavg"
 EMBED_CTX = 2048  # tokens of one text to embed (memory chunks are about 400)
+MIN_CTX = 1024
+CTX_STEP = 512
 
 
 def server_url(model_path: str, name: str, home: Path | None = None,
-               threads: int | None = None, embedding: bool = False) -> str:
+               threads: int | None = None, embedding: bool = False, tokens: int = 0) -> str:
     """The base URL (ending in /v1) of the embedded server for a GGUF file, started now if
-    it is not running yet in this process. With a home, the server starts with the prompt
-    the last process left in ~/.fased/models/cache/ (save_prompt keeps it): a new process
-    does not evaluate the same system prompt again, which on a CPU costs seconds."""
+    it is not running yet in this process, or not with room for `tokens` (a request's
+    estimate). With a home, the server starts with the prompt the last process left in
+    ~/.fased/models/cache/ (save_prompt keeps it): a new process does not evaluate the same
+    system prompt again, which on a CPU costs seconds."""
     key = f"{model_path}#embeddings" if embedding else model_path
     with _lock:
         running = _servers.get(key)
-        if running is not None:
+        if running is not None and (embedding or running[2] >= min(tokens, context_size())):
             return running[1]
         cache = None if home is None or embedding else home / MODELS_DIR / CACHE_DIR
         if cache is not None:
             cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        server, url = _start(model_path, name, cache, threads, embedding)
+        slot = None if cache is None else cache / _slot_file(model_path)
+        size = EMBED_CTX if embedding else context_for(tokens, _slot_tokens(slot))
+        if running is not None:  # too small for this request: a larger one takes its place
+            del _servers[key]
+            running = None  # the last reference: xllamacpp stops that server here
+        server, url = _start(model_path, name, cache, threads, embedding, size)
         if not _servers:
             atexit.register(stop_all)
-        _servers[key] = (server, url)
-        if cache is not None and (cache / _slot_file(model_path)).is_file():
-            _slot(url, "restore", _slot_file(model_path))
+        _servers[key] = (server, url, size)
+        if slot is not None and slot.is_file():
+            _slot(url, "restore", slot.name)
         return url
+
+
+def context_for(tokens: int, cached: int = 0) -> int:
+    """The context a server starts with: room for the request (`tokens`, estimated) and for
+    the prompt the cache holds (restored only whole), in steps of 512, at least 1024, at
+    most context_size(). Not simply context_size(): llama.cpp clears the whole KV cache at
+    start, and 4096 tokens of it cost 70-100 ms more than 1024 on this CPU. A later, longer
+    request starts a larger server (server_url)."""
+    wanted = max(tokens, cached, MIN_CTX)
+    return min(context_size(), -(-wanted // CTX_STEP) * CTX_STEP)
 
 
 def _slot_file(model_path: str) -> str:
     return hashlib.sha256(model_path.encode()).hexdigest()[:16] + ".slot"
 
 
-def save_prompt(url: str, model_path: str, home: Path) -> None:
-    """Keep what the server holds of the conversation for the next process: written under a
-    name of its own, then renamed, so a process starting meanwhile reads a whole file."""
+def _slot_tokens(slot: Path | None) -> int:
+    """How many tokens the saved prompt holds (its .tokens file; 0 if unknown). A count
+    that does not match the slot (another process saved between the two files) only costs
+    the cache: a restore that does not fit fails, and the prompt is evaluated again."""
+    if slot is None:
+        return 0
+    try:
+        return max(0, int(slot.with_suffix(".tokens").read_text(encoding="ascii")))
+    except (OSError, ValueError):
+        return 0
+
+
+def save_prompt(url: str, model_path: str, home: Path, tokens: int = 0) -> None:
+    """Keep what the server holds of the conversation (`tokens` of it) for the next
+    process: written under a name of its own, then renamed, so a process starting
+    meanwhile reads a whole file."""
     name = _slot_file(model_path)
     part = f"{name}.{os.getpid()}.part"
     if _slot(url, "save", part):
         import contextlib
 
         cache = home / MODELS_DIR / CACHE_DIR
+        with contextlib.suppress(OSError):
+            count = cache / f"{part}.tokens"
+            count.write_text(str(tokens), encoding="ascii")
+            os.replace(count, (cache / name).with_suffix(".tokens"))
         with contextlib.suppress(OSError):
             os.replace(cache / part, cache / name)
 
@@ -241,7 +276,7 @@ def _slot(url: str, action: str, filename: str) -> bool:
 
 
 def _start(model_path: str, name: str, cache: Path | None, threads: int | None = None,
-           embedding: bool = False) -> tuple[object, str]:
+           embedding: bool = False, size: int | None = None) -> tuple[object, str]:
     try:
         import xllamacpp
     except ImportError:
@@ -255,7 +290,7 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
     params.hostnames = ["127.0.0.1"]
     params.port = 0  # the server takes a free one and says which
     params.verbosity = -1
-    params.n_ctx = context_size()
+    params.n_ctx = size or context_size()
     params.n_parallel = 1
     # its warm-up (an empty decode) costs 60-100 ms before the server listens; the first
     # request touches the weights anyway
@@ -333,7 +368,7 @@ def stop_all() -> None:
     """Stop every embedded server of this process."""
     with _lock:
         while _servers:
-            _, (server, _) = _servers.popitem()
+            _, (server, _, _) = _servers.popitem()
             del server
 
 

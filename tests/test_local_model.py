@@ -104,6 +104,25 @@ def test_fased_run_answers_every_queued_turn_with_one_warm_server(local, ok):
     assert {e["data"]["model"] for e in completed} == {"local/smollm2-135m"}
 
 
+def test_a_long_message_grows_the_server_and_the_next_process_reuses_its_prompt(local, ok):
+    """A server starts with the context its first request needs (1024 here); a longer
+    request in the same process starts a larger one, and the next process starts with room
+    for the whole prompt the cache holds, so it can restore it."""
+    ok("chat", "--queue", "-o", "max_tokens", "4", "hi")
+    ok("chat", "--queue", "-o", "max_tokens", "4", "Repeat: " + "apple " * 700)
+    done = run_process("run", "--until-idle", timeout=300)
+    assert done.returncode == 0, done.stderr
+    completed = [e for e in events(local) if e["type"] == "turn.completed"]
+    assert len(completed) == 2, done.stderr
+    assert completed[-1]["data"]["usage"]["input_tokens"] > 1024
+    [count] = (local / "models" / "cache").glob("*.tokens")
+    held = int(count.read_text())
+    assert held >= completed[-1]["data"]["usage"]["input_tokens"]
+    again = run_process("chat", "--json", "-o", "max_tokens", "4", "and again", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["state"] == "completed"
+
+
 def test_the_embedded_model_is_offered_no_tools(local, ok):
     run_process("chat", "-o", "max_tokens", "8", "hi", timeout=120)
     kinds = [e["data"]["kind"] for e in events(local) if e["type"] == "context.recorded"]

@@ -193,6 +193,22 @@ def test_a_task_runnable_for_an_instant_does_not_take_a_cpu_from_the_model(monke
     assert local.decode_threads() == 1  # a busy neighbour is there at every look
 
 
+def test_the_embedded_server_holds_the_context_a_request_and_the_cache_need(monkeypatch):
+    """llama.cpp clears its whole KV cache at start (4096 tokens: 70-100 ms more than
+    1024): a server starts with room for the request and for the prompt the cache holds,
+    in steps of 512, never more than FASED_LOCAL_CTX."""
+    from fased import local
+
+    monkeypatch.delenv("FASED_LOCAL_CTX", raising=False)
+    assert local.context_for(0) == 1024
+    assert local.context_for(700) == 1024
+    assert local.context_for(1025) == 1536
+    assert local.context_for(300, cached=2100) == 2560  # the cache is restored whole
+    assert local.context_for(9000) == 4096
+    monkeypatch.setenv("FASED_LOCAL_CTX", "8192")
+    assert local.context_for(9000) == 8192
+
+
 def test_a_bad_local_setting_in_the_environment_is_one_clear_error(set_up, ok, run, tmp_path,
                                                                   monkeypatch):
     pytest.importorskip("xllamacpp")

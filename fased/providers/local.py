@@ -31,21 +31,24 @@ class LocalClient(OpenAIClient):
         #: the fased home, where the server keeps its prompt cache between processes
         self.home = None
 
-    def _ensure_server(self) -> None:
+    def _ensure_server(self, tokens: int = 0) -> None:
         from fased.local import server_url
 
-        self.base_url = server_url(self.model_path, self.model_name, self.home)
+        self.base_url = server_url(self.model_path, self.model_name, self.home,
+                                   tokens=tokens)
 
     def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
-        self._ensure_server()
         options = kwargs.get("options") or {}
         if kwargs.get("max_tokens") is None and options.get("max_tokens") is None:
             kwargs["max_tokens"] = self.DEFAULT_MAX_TOKENS
+        self._ensure_server(_tokens_needed(messages, kwargs.get("tools"),
+                                           options.get("max_tokens") or kwargs["max_tokens"]))
         result = super().chat(model, messages, **kwargs)
         if self.home is not None:
             from fased.local import save_prompt
 
-            save_prompt(self.base_url, self.model_path, self.home)
+            save_prompt(self.base_url, self.model_path, self.home,
+                        (result.usage.input_tokens or 0) + (result.usage.output_tokens or 0))
         return result
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
@@ -67,3 +70,13 @@ class LocalClient(OpenAIClient):
             self.last_probe_error = exc  # type: ignore[assignment]
             return "error"
         return super().probe(model, timeout=timeout)
+
+
+def _tokens_needed(messages: list[dict], tools: Any, max_tokens: int | None) -> int:
+    """A generous estimate of the context a request needs: its JSON at 3 characters a token
+    (tokenizers of small models make ~4 of English), the reply's room, and the chat
+    template's own tokens. Too low only costs a restart of the server, never the reply."""
+    import json
+
+    chars = len(json.dumps(messages, ensure_ascii=False)) + len(json.dumps(tools or []))
+    return chars // 3 + int(max_tokens or 0) + 64
