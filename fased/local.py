@@ -175,6 +175,7 @@ _stats: dict[str, float] = {}
 CACHE_DIR = "cache"
 LOADAVG = "/proc/loadavg"
 EMBED_CTX = 2048  # tokens of one text to embed (memory chunks are about 400)
+LOOKS = 4  # looks at the runnable count (decode_threads)
 MIN_CTX = 1024
 CTX_STEP = 512
 
@@ -345,9 +346,6 @@ def decode_threads() -> int:
         running = min(running, _runnable())
     others = max(0, running - 1)  # the reader itself is running
     return max(1, min(cpus - others, 8))
-
-
-LOOKS = 4
 
 
 def _runnable() -> int:

@@ -76,22 +76,22 @@ def _counted_question(con: sqlite3.Connection, e: dict) -> None:
     con.execute(_COUNT, (e["ts"], 0, 0, e["data"]["session"]))
 
 
+def _tokens(d: dict) -> tuple[int, int]:
+    usage = d.get("usage") or {}
+    return usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+
+
 def _counted_reply(con: sqlite3.Connection, e: dict) -> None:
     d = e["data"]
-    usage = d.get("usage") or {}
-    con.execute(_COUNT, (e["ts"], usage.get("input_tokens") or 0,
-                         usage.get("output_tokens") or 0, d["session"]))
+    con.execute(_COUNT, (e["ts"], *_tokens(d), d["session"]))
 
 
 def _counted_step(con: sqlite3.Connection, e: dict) -> None:
     """A tool step's model call: its tokens count (as `fased usage` counts them), it is no
     message of its own."""
     d = e["data"]
-    usage = d.get("usage") or {}
     con.execute("UPDATE sessions SET input_tokens = input_tokens + ?, output_tokens = "
-                "output_tokens + ? WHERE id = ?", (usage.get("input_tokens") or 0,
-                                                   usage.get("output_tokens") or 0,
-                                                   d["session"]))
+                "output_tokens + ? WHERE id = ?", (*_tokens(d), d["session"]))
 
 
 def _counted_partial_reply(con: sqlite3.Connection, e: dict) -> None:

@@ -43,36 +43,34 @@ class Timing(float):
         return f"{float(self):{spec}} (fastest {self.fastest:{spec}})"
 
 
+def run_ms(args: list[str], env: dict) -> float:
+    """Wall time in ms of one whole `fased` process."""
+    start = time.perf_counter()
+    subprocess.run(FASED + args, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+    return (time.perf_counter() - start) * 1000
+
+
+def summary(samples: list[float]) -> Timing:
+    result = Timing(statistics.median(samples))
+    result.fastest = min(samples)
+    return result
+
+
 def timed_pairs(first: list[list[str]], second: list[str], env: dict,
                 runs: int = 31) -> tuple[Timing, Timing]:
     """`timed` of two commands taken in turns (the i-th of `first`, then `second`), so that
     both meet the same noise: this machine's speed drifts by half from minute to minute."""
     a, b = [], []
     for i in range(runs):
-        for args, into in ((first[i % len(first)], a), (second, b)):
-            start = time.perf_counter()
-            subprocess.run(FASED + args, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, check=True)
-            into.append((time.perf_counter() - start) * 1000)
-    out = []
-    for samples in (a, b):
-        result = Timing(statistics.median(samples))
-        result.fastest = min(samples)
-        out.append(result)
-    return out[0], out[1]
+        a.append(run_ms(first[i % len(first)], env))
+        b.append(run_ms(second, env))
+    return summary(a), summary(b)
 
 
 def timed(args: list[str], env: dict, runs: int = 21) -> Timing:
     """Median (and fastest) wall time in ms of a whole `fased` process."""
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(FASED + args, env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=True)
-        samples.append((time.perf_counter() - start) * 1000)
-    result = Timing(statistics.median(samples))
-    result.fastest = min(samples)
-    return result
+    return summary([run_ms(args, env) for _ in range(runs)])
 
 
 def env_for(home: Path, **extra) -> dict:
@@ -272,16 +270,11 @@ def _timed_turns(args: list[str], env: dict, runs: int) -> tuple[Timing, str]:
     reply's length is the model's choice, and decoding it is most of the time."""
     samples, tokens = [], []
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(FASED + args, env=env, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=True)
-        samples.append((time.perf_counter() - start) * 1000)
+        samples.append(run_ms(args, env))
         last = subprocess.run([*FASED, "replay", "-t", "turn.completed", "-n", "1", "--json"],
                               env=env, capture_output=True, text=True, check=True).stdout
         tokens.append(json.loads(last)["data"]["usage"]["output_tokens"])
-    result = Timing(statistics.median(samples))
-    result.fastest = min(samples)
-    return result, f"replies of {statistics.median(tokens):.0f} tokens median"
+    return summary(samples), f"replies of {statistics.median(tokens):.0f} tokens median"
 
 
 # Start the embedded server in a fresh process, then decode 128 tokens: prints the start in
