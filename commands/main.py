@@ -356,7 +356,13 @@ def cli(ctx: click.Context, home: str | None, idempotency_key: str | None) -> No
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    cli.main(args=argv, prog_name="fased")
+    try:
+        cli.main(args=argv, prog_name="fased")
+    except SystemExit as done:
+        local = sys.modules.get("fased.local")  # loaded only where a server may run
+        if local is not None:
+            local.exit_now(done.code)
+        raise
 
 
 def _error(message: str, hint: str | None) -> None:

@@ -177,6 +177,7 @@ LOADAVG = "/proc/loadavg"
 EMBED_CTX = 2048  # tokens of one text to embed (memory chunks are about 400)
 LOOKS = 4  # looks at the runnable count (decode_threads)
 MIN_CTX = 1024
+READY_SECONDS = 30  # from Server() returning to the server answering /health
 CTX_STEP = 512
 
 
@@ -255,25 +256,45 @@ def save_prompt(url: str, model_path: str, home: Path, tokens: int = 0) -> None:
 
 def _slot(url: str, action: str, filename: str) -> bool:
     """Save or restore the server's one slot (llama.cpp's /slots API); a cache that cannot
-    be used is only slower, never an error. http.client, which the HTTP client of the turn
-    loads anyway: urllib.request would add ~40 ms of imports before the first reply."""
-    import http.client
+    be used is only slower, never an error."""
     import json
+
+    return _ask(url, "POST", f"/slots/0?action={action}", json.dumps({"filename": filename}),
+                30) == 200
+
+
+def _ask(url: str, method: str, path: str, body: str | None = None,
+         timeout: float = 5) -> int | None:
+    """One request to an embedded server: its status (None when it did not answer).
+    http.client, which the HTTP client of the turn loads anyway: urllib.request would add
+    ~40 ms of imports before the first reply."""
+    import http.client
     from urllib.parse import urlsplit
 
     where = urlsplit(url)
-    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout)
     try:
-        connection.request("POST", f"/slots/0?action={action}",
-                           json.dumps({"filename": filename}), {"Content-Type":
-                                                                "application/json"})
+        connection.request(method, path, body,
+                           {} if body is None else {"Content-Type": "application/json"})
         reply = connection.getresponse()
         reply.read()
-        return reply.status == 200
+        return reply.status
     except (OSError, http.client.HTTPException):
-        return False
+        return None
     finally:
         connection.close()
+
+
+def _await_answer(address: str, model_path: str) -> None:
+    """Wait until a new server answers /health. llama.cpp's Server() returns before its
+    loop runs, and a server stopped then hangs in its destructor (about one time in 25):
+    each server fased starts has answered before anything can stop it."""
+    deadline = time.monotonic() + READY_SECONDS
+    while _ask(address, "GET", "/health", timeout=READY_SECONDS) != 200:
+        if time.monotonic() > deadline:
+            raise FasedError(f"the embedded llama.cpp server for {model_path} started but "
+                             f"did not answer within {READY_SECONDS} s", hint=None)
+        time.sleep(0.005)
 
 
 def _start(model_path: str, name: str, cache: Path | None, threads: int | None = None,
@@ -310,8 +331,9 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
     except RuntimeError as exc:
         raise FasedError(f"the embedded llama.cpp server did not start for {model_path} "
                          f"({exc})", hint="is it a model llama.cpp can run?") from None
-    _stats["start_ms"] = (time.monotonic() - began) * 1000.0
     address = server.listening_address.rstrip("/")
+    _await_answer(address, model_path)
+    _stats["start_ms"] = (time.monotonic() - began) * 1000.0
     return server, f"{address}/v1"
 
 
@@ -368,6 +390,36 @@ def stop_all() -> None:
         while _servers:
             _, (server, _, _) = _servers.popitem()
             del server
+
+
+def exit_now(code: object) -> None:
+    """End a process whose embedded servers still run with `code` (a SystemExit's), once
+    its exit handlers ran and its output is out, without tearing the servers down: that
+    frees the tokenizer's tables one by one, ~45 ms of every one-shot chat, for memory the
+    process is giving back anyway (the prompt cache was saved after the reply). Returns,
+    for the usual exit, when no server runs or another thread that is not a daemon could
+    still be working."""
+    main = threading.main_thread()
+    if not _servers or threading.current_thread() is not main or any(
+            t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        return
+    import contextlib
+    import sys
+
+    atexit.unregister(stop_all)
+    atexit._run_exitfuncs()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code & 0xFF
+    else:  # what the interpreter does with sys.exit("message")
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        # a closed pipe or stream: nothing more can be said
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 # -- registering what was pulled ----------------------------------------------------------------
