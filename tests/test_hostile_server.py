@@ -19,6 +19,7 @@ import pytest
 from conftest import error_line, events, rows, run_process
 
 from fased.providers import Client, ProviderError, client_for
+from fased.providers.loopback import LoopbackSession
 from fased.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,7 +35,8 @@ from fakeserver import (
     StreamError,
 )
 
-FAMILIES = ["openai", "ollama", "anthropic"]
+# "loopback": the OpenAI wire over the embedded server's own transport (http.client)
+FAMILIES = ["openai", "ollama", "anthropic", "loopback"]
 HELLO = [{"role": "user", "content": "hello"}]
 KEY = "sk-test-SECRET-0123456789"
 CUT_OFF = 15.0  # seconds: "did not hang" (each drip below needs a minute or more)
@@ -42,6 +44,10 @@ T0 = "2026-03-02T08:00:00Z"
 
 
 def make(family: str, url: str, **kwargs) -> Client:
+    if family == "loopback":
+        client = make("openai", url, **kwargs)
+        client._new_session = LoopbackSession
+        return client
     base = url + "/v1" if family == "openai" else url
     kwargs.setdefault("read_timeout", 5.0)
     kwargs.setdefault("connect_timeout", 2.0)
@@ -389,7 +395,8 @@ def test_a_webhook_redirect_within_its_origin_is_followed(tasks, run, ok, server
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_model_redirect_to_another_origin_is_refused(server, other, family):
-    path = {"openai": "/v1/chat/completions", "ollama": "/api/chat",
+    path = {"openai": "/v1/chat/completions", "loopback": "/v1/chat/completions",
+            "ollama": "/api/chat",
             "anthropic": "/v1/messages"}[family]
     server.script(Redirect(other.url + path))
     with make(family, server.url) as client, pytest.raises(ProviderError) as info:

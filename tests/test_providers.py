@@ -32,6 +32,7 @@ from fased.providers.base import (
     error_fields,
     parse_retry_after,
 )
+from fased.providers.loopback import LoopbackSession
 from fased.providers.openai import SseDecoder
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,13 +50,18 @@ from fakeserver import (
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-SECRET-0123456789"
-FAMILIES = ["openai", "ollama", "anthropic"]
+# "loopback": the OpenAI wire over the embedded server's own transport (http.client)
+FAMILIES = ["openai", "ollama", "anthropic", "loopback"]
 HELLO = [{"role": "user", "content": "hello"}]
-FINISH = {"openai": "stop", "ollama": "stop", "anthropic": "end_turn"}
-LENGTH = {"openai": "length", "ollama": "length", "anthropic": "max_tokens"}
+FINISH = {"openai": "stop", "loopback": "stop", "ollama": "stop", "anthropic": "end_turn"}
+LENGTH = {"openai": "length", "loopback": "length", "ollama": "length", "anthropic": "max_tokens"}
 
 
 def make(family: str, url: str, **kwargs) -> Client:
+    if family == "loopback":
+        client = make("openai", url, **kwargs)
+        client._new_session = LoopbackSession
+        return client
     base = url + "/v1" if family == "openai" else url
     kwargs.setdefault("read_timeout", 5.0)
     kwargs.setdefault("connect_timeout", 2.0)
@@ -143,7 +149,8 @@ def test_tool_calls(server, family, stream):
     ]
     if family != "ollama":
         assert all(c.id for c in result.tool_calls)
-    assert result.finish_reason == {"openai": "tool_calls", "anthropic": "tool_use"}.get(
+    assert result.finish_reason == {"openai": "tool_calls", "loopback": "tool_calls",
+                                    "anthropic": "tool_use"}.get(
         family, "stop"
     )
 

@@ -414,10 +414,13 @@ class HttpClient(Client):
         """The pooled session, built on first use (see fased.net.session_for)."""
         with self._session_lock:
             if self._session is None:
-                session = net.session_for(self.base_url)
+                session = self._new_session()
                 session.params = dict(self.params)
                 self._session = session
             return self._session
+
+    def _new_session(self) -> requests.Session:
+        return net.session_for(self.base_url)
 
     def send(
         self, method: str, path: str, payload: dict[str, Any] | None = None, *,

@@ -31,6 +31,12 @@ class LocalClient(OpenAIClient):
         #: the fased home, where the server keeps its prompt cache between processes
         self.home = None
 
+    def _new_session(self):
+        """http.client: the server is this process's own (fased.providers.loopback)."""
+        from .loopback import LoopbackSession
+
+        return LoopbackSession()
+
     def _ensure_server(self, tokens: int = 0) -> None:
         from fased.local import server_url
 
