@@ -14,7 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from fased import net
 
@@ -64,9 +64,6 @@ class LoopbackResponse:
         self.headers = response.msg  # case-insensitive .get, like requests' headers
         self.raw = _Body(connection, response)
 
-    def iter_content(self, chunk_size: int | None = None):
-        return iter(lambda: self.raw.read1(net._READ_SIZE), b"")
-
     def close(self) -> None:
         self.raw.response.close()
         self.raw.connection.close()
@@ -88,8 +85,6 @@ class _Body:
 
 def _not_followed(url: str, location: str) -> net.NetError:
     """A redirect: the embedded server makes none, and this transport follows none."""
-    from urllib.parse import urljoin
-
     target = urljoin(url, location)
     if net.origin(target) != net.origin(url):
         return net.CrossOriginRedirect(target)
