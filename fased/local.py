@@ -177,8 +177,8 @@ LOADAVG = "/proc/loadavg"
 EMBED_CTX = 2048  # tokens of one text to embed (memory chunks are about 400)
 LOOKS = 4  # looks at the runnable count (decode_threads)
 MIN_CTX = 1024
-READY_SECONDS = 30  # from Server() returning to the server answering /health
 CTX_STEP = 512
+READY_SECONDS = 30  # from Server() returning to the server answering /health
 
 
 def server_url(model_path: str, name: str, home: Path | None = None,
@@ -257,32 +257,30 @@ def save_prompt(url: str, model_path: str, home: Path, tokens: int = 0) -> None:
 def _slot(url: str, action: str, filename: str) -> bool:
     """Save or restore the server's one slot (llama.cpp's /slots API); a cache that cannot
     be used is only slower, never an error."""
-    import json
-
-    return _ask(url, "POST", f"/slots/0?action={action}", json.dumps({"filename": filename}),
-                30) == 200
+    return _ask(url, "POST", f"/slots/0?action={action}", {"filename": filename}, 30) == 200
 
 
-def _ask(url: str, method: str, path: str, body: str | None = None,
+def _ask(url: str, method: str, path: str, payload: dict | None = None,
          timeout: float = 5) -> int | None:
-    """One request to an embedded server: its status (None when it did not answer).
-    http.client, which the HTTP client of the turn loads anyway: urllib.request would add
-    ~40 ms of imports before the first reply."""
+    """One request to an embedded server (`path` on the host of `url`): its status, None
+    when it did not answer. The transport of kind local's turns (http.client): urllib.request
+    would add ~40 ms of imports before the first reply."""
     import http.client
     from urllib.parse import urlsplit
 
+    from fased.providers.loopback import LoopbackSession
+
     where = urlsplit(url)
-    connection = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout)
     try:
-        connection.request(method, path, body,
-                           {} if body is None else {"Content-Type": "application/json"})
-        reply = connection.getresponse()
-        reply.read()
-        return reply.status
+        reply = LoopbackSession().request(method, f"{where.scheme}://{where.netloc}{path}",
+                                          json=payload, timeout=(timeout, timeout))
+        try:
+            reply.raw.response.read()
+        finally:
+            reply.close()
+        return reply.status_code
     except (OSError, http.client.HTTPException):
         return None
-    finally:
-        connection.close()
 
 
 def _await_answer(address: str, model_path: str) -> None:
