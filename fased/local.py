@@ -14,6 +14,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,32 +183,50 @@ READY_SECONDS = 30  # from Server() returning to the server answering /health
 
 
 def server_url(model_path: str, name: str, home: Path | None = None,
-               threads: int | None = None, embedding: bool = False, tokens: int = 0) -> str:
+               threads: int | None = None, embedding: bool = False, tokens: int = 0,
+               need: Callable[[str], int | None] | None = None) -> str:
     """The base URL (ending in /v1) of the embedded server for a GGUF file, started now if
-    it is not running yet in this process, or not with room for `tokens` (a request's
-    estimate). With a home, the server starts with the prompt the last process left in
+    it is not running yet in this process, or not with room for the request.
+
+    `tokens` is the request's estimate, by its characters; `need(url)`, when given, counts
+    them exactly with the server itself (its chat template and tokenizer; None when it
+    cannot say). An estimate is wrong both ways: three characters a token is generous for
+    English, and a third of what Chinese takes, and a request the context cannot hold fails
+    (llama.cpp refuses it). So a server that the count says is too small makes way for a
+    larger one, up to context_size(), and one that only the estimate finds too small stays.
+    With a home, a server starts with the prompt the last process left in
     ~/.fased/models/cache/ (save_prompt keeps it): a new process does not evaluate the same
     system prompt again, which on a CPU costs seconds."""
     key = f"{model_path}#embeddings" if embedding else model_path
     with _lock:
-        running = _servers.get(key)
-        if running is not None and (embedding or running[2] >= min(tokens, context_size())):
-            return running[1]
-        cache = None if home is None or embedding else home / MODELS_DIR / CACHE_DIR
-        if cache is not None:
-            cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        slot = None if cache is None else cache / _slot_file(model_path)
-        size = EMBED_CTX if embedding else context_for(tokens, _slot_tokens(slot))
-        if running is not None:  # too small for this request: a larger one takes its place
-            del _servers[key]
-            running = None  # the last reference: xllamacpp stops that server here
-        server, url = _start(model_path, name, cache, threads, embedding, size)
-        if not _servers:
-            atexit.register(stop_all)
-        _servers[key] = (server, url, size)
-        if slot is not None and slot.is_file():
-            _slot(url, "restore", slot.name)
-        return url
+        if key not in _servers:
+            _replace(key, model_path, name, home, threads, embedding, tokens)
+        if embedding:
+            return _servers[key][1]
+        exact = None if need is None else need(_servers[key][1])
+        room = tokens if exact is None else exact
+        if _servers[key][2] < min(room, context_size()):
+            _replace(key, model_path, name, home, threads, embedding, room)
+        return _servers[key][1]
+
+
+def _replace(key: str, model_path: str, name: str, home: Path | None, threads: int | None,
+             embedding: bool, tokens: int) -> None:
+    """Start the server `key` names with room for `tokens`, in place of the one running."""
+    cache = None if home is None or embedding else home / MODELS_DIR / CACHE_DIR
+    if cache is not None:
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    slot = None if cache is None else cache / _slot_file(model_path)
+    size = EMBED_CTX if embedding else context_for(tokens, _slot_tokens(slot))
+    # a server too small for the request stops here, before the larger one starts: the
+    # registry held its last reference
+    _servers.pop(key, None)
+    server, url = _start(model_path, name, cache, threads, embedding, size)
+    if not _servers:
+        atexit.register(stop_all)
+    _servers[key] = (server, url, size)
+    if slot is not None and slot.is_file():
+        _slot(url, "restore", slot.name)
 
 
 def context_for(tokens: int, cached: int = 0) -> int:
@@ -263,8 +282,16 @@ def _slot(url: str, action: str, filename: str) -> bool:
 def _ask(url: str, method: str, path: str, payload: dict | None = None,
          timeout: float = 5) -> int | None:
     """One request to an embedded server (`path` on the host of `url`): its status, None
-    when it did not answer. The transport of kind local's turns (http.client): urllib.request
-    would add ~40 ms of imports before the first reply."""
+    when it did not answer."""
+    answered = _exchange(url, method, path, payload, timeout)
+    return None if answered is None else answered[0]
+
+
+def _exchange(url: str, method: str, path: str, payload: dict | None,
+              timeout: float) -> tuple[int, bytes] | None:
+    """One request to an embedded server: (status, body), None when it did not answer.
+    The transport of kind local's turns (http.client): urllib.request would add ~40 ms of
+    imports before the first reply."""
     import http.client
     from urllib.parse import urlsplit
 
@@ -275,12 +302,35 @@ def _ask(url: str, method: str, path: str, payload: dict | None = None,
         reply = LoopbackSession().request(method, f"{where.scheme}://{where.netloc}{path}",
                                           json=payload, timeout=(timeout, timeout))
         try:
-            reply.raw.response.read()
+            return reply.status_code, reply.raw.response.read()
         finally:
             reply.close()
-        return reply.status_code
     except (OSError, http.client.HTTPException):
         return None
+
+
+def count_tokens(url: str, request: dict) -> int | None:
+    """The tokens of a chat request's prompt as the server at `url` makes it: its chat
+    template applied (/apply-template), then tokenized (/tokenize); a few milliseconds.
+    None when the server cannot say."""
+    prompt = _json_of(_exchange(url, "POST", "/apply-template", request, 30)).get("prompt")
+    if not isinstance(prompt, str):
+        return None
+    tokens = _json_of(_exchange(url, "POST", "/tokenize", {
+        "content": prompt, "add_special": True, "parse_special": True}, 30)).get("tokens")
+    return len(tokens) if isinstance(tokens, list) else None
+
+
+def _json_of(answered: tuple[int, bytes] | None) -> dict:
+    import json
+
+    if answered is None or answered[0] != 200:
+        return {}
+    try:
+        data = json.loads(answered[1])
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _await_answer(address: str, model_path: str) -> None:

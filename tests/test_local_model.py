@@ -152,6 +152,48 @@ def test_the_embedded_model_embeds_memory_for_semantic_search(local, ok):
     assert chat.returncode == 0, chat.stderr
 
 
+def test_a_message_that_takes_more_tokens_than_characters_is_answered(local):
+    """The server's size is estimated by characters (three a token); this model's tokenizer
+    takes about two tokens for a Chinese character, so the estimate started a server of
+    1024 tokens for a prompt of ~3,000, and llama.cpp refused the request. The server counts
+    the prompt itself now, and a larger one starts."""
+    message = "请把这段话翻译成英文：" + "我们今天去公园散步，天气很好。" * 90
+    done = run_process("chat", "--json", "-o", "max_tokens", "4", message, timeout=300)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["state"] == "completed", reply
+    assert reply["usage"]["input_tokens"] > 2 * 1024
+
+
+# the room a request needs, counted by the server: a count that fits keeps the server
+COUNTED = """
+import json, sys
+from fased import local
+model = sys.argv[1]
+first = local.server_url(model, "m", tokens=100)
+kept = local.server_url(model, "m", tokens=3000, need=lambda url: 600)
+grown = local.server_url(model, "m", tokens=100, need=lambda url: 1500)
+request = {"messages": [{"role": "system", "content": "Be brief. " * 50},
+                        {"role": "user", "content": "hello"}]}
+counted = local.count_tokens(grown, request)
+answer = local._exchange(grown, "POST", "/v1/chat/completions",
+                         {**request, "max_tokens": 1}, 60)
+print(json.dumps({"kept": kept == first, "grown": grown != first,
+                  "size": local._servers[model][2], "counted": counted,
+                  "prompt_tokens": json.loads(answer[1])["usage"]["prompt_tokens"]}))
+"""
+
+
+def test_the_server_counts_a_request_and_grows_only_when_the_count_needs_it(pulled):
+    done = subprocess.run([sys.executable, "-P", "-c", COUNTED, str(pulled)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["kept"] is True  # only the estimate found 1024 too small
+    assert seen["grown"] is True and seen["size"] == 1536
+    assert seen["counted"] == seen["prompt_tokens"] > 50
+
+
 # servers started and stopped at once, in a process of their own (a hang must not hang pytest)
 START_STOP = """
 import sys

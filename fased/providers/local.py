@@ -37,18 +37,20 @@ class LocalClient(OpenAIClient):
 
         return LoopbackSession()
 
-    def _ensure_server(self, tokens: int = 0) -> None:
+    def _ensure_server(self, tokens: int = 0, need=None) -> None:
         from fased.local import server_url
 
         self.base_url = server_url(self.model_path, self.model_name, self.home,
-                                   tokens=tokens)
+                                   tokens=tokens, need=need)
 
     def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
         options = kwargs.get("options") or {}
         if kwargs.get("max_tokens") is None and options.get("max_tokens") is None:
             kwargs["max_tokens"] = self.DEFAULT_MAX_TOKENS
-        self._ensure_server(_tokens_needed(messages, kwargs.get("tools"),
-                                           options.get("max_tokens") or kwargs["max_tokens"]))
+        room = options.get("max_tokens") or kwargs["max_tokens"]
+        tools = kwargs.get("tools")
+        self._ensure_server(_tokens_needed(messages, tools, room),
+                            lambda url: self._counted(url, model, messages, tools, room))
         result = super().chat(model, messages, **kwargs)
         if self.home is not None:
             from fased.local import save_prompt
@@ -56,6 +58,16 @@ class LocalClient(OpenAIClient):
             save_prompt(self.base_url, self.model_path, self.home,
                         (result.usage.input_tokens or 0) + (result.usage.output_tokens or 0))
         return result
+
+    def _counted(self, url: str, model: str, messages: list[dict], tools: Any,
+                 room: int) -> int | None:
+        """The context the request needs, counted by the running server itself: its prompt
+        (fased.local.count_tokens) and the reply's room; None when it cannot say."""
+        from fased.local import count_tokens
+
+        _, payload = self._chat_request(model, messages, False, None, tools)
+        counted = count_tokens(url, payload)
+        return None if counted is None else counted + int(room)
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """Vectors from a second server of the same file, started with embeddings on."""
@@ -79,9 +91,11 @@ class LocalClient(OpenAIClient):
 
 
 def _tokens_needed(messages: list[dict], tools: Any, max_tokens: int | None) -> int:
-    """A generous estimate of the context a request needs: its JSON at 3 characters a token
-    (tokenizers of small models make ~4 of English), the reply's room, and the chat
-    template's own tokens. Too low only costs a restart of the server, never the reply."""
+    """An estimate of the context a request needs, for the size a server starts with: its
+    JSON at 3 characters a token (tokenizers of small models make ~4 of English, but half a
+    character of Chinese), the reply's room, and the chat template's own tokens. The server
+    then counts the request exactly (_counted): an estimate too low costs a restart of the
+    server, never the reply."""
     import json
 
     chars = len(json.dumps(messages, ensure_ascii=False)) + len(json.dumps(tools or []))
