@@ -66,6 +66,7 @@ class TurnResult:
     attempts: int = 0
     error_class: str | None = None
     error: str | None = None
+    hint: str | None = None  # what to do about the error, when the failure says
     context_dropped: int = 0
     merged: list[str] = field(default_factory=list)
     replaced_chars: int = 0
@@ -318,7 +319,8 @@ class Runner:
             usage=data.get("usage") or {}, finish_reason=data.get("finish_reason"),
             latency_ms=data.get("latency_ms"), ttft_ms=data.get("ttft_ms"),
             attempts=data.get("attempts", call.attempts), error_class=data.get("error_class"),
-            error=data.get("message"), context_dropped=data.get("context_dropped", 0),
+            error=data.get("message"), hint=data.get("hint"),
+            context_dropped=data.get("context_dropped", 0),
             merged=claim.merged, replaced_chars=data.get("replaced_chars", 0), calls=calls,
             steps=data.get("steps", 1 if state == "completed" else 0))
 
@@ -377,7 +379,7 @@ def require_success(result: TurnResult) -> TurnResult:
         if result.error_class == "models_failed":
             raise ModelsFailedError(result.error or "every model failed",
                                     hint="`fased agent models status --probe` shows why")
-        raise FasedError(result.error or "the turn failed")
+        raise FasedError(result.error or "the turn failed", hint=result.hint)
     return result
 
 

@@ -88,7 +88,8 @@ class ModelChain:
                 if kind in NO_FALLBACK:
                     raise TurnFailed({
                         "error_class": kind, "message": exc.message, "attempts": self.attempts,
-                        "models_tried": list(self.tried), "runner": self.runner.id}) from None
+                        "models_tried": list(self.tried), "runner": self.runner.id,
+                        **({"hint": exc.hint} if exc.hint else {})}) from None
                 until = format_ts(self.runner.clock() + timedelta(seconds=self.cooldown))
                 # a configuration error (an unset key variable) is the user's to fix, and
                 # sent nothing: the next turn after the fix must not skip the model

@@ -500,6 +500,24 @@ def test_bad_request_fails_without_fallback(models, run, server):
         "bad_request", 1, [PRIMARY])
 
 
+def test_a_conversation_too_long_for_the_model_says_what_to_do(models, run, server):
+    """A context-length refusal ends the turn (no fallback can take the same prompt) with the
+    provider error's hint, which the turn's error line lost."""
+    server.script_for("fake-model", Status(400, body={"error": "input too long for the "
+                                                     "context window"}))
+
+    result = run("chat", "hi")
+
+    assert result.exit_code == 1
+    no_traceback(result)
+    assert "context length exceeded" in result.stderr
+    assert "the conversation is too long for this model; shorten it or use a bigger one" in (
+        result.stderr)
+    failed = of_type(models, "turn.failed")[0]["data"]
+    assert failed["error_class"] == "context_length"
+    assert failed["hint"].startswith("the conversation is too long")
+
+
 def test_timeout_is_retried(models, ok, run, server):
     ok("config", "set", "agents.defaults.timeoutSeconds", "1")
     server.script(Hang(5), Reply("in time"))

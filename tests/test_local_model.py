@@ -155,14 +155,21 @@ def test_the_embedded_model_embeds_memory_for_semantic_search(local, ok):
 def test_a_message_that_takes_more_tokens_than_characters_is_answered(local):
     """The server's size is estimated by characters (three a token); this model's tokenizer
     takes about two tokens for a Chinese character, so the estimate started a server of
-    1024 tokens for a prompt of ~3,000, and llama.cpp refused the request. The server counts
+    1024 tokens for a prompt of ~1,700, and llama.cpp refused the request. The server counts
     the prompt itself now, and a larger one starts."""
-    message = "请把这段话翻译成英文：" + "我们今天去公园散步，天气很好。" * 90
+    message = "请把这段话翻译成英文：" + "我们今天去公园散步，天气很好。" * 40
     done = run_process("chat", "--json", "-o", "max_tokens", "4", message, timeout=300)
     assert done.returncode == 0, done.stderr
     reply = json.loads(done.stdout)
     assert reply["state"] == "completed", reply
-    assert reply["usage"]["input_tokens"] > 2 * 1024
+    assert reply["usage"]["input_tokens"] > 1024
+    # one the server cannot hold at all: what to do about it
+    small = run_process("chat", "-o", "max_tokens", "4", message,
+                        env={"FASED_LOCAL_CTX": "1024"}, timeout=300)
+    assert small.returncode == 1
+    assert "exceeds the available context size (1024 tokens)" in small.stderr
+    assert ("Hint: the embedded server holds at most 1024 tokens: set FASED_LOCAL_CTX higher"
+            in small.stderr)
 
 
 # the room a request needs, counted by the server: a count that fits keeps the server

@@ -353,6 +353,19 @@ def test_context_length(server, family, message):
     assert plain.kind == "bad_request" and not plain.retryable
 
 
+@pytest.mark.parametrize("family", ["openai", "loopback"])
+def test_llamacpp_refusing_a_prompt_larger_than_its_context_is_context_length(server, family):
+    """llama.cpp's server (and so the embedded model's) says "context size" and names its
+    own error type; that was a plain bad request."""
+    server.script(Status(400, body={"error": {
+        "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 2995,
+        "n_ctx": 1024, "message": "request (2995 tokens) exceeds the available context size "
+        "(1024 tokens), try increasing it"}}))
+    err = fail(make(family, server.url))
+    assert err.kind == "context_length" and not err.retryable
+    assert "2995 tokens" in err.message
+
+
 def test_error_object_with_200(server):
     server.script(Status(200, body={"error": {"message": "upstream died", "code": 502}}))
     err = fail(make("openai", server.url), stream=False)

@@ -393,6 +393,8 @@ class StreamParser:
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
+    "exceed_context_size",  # llama.cpp's server: "... exceeds the available context size"
+    "context size",
     "maximum context length",
     "context length",
     "context window",

@@ -7,7 +7,7 @@ from typing import Any
 
 from fased.errors import FasedError
 
-from .base import ChatResult
+from .base import ChatResult, ProviderError
 from .openai import OpenAIClient
 
 
@@ -51,7 +51,16 @@ class LocalClient(OpenAIClient):
         tools = kwargs.get("tools")
         self._ensure_server(_tokens_needed(messages, tools, room),
                             lambda url: self._counted(url, model, messages, tools, room))
-        result = super().chat(model, messages, **kwargs)
+        try:
+            result = super().chat(model, messages, **kwargs)
+        except ProviderError as exc:
+            if exc.kind == "context_length":
+                from fased.local import context_size
+
+                exc.hint = (f"the embedded server holds at most {context_size()} tokens: "
+                            "set FASED_LOCAL_CTX higher, or start a new session "
+                            "(fased chat --new-session)")
+            raise
         if self.home is not None:
             from fased.local import save_prompt
 
