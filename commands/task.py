@@ -61,7 +61,8 @@ def _schedule_options(fn):
         click.option("--deliver", metavar="TARGET",
                      help="Also send the reply to stdout, file:PATH, webhook:URL or channel "
                      "(the chat the session came from: the default for such a session; "
-                     "none: no delivery)."),
+                     "none: no delivery). A webhook's URL is kept in credentials.json; the "
+                     "log shows its origin."),
     ]):
         fn = option(fn)
     return fn
@@ -87,14 +88,14 @@ def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep
       fased task new --every 1d --message "summary" --deliver file:/tmp/summary.txt
     """
     from fased.schedule import parse_schedule
-    from fased.tasks import check_target, create_drafts
+    from fased.tasks import check_target, create_drafts, keep_webhook, recorded_target
 
     if not message:
         raise UsageError("a task needs --message TEXT")
     st = store()
     now = st.clock()
     schedule = parse_schedule(cron=cron, every=every, at=at, tz=tz, now=now)
-    deliver = check_target(deliver)
+    deliver, webhook = recorded_target(check_target(deliver))
     made: list[str] = []
 
     def decide(con):
@@ -104,7 +105,10 @@ def new(agent, session, cron, tz, every, at, message, name, model, deliver, keep
         made.append(task_id)
         return drafts
 
-    outcome = st.transact(decide)
+    with st.log.locked():  # the webhook's URL and the task that posts to it land together
+        outcome = st.transact(decide)
+        if webhook and not outcome.replayed:
+            keep_webhook(st, made[-1], webhook)
     created = next(e["data"] for e in outcome.events if e["type"] == "task.created")
     if json_:
         echo_json({"task": created["task"], "agent": created["agent"],
@@ -512,7 +516,15 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
     from fased.schedule import next_run, parse_schedule
     from fased.sessions import get_session
     from fased.store import Draft
-    from fased.tasks import check_target, get_task, require_active, schedule_of, session_target
+    from fased.tasks import (
+        check_target,
+        get_task,
+        keep_webhook,
+        recorded_target,
+        require_active,
+        schedule_of,
+        session_target,
+    )
     from fased.timeparse import format_ts
 
     st = store()
@@ -525,6 +537,9 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
         new_schedule = parse_schedule(cron=cron, every=every, at=at, tz=tz, now=now)
     elif tz:
         raise UsageError("--tz goes with --cron or --at")
+
+    target, webhook = recorded_target(
+        check_target(deliver) if deliver not in (None, "", "none") else None)
 
     def decide(con):
         from fased.heartbeat import refuse_change
@@ -546,7 +561,7 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
         if model is not None:
             data["model"] = check_ref_for_agent(con, model) if model else None
         if deliver is not None:
-            data["deliver"] = check_target(deliver) if deliver not in ("", "none") else None
+            data["deliver"] = target
         if keep_after_run is not None:
             data["keep_after_run"] = keep_after_run
         if session is not None:
@@ -557,5 +572,8 @@ def edit(task_id, session, cron, tz, every, at, message, name, model, deliver, k
             raise UsageError("nothing to change", hint="give any option of `fased task new`")
         return [Draft("task.updated", f"task:{row['id']}", data)]
 
-    st.transact(decide)
+    with st.log.locked():  # a new webhook's URL and the change land together
+        outcome = st.transact(decide)
+        if deliver is not None and not outcome.replayed:
+            keep_webhook(st, task_id, webhook)
     click.echo(f"Updated {task_id}.")

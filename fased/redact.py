@@ -40,6 +40,7 @@ _PATH_TOKEN = re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+")
 _MIN_SECRET = 4  # shorter values would blank out ordinary words
 _MIN_ELIDED = 8  # a secret this long is worth recognising from a prefix or suffix
 _URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>]*")
+_WEBHOOK = re.compile(r"(?i)\b(webhook:)([a-z][a-z0-9+.-]*://[^\s'\"<>]*)")  # --deliver
 _TOKEN = re.compile(r"[^\s&?=;,:\"'<>()\[\]{}|]+")
 _ELISION = re.compile(r"\*{2,}|\.{3,}|…+|•{2,}")
 # A Basic token is base64 (a digit, '+', '/', '=' or a capital inside): "Basic
@@ -87,6 +88,18 @@ def mask_url(url: str) -> str:
                                                                  else hash_))
 
 
+def mask_webhook(url: str) -> str:
+    """A webhook URL as safe to show: its origin, then `/***` for everything after it. The
+    whole URL is a credential: Slack's and Discord's carry their secret in the path, others
+    a token in the query or a password before the host."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return MASK
+    host = rest.partition("/")[0].partition("?")[0].partition("#")[0].rpartition("@")[2]
+    origin = f"{scheme}://{host}"
+    return url if url in (origin, origin + "/") else f"{origin}/{MASK}"
+
+
 def mask_urls(text: str) -> str:
     """Every URL in free text masked with mask_url."""
     return _URL.sub(lambda m: mask_url(m.group(0)), text)
@@ -126,6 +139,7 @@ def mask_argument(arg: str) -> str:
     secret-looking NAME= (`api_key=...`, `--option=TOKEN=...`) outside a URL."""
     if "=" not in arg and "://" not in arg:
         return arg
+    arg = _WEBHOOK.sub(lambda m: m.group(1) + mask_webhook(m.group(2)), arg)
     arg = mask_urls(arg)
     urls = [m.span() for m in _URL.finditer(arg)]
     start = 0
@@ -236,6 +250,13 @@ def mask_event(event: dict) -> dict:
     elif event.get("type") == "credential.set" and isinstance(data.get("command"), str) and \
             literal_secret(data["command"]):
         masked_data = {**data, "command": MASK}
+    else:  # a task's webhook, which fased 0.4.0 recorded whole (fased.tasks.recorded_target)
+        key = "target" if event.get("type") == "task.delivered" else "deliver"
+        target = data.get(key) if str(event.get("type", "")).startswith("task.") else None
+        if isinstance(target, str) and target.startswith("webhook:"):
+            shown = "webhook:" + mask_webhook(target.partition(":")[2])
+            if shown != target:
+                masked_data = {**data, key: shown}
     command = meta.get("command")
     # Every secret this masks sits in a NAME=VALUE or a URL: most commands have neither.
     if isinstance(command, str) and ("=" in command or "://" in command):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fased.agents import get_agent
 from fased.chat import new_turn_id
-from fased.errors import ConflictError, NotFoundError, UsageError
+from fased.errors import ConflictError, FasedError, NotFoundError, UsageError
 from fased.schedule import Schedule, due_occurrences, next_run, parse_schedule
 from fased.sessions import ensure_session
 from fased.store import Draft, Store
@@ -48,6 +48,51 @@ def check_target(target: str | None) -> str | None:
         except UsageError as exc:
             raise UsageError(f"invalid delivery target: {exc.message}", hint=hint) from None
     raise UsageError(f"invalid delivery target {target!r}", hint=hint)
+
+
+def recorded_target(target: str | None) -> tuple[str | None, str | None]:
+    """(the target the log records, the webhook URL credentials.json keeps, or None).
+
+    A webhook's URL is a credential (fased.redact.mask_webhook): the log, and so `task
+    show`, `replay` and each delivery's record, holds its origin (`webhook:https://host/
+    ***`), and credentials.json (0600) the URL, under the task, as it holds provider keys
+    and bot tokens."""
+    from fased.redact import mask_webhook
+
+    if not target or not target.startswith("webhook:"):
+        return target, None
+    url = target.partition(":")[2]
+    shown = mask_webhook(url)
+    return f"webhook:{shown}", (None if shown == url else url)
+
+
+def keep_webhook(store: Store, task_id: str, url: str | None) -> None:
+    """Keep a task's webhook URL in credentials.json, or forget it (None). The caller holds
+    the log lock, so the URL and the event that refers to it land together."""
+    from fased.models import load_credentials, save_credentials
+
+    data = load_credentials(store.home)
+    hooks = data.setdefault("tasks", {})
+    if url:
+        hooks[task_id] = {"webhook": url}
+    elif hooks.pop(task_id, None) is None:
+        return
+    save_credentials(store.home, data)
+
+
+def webhook_url(home: Path, task_id: str, recorded: str) -> str:
+    """The URL a task's reply is posted to: credentials.json's, when its origin is the one
+    recorded; else the recorded URL itself (fased 0.4.0 and older recorded it whole)."""
+    from fased.models import load_credentials
+    from fased.redact import MASK, mask_webhook
+
+    kept = ((load_credentials(home).get("tasks") or {}).get(task_id) or {}).get("webhook")
+    if isinstance(kept, str) and f"webhook:{mask_webhook(kept)}" == f"webhook:{recorded}":
+        return kept
+    if recorded.endswith(f"/{MASK}"):
+        raise FasedError(f"the webhook URL of {task_id} is missing from credentials.json",
+                         hint=f"give it again: fased task edit {task_id} --deliver webhook:URL")
+    return recorded
 
 
 def session_target(con: sqlite3.Connection, session: str, deliver: str | None) -> str | None:
@@ -272,7 +317,7 @@ def _deliver_and_record(store: Store, row, emit: Callable[[dict], None]) -> dict
 
             ok, error, attempts = deliver_task(store, row)
         else:
-            ok, error, attempts = deliver(row, emit)
+            ok, error, attempts = deliver(row, emit, store.home)
     except Exception as exc:
         # a failed delivery, recorded like any other: it must not take the runner down
         from fased.safetext import describe
@@ -296,7 +341,7 @@ def _delivery_lock(home: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def deliver(row, emit: Callable[[dict], None]) -> tuple[bool, str | None, int]:
+def deliver(row, emit: Callable[[dict], None], home: Path) -> tuple[bool, str | None, int]:
     """Send one reply to its target: (ok, error, attempts made)."""
     target = row["deliver"]
     if target == "stdout":
@@ -310,7 +355,11 @@ def deliver(row, emit: Callable[[dict], None]) -> tuple[bool, str | None, int]:
             return True, None, 1
         except OSError as exc:
             return False, f"{rest}: {exc.strerror}", 1
-    return _post(rest, {
+    try:
+        url = webhook_url(home, row["task"], rest)
+    except FasedError as exc:  # counts as a try, so that ticks give up on it in time
+        return False, exc.message, 1
+    return _post(url, {
         "task": row["task"], "agent": row["agent"], "session": row["session"],
         "turn": row["turn"], "occurrence": row["occurrence"], "model": row["model_used"],
         "reply": row["reply"]})

@@ -4,6 +4,7 @@ to stdout/file/webhook, and `/task` in the interactive loop."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -51,6 +52,7 @@ class Hook:
         self.default = default
         self.delay = delay
         self.bodies: list[dict] = []
+        self.requests: list[tuple[str, str | None]] = []  # (path, Authorization)
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +62,7 @@ class Hook:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 hook.bodies.append(json.loads(body))
+                hook.requests.append((self.path, self.headers.get("Authorization")))
                 time.sleep(hook.delay)
                 code = hook.codes.popleft() if hook.codes else hook.default
                 self.send_response(code)
@@ -750,8 +753,82 @@ def test_webhook_delivery_posts_json(home, ok, tick, server, hook):
                          "occurrence": ts("2026-03-02T09:00:00Z"), "model": "ollama/fake-model",
                          "reply": DEFAULT_TEXT}]
     [d] = [e["data"] for e in of_type(home, "task.delivered")]
-    assert (d["ok"], d["attempts"], d["error"], d["target"]) == (True, 1, None,
-                                                                 f"webhook:{h.url}")
+    assert (d["ok"], d["attempts"], d["error"], d["target"]) == (True, 1, None, shown(h.url))
+
+
+def shown(url: str) -> str:
+    """How a webhook target is recorded and shown: its origin, the rest masked."""
+    return "webhook:" + url.rsplit("/", 1)[0] + "/***"
+
+
+def test_a_webhook_url_is_a_credential_kept_out_of_the_log(home, ok, tick, server, hook):
+    """Slack's and Discord's webhook URLs carry their secret in the path, others a token in
+    the query or a password before the host: the whole URL went into task.created, every
+    task.delivered, `task show` and the projection. The log holds its origin now, and
+    credentials.json (0600) the URL, which the reply is posted to."""
+    h = hook()
+    port = h.url.split(":")[2].split("/")[0]
+    url = f"http://bot:pa55word@127.0.0.1:{port}/services/T01/B02/s3cretPathT0ken?token=abc123q"
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", f"webhook:{url}")
+    origin = f"http://127.0.0.1:{port}"
+    assert f"Deliver:     webhook:{origin}/***" in ok("task", "show", "task-1")
+    assert task_json(ok)["deliver"] == f"webhook:{origin}/***"
+    creds = home / "credentials.json"
+    assert json.loads(creds.read_text())["tasks"] == {"task-1": {"webhook": url}}
+    assert creds.stat().st_mode & 0o777 == 0o600
+
+    assert tick("2026-03-02T09:00:00Z").exit_code == 0
+
+    assert h.requests == [("/services/T01/B02/s3cretPathT0ken?token=abc123q",
+                           "Basic " + base64.b64encode(b"bot:pa55word").decode())]
+    [d] = [e["data"] for e in of_type(home, "task.delivered")]
+    assert (d["ok"], d["target"]) == (True, f"webhook:{origin}/***")
+    recorded = b"".join(p.read_bytes() for p in (home / "log").rglob("*") if p.is_file())
+    recorded += (home / "state.db").read_bytes()
+    for secret in (b"pa55word", b"s3cretPathT0ken", b"abc123q"):
+        assert secret not in recorded
+
+
+def test_a_webhook_changed_or_dropped_by_task_edit_changes_its_credential(home, ok, tick,
+                                                                          server, hook):
+    first, second = hook(), hook()
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver",
+             f"webhook:{first.url}?key=one")
+    ok("task", "edit", "task-1", f"--deliver=webhook:{second.url}?key=two")
+    assert tick("2026-03-02T09:00:00Z").exit_code == 0
+    assert (first.requests, [p for p, _ in second.requests]) == ([], ["/hook?key=two"])
+    ok("task", "edit", "task-1", "--deliver", "stdout")
+    assert json.loads((home / "credentials.json").read_text())["tasks"] == {}
+    assert b"key=two" not in b"".join(p.read_bytes() for p in (home / "log").rglob("*")
+                                       if p.is_file())
+
+
+def test_a_webhook_url_missing_from_credentials_fails_its_delivery_clearly(home, ok, tick,
+                                                                          server, hook):
+    h = hook()
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", f"webhook:{h.url}")
+    (home / "credentials.json").unlink()
+    assert tick("2026-03-02T09:00:00Z").exit_code == 0
+    assert h.requests == []
+    [d] = [e["data"] for e in of_type(home, "task.delivered")]
+    assert (d["ok"], d["attempts"]) == (False, 1)
+    assert d["error"] == "the webhook URL of task-1 is missing from credentials.json"
+
+
+def test_a_webhook_an_older_fased_recorded_whole_is_still_delivered(home, ok, tick, server,
+                                                                   hook):
+    """fased 0.4.0 recorded the whole URL in task.created: it is posted to as it is."""
+    from fased.store import Draft, Store
+
+    h = hook()
+    new_task(ok, "--every", "1h", "--message", "report", "--deliver", "stdout")
+    Store(home).append_internal([Draft("task.updated", "task:task-1", {
+        "task": "task-1", "agent": "main", "deliver": f"webhook:{h.url}?token=old"})])
+    assert tick("2026-03-02T09:00:00Z").exit_code == 0
+    assert [p for p, _ in h.requests] == ["/hook?token=old"]
+    # what is printed of that log masks it as a newer fased records it
+    shown_log = ok("replay", "--json", "-t", "task.*")
+    assert "token=old" not in shown_log and shown_log.count(f'"{shown(h.url)}"') == 2
 
 
 def test_webhook_500_is_retried_within_one_delivery(home, ok, tick, server, hook):
@@ -784,7 +861,7 @@ def test_webhook_failing_now_is_delivered_on_a_later_tick(home, ok, tick, server
     assert (d["ok"], d["attempts"], d["error"]) == (False, 2, "HTTP 503")
     [run_] = json.loads(ok("task", "history", "task-1", "--json"))
     assert (run_["delivery_ok"], run_["delivery_error"]) == (False, "HTTP 503")
-    assert f"[delivery failed (webhook:{h.url}): HTTP 503]" in ok("task", "show", "task-1")
+    assert f"[delivery failed ({shown(h.url)}): HTTP 503]" in ok("task", "show", "task-1")
 
     assert tick("2026-03-02T09:10:00Z").exit_code == 0
     assert [(e["data"]["ok"], e["data"]["turn"]) for e in of_type(home, "task.delivered")] == [
@@ -835,7 +912,7 @@ def test_task_deliver_sends_a_reply_fased_run_gave_up_on(home, ok, run, tick, se
     result = run("task", "deliver", "task-1")
 
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == f"Delivered turn {turn} of task-1 to webhook:{h.url}.\n"
+    assert result.stdout == f"Delivered turn {turn} of task-1 to {shown(h.url)}.\n"
     assert len(h.bodies) == 7 and h.bodies[-1]["reply"] == DEFAULT_TEXT
     last = of_type(home, "task.delivered")[-1]["data"]
     assert (last["ok"], last["turn"], last["attempts"]) == (True, turn, 1)
