@@ -296,9 +296,8 @@ def _ask(url: str, method: str, path: str, payload: dict | None = None,
 def _exchange(url: str, method: str, path: str, payload: dict | None,
               timeout: float) -> tuple[int, bytes] | None:
     """One request to an embedded server: (status, body), None when it did not answer.
-    The transport of kind local's turns (http.client): urllib.request would add ~40 ms of
-    imports before the first reply."""
-    import http.client
+    The transport of kind local's turns (fased.providers.loopback): urllib.request would
+    add ~40 ms of imports before the first reply."""
     from urllib.parse import urlsplit
 
     from fased.providers.loopback import LoopbackSession
@@ -308,10 +307,10 @@ def _exchange(url: str, method: str, path: str, payload: dict | None,
         reply = LoopbackSession().request(method, f"{where.scheme}://{where.netloc}{path}",
                                           json=payload, timeout=(timeout, timeout))
         try:
-            return reply.status_code, reply.raw.response.read()
+            return reply.status_code, reply.raw.read()
         finally:
             reply.close()
-    except (OSError, http.client.HTTPException):
+    except OSError:
         return None
 
 

@@ -35,7 +35,7 @@ from fakeserver import (
     StreamError,
 )
 
-# "loopback": the OpenAI wire over the embedded server's own transport (http.client)
+# "loopback": the OpenAI wire over the embedded server's own transport (a socket)
 FAMILIES = ["openai", "ollama", "anthropic", "loopback"]
 HELLO = [{"role": "user", "content": "hello"}]
 KEY = "sk-test-SECRET-0123456789"

@@ -50,7 +50,7 @@ from fakeserver import (
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-SECRET-0123456789"
-# "loopback": the OpenAI wire over the embedded server's own transport (http.client)
+# "loopback": the OpenAI wire over the embedded server's own transport (a socket)
 FAMILIES = ["openai", "ollama", "anthropic", "loopback"]
 HELLO = [{"role": "user", "content": "hello"}]
 FINISH = {"openai": "stop", "loopback": "stop", "ollama": "stop", "anthropic": "end_turn"}

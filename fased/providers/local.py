@@ -32,7 +32,8 @@ class LocalClient(OpenAIClient):
         self.home = None
 
     def _new_session(self):
-        """http.client: the server is this process's own (fased.providers.loopback)."""
+        """Plain HTTP over a socket: the server is this process's own
+        (fased.providers.loopback)."""
         from .loopback import LoopbackSession
 
         return LoopbackSession()
