@@ -185,6 +185,20 @@ def check_zone_name(name: str) -> str:
 
 # -- URLs -------------------------------------------------------------------------------------
 
+def parse_plain_url(text: str, what: str = "URL") -> str:
+    """parse_url, for a URL fased records as it is (the Bot API base): one with credentials
+    (a user:password@, a query, a fragment) is refused, as they would be in the log."""
+    from urllib.parse import urlsplit
+
+    value = parse_url(text, what)
+    parts = urlsplit(value)
+    if "@" in parts.netloc or parts.query or parts.fragment or "?" in value or "#" in value:
+        raise UsageError(f"{what} must not carry credentials (a user:password@, a query or a "
+                         "fragment): they would be recorded in the log",
+                         hint="give the URL alone; a bot's token goes in with fased channel add")
+    return value
+
+
 def parse_url(text: str, what: str = "URL") -> str:
     """An http(s) URL with a host and a valid port, stripped; one line, no spaces."""
     from urllib.parse import urlsplit

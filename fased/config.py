@@ -236,6 +236,7 @@ def validate(doc: object, text: str | None = None,
         _check_agent_ids(doc)
         _check_bindings(doc, hint)
         _check_heartbeats(doc)
+        _check_urls(doc)
         return
     where, _, reason = problem.partition(": ")
     line = _line_of(text, where) if text else None
@@ -291,6 +292,16 @@ def _check_heartbeats(doc: dict) -> None:
             zone_info((beat.get("activeHours") or {}).get("timezone"))
         except UsageError as exc:
             raise UsageError(f"fased.json: {where}: {exc.message}") from None
+
+
+def _check_urls(doc: dict) -> None:
+    """The URLs fased.json holds (the Bot API base): URLs, and without credentials, which
+    the log would hold (config.set records the value)."""
+    from fased.bounds import parse_plain_url
+
+    base = ((doc.get("channels") or {}).get("telegram") or {}).get("apiBase")
+    if base is not None:
+        parse_plain_url(base, "channels.telegram.apiBase")
 
 
 def _check_agent_ids(doc: dict) -> None:

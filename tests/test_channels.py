@@ -136,6 +136,27 @@ def test_api_base_from_config(models, ok, api):
     assert "api_base" not in of_type(models, "channel.added")[0]
 
 
+@pytest.mark.parametrize("base, says", [
+    ("https://user:pa55@proxy.example/tg", "credentials"),
+    ("https://proxy.example/tg?key=s3cret", "credentials"),
+    ("not a url", "invalid channels.telegram.apiBase"),
+])
+def test_an_api_base_with_credentials_or_no_url_is_refused_before_it_is_recorded(
+        models, run, base, says):
+    """The Bot API base is recorded as it is (config.set, channel.added): credentials in it
+    would be in the log, and a value that is no URL only failed at the first poll."""
+    log_before = sorted((p.name, p.stat().st_size) for p in (models / "log").rglob("*"))
+    result = run("config", "set", "channels.telegram.apiBase", json.dumps(base))
+    assert result.exit_code == 2, result.stdout
+    assert says in result.stderr and "pa55" not in result.stderr and "s3cret" not in (
+        result.stderr)
+    added = run("channel", "add", "telegram", "--token-stdin", "--api-base", base,
+                input=TOKEN)
+    assert added.exit_code == 2 and "pa55" not in added.stderr
+    assert sorted((p.name, p.stat().st_size) for p in (models / "log").rglob("*")) == (
+        log_before)
+
+
 # -- a DM answered end to end -----------------------------------------------------------------
 
 def test_a_dm_is_answered_once_end_to_end(bot, run, api, server):

@@ -57,12 +57,12 @@ def accounts(con: sqlite3.Connection, channel: str | None = None) -> list[sqlite
 def api_base(con: sqlite3.Connection, row: sqlite3.Row | None, given: str | None = None) -> str:
     """The Bot API base: given, else the account's own, else channels.telegram.apiBase, else
     Telegram's."""
-    from fased.bounds import parse_url
+    from fased.bounds import parse_plain_url
     from fased.channels.telegram import DEFAULT_API_BASE
     from fased.config import config_doc
 
     if given:
-        return parse_url(given, "--api-base").rstrip("/")
+        return parse_plain_url(given, "--api-base").rstrip("/")
     if row is not None and row["api_base"]:
         return row["api_base"]
     configured = ((config_doc(con).get("channels") or {}).get("telegram") or {}).get("apiBase")
