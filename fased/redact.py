@@ -250,6 +250,8 @@ def mask_event(event: dict) -> dict:
     elif event.get("type") == "credential.set" and isinstance(data.get("command"), str) and \
             literal_secret(data["command"]):
         masked_data = {**data, "command": MASK}
+    elif event.get("type") == "skill.installed" and isinstance(data.get("source"), str):
+        masked_data = {**data, "source": mask_url(data["source"])}  # 0.4.0 kept a git URL's
     else:  # a task's webhook, which fased 0.4.0 recorded whole (fased.tasks.recorded_target)
         key = "target" if event.get("type") == "task.delivered" else "deliver"
         target = data.get(key) if str(event.get("type", "")).startswith("task.") else None

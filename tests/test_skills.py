@@ -365,6 +365,47 @@ def test_install_from_a_local_git_repository_records_provenance_and_later_change
     assert run("skill", "remove", "skill-writing").exit_code == 2  # bundled: not removable
 
 
+def test_a_git_url_with_credentials_is_recorded_without_them(set_up, ok, tmp_path,
+                                                             monkeypatch):
+    """A private repository's URL often carries a token (https://user:TOKEN@host/...): the
+    clone gets it, the log (skill.installed's source), `skill list` and replay do not."""
+    from fased.skills import install
+
+    cloned: list[str] = []
+
+    def fetch(source, into):  # the clone, without a git server: what it was asked for
+        cloned.append(source.text)
+        source.commit = "0" * 40
+        return make_skill(tmp_path / "clone", "pdf", "Read PDFs. Use for .pdf files.")
+
+    monkeypatch.setattr(install, "fetch", fetch)
+    url = "https://bot:ghp_s3cretT0ken@git.example/org/skills.git?private_token=s3cretQ"
+    ok("skill", "install", url, "--global")
+    assert cloned == [url]
+    [installed] = [e["data"] for e in events(set_up) if e["type"] == "skill.installed"]
+    assert installed["source"] == "https://***@git.example/org/skills.git?private_token=***"
+    shown = ok("skill", "list") + ok("replay", "--json")
+    recorded = b"".join(p.read_bytes() for p in (set_up / "log").rglob("*") if p.is_file())
+    recorded += (set_up / "state.db").read_bytes()
+    for secret in ("s3cretT0ken", "s3cretQ"):
+        assert secret not in shown and secret.encode() not in recorded
+
+
+def test_a_git_url_an_older_fased_recorded_with_its_token_is_shown_masked(set_up, ok):
+    """fased 0.4.0 recorded the URL whole: replay prints it masked, and state.db (rebuilt
+    for the skills projection's version 2) does not keep it."""
+    from fased.store import Draft, Store
+
+    Store(set_up).append_internal([Draft("skill.installed", "skills", {
+        "name": "pdf", "path": str(set_up / "skills" / "pdf"), "scope": "managed",
+        "source": "https://bot:ghp_0ldT0ken@git.example/skills.git", "kind": "git",
+        "sha256": "0" * 64})])
+    shown = ok("replay", "--json", "-t", "skill.installed")
+    assert '"source":"https://***@git.example/skills.git"' in shown.replace(" ", "")
+    ok("replay", "--rebuild")
+    assert b"0ldT0ken" not in (set_up / "state.db").read_bytes()
+
+
 def test_install_from_a_tarball_into_the_workspace(set_up, ok, tmp_path):
     src = make_skill(tmp_path / "src", "tidy", "Tidy a folder. Use when asked to clean up.")
     (src / "scripts").mkdir()

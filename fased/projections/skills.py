@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-VERSION = 1
+VERSION = 2  # 2: a git source is kept without its credentials
 
 TABLES = {
     "skill_installs": {
@@ -22,11 +22,13 @@ TABLES = {
 
 
 def _installed(con: sqlite3.Connection, e: dict) -> None:
-    d = e["data"]
+    from fased.redact import mask_url
+
+    d = e["data"]  # fased 0.4.0 recorded a git URL with its credentials: not kept here
     con.execute("INSERT OR REPLACE INTO skill_installs(path, name, scope, source, kind,"
                 " commit_id, sha256, installed_seq, removed_seq) VALUES (?,?,?,?,?,?,?,?,NULL)",
-                (d["path"], d["name"], d["scope"], d["source"], d["kind"], d.get("commit"),
-                 d["sha256"], e["seq"]))
+                (d["path"], d["name"], d["scope"], mask_url(d["source"]), d["kind"],
+                 d.get("commit"), d["sha256"], e["seq"]))
 
 
 def _removed(con: sqlite3.Connection, e: dict) -> None:

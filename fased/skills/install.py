@@ -146,7 +146,10 @@ def install(text: str, root: Path, scope: str, name: str | None, force: bool,
                                 hint="add --force to replace it")
         replaced = dest.exists()
         copy_in(folder, dest)
-    event = {"name": skill, "path": str(dest), "scope": scope, "source": source.text,
+    from fased.redact import mask_url
+
+    # a private repository's URL may carry a token: the clone had it, the log does not
+    event = {"name": skill, "path": str(dest), "scope": scope, "source": mask_url(source.text),
              "kind": source.kind, "sha256": content_hash(dest)}
     if source.commit:
         event["commit"] = source.commit
