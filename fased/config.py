@@ -237,6 +237,11 @@ def validate(doc: object, text: str | None = None,
         _check_bindings(doc, hint)
         _check_heartbeats(doc)
         _check_urls(doc)
+        _check_hook_secrets(doc)
+        if isinstance(doc.get("skills"), dict):  # a hand edit too (config set checks first)
+            from fased.skills.secrets import refuse_secret_env
+
+            refuse_secret_env("skills", doc["skills"])
         return
     where, _, reason = problem.partition(": ")
     line = _line_of(text, where) if text else None
@@ -302,6 +307,27 @@ def _check_urls(doc: dict) -> None:
     base = ((doc.get("channels") or {}).get("telegram") or {}).get("apiBase")
     if base is not None:
         parse_plain_url(base, "channels.telegram.apiBase")
+
+
+def _check_hook_secrets(doc: dict) -> None:
+    """A hook's command runs without credentials in its environment: one that holds a key
+    itself (fased.redact.literal_secret) would keep it in the log, and is refused."""
+    from fased.redact import literal_secret
+
+    agents = doc.get("agents") or {}
+    places = [("hooks", doc.get("hooks")),
+              ("agents.defaults.hooks", (agents.get("defaults") or {}).get("hooks"))]
+    places += [(f"agents.list[{i}].hooks", a.get("hooks"))
+               for i, a in enumerate(agents.get("list") or []) if isinstance(a, dict)]
+    for where, hooks in places:
+        for j, hook in enumerate(hooks if isinstance(hooks, list) else []):
+            run = hook.get("run") if isinstance(hook, dict) else None
+            why = literal_secret(run) if isinstance(run, str) else None
+            if why:
+                raise UsageError(f"fased.json: {where}[{j}].run holds {why}: the log would "
+                                 "keep it", hint="let the command read it when it runs, from "
+                                 "a file only you can read ($(cat ~/.hook-token)); nothing "
+                                 "was changed")
 
 
 def _check_agent_ids(doc: dict) -> None:

@@ -52,6 +52,32 @@ def test_a_bad_hook_is_refused_and_nothing_is_recorded(set_up, run, hooks, reaso
     assert reason in line
 
 
+@pytest.mark.parametrize("command, why", [
+    ('curl -H "Authorization: Bearer abc.def.ghi" https://hooks.example/x', "an authorization"),
+    ("curl -d @- https://bot:pa55w0rd@hooks.example/x", "a password in a URL"),
+    ("notify --key sk-abcdefghijklmnop1234", "a known API key prefix"),
+])
+def test_a_hook_command_holding_a_secret_is_refused_set_or_hand_edited(set_up, run, ok,
+                                                                     command, why):
+    """A hook runs without credentials in its environment, so a command that holds a key
+    itself holds it in fased.json, and the config.set event, and the log, for good."""
+    before = log_bytes(set_up)
+    hook = [{"id": "notify", "on": "turn.failed", "run": command}]
+    line = fails(run, set_up, 2, "config", "set", "hooks", json.dumps(hook))
+    assert f"hooks[0].run holds {why}" in line and "pa55w0rd" not in line
+    for agent_hook in (("agents.defaults.hooks", hook), ("agents.list[0].hooks", hook)):
+        fails(run, set_up, 2, "config", "set", agent_hook[0], json.dumps(agent_hook[1]))
+    doc = json.loads((set_up / "fased.json").read_text())
+    (set_up / "fased.json").write_text(json.dumps({**doc, "hooks": hook}))
+    result = run("agent", "list")  # the hand edit is refused, not ingested
+    assert result.exit_code == 2 and f"hooks[0].run holds {why}" in result.stderr
+    assert log_bytes(set_up) == before
+    (set_up / "fased.json").write_text(json.dumps(doc))
+    ok("config", "set", "hooks", json.dumps(
+        [{"id": "notify", "on": "turn.failed", "run": 'curl -H "Authorization: Bearer '
+          '$(cat ~/.hook-token)" https://hooks.example/x'}]))
+
+
 def test_a_hook_without_an_id_gets_a_stable_derived_name(set_up, ok):
     set_hooks(ok, {"on": "task.*", "run": "true"})
     [first] = json.loads(ok("hooks", "list", "--json"))

@@ -460,4 +460,12 @@ def test_config_set_refuses_a_secret_looking_skill_env_and_logs_nothing(set_up, 
         assert "looks secret: the log would keep it" in result.stderr
         assert "`fased skill env gh" in result.stderr
     assert len(events(set_up)) == before
+    # nor does a hand edit of fased.json get one into the log
+    doc = json.loads((set_up / "fased.json").read_text())
+    (set_up / "fased.json").write_text(json.dumps(
+        {**doc, "skills": {"entries": {"gh": {"env": {"GH_TOKEN": "ghp_abcdefgh12345678"}}}}}))
+    result = run("agent", "list")
+    assert result.exit_code == 2 and "looks secret: the log would keep it" in result.stderr
+    assert len(events(set_up)) == before
+    (set_up / "fased.json").write_text(json.dumps(doc))
     assert run("config", "set", "skills.entries.gh.env.REGION", "eu").exit_code == 0
