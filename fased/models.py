@@ -337,6 +337,25 @@ def save_credentials(home: Path, data: dict) -> None:
     write_private(home / CREDENTIALS, (json.dumps(data, indent=2) + "\n").encode())
 
 
+def set_credentials_entry(home: Path, section: str, key: str, entry: dict | None) -> None:
+    """Put `entry` at credentials.json[section][key], or (None, or empty) remove it; an empty
+    section goes too. The caller holds the log lock, so the secret and the event that refers
+    to it land together. Nothing to change: nothing is written."""
+    data = load_credentials(home)
+    held = data.get(section) if isinstance(data.get(section), dict) else {}
+    if entry:
+        if held.get(key) == entry:
+            return
+        held[key] = entry
+    elif held.pop(key, None) is None:
+        return
+    if held or section == "providers":
+        data[section] = held
+    else:
+        data.pop(section, None)
+    save_credentials(home, data)
+
+
 def store_secret(store: Store, provider: str, *, api_key: str | None = None) -> None:
     """Keep a provider's API key in credentials.json, or forget it (under the log lock)."""
     _update_entry(store, provider, {"api_key": api_key})
@@ -352,24 +371,19 @@ def store_provider_secrets(store: Store, provider: str, secrets: dict,
 
 def _update_entry(store: Store, provider: str, parts: dict) -> None:
     with store.log.locked():
-        data = load_credentials(store.home)
-        entry = data["providers"].setdefault(provider, {})
+        entry = dict(load_credentials(store.home)["providers"].get(provider) or {})
         for name, value in parts.items():
             if value:
                 entry[name] = value
             else:
                 entry.pop(name, None)
-        if not entry:
-            data["providers"].pop(provider, None)
-        save_credentials(store.home, data)
+        set_credentials_entry(store.home, "providers", provider, entry)
 
 
 def forget_secrets(store: Store, provider: str) -> None:
     """Delete everything credentials.json holds for a provider (key and secret headers)."""
     with store.log.locked():
-        data = load_credentials(store.home)
-        if data["providers"].pop(provider, None) is not None:
-            save_credentials(store.home, data)
+        set_credentials_entry(store.home, "providers", provider, None)
 
 
 @dataclass

@@ -69,15 +69,9 @@ def recorded_target(target: str | None) -> tuple[str | None, str | None]:
 def keep_webhook(store: Store, task_id: str, url: str | None) -> None:
     """Keep a task's webhook URL in credentials.json, or forget it (None). The caller holds
     the log lock, so the URL and the event that refers to it land together."""
-    from fased.models import load_credentials, save_credentials
+    from fased.models import set_credentials_entry
 
-    data = load_credentials(store.home)
-    hooks = data.setdefault("tasks", {})
-    if url:
-        hooks[task_id] = {"webhook": url}
-    elif hooks.pop(task_id, None) is None:
-        return
-    save_credentials(store.home, data)
+    set_credentials_entry(store.home, "tasks", task_id, {"webhook": url} if url else None)
 
 
 def webhook_url(home: Path, task_id: str, recorded: str) -> str:

@@ -144,20 +144,15 @@ def add(store: Store, channel: str, account: str, *, token: str | None, env: str
     with store.log.locked():  # the token and its event land together, or neither
         outcome = store.transact(decide)
         if not outcome.replayed:
-            creds = _credentials(store.home)
-            if env:
-                creds["channels"].pop(key, None)
-            else:
-                creds["channels"][key] = {"token": token}
-            from fased.models import save_credentials
+            from fased.models import set_credentials_entry
 
-            save_credentials(store.home, creds)
+            set_credentials_entry(store.home, "channels", key, None if env else {"token": token})
     return {**data, "key": key, "replayed": outcome.replayed}
 
 
 def remove(store: Store, channel: str, account: str) -> None:
     """Record the account removed and delete its stored token."""
-    from fased.models import save_credentials
+    from fased.models import set_credentials_entry
 
     def decide(con):
         get_account(con, channel, account)
@@ -166,9 +161,7 @@ def remove(store: Store, channel: str, account: str) -> None:
 
     with store.log.locked():
         store.transact(decide)
-        creds = _credentials(store.home)
-        if creds["channels"].pop(key_of(channel, account), None) is not None:
-            save_credentials(store.home, creds)
+        set_credentials_entry(store.home, "channels", key_of(channel, account), None)
 
 
 def account_dict(con: sqlite3.Connection, row: sqlite3.Row) -> dict:

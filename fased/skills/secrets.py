@@ -20,20 +20,15 @@ def skill_secrets(home: Path) -> dict[str, dict[str, str]]:
 
 def store_skill_secret(store, skill: str, variable: str, value: str | None) -> None:
     """Keep (or, with None, forget) one secret variable of a skill, under the log lock."""
-    from fased.models import load_credentials, save_credentials
+    from fased.models import set_credentials_entry
 
     with store.log.locked():
-        data = load_credentials(store.home)
-        entry = data.setdefault("skills", {}).setdefault(skill, {})
+        entry = dict(skill_secrets(store.home).get(skill) or {})
         if value is None:
             entry.pop(variable, None)
         else:
             entry[variable] = value
-        if not entry:
-            data["skills"].pop(skill, None)
-        if not data["skills"]:
-            data.pop("skills")
-        save_credentials(store.home, data)
+        set_credentials_entry(store.home, "skills", skill, entry)
 
 
 def refuse_secret_env(path: str, value: object) -> None:
