@@ -81,7 +81,7 @@ def webhook_url(home: Path, task_id: str, recorded: str) -> str:
     from fased.redact import MASK, mask_webhook
 
     kept = ((load_credentials(home).get("tasks") or {}).get(task_id) or {}).get("webhook")
-    if isinstance(kept, str) and f"webhook:{mask_webhook(kept)}" == f"webhook:{recorded}":
+    if isinstance(kept, str) and mask_webhook(kept) == recorded:
         return kept
     if recorded.endswith(f"/{MASK}"):
         raise FasedError(f"the webhook URL of {task_id} is missing from credentials.json",
