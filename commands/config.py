@@ -70,9 +70,6 @@ def set_(path: str, value: str) -> None:
     from fased.store import Draft
 
     parsed_value = _coerce(path, value)
-    from fased.skills.secrets import refuse_secret_env
-
-    refuse_secret_env(path, parsed_value)
 
     def decide(con):
         change = _change(con, "set", path, parsed_value)

@@ -191,8 +191,7 @@ def parse_plain_url(text: str, what: str = "URL") -> str:
     from urllib.parse import urlsplit
 
     value = parse_url(text, what)
-    parts = urlsplit(value)
-    if "@" in parts.netloc or parts.query or parts.fragment or "?" in value or "#" in value:
+    if "@" in urlsplit(value).netloc or "?" in value or "#" in value:
         raise UsageError(f"{what} must not carry credentials (a user:password@, a query or a "
                          "fragment): they would be recorded in the log",
                          hint="give the URL alone; a bot's token goes in with fased channel add")

@@ -238,7 +238,7 @@ def validate(doc: object, text: str | None = None,
         _check_heartbeats(doc)
         _check_urls(doc)
         _check_hook_secrets(doc)
-        if isinstance(doc.get("skills"), dict):  # a hand edit too (config set checks first)
+        if isinstance(doc.get("skills"), dict):  # config set and hand edits alike
             from fased.skills.secrets import refuse_secret_env
 
             refuse_secret_env("skills", doc["skills"])

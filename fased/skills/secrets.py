@@ -32,9 +32,10 @@ def store_skill_secret(store, skill: str, variable: str, value: str | None) -> N
 
 
 def refuse_secret_env(path: str, value: object) -> None:
-    """UsageError when `fased config set` would put a secret-looking variable of
-    skills.entries.<name>.env into the log: its name looks secret (API_KEY, TOKEN, ...)
-    or its value is a literal secret."""
+    """UsageError when fased.json's `path` set to `value` (config.validate passes the whole
+    `skills`, for `config set` and hand edits alike) holds a secret-looking variable of
+    skills.entries.<name>.env, which the log would keep: its name looks secret (API_KEY,
+    TOKEN, ...) or its value is a literal secret."""
     from fased.config import parse_path
     from fased.errors import UsageError
     from fased.redact import SECRET_NAME, literal_secret
