@@ -22,6 +22,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fased.tokens import estimate as estimate_tokens
+
 FORMAT = 1  # how history is rendered; recorded with each request
 DEFAULT_CONTEXT_WINDOW = 32768
 REPLY_RESERVE = 1024
@@ -42,10 +44,6 @@ PLACEHOLDERS = ("TOOLS.md", "USER.md", "HEARTBEAT.md", "MEMORY.md")
 TOOL_SECTIONS = {"AGENTS.md": "## Memory"}
 NEEDS_TOOLS = "memory section needs tools"
 SHOWN = (None, "truncated", NEEDS_TOOLS)
-
-
-def estimate_tokens(text: str) -> int:
-    return len(text) // 4 + 4
 
 
 def sha256(text: str) -> str:

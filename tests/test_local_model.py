@@ -140,6 +140,9 @@ def test_the_embedded_model_embeds_memory_for_semantic_search(local, ok):
     notes.mkdir(parents=True, exist_ok=True)
     (notes / "2026-11-30.md").write_text("# Notes\n\nThe cat sleeps on the warm windowsill.\n")
     (notes / "2026-11-29.md").write_text("# Notes\n\nQuarterly tax forms are due Friday.\n")
+    # chunks were cut at 1,600 characters, ~3,100 tokens of Chinese for this tokenizer:
+    # more than the embeddings server takes in one text, and every search failed
+    (notes / "2026-11-28.md").write_text("我们今天去公园散步，天气很好。" * 120 + "\n")
     ok("config", "set", "memory.search.embeddings", "local/smollm2-135m")
     done = run_process("memory", "search", "--json", "cat windowsill", timeout=180)
     assert done.returncode == 0, done.stderr

@@ -28,7 +28,7 @@ from fased.memory.roots import (
     signature,
 )
 
-VERSION = "1"
+VERSION = "2"  # 2: chunks sized in estimated tokens (fased.tokens), not characters
 INDEX_NAME = "index.db"
 MAX_NOTE_BYTES = 8 * 1024 * 1024  # a note's first 8 MiB are indexed
 
