@@ -656,6 +656,11 @@ class Request:
         return refs
 
     @property
+    def history_tokens(self) -> int:
+        """The estimated tokens of the messages after the system prompt."""
+        return sum(_tokens(m) for m in self.messages[1:])
+
+    @property
     def tokens(self) -> int:
         return self.system.tokens + sum(_tokens(m) for m in self.messages) + sum(
             estimate_tokens(json.dumps(t)) for t in tools_wire(self.tools))
@@ -668,10 +673,11 @@ def tools_wire(tools: list) -> list[dict]:
 def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent: sqlite3.Row,
                   workspace: Path, tools: list, settings: dict,
                   upto_step: int | None = None, prompt: SystemPrompt | None = None,
-                  model: str | None = None) -> Request:
+                  model: str | None = None, history_limit: int | None = None) -> Request:
     """Everything the next model call of `turn` sends (`prompt`: the system prompt already
     assembled for an earlier call of the same turn), planned for the window of `model`
-    when fased knows it to be smaller than the configured one."""
+    when fased knows it to be smaller than the configured one, and in at most
+    `history_limit` estimated tokens of messages when the model refused more."""
     from fased.params import model_window
 
     if prompt is None:
@@ -681,6 +687,8 @@ def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent:
     cap = int(settings.get("tools", {}).get("maxResultChars", RESULT_CAP))
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
     budget = window - REPLY_RESERVE - prompt.tokens - tool_tokens
+    if history_limit is not None:
+        budget = min(budget, history_limit)
     plan, history = plan_history(con, turn, budget, cap)
     if history is None or upto_step is not None:
         history = render_history(con, turn, plan, upto_step)

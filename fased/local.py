@@ -194,7 +194,8 @@ def server_url(model_path: str, name: str, home: Path | None = None,
     cannot say). An estimate is wrong both ways: three characters a token is generous for
     English, and a third of what Chinese takes, and a request the context cannot hold fails
     (llama.cpp refuses it). So a server that the count says is too small makes way for a
-    larger one, up to context_size(), and one that only the estimate finds too small stays.
+    larger one, up to context_size(), and one that only the estimate finds too small stays
+    (as does one for a count that no server could hold: the caller refuses that request).
     With a home, a server starts with the prompt the last process left in
     ~/.fased/models/cache/ (save_prompt keeps it): a new process does not evaluate the same
     system prompt again, which on a CPU costs seconds."""
@@ -205,6 +206,8 @@ def server_url(model_path: str, name: str, home: Path | None = None,
         if embedding:
             return _servers[key][1]
         exact = None if need is None else need(_servers[key][1])
+        if exact is not None and exact > context_size():
+            return _servers[key][1]  # no server holds it: the caller refuses the request
         room = tokens if exact is None else exact
         if _servers[key][2] < min(room, context_size()):
             _replace(key, model_path, name, home, threads, embedding, room)

@@ -125,6 +125,8 @@ class AgentLoop:
         noted_drop = False
         prompt = None
         env = None
+        history_limit = None  # estimated tokens of messages, once the model refused more
+        refused: tuple | None = None  # (the refused request, why) until a smaller one is sent
         while True:
             con = store.db(check_files=False)
             turn = con.execute("SELECT * FROM turns WHERE id = ?", (self.claim.turn,)).fetchone()
@@ -141,7 +143,17 @@ class AgentLoop:
             request = build_request(con, store.home, turn, env.agent, env.workspace, env.tools,
                                     settings, prompt=prompt,
                                     model=self.models.current_model or self.claim.models[0]
-                                    if self.claim.models else None)
+                                    if self.claim.models else None,
+                                    history_limit=history_limit)
+            if refused is not None:
+                if request.messages == refused[0].messages:  # nothing older left to drop
+                    return "turn.failed", refused[1]
+                self.runner.note(f"fased: the model refused {len(refused[0].messages) - 1} "
+                                 "message(s) as too long; dropped the "
+                                 f"{request.plan.dropped} oldest of session "
+                                 f"{self.claim.session}")
+                refused = None
+                noted_drop = True
             if prompt is None:  # the turn keeps one system prompt: its prefix stays cached
                 prompt = request.system
                 self._record_context(con, request, env)
@@ -153,7 +165,13 @@ class AgentLoop:
             try:
                 result = self.models.call(con, request.messages, tools_wire(env.tools))
             except TurnFailed as failed:
-                return "turn.failed", failed.data
+                if failed.data.get("error_class") != "context_length":
+                    return "turn.failed", failed.data
+                # the plan's estimate of the tokens was short for this model's tokenizer:
+                # the same request with half the history (never the current turn)
+                refused = (request, failed.data)
+                history_limit = request.history_tokens // 2
+                continue
             calls = self._calls_of(result, env)
             if not calls:
                 return "turn.completed", self._completed(result, request, steps + 1)

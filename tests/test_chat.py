@@ -867,6 +867,56 @@ def test_history_over_the_window_drops_the_oldest_with_a_note(models, ok, run, s
     assert [e["data"]["context_dropped"] for e in of_type(models, "turn.completed")] == [0, 0, 2]
 
 
+def test_a_model_that_counts_more_tokens_than_estimated_gets_less_history(models, ok, run,
+                                                                         server):
+    """The window is planned by an estimate of the tokens; a model whose tokenizer takes
+    more (a small one, or a language it was not trained on) refused a conversation the plan
+    said fits, and the session could not go on. The refusal is re-planned with less
+    history, oldest first, and the turn is answered."""
+    server.default = Reply("ok")
+    for word in ("one", "two", "three"):
+        ok("chat", word * 200)
+    server.script(Status(400, body={"error": "input too long for the context window"}))
+
+    result = run("chat", "--json", "four")
+
+    assert result.exit_code == 0, result.stderr
+    no_traceback(result)
+    first, retried = (r["json"]["messages"] for r in server.requests[-2:])
+    assert len(retried) < len(first)
+    assert [m["content"] for m in retried if m["role"] == "user"][-1] == "four"
+    dropped = json.loads(result.stdout)["context_dropped"]
+    assert dropped == len(first) - len(retried) > 0
+    assert (f"fased: the model refused {len(first) - 1} message(s) as too long; dropped the "
+            f"{dropped} oldest of session s-1") in result.stderr
+    assert attempts(models)[-1] == (PRIMARY, 1, "context_length", 400)
+    completed = of_type(models, "turn.completed")[-1]["data"]
+    assert completed["context_dropped"] == dropped
+    # what the model was sent is what the log says it was sent
+    calls = json.loads(ok("replay", "--turn", completed["turn"], "--request", "--json"))
+    assert [[(m["role"], m["content"]) for m in c["messages"]] for c in calls] == [
+        [(m["role"], m["content"]) for m in retried]]
+
+
+def test_a_refusal_as_too_long_that_less_history_cannot_fix_ends_the_turn(models, ok, run,
+                                                                         server):
+    """Re-planning stops when nothing older is left to drop: the turn fails with the
+    hint, after one request for every plan that was smaller than the last."""
+    server.default = Reply("ok")
+    ok("chat", "one " * 100)
+    server.default = Status(400, body={"error": "input too long for the context window"})
+    before = len(server.requests)
+
+    result = run("chat", "two")
+
+    assert result.exit_code == 1
+    no_traceback(result)
+    assert "the conversation is too long for this model" in result.stderr
+    sent = [r["json"]["messages"] for r in server.requests[before:]]
+    assert [len(m) for m in sent] == [4, 2]  # system, one, its reply, two; then system, two
+    assert of_type(models, "turn.failed")[-1]["data"]["error_class"] == "context_length"
+
+
 # -- transcript --------------------------------------------------------------------------------
 
 def transcript(home: Path, session: str = "s-1") -> Path:

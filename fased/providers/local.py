@@ -50,17 +50,25 @@ class LocalClient(OpenAIClient):
             kwargs["max_tokens"] = self.DEFAULT_MAX_TOKENS
         room = options.get("max_tokens") or kwargs["max_tokens"]
         tools = kwargs.get("tools")
+        counted: list[int] = []
         self._ensure_server(_tokens_needed(messages, tools, room),
-                            lambda url: self._counted(url, model, messages, tools, room))
+                            lambda url: self._counted(url, model, messages, tools, room,
+                                                      counted))
+        from fased.local import context_size
+
+        hint = (f"the embedded server holds at most {context_size()} tokens: set "
+                "FASED_LOCAL_CTX higher, or start a new session (fased chat --new-session)")
+        if counted and counted[0] > context_size():  # llama.cpp would refuse it
+            refused = self.make_error("context_length", model=model, detail=(
+                f"the request needs {counted[0]} tokens of context with the reply's {room}, "
+                f"more than the {context_size()} the embedded server holds"))
+            refused.hint = hint
+            raise refused
         try:
             result = super().chat(model, messages, **kwargs)
         except ProviderError as exc:
             if exc.kind == "context_length":
-                from fased.local import context_size
-
-                exc.hint = (f"the embedded server holds at most {context_size()} tokens: "
-                            "set FASED_LOCAL_CTX higher, or start a new session "
-                            "(fased chat --new-session)")
+                exc.hint = hint
             raise
         if self.home is not None:
             from fased.local import save_prompt
@@ -70,14 +78,18 @@ class LocalClient(OpenAIClient):
         return result
 
     def _counted(self, url: str, model: str, messages: list[dict], tools: Any,
-                 room: int) -> int | None:
+                 room: int, into: list[int]) -> int | None:
         """The context the request needs, counted by the running server itself: its prompt
-        (fased.local.count_tokens) and the reply's room; None when it cannot say."""
+        (fased.local.count_tokens) and the reply's room, also appended to `into`; None when
+        it cannot say."""
         from fased.local import count_tokens
 
         _, payload = self._chat_request(model, messages, False, None, tools)
         counted = count_tokens(url, payload)
-        return None if counted is None else counted + int(room)
+        if counted is None:
+            return None
+        into.append(counted + int(room))
+        return into[-1]
 
     def embed(self, model: str, texts: list[str]) -> list[list[float]]:
         """Vectors from a second server of the same file, started with embeddings on."""
