@@ -132,6 +132,13 @@ class RootGroup(LazyGroup):
         ctx.meta["fased.argv"] = list(args)
         return super().parse_args(ctx, args)
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.ClickException as exc:  # the root's own options
+            _bounded(exc)
+            raise
+
     def invoke(self, ctx: click.Context):
         saved = _saved_args(ctx)
         for attempt in (1, 2):
@@ -140,8 +147,10 @@ class RootGroup(LazyGroup):
             except FasedError as exc:
                 _error(exc.message, exc.hint)
                 ctx.exit(exc.exit_code)
-            except (click.exceptions.ClickException, click.exceptions.Exit,
-                    click.exceptions.Abort):
+            except click.exceptions.ClickException as exc:
+                _bounded(exc)
+                raise
+            except (click.exceptions.Exit, click.exceptions.Abort):
                 raise
             except KeyboardInterrupt:
                 click.echo("Interrupted.", err=True)
@@ -165,6 +174,14 @@ class RootGroup(LazyGroup):
                        "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
                 ctx.exit(EXIT_ERROR)
         return None
+
+
+def _bounded(exc: click.exceptions.ClickException) -> None:
+    """Click's message of a usage error as fased prints its own: control characters
+    escaped, a huge value quoted in it clipped (click adds "Error: " and the option)."""
+    from fased.bounds import LINE_MAX, clip_line, printable
+
+    exc.message = clip_line(printable(exc.message), LINE_MAX - 200)
 
 
 def _saved_args(ctx: click.Context) -> tuple[list[str], list[str]]:
@@ -366,11 +383,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _error(message: str, hint: str | None) -> None:
-    from fased.bounds import printable  # a name in the message may hold ESC or U+202E
+    # a name in the message may hold ESC or U+202E, or be 100,000 characters long
+    from fased.bounds import clip_line, printable
 
-    click.echo(f"Error: {printable(message)}", err=True)
+    click.echo(clip_line(f"Error: {printable(message)}"), err=True)
     if hint:
-        click.echo(f"Hint: {printable(hint)}", err=True)
+        click.echo(clip_line(f"Hint: {printable(hint)}"), err=True)
 
 
 def _silence_stdout() -> None:

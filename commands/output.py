@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import click
 
-from fased.bounds import printable
+from fased.bounds import clip_lines, printable
 
 # what json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (or cannot encode);
 # a pattern text that re compiles on first use, so start-up pays nothing for it
@@ -104,8 +104,9 @@ def echo_reply(text: str) -> None:
 
 
 def note(message: str) -> None:
-    """A diagnostic line: stderr, so stdout stays data."""
-    click.echo(printable(message, multiline=True), err=True)
+    """A diagnostic line: stderr, so stdout stays data (a line of it that quotes a huge
+    value is clipped)."""
+    click.echo(clip_lines(printable(message, multiline=True)), err=True)
 
 
 def say(message: str) -> None:

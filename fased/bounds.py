@@ -76,6 +76,26 @@ def printable(text: str, multiline: bool = False) -> str:
     return re.sub(_CONTROL_TEXT if multiline else _CONTROL_LINE, _escape, text)
 
 
+LINE_MAX = 1000  # characters of a line fased prints for people about an error
+
+
+def clip_line(line: str, limit: int = LINE_MAX) -> str:
+    """A line for people at most `limit` characters long: a longer one (an error quoting
+    100,000 characters someone typed) keeps its start and its end, and says how much of
+    the middle it left out."""
+    if len(line) <= limit:
+        return line
+    room = limit - 60  # for the marker
+    head, tail = room * 2 // 3, room - room * 2 // 3
+    return (f"{line[:head]} … ({len(line) - head - tail:,} characters left out) … "
+            f"{line[-tail:]}")
+
+
+def clip_lines(text: str, limit: int = LINE_MAX) -> str:
+    """clip_line for every line of `text`."""
+    return "\n".join(clip_line(line, limit) for line in text.split("\n"))
+
+
 def has_control(text: str) -> bool:
     """True when `text` holds a character printable() would escape (newlines included)."""
     return re.search(_CONTROL_LINE, text) is not None

@@ -620,3 +620,41 @@ def test_json_output_is_the_same_data_and_terminal_safe(value):
     assert json.loads(text) == value
     assert not bounds.has_control(text)
     text.encode("utf-8")
+
+
+LONG = "x" * 100_000
+
+
+@pytest.mark.parametrize("args", [
+    [LONG],  # click: no such command
+    ["agent", "show", LONG],
+    ["session", "show", LONG],
+    ["task", "show", LONG],
+    ["agent", "models", "set", "primary", LONG],
+    ["config", "get", LONG],
+    ["memory", "get", LONG],
+    ["chat", "--session", LONG, "hi"],
+    ["chat", "-o", LONG, "1", "hi"],
+    ["memory", "search", "-n", LONG, "q"],  # click: not a valid integer
+    ["--home", "/nonexistent/" + LONG, "agent", "list"],
+])
+def test_a_huge_value_is_not_printed_back_whole(home, run, args):
+    """An error quoted what it refused in full: 100,000 characters of one line on stderr.
+    Every line fased prints for people (errors, hints, diagnostics) keeps the start and
+    the end of a long one and says how much it left out."""
+    before = len(events(home))
+    result = run(*args)
+    assert result.exit_code != 0
+    assert len(events(home)) == before
+    assert "Traceback" not in result.stdout + result.stderr
+    assert all(len(line) <= bounds.LINE_MAX for line in result.stderr.splitlines()), args
+    assert "characters left out" in result.stderr
+
+
+def test_a_long_memory_query_that_finds_nothing_is_said_in_one_short_line(home, run):
+    query = " ".join(f"word{i}" for i in range(12_000))
+    result = run("memory", "search", query)
+    assert result.exit_code == 0
+    [line] = result.stderr.splitlines()
+    assert line.startswith("No memory matches 'word0 word1 ")
+    assert line.endswith("backend fts5).") and len(line) <= bounds.LINE_MAX
