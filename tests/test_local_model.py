@@ -149,6 +149,11 @@ def test_the_embedded_model_embeds_memory_for_semantic_search(local, ok):
     found = json.loads(done.stdout)
     assert found["backend"] == "fts5+embeddings:local/smollm2-135m"
     assert found["results"][0]["path"] == "memory/2026-11-30.md"
+    # a query longer than the server takes in one text: its start is embedded
+    long = run_process("memory", "search", "--json", "the cat on the windowsill " * 800,
+                       timeout=180)
+    assert long.returncode == 0, long.stderr
+    assert json.loads(long.stdout)["results"][0]["path"] == "memory/2026-11-30.md"
     status = json.loads(ok("memory", "status", "--json"))
     assert status["backend"] == "fts5+embeddings:local/smollm2-135m"
     chat = run_process("chat", "-o", "max_tokens", "4", "hi", timeout=120)  # chat still works

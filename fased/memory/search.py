@@ -177,7 +177,11 @@ def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, que
 
     words = keyword(index.con, settings, query, sessions=sessions, now_jd=now_jd,
                     limit=max(POOL, limit), hidden=hidden)
-    (vector,) = embedder(state, home, settings.embeddings)([query])
+    # a query is embedded as a chunk is: no longer than one (an embedder takes so many
+    # tokens a text, the embedded model's 2,048); a longer one by its start
+    from fased.memory.chunks import chunk_text
+
+    (vector,) = embedder(state, home, settings.embeddings)([chunk_text(query)[0].text])
     similar = nearest(index.con, settings.agent, vector, sessions, set(hidden))
     pool = {h.id: h for h in words}
     extra = sorted((i for i in similar if i not in pool), key=lambda i: -similar[i])
