@@ -485,6 +485,63 @@ def test_a_failing_embedder_is_an_error_result_for_the_tool(models, ok, server):
     assert "memory.search.embeddings (emb/fake-model) failed" in finished["result"]
 
 
+def _vectors(*vectors: str) -> Status:
+    """An OpenAI-style embeddings answer whose vectors are JSON text as given."""
+    data = ", ".join(f'{{"object": "embedding", "index": {i}, "embedding": {v}}}'
+                     for i, v in enumerate(vectors))
+    return Status(200, body=f'{{"object": "list", "data": [{data}]}}'.encode())
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (_vectors("[NaN, 1.0]", "[1.0, 0.0]"), "not a finite number"),
+    (_vectors("[1e999, 1.0]", "[1.0, 0.0]"), "not a finite number"),
+    (_vectors("[true, 1.0]", "[1.0, 0.0]"), "not a finite number"),
+    (_vectors("[1.0, 0.0]", "[1.0, 0.0, 0.0]"), "vectors of different lengths"),
+    (_vectors("[]", "[]"), "an empty vector"),
+])
+def test_an_embedder_sending_vectors_that_cannot_be_compared_is_an_error(set_up, ok, run,
+                                                                       server, answer, why):
+    """A vector of NaN scored every result NaN (and `--json` printed NaN, which is not
+    JSON); vectors of different lengths were skipped, so the search found by meaning
+    nothing, and said nothing."""
+    ok("agent", "models", "providers", "add", "emb", "--kind", "openai-compatible",
+       "--base-url", server.url + "/v1")
+    note(set_up, "memory/garage.md", "The car is parked in the garage.\n")
+    ok("config", "set", "memory.search.embeddings", "emb/fake-model")
+    server.script_embed(answer)
+
+    failed = run("memory", "search", "--json", "car")
+
+    assert failed.exit_code == 1 and failed.stdout == ""
+    line = error_line(failed)
+    assert line.startswith("Error: memory.search.embeddings (emb/fake-model) failed: ")
+    assert why in line
+
+
+def test_a_model_that_changed_its_vectors_length_embeds_everything_again(set_up, ok, server):
+    """The same ref, another model behind it (a new Ollama tag): the query's vector had
+    another length than the stored ones, every chunk was skipped, and by meaning nothing
+    was found, silently."""
+    ok("agent", "models", "providers", "add", "emb", "--kind", "openai-compatible",
+       "--base-url", server.url + "/v1")
+    ok("config", "set", "memory.search.embeddings", "emb/fake-model")
+    server.synonyms = {"automobile": "car"}
+    note(set_up, "memory/garage.md", "The car is parked in the garage.\n")
+    note(set_up, "memory/kitchen.md", "The kettle is in the kitchen.\n")
+    first = results(ok, "automobile")[0]
+    assert first["path"] == "memory/garage.md" and first["score"] > 0
+
+    server.embedding_dims = server.embedding_dims * 2
+    before = len(server.requests)
+    found = results(ok, "automobile")
+
+    assert found[0]["path"] == "memory/garage.md"
+    assert found[0]["score"] == pytest.approx(first["score"], rel=0.2)
+    again = [t for r in server.requests[before:] if r["path"] == "/v1/embeddings"
+             for t in r["json"]["input"]]
+    assert "The car is parked in the garage." in again
+
+
 # -- a whole process ------------------------------------------------------------------------
 
 

@@ -49,9 +49,39 @@ def embedder(con: sqlite3.Connection, home: Path, ref: str):
         if len(vectors) != len(texts):
             raise EmbeddingsFailed(f"memory.search.embeddings ({ref}) sent {len(vectors)} "
                                    f"vectors for {len(texts)} texts")
+        wrong = _unusable(vectors)
+        if wrong:
+            raise EmbeddingsFailed(f"memory.search.embeddings ({ref}) failed: the server sent "
+                                   f"{wrong}", hint="is it an embeddings model?")
         return [unit(v) for v in vectors]
 
     return embed
+
+
+def _unusable(vectors: list) -> str | None:
+    """What makes a server's vectors impossible to compare (None: nothing): a NaN would
+    make every score NaN, and vectors of different lengths have no cosine."""
+    lengths = set()
+    for vector in vectors:
+        if not vector:
+            return "an empty vector"
+        if not all(type(x) in (int, float) and math.isfinite(x) for x in vector):
+            return "a vector with a value that is not a finite number"
+        lengths.add(len(vector))
+    return "vectors of different lengths" if len(lengths) > 1 else None
+
+
+def same_length(index_con: sqlite3.Connection, agent: str, query: array) -> bool:
+    """Whether every stored vector of the agent has the query's length (a model of
+    another length behind the same ref makes them incomparable: fill them again)."""
+    return index_con.execute(
+        "SELECT 1 FROM chunks WHERE agent = ? AND vector IS NOT NULL AND length(vector) != ? "
+        "LIMIT 1", (agent, len(query) * query.itemsize)).fetchone() is None
+
+
+def forget(index_con: sqlite3.Connection, agent: str) -> None:
+    """Drop the agent's vectors (fill makes them again)."""
+    index_con.execute("UPDATE chunks SET vector = NULL WHERE agent = ?", (agent,))
 
 
 def unit(vector: list[float]) -> array:
@@ -65,7 +95,7 @@ def fill(index_con: sqlite3.Connection, agent: str, ref: str, embed, sessions: b
     row = index_con.execute("SELECT embeddings FROM progress WHERE agent = ?",
                             (agent,)).fetchone()
     if row is None or row[0] != ref:
-        index_con.execute("UPDATE chunks SET vector = NULL WHERE agent = ?", (agent,))
+        forget(index_con, agent)
         index_con.execute("INSERT INTO progress(agent, session_seq, embeddings) VALUES (?, 0, ?)"
                           " ON CONFLICT(agent) DO UPDATE SET embeddings = excluded.embeddings",
                           (agent, ref))

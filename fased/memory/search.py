@@ -173,7 +173,7 @@ class _Ahead:
 def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, query: str,
             sessions: bool, now_jd: float, hidden: list[str], limit: int) -> list[Hit]:
     """Keyword and vector candidates pooled and scored as fased.memory.embed describes."""
-    from fased.memory.embed import POOL, embedder, nearest
+    from fased.memory.embed import POOL, embedder, fill, forget, nearest, same_length
 
     words = keyword(index.con, settings, query, sessions=sessions, now_jd=now_jd,
                     limit=max(POOL, limit), hidden=hidden)
@@ -181,7 +181,11 @@ def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, que
     # tokens a text, the embedded model's 2,048); a longer one by its start
     from fased.memory.chunks import chunk_text
 
-    (vector,) = embedder(state, home, settings.embeddings)([chunk_text(query)[0].text])
+    embed = embedder(state, home, settings.embeddings)
+    (vector,) = embed([chunk_text(query)[0].text])
+    if not same_length(index.con, settings.agent, vector):
+        forget(index.con, settings.agent)
+        fill(index.con, settings.agent, settings.embeddings, embed, settings.sessions)
     similar = nearest(index.con, settings.agent, vector, sessions, set(hidden))
     pool = {h.id: h for h in words}
     extra = sorted((i for i in similar if i not in pool), key=lambda i: -similar[i])

@@ -255,8 +255,9 @@ class HttpClient(Client):
         with net.Deadline(self.deadline):
             data = self.json_body(self.send("POST", path, payload, model=model), model)
             with self._reading(model):
-                vectors = self._parse_embeddings(data)
-                return [[float(x) for x in v] for v in vectors]
+                # as sent: the caller checks the values (fased.memory.embed), and float()
+                # would have made true a 1.0
+                return [list(v) for v in self._parse_embeddings(data)]
 
     # -- shared flow ---------------------------------------------------------------------
 
