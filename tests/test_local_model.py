@@ -297,6 +297,50 @@ def test_a_second_pull_downloads_nothing(local):
     assert len([e for e in events(local) if e["type"] == "provider.added"]) == 1
 
 
+def test_a_pull_killed_midway_leaves_nothing_behind_after_the_next(pulled, fased_home):
+    """A pull killed with -9 (a closed laptop, the OOM killer) left its download directory
+    under ~/.fased/models/, up to 200 MB each time; the next pull removes those of
+    processes that are gone, and never one still running."""
+    import signal
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts, never answers: pip waits
+    port = listener.getsockname()[1]
+    env = {**os.environ, "FASED_HOME": str(fased_home), "PIP_NO_INDEX": "",
+           "PIP_INDEX_URL": f"http://127.0.0.1:{port}/simple", "PIP_EXTRA_INDEX_URL": "",
+           "PIP_FIND_LINKS": "", "PIP_TIMEOUT": "60", "PIP_RETRIES": "0"}
+    models = fased_home / "models"
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+                                 "main()", "agent", "models", "pull", "smollm2-135m"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not list(models.glob(".pull-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(models.glob(".pull-*")), "the pull never started"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        listener.close()
+    [left] = models.glob(".pull-*")
+    old = models / ".pull-x1y2z3"  # fased 0.4.0's name, without its process: by its age
+    old.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    recent = models / ".pull-a1b2c3"
+    recent.mkdir()
+    alive = models / f".pull-{os.getpid()}-x"  # this process is alive: its pull is kept
+    alive.mkdir()
+    seed(fased_home, pulled)
+    done = run_process("agent", "models", "pull", "smollm2-135m", env=NO_INDEX)
+    assert done.returncode == 0, done.stderr
+    assert not left.exists() and not old.exists()
+    assert alive.is_dir() and recent.is_dir()
+
+
 def readme_main_job() -> str:
     """The README's main-job command: the first sh block of "Set-up: two commands"."""
     text = (Path(__file__).parent.parent / "README.md").read_text()
