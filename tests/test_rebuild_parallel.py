@@ -184,3 +184,29 @@ def test_a_worker_the_parent_gives_up_on_is_killed_and_reaped():
         raise RuntimeError("the parent failed first")
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # already reaped: no zombie left behind
+
+
+def test_a_rebuild_killed_midway_leaves_nothing_after_the_next(big_log, fased_home):
+    """kill -9 during a rebuild skipped its cleanup: the half-built state.db.rebuild-PID
+    (and the child's side file) stayed in the home, as large as state.db, one more for
+    every killed rebuild. The next rebuild, under the log lock, removes them."""
+    import subprocess
+    import time
+
+    home = home_with(big_log, fased_home)
+    run_process("agent", "list")  # state.db, so the rebuild below is a replacement
+    proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+                             "main()", "replay", "--rebuild"], env={**os.environ},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not leftovers(home) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert leftovers(home), "the rebuild ended before it could be killed"
+
+    done = run_process("replay", "--rebuild")
+
+    assert done.returncode == 0, done.stderr
+    assert leftovers(home) == []

@@ -1,0 +1,60 @@
+"""What a process killed midway (kill -9, the OOM killer, a power cut) leaves behind: the work
+files it would have removed. Each one fased writes names its process (`NAME.PID...`); a
+later process removes those whose process is gone. They can be large: a half-built
+state.db, a model download, a saved prompt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
+
+
+def sweep(directory: Path, owner: Callable[[str], int | None],
+          gone: Callable[[int], bool] = lambda pid: not alive(pid)) -> list[str]:
+    """Remove the entries of `directory` that `owner` names a process of (it returns the
+    PID in a name, None for a name that is not a work file) when `gone` says that process
+    is; returns their names. Nothing here is an error: a file that cannot be removed stays."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        pid = owner(name)
+        if pid is None or not gone(pid):
+            continue
+        path = directory / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
+        removed.append(name)
+    return removed
+
+
+def pid_after(prefix: str, name: str, suffix: str = "") -> int | None:
+    """The PID in `name` right after `prefix` (up to a '-' or '.' or the end), when the
+    name starts with `prefix` and ends with `suffix`; else None."""
+    if not name.startswith(prefix) or not name.endswith(suffix):
+        return None
+    rest = name[len(prefix):len(name) - len(suffix) if suffix else None]
+    digits = rest.replace("-", ".").partition(".")[0]
+    return int(digits) if digits.isdigit() else None
