@@ -356,7 +356,7 @@ def files(args, agent_opt, json_):
                              hint="one of: " + ", ".join(BOOTSTRAP_FILES))
         if match.state != "present":
             raise UsageError(f"{match.name} is {match.state} in {ws}")
-        click.echo(match.path.read_text(encoding="utf-8", errors="replace"), nl=False,
+        click.echo(_file_text(match.path), nl=False,
                    color=True)  # the file as it is: click would strip its ANSI codes
         return
     if json_:
@@ -367,3 +367,25 @@ def files(args, agent_opt, json_):
     say(f"Workspace: {ws}")
     table([(s.name, s.state, "" if s.size is None else s.size) for s in states],
           ("FILE", "STATE", "BYTES"))
+
+
+SHOW_MAX = 64 << 20  # bytes of a bootstrap file `agent files show` prints
+
+
+def _file_text(path) -> str:
+    """A bootstrap file's text for `agent files show`: a FIFO (which waited for a writer,
+    forever) or a device is an error saying so; past SHOW_MAX it is cut, with a note."""
+    from fased.bounds import NotRegularFile, read_head
+    from fased.errors import FasedError
+
+    try:
+        data = read_head(path, SHOW_MAX + 1)
+    except NotRegularFile as exc:
+        raise FasedError(f"{path.name} is {exc.kind}, not a regular file ({path})",
+                         hint=None) from None
+    except OSError as exc:
+        raise FasedError(f"cannot read {path}: {exc.strerror or exc}", hint=None) from None
+    if len(data) > SHOW_MAX:
+        note(f"fased: {path.name} is larger than {SHOW_MAX >> 20} MiB; its start is shown")
+        data = data[:SHOW_MAX]
+    return data.decode("utf-8", "replace")

@@ -126,9 +126,15 @@ def show(name, agent, json_):
         "shadowed")), None)
     if match is None:
         raise UsageError(f"no skill {name!r}", hint="`fased skill list` shows them")
-    from pathlib import Path
+    from fased.bounds import read_head
+    from fased.errors import FasedError
+    from fased.skills.loader import SKILL_FILE_MAX
 
-    text = Path(match["path"]).read_text("utf-8", "replace")
+    try:  # a FIFO there since the scan waited for a writer, forever
+        text = read_head(match["path"], SKILL_FILE_MAX).decode("utf-8", "replace")
+    except OSError as exc:
+        raise FasedError(f"cannot read {match['path']}: {exc.strerror or exc}",
+                         hint=None) from None
     if json_:
         echo_json({**match, "text": text})
         return

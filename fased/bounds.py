@@ -8,6 +8,7 @@ The limits are far above what real use needs; README "Configuration" lists them.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -269,6 +270,66 @@ def parts_or_none(value: str) -> str:
 
 # -- files ------------------------------------------------------------------------------------
 
+class NotRegularFile(OSError):
+    """A FIFO, device or socket where a regular file was expected: `strerror` says which
+    ("a FIFO, not a regular file"), `kind` is "a FIFO". A directory stays
+    IsADirectoryError."""
+
+    def __init__(self, path: object, kind: str):
+        super().__init__(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        self.kind = kind
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode is, for people: "a FIFO", "a character device", ..."""
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def open_regular(path: str | os.PathLike, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
+    """A descriptor of the regular file at `path`, opened without waiting: O_NONBLOCK, as
+    opening a FIFO for reading waits for a writer (and for writing, for a reader), forever.
+    NotRegularFile for a FIFO, device or socket; IsADirectoryError for a directory; the
+    OSError of the open otherwise."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as exc:  # ENXIO: a FIFO opened to write that nobody reads
+        if exc.errno != errno.ENXIO:
+            raise
+        raise NotRegularFile(path, file_kind(os.stat(path).st_mode)) from None
+    try:
+        kind = file_kind(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if kind != "a regular file":
+        os.close(fd)
+        if kind == "a directory":
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        raise NotRegularFile(path, kind)
+    return fd
+
+
+def read_head(path: str | os.PathLike, limit: int) -> bytes:
+    """The first `limit` bytes of a regular file (open_regular's errors), so a huge file
+    or a link to /dev/zero costs one bounded read."""
+    fd = open_regular(path)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, min(limit - size, MIB))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_bounded(path: Path, limit: int, what: str | None = None) -> bytes:
     """A regular file's bytes, reading at most limit+1 of them. FileNotFoundError when it is
     missing; StateError when it is a directory, FIFO, device or unreadable; TooLargeError past
@@ -284,11 +345,8 @@ def read_bounded(path: Path, limit: int, what: str | None = None) -> bytes:
     except OSError as exc:
         raise StateError(f"cannot read {name}: {exc.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                     (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-            kind = next((name for test, name in kinds if test(mode)), "a socket")
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind != "a regular file":
             raise StateError(f"{name} is {kind}, not a regular file")
         chunks: list[bytes] = []
         size = 0

@@ -166,9 +166,11 @@ def prompt_files(con: sqlite3.Connection, home: Path, agent: sqlite3.Row,
 
 
 def _read_bounded(path: Path, limit: int = 1 << 20) -> bytes:
-    """At most 1 MiB of a file (a bootstrap file bigger than that is cut anyway)."""
-    with open(path, "rb") as f:
-        return f.read(limit)
+    """At most 1 MiB of a regular file (a bootstrap file bigger than that is cut anyway);
+    a FIFO or device is an OSError that says so (NotRegularFile), never a wait."""
+    from fased.bounds import read_head
+
+    return read_head(path, limit)
 
 
 def _is_template(name: str, data: bytes, agent, render) -> bool:
@@ -316,8 +318,7 @@ def offered_skills(con: sqlite3.Connection, home: Path, agent, workspace: Path, 
     out = []
     for s in skills:
         try:
-            with open(s.file, "rb") as f:
-                text = f.read(1 << 20).decode("utf-8", "replace")
+            text = _read_bounded(s.file).decode("utf-8", "replace")
         except OSError:
             continue
         if listed or s.name in wanted:

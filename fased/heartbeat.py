@@ -115,11 +115,14 @@ def file_reason(con: sqlite3.Connection, home: Path, agent: sqlite3.Row) -> str 
     and comments), `template` (what setup wrote, untouched); None when it has something (or
     is missing: the prompt says "if it exists", so the model decides)."""
     from fased.agents import render_template, workspace_for
+    from fased.bounds import NotRegularFile, read_head
 
     path = workspace_for(con, home, agent) / FILE
     try:
-        data = path.read_bytes()[:1 << 20]
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        data = read_head(path, 1 << 20)
+    except NotRegularFile as exc:  # a FIFO waited for a writer, forever
+        return f"unreadable ({exc.strerror})"
+    except OSError:
         return None
     text = re.sub(r"<!--.*?(-->|\Z)", "", data.decode("utf-8", "replace"), flags=re.S)
     if all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines()):

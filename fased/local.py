@@ -76,14 +76,17 @@ def size_text(size: int) -> str:
 
 def check_gguf(path: str | Path) -> Path:
     """An existing GGUF file (its magic bytes), as an absolute path; else a usage error."""
+    from fased.bounds import NotRegularFile, read_head
+
     where = Path(path).expanduser()
     try:
-        with open(where, "rb") as f:
-            magic = f.read(4)
+        magic = read_head(where, 4)
     except FileNotFoundError:
         raise UsageError(f"no file {where}") from None
     except IsADirectoryError:
         raise UsageError(f"{where} is a directory, not a GGUF file") from None
+    except NotRegularFile as exc:  # a FIFO waited for a writer, forever; /dev/zero...
+        raise UsageError(f"{where} is {exc.kind}, not a GGUF file") from None
     except OSError as exc:
         raise UsageError(f"cannot read {where}: {exc.strerror}") from None
     if magic != GGUF_MAGIC:

@@ -335,6 +335,22 @@ def _delivery_lock(home: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def _open_target(path: str) -> int:
+    """A file target opened to append: a FIFO only while something reads it (one nobody
+    reads made the runner wait for a reader, forever), then written as usual."""
+    import errno
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(exc.errno, "a FIFO nobody reads") from None
+        raise
+    os.set_blocking(fd, True)
+    return fd
+
+
 def deliver(row, emit: Callable[[dict], None], home: Path) -> tuple[bool, str | None, int]:
     """Send one reply to its target: (ok, error, attempts made)."""
     target = row["deliver"]
@@ -344,7 +360,8 @@ def deliver(row, emit: Callable[[dict], None], home: Path) -> tuple[bool, str | 
     kind, _, rest = target.partition(":")
     if kind == "file":
         try:
-            with open(rest, "a", encoding="utf-8") as f:
+            fd = _open_target(rest)
+            with open(fd, "a", encoding="utf-8") as f:
                 f.write(row["reply"] if row["reply"].endswith("\n") else row["reply"] + "\n")
             return True, None, 1
         except OSError as exc:

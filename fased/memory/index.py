@@ -154,9 +154,10 @@ class MemoryIndex:
                           (agent, path)).fetchone()
         data = None
         if st is not None:
-            try:
-                with open(note_path(settings, path), "rb") as f:
-                    data = f.read(MAX_NOTE_BYTES)
+            from fased.bounds import read_head
+
+            try:  # a FIFO since the stat is an OSError, never a wait
+                data = read_head(note_path(settings, path), MAX_NOTE_BYTES)
             except OSError:
                 st = None
         if st is None or data is None:

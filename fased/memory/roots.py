@@ -226,6 +226,18 @@ def note_path(settings: MemorySettings, display: str) -> Path:
     return path if path.is_absolute() else settings.workspace / path
 
 
+def _require_note(text: str, real: str) -> None:
+    """UsageError unless `real` is a regular file (saying what it is)."""
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        raise UsageError(f"{text}: no such memory note") from None
+    if not S_ISREG(mode):
+        from fased.bounds import file_kind
+
+        raise UsageError(f"{text}: {file_kind(mode)}, not a memory note")
+
+
 def resolve_note(settings: MemorySettings, text: str) -> Path:
     """A note a user or the model named, refused (UsageError) unless it is a note under one of
     the agent's memory roots: no `..`, no link out of the root, no other file."""
@@ -243,12 +255,10 @@ def resolve_note(settings: MemorySettings, text: str) -> Path:
                 raise UsageError(f"{text}: a symlink leads out of the memory root {root}")
             if not real.endswith(".md"):
                 raise UsageError(f"{text}: not a memory note (notes are *.md files)")
-            if not os.path.isfile(real):
-                raise UsageError(f"{text}: no such memory note")
+            _require_note(text, real)
             return Path(real)
         if str(full) == str(root) or real == real_root:
-            if not os.path.isfile(real):
-                raise UsageError(f"{text}: no such memory note")
+            _require_note(text, real)
             return Path(real)
     roots = ", ".join(settings.display(r) for r in settings.roots())
     raise UsageError(f"{text}: not under a memory root of agent {settings.agent}",

@@ -211,7 +211,13 @@ def get(state: sqlite3.Connection, home: Path, agent: str, path: str,
     out: list[str] = []
     used = 0
     total = 0
-    with open(real, encoding="utf-8", errors="replace") as f:
+    from fased.bounds import NotRegularFile, open_regular
+
+    try:
+        fd = open_regular(real)
+    except NotRegularFile as exc:
+        raise UsageError(f"{path}: {exc.kind}, not a memory note") from None
+    with open(fd, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             total = number
             if number < start or len(out) >= want:

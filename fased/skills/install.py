@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fased.errors import ConflictError, UsageError
-from fased.skills.loader import SKILL_FILE, content_hash, parse_skill_file
+from fased.skills.loader import SKILL_FILE, SKILL_FILE_MAX, content_hash, parse_skill_file
 
 SKIP = {".git"}
 
@@ -92,8 +93,24 @@ def skill_folder(root: Path, name: str | None) -> Path:
     return found[0]
 
 
+def _skill_text(file: Path) -> str:
+    """A SKILL.md being installed, as text: a FIFO or device there is a usage error (a FIFO
+    waited for a writer, forever), one past the size a skill may have is cut (its check
+    refuses it)."""
+    from fased.bounds import NotRegularFile, read_head
+
+    try:
+        return read_head(file, SKILL_FILE_MAX + 1).decode("utf-8", "replace")
+    except NotRegularFile as exc:
+        raise UsageError(f"{file} is {exc.kind}, not a regular file",
+                         hint="nothing was installed") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror or exc}",
+                         hint="nothing was installed") from None
+
+
 def _front_name(folder: Path) -> str | None:
-    data, _ = parse_skill_file((folder / SKILL_FILE).read_text("utf-8", "replace"))
+    data, _ = parse_skill_file(_skill_text(folder / SKILL_FILE))
     return data["name"] if data else None
 
 
@@ -103,7 +120,7 @@ def check_folder(folder: Path) -> dict:
     file = folder / SKILL_FILE
     if file.is_symlink():
         raise UsageError(f"{file}: SKILL.md must not be a symlink")
-    data, problem = parse_skill_file(file.read_text("utf-8", "replace"))
+    data, problem = parse_skill_file(_skill_text(file))
     if data is None:
         raise UsageError(f"{file}: {problem}")
     real_root = os.path.realpath(folder)
@@ -117,6 +134,15 @@ def check_folder(folder: Path) -> dict:
                     raise UsageError(f"{os.path.relpath(path, folder)} is a symlink that "
                                      f"points out of the skill folder ({os.readlink(path)})",
                                      hint="nothing was installed")
+        for entry in files:  # a FIFO or device cannot be copied (copying a FIFO waits)
+            path = os.path.join(here, entry)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                from fased.bounds import file_kind
+
+                raise UsageError(f"{os.path.relpath(path, folder)} is {file_kind(mode)}: a "
+                                 "skill folder holds files, folders and links",
+                                 hint="nothing was installed")
     return data
 
 

@@ -153,10 +153,22 @@ def content_hash(path: Path) -> str:
         if link is not None:
             digest.update(b"link:" + link.encode("utf-8", "surrogateescape"))
         else:
-            with open(path / rel, "rb") as f:
-                digest.update(hashlib.sha256(f.read()).digest())
+            digest.update(_file_hash(path / rel))
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> bytes:
+    """sha256 of a regular file, read a block at a time; of a FIFO, device or socket, of
+    what it is (opening a FIFO to read it waited for a writer, forever)."""
+    from fased.bounds import NotRegularFile, open_regular
+
+    try:
+        fd = open_regular(path)
+    except NotRegularFile as exc:
+        return hashlib.sha256(f"special:{exc.kind}".encode()).digest()
+    with os.fdopen(fd, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
 
 
 class Cache:
@@ -239,9 +251,10 @@ def _parse_folder(path: Path, sig: list) -> dict:
     file = path / SKILL_FILE
     if file.is_symlink():
         return {"sig": sig, "problem": "SKILL.md is a symlink"}
+    from fased.bounds import read_head
+
     try:
-        with open(file, "rb") as f:
-            raw = f.read(SKILL_FILE_MAX + 1)
+        raw = read_head(file, SKILL_FILE_MAX + 1)
     except OSError as exc:
         return {"sig": sig, "problem": f"unreadable ({exc.strerror or exc})"}
     if len(raw) > SKILL_FILE_MAX:
