@@ -152,8 +152,10 @@ def _agent(st, agent: str | None) -> str:
 def _split_line(target: str) -> tuple[str, int]:
     """PATH[:LINE]: a trailing :N is a line number."""
     path, sep, line = target.rpartition(":")
-    if sep and line.isdigit() and path:
-        if int(line) < 1:
+    if sep and path and line and line.isdigit():  # Unicode digits too ("²"): refused here
+        from fased.bounds import MAX_COUNT, parse_count
+
+        if line.isascii() and int(line) < 1:
             raise click.BadParameter("the first line is 1", param_hint="'PATH[:LINE]'")
-        return path, int(line)
+        return path, parse_count(line, low=1, high=MAX_COUNT, what="LINE")
     return target, 1

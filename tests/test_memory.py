@@ -245,6 +245,25 @@ def test_an_edit_of_the_same_size_deep_in_a_folder_or_behind_a_link_is_seen(set_
     assert results(ok, "peach") != []
 
 
+def test_a_link_to_a_note_or_folder_already_in_the_root_is_not_a_second_copy(set_up, ok):
+    """A folder link back up the tree (`memory/a/loop -> ..`) walked the root twice and a
+    link to a note beside it (`latest.md -> 2026-12-01.md`) indexed it twice: every result
+    came twice. A link to what the walk finds anyway is left out; one that leads to a note
+    the walk does not reach (in a hidden folder) still counts."""
+    note(set_up, "memory/a/2026-12-01.md", "The quokka smiles.\n")
+    memory = ws(set_up) / "memory"
+    (memory / "a" / "loop").symlink_to("..")
+    (memory / "latest.md").symlink_to("a/2026-12-01.md")
+    hidden = note(set_up, "memory/.archive/old", "A quokka of old.\n")
+    (memory / "old.md").symlink_to(hidden)
+
+    found = [r["path"] for r in results(ok, "quokka")]
+
+    assert sorted(found) == ["memory/a/2026-12-01.md", "memory/old.md"]
+    status = json.loads(ok("memory", "status", "--json"))
+    assert status["files"] == 3  # MEMORY.md, and the two
+
+
 def test_a_search_that_finds_nothing_new_writes_nothing(set_up, ok):
     note(set_up, "MEMORY.md", "orchid watering every sunday\n")
     ok("memory", "search", "orchid")
@@ -358,6 +377,34 @@ def test_get_shows_lines_of_a_note_and_refuses_everything_else(set_up, ok, run, 
     assert "not under a memory root" in fails(run, set_up, 2, "memory", "get",
                                               str(set_up / "credentials.json"))
     assert results(ok, "password") == []  # a link out of its root is not indexed either
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ("²", "not a whole number"),  # str.isdigit() says yes, int() raised: an internal error
+    ("٣", "not a whole number"),
+    ("99999999999999999999999", "is not in the range 1<=x<=1000000"),
+    ("0", "the first line is 1"),
+])
+def test_a_line_number_is_ascii_digits_within_bounds(set_up, run, line, error):
+    note(set_up, "MEMORY.md", "one\ntwo\n")
+    result = run("memory", "get", f"MEMORY.md:{line}")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert error in result.stderr
+
+
+def test_a_line_past_the_end_says_how_long_the_note_is(models, ok, run, server):
+    """It printed nothing and exited 0, and the tool gave the model an empty text."""
+    note(models, "MEMORY.md", "one\ntwo\nthree\n")
+    assert fails(run, models, 2, "memory", "get", "MEMORY.md:9") == (
+        "Error: MEMORY.md has 3 lines: line 9 is past its end")
+    assert ok("memory", "get", "MEMORY.md:3") == "three\n"
+    server.script(Reply("", tool_calls=[call("memory_get", path="MEMORY.md", **{"from": 7})]),
+                  Reply("ok"))
+    ok("chat", "read it")
+    [finished] = [e["data"] for e in events(models) if e["type"] == "tool.finished"]
+    assert finished["status"] == "error"
+    assert finished["result"] == "MEMORY.md has 3 lines: line 7 is past its end"
 
 
 def test_config_keys_are_validated(set_up, run):

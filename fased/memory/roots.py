@@ -127,6 +127,8 @@ def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str
                         continue  # a link out of its root is not memory
                     linked.add(real)
                     st = os.stat(real)
+                    if _walked(real, real_root, S_ISDIR(st.st_mode)):
+                        continue  # the walk finds it anyway: not a second copy
                 elif name.endswith(".md"):
                     st = entry.stat(follow_symlinks=False)
                 elif entry.is_dir(follow_symlinks=False):
@@ -142,6 +144,15 @@ def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str
                     found[shown + name] = (st.st_size, st.st_mtime_ns)
             elif S_ISDIR(st.st_mode) and name[0] != ".":
                 stack.append(entry.path)
+
+
+def _walked(real: str, real_root: str, folder: bool) -> bool:
+    """Whether the walk of `real_root` reaches `real` without following a link: it is
+    under the root, in no hidden folder, and a folder or a note."""
+    rel = os.path.relpath(real, real_root)
+    if rel == "." or any(part.startswith(".") for part in rel.split(os.sep)):
+        return rel == "."
+    return folder or rel.endswith(".md")
 
 
 def quick_signature(settings: MemorySettings) -> str | None:

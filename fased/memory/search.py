@@ -228,6 +228,9 @@ def get(state: sqlite3.Connection, home: Path, agent: str, path: str,
                 continue
             out.append(line[:GET_MAX_CHARS])
             used += len(line) + 1
+    if start > total > 0:
+        raise UsageError(f"{path} has {total} line{'s' if total != 1 else ''}: line {start} "
+                         "is past its end")
     end = start + len(out) - 1
     more = end < total
     return {"agent": settings.agent, "path": settings.display(real), "from": start,
