@@ -30,7 +30,7 @@ from fased.schema import first_error, load_schema
 
 CONFIG_NAME = "fased.json"
 # a key, a list index [N], or a quoted key ["a.b/c"] for a key with dots or brackets in it
-_SEGMENT = re.compile(r"""([^.\[\]"']+)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\['([^']*)'\]""")
+_SEGMENT = re.compile(r"""([^.\[\]"']+)|\[([0-9]+)\]|\["((?:[^"\\]|\\.)*)"\]|\['([^']*)'\]""")
 _PLAIN_KEY = re.compile(r"""[^.\[\]"']+""")
 
 
@@ -291,7 +291,7 @@ def _check_heartbeats(doc: dict) -> None:
         try:
             every = beat.get("every")
             zero = every is not None and all(
-                float(n) == 0 for n in re.findall(r"\d+(?:\.\d+)?", every))
+                float(n) == 0 for n in re.findall(r"[0-9]+(?:\.[0-9]+)?", every))
             if every is not None and not zero:
                 parse_duration(every)
             zone_info((beat.get("activeHours") or {}).get("timezone"))

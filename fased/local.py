@@ -319,7 +319,7 @@ def _remove_unsaved(cache: Path) -> None:
     from fased.leftovers import sweep
 
     def owner(name: str) -> int | None:
-        found = re.search(r"\.slot\.(\d+)\.part(?:\.tokens)?$", name)
+        found = re.search(r"\.slot\.([0-9]+)\.part(?:\.tokens)?$", name)
         return int(found.group(1)) if found else None
 
     sweep(cache, owner)

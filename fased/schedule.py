@@ -32,7 +32,7 @@ CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _FIELD_HINTS = (
     "0-59", "0-23", "1-31 or L", "1-12 or jan-dec", "0-6 or sun-sat (0 and 7 are Sunday)"
 )
-_TIME_OF_DAY = re.compile(r"(\d{1,2})(?::(\d{2}))?(?::(\d{2}))?\s*([ap]m)?", re.I)
+_TIME_OF_DAY = re.compile(r"([0-9]{1,2})(?::([0-9]{2}))?(?::([0-9]{2}))?\s*([ap]m)?", re.I)
 _PHRASE_HINT = (
     "use one of: every 30m | at 2026-11-21T09:00Z | at 09:00 | in 20m | cron */5 * * * * "
     "| a 5-field cron expression"

@@ -45,7 +45,7 @@ def current_versions() -> dict[str, int]:
     """{event type: newest version this fased knows}, from the schema file names."""
     versions: dict[str, int] = {}
     for name in os.listdir(schema_dir()):
-        match = re.fullmatch(r"(.+)\.v(\d+)\.json", name)
+        match = re.fullmatch(r"(.+)\.v([0-9]+)\.json", name)
         if match:
             etype, v = match.group(1), int(match.group(2))
             versions[etype] = max(v, versions.get(etype, 0))

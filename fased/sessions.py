@@ -8,7 +8,7 @@ import sqlite3
 from fased.errors import ConflictError, NotFoundError, UsageError
 from fased.store import Draft
 
-SESSION_ID = re.compile(r"^s-\d+\Z")
+SESSION_ID = re.compile(r"^s-[0-9]+\Z")
 
 
 def next_session_id(con: sqlite3.Connection, taken: int = 0) -> str:

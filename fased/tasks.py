@@ -483,8 +483,9 @@ def split_when(text: str) -> tuple[str, str]:
     words = text.split()
     head = words[0].lower() if words else ""
     count = {"every": 2, "in": 2, "at": 2, "cron": 6}.get(head, 1)
-    if head == "at" and len(words) > 2 and re.fullmatch(r"\d{4}-\d\d-\d\d", words[1]) and (
-            re.fullmatch(r"\d{1,2}:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?", words[2])):
+    if head == "at" and len(words) > 2 and re.fullmatch(
+            r"[0-9]{4}-[0-9]{2}-[0-9]{2}", words[1]) and re.fullmatch(
+            r"[0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?", words[2]):
         count = 3  # a local date and time: at 2026-11-21 09:00
     elif head not in ("every", "in", "at", "cron") and re.fullmatch(r"[0-9*/,-]+", head):
         count = 5  # a bare cron expression starts with its minute field

@@ -16,9 +16,9 @@ from fased.bounds import TYPED_CHARS, check_seconds, check_time, check_zone_name
 from fased.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
-_NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d*)?")
-_DURATION_FULL = re.compile(r"^(?:\s*\d+(?:\.\d+)?\s*[smhdw])+\s*$")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)")
+_NUMBER = re.compile(r"[-+]?[0-9]+(?:[.,][0-9]*)?")
+_DURATION_FULL = re.compile(r"^(?:\s*[0-9]+(?:\.[0-9]+)?\s*[smhdw])+\s*$")
 _TIME_HINT = ("use RFC 3339 (2026-11-21T09:00:00Z), a local time (2026-11-21 09:00) "
               "or a duration (30m, 2h, 1d)")
 
@@ -117,8 +117,13 @@ def _parse_absolute(value: str, now: datetime, zone) -> datetime:
 
     if _NUMBER.fullmatch(value):  # dateutil would read "-5" as the 5th, "2025" as a date
         raise ValueError(value)
+    if any(c.isdigit() and not c.isascii() for c in value):  # dateutil reads "٥" as 5
+        raise ValueError(value)
     local_now = now.astimezone(zone) if zone else now.astimezone()
-    return dateutil_parser.parse(value, default=local_now.replace(tzinfo=None))
+    # what the text does not say comes from this default: today, at its start (as `date
+    # -d` reads "dec 5"); now's own seconds made "dec 5 10:30" 10:30:46.086839
+    today = local_now.replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    return dateutil_parser.parse(value, default=today)
 
 
 def zone_info(name: str | None):

@@ -12,7 +12,7 @@ import math
 import os
 import subprocess
 import sys
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import error_line, events, fails, read_json
@@ -658,3 +658,43 @@ def test_a_long_memory_query_that_finds_nothing_is_said_in_one_short_line(home, 
     [line] = result.stderr.splitlines()
     assert line.startswith("No memory matches 'word0 word1 ")
     assert line.endswith("backend fts5).") and len(line) <= bounds.LINE_MAX
+
+
+ARABIC_FIVE = "\u0665"  # ٥: a decimal digit to str.isdigit() and to re's \d, not to a shell
+
+
+@pytest.mark.parametrize("args", [
+    ["task", "new", "--every", f"{ARABIC_FIVE}m", "--message", "x"],
+    ["task", "new", "--at", f"{ARABIC_FIVE}:00", "--message", "x"],
+    ["config", "set", f"agents.list[{ARABIC_FIVE}].name", "x"],
+    ["chat", "--queue", "-o", "max_tokens", ARABIC_FIVE, "hi"],
+    ["replay", "-n", ARABIC_FIVE],
+    ["memory", "get", f"MEMORY.md:{ARABIC_FIVE}"],
+])
+def test_digits_are_ascii_digits(home, run, args):
+    """Python's \\d and int() take any decimal digit: `--every ٥m` made a task recorded as
+    "every ٥m", and agents.list[٠] a config key. A number fased reads is ASCII digits."""
+    before = len(events(home))
+    result = run(*args)
+    assert result.exit_code == 2, (args, result.stdout, result.stderr)
+    assert len(events(home)) == before
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("dec 5 10:30", "2026-12-05T10:30:00+00:00"),  # was 10:30:46.086839: now's seconds
+    ("dec 5", "2026-12-05T00:00:00+00:00"),  # a day with no time: its start, as date -d says
+    ("10:30", "2026-12-02T10:30:00+00:00"),
+    ("Dec 5 2026 10:30:15", "2026-12-05T10:30:15+00:00"),
+])
+def test_a_time_leaves_out_nothing_it_did_not_say(text, expected):
+    """dateutil fills what a time does not say from its default, which was now: a task
+    `--at "dec 5 10:30"` ran at 10:30:46.086839."""
+    now = datetime(2026, 12, 2, 1, 52, 46, 86839, tzinfo=UTC)
+    assert parse_time(text, now=now, tz="UTC", future=True).isoformat() == expected
+
+
+def test_a_time_in_other_digits_is_invalid():
+    now = datetime(2026, 12, 2, 1, 52, 46, tzinfo=UTC)
+    with pytest.raises(UsageError, match="invalid time"):
+        parse_time(f"{ARABIC_FIVE}:00", now=now, tz="UTC")

@@ -630,3 +630,11 @@ def test_each_agent_searches_its_own_memory(set_up, ok, run):
     assert "not under a memory root" in fails(run, set_up, 2, "memory", "get",
                                               str(ops / "memory" / "2026-03-01.md"))
     assert "no agent 'nosuch'" in fails(run, set_up, 1, "memory", "search", "x", "-a", "nosuch")
+
+
+def test_a_note_named_with_other_digits_is_an_undated_note_not_an_internal_error(set_up, ok):
+    """`٢٠٢٦-١٢-٠١.md` matched the daily-note pattern (\\d takes any decimal digit) and its
+    date did not parse: every search of the agent was an internal error."""
+    note(set_up, "memory/\u0662\u0660\u0662\u0666-\u0661\u0662-\u0660\u0661.md", "quokka\n")
+    [found] = results(ok, "quokka")
+    assert found["path"] == "memory/\u0662\u0660\u0662\u0666-\u0661\u0662-\u0660\u0661.md"

@@ -26,7 +26,7 @@ DEFAULT_API_BASE = "https://api.telegram.org"
 MAX_TEXT = 4096
 MAX_RETRY_AFTER = 30.0
 RATE_ATTEMPTS = 3
-TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,100}\Z")
+TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}\Z")
 
 
 def check_token(token: str) -> str:

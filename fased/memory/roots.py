@@ -24,7 +24,7 @@ DEFAULT_MAX_RESULTS = 6
 MAIN_FILES = ("MEMORY.md", "memory.md")
 NOTES_DIR = "memory"
 #: a daily note: memory/2026-03-01.md (or 2026-03-01-standup.md)
-DATED = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[^0-9].*)?\.md$")
+DATED = re.compile(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})(?:[^0-9].*)?\.md$")
 
 
 @dataclass(frozen=True)

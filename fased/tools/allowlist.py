@@ -374,7 +374,7 @@ class _Checker:
     def redirect(self, op: str, target: Word) -> None:
         """Reading is the program's business; writing only inside the working directory."""
         value = target.value
-        if op in _READS or (op == ">&" and value is not None and re.fullmatch(r"\d+|-", value)):
+        if op in _READS or (op == ">&" and value is not None and re.fullmatch(r"[0-9]+|-", value)):
             return
         if value is None:
             raise _Ask(f"cannot tell where `{op} {target.source}`{{where}} writes")

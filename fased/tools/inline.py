@@ -55,7 +55,7 @@ _GIT_RUNS = {"rebase": ("-x", "--exec"), "bisect": ("run",), "submodule": ("fore
              "filter-branch": (), "difftool": ("-x", "--extcmd", "-t", "--tool"),
              "mergetool": ("-t", "--tool"), "clone": ("-u", "-c"), "ls-remote": ("-u",),
              "archive": ("--remote",)}
-_VERSION = re.compile(r"[\d.]+\Z")
+_VERSION = re.compile(r"[0-9.]+\Z")
 _AWK_RISK = re.compile(r"system|\||>|@")
 
 
@@ -337,8 +337,8 @@ def _sed(args: list[Word]) -> str | None:
     return None
 
 
-_SED_ADDRESS = re.compile(r"\s*(?:\d+(?:~\d+)?|\$|/(?:[^/\\\n]|\\.)*/[IM]*|\\(.)(?:.)*?\1)?"
-                          r"(?:\s*,\s*(?:[+~]?\d+|\$|/(?:[^/\\\n]|\\.)*/[IM]*))?\s*!?\s*")
+_SED_ADDRESS = re.compile(r"\s*(?:[0-9]+(?:~[0-9]+)?|\$|/(?:[^/\\\n]|\\.)*/[IM]*|\\(.)(?:.)*?\1)?"
+                          r"(?:\s*,\s*(?:[+~]?[0-9]+|\$|/(?:[^/\\\n]|\\.)*/[IM]*))?\s*!?\s*")
 
 
 def _sed_risky(script: str) -> bool:
@@ -368,12 +368,12 @@ def _sed_risky(script: str) -> bool:
                 if pos >= n:
                     return True
                 pos += 1
-            flags = re.compile(r"[gpiImM\d]*").match(script, pos)
+            flags = re.compile(r"[gpiImM0-9]*").match(script, pos)
             pos = flags.end()
             if c == "s" and pos < n and script[pos] in "ew":
                 return True
         elif c in "=dDgGhHlnNpPqQxzFL":
-            pos = re.compile(r"\s*\d*").match(script, pos).end()
+            pos = re.compile(r"\s*[0-9]*").match(script, pos).end()
         else:
             return True
     return False

@@ -32,7 +32,7 @@ BEGIN, END = "*** Begin Patch", "*** End Patch"
 ADD, DELETE, UPDATE, MOVE = "*** Add File:", "*** Delete File:", "*** Update File:", "*** Move to:"
 END_OF_FILE = "*** End of File"
 # a unified diff's "@@ -3,7 +3,8 @@ def f():" header: the numbers mean nothing here
-_UNIFIED = re.compile(r"@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@ ?")
+_UNIFIED = re.compile(r"@@ -[0-9]+(?:,[0-9]+)? \+[0-9]+(?:,[0-9]+)? @@ ?")
 
 
 @dataclass

@@ -32,7 +32,7 @@ _UNSUPPORTED = {
     "coproc": "`coproc`", "[[": "`[[ ... ]]`", "]]": "`]]`", "in": "a stray `in`",
     "esac": "a stray `esac`",
 }
-_IO_NUMBER = re.compile(r"\d+(?=[<>])")
+_IO_NUMBER = re.compile(r"[0-9]+(?=[<>])")
 _BLANKS = re.compile(r"(?:[ \t]|\\\n)*")
 
 

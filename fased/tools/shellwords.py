@@ -16,10 +16,10 @@ BREAK = frozenset(" \t\n;&|()<>")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPECIAL_PARAM = "@*#?-$!0123456789"
 _ANSI_C = re.compile(r"\$'(?:[^'\\]|\\.)*'", re.S)
-_PARAMETER = re.compile(r"[#!]?([A-Za-z_][A-Za-z0-9_]*|\d+|[@*#?$!-])")
-_NUMERIC_INDEX = re.compile(r"\[[@*\d]\d*\]|\[|:(?![-=?+])")
-_NUMERIC_TAIL = re.compile(r"[\d\s:+\-*/()\[\]]*\}")
-_ARITHMETIC_OK = re.compile(r"[\d\s+\-*/%()<>=!&|^~?:]*")
+_PARAMETER = re.compile(r"[#!]?([A-Za-z_][A-Za-z0-9_]*|[0-9]+|[@*#?$!-])")
+_NUMERIC_INDEX = re.compile(r"\[[@*0-9][0-9]*\]|\[|:(?![-=?+])")
+_NUMERIC_TAIL = re.compile(r"[0-9\s:+\-*/()\[\]]*\}")
+_ARITHMETIC_OK = re.compile(r"[0-9\s+\-*/%()<>=!&|^~?:]*")
 
 
 class Unsure(Exception):
