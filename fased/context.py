@@ -661,11 +661,6 @@ class Request:
         """The estimated tokens of the messages after the system prompt."""
         return sum(_tokens(m) for m in self.messages[1:])
 
-    @property
-    def tokens(self) -> int:
-        return self.system.tokens + sum(_tokens(m) for m in self.messages) + sum(
-            estimate_tokens(json.dumps(t)) for t in tools_wire(self.tools))
-
 
 def tools_wire(tools: list) -> list[dict]:
     return [t.wire() for t in tools]
@@ -752,7 +747,6 @@ def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
     next_turn = {"id": "", "session": session or "", "queued_seq": 1 << 62, "source": "chat"}
     request = build_request(con, home, next_turn, agent, workspace, tools, settings,
                             model=first)
-    history = sum(_tokens(m) for m in request.messages[1:])
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
     return {
         "agent": agent["id"], "session": session, "workspace": str(workspace),
@@ -765,8 +759,9 @@ def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
                    for sk in request.system.skills.skills],
         "skills_left_out": request.system.skills.left_out,
         "skills_note": request.system.skills.note,
-        "tokens": {"system": request.system.tokens, "tools": tool_tokens, "history": history,
-                   "total": request.system.tokens + tool_tokens + history},
+        "tokens": {"system": request.system.tokens, "tools": tool_tokens,
+                   "history": request.history_tokens,
+                   "total": request.system.tokens + tool_tokens + request.history_tokens},
         "window": request.window, "dropped": request.plan.dropped,
         "system_prompt": request.system.text,
     }
