@@ -638,3 +638,22 @@ def test_a_note_named_with_other_digits_is_an_undated_note_not_an_internal_error
     note(set_up, "memory/\u0662\u0660\u0662\u0666-\u0661\u0662-\u0660\u0661.md", "quokka\n")
     [found] = results(ok, "quokka")
     assert found["path"] == "memory/\u0662\u0660\u0662\u0666-\u0661\u0662-\u0660\u0661.md"
+
+
+def test_several_processes_searching_a_new_index_at_once_all_get_the_results(set_up):
+    """The first search builds the index; others that start meanwhile wait for it (one
+    writer at a time) and find the same, none fails on a locked database."""
+    import subprocess
+    import sys
+
+    for i in range(300):
+        note(set_up, f"memory/2026-01-{i % 28 + 1:02d}-{i}.md",
+             f"Note {i}: the quokka count was {i}.\n" + "filler line\n" * 40)
+    procs = [subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+                               "main()", "memory", "search", "--json", "-n", "100", "quokka"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
+    found = [sorted(r["path"] for r in json.loads(out)["results"]) for out, _ in outs]
+    assert all(f == found[0] for f in found) and len(found[0]) == 100

@@ -79,6 +79,8 @@ class MemoryIndex:
                 if version is None:
                     con.executescript(SCHEMA)
                     con.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (VERSION,))
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('id', ?)",
+                                (os.urandom(8).hex(),))
                 return con
             except sqlite3.DatabaseError:
                 con.close()
@@ -97,9 +99,12 @@ class MemoryIndex:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (one writer at a time), counted in generation()."""
         self.con.execute("BEGIN IMMEDIATE")
         try:
             yield self.con
+            self.con.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO "
+                             "UPDATE SET value = CAST(value AS INTEGER) + 1")
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
@@ -273,6 +278,14 @@ class MemoryIndex:
                 "embedded_chunks": embedded,
                 "last_indexed": row[0] if row else None,
                 "session_seq": row[1] if row else 0}
+
+
+def generation(con: sqlite3.Connection) -> tuple:
+    """Which state of which index `con` reads: the file's id (an index dropped and built
+    again is another) and how many write transactions it has had. Equal twice: nothing
+    was committed in between."""
+    meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('id', 'generation')"))
+    return meta.get("id"), meta.get("generation")
 
 
 def _meta_version(con: sqlite3.Connection) -> str | None:

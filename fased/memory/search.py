@@ -113,12 +113,14 @@ def search(state: sqlite3.Connection, home: Path, agent: str, query: str, *,
                                                   limit=limit, hidden=hidden))
     index = MemoryIndex(home)
     try:
-        changed = refresh(index, state, home, settings)
+        refresh(index, state, home, settings)
         if settings.embeddings:
             hits = _hybrid(index, state, home, settings, query, use_sessions, now_jd, hidden,
                            limit)
         else:
-            hits = ahead.result() if not any(changed.values()) else None
+            from fased.memory.index import generation
+
+            hits = ahead.result(generation(index.con))
             if hits is None:
                 hits = keyword(index.con, settings, query, sessions=use_sessions,
                                now_jd=now_jd, limit=limit, hidden=hidden)
@@ -135,8 +137,11 @@ def search(state: sqlite3.Connection, home: Path, agent: str, query: str, *,
 class _Ahead:
     """The keyword query, run on a connection of its own while refresh checks every note
     (stat by stat, in Python) and the log: SQLite computes without the GIL, so the two take
-    about as long as the longer one. Its answer is used only if refresh changed nothing;
-    else the query runs again on what is now indexed. No index file yet: nothing to ask."""
+    about as long as the longer one. Its answer is used only if nothing was committed to
+    the index since it read it, by this process or another (the index's generation:
+    another process building the index meanwhile made this one answer from the empty index
+    it began on); else the query runs again on what is now indexed. No index file yet:
+    nothing to ask."""
 
     def __init__(self, home: Path, settings: MemorySettings, query: str, options: dict):
         import threading
@@ -144,6 +149,7 @@ class _Ahead:
         from fased.memory.index import index_path
 
         self.hits: list[Hit] | None = None
+        self.read: tuple | None = None  # the generation the query read
         self.thread = None
         if not index_path(home).is_file():
             return
@@ -151,23 +157,30 @@ class _Ahead:
         def run() -> None:
             import contextlib
 
+            from fased.memory.index import generation
+
             with contextlib.suppress(sqlite3.Error, OSError, UsageError):
-                con = sqlite3.connect(index_path(home), timeout=30)
+                con = sqlite3.connect(index_path(home), timeout=30, isolation_level=None)
                 try:
+                    con.execute("BEGIN")  # one snapshot for the generation and the query
+                    self.read = generation(con)
                     self.hits = keyword(con, settings, query, **options)
+                    con.execute("COMMIT")
                 finally:
                     con.close()
 
         self.thread = threading.Thread(target=run, name="fased-memory-query")
         self.thread.start()
 
-    def result(self) -> list[Hit] | None:
+    def result(self, now: tuple) -> list[Hit] | None:
+        """The hits, if the index is still in the generation `now` the query read."""
         self.join()
-        return self.hits
+        return self.hits if self.read is not None and self.read == now else None
 
     def join(self) -> None:
         if self.thread is not None:
             self.thread.join()
+            self.thread = None
 
 
 def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, query: str,
