@@ -96,8 +96,8 @@ def context(agent_id, session, json_):
     if view["skills_note"]:
         note(f"skills: {view['skills_note']}")
     t = view["tokens"]
-    click.echo(f"Tokens (estimated, 4 characters each): system {t['system']}, tools "
-               f"{t['tools']}, history {t['history']} = {t['total']} of a {view['window']}-"
-               "token window")
+    click.echo(f"Tokens (estimated): system {t['system']}, tools {t['tools']}, history "
+               f"{t['history']} = {t['total']} of a {view['window']}-token window, "
+               f"{t['reply']} kept for the reply")
     if view["dropped"]:
         note(f"the next turn would drop the {view['dropped']} oldest message(s)")

@@ -297,6 +297,15 @@ def _skills_cap(con: sqlite3.Connection) -> int:
     return int(limits.get("maxSkillsPromptChars", SKILLS_MAX_CHARS))
 
 
+def _options_of(turn) -> dict | None:
+    """The model parameters a turn was queued with (`chat -o`), if any."""
+    try:
+        text = turn["options"]
+    except (KeyError, IndexError):
+        return None
+    return json.loads(text) if text else None
+
+
 def _message_of(turn) -> str:
     if turn is None:
         return ""
@@ -637,6 +646,7 @@ class Request:
     messages: list[dict]
     plan: HistoryPlan
     window: int
+    reply: int = REPLY_RESERVE  # tokens of the window kept for the reply
 
     @property
     def tools_sha(self) -> str | None:
@@ -674,7 +684,7 @@ def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent:
     assembled for an earlier call of the same turn), planned for the window of `model`
     when fased knows it to be smaller than the configured one, and in at most
     `history_limit` estimated tokens of messages when the model refused more."""
-    from fased.params import model_window
+    from fased.params import model_window, reply_room
 
     if prompt is None:
         prompt = system_prompt(con, home, agent, workspace, tools, settings, turn)
@@ -682,14 +692,15 @@ def build_request(con: sqlite3.Connection, home: Path, turn: sqlite3.Row, agent:
     window = min(window, model_window(con, model) or window)
     cap = int(settings.get("tools", {}).get("maxResultChars", RESULT_CAP))
     tool_tokens = sum(estimate_tokens(json.dumps(t)) for t in tools_wire(tools))
-    budget = window - REPLY_RESERVE - prompt.tokens - tool_tokens
+    reply = reply_room(con, agent["id"], model, _options_of(turn), REPLY_RESERVE)
+    budget = window - reply - prompt.tokens - tool_tokens
     if history_limit is not None:
         budget = min(budget, history_limit)
     plan, history = plan_history(con, turn, budget, cap)
     if history is None or upto_step is not None:
         history = render_history(con, turn, plan, upto_step)
     messages = [{"role": "system", "content": prompt.text}, *history]
-    return Request(prompt, tools, messages, plan, window)
+    return Request(prompt, tools, messages, plan, window, reply)
 
 
 def render_recorded(con: sqlite3.Connection, turn: sqlite3.Row, refs: dict,
@@ -760,7 +771,7 @@ def preview(con: sqlite3.Connection, home: Path, agent_id: str | None,
         "skills_left_out": request.system.skills.left_out,
         "skills_note": request.system.skills.note,
         "tokens": {"system": request.system.tokens, "tools": tool_tokens,
-                   "history": request.history_tokens,
+                   "history": request.history_tokens, "reply": request.reply,
                    "total": request.system.tokens + tool_tokens + request.history_tokens},
         "window": request.window, "dropped": request.plan.dropped,
         "system_prompt": request.system.text,

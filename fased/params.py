@@ -70,6 +70,23 @@ def _recommended(con: sqlite3.Connection, ref: str) -> dict:
     return recommended_params(row[1])
 
 
+LOCAL_REPLY = 256  # tokens kind local answers in unless max_tokens says otherwise
+
+
+def reply_room(con: sqlite3.Connection, agent: str, ref: str | None, turn: dict | None,
+               unknown: int) -> int:
+    """The tokens a model call's reply may take, which its history must leave free: the
+    call's max_tokens (every layer merged), else kind local's own cap, else `unknown`."""
+    if not ref:
+        return unknown
+    given = model_params(con, agent, ref, turn).get("max_tokens")
+    if isinstance(given, int) and given > 0:
+        return given
+    row = con.execute("SELECT kind FROM providers WHERE id = ? AND removed = 0",
+                      (ref.split("/", 1)[0],)).fetchone()
+    return LOCAL_REPLY if row is not None and row[0] == "local" else unknown
+
+
 def model_window(con: sqlite3.Connection, ref: str | None) -> int | None:
     """The context a model holds, where fased knows it better than the configured window:
     kind local's server runs with context_size() tokens. None: the configured one stands."""

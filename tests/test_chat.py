@@ -867,6 +867,23 @@ def test_history_over_the_window_drops_the_oldest_with_a_note(models, ok, run, s
     assert [e["data"]["context_dropped"] for e in of_type(models, "turn.completed")] == [0, 0, 2]
 
 
+def test_a_turn_with_a_short_reply_keeps_more_history(models, ok, run, server):
+    """The same window as above: with -o max_tokens 200 the reply needs 200 tokens, not
+    the 1,024 kept for a reply of unknown length, and all three messages fit."""
+    fixed = json.loads(ok("agent", "context", "--json"))["tokens"]
+    window = fixed["system"] + fixed["tools"] + 1024 + 830
+    ok("config", "set", "agents.defaults.contextWindow", str(window))
+    server.default = Reply("ok")
+    ok("chat", "a" * 1600)
+    ok("chat", "b" * 1600)
+
+    third = run("chat", "--json", "-o", "max_tokens", "200", "c" * 1600)
+
+    assert third.exit_code == 0, third.stderr
+    assert "dropped" not in third.stderr
+    assert json.loads(third.stdout)["context_dropped"] == 0
+
+
 def test_a_model_that_counts_more_tokens_than_estimated_gets_less_history(models, ok, run,
                                                                          server):
     """The window is planned by an estimate of the tokens; a model whose tokenizer takes

@@ -237,6 +237,22 @@ def test_a_local_models_context_is_the_window_its_history_is_planned_for(set_up,
     assert json.loads(ok("agent", "context", "--json"))["window"] == 1024
 
 
+def test_the_history_leaves_room_for_the_reply_the_model_may_give(set_up, ok, tmp_path):
+    """The plan kept 1,024 tokens for the reply whatever the model: a quarter of the
+    embedded server's 4,096, which answers in at most 256 unless told otherwise."""
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "m.gguf")))
+    ok("agent", "models", "set", "primary", "mine/m")
+    assert json.loads(ok("agent", "context", "--json"))["tokens"]["reply"] == 256
+    assert "256 kept for the reply" in ok("agent", "context")
+    ok("config", "set", "models.params", '{"mine/m": {"max_tokens": 600}}')
+    assert json.loads(ok("agent", "context", "--json"))["tokens"]["reply"] == 600
+    ok("agent", "models", "providers", "add", "ol", "--kind", "ollama", "--base-url",
+       "http://127.0.0.1:9")
+    ok("agent", "models", "set", "primary", "ol/llama3")  # a model of no known limit
+    assert json.loads(ok("agent", "context", "--json"))["tokens"]["reply"] == 1024
+
+
 def test_without_the_extra_kind_local_says_what_to_install(set_up, ok, run, tmp_path,
                                                            monkeypatch):
     import sys

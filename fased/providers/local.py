@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fased.errors import FasedError
+from fased.params import LOCAL_REPLY
 
 from .base import ChatResult, ProviderError
 from .openai import OpenAIClient
@@ -16,7 +17,7 @@ class LocalClient(OpenAIClient):
 
     family = "local"
     #: a tiny model may ramble until its context is full: minutes on a CPU
-    DEFAULT_MAX_TOKENS = 256
+    DEFAULT_MAX_TOKENS = LOCAL_REPLY
     #: llama.cpp's own knob against the loops tiny models fall into ("I'm ready to help.")
     REPEAT_PENALTY = 1.15
 
