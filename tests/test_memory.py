@@ -657,3 +657,33 @@ def test_several_processes_searching_a_new_index_at_once_all_get_the_results(set
     assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
     found = [sorted(r["path"] for r in json.loads(out)["results"]) for out, _ in outs]
     assert all(f == found[0] for f in found) and len(found[0]) == 100
+
+
+@pytest.mark.parametrize("mode", ["DELETE", "WAL"])
+def test_an_index_another_process_holds_is_busy_never_deleted(set_up, ok, run, monkeypatch,
+                                                              mode):
+    """A "database is locked" while opening the index was taken for damage (it is a
+    sqlite3.DatabaseError) and the index deleted under the process writing it; one while
+    writing was an internal error. Both are now one line saying the index is busy."""
+    from fased.memory import index as memory_index
+
+    note(set_up, "MEMORY.md", "The quokka smiles.\n")
+    ok("memory", "index")
+    path = set_up / "memory" / "index.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute(f"PRAGMA journal_mode = {mode}")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO meta VALUES ('held', '1')")
+    note(set_up, "MEMORY.md", "The quokka smiles again.\n")  # so the search must write
+    monkeypatch.setattr(memory_index, "BUSY_SECONDS", 0.2)
+    try:
+        result = run("memory", "search", "quokka")
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert ("Error: the memory index (" in result.stderr
+            and "is busy: another fased process is writing it" in result.stderr)
+    assert rows(path, "SELECT value FROM meta WHERE key = 'held'") == [{"value": "1"}]
+    assert results(ok, "quokka")[0]["snippet"] == "The quokka smiles again."

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fased.errors import FasedError
 from fased.memory.roots import (
     MemorySettings,
     note_date,
@@ -31,6 +32,7 @@ from fased.memory.roots import (
 VERSION = "2"  # 2: chunks sized in estimated tokens (fased.tokens), not characters
 INDEX_NAME = "index.db"
 MAX_NOTE_BYTES = 8 * 1024 * 1024  # a note's first 8 MiB are indexed
+BUSY_SECONDS = 30.0  # how long a search waits for another process writing the index
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -69,7 +71,7 @@ class MemoryIndex:
         self.path.parent.mkdir(mode=0o700, exist_ok=True)
         require_inside(self.home, self.path.parent)  # never written through a link
         for attempt in range(2):
-            con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            con = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_SECONDS)
             try:
                 con.execute("PRAGMA journal_mode = WAL")
                 con.execute("PRAGMA synchronous = NORMAL")
@@ -82,8 +84,10 @@ class MemoryIndex:
                     con.execute("INSERT OR REPLACE INTO meta VALUES ('id', ?)",
                                 (os.urandom(8).hex(),))
                 return con
-            except sqlite3.DatabaseError:
+            except sqlite3.DatabaseError as exc:
                 con.close()
+                if is_busy(exc):  # another process holds it: never damage, never dropped
+                    raise busy(self.path) from None
                 if attempt:
                     raise
                 self.drop()  # disposable: built again from the notes and the log
@@ -100,7 +104,12 @@ class MemoryIndex:
     @contextlib.contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (one writer at a time), counted in generation()."""
-        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            self.con.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                raise busy(self.path) from None
+            raise
         try:
             yield self.con
             self.con.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO "
@@ -278,6 +287,23 @@ class MemoryIndex:
                 "embedded_chunks": embedded,
                 "last_indexed": row[0] if row else None,
                 "session_seq": row[1] if row else 0}
+
+
+class IndexBusy(FasedError):
+    """Another process held the index longer than BUSY_SECONDS."""
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether an SQLite error is another connection's lock (not damage)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+def busy(path: Path) -> IndexBusy:
+    return IndexBusy(f"the memory index ({path}) is busy: another fased process is writing "
+                     f"it, and has been for {BUSY_SECONDS:g} s",
+                     hint="try again when it is done (the first index of many notes takes "
+                          "a while; `fased memory index` builds it ahead)")
 
 
 def generation(con: sqlite3.Connection) -> tuple:

@@ -66,15 +66,22 @@ def refresh(index: MemoryIndex, state: sqlite3.Connection, home: Path,
             settings: MemorySettings, *, force: bool = False) -> dict:
     """Bring the agent's part of the index up to date (notes by stat then hash, messages by
     log seq, vectors when an embedder is set); returns what changed."""
-    now = _now_iso()
-    notes = index.refresh_notes(settings, now, force)
-    messages = index.refresh_sessions(settings, state, now, force)
-    vectors = 0
-    if settings.embeddings:
-        from fased.memory.embed import embedder, fill
+    from fased.memory.index import busy, is_busy
 
-        vectors = fill(index.con, settings.agent, settings.embeddings,
-                       embedder(state, home, settings.embeddings), settings.sessions)
+    now = _now_iso()
+    try:
+        notes = index.refresh_notes(settings, now, force)
+        messages = index.refresh_sessions(settings, state, now, force)
+        vectors = 0
+        if settings.embeddings:
+            from fased.memory.embed import embedder, fill
+
+            vectors = fill(index.con, settings.agent, settings.embeddings,
+                           embedder(state, home, settings.embeddings), settings.sessions)
+    except sqlite3.OperationalError as exc:  # a write outside writing() met the lock
+        if is_busy(exc):
+            raise busy(index.path) from None
+        raise
     return {"notes": notes, "messages": messages, "vectors": vectors}
 
 
@@ -157,10 +164,11 @@ class _Ahead:
         def run() -> None:
             import contextlib
 
-            from fased.memory.index import generation
+            from fased.memory.index import BUSY_SECONDS, generation
 
             with contextlib.suppress(sqlite3.Error, OSError, UsageError):
-                con = sqlite3.connect(index_path(home), timeout=30, isolation_level=None)
+                con = sqlite3.connect(index_path(home), timeout=BUSY_SECONDS,
+                                      isolation_level=None)
                 try:
                     con.execute("BEGIN")  # one snapshot for the generation and the query
                     self.read = generation(con)
