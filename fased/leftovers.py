@@ -57,4 +57,4 @@ def pid_after(prefix: str, name: str, suffix: str = "") -> int | None:
         return None
     rest = name[len(prefix):len(name) - len(suffix) if suffix else None]
     digits = rest.replace("-", ".").partition(".")[0]
-    return int(digits) if digits.isdigit() else None
+    return int(digits) if digits.isascii() and digits.isdigit() else None

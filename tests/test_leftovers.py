@@ -24,6 +24,7 @@ def dead_pid() -> int:
 @pytest.mark.parametrize(("name", "pid"), [
     ("state.db.rebuild-123", 123), ("state.db.rebuild-123.side", 123),
     ("state.db.rebuild-", None), ("state.db.rebuild-12a", None), ("state.db", None),
+    ("state.db.rebuild-\u0663", None),  # ٣: a digit to isdigit(), not a PID
     ("state.db.rebuild-99999999999999999999999", 99999999999999999999999),
 ])
 def test_pid_after_reads_the_pid_of_a_work_file(name, pid):
