@@ -116,7 +116,8 @@ def _guide(st, primary_just_set: bool) -> None:
     if len(models) > len(shown):
         click.echo(f"  ... and {len(models) - len(shown)} more: type a name")
     answer = click.prompt("Primary model (number or name)", default="1").strip()
-    model = shown[int(answer) - 1] if answer.isdigit() and 1 <= int(answer) <= len(shown) \
+    number = answer.isascii() and answer.isdigit()  # "²" is a digit to isdigit()
+    model = shown[int(answer) - 1] if number and 1 <= int(answer) <= len(shown) \
         else answer
     if model not in models:
         note(f"note: {provider} does not list {model!r}; using it anyway")

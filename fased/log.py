@@ -269,7 +269,8 @@ class EventLog:
         with entries:
             for entry in entries:
                 name = entry.name
-                if not (name.endswith(".jsonl") and name[:-6].isdigit()):
+                stem = name[:-6]
+                if not (name.endswith(".jsonl") and stem.isascii() and stem.isdigit()):
                     continue
                 if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
                     raise StateError(

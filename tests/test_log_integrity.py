@@ -453,3 +453,10 @@ def test_a_transcript_directory_linked_outside_the_home_is_not_written_through(
     assert result.exit_code == 4
     assert "is outside the fased home" in error_line(result)
     assert sorted(p.name for p in outside.iterdir()) == before
+
+
+def test_a_file_in_the_log_directory_named_with_other_digits_is_not_a_segment(set_up, ok):
+    """`²².jsonl` passed str.isdigit() as a segment name and int() raised: every command
+    was an internal error."""
+    (set_up / "log" / "\u00b2\u00b2.jsonl").write_text("")
+    assert "main" in ok("agent", "list")

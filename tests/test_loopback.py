@@ -96,6 +96,8 @@ def test_a_body_that_ends_at_the_close(raw):
     (b"HTTP/1.1 200 OK\r\nX: " + b"y" * MAX_HEAD + b"\r\n\r\n", "bytes of headers"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nx", "invalid Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
+    # latin-1's superscript two: a digit to str.isdigit(), not to int()
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", "invalid Content-Length"),
 ])
 def test_what_no_server_sends_is_a_protocol_error(raw, reply, says):
     with pytest.raises(ProtocolError, match=says):

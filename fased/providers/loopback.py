@@ -169,9 +169,10 @@ def _framing(method: str, status: int, headers: Headers) -> int | str | None:
     if length is None:
         return None
     values = {v.strip() for v in length.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
+    value = values.pop() if len(values) == 1 else ""
+    if not (value.isascii() and value.isdigit()):  # "²" is a digit to isdigit()
         raise ProtocolError("the server sent an invalid Content-Length")
-    return int(values.pop())
+    return int(value)
 
 
 class _Body:
