@@ -331,38 +331,24 @@ def read_head(path: str | os.PathLike, limit: int) -> bytes:
 
 
 def read_bounded(path: Path, limit: int, what: str | None = None) -> bytes:
-    """A regular file's bytes, reading at most limit+1 of them. FileNotFoundError when it is
-    missing; StateError when it is a directory, FIFO, device or unreadable; TooLargeError past
-    `limit` (so /dev/zero or a 200 MB edit costs one bounded read, never memory)."""
+    """A regular file's bytes, reading at most limit+1 of them (read_head). FileNotFoundError
+    when it is missing; StateError when it is a directory, FIFO, device or unreadable;
+    TooLargeError past `limit` (so /dev/zero or a 200 MB edit costs one bounded read, never
+    memory)."""
     name = what or str(path)
     try:
-        # O_NONBLOCK: opening a FIFO for reading would wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        data = read_head(path, limit + 1)
     except FileNotFoundError:
         raise
     except IsADirectoryError:
-        raise StateError(f"{name} is a directory, not a file") from None
+        raise StateError(f"{name} is a directory, not a regular file") from None
+    except NotRegularFile as exc:
+        raise StateError(f"{name} is {exc.kind}, not a regular file") from None
     except OSError as exc:
         raise StateError(f"cannot read {name}: {exc.strerror}") from None
-    try:
-        kind = file_kind(os.fstat(fd).st_mode)
-        if kind != "a regular file":
-            raise StateError(f"{name} is {kind}, not a regular file")
-        chunks: list[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, min(limit + 1 - size, MIB))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise StateError(f"cannot read {name}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if size > limit:
+    if len(data) > limit:
         raise TooLargeError(f"{name} is larger than {format_bytes(limit)}, the limit")
-    return b"".join(chunks)
+    return data
 
 
 def read_stream(stream, limit: int, what: str) -> bytes:
