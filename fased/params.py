@@ -58,11 +58,22 @@ def model_params(con: sqlite3.Connection, agent: str, ref: str, turn: dict | Non
             **(own.get("params") or {}), **(turn or {})}
 
 
+def _provider(con: sqlite3.Connection, provider: str) -> tuple[str, str | None] | None:
+    """(kind, model_path) of a registered provider, None when there is none."""
+    row = con.execute("SELECT kind, model_path FROM providers WHERE id = ? AND removed = 0",
+                      (provider,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _is_local(con: sqlite3.Connection, ref: str) -> bool:
+    found = _provider(con, ref.split("/", 1)[0])
+    return found is not None and found[0] == "local"
+
+
 def _recommended(con: sqlite3.Connection, ref: str) -> dict:
     """A pulled model's recommended sampling (SmolLM2: temperature 0.2, top_p 0.9; a tiny
     model rambles at llama.cpp's default 0.8), below every configured layer."""
-    row = con.execute("SELECT kind, model_path FROM providers WHERE id = ? AND removed = 0",
-                      (ref.split("/", 1)[0],)).fetchone()
+    row = _provider(con, ref.split("/", 1)[0])
     if row is None or row[0] != "local" or not row[1]:
         return {}
     from fased.local import recommended_params
@@ -82,20 +93,13 @@ def reply_room(con: sqlite3.Connection, agent: str, ref: str | None, turn: dict 
     given = model_params(con, agent, ref, turn).get("max_tokens")
     if isinstance(given, int) and given > 0:
         return given
-    row = con.execute("SELECT kind FROM providers WHERE id = ? AND removed = 0",
-                      (ref.split("/", 1)[0],)).fetchone()
-    return LOCAL_REPLY if row is not None and row[0] == "local" else unknown
+    return LOCAL_REPLY if _is_local(con, ref) else unknown
 
 
 def model_window(con: sqlite3.Connection, ref: str | None) -> int | None:
     """The context a model holds, where fased knows it better than the configured window:
     kind local's server runs with context_size() tokens. None: the configured one stands."""
-    if not ref:
-        return None
-    provider = ref.split("/", 1)[0]
-    row = con.execute("SELECT kind FROM providers WHERE id = ? AND removed = 0",
-                      (provider,)).fetchone()
-    if row is None or row[0] != "local":
+    if not ref or not _is_local(con, ref):
         return None
     from fased.local import context_size
 
@@ -122,6 +126,5 @@ def model_tools(con: sqlite3.Connection, ref: str) -> bool:
             provider = parse_model_ref(con, ref).provider
         except UsageError:
             return True
-    row = con.execute("SELECT kind FROM providers WHERE id = ? AND removed = 0",
-                      (provider,)).fetchone()
+    row = _provider(con, provider)
     return row is None or row[0] not in NO_TOOLS_KINDS
