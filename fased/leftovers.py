@@ -50,11 +50,10 @@ def sweep(directory: Path, owner: Callable[[str], int | None],
     return removed
 
 
-def pid_after(prefix: str, name: str, suffix: str = "") -> int | None:
+def pid_after(prefix: str, name: str) -> int | None:
     """The PID in `name` right after `prefix` (up to a '-' or '.' or the end), when the
-    name starts with `prefix` and ends with `suffix`; else None."""
-    if not name.startswith(prefix) or not name.endswith(suffix):
+    name starts with `prefix`; else None."""
+    if not name.startswith(prefix):
         return None
-    rest = name[len(prefix):len(name) - len(suffix) if suffix else None]
-    digits = rest.replace("-", ".").partition(".")[0]
+    digits = name[len(prefix):].replace("-", ".").partition(".")[0]
     return int(digits) if digits.isascii() and digits.isdigit() else None

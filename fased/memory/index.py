@@ -103,13 +103,9 @@ class MemoryIndex:
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (one writer at a time), counted in generation()."""
-        try:
-            self.con.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if is_busy(exc):
-                raise busy(self.path) from None
-            raise
+        """A write transaction (one writer at a time), counted in generation(). Another
+        process's lock is the caller's to report (fased.memory.search.refresh)."""
+        self.con.execute("BEGIN IMMEDIATE")
         try:
             yield self.con
             self.con.execute("INSERT INTO meta VALUES ('generation', 1) ON CONFLICT(key) DO "
