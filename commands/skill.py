@@ -161,6 +161,16 @@ Files beside this one are resources: refer to them by relative path (scripts/run
 """
 
 
+def _with_event(st, placement, decide):
+    """Append what `decide` returns (it moves the skill folder, under the log's lock); the
+    move is undone unless the event made it into the log."""
+    before = st.appended
+    try:
+        return st.transact(decide)
+    finally:
+        placement.finish(recorded=st.appended > before)
+
+
 def _root(global_: bool, agent_id: str | None):
     st, con, agent, workspace = _context(agent_id)
     if global_:
@@ -217,7 +227,8 @@ def new(name, description, global_, agent):
 def install(source, global_, name, force, agent, json_):
     """Copy a skill in from a folder, a git repository or a tarball, and record where it came
     from and its content hash (an event). A symlink that points out of the skill folder is
-    refused.
+    refused. The skill lands with its event: a copy that fails or an event that cannot be
+    recorded leaves the skills as they were.
 
     \b
     Examples:
@@ -229,8 +240,15 @@ def install(source, global_, name, force, agent, json_):
     from fased.store import Draft
 
     st, _, row, root, scope = _root(global_, agent)
-    data, dest = do_install(source, root, scope, name, force, row["id"])
-    outcome = st.transact(lambda con: [Draft("skill.installed", "skills", data)])
+    data, placement = do_install(source, root, scope, name, row["id"])
+    dest = placement.dest
+
+    def decide(con):
+        if placement.put(force):
+            data["replaced"] = True
+        return [Draft("skill.installed", "skills", data)]
+
+    outcome = _with_event(st, placement, decide)
     if json_:
         echo_json({**data, "events": [e["seq"] for e in outcome.events]})
         return
@@ -253,8 +271,7 @@ def remove(name, global_, agent):
       fased skill remove pdf
       fased skill remove deploy --global
     """
-    import shutil
-
+    from fased.skills.install import Placement
     from fased.skills.loader import NAME, SKILL_FILE, content_hash
     from fased.store import Draft
 
@@ -266,8 +283,13 @@ def remove(name, global_, agent):
         raise UsageError(f"no skill {name!r} in {root}",
                          hint="`fased skill list` shows where each skill is")
     data = {"name": name, "path": str(folder), "scope": scope, "sha256": content_hash(folder)}
-    st.transact(lambda con: [Draft("skill.removed", "skills", data)])
-    shutil.rmtree(folder)
+    placement = Placement(folder)
+
+    def decide(con):
+        placement.take()
+        return [Draft("skill.removed", "skills", data)]
+
+    _with_event(st, placement, decide)
     say(f"Removed skill {name} ({folder}).")
 
 

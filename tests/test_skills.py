@@ -469,3 +469,97 @@ def test_config_set_refuses_a_secret_looking_skill_env_and_logs_nothing(set_up, 
     assert len(events(set_up)) == before
     (set_up / "fased.json").write_text(json.dumps(doc))
     assert run("config", "set", "skills.entries.gh.env.REGION", "eu").exit_code == 0
+
+
+def full_log(monkeypatch):
+    """The log's disk is full: every append fails as a full disk fails it."""
+    import errno
+
+    from fased.log import EventLog
+
+    def append(self, records):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(EventLog, "append", append)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_an_install_the_log_cannot_record_leaves_the_skills_as_they_were(
+        set_up, ok, run, tmp_path, monkeypatch, replace):
+    """A skill folder in place with no skill.installed event would be a skill the agent
+    loads that replay never shows: the install lands only with its event."""
+    skills = ws(set_up) / "skills"
+    if replace:
+        make_skill(skills, "tidy", "The old one. Use when asked.")
+        ok("skill", "list")
+    src = make_skill(tmp_path / "src", "tidy", "The new one. Use when asked.")
+    before = len(events(set_up))
+    full_log(monkeypatch)
+
+    result = run("skill", "install", str(src), *(["--force"] if replace else []))
+
+    assert result.exit_code != 0
+    assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+    assert "no space left on the device" in result.stderr
+    monkeypatch.undo()
+    assert len(events(set_up)) == before
+    if replace:
+        assert "The old one" in (skills / "tidy" / "SKILL.md").read_text()
+    else:
+        assert not (skills / "tidy").exists()
+    assert sorted(p.name for p in skills.iterdir()) == (["tidy"] if replace else [])
+
+
+def test_a_remove_the_log_cannot_record_leaves_the_skill_in_place(set_up, ok, run,
+                                                                 monkeypatch):
+    make_skill(ws(set_up) / "skills", "tidy")
+    full_log(monkeypatch)
+    result = run("skill", "remove", "tidy")
+    assert result.exit_code != 0 and result.stderr.startswith("Error: ")
+    assert (ws(set_up) / "skills" / "tidy" / "SKILL.md").is_file()
+
+
+def test_a_copy_that_fails_halfway_leaves_nothing_behind(set_up, ok, run, tmp_path,
+                                                         monkeypatch):
+    import errno
+    import shutil
+
+    skills = ws(set_up) / "skills"
+    make_skill(skills, "tidy", "The old one. Use when asked.")
+    src = make_skill(tmp_path / "src", "tidy", "The new one. Use when asked.")
+    (src / "big.bin").write_bytes(b"x" * 1000)
+    real = shutil.copyfile
+
+    def copyfile(a, b, **kw):
+        if os.fspath(a).endswith("big.bin"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    result = run("skill", "install", str(src), "--force")
+    assert result.exit_code != 0 and result.stderr.startswith("Error: ")
+    assert "Traceback" not in result.stderr
+    assert "The old one" in (skills / "tidy" / "SKILL.md").read_text()
+    assert sorted(p.name for p in skills.iterdir()) == ["tidy"]
+
+
+def test_a_skill_being_installed_or_left_by_a_killed_install_is_not_loaded(set_up, ok, run,
+                                                                          tmp_path):
+    """An install stages its copy in a hidden folder beside the skill's place; a turn that
+    lists skills meanwhile neither loads it nor warns about it, and the next install sweeps
+    what a killed one left."""
+    import subprocess
+
+    skills = ws(set_up) / "skills"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    make_skill(skills, "tidy")
+    os.rename(skills / "tidy", skills / f".tidy.{dead.pid}.installing")
+    make_skill(skills, "fine")
+
+    result = run("skill", "list")
+    assert result.exit_code == 0 and "skill skipped" not in result.stderr
+    assert "tidy" not in result.stdout and "fine" in result.stdout
+
+    ok("skill", "install", str(make_skill(tmp_path / "src", "other")))
+    assert sorted(p.name for p in skills.iterdir()) == ["fine", "other"]

@@ -146,41 +146,97 @@ def check_folder(folder: Path) -> dict:
     return data
 
 
-def copy_in(folder: Path, dest: Path) -> None:
-    """Copy the skill to `dest` (a new folder beside the final place, then renamed)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.installing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(folder, tmp, symlinks=True, ignore=shutil.ignore_patterns(*SKIP))
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.rename(tmp, dest)
+class Placement:
+    """A skill folder that lands (or leaves) with its event: the change is made by renames
+    under the log's lock, just before the event is appended, and undone when it cannot be,
+    so no skill is ever loaded that replay does not show, and none is gone that it does."""
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self.staged = dest.with_name(f".{dest.name}.{os.getpid()}.installing")
+        self.aside = dest.with_name(f".{dest.name}.{os.getpid()}.replaced")
+        self.placed = self.set_aside = False
+
+    def stage(self, folder: Path) -> None:
+        """Copy the skill beside its place; a copy that fails leaves nothing behind."""
+        from fased.leftovers import sweep
+
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.staged, ignore_errors=True)
+        sweep(self.dest.parent, _staging_pid)
+        try:
+            shutil.copytree(folder, self.staged, symlinks=True,
+                            ignore=shutil.ignore_patterns(*SKIP))
+        except OSError as exc:
+            shutil.rmtree(self.staged, ignore_errors=True)
+            raise UsageError(f"cannot copy the skill to {self.dest.parent}: {_why(exc)}",
+                             hint="nothing was installed") from None
+
+    def put(self, force: bool) -> bool:
+        """The staged copy in place (what was there set aside, with `force`); whether it
+        replaced a skill."""
+        replaced = os.path.lexists(self.dest)
+        if replaced and not force:
+            raise ConflictError(f"a skill {self.dest.name!r} is already in {self.dest.parent}",
+                                hint="add --force to replace it")
+        if replaced:
+            self.take()
+        os.rename(self.staged, self.dest)
+        self.placed = True
+        return replaced
+
+    def take(self) -> None:
+        """The skill out of its place (set aside)."""
+        os.rename(self.dest, self.aside)
+        self.set_aside = True
+
+    def finish(self, recorded: bool) -> None:
+        """Keep the change when its event is in the log; otherwise put everything back."""
+        if recorded:
+            shutil.rmtree(self.aside, ignore_errors=True)
+        else:
+            if self.placed:
+                shutil.rmtree(self.dest, ignore_errors=True)
+            if self.set_aside:
+                os.rename(self.aside, self.dest)
+        shutil.rmtree(self.staged, ignore_errors=True)
 
 
-def install(text: str, root: Path, scope: str, name: str | None, force: bool,
-            agent: str | None) -> tuple[dict, Path]:
-    """Fetch, check and copy a skill under `root`; the skill.installed data and its folder."""
+def _staging_pid(name: str) -> int | None:
+    """The process of a staged copy (`.NAME.PID.installing`). A skill set aside
+    (`.NAME.PID.replaced`) is never swept: a kill may have left it the only copy."""
+    if not (name.startswith(".") and name.endswith(".installing")):
+        return None
+    pid = name[:-len(".installing")].rpartition(".")[2]
+    return int(pid) if pid.isascii() and pid.isdigit() else None
+
+
+def _why(exc: OSError) -> str:
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        first = exc.args[0][0] if exc.args[0] else None
+        return str(first[-1]) if first else "the copy failed"
+    return exc.strerror or str(exc)
+
+
+def install(text: str, root: Path, scope: str, name: str | None,
+            agent: str | None) -> tuple[dict, Placement]:
+    """Fetch, check and stage a skill beside its place under `root`: the skill.installed
+    data and the placement that lands it (`Placement.put`, with the event)."""
     source = classify(text)
     with tempfile.TemporaryDirectory(prefix="fased-skill-") as tmp:
         fetched = fetch(source, Path(tmp))
         folder = skill_folder(fetched, name)
         data = check_folder(folder)
-        skill = data["name"]
-        dest = root / skill
-        if dest.exists() and not force:
-            raise ConflictError(f"a skill {skill!r} is already in {root}",
-                                hint="add --force to replace it")
-        replaced = dest.exists()
-        copy_in(folder, dest)
+        placement = Placement(root / data["name"])
+        placement.stage(folder)
     from fased.redact import mask_url
 
     # a private repository's URL may carry a token: the clone had it, the log does not
-    event = {"name": skill, "path": str(dest), "scope": scope, "source": mask_url(source.text),
-             "kind": source.kind, "sha256": content_hash(dest)}
+    event = {"name": data["name"], "path": str(placement.dest), "scope": scope,
+             "source": mask_url(source.text), "kind": source.kind,
+             "sha256": content_hash(placement.staged)}
     if source.commit:
         event["commit"] = source.commit
     if agent and scope == "workspace":
         event["agent"] = agent
-    if replaced:
-        event["replaced"] = True
-    return event, dest
+    return event, placement

@@ -288,7 +288,10 @@ def find_skills(home: Path, workspace: Path | None, settings: dict) -> Found:
             continue
         seen_roots.add(real)
         try:
-            entries = sorted(e.name for e in os.scandir(root) if e.is_dir())
+            # a hidden folder is never a skill (no name starts with "."): an install's
+            # staged copy, or what a killed one left
+            entries = sorted(e.name for e in os.scandir(root)
+                             if e.is_dir() and not e.name.startswith("."))
         except OSError:
             continue
         for name in entries:
