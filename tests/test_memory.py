@@ -687,3 +687,78 @@ def test_an_index_another_process_holds_is_busy_never_deleted(set_up, ok, run, m
             and "is busy: another fased process is writing it" in result.stderr)
     assert rows(path, "SELECT value FROM meta WHERE key = 'held'") == [{"value": "1"}]
     assert results(ok, "quokka")[0]["snippet"] == "The quokka smiles again."
+
+
+@pytest.mark.parametrize("batch", [5000, 1])
+def test_two_searches_indexing_the_same_new_messages_index_them_once(models, ok, server,
+                                                                     monkeypatch, batch):
+    """Each search read how far the index had got before it took the write lock: one that
+    waited for another to index the same messages indexed them again, and every later
+    search found each message twice."""
+    from fased.memory import index as memory_index
+    from fased.memory.roots import memory_settings
+    from fased.store import Store
+
+    server.script(Reply("The capybara answer."))
+    ok("chat", "tell me about the capybara")
+    st = Store(models)
+    state = st.db()
+    settings = memory_settings(state, models, "main")
+    first, second = memory_index.MemoryIndex(models), memory_index.MemoryIndex(models)
+    writing = memory_index.MemoryIndex.writing
+
+    def late(self):
+        if self is second:  # the other search takes the lock first and indexes them
+            first.refresh_sessions(settings, state, "2026-01-01T00:00:00Z")
+        return writing(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(memory_index, "MESSAGES_PER_BATCH", batch)
+        patch.setattr(memory_index.MemoryIndex, "writing", late)
+        second.refresh_sessions(settings, state, "2026-01-01T00:00:00Z")
+    first.close(), second.close()
+
+    found = results(ok, "capybara")
+    assert sorted(r["role"] for r in found) == ["assistant", "user"]
+
+
+def test_a_first_build_killed_midway_keeps_what_it_indexed(set_up):
+    """The first index of thousands of notes was one transaction: `kill -9` during it (or
+    a search given up on) lost all of it, and the next search started over."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for i in range(3000):
+        note(set_up, f"memory/2026-01-{i % 28 + 1:02d}-{i}.md",
+             f"Note {i}: the numbat count was {i}.\n" + "filler words here\n" * 60)
+    index = set_up / "memory" / "index.db"
+    proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+                             "main()", "memory", "index"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    kept = 0
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if index.exists():
+            try:
+                kept = rows(index, "SELECT count(*) AS n FROM files")[0]["n"]
+            except sqlite3.Error:
+                kept = 0
+            if kept:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the build ended before a batch was seen: make it larger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = rows(index, "SELECT count(*) AS n FROM files")[0]["n"]
+    assert 0 < kept < 3000
+    total = 3000 + len([n for n in ("MEMORY.md", "memory.md") if (ws(set_up) / n).exists()])
+
+    done = run_process("memory", "index", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["notes"] == total - kept
+    found = json.loads(run_process("memory", "search", "numbat", "--json", "-n", "5").stdout)
+    assert len(found["results"]) == 5
+    assert rows(index, "SELECT count(*) AS n FROM files")[0]["n"] == total
+    assert rows(index, "SELECT count(DISTINCT path) AS n FROM chunks")[0]["n"] == total

@@ -32,6 +32,8 @@ from fased.memory.roots import (
 VERSION = "2"  # 2: chunks sized in estimated tokens (fased.tokens), not characters
 INDEX_NAME = "index.db"
 MAX_NOTE_BYTES = 8 * 1024 * 1024  # a note's first 8 MiB are indexed
+NOTES_PER_BATCH = 500  # notes (re)indexed in one transaction
+MESSAGES_PER_BATCH = 5000  # session messages indexed in one transaction
 BUSY_SECONDS = 30.0  # how long a search waits for another process writing the index
 
 SCHEMA = """
@@ -135,15 +137,25 @@ class MemoryIndex:
         if not force and not self._note_changes(settings, current, False):
             self._mark(settings.agent, mark)
             return 0
-        with self.writing():
-            quick = quick_signature(settings)  # again, under the lock
-            current = notes(settings)
-            changed = self._note_changes(settings, current, force)
-            for path in changed:
-                self._index_note(settings, path, current.get(path), now)
-            self._touch(settings.agent, now)
-            self._mark(settings.agent, quick or signature(current))
-        return len(changed)
+        # in batches, each its own transaction: a search killed during a first build of
+        # thousands of notes keeps what it did (the next one does the rest), and one that
+        # waits for the lock meanwhile is not held for the whole build
+        done: set[str] = set()
+        quick = None
+        while True:
+            with self.writing():
+                if not done:
+                    quick = quick_signature(settings)  # again, under the lock
+                    current = notes(settings)
+                changed = [p for p in self._note_changes(settings, current, force)
+                           if p not in done][:NOTES_PER_BATCH]
+                for path in changed:
+                    self._index_note(settings, path, current.get(path), now)
+                done.update(changed)
+                if len(changed) < NOTES_PER_BATCH:
+                    self._touch(settings.agent, now)
+                    self._mark(settings.agent, quick or signature(current))
+                    return len(done)
 
     def _note_changes(self, settings: MemorySettings, current: dict[str, tuple[int, int]],
                       force: bool) -> list[str]:
@@ -213,39 +225,69 @@ class MemoryIndex:
     def refresh_sessions(self, settings: MemorySettings, state: sqlite3.Connection, now: str,
                          force: bool = False) -> int:
         """Add the agent's session messages the projections applied since the index last
-        looked (by log seq); with sessions off, drop any held. Returns messages added."""
+        looked (by log seq); with sessions off, drop any held. Returns messages added.
+
+        How far the index got is read again under the write lock, batch by batch: a search
+        that waited for another one indexing the same messages adds none of them twice."""
         agent = settings.agent
-        meta = dict(state.execute("SELECT key, value FROM meta WHERE key IN "
-                                  "('checkpoint', 'log_id')").fetchall())
-        checkpoint, log_id = int(meta.get("checkpoint") or 0), meta.get("log_id") or ""
+        if not settings.sessions:
+            if self._held(agent):
+                with self.writing():
+                    if self._held(agent):
+                        self._drop_sessions(agent)
+                        self._touch(agent, now)
+            return 0
+        restart, todo = self._sessions_behind(agent, state, force)
+        if not (restart or todo):
+            return 0
+        added = 0
+        while True:
+            with self.writing():
+                again, todo = self._sessions_behind(agent, state, restart)
+                if not todo:  # another search added them while this one waited
+                    return added
+                seen = 0 if again else self._seen(agent)
+                if again:
+                    self._drop_sessions(agent)
+                    restart = False  # dropped once; a --force drops nothing it added itself
+                checkpoint, log_id = _checkpoint(state)
+                batch = state.execute(
+                    "SELECT seq, session, turn, role, content, ts FROM messages WHERE agent = ? "
+                    "AND seq > ? AND seq <= ? AND content IS NOT NULL AND content != '' "
+                    "ORDER BY seq LIMIT ?", (agent, seen, checkpoint, MESSAGES_PER_BATCH)
+                ).fetchall()
+                for m in batch:
+                    self._index_message(agent, m)
+                added += len(batch)
+                last = len(batch) == MESSAGES_PER_BATCH
+                upto = batch[-1]["seq"] if last else checkpoint
+                self._touch(agent, now)
+                self.con.execute("UPDATE progress SET session_seq = ?, log_id = ? WHERE agent = ?",
+                                 (upto, log_id, agent))
+                if not last:
+                    return added
+
+    def _seen(self, agent: str) -> int:
+        row = self.con.execute("SELECT session_seq FROM progress WHERE agent = ?",
+                               (agent,)).fetchone()
+        return (row[0] or 0) if row else 0
+
+    def _held(self, agent: str) -> bool:
+        row = self.con.execute("SELECT session_seq, log_id FROM progress WHERE agent = ?",
+                               (agent,)).fetchone()
+        return row is not None and ((row[0] or 0) > 0 or row[1] is not None)
+
+    def _sessions_behind(self, agent: str, state: sqlite3.Connection,
+                         force: bool) -> tuple[bool, bool]:
+        """(start over, messages to add): start over when forced or when the log the index
+        saw is not this one (a new home, or a log rewound behind what it indexed)."""
+        checkpoint, log_id = _checkpoint(state)
         row = self.con.execute("SELECT session_seq, log_id FROM progress WHERE agent = ?",
                                (agent,)).fetchone()
         seen, seen_log = (row[0] or 0, row[1]) if row else (0, None)
         held = seen > 0 or seen_log is not None
-        if not settings.sessions:
-            if held:
-                with self.writing():
-                    self._drop_sessions(agent)
-                    self._touch(agent, now)
-            return 0
         restart = force or (held and (seen_log != log_id or seen > checkpoint))
-        if not restart and seen >= checkpoint:
-            return 0
-        with self.writing():
-            if restart:
-                self._drop_sessions(agent)
-                seen = 0
-            added = 0
-            for m in state.execute(
-                    "SELECT session, turn, role, content, ts FROM messages WHERE agent = ? AND "
-                    "seq > ? AND seq <= ? AND content IS NOT NULL AND content != '' "
-                    "ORDER BY seq", (agent, seen, checkpoint)):
-                self._index_message(agent, m)
-                added += 1
-            self._touch(agent, now)
-            self.con.execute("UPDATE progress SET session_seq = ?, log_id = ? WHERE agent = ?",
-                             (checkpoint, log_id, agent))
-        return added
+        return restart, restart or seen < checkpoint
 
     def _index_message(self, agent: str, m: sqlite3.Row) -> None:
         when = _parse(m["ts"])
@@ -308,6 +350,13 @@ def generation(con: sqlite3.Connection) -> tuple:
     was committed in between."""
     meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('id', 'generation')"))
     return meta.get("id"), meta.get("generation")
+
+
+def _checkpoint(state: sqlite3.Connection) -> tuple[int, str]:
+    """How far the projections got (a log seq) and which log that is."""
+    meta = dict(state.execute("SELECT key, value FROM meta WHERE key IN "
+                              "('checkpoint', 'log_id')").fetchall())
+    return int(meta.get("checkpoint") or 0), meta.get("log_id") or ""
 
 
 def _meta_version(con: sqlite3.Connection) -> str | None:
