@@ -762,3 +762,49 @@ def test_a_first_build_killed_midway_keeps_what_it_indexed(set_up):
     assert len(found["results"]) == 5
     assert rows(index, "SELECT count(*) AS n FROM files")[0]["n"] == total
     assert rows(index, "SELECT count(DISTINCT path) AS n FROM chunks")[0]["n"] == total
+
+
+def test_a_note_changed_while_its_old_text_is_embedded_gets_its_new_text_embedded(
+        set_up, ok, server, monkeypatch):
+    """Vectors are asked for outside the write lock (an embedder may take seconds); a note
+    edited and indexed again meanwhile got new chunks with the ids of the old ones, and the
+    old text's vector landed on the new text: a search by meaning found the note for what
+    it no longer says."""
+    from fased.memory import embed as memory_embed
+    from fased.memory import index as memory_index
+    from fased.memory.roots import memory_settings
+    from fased.store import Store
+
+    ok("agent", "models", "providers", "add", "emb", "--kind", "openai-compatible",
+       "--base-url", server.url + "/v1")
+    server.synonyms = {"automobile": "car"}
+    server.embedding_dims = 4096  # no word shares a bucket with "car"
+    (ws(set_up) / "MEMORY.md").unlink()  # z.md's chunk is the only one
+    note(set_up, "memory/z.md", "The car is parked in the garage.\n")
+    ok("memory", "index")  # keywords only: no vectors yet
+    ok("config", "set", "memory.search.embeddings", "emb/fake-model")
+    real = memory_embed.embedder
+    edited = []
+
+    def embedder(*args):
+        embed = real(*args)
+
+        def slow(texts):
+            if not edited and "The car is parked in the garage." in texts:
+                # another search indexes the note, edited, meanwhile
+                edited.append(note(set_up, "memory/z.md", "The violin is in the hall.\n"))
+                other = memory_index.MemoryIndex(set_up)
+                other.refresh_notes(memory_settings(Store(set_up).db(), set_up, "main"),
+                                    "2026-01-01T00:00:00Z")
+                other.close()
+            return embed(texts)
+        return slow
+
+    with monkeypatch.context() as patch:
+        patch.setattr(memory_embed, "embedder", embedder)
+        results(ok, "garage")
+    assert edited
+
+    by_path = {r["path"]: r["score"] for r in results(ok, "automobile")}
+    assert by_path.get("memory/z.md", 0) < 0.1, by_path
+    assert results(ok, "violin")[0]["path"] == "memory/z.md"

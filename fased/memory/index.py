@@ -29,7 +29,9 @@ from fased.memory.roots import (
     signature,
 )
 
-VERSION = "2"  # 2: chunks sized in estimated tokens (fased.tokens), not characters
+#: 2: chunks sized in estimated tokens (fased.tokens), not characters; 3: chunk ids never
+#: reused (a vector asked for an old chunk must not land on a new one that took its id)
+VERSION = "3"
 INDEX_NAME = "index.db"
 MAX_NOTE_BYTES = 8 * 1024 * 1024  # a note's first 8 MiB are indexed
 NOTES_PER_BATCH = 500  # notes (re)indexed in one transaction
@@ -40,7 +42,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS files(agent TEXT, path TEXT, size INTEGER, mtime_ns INTEGER,
     sha TEXT, PRIMARY KEY(agent, path));
-CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY, agent TEXT, kind TEXT, path TEXT,
+CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT, kind TEXT, path TEXT,
     start_line INTEGER, end_line INTEGER, session TEXT, turn TEXT, role TEXT, day TEXT,
     jd REAL, decays INTEGER, vector BLOB);
 CREATE INDEX IF NOT EXISTS chunks_path ON chunks(agent, path);
