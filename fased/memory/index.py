@@ -42,8 +42,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS files(agent TEXT, path TEXT, size INTEGER, mtime_ns INTEGER,
     sha TEXT, PRIMARY KEY(agent, path));
-CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT, kind TEXT, path TEXT,
-    start_line INTEGER, end_line INTEGER, session TEXT, turn TEXT, role TEXT, day TEXT,
+CREATE TABLE IF NOT EXISTS chunks(id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT, kind TEXT,
+    path TEXT, start_line INTEGER, end_line INTEGER, session TEXT, turn TEXT, role TEXT, day TEXT,
     jd REAL, decays INTEGER, vector BLOB);
 CREATE INDEX IF NOT EXISTS chunks_path ON chunks(agent, path);
 CREATE INDEX IF NOT EXISTS chunks_session ON chunks(agent, kind);
