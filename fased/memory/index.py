@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fased.errors import FasedError
+from fased.errors import FasedError, StateError
 from fased.memory.roots import (
     MemorySettings,
     note_date,
@@ -64,18 +64,24 @@ def julian(when: datetime) -> float:
 class MemoryIndex:
     """One home's memory index file."""
 
-    def __init__(self, home: Path):
-        self.home = home
+    def __init__(self, home: Path, say=None):
+        self.home, self.say = home, say
         self.path = index_path(home)
         self.con = self._open()
 
     def _open(self) -> sqlite3.Connection:
         from fased.home import require_inside
 
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        try:
+            self.path.parent.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:  # a file or a dangling link where the folder should be
+            raise unusable(self.path.parent, exc) from None
         require_inside(self.home, self.path.parent)  # never written through a link
         for attempt in range(2):
-            con = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_SECONDS)
+            try:
+                con = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_SECONDS)
+            except sqlite3.Error as exc:
+                raise unusable(self.path, exc) from None
             try:
                 con.execute("PRAGMA journal_mode = WAL")
                 con.execute("PRAGMA synchronous = NORMAL")
@@ -87,20 +93,41 @@ class MemoryIndex:
                     con.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (VERSION,))
                     con.execute("INSERT OR REPLACE INTO meta VALUES ('id', ?)",
                                 (os.urandom(8).hex(),))
+                elif not _has_schema(con):
+                    raise sqlite3.DatabaseError("tables are missing")
                 return con
             except sqlite3.DatabaseError as exc:
                 con.close()
                 if is_busy(exc):  # another process holds it: never damage, never dropped
                     raise busy(self.path) from None
+                if not is_damage(exc):
+                    raise unusable(self.path, exc) from None
                 if attempt:
                     raise
+                if self.say is not None and str(exc) != "another index version":
+                    from fased.safetext import describe
+
+                    self.say(f"fased: the memory index ({self.path}) is damaged "
+                             f"({describe(exc)}); building it again")
                 self.drop()  # disposable: built again from the notes and the log
         raise AssertionError("unreachable")
 
     def drop(self) -> None:
         for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise unusable(self.path, exc) from None
+
+    def damaged(self) -> bool:
+        """Whether the index file itself is damaged (not another database, not a lock)."""
+        try:
+            check = self.con.execute("PRAGMA quick_check(1)").fetchone()
+            return check is None or check[0] != "ok" or not _has_schema(self.con)
+        except sqlite3.DatabaseError as exc:
+            return not is_busy(exc)
 
     def close(self) -> None:
         self.con.close()
@@ -331,6 +358,69 @@ class MemoryIndex:
 
 class IndexBusy(FasedError):
     """Another process held the index longer than BUSY_SECONDS."""
+
+
+class IndexUnusable(StateError):
+    """The index cannot be opened or written (not damage: a file where its folder should
+    be, a folder where the file should be, no permission)."""
+
+
+TABLES = ("meta", "files", "chunks", "progress", "fts", "fts_terms")
+_NOT_DAMAGE = frozenset({3, 5, 6, 7, 8, 9, 10, 13, 14, 23})  # perm, busy, locked, nomem,
+# readonly, interrupt, I/O, full, cannot open, auth: the file may be fine
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether an SQLite error of the index says its bytes are wrong (drop it, build again)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not is_busy(exc) and (
+        getattr(exc, "sqlite_errorcode", None) not in _NOT_DAMAGE
+        and "disk is full" not in str(exc))
+
+
+def unusable(path: Path, exc: BaseException) -> IndexUnusable:
+    from fased.safetext import describe
+
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else describe(exc)
+    return IndexUnusable(f"the memory index ({path}) cannot be used: {why}",
+                         hint="it is a cache: fix or remove that path, and the next search "
+                         "builds it again")
+
+
+def _has_schema(con: sqlite3.Connection) -> bool:
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE name IN "
+                                       f"({','.join('?' * len(TABLES))})", TABLES)}
+    return names == set(TABLES)
+
+
+def using(home: Path, work, say) -> object:
+    """`work(index)` on the home's index. An index found damaged on the way (a malformed
+    page, a missing table) is dropped and built again, once, and `say` tells so; an
+    SQLite error from anywhere else (state.db) is raised as it came."""
+    for attempt in range(2):
+        index = MemoryIndex(home, say)
+        try:
+            return work(index)
+        except sqlite3.DatabaseError as exc:
+            if is_busy(exc):
+                raise busy(index.path) from None
+            if _is_index_error(exc):
+                raise unusable(index.path, exc) from None
+            if not is_damage(exc) or attempt or not index.damaged():
+                raise
+            from fased.safetext import describe
+
+            say(f"fased: the memory index ({index.path}) is damaged ({describe(exc)}); "
+                "building it again")
+            index.close()
+            index.drop()
+        finally:
+            index.close()
+    raise AssertionError("unreachable")
+
+
+def _is_index_error(exc: BaseException) -> bool:
+    """A write refused (read-only file or folder): only the index is written here."""
+    return getattr(exc, "sqlite_errorcode", None) in (3, 8, 14, 23)
 
 
 def is_busy(exc: BaseException) -> bool:

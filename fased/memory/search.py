@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fased.errors import UsageError
-from fased.memory.index import MemoryIndex, julian
+from fased.memory.index import MemoryIndex, julian, using
 from fased.memory.rank import Hit, by_ids, fts_query, keyword
 from fased.memory.roots import MemorySettings, memory_settings, resolve_note
 
@@ -118,23 +118,24 @@ def search(state: sqlite3.Connection, home: Path, agent: str, query: str, *,
     if not settings.embeddings:
         ahead = _Ahead(home, settings, query, dict(sessions=use_sessions, now_jd=now_jd,
                                                   limit=limit, hidden=hidden))
-    index = MemoryIndex(home)
-    try:
+    def work(index: MemoryIndex) -> list[Hit]:
         refresh(index, state, home, settings)
         if settings.embeddings:
-            hits = _hybrid(index, state, home, settings, query, use_sessions, now_jd, hidden,
+            return _hybrid(index, state, home, settings, query, use_sessions, now_jd, hidden,
                            limit)
-        else:
-            from fased.memory.index import generation
+        from fased.memory.index import generation
 
-            hits = ahead.result(generation(index.con))
-            if hits is None:
-                hits = keyword(index.con, settings, query, sessions=use_sessions,
-                               now_jd=now_jd, limit=limit, hidden=hidden)
+        hits = ahead.result(generation(index.con)) if ahead is not None else None
+        if hits is None:
+            hits = keyword(index.con, settings, query, sessions=use_sessions,
+                           now_jd=now_jd, limit=limit, hidden=hidden)
+        return hits
+
+    try:
+        hits = using(home, work, _say)
     finally:
         if ahead is not None:
             ahead.join()
-        index.close()
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     return Searched(settings.agent, query, [settings.display(r) for r in settings.roots()],
@@ -264,24 +265,28 @@ def status(state: sqlite3.Connection, home: Path, agent: str) -> dict:
     import os
 
     settings = memory_settings(state, home, agent)
-    index = MemoryIndex(home)
-    try:
-        counts = index.counts(settings.agent)
-    finally:
-        index.close()
+    index_file, counts = using(home, lambda index: (index.path, index.counts(settings.agent)),
+                               _say)
     return {"agent": settings.agent, "workspace": str(settings.workspace),
             "roots": [{"path": settings.display(r), "exists": os.path.exists(r)}
                       for r in settings.roots()],
             "sessions": settings.sessions, "half_life_days": settings.half_life_days,
-            "backend": backend_name(settings), "index": str(index.path), **counts}
+            "backend": backend_name(settings), "index": str(index_file), **counts}
 
 
 def reindex(state: sqlite3.Connection, home: Path, agent: str, force: bool = False) -> dict:
     """Bring the index up to date now (force: chunk every note and message again)."""
     settings = memory_settings(state, home, agent)
-    index = MemoryIndex(home)
-    try:
+    def work(index: MemoryIndex) -> dict:
         changed = refresh(index, state, home, settings, force=force)
         return {"agent": settings.agent, **changed, **index.counts(settings.agent)}
-    finally:
-        index.close()
+
+    return using(home, work, _say)
+
+
+def _say(message: str) -> None:
+    import sys
+
+    from fased.bounds import clip_line
+
+    print(clip_line(message), file=sys.stderr, flush=True)
