@@ -64,6 +64,15 @@ class TooLargeError(UsageError):
     """Input past its size limit (a file, a message, a string)."""
 
 
+INT64_MAX = 2**63 - 1
+
+
+def int64(n: int) -> int:
+    """`n` held to 64 bits, what SQLite, orjson and array("q") take: a file's mtime in ns
+    past 2262 (a bad clock, a hostile tar) must not break what stores it."""
+    return max(-INT64_MAX - 1, min(n, INT64_MAX))
+
+
 # -- printing ---------------------------------------------------------------------------------
 
 def _escape(match: re.Match) -> str:

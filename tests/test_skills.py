@@ -563,3 +563,16 @@ def test_a_skill_being_installed_or_left_by_a_killed_install_is_not_loaded(set_u
 
     ok("skill", "install", str(make_skill(tmp_path / "src", "other")))
     assert sorted(p.name for p in skills.iterdir()) == ["fine", "other"]
+
+
+def test_a_skill_with_a_far_future_file_time_or_a_non_utf8_file_name_is_listed(set_up, ok,
+                                                                              run):
+    """The skills cache holds each file's name and mtime: a time past 2262 in ns (past 64
+    bits) or a name that is not UTF-8 broke writing it, on every turn."""
+    folder = make_skill(ws(set_up) / "skills", "odd")
+    os.utime(folder / "SKILL.md", ns=(10**19, 10**19))
+    (Path(os.fsdecode(os.path.join(os.fsencode(folder), b"caf\xe9.txt")))).write_text("x")
+    result = run("skill", "list")
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr and "odd" in result.stdout
+    assert run("skill", "list").exit_code == 0  # from the cache it wrote

@@ -220,7 +220,7 @@ class MemoryIndex:
         sha = hashlib.sha256(data).hexdigest()
         day = note_date(path)
         size, mtime_ns = st
-        shown_day = day or datetime.fromtimestamp(mtime_ns / 1e9, UTC).strftime("%Y-%m-%d")
+        shown_day = day or _day_of(mtime_ns)
         con.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)",
                     (agent, path, size, mtime_ns, sha))
         if old is not None and old[0] == sha:
@@ -442,6 +442,14 @@ def generation(con: sqlite3.Connection) -> tuple:
     was committed in between."""
     meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('id', 'generation')"))
     return meta.get("id"), meta.get("generation")
+
+
+def _day_of(mtime_ns: int) -> str | None:
+    """The UTC day of a file time; None for one no calendar holds (year 10000)."""
+    try:
+        return datetime.fromtimestamp(mtime_ns / 1e9, UTC).strftime("%Y-%m-%d")
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _checkpoint(state: sqlite3.Connection) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
+from fased.bounds import int64
 from fased.errors import UsageError
 
 DEFAULT_HALF_LIFE_DAYS = 30.0
@@ -102,7 +103,7 @@ def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
         if S_ISDIR(st.st_mode):
             _walk(text, os.path.realpath(text), prefix, found, linked)
         elif text.endswith(".md"):
-            found[settings.display(root)] = (st.st_size, st.st_mtime_ns)
+            found[settings.display(root)] = (st.st_size, int64(st.st_mtime_ns))
     return found
 
 
@@ -141,7 +142,7 @@ def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str
                 continue
             if S_ISREG(st.st_mode):
                 if name.endswith(".md"):
-                    found[shown + name] = (st.st_size, st.st_mtime_ns)
+                    found[shown + name] = (st.st_size, int64(st.st_mtime_ns))
             elif S_ISDIR(st.st_mode) and name[0] != ".":
                 stack.append(entry.path)
 
@@ -172,7 +173,7 @@ def quick_signature(settings: MemorySettings) -> str | None:
                 return None
         elif text.endswith(".md"):
             names.append(text)
-            stats.extend((st.st_size, st.st_mtime_ns))
+            stats.extend((st.st_size, int64(st.st_mtime_ns)))
     data = "\0".join(names).encode("utf-8", "surrogateescape")
     return f"q{zlib.crc32(stats.tobytes(), zlib.crc32(data)):08x}:{len(stats) // 2}"
 
@@ -201,7 +202,7 @@ def _quick_walk(folder: str, names: list[str], stats) -> bool:
                         if S_ISREG(st.st_mode):
                             names.append(name)
                             stats.append(st.st_size)
-                            stats.append(st.st_mtime_ns)
+                            stats.append(int64(st.st_mtime_ns))
                             continue
                         if not S_ISDIR(st.st_mode):
                             continue
@@ -226,9 +227,18 @@ def signature(found: dict[str, tuple[int, int]]) -> str:
 
 
 def note_date(display: str) -> str | None:
-    """The day a daily note is of (its file name), else None (it does not decay)."""
+    """The day a daily note is of (its file name), else None (it does not decay). A name
+    with a day no calendar has (2025-02-29, 2026-13-45, 0000-01-01) is an undated note."""
     match = DATED.match(os.path.basename(display))
-    return match.group(1) if match else None
+    if match is None:
+        return None
+    from datetime import date
+
+    try:
+        date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+    return match.group(1)
 
 
 def note_path(settings: MemorySettings, display: str) -> Path:

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fased.bounds import int64
+
 SKILL_FILE = "SKILL.md"
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
 NAME_MAX = 64
@@ -139,7 +141,7 @@ def folder_signature(path: Path) -> list:
                 continue
             st = entry.stat(follow_symlinks=False)
             link = os.readlink(entry.path) if entry.is_symlink() else None
-            sig.append([entry.path[cut:], st.st_size, st.st_mtime_ns, link])
+            sig.append([entry.path[cut:], st.st_size, int64(st.st_mtime_ns), link])
     sig.sort(key=lambda row: row[0])
     return sig
 
@@ -228,16 +230,31 @@ def _cache(home: Path) -> Cache:
     return cache
 
 
+def _storable(text: str) -> str:
+    """`text` as the cache (JSON, UTF-8) can hold it: a file name that is not UTF-8 with
+    its bytes escaped (`caf\\xe9`)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _storable_sig(sig: list) -> list:
+    return [[_storable(rel), size, mtime, None if link is None else _storable(link)]
+            for rel, size, mtime, link in sig]
+
+
 def read_folder(path: Path, source: str, cache: Cache | None = None) -> tuple[Skill | None,
                                                                               str | None]:
     """The skill in one folder, or a warning (None when the folder holds no SKILL.md)."""
     sig = folder_signature(path)
     if not any(row[0] == SKILL_FILE for row in sig):
         return None, None
-    key = str(path)
+    key, kept = _storable(str(path)), _storable_sig(sig)
     entry = cache.entries.get(key) if cache is not None else None
-    if entry is None or entry.get("sig") != sig:
-        entry = _parse_folder(path, sig)
+    if entry is None or entry.get("sig") != kept:
+        entry = _parse_folder(path, kept)
         if cache is not None:
             cache.entries[key] = entry
             cache.dirty = True
