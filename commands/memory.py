@@ -89,6 +89,9 @@ def get(target, agent, lines, json_):
     if got["more"]:
         note(f"lines {got['from']}-{got['to']} of {got['lines_total']}; more: fased memory get "
              f"{got['path']}:{got['next']}")
+    if got.get("truncated"):
+        note("only the note's first 8 MiB are read (as search indexes it): lines past them "
+             "are not shown")
 
 
 @memory.command("status")
@@ -152,10 +155,12 @@ def _agent(st, agent: str | None) -> str:
 def _split_line(target: str) -> tuple[str, int]:
     """PATH[:LINE]: a trailing :N is a line number."""
     path, sep, line = target.rpartition(":")
-    if sep and path and line and line.isdigit():  # Unicode digits too ("²"): refused here
-        from fased.bounds import MAX_COUNT, parse_count
+    number = line[1:] if line.startswith("-") else line
+    if sep and path and number and number.isdigit():  # Unicode digits too ("²"): refused here
+        from fased.bounds import parse_count
 
         if line.isascii() and int(line) < 1:
             raise click.BadParameter("the first line is 1", param_hint="'PATH[:LINE]'")
-        return path, parse_count(line, low=1, high=MAX_COUNT, what="LINE")
+        # the index numbers the lines of a note's first 8 MiB: at most 8,388,608 of them
+        return path, parse_count(line, low=1, high=2**31 - 1, what="LINE")
     return target, 1

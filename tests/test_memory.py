@@ -382,7 +382,7 @@ def test_get_shows_lines_of_a_note_and_refuses_everything_else(set_up, ok, run, 
 @pytest.mark.parametrize(("line", "error"), [
     ("²", "not a whole number"),  # str.isdigit() says yes, int() raised: an internal error
     ("٣", "not a whole number"),
-    ("99999999999999999999999", "is not in the range 1<=x<=1000000"),
+    ("99999999999999999999999", "is not in the range 1<=x<=2147483647"),
     ("0", "the first line is 1"),
 ])
 def test_a_line_number_is_ascii_digits_within_bounds(set_up, run, line, error):

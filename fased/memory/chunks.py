@@ -32,7 +32,7 @@ def chunk_text(text: str, size: int = CHUNK_TOKENS, overlap: int = OVERLAP_TOKEN
                ) -> list[Chunk]:
     """The chunks of `text`; blank text gives none."""
     lines: list[tuple[int, str, int]] = []  # (number, text, estimated tokens with its newline)
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(note_lines(text), 1):
         cost = _cost(line)
         if cost <= size:
             lines.append((number, line, cost))
@@ -56,6 +56,16 @@ def chunk_text(text: str, size: int = CHUNK_TOKENS, overlap: int = OVERLAP_TOKEN
             back += lines[k][2]
         i = k
     return out
+
+
+def note_lines(text: str) -> list[str]:
+    """A note's lines as search numbers them and memory_get shows them: split at "\n" only
+    (a "\r" before it dropped). str.splitlines() also splits at form feeds, U+2028 and
+    the like, and numbered lines that `memory get` could not find."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def _cost(line: str) -> int:

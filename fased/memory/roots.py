@@ -103,7 +103,7 @@ def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
         if S_ISDIR(st.st_mode):
             _walk(text, os.path.realpath(text), prefix, found, linked)
         elif text.endswith(".md"):
-            found[settings.display(root)] = (st.st_size, int64(st.st_mtime_ns))
+            found[storable(settings.display(root))] = (st.st_size, int64(st.st_mtime_ns))
     return found
 
 
@@ -142,7 +142,7 @@ def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str
                 continue
             if S_ISREG(st.st_mode):
                 if name.endswith(".md"):
-                    found[shown + name] = (st.st_size, int64(st.st_mtime_ns))
+                    found[storable(shown + name)] = (st.st_size, int64(st.st_mtime_ns))
             elif S_ISDIR(st.st_mode) and name[0] != ".":
                 stack.append(entry.path)
 
@@ -242,9 +242,31 @@ def note_date(display: str) -> str | None:
 
 
 def note_path(settings: MemorySettings, display: str) -> Path:
-    """The file behind a display path."""
+    """The file behind a display path (one with a name that is not UTF-8 escaped too)."""
     path = Path(display)
-    return path if path.is_absolute() else settings.workspace / path
+    path = path if path.is_absolute() else settings.workspace / path
+    if "\\x" in display and not os.path.lexists(path):
+        raw = Path(unstorable(str(path)))
+        if os.path.lexists(raw):
+            return raw
+    return path
+
+
+def storable(text: str) -> str:
+    """A path as the index (SQLite, UTF-8) and results hold it: bytes of a name that is not
+    UTF-8 escaped (`memory/caf\\xe9.md`); `note_path` and `resolve_note` take it back."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def unstorable(text: str) -> str:
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
 
 
 def _require_note(text: str, real: str) -> None:
@@ -259,15 +281,19 @@ def _require_note(text: str, real: str) -> None:
         raise UsageError(f"{text}: {file_kind(mode)}, not a memory note")
 
 
-def resolve_note(settings: MemorySettings, text: str) -> Path:
+def resolve_note(settings: MemorySettings, text: str) -> tuple[Path, str]:
     """A note a user or the model named, refused (UsageError) unless it is a note under one of
-    the agent's memory roots: no `..`, no link out of the root, no other file."""
+    the agent's memory roots: no `..`, no link out of the root, no other file. Returns the
+    file and its path as search shows it."""
     if not text or "\0" in text:
         raise UsageError("give the path of a memory note, e.g. MEMORY.md or memory/2026-03-01.md")
     raw = Path(os.path.expanduser(text))
     if ".." in raw.parts:
         raise UsageError(f"{text}: `..` is not allowed in a memory path")
     full = Path(os.path.abspath(raw if raw.is_absolute() else settings.workspace / raw))
+    if "\\x" in text and not os.path.lexists(full):  # a name that is not UTF-8, as shown
+        escaped = Path(unstorable(str(full)))
+        full = escaped if os.path.lexists(escaped) else full
     real = os.path.realpath(full)
     for root in settings.roots():
         real_root = os.path.realpath(root)
@@ -277,10 +303,10 @@ def resolve_note(settings: MemorySettings, text: str) -> Path:
             if not real.endswith(".md"):
                 raise UsageError(f"{text}: not a memory note (notes are *.md files)")
             _require_note(text, real)
-            return Path(real)
+            return Path(real), storable(settings.display(full))
         if str(full) == str(root) or real == real_root:
             _require_note(text, real)
-            return Path(real)
+            return Path(real), storable(settings.display(root))
     roots = ", ".join(settings.display(r) for r in settings.roots())
     raise UsageError(f"{text}: not under a memory root of agent {settings.agent}",
                      hint=f"memory roots: {roots}")

@@ -222,42 +222,53 @@ def _hybrid(index: MemoryIndex, state, home: Path, settings: MemorySettings, que
 def get(state: sqlite3.Connection, home: Path, agent: str, path: str,
         start: int = 1, lines: int | None = None) -> dict:
     """Lines of one memory note (refused unless under the agent's memory roots), capped at
-    GET_LINES lines and GET_MAX_CHARS characters; says where to go on when cut."""
+    GET_LINES lines and GET_MAX_CHARS characters; says where to go on when cut. Lines are
+    numbered as search numbers them, over the part of the note search indexes (its first
+    MAX_NOTE_BYTES): a line longer than GET_MAX_CHARS is shown cut, and says so."""
+    from fased.bounds import NotRegularFile, read_head
+    from fased.memory.chunks import note_lines
+    from fased.memory.index import MAX_NOTE_BYTES
+
     settings = memory_settings(state, home, agent)
     if start < 1:
         raise UsageError("the first line is 1")
     if lines is not None and lines < 1:
         raise UsageError("give at least one line")
-    real = resolve_note(settings, path)
+    real, shown = resolve_note(settings, path)
     want = min(lines or GET_LINES, GET_LINES)
-    out: list[str] = []
-    used = 0
-    total = 0
-    from fased.bounds import NotRegularFile, open_regular
-
     try:
-        fd = open_regular(real)
+        data = read_head(real, MAX_NOTE_BYTES + 1)
     except NotRegularFile as exc:
         raise UsageError(f"{path}: {exc.kind}, not a memory note") from None
-    with open(fd, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            total = number
-            if number < start or len(out) >= want:
-                continue
-            line = line.rstrip("\n")
-            if used + len(line) > GET_MAX_CHARS and out:
-                want = len(out)
-                continue
-            out.append(line[:GET_MAX_CHARS])
-            used += len(line) + 1
-    if start > total > 0:
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    truncated = len(data) > MAX_NOTE_BYTES
+    every = note_lines(data[:MAX_NOTE_BYTES].decode("utf-8", "replace"))
+    total = len(every)
+    if start > max(total, 1):
         raise UsageError(f"{path} has {total} line{'s' if total != 1 else ''}: line {start} "
                          "is past its end")
+    out: list[str] = []
+    cut: list[int] = []
+    used = 0
+    for number in range(start, min(total, start + want - 1) + 1):
+        line = every[number - 1]
+        if used + len(line) > GET_MAX_CHARS and out:
+            break
+        if len(line) > GET_MAX_CHARS:
+            line = (f"{line[:GET_MAX_CHARS]} [line cut: {len(line) - GET_MAX_CHARS:,} more "
+                    "characters]")
+            cut.append(number)
+        out.append(line)
+        used += len(line) + 1
     end = start + len(out) - 1
     more = end < total
-    return {"agent": settings.agent, "path": settings.display(real), "from": start,
-            "to": end if out else None, "lines_total": total, "text": "\n".join(out), "more": more,
-            "next": end + 1 if more else None}
+    got = {"agent": settings.agent, "path": shown, "from": start,
+           "to": end if out else None, "lines_total": total, "text": "\n".join(out),
+           "more": more, "next": end + 1 if more else None, "cut": cut}
+    if truncated:
+        got["truncated"] = True  # lines past the first MAX_NOTE_BYTES are not counted
+    return got
 
 
 def status(state: sqlite3.Connection, home: Path, agent: str) -> dict:

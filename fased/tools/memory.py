@@ -62,6 +62,8 @@ def memory_get(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
     if got["more"]:
         text += (f"\n[... lines {got['from']}-{got['to']} of {got['lines_total']} shown; use "
                  f"from={got['next']} to continue]")
+    if got.get("truncated"):
+        text += "\n[only the note's first 8 MiB are read: lines past them are not shown]"
     return ToolResult(text, data={k: v for k, v in got.items() if k != "text"})
 
 
