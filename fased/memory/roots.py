@@ -83,13 +83,30 @@ def _within(path: str, root: str) -> bool:
 
 
 def _present_roots(settings: MemorySettings):
-    """(root, its path as text, its stat, links followed) of every root that exists."""
+    """(root, its path as text, its stat, links followed) of every root that exists and may
+    be read (see _linked_out)."""
     for root in settings.roots():
         text = str(root)
         try:
-            yield root, text, os.stat(text)
+            st = os.stat(text)
         except OSError:
             continue
+        if not S_ISDIR(st.st_mode) and _linked_out(settings, root):
+            continue
+        yield root, text, st
+
+
+def _linked_out(settings: MemorySettings, root: Path) -> bool:
+    """Whether MEMORY.md (or memory.md) is a link to a file outside the workspace: a
+    workspace is often a clone, and a link in it to ~/.ssh/id_rsa must not reach the model
+    through memory_get. The roots a user names in memory.roots are theirs to point
+    anywhere."""
+    if root.parent != settings.workspace or root.name not in MAIN_FILES:
+        return False
+    if not os.path.islink(root):
+        return False
+    real = os.path.realpath(root)
+    return not _within(real, os.path.realpath(settings.workspace))
 
 
 def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
@@ -300,11 +317,13 @@ def resolve_note(settings: MemorySettings, text: str) -> tuple[Path, str]:
         if os.path.isdir(real_root) and _within(str(full), str(root)):
             if not _within(real, real_root):
                 raise UsageError(f"{text}: a symlink leads out of the memory root {root}")
-            if not real.endswith(".md"):
+            if not full.name.endswith(".md"):  # a link named *.md is a note, as search has it
                 raise UsageError(f"{text}: not a memory note (notes are *.md files)")
             _require_note(text, real)
             return Path(real), storable(settings.display(full))
         if str(full) == str(root) or real == real_root:
+            if _linked_out(settings, root):
+                raise UsageError(f"{text}: a symlink leads out of the workspace")
             _require_note(text, real)
             return Path(real), storable(settings.display(root))
     roots = ", ".join(settings.display(r) for r in settings.roots())

@@ -37,16 +37,23 @@ class Searched:
         """The results as the model (memory_search) and `fased memory search` show them."""
         if not self.hits:
             return self.nothing_found()
+        from fased.bounds import printable
+
         lines = []
         for h in self.hits:
+            # each field escaped to one line: a newline in a note's name must not print a
+            # result of its own, to the user or to the model
             where = (f"{h.path}:{h.start}-{h.end}" if h.kind == "file"
                      else f"session {h.session} turn {h.turn} ({h.role})")
-            lines.append(f"{where}  {h.date or '-'}  score {h.score:.4g}\n  {h.snippet}")
+            lines.append(f"{printable(where)}  {h.date or '-'}  score {h.score:.4g}\n"
+                         f"  {printable(h.snippet)}")
         return "\n".join(lines)
 
     def nothing_found(self) -> str:
         """Why a search found nothing, saying what it searched."""
-        where = ", ".join(self.roots)
+        from fased.bounds import printable
+
+        where = ", ".join(printable(r) for r in self.roots)
         sessions = "session messages too" if self.sessions else "session messages off"
         return (f"No memory matches {self.query!r} for agent {self.agent} (searched "
                 f"{where}; {sessions}; backend {self.backend}).")
