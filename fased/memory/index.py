@@ -229,8 +229,10 @@ class MemoryIndex:
             return
         self._drop_path(agent, path)
         jd = julian(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)) if day else None
-        text = data.decode("utf-8", "replace")
         from fased.memory.chunks import chunk_text  # only when something is indexed
+        from fased.memory.rank import nfc
+
+        text = nfc(data.decode("utf-8", "replace"))
 
         for chunk in chunk_text(text):
             cur = con.execute(
@@ -322,8 +324,9 @@ class MemoryIndex:
         when = _parse(m["ts"])
         day = when.strftime("%Y-%m-%d") if when else None
         from fased.memory.chunks import chunk_text
+        from fased.memory.rank import nfc
 
-        for chunk in chunk_text(m["content"]):
+        for chunk in chunk_text(nfc(m["content"])):
             cur = self.con.execute(
                 "INSERT INTO chunks(agent, kind, session, turn, role, start_line, end_line,"
                 " day, jd, decays) VALUES (?, 'session', ?, ?, ?, ?, ?, ?, ?, 1)",

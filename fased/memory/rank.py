@@ -30,9 +30,23 @@ MAX_WORDS = 32
 
 
 def query_words(text: str) -> list[str]:
-    """The distinct words of a query (at most MAX_WORDS): operators and punctuation are not
-    syntax, so no query can fail."""
-    return list(dict.fromkeys(_WORD.findall(text)))[:MAX_WORDS]
+    """The distinct words of a query: operators and punctuation are not syntax, so no query
+    can fail. In NFC, as notes are indexed (a decomposed "Kraków", from macOS or a file
+    name, split at its accent into words no note has). Of a longer question, the MAX_WORDS
+    longest (short words are the common ones), in the order given."""
+    words = list(dict.fromkeys(_WORD.findall(nfc(text))))
+    if len(words) > MAX_WORDS:
+        keep = set(sorted(range(len(words)), key=lambda i: (-len(words[i]), i))[:MAX_WORDS])
+        words = [w for i, w in enumerate(words) if i in keep]
+    return words
+
+
+def nfc(text: str) -> str:
+    """`text` in Unicode's composed form, as the index holds notes and messages."""
+    import unicodedata
+
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize(
+        "NFC", text)
 
 
 def fts_query(text: str) -> str:
