@@ -10,6 +10,7 @@ fased exits. xllamacpp is imported only then: every other command starts as fast
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import threading
@@ -247,10 +248,15 @@ def _replace(key: str, model_path: str, name: str, home: Path | None, threads: i
     """Start the server `key` names with room for `tokens`, in place of the one running."""
     cache = None if home is None or embedding else home / MODELS_DIR / CACHE_DIR
     if cache is not None:
-        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _remove_unsaved(cache)
+        try:
+            cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _remove_unsaved(cache)
+        except OSError:  # a read-only models/: only slower, never an error
+            cache = None
     slot = None if cache is None else cache / _slot_file(model_path)
-    size = EMBED_CTX if embedding else context_for(tokens, _slot_tokens(slot))
+    held = _slot_held(slot)
+    slot = slot if held else None
+    size = EMBED_CTX if embedding else context_for(tokens, held)
     # a server too small for the request stops here, before the larger one starts: the
     # registry held its last reference
     _servers.pop(key, None)
@@ -258,7 +264,7 @@ def _replace(key: str, model_path: str, name: str, home: Path | None, threads: i
     if not _servers:
         atexit.register(stop_all)
     _servers[key] = (server, url, size)
-    if slot is not None and slot.is_file():
+    if slot is not None:
         _slot(url, "restore", slot.name)
 
 
@@ -281,34 +287,67 @@ def _slot_file(model_path: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16] + ".slot"
 
 
-def _slot_tokens(slot: Path | None) -> int:
-    """How many tokens the saved prompt holds (its .tokens file; 0 if unknown). A count
-    that does not match the slot (another process saved between the two files) only costs
-    the cache: a restore that does not fit fails, and the prompt is evaluated again."""
+def _slot_held(slot: Path | None) -> int:
+    """How many tokens the saved prompt holds, 0 when it must not be restored: its .tokens
+    file says the count and the slot's size in bytes, and a slot of another size (a torn
+    write, another process saving between the two files, a count from fased 0.4.0 without
+    a size) is left alone, because llama.cpp aborts the whole process restoring a slot
+    shorter than it says (GGML_ASSERT), where a missing one only costs the prompt."""
     if slot is None:
         return 0
     try:
-        return max(0, int(slot.with_suffix(".tokens").read_text(encoding="ascii")))
+        count, size = slot.with_suffix(".tokens").read_text(encoding="ascii").split()
+        held, size_now = int(count), os.stat(slot).st_size
     except (OSError, ValueError):
         return 0
+    return held if held > 0 and int(size) == size_now else 0
 
 
 def save_prompt(url: str, model_path: str, home: Path, tokens: int = 0) -> None:
     """Keep what the server holds of the conversation (`tokens` of it) for the next
     process: written under a name of its own, then renamed, so a process starting
-    meanwhile reads a whole file."""
+    meanwhile reads a whole file; its size goes beside it (_slot_held). Never at the cost
+    of the disk the log needs: a save that would leave less than SLOT_RESERVE free is not
+    made, and one that fails leaves nothing."""
+    cache = home / MODELS_DIR / CACHE_DIR
     name = _slot_file(model_path)
     part = f"{name}.{os.getpid()}.part"
-    if _slot(url, "save", part):
-        import contextlib
+    if not _room_for_slot(cache, name, tokens):
+        return
+    saved = _slot(url, "save", part)
+    try:
+        size = os.stat(cache / part).st_size
+    except OSError:
+        return
+    if not saved or size == 0:
+        with contextlib.suppress(OSError):
+            os.unlink(cache / part)
+        return
+    with contextlib.suppress(OSError):
+        count = cache / f"{part}.tokens"
+        count.write_text(f"{tokens} {size}", encoding="ascii")
+        os.replace(count, (cache / name).with_suffix(".tokens"))
+    with contextlib.suppress(OSError):
+        os.replace(cache / part, cache / name)
 
-        cache = home / MODELS_DIR / CACHE_DIR
-        with contextlib.suppress(OSError):
-            count = cache / f"{part}.tokens"
-            count.write_text(str(tokens), encoding="ascii")
-            os.replace(count, (cache / name).with_suffix(".tokens"))
-        with contextlib.suppress(OSError):
-            os.replace(cache / part, cache / name)
+
+SLOT_RESERVE = 256 * 1024 * 1024  # bytes left free for the log and state.db after a save
+SLOT_BYTES_PER_TOKEN = 48 * 1024  # a guess before any slot is saved (SmolLM2: ~23 KB)
+
+
+def _room_for_slot(cache: Path, name: str, tokens: int) -> bool:
+    """Whether the disk holds a slot of `tokens` and SLOT_RESERVE more (the size a token
+    took in the last slot, else SLOT_BYTES_PER_TOKEN)."""
+    per_token = SLOT_BYTES_PER_TOKEN
+    with contextlib.suppress(OSError, ValueError):
+        count, size = (cache / name).with_suffix(".tokens").read_text(
+            encoding="ascii").split()
+        per_token = max(1, int(size) // max(1, int(count)))
+    try:
+        st = os.statvfs(cache)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize >= per_token * max(tokens, 1) + SLOT_RESERVE
 
 
 def _remove_unsaved(cache: Path) -> None:

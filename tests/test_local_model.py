@@ -118,11 +118,48 @@ def test_a_long_message_grows_the_server_and_the_next_process_reuses_its_prompt(
     assert len(completed) == 2, done.stderr
     assert completed[-1]["data"]["usage"]["input_tokens"] > 1024
     [count] = (local / "models" / "cache").glob("*.tokens")
-    held = int(count.read_text())
+    held = int(count.read_text().split()[0])
     assert held >= completed[-1]["data"]["usage"]["input_tokens"]
     again = run_process("chat", "--json", "-o", "max_tokens", "4", "and again", timeout=300)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["state"] == "completed"
+
+
+@pytest.mark.parametrize("damage", ["torn", "grown", "no-size"])
+def test_a_damaged_prompt_cache_is_evaluated_again_never_a_crash(local, damage):
+    """A slot file one byte short (a torn write, a power cut before its blocks reached the
+    disk) made llama.cpp abort in the restore (GGML_ASSERT, exit 134) in every later chat
+    of the home, and left the turn started."""
+    first = run_process("chat", "-o", "max_tokens", "4", "hi", timeout=120)
+    assert first.returncode == 0, first.stderr
+    [slot] = (local / "models" / "cache").glob("*.slot")
+    size = slot.stat().st_size
+    if damage == "torn":
+        os.truncate(slot, size - 1)
+    elif damage == "grown":
+        with open(slot, "ab") as f:
+            f.write(b"\0" * 4096)
+    else:  # a count written by fased 0.4.0, without the size
+        slot.with_suffix(".tokens").write_text("40", encoding="ascii")
+        os.truncate(slot, size - 1)
+
+    again = run_process("chat", "--json", "-o", "max_tokens", "4", "and again", timeout=120)
+
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["state"] == "completed"
+    held, kept = slot.with_suffix(".tokens").read_text().split()
+    assert int(kept) == slot.stat().st_size  # saved again, whole
+
+
+def test_a_prompt_cache_that_cannot_be_written_only_costs_time(local):
+    """The cache is optional: a file where its folder should be (or a read-only models/)
+    made every chat an internal error."""
+    cache = local / "models" / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.write_text("not a folder\n")
+    done = run_process("chat", "--json", "-o", "max_tokens", "4", "hi", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["state"] == "completed"
 
 
 def test_the_embedded_model_is_offered_no_tools(local, ok):
