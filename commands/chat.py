@@ -59,7 +59,8 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
       fased chat -o temperature 0 -o seed 42 "name a colour"
 
     \b
-    Exit codes: 0 ok, 1 error, 2 usage, 5 every model failed, 130 interrupted.
+    Exit codes: 0 ok, 1 error, 2 usage, 5 every model failed, 130 interrupted, 143 terminated (SIGTERM: the turn ends as
+    with Ctrl-C).
     """
     from fased.errors import UsageError
     from fased.params import parse_options
@@ -157,10 +158,20 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
         else:
             click.echo(queued.turn)
         return
+    import signal
+
     from fased.commands.approve import show_tool, terminal_approver
+    from fased.runner import Stop
 
     live = (sys.stdout.isatty() if stream is None else stream) and not json_
     sink = _sink(st) if live else None
+
+    def on_term(signum, frame):
+        raise Stop()
+
+    # `timeout 30 fased chat ...` sends SIGTERM: the turn ends (turn.aborted), never left
+    # started for another process to answer once its lease runs out
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
                         on_tool=show_tool, stream=stream is not False)
@@ -169,6 +180,15 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
                  "answered")
         raise
+    except Stop:
+        if withdraw(st, queued):
+            note(f"fased: terminated before turn {queued.turn} started; it will not be "
+                 "answered")
+        else:
+            note(f"fased: terminated; turn {queued.turn} ended with what was said")
+        raise click.exceptions.Exit(143) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if sink is not None and result.state == "completed":
         sink.finish()
     if json_:

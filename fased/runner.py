@@ -13,6 +13,7 @@ a StateError (exit 4).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -88,7 +89,39 @@ class TurnResult:
 
 
 class Stop(BaseException):
-    """SIGTERM: give the current turn back and leave."""
+    """SIGTERM: give the current turn back (or, for chat, end it) and leave."""
+
+
+@contextlib.contextmanager
+def _one_signal_each():
+    """While a turn runs: the first SIGINT raises KeyboardInterrupt and the first SIGTERM
+    raises Stop, and any signal after that is dropped until the turn's end is recorded.
+    GNU `timeout -s INT` signals the process and then its group, so two SIGINTs arrive
+    back to back; the second used to break out of recording the first, and the turn stayed
+    started, to be answered later by whoever came next. Only the main thread can have
+    signal handlers: elsewhere nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def once(signum, frame):
+        if fired:
+            return  # the turn is already ending because of the first
+        fired.append(signum)
+        if signum == signal.SIGTERM:
+            raise Stop()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, once) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def runner_id() -> str:
@@ -199,6 +232,11 @@ class Runner:
         "abandon" (give the turn back to the queue, as `fased run` does). SIGTERM abandons.
         `approver` asks the user about a call that needs it; `on_tool` shows a call starting.
         """
+
+        with _one_signal_each():
+            return self._run(claim, on_delta, interrupt, approver, on_tool)
+
+    def _run(self, claim: Claim, on_delta, interrupt: str, approver, on_tool) -> TurnResult:
         from fased.loop import AgentLoop
 
         keeper = LeaseKeeper(self.store.home, claim, self.id, self.lease, self.clock)
@@ -223,8 +261,13 @@ class Runner:
             raise
         except Stop:
             keeper.stop()
-            self._finish(claim, "turn.abandoned", {"runner": self.id, "reason": "terminated"},
-                         call)
+            if interrupt == "abort":  # `timeout 30 fased chat ...`: ended, not re-answered
+                self._finish(claim, "turn.aborted", {
+                    "partial_reply": call.partial, "model": call.current_model,
+                    "reason": "terminated"}, call)
+            else:
+                self._finish(claim, "turn.abandoned", {"runner": self.id,
+                                                       "reason": "terminated"}, call)
             raise
         except BrokenPipeError:
             # whoever read the streamed reply went away (`| head -1`): end the turn with what

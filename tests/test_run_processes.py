@@ -270,6 +270,36 @@ def test_ctrl_c_in_chat_keeps_the_partial_reply(models, server, spawn):
     assert transcript.read_bytes() == written
 
 
+@pytest.mark.parametrize(("signals", "code", "reason"), [
+    ((signal.SIGINT, signal.SIGINT), 130, "interrupted"),  # GNU timeout -s INT: twice
+    ((signal.SIGTERM,), 143, "terminated"),  # timeout 30 fased chat ...
+    ((signal.SIGTERM, signal.SIGTERM), 143, "terminated"),
+])
+def test_a_chat_stopped_by_signals_ends_its_turn_once(models, server, spawn, signals, code,
+                                                      reason):
+    """A second SIGINT that arrived while the first was being recorded broke out of it,
+    and SIGTERM killed chat outright: either way the turn stayed started, held its session
+    for the lease, and the next chat answered the cancelled message in full."""
+    server.script(Reply("word " * 40, delay=0.1))
+    proc = spawn("chat", "--stream", "hi")
+    read_some(proc, 10)
+
+    for sig in signals:
+        os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=15)
+
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    history = [e["type"] for e in events(models) if e["type"].startswith("turn.")]
+    assert history == ["turn.queued", "turn.started", "turn.aborted"], err
+    [aborted] = [e["data"] for e in events(models) if e["type"] == "turn.aborted"]
+    assert aborted["reason"] == reason and aborted["partial_reply"].startswith("word")
+    started = time.monotonic()
+    after = run_process("chat", "next")
+    assert after.returncode == 0, after.stderr
+    assert time.monotonic() - started < 10 and "earlier queued turn" not in after.stderr
+
+
 def test_reader_going_away_ends_the_turn_and_frees_the_session(models, ok, server, spawn):
     server.script(Reply("word " * 40, delay=0.05))
     proc = spawn("chat", "--stream", "hi")
