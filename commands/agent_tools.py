@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import echo_json, json_option, note, store, table
+from fased.commands.output import echo_json, json_option, note, say, store, table
 from fased.commands.types import complete_agents, complete_sessions
 
 
@@ -41,7 +41,7 @@ def tools(args, json_):
         outcome = st.transact(lambda con: tools_change(con, get_agent(con, agent_id)["id"],
                                                        action, names))
         done = {"allow": "Allowed", "deny": "Denied", "reset": "Reset"}[action]
-        click.echo(f"{done} {', '.join(names)} for {agent_id}." if outcome.events else
+        say(f"{done} {', '.join(names)} for {agent_id}." if outcome.events else
                    f"Nothing changed for {agent_id}.")
         return
     if len(args) > 1:
@@ -55,7 +55,7 @@ def tools(args, json_):
     table([(t["name"], "yes" if t["offered"] else "no", t["why"]) for t in report["tools"]],
           ("TOOL", "OFFERED", "WHY"))
     ex = report["exec"]
-    click.echo(f"\nProfile: {report['profile']}; exec approval: {ex['mode']}"
+    say(f"\nProfile: {report['profile']}; exec approval: {ex['mode']}"
                + (f" (allowlist: {', '.join(ex['allowlist'])})" if ex["allowlist"] else "")
                + f"; files: {'workspace only' if report['workspace_only'] else 'anywhere'}"
                + f"; sandbox: {report['sandbox']['summary']}")
@@ -84,19 +84,19 @@ def context(agent_id, session, json_):
     if json_:
         echo_json(view)
         return
-    click.echo(f"Agent {view['agent']}, session {view['session'] or '(a new one)'}; "
+    say(f"Agent {view['agent']}, session {view['session'] or '(a new one)'}; "
                f"workspace {view['workspace']}")
     table([(f["name"], f["size"], f["injected"], f["reason"] or "") for f in view["files"]],
           ("FILE", "CHARS", "INJECTED", "NOTE"))
     tools_line = ", ".join(view["tools"]) or "none"
-    click.echo(f"\nTools offered: {tools_line}")
+    say(f"\nTools offered: {tools_line}")
     skills = [s["name"] + ("" if s["described"] else " (no description)")
               for s in view["skills"]]
-    click.echo(f"Skills offered: {', '.join(skills) or 'none'}")
+    say(f"Skills offered: {', '.join(skills) or 'none'}")
     if view["skills_note"]:
         note(f"skills: {view['skills_note']}")
     t = view["tokens"]
-    click.echo(f"Tokens (estimated): system {t['system']}, tools {t['tools']}, history "
+    say(f"Tokens (estimated): system {t['system']}, tools {t['tools']}, history "
                f"{t['history']} = {t['total']} of a {view['window']}-token window, "
                f"{t['reply']} kept for the reply")
     if view["dropped"]:

@@ -227,10 +227,11 @@ def _tell_override(st, queued, model: str | None) -> None:
 
 
 def _sink(st):
+    from fased.bounds import shown_on_stdout
     from fased.chat import BlockSink, StreamSink, block_settings
 
     def write(text: str) -> None:
-        sys.stdout.write(text)
+        sys.stdout.write(shown_on_stdout(text))
         sys.stdout.flush()
 
     inner = StreamSink(write, note)

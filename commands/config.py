@@ -38,7 +38,7 @@ def path_() -> None:
     from fased.home import resolve_home
 
     app = click.get_current_context().find_root().obj
-    click.echo(str(config_path(resolve_home(app.home_option))))
+    say(str(config_path(resolve_home(app.home_option))))
 
 
 @config.command("get")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fased.commands.output import echo_json, json_option, store
+from fased.commands.output import echo_json, json_option, say, store
 from fased.errors import EXIT_ERROR
 
 _MARK = {"ok": "ok   ", "info": "info ", "warn": "warn ", "error": "ERROR"}
@@ -47,6 +47,6 @@ def doctor(repair: bool, accept_loss: bool, json_: bool) -> None:
     else:
         for f in findings:
             suffix = " (repaired)" if f.fixed else ""
-            click.echo(f"{_MARK[f.level]} {f.check:<12} {f.message}{suffix}")
+            say(f"{_MARK[f.level]} {f.check:<12} {f.message}{suffix}")
     if any(f.level == "error" and not f.fixed for f in findings):
         raise click.exceptions.Exit(EXIT_ERROR)

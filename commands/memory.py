@@ -114,13 +114,13 @@ def status(agent, json_):
         return
     table([(r["path"], "yes" if r["exists"] else "no") for r in report["roots"]],
           ("ROOT", "EXISTS"))
-    click.echo(f"\nAgent {report['agent']}; backend {report['backend']}; session messages "
+    say(f"\nAgent {report['agent']}; backend {report['backend']}; session messages "
                f"{'on' if report['sessions'] else 'off'}; half-life "
                f"{report['half_life_days']:g} days")
-    click.echo(f"Indexed: {report['files']:,} notes, {report['chunks']:,} chunks "
+    say(f"Indexed: {report['files']:,} notes, {report['chunks']:,} chunks "
                f"({report['note_chunks']:,} of notes, {report['session_chunks']:,} of "
                f"messages); last indexed {report['last_indexed'] or 'never'}")
-    click.echo(f"Index: {report['index']}")
+    say(f"Index: {report['index']}")
 
 
 @memory.command("index")
@@ -142,7 +142,7 @@ def index(agent, force, json_):
     if json_:
         echo_json(done)
         return
-    click.echo(f"Indexed agent {done['agent']}: {done['notes']:,} notes and {done['messages']:,} "
+    say(f"Indexed agent {done['agent']}: {done['notes']:,} notes and {done['messages']:,} "
                f"messages (re)indexed; {done['files']:,} notes, {done['chunks']:,} chunks in all.")
 
 

@@ -183,11 +183,11 @@ def providers_set(provider, base_url, header, remove_header, kind, account_id):
                             headers=_headers(header), remove_headers=remove_header,
                             account_id=account_id)
     if not lines:
-        click.echo(f"Nothing changed for provider {provider}.")
+        say(f"Nothing changed for provider {provider}.")
         return
-    click.echo(f"Updated provider {provider}:")
+    say(f"Updated provider {provider}:")
     for line in lines:
-        click.echo(f"  {line}")
+        say(f"  {line}")
 
 
 @providers_group.command("list")
@@ -313,7 +313,7 @@ def providers_remove(provider, force):
     st = store()
     st.transact(decide)
     forget_secrets(st, provider)
-    click.echo(f"Removed provider {provider}.")
+    say(f"Removed provider {provider}.")
 
 
 @providers_group.command("detect")
@@ -406,11 +406,11 @@ def auth(provider, from_stdin, env_var, command, remove):
     store_secret(st, provider, api_key=secret)
     st.transact(lambda con: [Draft(draft_type, f"provider:{provider}", data)])
     if remove:
-        click.echo(f"Removed the credential of {provider}.")
+        say(f"Removed the credential of {provider}.")
     elif secret is not None:
-        click.echo(f"Stored a key for {provider} (fingerprint {data['fingerprint']}).")
+        say(f"Stored a key for {provider} (fingerprint {data['fingerprint']}).")
     else:
-        click.echo(f"{provider} will read its key from "
+        say(f"{provider} will read its key from "
                    f"{'$' + env_var if env_var else 'the command'} at call time.")
 
 
@@ -437,7 +437,7 @@ def status(agent, probe, timeout, json_):
     if json_:
         echo_json(report)
     else:
-        click.echo(f"Agent {report['agent']}: "
+        say(f"Agent {report['agent']}: "
                    + ("ready" if report["ready"] else f"not ready ({report['reason']})"))
         # a TOOLS column when some model cannot use tools (kind local): the others can
         toolless = any(r.get("tools") is False for r in report["refs"])
@@ -607,7 +607,7 @@ def set_(agent, role, ref):
         return resolved
 
     agent_id, changed, stored = _set_refs(agent, **{role: resolve})
-    click.echo(f"{agent_id}: {role} model {'set' if changed else 'already'} {stored[role]}.")
+    say(f"{agent_id}: {role} model {'set' if changed else 'already'} {stored[role]}.")
 
 
 @models.command("unset")
@@ -616,7 +616,7 @@ def set_(agent, role, ref):
 def unset(agent, role):
     """Clear the primary or task model (the task model then follows the primary)."""
     agent_id, changed, _ = _set_refs(agent, **{role: None})
-    click.echo(f"{agent_id}: {role} model {'cleared' if changed else 'was not set'}.")
+    say(f"{agent_id}: {role} model {'cleared' if changed else 'was not set'}.")
 
 
 @models.group("fallback")
@@ -644,7 +644,7 @@ def fallback_add(agent, ref, position):
         return items
 
     agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
-    click.echo(f"{agent_id}: fallback {added[-1] if added else ref} added.")
+    say(f"{agent_id}: fallback {added[-1] if added else ref} added.")
 
 
 @fallback.command("remove")
@@ -668,7 +668,7 @@ def fallback_remove(agent, ref):
         return [r for r in cur["fallbacks"] if r != target]
 
     agent_id, _, _ = _set_refs(agent, fallbacks=new_list)
-    click.echo(f"{agent_id}: fallback {ref} removed.")
+    say(f"{agent_id}: fallback {ref} removed.")
 
 
 @fallback.command("clear")
@@ -676,7 +676,7 @@ def fallback_remove(agent, ref):
 def fallback_clear(agent):
     """Remove every fallback model."""
     agent_id, changed, _ = _set_refs(agent, fallbacks=[])
-    click.echo(f"{agent_id}: fallbacks {'cleared' if changed else 'were empty'}.")
+    say(f"{agent_id}: fallbacks {'cleared' if changed else 'were empty'}.")
 
 
 @models.group("alias")
@@ -714,7 +714,7 @@ def alias_add(name, ref):
         return [Draft("config.set", "config", data)]
 
     outcome = store().transact(decide)
-    click.echo(f"Alias {name} -> "
+    say(f"Alias {name} -> "
                f"{stored[-1] if stored else outcome.events[0]['data']['value']}.")
 
 
@@ -734,7 +734,7 @@ def alias_remove(name):
                                                  "old": current[name]})]
 
     store().transact(decide)
-    click.echo(f"Alias {name} removed.")
+    say(f"Alias {name} removed.")
 
 
 @alias.command("list")
@@ -765,8 +765,8 @@ def show(agent, json_):
     if json_:
         echo_json(refs)
         return
-    click.echo(f"Agent {row['id']}")
-    click.echo(f"  Primary:   {refs['primary'] or '(none)'}")
-    click.echo(f"  Fallbacks: {', '.join(refs['fallbacks']) or '(none)'}")
+    say(f"Agent {row['id']}")
+    say(f"  Primary:   {refs['primary'] or '(none)'}")
+    say(f"  Fallbacks: {', '.join(refs['fallbacks']) or '(none)'}")
     follows = f"(primary) {refs['primary']}" if refs["primary"] else "(none)"
-    click.echo(f"  Task:      {refs['task'] or follows}")
+    say(f"  Task:      {refs['task'] or follows}")

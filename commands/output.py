@@ -97,10 +97,12 @@ def shown_time(ts: str | None, missing: str = "-") -> str:
 
 
 def echo_reply(text: str) -> None:
-    """A reply as data on stdout: its own bytes (ANSI codes too: click must not strip them),
-    then a newline as every Unix tool's output has, unless it ends with one already. An
-    empty reply prints nothing."""
-    click.echo(text, nl=bool(text) and not text.endswith("\n"), color=True)
+    """A reply as data on stdout: its own bytes (ANSI codes too: click must not strip them;
+    on a terminal escaped, bounds.shown_on_stdout), then a newline as every Unix tool's
+    output has, unless it ends with one already. An empty reply prints nothing."""
+    from fased.bounds import shown_on_stdout
+
+    click.echo(shown_on_stdout(text), nl=bool(text) and not text.endswith("\n"), color=True)
 
 
 def note(message: str) -> None:

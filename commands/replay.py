@@ -214,23 +214,23 @@ def _requests(st, con, turn: str, json_: bool) -> None:
         return
     for c in calls:
         what = f"step {c['step']}" if c["step"] else "final answer"
-        click.echo(f"== model call {c['call']} of {c['of']} ({what}) · {c['model']} · "
+        say(f"== model call {c['call']} of {c['of']} ({what}) · {c['model']} · "
                    f"seq {c['seq']} ==")
         names = ", ".join(t["name"] for t in c["tools"]) or "none"
-        click.echo(f"tools: {names}")
+        say(f"tools: {names}")
         if c["options"]:
-            click.echo("options: " + json.dumps(c["options"], ensure_ascii=False))
+            say("options: " + json.dumps(c["options"], ensure_ascii=False))
         for m in c["messages"]:
             head = m["role"]
             if m["role"] == "tool":
                 head += f" {m['tool_call_id']} {m['name']}" + (" (error)" if m["is_error"]
                                                                else "")
-            click.echo(f"--- {head}")
+            say(f"--- {head}")
             if m.get("content"):
-                click.echo(m["content"].rstrip("\n"))
+                say(m["content"].rstrip("\n"))
             for call in m.get("tool_calls") or ():
-                click.echo(f"  -> {call['id']} {call['name']} {call['arguments']}")
-        click.echo("")
+                say(f"  -> {call['id']} {call['name']} {call['arguments']}")
+        say("")
 
 
 def _summary(data: dict) -> str:

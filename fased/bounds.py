@@ -13,6 +13,7 @@ import math
 import os
 import re
 import stat
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,6 +85,18 @@ def printable(text: str, multiline: bool = False) -> str:
     """`text` with terminal control characters escaped (`\\x1b`, `\\u202e`), for people;
     `multiline` keeps newlines and tabs."""
     return re.sub(_CONTROL_TEXT if multiline else _CONTROL_LINE, _escape, text)
+
+
+def shown_on_stdout(text: str) -> str:
+    """A reply as stdout gets it: its own bytes for a pipe or a file (data), and with
+    control characters escaped on a terminal, where a model's reply (fed a hostile page or
+    message) could set the title, clear the screen or write the clipboard (OSC 52)."""
+    stream = sys.stdout
+    try:
+        tty = stream is not None and stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        tty = False
+    return printable(text, multiline=True) if tty else text
 
 
 LINE_MAX = 1000  # characters of a line fased prints for people about an error

@@ -98,7 +98,9 @@ class Repl:
         return None
 
     def _write_now(self, text: str) -> None:
-        self.write(text)
+        from fased.bounds import shown_on_stdout
+
+        self.write(shown_on_stdout(text))
         if hasattr(sys.stdout, "flush"):
             sys.stdout.flush()
 

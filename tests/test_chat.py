@@ -203,6 +203,27 @@ def test_on_a_terminal_the_reply_ends_the_line_and_a_status_follows(models, serv
                         err), err
 
 
+HOSTILE = "before \x1b]0;PWNED\x07\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J after"
+
+
+@pytest.mark.parametrize("option", [[], ["--no-stream"]])
+def test_a_reply_with_control_sequences_is_escaped_on_a_terminal_and_kept_in_a_pipe(
+        models, server, option):
+    """A model fed a hostile page could set the terminal's title, clear it or write the
+    clipboard (OSC 52): on a terminal a reply's control characters are shown escaped; a
+    pipe or a file gets its bytes unchanged (data)."""
+    server.script(Reply(HOSTILE))
+    code, out, err = chat_on_terminals(*option, "hi")
+    assert code == 0, err
+    assert b"\x1b" not in out and b"\x07" not in out
+    assert out.startswith(b"before \\x1b]0;PWNED\\x07")
+
+    server.script(Reply(HOSTILE))
+    piped = subprocess.run([*FASED, "chat", *option, "hi"], capture_output=True)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == HOSTILE.encode() + b"\n"
+
+
 def test_json_on_a_terminal_prints_no_footer(models, server):
     code, out, err = chat_on_terminals("--json", "hi")
 
@@ -994,3 +1015,13 @@ def test_block_streaming_writes_whole_blocks(models, ok, server, tmp_path):
     assert proc.returncode == 0, proc.stderr.read()
     assert "".join(reads) == text + "\n"
     assert all(len(r) >= 40 for r in reads[:-1]), reads
+
+
+def test_replay_of_what_the_model_was_sent_shows_control_sequences_escaped(models, ok):
+    """`replay --request` printed every message and workspace file as it was: a message
+    with an OSC sequence set the terminal's title when the request was shown."""
+    ok("chat", "x \x1b]0;PWNED\x07 \x1b[2J")
+    turn = of_type(models, "turn.completed")[-1]["data"]["turn"]
+    shown = ok("replay", "--turn", turn, "--request")
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert "x \\x1b]0;PWNED\\x07" in shown
