@@ -218,12 +218,29 @@ def _environment_failure(ctx: click.Context, exc: Exception) -> FasedError | Non
     from fased.errors import StateError
 
     done = _appended(ctx)
+    if not getattr(exc, "filename", None) and isinstance(exc, OSError) and _home_has_room(ctx):
+        # no file named and the home's disk has room: what filled is where stdout goes
+        # (`> /dev/full`, a full disk under the file it was sent to)
+        return FasedError(
+            "cannot write the output: no space left on the device it goes to",
+            hint=f"the command is recorded ({done} event(s)); `fased replay -n {done}` shows "
+            "it" if done else "nothing was recorded")
     return StateError(
         "no space left on the device" + (f" ({exc.filename})" if getattr(exc, "filename", None)
                                          else ""),
         hint=f"the command is recorded ({done} event(s)); do not run it again. Free disk "
         "space: the next fased command brings everything up to date" if done else
         "nothing was recorded; free disk space and try again")
+
+
+def _home_has_room(ctx: click.Context) -> bool:
+    try:
+        from fased.home import resolve_home
+
+        st = os.statvfs(resolve_home(getattr(ctx.obj, "home_option", None)))
+    except (OSError, FasedError):
+        return False
+    return st.f_bavail * st.f_frsize > 16 * 1024 * 1024
 
 
 def _recovered_from_damage(ctx: click.Context, exc: Exception) -> bool:
@@ -371,8 +388,36 @@ def cli(ctx: click.Context, home: str | None, idempotency_key: str | None) -> No
     ctx.call_on_close(ctx.obj.close)
 
 
+class _Closed:
+    """stdout when the shell closed it (`fased chat hi >&-`): Python gives None, and
+    every write fails as a pipe whose reader left does, which fased already handles (a
+    streamed turn ends "output closed"; a command exits 0 quietly)."""
+
+    encoding = "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError("stdout is closed")
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("stdout is closed")
+
+    def flush(self) -> None:
+        pass
+
+
+def _open_streams() -> None:
+    if sys.stdout is None:
+        sys.stdout = _Closed()
+    if sys.stderr is None:  # diagnostics go nowhere, quietly
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    _open_streams()
     try:
         cli.main(args=argv, prog_name="fased")
     except SystemExit as done:
@@ -393,6 +438,10 @@ def _error(message: str, hint: str | None) -> None:
 
 def _silence_stdout() -> None:
     """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        return  # nothing to flush: stdout was never open
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fd)
 

@@ -1025,3 +1025,30 @@ def test_replay_of_what_the_model_was_sent_shows_control_sequences_escaped(model
     shown = ok("replay", "--turn", turn, "--request")
     assert "\x1b" not in shown and "\x07" not in shown
     assert "x \\x1b]0;PWNED\\x07" in shown
+
+
+@pytest.mark.parametrize("option", [[], ["--stream"], ["--json"]])
+def test_a_chat_with_stdout_closed_ends_its_turn_and_says_no_bug(models, server, option):
+    """`fased chat hi >&-`: Python's sys.stdout is None, and chat failed as an internal
+    error after queueing the turn, which the next chat then answered first."""
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *FASED, "chat", *option, "hi"],
+                          capture_output=True, text=True, timeout=60)
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 0, done.stderr
+    turns = [e["type"] for e in events(models) if e["type"].startswith("turn.")]
+    assert turns[-1] in ("turn.completed", "turn.aborted"), turns
+    after = subprocess.run([*FASED, "chat", "next"], capture_output=True, text=True,
+                           timeout=60)
+    assert after.returncode == 0 and "earlier queued turn" not in after.stderr
+
+
+def test_a_reply_that_cannot_be_written_to_stdout_is_not_a_full_home(models, server):
+    """`fased chat ... > /dev/full` said the home's disk was full (exit 4, free disk
+    space); the log and state.db were fine."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*FASED, "chat", "hi"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("Error: cannot write the output: no space left on the "
+                                  "device it goes to"), done.stderr
+    assert of_type(models, "turn.completed")
