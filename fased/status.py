@@ -41,6 +41,8 @@ def agent_model_status(store: Store, agent: str | None, probe: bool = False,
         reason = primary["provider_state"]
     elif not primary["credential_ready"]:
         reason = primary["credential_problem"] or "credential not ready"
+    elif primary.get("file_problem"):
+        reason = primary["file_problem"]
     elif probe and primary["probe"] != "ok":
         reason = f"probe: {probe_text(primary)}"
     else:
@@ -70,6 +72,8 @@ def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: fl
         cred.source + ("" if cred.ready else " (not ready)"))
     entry["credential_ready"] = cred.ready
     entry["credential_problem"] = cred.problem
+    if provider["kind"] == "local":
+        entry["file_problem"] = _model_file_problem(store.home, provider["model_path"])
     if probe:
         entry["probe_status"] = entry["probe_message"] = None
         try:
@@ -85,6 +89,24 @@ def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: fl
             entry["probe_message"] = mask_urls(getattr(failure, "detail", None)
                                                or failure.message)
     return entry
+
+
+def _model_file_problem(home, model_path: str | None) -> str | None:
+    """What is wrong with a kind local model's file, without loading it (a stat and a
+    4-byte read): gone, a folder, not GGUF, or a pulled model shorter than it was."""
+    from fased.local import PULLABLE, check_gguf, size_text
+
+    try:
+        path = check_gguf(model_path or "")
+    except FasedError as exc:
+        return exc.message
+    for spec in PULLABLE.values():
+        if path == (home / "models" / spec.file).absolute():
+            size = path.stat().st_size
+            if size != spec.size:
+                return (f"{path} is {size_text(size)}, not the {size_text(spec.size)} "
+                        f"pulled: pull it again (fased agent models pull {spec.name})")
+    return None
 
 
 def probe_text(entry: dict) -> str:

@@ -402,3 +402,19 @@ def test_the_readme_main_job_answers_hello_with_no_server_running(pulled, fased_
     hello = run_process("chat", "hello", env=env, timeout=120)
     assert hello.returncode == 0, hello.stderr
     assert hello.stdout.strip()
+
+
+def test_a_truncated_model_file_says_it_may_be_truncated(pulled, fased_home, ok, tmp_path):
+    """llama.cpp's own "Failed to init server, please check the input params" was all a
+    user was told about a model file cut short (a download that stopped)."""
+    cut = tmp_path / "cut.gguf"
+    with open(pulled, "rb") as f:
+        cut.write_bytes(f.read(1 << 20))
+    ok("setup", "-y", "--no-detect")
+    ok("agent", "models", "providers", "add", "cut", "--kind", "local", "--model-path",
+       str(cut))
+    ok("agent", "models", "set", "primary", "cut/cut")
+    done = run_process("chat", "hi", timeout=120)
+    assert done.returncode == 5, done.stderr
+    assert "the file may be truncated or damaged" in done.stderr
+    assert "Traceback" not in done.stderr

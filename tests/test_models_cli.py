@@ -1595,3 +1595,34 @@ def test_setup_lists_a_catalog_and_records_only_news(set_up, ok, server):
         ("models.catalog_fetched", {"provider": "vllm", "models": ["mock-b", "mock-a"]})]
     ok(*MODELS, "list", "--refresh")  # sorted here, the same catalog: nothing new
     assert count(set_up) == before + 1
+
+
+@pytest.mark.parametrize("how", ["deleted", "folder"])
+def test_status_of_a_local_model_whose_file_is_gone_is_not_ready(set_up, ok, run, tmp_path,
+                                                                how):
+    """status said ready (exit 0) when the GGUF file was deleted or replaced after it was
+    registered, and the next chat failed on it."""
+    model = tmp_path / "tiny.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 64)
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(model))
+    ok("agent", "models", "set", "primary", "mine/tiny")
+    model.unlink()
+    if how == "folder":
+        model.mkdir()
+    result = run("agent", "models", "status", "--json")
+    assert result.exit_code != 0
+    report = json.loads(result.stdout)
+    assert report["ready"] is False
+    assert str(model) in report["reason"]
+
+
+def test_a_folder_where_a_pulled_model_goes_is_refused_before_any_download(set_up, run):
+    """A folder at the pull's target failed as an internal error (IsADirectoryError), and
+    only after the 98 MB download."""
+    (set_up / "models" / "smollm2-135m.gguf" / "sub").mkdir(parents=True)
+    result = run("agent", "models", "pull", "smollm2-135m",
+                 env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_INDEX": "1"})
+    assert result.exit_code == 2, result.stderr
+    assert "is a folder, where the model file goes" in result.stderr
+    assert "Downloading" not in result.stdout + result.stderr
