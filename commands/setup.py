@@ -17,7 +17,9 @@ from fased.errors import FasedError, UsageError
 @click.option("--workspace", metavar="DIR", type=click.Path(file_okay=False),
               help="Workspace of the default agent (sets agents.defaults.workspace).")
 @click.option("--non-interactive", "-y", is_flag=True, help="Ask nothing; use defaults.")
-@click.option("--no-detect", is_flag=True, help="Do not probe for local model servers.")
+@click.option("--no-detect", is_flag=True,
+              help="Do not probe for local model servers (the embedded model is still "
+              "pulled when nothing else is set up, and the next step said).")
 @json_option
 def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: bool) -> None:
     """Set up fased: config, the default agent `main`, its workspace files.

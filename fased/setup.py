@@ -55,11 +55,13 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
         done.insert(0, f"Wrote {store.home / 'fased.json'}")
     if detect:
         notes.extend(_detect(store))
-        notes.extend(_embedded(store, say))
-        con = store.db()
-        step = next_step(con)
-        if step:
-            notes.append(f"Next: {step}")
+    # --no-detect skips probing for servers only: an offline machine is the one the
+    # embedded model is for, and every setup says what comes next
+    notes.extend(_embedded(store, say))
+    con = store.db()
+    step = next_step(con)
+    if step:
+        notes.append(f"Next: {step}")
     agent = get_agent(con, None)
     return {
         "home": str(store.home),

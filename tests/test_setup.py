@@ -34,6 +34,13 @@ def file_states(ok, agent: str = "main") -> dict[str, str]:
     return {f["name"]: f["state"] for f in listing["files"]}
 
 
+NO_PROVIDER_STEP = (
+    "no provider yet: start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run `fased "
+    "agent models providers detect`, or add a hosted one: `fased agent models providers add "
+    "openai`, `fased agent models auth openai`, `fased agent models set primary "
+    "openai/gpt-4o-mini` (or run `fased setup` on a terminal to be guided)")
+
+
 def test_setup_creates_config_default_agent_and_workspace(run, fased_home):
     result = run("setup", "-y", "--no-detect")
 
@@ -44,7 +51,8 @@ def test_setup_creates_config_default_agent_and_workspace(run, fased_home):
         "Created agent main",
         f"Created in {ws}: {', '.join(BOOTSTRAP)}",
     ]
-    assert result.stderr == ""
+    # --no-detect probes no server, and still says what comes next
+    assert result.stderr.splitlines() == [f"Next: {NO_PROVIDER_STEP}"]
     assert oct(fased_home.stat().st_mode & 0o777) == "0o700"
     assert read_json(fased_home / "fased.json") == {
         "agents": {"list": [{"id": "main", "name": "main", "default": True}]}}
@@ -95,7 +103,7 @@ def test_setup_json_report(run, fased_home):
         "files_created": BOOTSTRAP,
         "done": [f"Wrote {fased_home / 'fased.json'}", "Created agent main",
                  f"Created in {ws}: {', '.join(BOOTSTRAP)}"],
-        "notes": [],
+        "notes": [f"Next: {NO_PROVIDER_STEP}"],
     }
     assert json.loads(second.stdout) == {**report, "files_created": [], "done": []}
 
