@@ -503,8 +503,9 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
 
 def context_size() -> int:
     """The tokens the embedded server holds: $FASED_LOCAL_CTX, else 4096. The prompt and
-    history a turn sends are planned for it (fased.params.model_window)."""
-    return env_int("FASED_LOCAL_CTX", 4096, 256, 1 << 20)
+    history a turn sends are planned for it (fased.params.model_window). At least MIN_CTX:
+    fased's system prompt alone is ~370 tokens, so a smaller one answered nothing."""
+    return env_int("FASED_LOCAL_CTX", 4096, MIN_CTX, 1 << 20)
 
 
 def decode_threads() -> int:
