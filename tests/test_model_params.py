@@ -156,7 +156,8 @@ def test_a_model_file_llama_cpp_cannot_load_fails_the_turn_once_and_clearly(set_
     done = run_process("chat", "hi", timeout=120)
     assert done.returncode == 5, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and "the embedded llama.cpp server did not start" in errors[0]
+    assert len(errors) == 1 and "llama.cpp could not load" in errors[0]
+    assert "the file may be truncated or damaged" in errors[0]
     assert "Traceback" not in done.stderr and "Fatal" not in done.stderr
     assert done.stdout == ""
 
