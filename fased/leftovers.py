@@ -24,6 +24,28 @@ def alive(pid: int) -> bool:
     return True
 
 
+def death_signal() -> Callable[[], None] | None:
+    """A preexec function that has the child killed when the thread that started it dies
+    (Linux only; libc is looked up here, in the parent, so the child only makes the call):
+    a child of a process killed midway is not left running beside what comes next."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
 def sweep(directory: Path, owner: Callable[[str], int | None],
           gone: Callable[[int], bool] = lambda pid: not alive(pid)) -> list[str]:
     """Remove the entries of `directory` that `owner` names a process of (it returns the

