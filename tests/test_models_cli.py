@@ -1649,7 +1649,7 @@ def test_a_pull_killed_alone_takes_its_pip_download_with_it(set_up):
         found = []
         for entry in os.listdir("/proc"):
             try:
-                cmd = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
             if b"download" in cmd and any(str(models).encode() in part for part in cmd):
