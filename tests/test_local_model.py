@@ -418,3 +418,11 @@ def test_a_truncated_model_file_says_it_may_be_truncated(pulled, fased_home, ok,
     assert done.returncode == 5, done.stderr
     assert "the file may be truncated or damaged" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_reply_asked_longer_than_the_server_holds_says_to_ask_for_less(local):
+    """The hint said to start a new session, also in a new one, when -o max_tokens alone
+    was more than the embedded server holds."""
+    done = run_process("chat", "--new-session", "-o", "max_tokens", "4000", "hi", timeout=120)
+    assert done.returncode != 0
+    assert "ask for a shorter reply (-o max_tokens 1024)" in done.stderr, done.stderr

@@ -57,8 +57,14 @@ class LocalClient(OpenAIClient):
                                                       counted))
         from fased.local import context_size
 
-        hint = (f"the embedded server holds at most {context_size()} tokens: set "
-                "FASED_LOCAL_CTX higher, or start a new session (fased chat --new-session)")
+        if int(room) > context_size() // 2:  # the reply's room, not the history, is the cause
+            hint = (f"the embedded server holds at most {context_size()} tokens: ask for a "
+                    f"shorter reply (-o max_tokens {context_size() // 4}), or set "
+                    "FASED_LOCAL_CTX higher")
+        else:
+            hint = (f"the embedded server holds at most {context_size()} tokens: set "
+                    "FASED_LOCAL_CTX higher, or start a new session (fased chat "
+                    "--new-session)")
         if counted and counted[0] > context_size():  # llama.cpp would refuse it
             refused = self.make_error("context_length", model=model, detail=(
                 f"the request needs {counted[0]} tokens of context with the reply's {room}, "
