@@ -146,6 +146,9 @@ def prompt_files(con: sqlite3.Connection, home: Path, agent: sqlite3.Row,
         if name == FIRST_RUN and name in removed:
             entry.reason = "removed"  # the first-run ritual is over: never offered again
             continue
+        if _links_out(path, workspace):
+            entry.reason = "a symlink out of the workspace"
+            continue
         try:
             data = _read_bounded(path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -163,6 +166,16 @@ def prompt_files(con: sqlite3.Connection, home: Path, agent: sqlite3.Row,
             if entry.template and name in PLACEHOLDERS:
                 entry.reason = "template"
     return out
+
+
+def _links_out(path: Path, workspace: Path) -> bool:
+    """Whether a bootstrap file is a link that leads out of the workspace. A workspace is
+    often a clone: AGENTS.md -> ~/.ssh/id_rsa would send the key to the model in every
+    system prompt, where the file tools refuse to read through such a link."""
+    if not os.path.islink(path):
+        return False
+    real, root = os.path.realpath(path), os.path.realpath(workspace)
+    return not (real == root or real.startswith(root.rstrip(os.sep) + os.sep))
 
 
 def _read_bounded(path: Path, limit: int = 1 << 20) -> bytes:

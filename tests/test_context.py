@@ -62,6 +62,29 @@ def test_bootstrap_files_go_in_their_order_blank_and_placeholder_ones_left_out(m
                        "BOOTSTRAP.md": "missing", "MEMORY.md": None}
 
 
+def test_a_bootstrap_file_linked_out_of_the_workspace_is_not_sent(models, ok, server,
+                                                                   tmp_path):
+    """A workspace is often a clone: AGENTS.md -> ~/.ssh/id_rsa sent the key to the model
+    in every system prompt. A link inside the workspace still counts."""
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- hunter2\n")
+    (ws(models) / "AGENTS.md").unlink()
+    (ws(models) / "AGENTS.md").symlink_to(secret)
+    (ws(models) / "notes").mkdir()
+    (ws(models) / "notes" / "soul.md").write_text("soul: calm")
+    (ws(models) / "SOUL.md").unlink()
+    (ws(models) / "SOUL.md").symlink_to("notes/soul.md")
+
+    ok("chat", "hello")
+
+    system = system_of(server.requests[-1])
+    assert "hunter2" not in system and "soul: calm" in system
+    view = json.loads(ok("agent", "context", "--json"))
+    reasons = {f["name"]: f["reason"] for f in view["files"]}
+    assert reasons["AGENTS.md"] == "a symlink out of the workspace"
+    assert reasons["SOUL.md"] is None
+
+
 def test_memory_md_falls_back_to_lowercase(models, ok, server):
     (ws(models) / "MEMORY.md").unlink()
     (ws(models) / "memory.md").write_text("lowercase memory")
