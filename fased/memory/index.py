@@ -100,10 +100,8 @@ class MemoryIndex:
                 con.close()
                 if is_busy(exc):  # another process holds it: never damage, never dropped
                     raise busy(self.path) from None
-                if not is_damage(exc):
+                if not is_damage(exc) or attempt:  # never taken for state.db's damage
                     raise unusable(self.path, exc) from None
-                if attempt:
-                    raise
                 if self.say is not None and str(exc) != "another index version":
                     from fased.safetext import describe
 
@@ -408,8 +406,10 @@ def using(home: Path, work, say) -> object:
                 raise busy(index.path) from None
             if _is_index_error(exc):
                 raise unusable(index.path, exc) from None
-            if not is_damage(exc) or attempt or not index.damaged():
-                raise
+            if not is_damage(exc) or not index.damaged():
+                raise  # not the index's: state.db's, handled where it is read
+            if attempt:  # damaged again right after it was built: say so, never loop
+                raise unusable(index.path, exc) from None
             from fased.safetext import describe
 
             say(f"fased: the memory index ({index.path}) is damaged ({describe(exc)}); "
