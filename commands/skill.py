@@ -240,7 +240,7 @@ def install(source, global_, name, force, agent, json_):
     from fased.store import Draft
 
     st, _, row, root, scope = _root(global_, agent)
-    data, placement = do_install(source, root, scope, name, row["id"])
+    data, placement = do_install(source, root, scope, name, row["id"], force)
     dest = placement.dest
 
     def decide(con):

@@ -576,3 +576,16 @@ def test_a_skill_with_a_far_future_file_time_or_a_non_utf8_file_name_is_listed(s
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr and "odd" in result.stdout
     assert run("skill", "list").exit_code == 0  # from the cache it wrote
+
+
+def test_force_over_a_linked_skill_replaces_the_link_and_leaves_its_target(set_up, ok,
+                                                                           tmp_path):
+    elsewhere = make_skill(tmp_path / "mine", "tidy", "Mine. Use when asked.")
+    skills = ws(set_up) / "skills"
+    skills.mkdir(parents=True, exist_ok=True)
+    (skills / "tidy").symlink_to(elsewhere)
+    ok("skill", "install", str(make_skill(tmp_path / "src", "tidy", "New. Use when asked.")),
+       "--force")
+    assert sorted(p.name for p in skills.iterdir()) == ["tidy"]
+    assert not (skills / "tidy").is_symlink()
+    assert "Mine" in (elsewhere / "SKILL.md").read_text()

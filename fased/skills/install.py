@@ -193,7 +193,10 @@ class Placement:
     def finish(self, recorded: bool) -> None:
         """Keep the change when its event is in the log; otherwise put everything back."""
         if recorded:
-            shutil.rmtree(self.aside, ignore_errors=True)
+            if os.path.islink(self.aside):  # a link that was replaced: only the link goes
+                os.unlink(self.aside)
+            else:
+                shutil.rmtree(self.aside, ignore_errors=True)
         else:
             if self.placed:
                 shutil.rmtree(self.dest, ignore_errors=True)
@@ -219,7 +222,7 @@ def _why(exc: OSError) -> str:
 
 
 def install(text: str, root: Path, scope: str, name: str | None,
-            agent: str | None) -> tuple[dict, Placement]:
+            agent: str | None, force: bool = False) -> tuple[dict, Placement]:
     """Fetch, check and stage a skill beside its place under `root`: the skill.installed
     data and the placement that lands it (`Placement.put`, with the event)."""
     source = classify(text)
@@ -228,6 +231,9 @@ def install(text: str, root: Path, scope: str, name: str | None,
         folder = skill_folder(fetched, name)
         data = check_folder(folder)
         placement = Placement(root / data["name"])
+        if os.path.lexists(placement.dest) and not force:  # said again under the lock
+            raise ConflictError(f"a skill {data['name']!r} is already in {root}",
+                                hint="add --force to replace it")
         placement.stage(folder)
     from fased.redact import mask_url
 
