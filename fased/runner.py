@@ -101,7 +101,6 @@ def _one_signal_each():
     started, to be answered later by whoever came next. Only the main thread can have
     signal handlers: elsewhere nothing changes."""
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -229,10 +228,10 @@ class Runner:
         """Run a claimed turn to its end (the agent loop) and record the outcome.
 
         `interrupt` says what Ctrl-C means: "abort" (keep the partial reply, as chat does) or
-        "abandon" (give the turn back to the queue, as `fased run` does). SIGTERM abandons.
+        "abandon" (give the turn back to the queue, as `fased run` does); SIGTERM does the
+        same, with reason "terminated".
         `approver` asks the user about a call that needs it; `on_tool` shows a call starting.
         """
-
         with _one_signal_each():
             return self._run(claim, on_delta, interrupt, approver, on_tool)
 
