@@ -219,7 +219,10 @@ def _quick_walk(folder: str, names: list[str], stats) -> bool:
                         if S_ISREG(st.st_mode):
                             names.append(name)
                             stats.append(st.st_size)
-                            stats.append(int64(st.st_mtime_ns))
+                            try:  # no call in the loop of every search: the rare case
+                                stats.append(st.st_mtime_ns)  # past 2262 overflows
+                            except OverflowError:
+                                stats.append(int64(st.st_mtime_ns))
                             continue
                         if not S_ISDIR(st.st_mode):
                             continue
