@@ -167,22 +167,33 @@ class MemoryIndex:
         # in batches, each its own transaction: a search killed during a first build of
         # thousands of notes keeps what it did (the next one does the rest), and one that
         # waits for the lock meanwhile is not held for the whole build
-        done: set[str] = set()
-        quick = None
+        pending: list[str] | None = None
+        at = 0
         while True:
             with self.writing():
-                if not done:
-                    quick = quick_signature(settings)  # again, under the lock
+                if pending is None:  # under the lock: what another process did is seen
+                    quick = quick_signature(settings)
                     current = notes(settings)
-                changed = [p for p in self._note_changes(settings, current, force)
-                           if p not in done][:NOTES_PER_BATCH]
-                for path in changed:
+                    pending = self._note_changes(settings, current, force)
+                batch = pending[at:at + NOTES_PER_BATCH]
+                at += len(batch)
+                if not force:  # another process may have indexed some since
+                    batch = self._still_changed(settings.agent, current, batch)
+                for path in batch:
                     self._index_note(settings, path, current.get(path), now)
-                done.update(changed)
-                if len(changed) < NOTES_PER_BATCH:
+                if at >= len(pending):
                     self._touch(settings.agent, now)
                     self._mark(settings.agent, quick or signature(current))
-                    return len(done)
+                    return len(pending)
+
+    def _still_changed(self, agent: str, current: dict[str, tuple[int, int]],
+                       paths: list[str]) -> list[str]:
+        if not paths:
+            return []
+        known = {r[0]: (r[1], r[2]) for r in self.con.execute(
+            "SELECT path, size, mtime_ns FROM files WHERE agent = ? AND path IN "
+            f"({','.join('?' * len(paths))})", (agent, *paths))}
+        return [p for p in paths if known.get(p) != current.get(p)]
 
     def _note_changes(self, settings: MemorySettings, current: dict[str, tuple[int, int]],
                       force: bool) -> list[str]:
