@@ -65,6 +65,16 @@ class TooLargeError(UsageError):
     """Input past its size limit (a file, a message, a string)."""
 
 
+def storable(text: str) -> str:
+    """`text` as UTF-8 stores (SQLite, JSON) can hold it: a file name that is not UTF-8
+    (its bytes arrive as lone surrogates) with those bytes escaped (`caf\\xe9`)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 INT64_MAX = 2**63 - 1
 
 

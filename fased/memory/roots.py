@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
-from fased.bounds import int64
+from fased.bounds import int64, storable
 from fased.errors import UsageError
 
 DEFAULT_HALF_LIFE_DAYS = 30.0
@@ -272,20 +272,12 @@ def note_path(settings: MemorySettings, display: str) -> Path:
     return path
 
 
-def storable(text: str) -> str:
-    """A path as the index (SQLite, UTF-8) and results hold it: bytes of a name that is not
-    UTF-8 escaped (`memory/caf\\xe9.md`); `note_path` and `resolve_note` take it back."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 _ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
 
 
 def unstorable(text: str) -> str:
+    """The path `storable` escaped, its bytes back: how `note_path` and `resolve_note` find
+    a note search shows as memory/caf\\xe9.md."""
     return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), text)
 
 

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fased.bounds import int64
+from fased.bounds import int64, storable
 
 SKILL_FILE = "SKILL.md"
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
@@ -230,18 +230,8 @@ def _cache(home: Path) -> Cache:
     return cache
 
 
-def _storable(text: str) -> str:
-    """`text` as the cache (JSON, UTF-8) can hold it: a file name that is not UTF-8 with
-    its bytes escaped (`caf\\xe9`)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _storable_sig(sig: list) -> list:
-    return [[_storable(rel), size, mtime, None if link is None else _storable(link)]
+    return [[storable(rel), size, mtime, None if link is None else storable(link)]
             for rel, size, mtime, link in sig]
 
 
@@ -251,7 +241,7 @@ def read_folder(path: Path, source: str, cache: Cache | None = None) -> tuple[Sk
     sig = folder_signature(path)
     if not any(row[0] == SKILL_FILE for row in sig):
         return None, None
-    key, kept = _storable(str(path)), _storable_sig(sig)
+    key, kept = storable(str(path)), _storable_sig(sig)
     entry = cache.entries.get(key) if cache is not None else None
     if entry is None or entry.get("sig") != kept:
         entry = _parse_folder(path, kept)
