@@ -64,7 +64,7 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
     for line in report["done"]:
         click.echo(line)
     if not report["done"]:
-        click.echo(f"Already set up in {st.home}: nothing to do.")
+        say(f"Already set up in {st.home}: nothing to do.")
     notes = report.get("notes", [])
     for line in notes:
         if not (interactive and line.startswith("Next: ")):
@@ -97,10 +97,10 @@ def _guide(st, primary_just_set: bool) -> None:
         return
     choices = provider_choices(con)
     agent = get_agent(con, None)["id"]
-    click.echo(f"\n{agent} has no model yet. Which provider should it use?")
+    say(f"\n{agent} has no model yet. Which provider should it use?")
     for i, (_, label) in enumerate(choices, start=1):
-        click.echo(f"  {i}) {label}")
-    click.echo(f"  {len(choices) + 1}) none for now")
+        say(f"  {i}) {label}")
+    say(f"  {len(choices) + 1}) none for now")
     pick = click.prompt("Provider", type=click.IntRange(1, len(choices) + 1), default=1)
     if pick > len(choices):
         note(f"Next: {next_step(st.db())}")
@@ -112,11 +112,11 @@ def _guide(st, primary_just_set: bool) -> None:
                          hint=f"`fased agent models set primary {provider}/MODEL` with a model "
                          "it serves (for Ollama: `ollama pull llama3.2` first)")
     shown = models[:MENU_MODELS]
-    click.echo(f"Models of {provider}:")
+    say(f"Models of {provider}:")
     for i, name in enumerate(shown, start=1):
-        click.echo(f"  {i}) {name}")
+        say(f"  {i}) {name}")
     if len(models) > len(shown):
-        click.echo(f"  ... and {len(models) - len(shown)} more: type a name")
+        say(f"  ... and {len(models) - len(shown)} more: type a name")
     answer = click.prompt("Primary model (number or name)", default="1").strip()
     number = answer.isascii() and answer.isdigit()  # "²" is a digit to isdigit()
     model = shown[int(answer) - 1] if number and 1 <= int(answer) <= len(shown) \
