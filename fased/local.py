@@ -135,9 +135,6 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
                          hint="move it away and pull again")
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
-    try:
         _download(spec, target, say)
     except OSError as exc:
         import errno
@@ -316,14 +313,21 @@ def _slot_held(slot: Path | None) -> int:
     write, another process saving between the two files, a count from fased 0.4.0 without
     a size) is left alone, because llama.cpp aborts the whole process restoring a slot
     shorter than it says (GGML_ASSERT), where a missing one only costs the prompt."""
-    if slot is None:
+    record = None if slot is None else _slot_record(slot)
+    try:
+        whole = record is not None and record[1] == os.stat(slot).st_size
+    except OSError:
         return 0
+    return record[0] if whole and record[0] > 0 else 0
+
+
+def _slot_record(slot: Path) -> tuple[int, int] | None:
+    """(tokens, bytes) that save_prompt wrote beside a slot; None when there is none."""
     try:
         count, size = slot.with_suffix(".tokens").read_text(encoding="ascii").split()
-        held, size_now = int(count), os.stat(slot).st_size
+        return int(count), int(size)
     except (OSError, ValueError):
-        return 0
-    return held if held > 0 and int(size) == size_now else 0
+        return None
 
 
 def save_prompt(url: str, model_path: str, home: Path, tokens: int = 0) -> None:
@@ -361,11 +365,10 @@ SLOT_BYTES_PER_TOKEN = 48 * 1024  # a guess before any slot is saved (SmolLM2: ~
 def _room_for_slot(cache: Path, name: str, tokens: int) -> bool:
     """Whether the disk holds a slot of `tokens` and SLOT_RESERVE more (the size a token
     took in the last slot, else SLOT_BYTES_PER_TOKEN)."""
+    record = _slot_record(cache / name)
     per_token = SLOT_BYTES_PER_TOKEN
-    with contextlib.suppress(OSError, ValueError):
-        count, size = (cache / name).with_suffix(".tokens").read_text(
-            encoding="ascii").split()
-        per_token = max(1, int(size) // max(1, int(count)))
+    if record is not None:
+        per_token = max(1, record[1] // max(1, record[0]))
     try:
         st = os.statvfs(cache)
     except OSError:
