@@ -3,8 +3,6 @@ channel_routes.py) which agent answers which chat."""
 
 from __future__ import annotations
 
-import signal
-
 import click
 
 from fased.bounds import LEASE_SECONDS, LONG_POLL_SECONDS
@@ -279,13 +277,10 @@ def poll(channel_name, account, timeout, lease, no_answer, json_):
     turn goes back to the queue).
     """
     from fased.channels.poll import poll_once
-    from fased.runner import Runner, Stop
+    from fased.runner import Runner, Stop, sigterm_stops
 
     st = store()
     runner = None if no_answer else Runner(st, lease=lease, note=note)
-
-    def on_term(signum, frame):
-        raise Stop()
 
     def on_result(r):
         note(f"fased: {r.turn} ({r.agent}/{r.session}) {r.state}"
@@ -293,15 +288,13 @@ def poll(channel_name, account, timeout, lease, no_answer, json_):
              + (f": waits for approval {r.approval} (fased approvals approve {r.approval})"
                 if r.approval else ""))
 
-    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        result = poll_once(st, channel_name, account, runner=runner, timeout=timeout,
-                           note=note, on_result=on_result)
+        with sigterm_stops():
+            result = poll_once(st, channel_name, account, runner=runner, timeout=timeout,
+                               note=note, on_result=on_result)
     except Stop:
         note("fased: terminated; the current turn went back to the queue")
         raise click.exceptions.Exit(143) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if json_:
         echo_json(result.to_dict())
     else:

@@ -158,23 +158,17 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
         else:
             click.echo(queued.turn)
         return
-    import signal
-
     from fased.commands.approve import show_tool, terminal_approver
-    from fased.runner import Stop
+    from fased.runner import Stop, sigterm_stops
 
     live = (sys.stdout.isatty() if stream is None else stream) and not json_
     sink = _sink(st) if live else None
-
-    def on_term(signum, frame):
-        raise Stop()
-
-    # `timeout 30 fased chat ...` sends SIGTERM: the turn ends (turn.aborted), never left
-    # started for another process to answer once its lease runs out
-    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
-                        on_tool=show_tool, stream=stream is not False)
+        # `timeout 30 fased chat ...` sends SIGTERM: the turn ends (turn.aborted), never
+        # left started for another process to answer once its lease runs out
+        with sigterm_stops():
+            result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
+                            on_tool=show_tool, stream=stream is not False)
     except KeyboardInterrupt:
         if withdraw(st, queued):
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
@@ -187,8 +181,6 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
         else:
             note(f"fased: terminated; turn {queued.turn} ended with what was said")
         raise click.exceptions.Exit(143) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if sink is not None and result.state == "completed":
         sink.finish()
     if json_:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 
 import click
@@ -77,23 +76,18 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json
     if dry_run:
         _dry_run(agent, max_turns, json_)
         return
-    from fased.runner import Runner, Stop
+    from fased.runner import Runner, Stop, sigterm_stops
 
-    def on_term(signum, frame):
-        raise Stop()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    st = store()
-    runner = Runner(st, agent=agent, lease=lease, note=note)
     counts = {"completed": 0, "failed": 0, "models_failed": 0, "internal": 0}
     try:
-        _loop(st, runner, once, until_idle, max_turns, poll, json_, counts,
-              _ticker(st) if channels else None)
+        with sigterm_stops():
+            st = store()
+            runner = Runner(st, agent=agent, lease=lease, note=note)
+            _loop(st, runner, once, until_idle, max_turns, poll, json_, counts,
+                  _ticker(st) if channels else None)
     except Stop:
         note("fased: terminated; the current turn went back to the queue")
         raise click.exceptions.Exit(143) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if counts["completed"] or counts["failed"]:
         note(f"fased: {counts['completed']} turn(s) answered, {counts['failed']} failed")
     if counts["models_failed"]:

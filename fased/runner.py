@@ -93,6 +93,22 @@ class Stop(BaseException):
 
 
 @contextlib.contextmanager
+def sigterm_stops():
+    """SIGTERM raises Stop in the main thread while the block runs (`fased run`, chat, a
+    channel poll): the command records how its turn ends, then exits 143."""
+    import signal
+
+    def on_term(signum, frame):
+        raise Stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def _one_signal_each():
     """While a turn runs: the first SIGINT raises KeyboardInterrupt and the first SIGTERM
     raises Stop, and any signal after that is dropped until the turn's end is recorded.
