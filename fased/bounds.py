@@ -75,6 +75,11 @@ def storable(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def path_within(path: str, root: str) -> bool:
+    """Whether the path `path` is `root` or under it (both as text, resolved already)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 INT64_MAX = 2**63 - 1
 
 

@@ -172,10 +172,10 @@ def _links_out(path: Path, workspace: Path) -> bool:
     """Whether a bootstrap file is a link that leads out of the workspace. A workspace is
     often a clone: AGENTS.md -> ~/.ssh/id_rsa would send the key to the model in every
     system prompt, where the file tools refuse to read through such a link."""
-    if not os.path.islink(path):
-        return False
-    real, root = os.path.realpath(path), os.path.realpath(workspace)
-    return not (real == root or real.startswith(root.rstrip(os.sep) + os.sep))
+    from fased.bounds import path_within
+
+    return os.path.islink(path) and not path_within(os.path.realpath(path),
+                                                    os.path.realpath(workspace))
 
 
 def _read_bounded(path: Path, limit: int = 1 << 20) -> bytes:

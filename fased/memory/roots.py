@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 
-from fased.bounds import int64, storable
+from fased.bounds import int64, path_within, storable
 from fased.errors import UsageError
 
 DEFAULT_HALF_LIFE_DAYS = 30.0
@@ -78,10 +78,6 @@ def memory_settings(con: sqlite3.Connection, home: Path, agent_id: str) -> Memor
         max_results=int(search.get("maxResults") or DEFAULT_MAX_RESULTS))
 
 
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def _present_roots(settings: MemorySettings):
     """(root, its path as text, its stat, links followed) of every root that exists and may
     be read (see _linked_out)."""
@@ -106,7 +102,7 @@ def _linked_out(settings: MemorySettings, root: Path) -> bool:
     if not os.path.islink(root):
         return False
     real = os.path.realpath(root)
-    return not _within(real, os.path.realpath(settings.workspace))
+    return not path_within(real, os.path.realpath(settings.workspace))
 
 
 def notes(settings: MemorySettings) -> dict[str, tuple[int, int]]:
@@ -141,7 +137,7 @@ def _walk(folder: str, real_root: str, prefix: str, found: dict, linked: set[str
             try:
                 if entry.is_symlink():
                     real = os.path.realpath(entry.path)
-                    if not _within(real, real_root) or real in linked:
+                    if not path_within(real, real_root) or real in linked:
                         continue  # a link out of its root is not memory
                     linked.add(real)
                     st = os.stat(real)
@@ -309,8 +305,8 @@ def resolve_note(settings: MemorySettings, text: str) -> tuple[Path, str]:
     real = os.path.realpath(full)
     for root in settings.roots():
         real_root = os.path.realpath(root)
-        if os.path.isdir(real_root) and _within(str(full), str(root)):
-            if not _within(real, real_root):
+        if os.path.isdir(real_root) and path_within(str(full), str(root)):
+            if not path_within(real, real_root):
                 raise UsageError(f"{text}: a symlink leads out of the memory root {root}")
             if not full.name.endswith(".md"):  # a link named *.md is a note, as search has it
                 raise UsageError(f"{text}: not a memory note (notes are *.md files)")

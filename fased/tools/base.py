@@ -119,8 +119,9 @@ class ToolContext:
 def shown(path: Path | str) -> str:
     """A path or name as text that can be logged: bytes that are not UTF-8 (which os calls
     hand back as lone surrogates) become `\\xNN` escapes."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
+    from fased.bounds import storable
+
+    return storable(os.fspath(path))
 
 
 def _within(path: Path, root: Path) -> bool:
