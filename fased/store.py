@@ -101,8 +101,8 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-_NOT_DAMAGE = frozenset({5, 6, 7, 8, 9, 10, 13, 14})  # busy, locked, nomem, readonly,
-# interrupt, I/O error, full, cannot open: the file may be fine
+_NOT_DAMAGE = frozenset({3, 5, 6, 7, 8, 9, 10, 13, 14, 23})  # perm, busy, locked, nomem,
+# readonly, interrupt, I/O error, full, cannot open, auth: the file may be fine
 
 
 def is_projection_damage(exc: BaseException) -> bool:

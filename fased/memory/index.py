@@ -378,15 +378,15 @@ class IndexUnusable(StateError):
 
 
 TABLES = ("meta", "files", "chunks", "progress", "fts", "fts_terms")
-_NOT_DAMAGE = frozenset({3, 5, 6, 7, 8, 9, 10, 13, 14, 23})  # perm, busy, locked, nomem,
-# readonly, interrupt, I/O, full, cannot open, auth: the file may be fine
 
 
 def is_damage(exc: BaseException) -> bool:
-    """Whether an SQLite error of the index says its bytes are wrong (drop it, build again)."""
+    """Whether an SQLite error of the index says its bytes are wrong (drop it, build again):
+    what state.db's damage is (fased.store.is_projection_damage), and never a lock."""
+    from fased.store import is_projection_damage
+
     return isinstance(exc, sqlite3.DatabaseError) and not is_busy(exc) and (
-        getattr(exc, "sqlite_errorcode", None) not in _NOT_DAMAGE
-        and "disk is full" not in str(exc))
+        is_projection_damage(exc))
 
 
 def unusable(path: Path, exc: BaseException) -> IndexUnusable:
