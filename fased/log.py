@@ -714,7 +714,7 @@ class _Scan:
                 try:
                     record = decode_record(line, loads)
                 except BadRecord as exc:
-                    self._bad(f, offset, pending_at if pending else offset, str(exc))
+                    self._bad(f, offset, size, pending_at if pending else offset, str(exc))
                     return
                 seq = record["seq"]
                 if expect is not None and seq != expect:
@@ -752,18 +752,22 @@ class _Scan:
                 pending = []
         if pending or line_end < size:  # a batch cut short, or bytes after the last newline
             at = pending_at if pending else line_end
-            self._bad(f, line_end, at, "incomplete record or batch at the end")
+            self._bad(f, line_end, size, at, "incomplete record or batch at the end")
 
-    def _bad(self, f, offset: int, cut_at: int, reason: str) -> None:
+    def _bad(self, f, offset: int, size: int, cut_at: int, reason: str) -> None:
         """A line at `offset` that is no record, or a batch that `cut_at` began and that never
         ended: a torn tail when it is at the end of the last segment and nothing committed
-        follows it (it is then cut from `cut_at`); anything else is damage."""
-        follows = _records_after(f, offset)
+        follows it (it is then cut from `cut_at`); anything else is damage.
+
+        Only the first `size` bytes count, the file's size when the read began: a reader
+        holds no lock, and a writer may since have finished the batch it saw half written
+        and appended more. Those records are not evidence that the batch was torn."""
+        follows = _records_after(f, offset, size)
         if self.tail and not follows:
             self.torn_at = cut_at
             return
         f.seek(offset)
-        if _embeds_record(f.readline(MAX_RECORD_BYTES).rstrip(b"\n")):
+        if _embeds_record(f.read(min(MAX_RECORD_BYTES, size - offset)).split(b"\n")[0]):
             reason = "a record is missing its line end (committed events follow it)"
         elif not follows and not self.tail:
             reason += " of a sealed segment"
@@ -802,11 +806,11 @@ def _first_seq_in(path: Path) -> int | None:
         return None
 
 
-def _records_after(f, offset: int) -> bool:
-    """True when a valid record starts anywhere from `offset` on (at a line start, or inside
-    a line whose newline was lost): what a torn write can never leave behind."""
+def _records_after(f, offset: int, end: int) -> bool:
+    """True when a valid record starts anywhere from `offset` to `end` (at a line start, or
+    inside a line whose newline was lost): what a torn write can never leave behind."""
     f.seek(offset)
-    lines = f.read().split(b"\n")
+    lines = f.read(max(0, end - offset)).split(b"\n")
     lines.pop()  # bytes after the last newline: a write cut short, whatever they hold
     for line in lines:
         if not line.strip(b"\0"):

@@ -408,6 +408,42 @@ def test_torn_tail_at_every_byte_offset(tmp_path, last_is_batch):
         _assert_repaired_by_next_append(home, before, start, data[start:offset])
 
 
+@pytest.mark.parametrize("cut", ["mid-batch", "mid-line"])
+@pytest.mark.parametrize("how", ["read", "survey"])
+def test_a_reader_that_saw_a_batch_half_written_is_not_told_the_log_is_damaged(
+        tmp_path, cut, how):
+    """A reader takes no lock: its fstat can end inside a batch a writer is still writing.
+    By the time it looks past that point, the writer has finished the batch and appended
+    more, which must not read as "committed events follow a torn batch" (damage)."""
+    written, data, start, last_start = _build_small_log(_home(tmp_path, "orig"), True)
+    home = tmp_path / "home"
+    (home / "log").mkdir(parents=True)
+    segment = home / "log" / SEG1
+    seen = last_start if cut == "mid-batch" else last_start + 7
+    segment.write_bytes(data[:seen])
+    real_fstat = os.fstat
+
+    def fstat_then_the_writer_finishes(fd):
+        st = real_fstat(fd)
+        with open(segment, "ab") as f:  # the rest of the batch, then one more event
+            f.write(data[seen:] + encode_record(_record(len(written) + 1, "after")))
+        os.fstat = real_fstat
+        return st
+
+    os.fstat = fstat_then_the_writer_finishes
+    try:
+        log = EventLog(home)
+        if how == "read":
+            got = [r["seq"] for r in log.read()]
+            assert got == [1, 2, 3]  # what was whole when it looked: the batch is not there yet
+        else:
+            state, torn = log.survey()
+            assert state.head.seq == 3 and torn is not None and torn.offset == start
+    finally:
+        os.fstat = real_fstat
+    assert [r["seq"] for r in EventLog(home).read()] == [1, 2, 3, 4, 5, 6, 7]
+
+
 @pytest.mark.parametrize("keep_newline", [False, True], ids=["newline-zeroed", "newline-kept"])
 @pytest.mark.parametrize("last_is_batch", [False, True], ids=["last-single", "last-batch"])
 def test_zero_filled_last_record(tmp_path, last_is_batch, keep_newline):
