@@ -303,10 +303,10 @@ def poll(channel_name, account, timeout, lease, no_answer, json_):
              + (f" ({admitted})" if admitted else "")
              + f", {len(result.answered)} turn(s) answered, {result.sent} message(s) sent")
     if result.error is not None:
-        from fased.commands.main import _error
+        from fased.commands.failures import print_error
         from fased.errors import EXIT_CONFLICT, EXIT_ERROR
 
-        _error(result.error.message, result.error.hint)
+        print_error(result.error.message, result.error.hint)
         raise click.exceptions.Exit(EXIT_CONFLICT if result.error.code == 409 else EXIT_ERROR)
     if any(r.error_class == "models_failed" for r in result.answered):
         from fased.errors import EXIT_MODELS_FAILED

@@ -7,14 +7,13 @@ pays for click and nothing else.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import ClassVar
 
 import click
 
 from fased import __version__
-from fased.errors import EXIT_ERROR, FasedError
+from fased.commands.failures import RUN_AGAIN, App, failure_exit
 
 # name -> "module:attribute" under fased.commands; the help line comes from the docstring.
 COMMANDS = {
@@ -144,35 +143,17 @@ class RootGroup(LazyGroup):
         for attempt in (1, 2):
             try:
                 return super().invoke(ctx)
-            except FasedError as exc:
-                _error(exc.message, exc.hint)
-                ctx.exit(exc.exit_code)
             except click.exceptions.ClickException as exc:
                 _bounded(exc)
                 raise
             except (click.exceptions.Exit, click.exceptions.Abort):
                 raise
-            except KeyboardInterrupt:
-                click.echo("Interrupted.", err=True)
-                ctx.exit(130)
-            except BrokenPipeError:
-                _silence_stdout()
-                ctx.exit(0)
-            except Exception as exc:  # a bug: still one line; the traceback only on request
-                failure = _environment_failure(ctx, exc)
-                if failure is not None:
-                    _error(failure.message, failure.hint)
-                    ctx.exit(failure.exit_code)
-                if attempt == 1 and _recovered_from_damage(ctx, exc):
+            except (KeyboardInterrupt, Exception) as exc:  # one line each, the bug's too
+                code = failure_exit(exc, ctx.obj, attempt)
+                if code == RUN_AGAIN:
                     _restore_args(ctx, saved)
                     continue
-                if os.environ.get("FASED_DEBUG"):
-                    raise
-                from fased.redact import mask_urls
-
-                _error(f"internal error: {type(exc).__name__}: {mask_urls(str(exc))}",
-                       "this is a bug in fased; FASED_DEBUG=1 shows the traceback")
-                ctx.exit(EXIT_ERROR)
+                ctx.exit(code)
         return None
 
 
@@ -197,111 +178,6 @@ def _restore_args(ctx: click.Context, saved: tuple[list[str], list[str]]) -> Non
     else:
         ctx.protected_args = list(saved[0])
     ctx.args = list(saved[1])
-
-
-def _appended(ctx: click.Context) -> int:
-    app = ctx.obj
-    store = getattr(app, "_store", None)
-    return store.appended if store is not None else 0
-
-
-def _environment_failure(ctx: click.Context, exc: Exception) -> FasedError | None:
-    """A full disk (or quota) anywhere under a command: one line, exit 4, and whether the
-    command's events were recorded before it happened."""
-    import errno
-    import sqlite3
-
-    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
-        isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc))
-    if not full:
-        return None
-    from fased.errors import StateError
-
-    done = _appended(ctx)
-    if not getattr(exc, "filename", None) and isinstance(exc, OSError) and _home_has_room(ctx):
-        # no file named and the home's disk has room: what filled is where stdout goes
-        # (`> /dev/full`, a full disk under the file it was sent to)
-        return FasedError(
-            "cannot write the output: no space left on the device it goes to",
-            hint=f"the command is recorded ({done} event(s)); `fased replay -n {done}` shows "
-            "it" if done else "nothing was recorded")
-    return StateError(
-        "no space left on the device" + (f" ({exc.filename})" if getattr(exc, "filename", None)
-                                         else ""),
-        hint=f"the command is recorded ({done} event(s)); do not run it again. Free disk "
-        "space: the next fased command brings everything up to date" if done else
-        "nothing was recorded; free disk space and try again")
-
-
-def _home_has_room(ctx: click.Context) -> bool:
-    try:
-        from fased.home import resolve_home
-
-        st = os.statvfs(resolve_home(getattr(ctx.obj, "home_option", None)))
-    except (OSError, FasedError):
-        return False
-    return st.f_bavail * st.f_frsize > 16 * 1024 * 1024
-
-
-def _recovered_from_damage(ctx: click.Context, exc: Exception) -> bool:
-    """state.db held bytes it cannot decode: rebuild it from the log. True when the command
-    can simply run again (it had appended nothing); otherwise raise what happened."""
-    from fased.store import is_projection_damage
-
-    store = getattr(ctx.obj, "_store", None)
-    if store is None or not is_projection_damage(exc):
-        return False
-    from fased.errors import StateError
-
-    done = store.appended
-    click.echo(f"fased: state.db was damaged ({type(exc).__name__}: {exc}); rebuilding it "
-               "from the log", err=True)
-    try:
-        store.recover_damaged()
-    except FasedError as again:
-        _error(again.message, again.hint)
-        ctx.exit(again.exit_code)
-    ctx.obj.close()
-    if done:
-        failure = StateError(
-            f"state.db was damaged and has been rebuilt from the log; the command had already "
-            f"recorded {done} event(s)", hint="do not run it again: it took effect "
-            "(`fased replay -n 5` shows what it recorded)")
-        _error(failure.message, failure.hint)
-        ctx.exit(failure.exit_code)
-    return True
-
-
-class App:
-    """What every command needs: where the home is, and the store once it is opened."""
-
-    def __init__(self, home: str | None, idempotency_key: str | None, argv: list[str]):
-        self.home_option = home
-        self.idempotency_key = idempotency_key
-        self.argv = argv
-        self._store = None
-
-    def close(self) -> None:
-        """Release the store's files and connection (in-process callers run many commands)."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    @property
-    def store(self):
-        if self._store is None:
-            from fased.store import Store
-
-            identity = None
-            if self.idempotency_key is not None:
-                identity = command_line(without_output_options(self.argv))
-            argv = self.argv
-            self._store = Store(self.home_option, key=self.idempotency_key,
-                                command=lambda: command_line(argv), identity=identity)
-        return self._store
-
-
-_GLOBAL_OPTIONS = ("--home", "--idempotency-key")
 
 
 # options that change only how a command shows its result, never what it does: not part of
@@ -334,20 +210,6 @@ def without_output_options(argv: list[str]) -> list[str]:
         if option is None or option.name not in OUTPUT_OPTIONS:
             out.extend([arg, *(v for v in value if v is not None)])
     return out
-
-
-def command_line(argv: list[str]) -> str:
-    """The command as recorded in each event's meta, with secrets masked: values of
-    secret-looking NAME=VALUE arguments, of headers not known to be harmless
-    (`-H X-Access-Key=...`), and URL credentials (`https://user:pw@host/v1?key=...`)."""
-    from fased.redact import mask_args
-
-    argv = list(argv)
-    while argv and argv[0].split("=")[0] in _GLOBAL_OPTIONS:  # they come before the command
-        argv = argv[1:] if "=" in argv[0] else argv[2:]
-    # undecodable bytes in argv arrive as lone surrogates, which cannot be logged
-    argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in argv]
-    return " ".join(["fased", *mask_args(argv)])
 
 
 @click.group(
@@ -388,60 +250,9 @@ def cli(ctx: click.Context, home: str | None, idempotency_key: str | None) -> No
     ctx.call_on_close(ctx.obj.close)
 
 
-class _Closed:
-    """stdout when the shell closed it (`fased chat hi >&-`): Python gives None, and
-    every write fails as a pipe whose reader left does, which fased already handles (a
-    streamed turn ends "output closed"; a command exits 0 quietly)."""
-
-    encoding = "utf-8"
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        raise OSError("stdout is closed")
-
-    def write(self, text: str) -> int:
-        raise BrokenPipeError("stdout is closed")
-
-    def flush(self) -> None:
-        pass
-
-
-def _open_streams() -> None:
-    if sys.stdout is None:
-        sys.stdout = _Closed()
-    if sys.stderr is None:  # diagnostics go nowhere, quietly
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
-    _open_streams()
-    try:
-        cli.main(args=argv, prog_name="fased")
-    except SystemExit as done:
-        local = sys.modules.get("fased.local")  # loaded only where a server may run
-        if local is not None:
-            local.exit_now(done.code)
-        raise
+    """The click root alone, without the console script's quick path (fased.commands.entry):
+    what in-process callers and the quick path's own tests run."""
+    from fased.commands.entry import run
 
-
-def _error(message: str, hint: str | None) -> None:
-    # a name in the message may hold ESC or U+202E, or be 100,000 characters long
-    from fased.bounds import clip_line, printable
-
-    click.echo(clip_line(f"Error: {printable(message)}"), err=True)
-    if hint:
-        click.echo(clip_line(f"Hint: {printable(hint)}"), err=True)
-
-
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError):
-        return  # nothing to flush: stdout was never open
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-
+    run(argv, quick=False)

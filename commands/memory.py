@@ -48,17 +48,9 @@ def search(query, agent, sessions, limit, json_):
       fased memory search postgres --agent ops -n 3 --json
       fased memory search "what did we decide" --no-sessions
     """
-    from fased.memory.search import search as run_search
+    from fased.commands.quick import SearchArgs, search_command
 
-    st = store()
-    found = run_search(st.db(), st.home, _agent(st, agent), query, max_results=limit,
-                       sessions=sessions)
-    if json_:
-        echo_json(found.to_dict())
-    elif found.hits:
-        say(found.render())  # snippets of chats and notes: control sequences escaped
-    else:
-        note(found.nothing_found())
+    search_command(store, SearchArgs(query, agent, sessions, limit, json_))
 
 
 @memory.command("get")

@@ -6,6 +6,10 @@ table(), note(), say() and the Error:/Hint: lines escape them (fased.bounds.prin
 JSON stays data: json.dumps escapes C0 itself, and echo_json escapes DEL, C1, bidi controls
 and lone surrogates as \\uXXXX too, which decodes to the same string and is safe to print.
 Replies and file contents that a command prints as its data stay byte-exact.
+
+click is imported only where it is needed (options, the command's context, prompts): the
+console script's quick path (fased.commands.quick) prints through say(), note() and
+echo_json() without it.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
-import click
-
 from fased.bounds import clip_lines, printable
 
 # what json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (or cannot encode);
@@ -27,11 +29,15 @@ _JSON_UNSAFE = "[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\ud
 
 def json_option(fn: Callable) -> Callable:
     """`--json`: print data as JSON instead of a table."""
+    import click
+
     return click.option("json_", "--json", is_flag=True, help="Print JSON instead of a table.")(fn)
 
 
 def agent_option(fn: Callable) -> Callable:
     """`--agent ID`: act on this agent instead of the selected one."""
+    import click
+
     from fased.commands.types import complete_agents
 
     return click.option(
@@ -43,6 +49,8 @@ def agent_option(fn: Callable) -> Callable:
 def store():
     """The Store of the running command; a bad FASED_NOW fails here, before any work (and
     before a runner's heartbeat thread could meet it)."""
+    import click
+
     from fased.timeparse import utc_now
 
     utc_now()
@@ -50,7 +58,7 @@ def store():
 
 
 def _app_type():
-    from fased.commands.main import App
+    from fased.commands.failures import App
 
     return App
 
@@ -72,12 +80,12 @@ def json_line(value: object) -> str:
 
 def echo_json(value: object) -> None:
     """One JSON document on stdout."""
-    click.echo(json_document(value))
+    _echo(json_document(value))
 
 
 def echo_jsonl(value: object) -> None:
     """One JSON object on one line (for streams of records)."""
-    click.echo(json_line(value))
+    _echo(json_line(value))
 
 
 def turn_json(result, replayed: bool = False) -> dict:
@@ -100,6 +108,8 @@ def echo_reply(text: str) -> None:
     """A reply as data on stdout: its own bytes (ANSI codes too: click must not strip them;
     on a terminal escaped, bounds.shown_on_stdout), then a newline as every Unix tool's
     output has, unless it ends with one already. An empty reply prints nothing."""
+    import click
+
     from fased.bounds import shown_on_stdout
 
     click.echo(shown_on_stdout(text), nl=bool(text) and not text.endswith("\n"), color=True)
@@ -108,12 +118,20 @@ def echo_reply(text: str) -> None:
 def note(message: str) -> None:
     """A diagnostic line: stderr, so stdout stays data (a line of it that quotes a huge
     value is clipped)."""
-    click.echo(clip_lines(printable(message, multiline=True)), err=True)
+    _echo(clip_lines(printable(message, multiline=True)), err=True)
 
 
 def say(message: str) -> None:
     """A line for people on stdout (names and messages in it are escaped)."""
-    click.echo(printable(message, multiline=True))
+    _echo(printable(message, multiline=True))
+
+
+def _echo(line: str, err: bool = False) -> None:
+    """`line` and a newline, flushed, as click.echo writes text that holds no terminal
+    control (so there is nothing for it to strip): escaped lines, and JSON."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
 
 
 def table(rows: Iterable[Sequence[object]], headers: Sequence[str],
@@ -133,7 +151,7 @@ def table(rows: Iterable[Sequence[object]], headers: Sequence[str],
     for text in lines:
         if max_width and len(text) > max_width:
             text = text[: max_width - 1] + "…"
-        click.echo(text)
+        _echo(text)
 
 
 def _line(cells: Sequence[str], widths: list[int]) -> str:
@@ -164,6 +182,8 @@ def read_secret(from_stdin: bool, what: str, prompt: str, hint: str) -> str:
                if binary is not None else sys.stdin.read(SECRET_BYTES))
         secret = raw.strip()
     elif sys.stdin.isatty():
+        import click
+
         secret = click.prompt(prompt, hide_input=True).strip()
     else:
         raise UsageError(f"no terminal to ask for the {what}", hint=hint)

@@ -17,7 +17,6 @@ import contextlib
 import os
 import sqlite3
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -124,6 +123,15 @@ class Outcome:
     replayed: bool = False
     result: object = None
 
+
+
+def event_id() -> str:
+    """A new event's id: a random (version 4) UUID in hex, what uuid.uuid4().hex gives,
+    without importing uuid, which costs every command ~6 ms (it imports platform)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 class Store:
     """One fased home: its log, its projections, and who is acting (for `meta`)."""
@@ -522,7 +530,7 @@ class Store:
                 )
             seen[draft.stream] += 1
             records.append({
-                "seq": seq, "id": uuid.uuid4().hex, "type": draft.type, "v": v, "ts": ts,
+                "seq": seq, "id": event_id(), "type": draft.type, "v": v, "ts": ts,
                 "stream": draft.stream, "data": draft.data, "meta": dict(meta),
             })
             seq += 1

@@ -103,7 +103,7 @@ def run_process(*args: str, input: str | None = None, env: dict | None = None,
     """Run fased as a separate process (for concurrency and kill tests)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-c", "from fased.commands.main import main; main()", *args],
+        [sys.executable, "-c", "from fased.commands.entry import main; main()", *args],
         input=input, capture_output=True, text=True, env=full_env, timeout=timeout,
     )
 
@@ -111,7 +111,7 @@ def run_process(*args: str, input: str | None = None, env: dict | None = None,
 def run_together(when: str, n: int = 2) -> None:
     """Start n `fased run --once` processes at once with the same FASED_NOW; wait for all."""
     env = {**os.environ, "FASED_NOW": when}
-    procs = [subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+    procs = [subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
                                "main()", "run", "--once"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(n)]
     try:

@@ -106,7 +106,7 @@ def test_create_with_unknown_model_provider_appends_nothing(set_up, run):
 
 def test_two_processes_racing_to_create_the_same_agent(set_up):
     env = {**os.environ}
-    code = "from fased.commands.main import main; main()"
+    code = "from fased.commands.entry import main; main()"
     for round_ in range(3):
         agent = f"ops{round_}"
         procs = [subprocess.Popen([sys.executable, "-c", code, "agent", "create", agent],

@@ -16,7 +16,7 @@ import pytest
 from conftest import events, rows, run_process, wait_for
 from fakeserver import Reply
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 NO_TTY = {"FASED_NO_TTY": "1"}
 
 

@@ -269,7 +269,7 @@ def test_config_set_refuses_a_value_nested_too_deep(home, run):
 
 # -- files that are no files ----------------------------------------------------------------------
 
-MEASURE = ("import resource, sys\nfrom fased.commands.main import main\ntry:\n    main()\n"
+MEASURE = ("import resource, sys\nfrom fased.commands.entry import main\ntry:\n    main()\n"
            "finally:\n    sys.stderr.write(f'maxrss={resource.getrusage("
            "resource.RUSAGE_SELF).ru_maxrss}\\n')\n")
 

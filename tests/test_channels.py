@@ -18,7 +18,7 @@ from conftest import error_line, events, fails, rows, run_process, wait_for
 from fakebotapi import TOKEN, FakeBotAPI
 from fakeserver import Reply
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 NO_TTY = {"FASED_NO_TTY": "1"}
 
 

@@ -24,7 +24,7 @@ from fased.timeparse import format_ts, parse_ts
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Drop, Echo, FakeModelServer, Hang, Reply, Status
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 PRIMARY, FALLBACK = "ollama/fake-model", "ollama/fake-small"
 
 

@@ -331,7 +331,7 @@ def test_hand_edits_cannot_add_or_remove_agents(set_up, run, ok, change, message
 
 def test_two_processes_record_a_hand_edit_once(set_up):
     edit(set_up, lambda d: d["agents"].update(defaults={"retries": 4}))
-    code = "from fased.commands.main import main; main()"
+    code = "from fased.commands.entry import main; main()"
     procs = [subprocess.Popen([sys.executable, "-c", code, "agent", "list"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

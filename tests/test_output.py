@@ -67,7 +67,7 @@ def test_help_lists_every_command_without_importing_them(tmp_path):
     import subprocess
     import sys
 
-    probe = ("import sys; from fased.commands.main import main; sys.argv = ['fased', '--help']\n"
+    probe = ("import sys; from fased.commands.entry import main; sys.argv = ['fased', '--help']\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"
              "print(sorted(m for m in sys.modules if m.startswith('fased.commands.')))")
     # the installed fased, never the source tree in the cwd (no commands/ subpackage there)

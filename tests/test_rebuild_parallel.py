@@ -195,7 +195,7 @@ def test_a_rebuild_killed_midway_leaves_nothing_after_the_next(big_log, fased_ho
 
     home = home_with(big_log, fased_home)
     run_process("agent", "list")  # state.db, so the rebuild below is a replacement
-    proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.main import main; "
+    proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
                              "main()", "replay", "--rebuild"], env={**os.environ},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -19,7 +19,7 @@ import fased.log
 import fased.store
 from fased.store import Draft, Store
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 HEADER = ("SEQ", "TIME (UTC)", "TYPE", "STREAM", "ACTOR", "DATA")
 # (seq, time, type, stream, data) of the history below; the actor is always alice
 HISTORY = [

@@ -24,7 +24,7 @@ from fakeserver import DEFAULT_TEXT, Echo, Reply
 
 pytestmark = pytest.mark.slow
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 SLOW = Reply("slow " * 40, delay=0.1)  # four seconds of streaming
 
 

@@ -465,7 +465,7 @@ def test_secrets_an_older_fased_logged_still_work_and_are_not_shown(set_up, run,
      "https://***@h.example/v1?api-version=1&code=***#***"),
 ])
 def test_the_recorded_command_line_masks_every_secret(argv, recorded):
-    from fased.commands.main import command_line
+    from fased.commands.failures import command_line
 
     assert command_line(argv) == recorded
 

@@ -77,7 +77,7 @@ def checkpoint(home: Path) -> int:
 def test_home_is_home_option_then_fased_home_then_dot_fased(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "FASED_HOME"}
     env["HOME"] = str(tmp_path / "user")
-    base = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+    base = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 
     def fased(*args, **extra):
         return subprocess.run([*base, *args], env={**env, **extra}, capture_output=True,
@@ -99,7 +99,7 @@ def test_home_and_files_are_private_whatever_the_umask(tmp_path, set_up, ok):
     ok("agent", "models", "auth", "openai", "--stdin", input="sk-test\n")
     proc = subprocess.run(
         [sys.executable, "-c", "import os; os.umask(0); "
-         "from fased.commands.main import main; main()", "session", "new", "--name", "u"],
+         "from fased.commands.entry import main; main()", "session", "new", "--name", "u"],
         capture_output=True, text=True, timeout=60, env=os.environ)
     assert proc.returncode == 0, proc.stderr
 
@@ -438,7 +438,7 @@ def test_expected_version_counts_drafts_earlier_in_the_same_batch(fased_home):
 def test_two_processes_racing_to_create_an_agent(set_up):
     for name in ("race-a", "race-b", "race-c"):
         procs = [subprocess.Popen(
-            [sys.executable, "-c", "from fased.commands.main import main; main()", "agent",
+            [sys.executable, "-c", "from fased.commands.entry import main; main()", "agent",
              "create", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
         results = sorted((p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs)
@@ -617,3 +617,13 @@ def test_a_read_of_a_current_home_loads_no_projection_module(set_up):
     loaded = set(eval(done.stdout.strip()))  # a list of module names
     assert "fased.projections.config" in loaded  # it notices hand edits of fased.json
     assert loaded <= {"fased.projections.config", "fased.projections.agents"}, loaded
+
+
+def test_event_ids_are_distinct_random_version_4_uuids(set_up, ok):
+    ok("session", "new", "--name", "ids")
+    ids = [e["id"] for e in events(set_up)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(hex=text)
+        assert parsed.hex == text and parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -21,7 +21,7 @@ from conftest import T0, error_line, events, fails, rows, run_together, ts
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import DEFAULT_TEXT, Echo, Status
 
-FASED = [sys.executable, "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-c", "from fased.commands.entry import main; main()"]
 
 
 # -- fixtures ----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/ for fakeserver
 sys.path.insert(0, str(HERE))
 BIG = Path(os.environ.get("FASED_BENCH_HOME", "/tmp/fased-bench-1m"))
-FASED = [sys.executable, "-P", "-c", "from fased.commands.main import main; main()"]
+FASED = [sys.executable, "-P", "-c", "from fased.commands.entry import main; main()"]
 
 
 class Timing(float):
