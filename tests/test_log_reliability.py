@@ -191,6 +191,54 @@ def _expect_ready(p: subprocess.Popen) -> None:
         pytest.fail(f"writer did not start: {line!r}\n{err.decode(errors='replace')}")
 
 
+# A reader in a process of its own, for `seconds`: each way of reading the log, over and over,
+# while writers append. Prints "<reads> <errors>" and the first errors.
+_READER = """
+import sys, time
+from fased.log import EventLog
+log, mode, until = EventLog(sys.argv[1]), sys.argv[2], time.monotonic() + float(sys.argv[3])
+reads = errors = 0
+while time.monotonic() < until:
+    try:
+        if mode == "read":
+            seqs = [r["seq"] for r in log.read()]
+            assert seqs == list(range(1, len(seqs) + 1)), "seqs are not 1..n"
+        elif mode == "read-from":
+            list(log.read(from_seq=max(1, log.head().seq - 5)))
+        elif mode == "survey":
+            log.survey()
+        else:
+            for i, _ in zip(range(20), log.read_reverse()):
+                pass
+        reads += 1
+    except Exception as exc:
+        errors += 1
+        if errors < 3:
+            print(type(exc).__name__, exc, file=sys.stderr)
+print(reads, errors)
+"""
+
+
+def test_readers_never_see_damage_while_writers_append(tmp_path, procs):
+    """Readers take no lock, so they meet batches half written (short writes make that
+    common): each must read the log as it was, never call it damaged."""
+    home = _home(tmp_path)
+    for w in (1, 2):
+        _expect_ready(_spawn(procs, home, "--writer", str(w), "--batch", "1", "6", "--seed",
+                             str(w), "--payload", "300", "--no-fsync", "--segment-bytes",
+                             "200000", "--short-writes", "97", "--pause", "0.0005"))
+    time.sleep(0.3)
+    readers = [subprocess.Popen([sys.executable, "-c", _READER, str(home), mode, "4"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for mode in ("read", "read-from", "survey", "reverse")]
+    procs.extend(readers)
+    for reader in readers:
+        out, err = reader.communicate(timeout=60)
+        reads, errors = map(int, out.split())
+        assert (errors, err) == (0, "") and reads > 0
+    assert _log_bytes(home) > 50_000  # the writers wrote all along
+
+
 # -- 1. concurrent writers ------------------------------------------------------------------
 
 
