@@ -208,8 +208,10 @@ def providers_list(json_):
             "credential": r["credential_kind"] or ("optional" if status and not status.needed
                                                    else (status.source if status else "none")),
             "ready": status.ready if status else None,
-            "models": len(json.loads(r["models"])) if r["models"] else None,
+            "models": len(json.loads(r["models"])) if r["models"] else (
+                1 if r["kind"] == "local" else None),  # a GGUF file holds one
             "models_fetched_at": r["models_fetched_at"], "detected": bool(r["detected"]),
+            "model_path": r["model_path"],
         })
     if json_:
         echo_json(rows)
@@ -220,7 +222,8 @@ def providers_list(json_):
         note(f"No providers yet: {add_provider_step()}.")
         return
     table([(r["id"], r["kind"], r["credential"], "-" if r["models"] is None else r["models"],
-            r["base_url"]) for r in rows], ("ID", "KIND", "CREDENTIAL", "MODELS", "BASE URL"))
+            f"embedded: {r['model_path']}" if r["model_path"] else r["base_url"])
+           for r in rows], ("ID", "KIND", "CREDENTIAL", "MODELS", "BASE URL"))
 
 
 @providers_group.command("show")

@@ -256,7 +256,7 @@ def parse_model_ref(con: sqlite3.Connection, ref: str) -> ModelRef:
                 f"models.defaultProvider is {provider!r}, which is not a registered provider "
                 f"(registered: {listing})",
                 hint="write provider/model, or `fased config set models.defaultProvider ID`")
-        return ModelRef(provider, text)
+        return _served(con, ModelRef(provider, text), text)
     provider, model = text.split("/", 1)
     if not model:
         raise UsageError(f"model ref {text!r} names no model", hint="use provider/model")
@@ -266,7 +266,25 @@ def parse_model_ref(con: sqlite3.Connection, ref: str) -> ModelRef:
             hint=_add_provider_hint(provider) if provider in KINDS else
             "if the model id itself contains '/', put its provider first, e.g. "
             f"openrouter/{text}; add providers with `fased agent models providers add`")
-    return ModelRef(provider, model)
+    return _served(con, ModelRef(provider, model), text)
+
+
+def _served(con: sqlite3.Connection, ref: ModelRef, text: str) -> ModelRef:
+    """`ref`, unless its provider is a GGUF file (kind local) that holds another model: the
+    file answers whatever name a request gives, so a typo would be answered and recorded
+    under a model that never ran."""
+    row = con.execute("SELECT kind, model_path FROM providers WHERE id = ? AND removed = 0",
+                      (ref.provider,)).fetchone()
+    if row is None or row["kind"] != "local" or not row["model_path"]:
+        return ref
+    served = local_model_name(row["model_path"])
+    if ref.model != served:
+        raise UsageError(
+            f"provider {ref.provider} runs one model, {served} (its file "
+            f"{Path(row['model_path']).name}); {text!r} names another",
+            hint=f"use {ref.provider}/{served}; another GGUF file is another provider: "
+            "`fased agent models providers add NAME --kind local --model-path FILE`")
+    return ref
 
 
 def _add_provider_hint(kind: str) -> str:

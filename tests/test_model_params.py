@@ -145,6 +145,33 @@ def test_a_local_model_is_registered_and_offered_no_tools(set_up, ok, run, tmp_p
     assert changed.exit_code == 2 and "kind local" in changed.stderr
 
 
+def test_a_local_provider_serves_its_one_model_and_refuses_other_names(set_up, ok, run,
+                                                                       tmp_path, fased_home):
+    """A kind-local provider is one GGUF file: `mine/typo` used to be accepted everywhere
+    and answered by the file's model, under a name that is not what answered."""
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "Tiny-Model.Q4.gguf")))
+    ok("session", "new", "--name", "work")
+    before = len(events(fased_home))
+    for args in (("agent", "models", "set", "primary", "mine/typo"),
+                 ("chat", "-m", "mine/typo", "hello"),
+                 ("session", "model", "set", "mine/Tiny-Model"),
+                 ("task", "new", "--every", "1h", "--message", "hi", "--model", "mine/x")):
+        refused = run(*args)
+        assert refused.exit_code == 2, (args, refused.stderr)
+        assert ("provider mine runs one model, Tiny-Model.Q4 (its file Tiny-Model.Q4.gguf)"
+                in refused.stderr), refused.stderr
+    assert len(events(fased_home)) == before
+    ok("agent", "models", "set", "primary", "mine/Tiny-Model.Q4")
+    # and the provider list says where it runs: in fased, from that file (no URL to reach)
+    listed = ok("agent", "models", "providers", "list")
+    row = next(line for line in listed.splitlines() if line.startswith("mine "))
+    assert row.split()[3:] == ["1", "embedded:", str(tmp_path / "Tiny-Model.Q4.gguf")]
+    mine = next(p for p in json.loads(ok("agent", "models", "providers", "list", "--json"))
+                if p["id"] == "mine")
+    assert (mine["models"], mine["model_path"]) == (1, str(tmp_path / "Tiny-Model.Q4.gguf"))
+
+
 def test_a_model_file_llama_cpp_cannot_load_fails_the_turn_once_and_clearly(set_up, ok,
                                                                           tmp_path):
     """The server starts in a thread of its own while the turn is prepared: its failure is

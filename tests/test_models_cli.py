@@ -227,12 +227,14 @@ def test_list_and_show_providers(set_up, ok, run, server):
     fetched_at = provider_row(set_up, "ollama")["models_fetched_at"]
     assert listed == [
         {"id": "ollama", "kind": "ollama", "base_url": server.url, "credential": "optional",
-         "ready": True, "models": 2, "models_fetched_at": fetched_at, "detected": False},
+         "ready": True, "models": 2, "models_fetched_at": fetched_at, "detected": False,
+         "model_path": None},
         {"id": "openai", "kind": "openai", "base_url": "https://api.openai.com/v1",
          "credential": "none", "ready": False, "models": None, "models_fetched_at": None,
-         "detected": False},
+         "detected": False, "model_path": None},
         {"id": "gw", "kind": "litellm", "base_url": server.url, "credential": "optional",
-         "ready": True, "models": None, "models_fetched_at": None, "detected": False},
+         "ready": True, "models": None, "models_fetched_at": None, "detected": False,
+         "model_path": None},
     ]
 
     assert ok(*PROVIDERS, "show", "gw").splitlines() == [
