@@ -165,6 +165,7 @@ class _Ahead:
 
         self.hits: list[Hit] | None = None
         self.read: tuple | None = None  # the generation the query read
+        self.damage: sqlite3.DatabaseError | None = None  # bytes of the index it found wrong
         self.thread = None
         if not index_path(home).is_file():
             return
@@ -172,7 +173,7 @@ class _Ahead:
         def run() -> None:
             import contextlib
 
-            from fased.memory.index import BUSY_SECONDS, generation
+            from fased.memory.index import BUSY_SECONDS, generation, is_damage
 
             with contextlib.suppress(sqlite3.Error, OSError, UsageError):
                 con = sqlite3.connect(index_path(home), timeout=BUSY_SECONDS,
@@ -182,6 +183,10 @@ class _Ahead:
                     self.read = generation(con)
                     self.hits = keyword(con, settings, query, **options)
                     con.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    if is_damage(exc):  # the main thread's to mend: the page it read may
+                        self.damage = exc  # be one the refresh does not touch
+                    raise
                 finally:
                     con.close()
 
@@ -189,8 +194,13 @@ class _Ahead:
         self.thread.start()
 
     def result(self, now: tuple) -> list[Hit] | None:
-        """The hits, if the index is still in the generation `now` the query read."""
+        """The hits, if the index is still in the generation `now` the query read. Damage it
+        met is raised here, in the search's own thread, which drops the index and builds it
+        again (fased.memory.index.using)."""
         self.join()
+        damage, self.damage = self.damage, None
+        if damage is not None:  # once: the index built again is asked again, here
+            raise damage
         return self.hits if self.read is not None and self.read == now else None
 
     def join(self) -> None:
