@@ -14,19 +14,24 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None, quick: bool) -> None:
-    """Run one command line (None: sys.argv) and exit with its code."""
+    """Run one command line (None: sys.argv) and exit with its code. Ctrl-C outside a
+    command (which says "Interrupted.") ends as click ends it: "Aborted!", exit 1."""
     _open_streams()
     try:
-        args = sys.argv[1:] if argv is None else list(argv)
-        if quick and args[:2] == ["memory", "search"]:
-            from fased.commands.quick import run_quick
+        try:
+            args = sys.argv[1:] if argv is None else list(argv)
+            if quick and args[:2] == ["memory", "search"]:
+                from fased.commands.quick import run_quick
 
-            code = run_quick(args)
-            if code is not None:
-                sys.exit(code)
-        from fased.commands.main import cli
+                code = run_quick(args)
+                if code is not None:
+                    sys.exit(code)
+            from fased.commands.main import cli
 
-        cli.main(args=argv, prog_name="fased")
+            cli.main(args=argv, prog_name="fased")
+        except KeyboardInterrupt:
+            sys.stderr.write("\nAborted!\n")
+            sys.exit(1)
     except SystemExit as done:
         local = sys.modules.get("fased.local")  # loaded only where a server may run
         if local is not None:

@@ -50,7 +50,8 @@ def run_quick(args: list[str]) -> int | None:
 
 def parse_search(args: list[str]) -> SearchArgs | None:
     """`memory search ...` as click would read it, or None (click parses it)."""
-    if args[:2] != ["memory", "search"] or os.environ.get("FASED_IDEMPOTENCY_KEY"):
+    if args[:2] != ["memory", "search"] or os.environ.get("FASED_IDEMPOTENCY_KEY") or (
+            os.environ.get("_FASED_COMPLETE")):  # a shell asking click to complete a word
         return None
     found: dict[str, object] = {}
     rest = iter(args[2:])
@@ -61,8 +62,8 @@ def parse_search(args: list[str]) -> SearchArgs | None:
             key, value = "agent", next(rest, None)
         elif arg == "-n" or (arg.startswith("-n") and _digits(arg[2:])):
             key, value = "limit", arg[2:] or next(rest, None)
-            if not _digits(value):
-                return None  # click says what is wrong with it
+            if not _digits(value) or len(value) > 4000:
+                return None  # click says what is wrong with it (past 4,300 digits int fails)
             value = int(value)
         elif arg in ("--sessions", "--no-sessions"):
             key, value = "sessions", arg == "--sessions"

@@ -34,6 +34,7 @@ COMMAND_LINES = [
     ["postgres", "-n", "0"],
     ["postgres", "-n", "101"],
     ["postgres", "-n", "99999999999999999999999"],
+    ["postgres", "-n", "9" * 5000],  # past what int() converts
     ["   "],
     ["!!! ???"],
     # click's alone: help, repeats, a missing or odd value, `--`, unknown options
@@ -101,6 +102,8 @@ def test_every_command_line_prints_and_exits_as_click_does(home):
 def test_failures_in_the_environment_are_reported_the_same_way(home):
     cases = [
         ({"FASED_NOW": "not a time"}, ["postgres"]),
+        ({"_FASED_COMPLETE": "bash_complete", "COMP_WORDS": "fased memory search --a",
+          "COMP_CWORD": "3"}, ["--a"]),  # a shell completing: click's
         ({"FASED_IDEMPOTENCY_KEY": "k-1"}, ["postgres"]),  # click's: keys are its business
     ]
     codes = []
@@ -108,7 +111,7 @@ def test_failures_in_the_environment_are_reported_the_same_way(home):
         quick, click = run_both(home, args, env)
         assert quick == click, env
         codes.append(quick[0])
-    assert codes == [2, 0]
+    assert codes == [2, 0, 0]
 
 
 def test_a_damaged_index_and_a_damaged_state_db_are_mended_the_same_way(home):
@@ -133,6 +136,23 @@ def test_a_damaged_index_and_a_damaged_state_db_are_mended_the_same_way(home):
     assert quick == click
     assert quick[0] == 0 and b"state.db was damaged" in quick[2], quick
     assert rows(home, "SELECT count(*) AS n FROM sessions")[0]["n"] >= 1
+
+
+def test_ctrl_c_anywhere_is_one_line_never_a_traceback(home):
+    """Ctrl-C while the store closes, after the search: outside the command's own handler,
+    so it ends as click ends such a Ctrl-C."""
+    probe = ("import sys\nfrom fased import store\nclose = store.Store.close\n"
+             "def interrupted(self):\n    close(self)\n    raise KeyboardInterrupt\n"
+             "store.Store.close = interrupted\nwhich = sys.argv.pop(1)\n"
+             "module = __import__(f'fased.commands.{which}', fromlist=['main'])\n"
+             "module.main()\n")
+    seen = []
+    for which in ("entry", "main"):
+        done = subprocess.run([sys.executable, "-c", probe, which, "memory", "search",
+                               "postgres"], capture_output=True, text=True, timeout=60)
+        seen.append((done.returncode, done.stderr.splitlines()[-1:]))
+        assert "Traceback" not in done.stderr
+    assert seen[0] == seen[1]
 
 
 def test_the_quick_path_never_imports_click(home):

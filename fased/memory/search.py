@@ -130,9 +130,7 @@ def search(state: sqlite3.Connection, home: Path, agent: str, query: str, *,
         if settings.embeddings:
             return _hybrid(index, state, home, settings, query, use_sessions, now_jd, hidden,
                            limit)
-        from fased.memory.index import generation
-
-        hits = ahead.result(generation(index.con)) if ahead is not None else None
+        hits = ahead.result(index) if ahead is not None else None
         if hits is None:
             hits = keyword(index.con, settings, query, sessions=use_sessions,
                            now_jd=now_jd, limit=limit, hidden=hidden)
@@ -193,15 +191,22 @@ class _Ahead:
         self.thread = threading.Thread(target=run, name="fased-memory-query")
         self.thread.start()
 
-    def result(self, now: tuple) -> list[Hit] | None:
-        """The hits, if the index is still in the generation `now` the query read. Damage it
-        met is raised here, in the search's own thread, which drops the index and builds it
-        again (fased.memory.index.using)."""
+    def result(self, index: MemoryIndex) -> list[Hit] | None:
+        """The hits, if `index` is still in the generation the query read. Damage the query
+        met is raised here, in the search's own thread (fased.memory.index.using drops the
+        index and builds it again), if `index` is damaged still: it may be a new one, built
+        after the main thread found the damage first."""
+        from fased.memory.index import generation
+
         self.join()
         damage, self.damage = self.damage, None
-        if damage is not None:  # once: the index built again is asked again, here
-            raise damage
-        return self.hits if self.read is not None and self.read == now else None
+        if damage is not None:
+            if index.damaged():
+                raise damage
+            return None
+        if self.read is None or self.read != generation(index.con):
+            return None
+        return self.hits
 
     def join(self) -> None:
         if self.thread is not None:
