@@ -62,5 +62,10 @@ class _Closed:
 def _open_streams() -> None:
     if sys.stdout is None:
         sys.stdout = _Closed()
+    elif getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # a character the output's encoding has no bytes for (an ASCII or Latin-1 terminal,
+        # a lone surrogate in a server's JSON) is shown as \uXXXX, never a crash mid-output;
+        # under the C locale Python writes such bytes back as they came (surrogateescape)
+        sys.stdout.reconfigure(errors="backslashreplace")
     if sys.stderr is None:  # diagnostics go nowhere, quietly
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)

@@ -89,7 +89,7 @@ def failure_exit(exc: BaseException, app: App | None, attempt: int) -> int:
     if isinstance(exc, BrokenPipeError):
         silence_stdout()
         return 0
-    failure = _environment_failure(app, exc)
+    failure = _not_utf8(exc) or _environment_failure(app, exc)
     if failure is not None:
         print_error(failure.message, failure.hint)
         return failure.exit_code
@@ -114,6 +114,21 @@ def silence_stdout() -> None:
         return  # nothing to flush: stdout was never open
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
+
+
+def _not_utf8(exc: BaseException) -> FasedError | None:
+    """Text with bytes that are not UTF-8 (an argument typed on a Latin-1 terminal, which
+    Python hands over as lone surrogates) met SQLite, the log or a server, which take UTF-8
+    only: whichever name or id it was, one usage error that shows the bytes."""
+    if not (isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed"
+            and isinstance(exc.object, str)):
+        return None
+    from fased.bounds import storable
+    from fased.errors import UsageError
+
+    return UsageError(f"'{storable(exc.object)}' is not UTF-8 text: fased looks up and records "
+                      "names, ids and messages as UTF-8",
+                      hint="give it in UTF-8 (text in another encoding: `iconv -t UTF-8`)")
 
 
 def _appended(app: App | None) -> int:

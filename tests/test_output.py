@@ -79,3 +79,52 @@ def test_help_lists_every_command_without_importing_them(tmp_path):
     loaded = done.stdout.strip().splitlines()[-1]
     assert "fased.commands.memory" not in loaded and "fased.commands.channel" not in loaded
 
+
+
+# an argument with a byte that is not UTF-8 (a Latin-1 terminal): Python hands it over as a
+# lone surrogate, which SQLite, the log and HTTP cannot encode
+NOT_UTF8 = [
+    ("agent", "show", b"\xff"),
+    ("session", "show", b"\xff"),
+    ("task", "show", b"caf\xe9"),
+    ("usage", "--agent", b"\xff"),
+    ("memory", "search", "postgres", "--agent", b"\xff"),
+    ("memory", "search", "postgres", "--agent", b"\xff", "--json"),
+]
+
+
+@pytest.mark.parametrize("args", NOT_UTF8, ids=lambda a: " ".join(map(str, a[:2])))
+def test_an_argument_that_is_not_utf8_is_a_usage_error_not_a_bug(set_up, args):
+    import os
+    import subprocess
+    import sys
+
+    argv = [a if isinstance(a, bytes) else a.encode() for a in args]
+    done = subprocess.run([sys.executable.encode(), b"-c",
+                           b"from fased.commands.entry import main; main()", *argv],
+                          capture_output=True, env=os.environ, timeout=60)
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "internal error" not in err and "Traceback" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("Error: '") and "' is not UTF-8 text" in lines[0], err
+    assert "\\xff" in lines[0] or "\\xe9" in lines[0]
+    assert done.stdout == b""
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_output_a_terminal_cannot_encode_is_escaped_not_a_crash(set_up, encoding):
+    """A terminal or pipe in another encoding than UTF-8 (PYTHONIOENCODING, a Latin-1
+    locale): characters it has no byte for are shown as \\uXXXX, the rest as they are."""
+    import os
+    import subprocess
+    import sys
+
+    (set_up / "workspace" / "MEMORY.md").write_text("The café opens at 9 ✓ 🚀 always.\n")
+    done = subprocess.run([sys.executable, "-c", "from fased.commands.entry import main; "
+                           "main()", "memory", "search", "café"], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": encoding}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode(encoding)
+    assert "\\u2713" in out and "\\U0001f680" in out
+    assert ("café" if encoding == "latin-1" else "caf\\xe9") in out
