@@ -389,8 +389,10 @@ class EventLog:
             f.seek(seg.size)
             torn = None
             scan = _Scan(path, seg, tail=is_last)
-            for _ in scan.records(f, st.st_size, bulk_loads()):
+            ended = [st]
+            for _ in _scan_looking_again(scan, f, ended, bulk_loads()):
                 pass
+            st = ended[-1]
             if scan.torn_at is not None:
                 torn = Torn(path, scan.torn_at, st.st_size, seg.last + 1)
             seg.stamp(st)
@@ -553,7 +555,7 @@ class EventLog:
             path = segs[i][1]
             try:
                 with open(path, "rb") as f:
-                    _, last = _scan_back_for_batch_end(f, os.fstat(f.fileno()).st_size)
+                    _, last = _last_batch_end(f)
             except FileNotFoundError:
                 continue
             if last is not None:
@@ -587,8 +589,9 @@ class EventLog:
                 seg = Segment(first, start, first - 1, last_id)
                 whole = track is not None and start == 0
                 scan = _Scan(path, seg, tail=is_last, mid=start > 0, crc=whole)
+                ended = [st]
                 # from `start` on the chain is checked, and _seek_seq starts before from_seq
-                for record in scan.records(f, st.st_size, loads):
+                for record in _scan_looking_again(scan, f, ended, loads):
                     seq = record["seq"]
                     if to_seq is not None and seq > to_seq:
                         return
@@ -597,7 +600,7 @@ class EventLog:
                         if to_seq is not None and seq >= to_seq:
                             return  # do not decode (or trip over) anything after the range
                 if whole:
-                    seg.stamp(st)
+                    seg.stamp(ended[-1])
                     track.append(seg)
                 expect, last_id = seg.last + 1, seg.last_id
 
@@ -654,7 +657,7 @@ class EventLog:
                                       first=first, last=first)
                 end = os.fstat(f.fileno()).st_size
                 if i == len(segs) - 1:
-                    end, _ = _scan_back_for_batch_end(f, end)
+                    end, _ = _last_batch_end(f)
                 boundary = True
                 for start, line in _lines_back(f, end):
                     try:
@@ -772,6 +775,55 @@ class _Scan:
         elif not follows and not self.tail:
             reason += " of a sealed segment"
         raise CorruptLogError(str(self.path), offset if follows else cut_at, reason)
+
+
+LOOKS = 3  # how often a reader looks again at a last segment that changed as it read it
+
+
+def _scan_looking_again(scan: _Scan, f, ended: list, loads) -> Iterator[dict]:
+    """scan.records(f, ...) up to the size the file had at `ended[-1]` (its stat).
+
+    A reader holds no lock, so the bytes below that size can change while it reads them: a
+    writer that finds a crash's torn tail cuts it and appends in its place. Damage met in
+    the last segment when the file has changed since its stat may be such a mix of two
+    versions of the file: the read goes on from its last whole batch over the file as it is
+    now, up to LOOKS times. Damage in a file that did not change is damage. The stat the
+    read ended with is appended to `ended`."""
+    for look in range(LOOKS):
+        try:
+            yield from scan.records(f, ended[-1].st_size, loads)
+            return
+        except CorruptLogError:
+            now = _changed(f, ended[-1]) if scan.tail and look < LOOKS - 1 else None
+            if now is None:
+                raise
+            ended.append(now)
+
+
+def _last_batch_end(f) -> tuple[int, dict | None]:
+    """_scan_back_for_batch_end of the whole file, looked at again (up to LOOKS times) when
+    what it took for damage was read while a writer changed the file."""
+    st = os.fstat(f.fileno())
+    for look in range(LOOKS):
+        try:
+            return _scan_back_for_batch_end(f, st.st_size)
+        except CorruptLogError:
+            now = _changed(f, st) if look < LOOKS - 1 else None
+            if now is None:
+                raise
+            st = now
+    raise AssertionError("unreachable")
+
+
+def _changed(f, st: os.stat_result) -> os.stat_result | None:
+    """The file's stat now if it changed since `st` (size, mtime or ctime), else None. When
+    it changed, the buffered reader is made to drop the old bytes it may still hold."""
+    now = os.fstat(f.fileno())
+    if (now.st_size, now.st_mtime_ns, now.st_ctime_ns) == (
+            st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        return None
+    f.seek(0, os.SEEK_END)  # a seek within the buffer would read the stale bytes again
+    return now
 
 
 def _batch_follows(batch: list | None, next_index: int) -> bool:

@@ -492,6 +492,44 @@ def test_a_reader_that_saw_a_batch_half_written_is_not_told_the_log_is_damaged(
     assert [r["seq"] for r in EventLog(home).read()] == [1, 2, 3, 4, 5, 6, 7]
 
 
+@pytest.mark.parametrize("how", ["read", "survey"])
+def test_a_reader_whose_torn_tail_a_writer_cuts_and_appends_over_reads_on(tmp_path, how):
+    """A crash left a torn batch. A reader meets it; before the reader looks past it, a
+    writer cuts it (as every append does) and appends in its place, so the bytes below the
+    size the reader began with changed: the reader must not call the log damaged."""
+    import fased.log as log_module
+
+    home = _home(tmp_path)
+    log = EventLog(home)
+    written = _append(log, ["one"]) + _append(log, ["two"])
+    torn = _encoded_batch([_record(3, "torn a"), _record(4, "torn b " + "z" * 30_000)])
+    segment = home / "log" / SEG1
+    with open(segment, "ab") as f:  # the batch's first line whole, its second cut short
+        f.write(torn[:len(torn) - 5000])
+    real = log_module._records_after
+    writer = EventLog(home)
+
+    def a_writer_cuts_then_appends(*args):
+        log_module._records_after = real
+        _append(writer, [f"after {i}" for i in range(200)])
+        return real(*args)
+
+    log_module._records_after = a_writer_cuts_then_appends
+    try:
+        reader = EventLog(home)
+        if how == "read":
+            seqs = [r["seq"] for r in reader.read()]
+        else:
+            state, found = reader.survey()
+            seqs = list(range(1, state.head.seq + 1))
+            assert found is None
+    finally:
+        log_module._records_after = real
+    assert seqs == list(range(1, 203))  # read on over what the writer wrote meanwhile
+    assert [r["data"]["text"] for r in EventLog(home).read()][:3] == ["one", "two", "after 0"]
+    assert [r["id"] for r in written] == [r["id"] for r in EventLog(home).read()][:2]
+
+
 @pytest.mark.parametrize("keep_newline", [False, True], ids=["newline-zeroed", "newline-kept"])
 @pytest.mark.parametrize("last_is_batch", [False, True], ids=["last-single", "last-batch"])
 def test_zero_filled_last_record(tmp_path, last_is_batch, keep_newline):
