@@ -275,15 +275,9 @@ def _rebuild(st, json_: bool) -> None:
 
 
 def _verify(st, json_: bool) -> None:
-    from fased.audit import build_at, compare_databases
+    from fased.audit import differences_from_log
 
-    live = st.db()
-    fresh, path = build_at(st.log, None)
-    try:
-        differences = compare_databases(live, fresh)
-    finally:
-        fresh.close()
-        path.unlink(missing_ok=True)
+    differences = differences_from_log(st.db(), st.log)
     if json_:
         echo_json({"ok": not differences, "differences": differences})
     elif differences:

@@ -318,23 +318,18 @@ def _accept_loss(store, seen: _Seen, head: int, lost: str) -> None:
 def _differences(store) -> str | None:
     """Compare state.db with a fresh build from the log: flipped bytes in a row that SQLite's
     own check cannot see still show here. None when they match."""
-    from fased.audit import build_at, compare_databases
+    from fased.audit import differences_from_log
 
     try:
         live = sqlite3.connect(f"file:{store.db_path}?mode=ro", uri=True)
     except sqlite3.DatabaseError as exc:
         return f"state.db is unreadable ({exc})"
     try:
-        fresh, path = build_at(store.log, None)
+        differences = differences_from_log(live, store.log)
     except StateError:
-        live.close()
         return None  # the log's own findings say why
-    try:
-        differences = compare_databases(live, fresh)
     finally:
         live.close()
-        fresh.close()
-        path.unlink(missing_ok=True)
     if not differences:
         return None
     return "state.db differs from the log: " + "; ".join(differences[:3])
