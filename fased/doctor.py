@@ -19,6 +19,9 @@ from fased.errors import FasedError, LogGapError, StateAheadError, StateError
 from fased.log import EventLog, LogState, segment_name
 from fased.upcast import upcast
 
+# how long doctor waits for the log lock to see whether a tail is torn or being written
+TAIL_LOCK_SECONDS = 2.0
+
 
 @dataclass
 class Finding:
@@ -184,29 +187,24 @@ def _log(log: EventLog, repair: bool, seen: _Seen) -> tuple[list[Finding], LogSt
     track: list = []
     count = 0
     try:
-        segments = log.segments()
         for record in log.read(bulk=True, track=track):
             upcast(record)
             count += 1
+        state, torn = _tail(log, LogState(track), repair, seen)
     except LogGapError as exc:
         return out + _unreadable(exc.message, f"restore the segment holding seq {exc.first} "
                                  f"({log.dir / segment_name(exc.first)}) from a backup; "
                                  f"seqs {exc.first}..{exc.last} are missing"), None
     except FasedError as exc:
         return out + _unreadable(exc.message), None
-    state = LogState(track)
-    if segments:
-        last = segments[-1][1]
-        size = last.stat().st_size
-        good = track[-1].size if track else 0
-        if size > good:
-            out.append(_torn_finding(log, last, good, size, repair, seen, state))
+    if torn is not None:
+        out.append(torn)
     broken = sorted(p.name for p in log.dir.glob("*.broken")) if log.dir.is_dir() else []
     if broken:
         out.append(Finding("log", "info", f"{len(broken)} .broken file(s) hold bytes cut from "
                            f"torn tails: {', '.join(broken[:5])}"))
     span = f"seq 1..{count} gapless" if count else "no events yet"
-    out.append(Finding("log", "ok", f"{count} events in {len(segments)} segment(s), "
+    out.append(Finding("log", "ok", f"{count} events in {len(track)} segment(s), "
                        f"checksums valid, {span}"))
     return out, state
 
@@ -221,23 +219,39 @@ def _unreadable(message: str, what_to_do: str | None = None) -> list[Finding]:
     return out
 
 
-def _torn_finding(log: EventLog, path: Path, good: int, size: int, repair: bool, seen: _Seen,
-                  state: LogState) -> Finding:
-    message = (f"torn tail: {size - good} bytes at byte {good} of {path.name} (an interrupted "
-               "write; the next append moves them to a .broken file)")
-    if not repair:
-        return Finding("log", "warn", message)
+def _tail(log: EventLog, state: LogState, repair: bool,
+          seen: _Seen) -> tuple[LogState, Finding | None]:
+    """The log's end, and a finding when a torn tail is there. A batch a command is still
+    writing looks just like one a crash cut short, so what the read found is looked at
+    again under the lock (writers hold it only to append), and cut there with --repair."""
+    state, torn = log.survey(state)  # its own listing and stat of the last segment
+    if torn is None:
+        return state, None
+    if not log.try_lock(TAIL_LOCK_SECONDS):
+        return state, Finding("log", "info", f"{torn.size - torn.offset} bytes at byte "
+                              f"{torn.offset} of {torn.path.name} are no whole batch yet: "
+                              "the command holding the lock may be writing them")
     try:
-        with log.locked():
-            log.floor = seen.checkpoint if seen.log_id in (None, state.first_id) else 0
-            log.repair_tail()
-    except StateAheadError:
-        return Finding("log", "warn", message + "; not cut: state.db applied events in it "
-                       "(see below)")
+        state, torn = log.survey(state)  # at rest: nothing is being written now
+        if torn is None:
+            return state, None
+        message = (f"torn tail: {torn.size - torn.offset} bytes at byte {torn.offset} of "
+                   f"{torn.path.name} (an interrupted write; the next append moves them to a "
+                   ".broken file)")
+        if not repair:
+            return state, Finding("log", "warn", message)
+        log.floor = seen.checkpoint if seen.log_id in (None, state.first_id) else 0
+        try:
+            cut = log.repair_tail()
+        except StateAheadError:
+            return state, Finding("log", "warn", message + "; not cut: state.db applied "
+                                  "events in it (see below)")
+        finally:
+            log.floor = 0
+        state.segments[-1].size = torn.offset
+        return state, Finding("log", "warn", message, bool(cut))
     finally:
-        log.floor = 0
-    state.segments[-1].size = good
-    return Finding("log", "warn", message, True)
+        log.unlock()
 
 
 # -- the projections --------------------------------------------------------------------------

@@ -290,7 +290,28 @@ class EventLog:
         open between acquisitions: opening it costs as much as the flock."""
         return _Locked(self)
 
-    def _acquire(self) -> None:
+    def try_lock(self, seconds: float) -> bool:
+        """Take the writer lock if it comes free within `seconds` (a reader that must see
+        the log at rest: writers hold it only to append); release it with unlock()."""
+        import time
+
+        if self._lock_depth:
+            self._lock_depth += 1
+            return True
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self._acquire(fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.02)
+
+    def unlock(self) -> None:
+        self._release()
+
+    def _acquire(self, how: int = fcntl.LOCK_EX) -> None:
         if self._lock_depth == 0:
             if self._lock_file is None:
                 try:
@@ -298,7 +319,7 @@ class EventLog:
                 except OSError as exc:
                     raise StateError(f"cannot open {self.lock_path}: {exc.strerror}") from None
                 self._lock_file = os.fdopen(fd, "r+b", buffering=0)
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(self._lock_file.fileno(), how)
             self._state_checked = False  # others may have written while we did not hold it
         self._lock_depth += 1
 

@@ -7,6 +7,9 @@ import fcntl
 import json
 import os
 import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -134,6 +137,54 @@ def test_a_torn_tail_is_a_warning_and_repair_cuts_it_into_a_broken_file(home, ru
     assert "torn tail:" not in again.stdout
     ok("session", "new", "--name", "after")
     assert [e["seq"] for e in events(home)][-2:] == [12, 13]
+
+
+# a real command whose every write to the log is cut to 100 bytes and then waits: its batch
+# stays half written (and its lock held) for about a second
+SLOW_WRITER = """
+import sys, time, types
+import fased.log
+class SlowOs(types.ModuleType):
+    def __getattr__(self, name):
+        return getattr(__import__("os"), name)
+    def write(self, fd, data):
+        import os
+        n = os.write(fd, memoryview(data)[:100])
+        time.sleep(PAUSE)
+        return n
+PAUSE = float(sys.argv.pop(1))
+fased.log.os = SlowOs("os")
+from fased.commands.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("pause", [0.15, 1.0], ids=["lock-freed-soon", "lock-held-long"])
+def test_a_batch_being_written_is_not_reported_as_a_torn_tail(home, run, monkeypatch, pause):
+    """doctor read the log without the lock, then stat'ed the last segment again: any batch
+    a command was writing then was a "torn tail", and --repair said "(repaired)" for it."""
+    import fased.doctor
+
+    monkeypatch.setattr(fased.doctor, "TAIL_LOCK_SECONDS", 2.0 if pause < 0.5 else 0.3)
+    segment = home / "log" / SEGMENT
+    before = segment.stat().st_size
+    writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(pause), "session", "new",
+                               "--name", "slowly"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while segment.stat().st_size == before:  # its batch has begun
+            assert time.monotonic() < deadline and writer.poll() is None
+            time.sleep(0.01)
+        checked = run("doctor", "--repair")
+    finally:
+        assert writer.wait(timeout=60) == 0, writer.stderr.read()
+    assert checked.exit_code == 0, checked.stdout
+    assert "torn tail" not in checked.stdout and "repaired" not in checked.stdout
+    if pause >= 0.5:  # still being written when doctor gave up waiting: said as it is
+        assert "no whole batch yet: the command holding the lock may be writing them" in (
+            checked.stdout)
+    assert "slowly" in {r["name"] for r in projection_rows(home)}
+    assert not list((home / "log").glob("*.broken"))
 
 
 # -- corruption --------------------------------------------------------------------------------
