@@ -19,11 +19,16 @@ from fased.memory.roots import MemorySettings
 
 SNIPPET_TOKENS = 24
 _WORD = re.compile(r"\w+", re.UNICODE)
-QUERY_TERMS = """
-CREATE VIRTUAL TABLE IF NOT EXISTS temp.query USING fts5(text, tokenize='porter unicode61');
-CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms USING fts5vocab(temp, query, instance);
-CREATE VIRTUAL TABLE IF NOT EXISTS temp.fts_instances USING fts5vocab(main, fts, instance);
-"""
+# one statement each: executescript() would commit first, ending the snapshot of a query
+# that reads the index in one (fased.memory.search._Ahead)
+QUERY_TERMS = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query USING fts5(text, tokenize='porter "
+    "unicode61')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_terms USING fts5vocab(temp, query, "
+    "instance)",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.fts_instances USING fts5vocab(main, fts, "
+    "instance)",
+)
 K1, B = 1.2, 0.75  # FTS5's bm25() parameters
 POOL = 50  # candidates FTS5 ranks before they are scored again
 MAX_WORDS = 32
@@ -130,7 +135,8 @@ def _rescore(con: sqlite3.Connection, hits: list[Hit], query: str) -> None:
     word in 100,000 chunks, where this is well under one."""
     if not hits:
         return
-    con.executescript(QUERY_TERMS)
+    for statement in QUERY_TERMS:
+        con.execute(statement)
     con.execute("DELETE FROM temp.query")
     words = query_words(query)
     con.executemany("INSERT INTO temp.query(rowid, text) VALUES (?, ?)",
