@@ -120,7 +120,9 @@ def status(agent, json_):
 @click.option("--force", is_flag=True, help="Chunk every note and message again.")
 @json_option
 def index(agent, force, json_):
-    """Bring the memory index up to date now (a search does this itself).
+    """Bring the memory index up to date now (a search does this itself), after checking
+    every page of it (SQLite's quick_check): an index damaged anywhere is built again, where a
+    search notices damage only in what it reads.
 
     \b
     Examples:

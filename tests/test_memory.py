@@ -392,6 +392,38 @@ def test_the_query_that_runs_ahead_reads_one_snapshot_and_ends_it_cleanly(set_up
     assert len(results(ok, "pelican sighting")) == 5
 
 
+def test_memory_index_checks_the_whole_index_and_mends_damage_no_search_reads(set_up, ok,
+                                                                            run):
+    """A search notices only damage in what it reads; `fased memory index` checks every
+    page first (SQLite's quick_check) and builds a damaged index again."""
+    note(set_up, "MEMORY.md", "# Memory\n\npelican facts\n")
+    ok("memory", "index")
+    index = set_up / "memory" / "index.db"
+    con = sqlite3.connect(index)
+    try:  # the table of notes indexed: a search that finds nothing changed reads none
+        page, = con.execute("SELECT rootpage FROM sqlite_master WHERE name = "
+                            "'files'").fetchone()
+        size, = con.execute("PRAGMA page_size").fetchone()
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+    data = bytearray(index.read_bytes())
+    at = (page - 1) * size + 8  # its first cell's offset (the page holds one row)
+    data[at:at + 2] = b"\xff\xff"
+    index.write_bytes(bytes(data))
+
+    done = run("memory", "index", "--json")
+
+    assert done.exit_code == 0, done.stderr
+    assert "is damaged" in done.stderr and "building it again" in done.stderr
+    assert json.loads(done.stdout)["chunks"] == 1
+    con = sqlite3.connect(index)
+    try:
+        assert con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
+
+
 # -- sessions off ---------------------------------------------------------------------------
 
 

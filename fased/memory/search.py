@@ -308,9 +308,14 @@ def status(state: sqlite3.Connection, home: Path, agent: str) -> dict:
 
 
 def reindex(state: sqlite3.Connection, home: Path, agent: str, force: bool = False) -> dict:
-    """Bring the index up to date now (force: chunk every note and message again)."""
+    """Bring the index up to date now (force: chunk every note and message again), after
+    checking every page of it: a search notices only damage in what it reads, and this is
+    the command that builds a damaged index again whatever page it is in."""
     settings = memory_settings(state, home, agent)
+
     def work(index: MemoryIndex) -> dict:
+        if index.damaged():  # fased.memory.index.using drops it and builds it again
+            raise sqlite3.DatabaseError("SQLite's quick_check finds it malformed")
         changed = refresh(index, state, home, settings, force=force)
         return {"agent": settings.agent, **changed, **index.counts(settings.agent)}
 
