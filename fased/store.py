@@ -124,7 +124,6 @@ class Outcome:
     result: object = None
 
 
-
 def event_id() -> str:
     """A new event's id: a random (version 4) UUID in hex, what uuid.uuid4().hex gives,
     without importing uuid, which costs every command ~6 ms (it imports platform)."""
@@ -132,6 +131,7 @@ def event_id() -> str:
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
     return raw.hex()
+
 
 class Store:
     """One fased home: its log, its projections, and who is acting (for `meta`)."""

@@ -61,6 +61,15 @@ def julian(when: datetime) -> float:
     return when.timestamp() / 86400.0 + 2440587.5
 
 
+class Damaged(sqlite3.DatabaseError):
+    """The index, checked whole (MemoryIndex.check), is damaged: using() builds it again
+    without checking it once more."""
+
+    def __init__(self, seen: BaseException):
+        super().__init__(str(seen))
+        self.seen = seen
+
+
 class MemoryIndex:
     """One home's memory index file."""
 
@@ -118,6 +127,12 @@ class MemoryIndex:
                 pass
             except OSError as exc:
                 raise unusable(self.path, exc) from None
+
+    def check(self, seen: BaseException | None = None) -> None:
+        """Raise Damaged when a check of every page (quick_check) finds the index damaged;
+        `seen`: the error that made the caller look, which using() then reports."""
+        if self.damaged():
+            raise Damaged(seen or sqlite3.DatabaseError("quick_check finds it malformed"))
 
     def damaged(self) -> bool:
         """Whether the index file itself is damaged (not another database, not a lock)."""
@@ -417,13 +432,14 @@ def using(home: Path, work, say) -> object:
                 raise busy(index.path) from None
             if _is_index_error(exc):
                 raise unusable(index.path, exc) from None
-            if not is_damage(exc) or not index.damaged():
+            if not isinstance(exc, Damaged) and (not is_damage(exc) or not index.damaged()):
                 raise  # not the index's: state.db's, handled where it is read
+            seen = exc.seen if isinstance(exc, Damaged) else exc
             if attempt:  # damaged again right after it was built: say so, never loop
-                raise unusable(index.path, exc) from None
+                raise unusable(index.path, seen) from None
             from fased.safetext import describe
 
-            say(f"fased: the memory index ({index.path}) is damaged ({describe(exc)}); "
+            say(f"fased: the memory index ({index.path}) is damaged ({describe(seen)}); "
                 "building it again")
             index.close()
             index.drop()

@@ -194,15 +194,14 @@ class _Ahead:
     def result(self, index: MemoryIndex) -> list[Hit] | None:
         """The hits, if `index` is still in the generation the query read. Damage the query
         met is raised here, in the search's own thread (fased.memory.index.using drops the
-        index and builds it again), if `index` is damaged still: it may be a new one, built
-        after the main thread found the damage first."""
+        index and builds it again), if `index` is damaged still (MemoryIndex.check): it may
+        be a new one, built after the main thread found the damage first."""
         from fased.memory.index import generation
 
         self.join()
         damage, self.damage = self.damage, None
         if damage is not None:
-            if index.damaged():
-                raise damage
+            index.check(damage)
             return None
         if self.read is None or self.read != generation(index.con):
             return None
@@ -314,8 +313,7 @@ def reindex(state: sqlite3.Connection, home: Path, agent: str, force: bool = Fal
     settings = memory_settings(state, home, agent)
 
     def work(index: MemoryIndex) -> dict:
-        if index.damaged():  # fased.memory.index.using drops it and builds it again
-            raise sqlite3.DatabaseError("SQLite's quick_check finds it malformed")
+        index.check()  # damaged: fased.memory.index.using drops it and builds it again
         changed = refresh(index, state, home, settings, force=force)
         return {"agent": settings.agent, **changed, **index.counts(settings.agent)}
 
