@@ -68,14 +68,19 @@ def home(models, ok, server) -> Path:
     return models
 
 
+# Scores decay with the age of a note against the clock, so two runs a moment apart can
+# differ in the last digit printed: both paths read the same pinned clock.
+NOW = {"FASED_NOW": "2026-12-01T09:00:00Z"}
+
+
 def run_both(home: Path, args: list[str], env: dict | None = None):
-    """(quick, click): each run on the home as the fixture left it."""
+    """(quick, click): each run on the home as the fixture left it, at the same moment."""
     out = []
     for command in (QUICK, CLICK):
         shutil.rmtree(home)
         shutil.copytree(home.parent / "pristine", home, symlinks=True)
         done = subprocess.run([*command, "memory", "search", *args], capture_output=True,
-                              env={**os.environ, **(env or {})}, timeout=60)
+                              env={**os.environ, **NOW, **(env or {})}, timeout=60)
         out.append((done.returncode, done.stdout, done.stderr))
     return out
 
