@@ -90,7 +90,9 @@ def fail(client: Client, model: str = "fake-model", **kwargs) -> ProviderError:
 @pytest.mark.parametrize("framing", ["chunked", "close"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_stream_deltas_arrive_incrementally(server, family, framing):
-    server.script(Reply("one two three four", delay=0.08, framing=framing))
+    # 0.2 s between pieces: a stall of the loaded machine before the first piece must not
+    # close the 0.6 s the pieces span down to the 0.15 s a buffering client is caught at
+    server.script(Reply("one two three four", delay=0.2, framing=framing))
     seen: list[tuple[float, str]] = []
     result = make(family, server.url).chat(
         "fake-model", HELLO, on_delta=lambda piece: seen.append((time.monotonic(), piece))

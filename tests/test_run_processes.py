@@ -112,10 +112,11 @@ def test_killed_runner_turn_is_answered_once_by_another_after_the_lease(models, 
 def test_the_lease_is_extended_while_the_model_works(models, ok, server, spawn):
     server.script(SLOW)
     [turn] = queue(ok, "hi")
-    runner = spawn("run", "--until-idle", "--lease", "2", "--poll", "0.1")
+    # a 3 s lease renewed every second: a runner stalled 2 s by a loaded machine keeps it
+    runner = spawn("run", "--until-idle", "--lease", "3", "--poll", "0.1")
     wait_for(lambda: server.requests)
-    time.sleep(2.5)  # past the first lease: a second runner must still keep off
-    other = spawn("run", "--until-idle", "--lease", "2", "--poll", "0.1")
+    time.sleep(3.3)  # past the first lease: a second runner must still keep off
+    other = spawn("run", "--until-idle", "--lease", "3", "--poll", "0.1")
 
     for proc in (runner, other):
         proc.communicate(timeout=30)
