@@ -516,7 +516,8 @@ def test_run_channels_never_holds_the_loop_longer_than_the_poll(bot, api):
     try:
         start = time.monotonic()
         assert Ticker(st, lambda s: None).tick(1.0) == 0
-        assert 0.9 <= time.monotonic() - start < 3
+        # at most the poll and a loaded machine's stall; a long poll of its own (25-50 s) fails
+        assert 0.9 <= time.monotonic() - start < 5
         assert api.calls("getUpdates")[-1]["timeout"] == 1
     finally:
         st.close()
