@@ -450,15 +450,20 @@ def _json_of(answered: tuple[int, bytes] | None) -> dict:
 
 
 def _await_answer(address: str, model_path: str) -> None:
-    """Wait until a new server answers /health. llama.cpp's Server() returns before its
-    loop runs, and a server stopped then hangs in its destructor (about one time in 25):
-    each server fased starts has answered before anything can stop it."""
+    """Wait until a new server has answered through its task loop. llama.cpp's Server()
+    returns before that loop runs, and its destructor hangs for good when it stops a loop
+    that has not begun yet (the loop starts after the stop and waits for tasks forever:
+    about one server in 25 stopped at once). /health is answered by the HTTP thread alone,
+    so a server that answered it could still hang (CI caught one); GET /slots is answered
+    by the loop itself. Each server fased starts has answered it before anything can stop
+    it."""
     deadline = time.monotonic() + READY_SECONDS
-    while _ask(address, "GET", "/health", timeout=READY_SECONDS) != 200:
-        if time.monotonic() > deadline:
-            raise FasedError(f"the embedded llama.cpp server for {model_path} started but "
-                             f"did not answer within {READY_SECONDS} s", hint=None)
-        time.sleep(0.005)
+    for path in ("/health", "/slots"):
+        while _ask(address, "GET", path, timeout=READY_SECONDS) != 200:
+            if time.monotonic() > deadline:
+                raise FasedError(f"the embedded llama.cpp server for {model_path} started "
+                                 f"but did not answer within {READY_SECONDS} s", hint=None)
+            time.sleep(0.005)
 
 
 def _start(model_path: str, name: str, cache: Path | None, threads: int | None = None,
