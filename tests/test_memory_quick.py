@@ -55,8 +55,10 @@ COMMAND_LINES = [
 
 
 @pytest.fixture
-def home(models, ok, server) -> Path:
-    """Notes and a session with words to find; a copy of it to restore before every run."""
+def home(models, ok, server, at) -> Path:
+    """Notes and a session with words to find; a copy of it to restore before every run.
+    The clock stays pinned (`at`): scores decay with a note's age against it, and two runs a
+    moment apart could print a different last digit."""
     workspace = models / "workspace"
     (workspace / "memory").mkdir(exist_ok=True)
     (workspace / "MEMORY.md").write_text("# Memory\n\nPostgres runs on db-2.\n")
@@ -68,11 +70,6 @@ def home(models, ok, server) -> Path:
     return models
 
 
-# Scores decay with the age of a note against the clock, so two runs a moment apart can
-# differ in the last digit printed: both paths read the same pinned clock.
-NOW = {"FASED_NOW": "2026-12-01T09:00:00Z"}
-
-
 def run_both(home: Path, args: list[str], env: dict | None = None):
     """(quick, click): each run on the home as the fixture left it, at the same moment."""
     out = []
@@ -80,7 +77,7 @@ def run_both(home: Path, args: list[str], env: dict | None = None):
         shutil.rmtree(home)
         shutil.copytree(home.parent / "pristine", home, symlinks=True)
         done = subprocess.run([*command, "memory", "search", *args], capture_output=True,
-                              env={**os.environ, **NOW, **(env or {})}, timeout=60)
+                              env={**os.environ, **(env or {})}, timeout=60)
         out.append((done.returncode, done.stdout, done.stderr))
     return out
 
