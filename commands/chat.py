@@ -33,7 +33,8 @@ from fased.commands.types import complete_model_refs, complete_sessions
 @click.option("options", "--option", "-o", type=(str, str), multiple=True,
               metavar="KEY VALUE",
               help="A model parameter for this turn (repeatable): temperature (0-2), top_p "
-              "(0-1), max_tokens, seed. Over agents.*.params and models.params in fased.json.")
+              "(0-1), max_tokens, seed. Over agents.*.params and models.params in fased.json; "
+              "`replay --turn ID --request` shows what was sent.")
 @click.option("json_", "--json", is_flag=True,
               help="Print one JSON object: reply, model, usage, turn id, timings.")
 def chat(message, agent, session, new_session, model, save, stream, queue_only, schedule, tz,

@@ -219,7 +219,7 @@ def _requests(st, con, turn: str, json_: bool) -> None:
         names = ", ".join(t["name"] for t in c["tools"]) or "none"
         say(f"tools: {names}")
         if c["options"]:
-            say("options: " + json.dumps(c["options"], ensure_ascii=False))
+            say("options: " + json.dumps(c["options"], ensure_ascii=False, sort_keys=True))
         for m in c["messages"]:
             head = m["role"]
             if m["role"] == "tool":

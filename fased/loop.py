@@ -241,7 +241,7 @@ class AgentLoop:
             "latency_ms": round((time.monotonic() - self.models.started) * 1000, 1),
             "ttft_ms": None if result.ttft_ms is None else round(result.ttft_ms, 1),
             "attempts": max(1, self.models.attempts), "context_dropped": request.plan.dropped,
-            "runner": self.runner.id, "request": request.refs(), "steps": steps}
+            "runner": self.runner.id, "request": request.refs(self.models.sent), "steps": steps}
         if result.replaced_chars:
             data["replaced_chars"] = result.replaced_chars
             self.runner.note(f"fased: the reply from {self.models.current_model} held "
@@ -254,7 +254,7 @@ class AgentLoop:
         before any of the calls runs."""
         c = self.claim
         data = {"turn": c.turn, "agent": c.agent, "session": c.session, "step": step,
-                "model": self.models.current_model, "request": request.refs(),
+                "model": self.models.current_model, "request": request.refs(self.models.sent),
                 "text": result.text, "calls": calls,
                 "usage": usage_data(result.usage),
                 "finish_reason": result.finish_reason, "attempts": max(1, self.models.attempts),

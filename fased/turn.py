@@ -48,6 +48,9 @@ class ModelChain:
         self._pieces: list[str] = []
         self._clients: dict[str, tuple] = {}
         self.toolless: set[str] = set()  # models that refused tools this turn
+        #: the model parameters the last call sent, as its turn.step/turn.completed records
+        self.sent: dict = {}
+        self._narrowed: set[str] = set()  # refs whose range a parameter was put in, said once
         self.started = time.monotonic()
 
     @property
@@ -135,7 +138,13 @@ class ModelChain:
 
         if not model_tools(con, ref):
             self.toolless.add(ref)  # its capabilities say it cannot use them: not offered
-        options = model_params(con, self.claim.agent, ref, self._turn_options(con))
+        wanted = model_params(con, self.claim.agent, ref, self._turn_options(con))
+        options = self.sent = client.sent_options(wanted)
+        for name, (low, high) in client.OPTION_RANGE.items():
+            if name in wanted and options.get(name) != wanted[name] and ref not in self._narrowed:
+                self._narrowed.add(ref)
+                self.runner.note(f"fased: {ref} takes {name} {low:g} to {high:g}; sent "
+                                 f"{options[name]}")
         model_attempt = 0
 
         def attempt():

@@ -76,6 +76,10 @@ def test_the_embedded_model_answers_paris_at_temperature_zero(local):
     assert queued["data"]["options"] == {"temperature": 0.0}
     completed = [e for e in events(local) if e["type"] == "turn.completed"][-1]
     assert completed["data"]["model"] == "local/smollm2-135m"
+    # what was sent, every layer: the model's recommended top_p, -o's temperature, kind
+    # local's reply cap and repeat penalty
+    assert completed["data"]["request"]["options"] == {
+        "temperature": 0.0, "top_p": 0.9, "max_tokens": 256, "repeat_penalty": 1.15}
 
 
 def test_streaming_usage_and_json(local):

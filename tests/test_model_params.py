@@ -309,3 +309,45 @@ def test_pull_list_and_unknown_name(set_up, ok, run):
     assert "smollm2-135m" in ok("agent", "models", "pull", "--list")
     bad = run("agent", "models", "pull", "llama-70b")
     assert bad.exit_code == 2 and "no model 'llama-70b' to pull" in bad.stderr
+
+
+def test_the_parameters_a_call_sent_are_recorded_in_its_turn(models, ok, server, fased_home):
+    """Every layer (fased.json's and -o) merged, as the model got them: `replay --request`
+    used to show `options: {}` for a call that sent fased.json's temperature."""
+    ok("config", "set", "agents.defaults.params", '{"temperature": 0.9, "seed": 1}')
+    ok("config", "set", "models.params", '{"ollama/fake-model": {"top_p": 0.8}}')
+    server.script(Reply("fine"))
+    ok("chat", "-o", "max_tokens", "64", "hi")
+    assert chat_payloads(server)[-1]["options"] == {"temperature": 0.9, "seed": 1,
+                                                    "top_p": 0.8, "num_predict": 64}
+    completed = [e for e in events(fased_home) if e["type"] == "turn.completed"][-1]
+    recorded = {"temperature": 0.9, "seed": 1, "top_p": 0.8, "max_tokens": 64}
+    assert completed["data"]["request"]["options"] == recorded
+    shown = json.loads(ok("replay", "--turn", completed["data"]["turn"], "--request",
+                          "--json"))
+    assert shown[-1]["options"] == recorded
+    text = ok("replay", "--turn", completed["data"]["turn"], "--request")
+    assert 'options: {"max_tokens": 64, "seed": 1, "temperature": 0.9, "top_p": 0.8}' in text
+
+
+def test_a_step_records_the_parameters_its_call_sent(models, ok, server, fased_home):
+    ok("config", "set", "agents.defaults.params", '{"temperature": 0.1}')
+    server.script(Reply("", tool_calls=[("read", json.dumps({"path": "AGENTS.md"}))]),
+                  Reply("done"))
+    ok("chat", "read it")
+    step = [e for e in events(fased_home) if e["type"] == "turn.step"][-1]
+    assert step["data"]["request"]["options"] == {"temperature": 0.1}
+
+
+def test_anthropic_gets_a_temperature_it_takes_and_the_turn_says_so(models, ok, run, server,
+                                                                   fased_home):
+    """The Messages API takes temperature 0 to 1: 1.5 (valid elsewhere) is sent as 1.0,
+    said on stderr, and recorded as sent."""
+    use(ok, server, "anthropic")
+    server.script(Reply("fine"))
+    result = run("chat", "-o", "temperature", "1.5", "hi")
+    assert result.exit_code == 0, result.stderr
+    assert chat_payloads(server)[-1]["temperature"] == 1.0
+    assert "k/fake-model takes temperature 0 to 1; sent 1.0" in result.stderr
+    completed = [e for e in events(fased_home) if e["type"] == "turn.completed"][-1]
+    assert completed["data"]["request"]["options"]["temperature"] == 1.0

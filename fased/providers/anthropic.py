@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 from .base import ChatResult, DeltaCallback, StreamParser, ToolCall, Usage, loads
@@ -157,6 +157,10 @@ class AnthropicClient(HttpClient):
     """POST {base_url}/v1/messages; a base_url given with a trailing /v1 is accepted too."""
 
     family = "anthropic"
+    #: the Messages API has no seed, and its temperature goes from 0 to 1
+    TAKES_OPTIONS = ("temperature", "top_p", "max_tokens")
+    OPTION_RANGE: ClassVar[dict[str, tuple[float, float]]] = {"temperature": (0.0, 1.0)}
+    DEFAULT_MAX_TOKENS = DEFAULT_MAX_TOKENS  # it must be given: the API has no default
 
     def _setup(self) -> None:
         super()._setup()
@@ -186,10 +190,6 @@ class AnthropicClient(HttpClient):
             payload["tools"] = anthropic_tools(tools)
         return "/v1/messages", payload
 
-    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
-        """The Messages API takes temperature and top_p; it has no seed."""
-        payload.update({k: v for k, v in options.items()
-                        if v is not None and k in ("temperature", "top_p")})
 
     def _stream_parser(
         self, model: str, on_delta: DeltaCallback | None, started: float

@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from fased.errors import FasedError
@@ -185,6 +185,26 @@ class Client(ABC):
         #: The error behind the last non-"ok" probe, for `models status` to show.
         self.last_probe_error: ProviderError | None = None
         self._setup()
+
+    #: the model parameters (fased.params.OPTIONS) this kind's API takes; None: every one
+    TAKES_OPTIONS: tuple[str, ...] | None = None
+    #: parameter -> (low, high), where the API takes a narrower range than fased.params
+    OPTION_RANGE: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: the reply's cap sent when no max_tokens is given (None: the server's own)
+    DEFAULT_MAX_TOKENS: int | None = None
+
+    def sent_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        """The parameters this kind sends of `options` (fased.params.model_params): those
+        its API takes, each within the range it takes, max_tokens defaulted. What a turn
+        records as sent, and what `chat` puts on the wire."""
+        sent = {k: v for k, v in (options or {}).items()
+                if v is not None and (self.TAKES_OPTIONS is None or k in self.TAKES_OPTIONS)}
+        for name, (low, high) in self.OPTION_RANGE.items():
+            if name in sent:
+                sent[name] = type(sent[name])(min(max(sent[name], low), high))
+        if self.DEFAULT_MAX_TOKENS is not None:
+            sent.setdefault("max_tokens", self.DEFAULT_MAX_TOKENS)
+        return sent
 
     def _setup(self) -> None:  # noqa: B027 (optional hook, deliberately not abstract)
         """Subclass hook run at the end of __init__ (keeps one constructor signature)."""

@@ -210,9 +210,8 @@ class HttpClient(Client):
         With stream=False, `on_delta` (if given) is called once with the whole text.
         `options` are model parameters (fased.params): max_tokens, temperature, top_p, seed.
         """
-        options = dict(options or {})
-        if options.get("max_tokens") is not None:
-            max_tokens = options.pop("max_tokens")
+        options = self.sent_options({"max_tokens": max_tokens, **(options or {})})
+        max_tokens = options.pop("max_tokens", None)
         return self._chat(model, messages, stream, on_delta, max_tokens, tools, None, options)
 
     def list_models(self) -> list[str]:

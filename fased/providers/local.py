@@ -21,9 +21,8 @@ class LocalClient(OpenAIClient):
     #: llama.cpp's own knob against the loops tiny models fall into ("I'm ready to help.")
     REPEAT_PENALTY = 1.15
 
-    def _sampling(self, payload: dict[str, Any], options: dict[str, Any]) -> None:
-        super()._sampling(payload, options)
-        payload.setdefault("repeat_penalty", self.REPEAT_PENALTY)
+    def sent_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        return {"repeat_penalty": self.REPEAT_PENALTY, **super().sent_options(options)}
 
     def _setup(self) -> None:
         super()._setup()
@@ -46,10 +45,9 @@ class LocalClient(OpenAIClient):
                                    tokens=tokens, need=need)
 
     def chat(self, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
-        options = kwargs.get("options") or {}
-        if kwargs.get("max_tokens") is None and options.get("max_tokens") is None:
-            kwargs["max_tokens"] = self.DEFAULT_MAX_TOKENS
-        room = options.get("max_tokens") or kwargs["max_tokens"]
+        kwargs["options"] = self.sent_options({"max_tokens": kwargs.pop("max_tokens", None),
+                                               **(kwargs.get("options") or {})})
+        room = kwargs["options"]["max_tokens"]
         tools = kwargs.get("tools")
         counted: list[int] = []
         self._ensure_server(_tokens_needed(messages, tools, room),
