@@ -46,8 +46,9 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
     interactive: /help lists its commands, Ctrl-C stops a reply, Ctrl-D leaves.
 
     The reply goes to stdout; diagnostics (retries, fallbacks, dropped context) to stderr.
-    Ctrl-C during the reply keeps what was said (an aborted turn, exit 130); Ctrl-C before it
-    starts (while an earlier turn of the session is answered) withdraws the message.
+    Ctrl-C during the reply keeps what was said (an aborted turn, exit 130; piped or
+    --json, it is printed); Ctrl-C before it starts (while an earlier turn of the session
+    is answered) withdraws the message.
 
     \b
     Examples:
@@ -175,19 +176,18 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
                  "answered")
         raise
-    except Stop:
+    except Stop as stop:
         if withdraw(st, queued):
             note(f"fased: terminated before turn {queued.turn} started; it will not be "
                  "answered")
         else:
+            if stop.result is not None:  # what was said, as after Ctrl-C
+                _show(stop.result, sink, json_, queued.replayed)
             note(f"fased: terminated; turn {queued.turn} ended with what was said")
         raise click.exceptions.Exit(143) from None
     if sink is not None and result.state == "completed":
         sink.finish()
-    if json_:
-        echo_json(turn_json(result, queued.replayed))
-    elif sink is None and result.state in ("completed", "aborted"):
-        echo_reply(result.reply)
+    _show(result, sink, json_, queued.replayed)
     if result.state == "aborted":
         raise click.exceptions.Exit(130)
     require_success(result)
@@ -199,6 +199,14 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
              f"{result.usage.get('output_tokens') or '?'} out · "
              + ("" if cost is None else f"{amount(cost, 'cost')} · ")
              + f"{(result.latency_ms or 0) / 1000:.1f} s]")
+
+
+def _show(result, sink, json_: bool, replayed: bool) -> None:
+    """A finished turn on stdout: its JSON, or (not shown live) the reply or its part."""
+    if json_:
+        echo_json(turn_json(result, replayed))
+    elif sink is None and result.state in ("completed", "aborted"):
+        echo_reply(result.reply)
 
 
 def _tell_override(st, queued, model: str | None) -> None:

@@ -89,7 +89,10 @@ class TurnResult:
 
 
 class Stop(BaseException):
-    """SIGTERM: give the current turn back (or, for chat, end it) and leave."""
+    """SIGTERM: give the current turn back (or, for chat, end it) and leave. `result`: the
+    turn a chat ended (turn.aborted), for it to print as it does after Ctrl-C."""
+
+    result: TurnResult | None = None
 
 
 @contextlib.contextmanager
@@ -274,10 +277,11 @@ class Runner:
             self._finish(claim, "turn.abandoned", {"runner": self.id, "reason": "interrupted"},
                          call)
             raise
-        except Stop:
+        except Stop as stop:
             keeper.stop()
             if interrupt == "abort":  # `timeout 30 fased chat ...`: ended, not re-answered
-                self._finish(claim, "turn.aborted", {
+                # the aborted turn rides on the Stop: chat prints it as after Ctrl-C
+                stop.result = self._finish(claim, "turn.aborted", {
                     "partial_reply": call.partial, "model": call.current_model,
                     "reason": "terminated"}, call)
             else:

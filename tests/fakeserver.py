@@ -536,6 +536,8 @@ class _Handler(BaseHTTPRequestHandler):
                         return
                     sent += 1
                 self._write(event, framing)
+                if carries_text:
+                    self.server.fake.pieces_sent += 1
             if isinstance(step, Drop):
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)  # no terminating chunk
@@ -643,6 +645,9 @@ class FakeModelServer:
         self.unauthorized: Status | None = None
         self.default: Step = Reply()
         self.requests: list[dict[str, Any]] = []
+        #: pieces of reply text written so far, all requests together (a test waits for
+        #: some of a reply to have arrived before it signals, instead of sleeping)
+        self.pieces_sent = 0
         self.url = ""
         self._lock = threading.Lock()
         self._queue: deque[Step] = deque()

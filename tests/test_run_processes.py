@@ -191,8 +191,7 @@ def test_signal_gives_the_turn_back_and_it_is_answered_later(models, ok, server,
     server.script(SLOW)
     [turn] = queue(ok, "hi")
     proc = spawn("run", "--lease", "30", "--poll", "0.1")
-    wait_for(lambda: server.requests)
-    time.sleep(0.3)  # some of the reply has arrived
+    wait_for(lambda: server.pieces_sent >= 2)  # some of the reply has arrived
 
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=15)
@@ -299,6 +298,38 @@ def test_a_chat_stopped_by_signals_ends_its_turn_once(models, server, spawn, sig
     after = run_process("chat", "next")
     assert after.returncode == 0, after.stderr
     assert time.monotonic() - started < 10 and "earlier queued turn" not in after.stderr
+
+
+@pytest.mark.parametrize(("sig", "code", "reason"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_json_chat_stopped_by_a_signal_prints_its_aborted_turn(models, server, spawn, sig,
+                                                                 code, reason):
+    """`timeout 30 fased chat --json ...` (SIGTERM) printed nothing where Ctrl-C printed
+    the aborted turn: a program reading the JSON got no record of what was said."""
+    server.script(Reply("word " * 40, delay=0.1))
+    proc = spawn("chat", "--json", "hi")
+    wait_for(lambda: server.pieces_sent >= 3)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    shown = json.loads(out)
+    [aborted] = [e["data"] for e in events(models) if e["type"] == "turn.aborted"]
+    assert aborted["reason"] == reason
+    assert shown["state"] == "aborted" and shown["turn"] == aborted["turn"]
+    assert shown["reply"] == aborted["partial_reply"] and shown["reply"].startswith("word")
+
+
+def test_a_piped_chat_stopped_by_sigterm_prints_what_was_said(models, server, spawn):
+    """As Ctrl-C does: `timeout 30 fased chat ... > out` keeps the reply's beginning."""
+    server.script(Reply("word " * 40, delay=0.1))
+    proc = spawn("chat", "hi")  # piped: no live display, streamed on the wire
+    wait_for(lambda: server.pieces_sent >= 3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 143, err
+    [aborted] = [e["data"] for e in events(models) if e["type"] == "turn.aborted"]
+    assert out.startswith("word") and out == aborted["partial_reply"] + "\n"
 
 
 def test_reader_going_away_ends_the_turn_and_frees_the_session(models, ok, server, spawn):
