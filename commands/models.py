@@ -194,8 +194,8 @@ def providers_set(provider, base_url, header, remove_header, kind, account_id):
 @json_option
 def providers_list(json_):
     """List registered providers with credential state and catalog size."""
-    from fased.models import providers, resolve_secret
-    from fased.redact import mask_url
+    from fased.models import provider_models as served
+    from fased.models import provider_url, providers, resolve_secret
 
     st = store()
     con = st.db()
@@ -204,12 +204,11 @@ def providers_list(json_):
         _, status = resolve_secret(st.home, r) if r["credential_kind"] != "command" else (
             None, None)
         rows.append({
-            "id": r["id"], "kind": r["kind"], "base_url": mask_url(r["base_url"]),
+            "id": r["id"], "kind": r["kind"], "base_url": provider_url(r),
             "credential": r["credential_kind"] or ("optional" if status and not status.needed
                                                    else (status.source if status else "none")),
             "ready": status.ready if status else None,
-            "models": len(json.loads(r["models"])) if r["models"] else (
-                1 if r["kind"] == "local" else None),  # a GGUF file holds one
+            "models": None if served(r) is None else len(served(r)),
             "models_fetched_at": r["models_fetched_at"], "detected": bool(r["detected"]),
             "model_path": r["model_path"],
         })
@@ -231,8 +230,8 @@ def providers_list(json_):
 @json_option
 def providers_show(provider, json_):
     """Show one provider: endpoint, headers (secret ones hidden), credential, models."""
-    from fased.models import get_provider, resolve_secret
-    from fased.redact import header_is_secret, mask_url
+    from fased.models import get_provider, provider_models, provider_url, resolve_secret
+    from fased.redact import header_is_secret
 
     st = store()
     row = get_provider(st.db(), provider)
@@ -242,14 +241,15 @@ def providers_show(provider, json_):
     # An older fased logged the values of headers that are secret by today's rules.
     logged = [name for name in recorded if header_is_secret(name)]
     detail = {
-        "id": row["id"], "kind": row["kind"], "base_url": mask_url(row["base_url"]),
+        "id": row["id"], "kind": row["kind"], "base_url": provider_url(row),
+        "model_path": row["model_path"],
         "headers": {k: v for k, v in recorded.items() if not header_is_secret(k)},
         "secret_headers": sorted({*stored, *logged}),
         "secret_userinfo": bool(row["secret_userinfo"]),
         "secret_query": json.loads(row["secret_query"] or "[]"),
         "account_id": row["account_id"],
         "credential": {**status.to_dict(), "fingerprint": row["credential_fingerprint"]},
-        "models": json.loads(row["models"]) if row["models"] else None,
+        "models": provider_models(row),
         "models_fetched_at": row["models_fetched_at"], "models_error": row["models_error"],
         "created_at": row["created_at"], "detected": bool(row["detected"]),
     }
@@ -257,7 +257,10 @@ def providers_show(provider, json_):
         echo_json(detail)
         return
     say(f"{row['id']} ({row['kind']})")
-    say(f"  Base URL:   {detail['base_url']}")
+    if row["model_path"]:
+        say(f"  Runs:       embedded in fased, from {row['model_path']}")
+    else:
+        say(f"  Base URL:   {detail['base_url']}")
     if detail["secret_userinfo"]:
         say("  URL secret: userinfo (in credentials.json)")
     for name in detail["secret_query"]:
@@ -276,6 +279,9 @@ def providers_show(provider, json_):
         + ("" if cred["needed"] else " (optional)"))
     if detail["models"] is None:
         say("  Models:     not fetched yet (`fased agent models list --refresh`)")
+    elif row["model_path"]:
+        say("  Models:     1 (the file's own)")
+        say(f"    {row['id']}/{detail['models'][0]}")
     else:
         say(f"  Models:     {len(detail['models'])} (fetched "
             f"{shown_time(row['models_fetched_at'])} UTC)")

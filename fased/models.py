@@ -493,6 +493,22 @@ def local_model_name(model_path: str) -> str:
     return name[:-5] if name.lower().endswith(".gguf") else name
 
 
+def provider_models(row: sqlite3.Row) -> list[str] | None:
+    """The models a provider serves as fased knows them: its fetched catalog, a kind-local
+    provider's one (its file needs no fetching); None when not fetched yet."""
+    if row["kind"] == "local" and row["model_path"]:
+        return [local_model_name(row["model_path"])]
+    return json.loads(row["models"]) if row["models"] else None
+
+
+def provider_url(row: sqlite3.Row) -> str | None:
+    """Where a provider is reached, secrets masked; None for kind local, which runs in
+    fased from its file (its recorded URL is only a placeholder)."""
+    from fased.redact import mask_url
+
+    return None if row["kind"] == "local" else mask_url(row["base_url"])
+
+
 def missing_secrets(row: sqlite3.Row, stored: dict) -> str | None:
     """What the provider was registered with but credentials.json no longer holds, as
     `the secret header X is`, or None."""

@@ -351,3 +351,21 @@ def test_anthropic_gets_a_temperature_it_takes_and_the_turn_says_so(models, ok, 
     assert "k/fake-model takes temperature 0 to 1; sent 1.0" in result.stderr
     completed = [e for e in events(fased_home) if e["type"] == "turn.completed"][-1]
     assert completed["data"]["request"]["options"]["temperature"] == 1.0
+
+
+def test_providers_show_says_where_a_local_provider_runs(set_up, ok, tmp_path):
+    """`providers show` gave a kind-local provider a base URL it never listens on
+    (http://127.0.0.1), its one model "not fetched yet", and no model_path in --json."""
+    model = gguf(tmp_path / "Tiny-Model.Q4.gguf")
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(model))
+    shown = ok("agent", "models", "providers", "show", "mine")
+    assert "127.0.0.1" not in shown and "not fetched" not in shown
+    assert f"  Runs:       embedded in fased, from {model}" in shown.splitlines()
+    assert "    mine/Tiny-Model.Q4" in shown.splitlines()
+    detail = json.loads(ok("agent", "models", "providers", "show", "mine", "--json"))
+    assert (detail["base_url"], detail["model_path"], detail["models"]) == (
+        None, str(model), ["Tiny-Model.Q4"])
+    listed = next(p for p in json.loads(ok("agent", "models", "providers", "list", "--json"))
+                  if p["id"] == "mine")
+    assert listed["base_url"] is None and listed["models"] == 1
