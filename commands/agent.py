@@ -6,7 +6,7 @@ import click
 
 from fased.commands.main import LazyGroup
 from fased.commands.output import echo_json, json_option, note, say, shown_time, store, table
-from fased.commands.types import Name, complete_agents, complete_model_refs
+from fased.commands.types import LinePath, Name, complete_agents, complete_model_refs
 from fased.errors import ConflictError, UsageError
 
 EMOJI = Name("the emoji", limit=32)
@@ -33,7 +33,7 @@ def agent() -> None:
 @agent.command("create")
 @click.argument("agent_id", metavar="ID")
 @click.option("--name", type=Name("the agent name"), help="Display name (default: the id).")
-@click.option("--workspace", metavar="DIR", type=click.Path(file_okay=False),
+@click.option("--workspace", metavar="DIR", type=LinePath(file_okay=False),
               help="Workspace directory (default: derived from the default workspace).")
 @click.option("--model", metavar="REF", help="Primary model ref, e.g. ollama/llama3.2.",
               shell_complete=complete_model_refs)

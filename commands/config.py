@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from fased.commands.main import FasedGroup
-from fased.commands.output import echo_json, say, store
+from fased.commands.output import echo_json, note, say, store
+from fased.commands.types import LinePath
 from fased.errors import FasedError, NotFoundError, UsageError
 
 
@@ -66,19 +67,36 @@ def get(path: str | None, json_: bool) -> None:
 @click.argument("path")
 @click.argument("value")
 def set_(path: str, value: str) -> None:
-    """Set PATH to VALUE."""
+    """Set PATH to VALUE.
+
+    The whole resulting fased.json is checked as a hand edit is. A model ref it brings
+    (an agent's model, an alias, a key of models.params) is one line of printable text; of a
+    registered provider, it must name a model that provider serves. A provider not
+    registered yet is kept, with a note.
+
+    \b
+    Examples:
+      fased config set agents.defaults.model.primary ollama/llama3.2
+      fased config set 'models.params["local/smollm2-135m"]' '{"temperature": 0}'
+    """
     from fased.store import Draft
 
     parsed_value = _coerce(path, value)
 
+    unregistered: set[str] = set()
+
     def decide(con):
-        change = _change(con, "set", path, parsed_value)
+        unregistered.clear()
+        change = _change(con, "set", path, parsed_value, unregistered)
         if change is None:
             return []
         return [Draft("config.set", "config", change)]
 
     outcome = store().transact(decide)
     say(f"Set {path}." if outcome.events else f"{path} already has that value.")
+    for provider in sorted(unregistered) if outcome.events else ():
+        note(f"fased: no provider {provider} is registered yet: a turn that uses it fails until "
+             f"`fased agent models providers add {provider}`")
 
 
 @config.command("unset")
@@ -99,7 +117,7 @@ def unset(path: str) -> None:
 
 
 @config.command("validate")
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.argument("file", required=False, type=LinePath(dir_okay=False))
 def validate(file: str | None) -> None:
     """Check fased.json (or FILE) against the schema; exit 1 naming the line if invalid.
 
@@ -135,8 +153,10 @@ def _coerce(path: str, text: str) -> object:
     return value
 
 
-def _change(con, op: str, path: str, value: object) -> dict | None:
-    """The change `op` makes, validated against the whole document; None if it changes nothing."""
+def _change(con, op: str, path: str, value: object,
+            unregistered: set[str] | None = None) -> dict | None:
+    """The change `op` makes, validated against the whole document; None if it changes
+    nothing. The providers its new refs name that are not registered go in `unregistered`."""
     import copy
 
     from fased.bounds import CONFIG_FILE_BYTES, format_bytes
@@ -178,10 +198,41 @@ def _change(con, op: str, path: str, value: object) -> dict | None:
         unset_path(new, parts)
     hint = "nothing was changed; `man fased-config` lists the keys"
     validate(new, hint=hint)  # as a hand edit of the file would be
+    unknown = _check_new_refs(con, doc, new)
+    if unregistered is not None:
+        unregistered.update(unknown)
     if op == "set" and len(dump(new)) > CONFIG_FILE_BYTES:
         raise UsageError(f"fased.json would be larger than {format_bytes(CONFIG_FILE_BYTES)}, "
                          "the limit", hint=hint)
     return change
+
+
+def _check_new_refs(con, old: dict, new: dict) -> set[str]:
+    """The model refs a change brings, of a registered provider, name a model it serves, as
+    `fased agent models set` checks them. A ref of a provider not registered yet is kept, as
+    a hand edit of the file would be: it is checked when a turn uses it. Returns the
+    providers not registered."""
+    from fased.config import model_refs
+    from fased.models import parse_model_ref, providers
+
+    before = set(model_refs(old))
+    registered = {row["id"] for row in providers(con)}
+    unknown: set[str] = set()
+    for where, ref, keyed in model_refs(new):
+        if (where, ref, keyed) in before:
+            continue
+        provider = ref.strip().partition("/")[0] if "/" in ref else None
+        if provider and provider not in registered:
+            unknown.add(provider)
+            continue
+        try:
+            parsed = parse_model_ref(con, ref)
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc.message}", hint=exc.hint) from None
+        if keyed and str(parsed) != ref:
+            raise UsageError(f"{where}: {ref!r} is not a provider/model ref",
+                             hint=f"write it as {parsed}")
+    return unknown
 
 
 def _agent_at(doc: dict, parts: list, op: str) -> str:

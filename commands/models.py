@@ -85,7 +85,8 @@ def _headers(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--account-id", metavar="ID", help="Cloudflare account id (kind cloudflare).")
 @click.option("--model-path", metavar="FILE.gguf", type=click.Path(dir_okay=False),
               help="Kind local: the GGUF model file to run in fased's embedded llama.cpp "
-              "server (needs `pip install 'fased[local]'`).")
+              "server (needs `pip install 'fased[local]'`). Its name without .gguf is the "
+              "model's name: letters, digits, '.', '_', '+', '-'.")
 def providers_add(provider, kind, base_url, header, account_id, model_path):
     """Register a provider.
 

@@ -15,7 +15,7 @@ from fased.commands.output import (
     store,
     table,
 )
-from fased.commands.types import complete_sessions, count
+from fased.commands.types import LinePath, complete_sessions, count
 from fased.errors import ConflictError
 
 
@@ -183,7 +183,7 @@ def show(ref, agent, last, json_):
 @click.option("--format", "-f", "fmt", type=click.Choice(["md", "jsonl", "json"]), default="md",
               show_default=True, help="md: a transcript to read; jsonl: the session's event "
               "lines from the log; json: one document (turns, steps, calls).")
-@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, writable=True),
+@click.option("--output", "-o", "output", type=LinePath(dir_okay=False, writable=True),
               metavar="FILE", help="Write to FILE instead of stdout.")
 @click.option("--max-chars", type=count(), default=2000, show_default=True, metavar="N",
               help="md: cut each tool call's arguments and result to N characters (0: whole).")

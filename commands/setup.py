@@ -10,11 +10,12 @@ import click
 
 from fased.agents import get_agent
 from fased.commands.output import echo_json, json_option, note, say, store
+from fased.commands.types import LinePath
 from fased.errors import FasedError, UsageError
 
 
 @click.command()
-@click.option("--workspace", metavar="DIR", type=click.Path(file_okay=False),
+@click.option("--workspace", metavar="DIR", type=LinePath(file_okay=False),
               help="Workspace of the default agent (sets agents.defaults.workspace).")
 @click.option("--non-interactive", "-y", is_flag=True, help="Ask nothing; use defaults.")
 @click.option("--no-detect", is_flag=True,

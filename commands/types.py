@@ -76,6 +76,20 @@ class Name(_Bounded):
         return bounds.check_name(text, self.what, self.limit)
 
 
+class LinePath(_Bounded, click.Path):
+    """A path fased keeps or prints: click.Path's checks, on one line of printable text."""
+
+    def __init__(self, **kwargs):
+        click.Path.__init__(self, **kwargs)
+
+    def check(self, text: str) -> str:
+        return bounds.check_path_text(text)
+
+    def convert(self, value, param, ctx):
+        checked = _Bounded.convert(self, value, param, ctx)
+        return click.Path.convert(self, checked, param, ctx)
+
+
 class Message(_Bounded):
     """A chat or task message: at most MESSAGE_BYTES."""
 

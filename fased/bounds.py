@@ -221,6 +221,15 @@ def check_name(text: str, what: str = "the name", limit: int = NAME_CHARS) -> st
     return value
 
 
+def check_path_text(text: str, what: str = "the path") -> str:
+    """A path fased keeps and prints (a workspace, a model file): one line of printable
+    text. A newline in it would print as a line fased never wrote."""
+    if has_control(text):
+        raise UsageError(f"{what} {text!r} holds a control character",
+                         hint="rename it, or give a link to it with a plain name")
+    return text
+
+
 def check_header(name: str, value: str) -> tuple[str, str]:
     """An HTTP header a provider sends: a token name and a one-line value."""
     name = name.strip()

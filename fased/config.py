@@ -233,6 +233,8 @@ def validate(doc: object, text: str | None = None,
     schema = load_schema("config")
     problem = limit_error(doc) or first_error(doc, schema, schema, "fased.json")
     if problem is None:
+        _check_model_refs(doc)
+        _check_paths(doc)
         _check_agent_ids(doc)
         _check_bindings(doc, hint)
         _check_heartbeats(doc)
@@ -274,6 +276,86 @@ def limit_error(doc: object) -> str | None:
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
             return f"{path}: the number is out of range"
     return None
+
+
+#: the maps of fased.json keyed by a model ref, which a model call looks up by its
+#: provider/model: a key of another form is never used
+REF_KEYED = ("prices", "params", "capabilities")
+
+
+def model_refs(doc: dict) -> list[tuple[str, str, bool]]:
+    """(where, ref, keyed) for every model ref in fased.json: the agents' models (primary,
+    fallbacks, task), the aliases' targets, and the keys of models.prices, .params and
+    .capabilities (keyed: it must be a whole provider/model)."""
+    found: list[tuple[str, str, bool]] = []
+    agents = doc.get("agents") or {}
+    places = [("agents.defaults.model", (agents.get("defaults") or {}).get("model"))]
+    places += [(f"agents.list[{i}].model", a.get("model"))
+               for i, a in enumerate(agents.get("list") or []) if isinstance(a, dict)]
+    for where, model in places:
+        if isinstance(model, str):
+            found.append((where, model, False))
+        elif isinstance(model, dict):
+            for key in ("primary", "task"):
+                if isinstance(model.get(key), str):
+                    found.append((f"{where}.{key}", model[key], False))
+            for j, ref in enumerate(model.get("fallbacks") or []):
+                if isinstance(ref, str):
+                    found.append((f"{where}.fallbacks[{j}]", ref, False))
+    models = doc.get("models") or {}
+    for name, ref in (models.get("aliases") or {}).items():
+        if isinstance(ref, str):
+            found.append((f"models.aliases.{name}", ref, False))
+    for table in REF_KEYED:
+        found += [(f"models.{table}", key, True) for key in (models.get(table) or {})]
+    return found
+
+
+def _check_model_refs(doc: dict) -> None:
+    """Every model ref fased.json holds is one line of printable text (it is printed in
+    tables and messages); a key of models.params and the like is a provider/model."""
+    from fased.models import check_ref_text
+
+    for name in ((doc.get("models") or {}).get("aliases") or {}):
+        check_ref_text(name, "alias")  # a name of a ref, printed like one
+    for where, ref, keyed in model_refs(doc):
+        try:
+            text = check_ref_text(ref)
+        except UsageError as exc:
+            raise UsageError(f"fased.json: {where}: {exc.message}", hint=exc.hint) from None
+        if keyed and (text != ref or "/" not in text.strip("/")):
+            raise UsageError(f"fased.json: {where}: {ref!r} is not a provider/model ref",
+                             hint="its keys are whole refs, as `fased agent models list` "
+                             "shows them (ollama/llama3.2)")
+
+
+#: keys of fased.json whose values (a string, or a list of them) are paths
+PATH_KEYS = frozenset({"workspace", "workspaceRoot", "roots", "extraDirs"})
+
+
+def _check_paths(doc: dict) -> None:
+    """Every path fased.json holds is one line of printable text (fased prints them)."""
+    from fased.bounds import check_path_text
+
+    stack: list[tuple[object, str]] = [(doc, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                here = f"{where}.{key}" if where else key
+                if key in PATH_KEYS:
+                    for i, path in enumerate(item if isinstance(item, list) else [item]):
+                        if isinstance(path, str):
+                            try:
+                                check_path_text(path)
+                            except UsageError as exc:
+                                at = f"{here}[{i}]" if isinstance(item, list) else here
+                                raise UsageError(f"fased.json: {at}: {exc.message}",
+                                                 hint=exc.hint) from None
+                else:
+                    stack.append((item, here))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
 
 
 def _check_heartbeats(doc: dict) -> None:

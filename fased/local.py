@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -77,9 +78,13 @@ def size_text(size: int) -> str:
 
 def check_gguf(path: str | Path) -> Path:
     """An existing GGUF file (its magic bytes), as an absolute path; else a usage error."""
-    from fased.bounds import NotRegularFile, read_head
+    from fased.bounds import NotRegularFile, has_control, read_head
 
     where = Path(path).expanduser()
+    if has_control(str(where)):
+        raise UsageError(f"the model path {str(where)!r} holds a control character",
+                         hint="rename it, or link to it from a plain name: ln -s PATH "
+                         "~/models/NAME.gguf")
     try:
         magic = read_head(where, 4)
     except FileNotFoundError:
@@ -93,7 +98,30 @@ def check_gguf(path: str | Path) -> Path:
     if magic != GGUF_MAGIC:
         raise UsageError(f"{where} is not a GGUF file (it does not start with 'GGUF')",
                          hint="kind local runs GGUF model files (llama.cpp's format)")
+    _check_model_file_name(where)
     return where.absolute()
+
+
+#: the name of a GGUF file, which is its model's name in every ref (mine/NAME)
+_MODEL_FILE = r"[^\W_][\w.+-]*\.[gG][gG][uU][fF]"
+
+
+def _check_model_file_name(where: Path) -> None:
+    """A file whose name makes a model name: no spaces, ending in .gguf."""
+    import shlex
+
+    link = f"; or link to it: ln -s {shlex.quote(str(where))} ~/models/NAME.gguf"
+    name = where.name
+    if not name.lower().endswith(".gguf"):
+        raise UsageError(f"{name} does not end in .gguf: the file's name is its model's "
+                         "name", hint="kind local runs GGUF model files" + link)
+    if name.lower() == ".gguf":
+        raise UsageError(f"{where} names no model (the file's name before .gguf is its "
+                         "model's name)", hint="rename it" + link)
+    if re.fullmatch(_MODEL_FILE, name) is None:
+        what = "a space" if " " in name else "a character a model name cannot have"
+        raise UsageError(f"{name!r} holds {what}: the file's name is its model's name "
+                         "(letters, digits, '.', '_', '+', '-')", hint="rename it" + link)
 
 
 def sha256_of(path: Path) -> str:

@@ -233,12 +233,30 @@ def default_provider(con: sqlite3.Connection) -> str | None:
     return registered[0] if len(registered) == 1 else None
 
 
+REF_CHARS = 300  # a model ref: provider id (64) and a model name servers give (~100)
+
+
+def check_ref_text(ref: str, what: str = "model ref") -> str:
+    """A model ref as text, stripped: one line of printable text (it goes into refs, tables
+    and every message that names the model), at most REF_CHARS characters."""
+    from fased.bounds import has_control
+
+    text = ref.strip()
+    if not text:
+        raise UsageError(f"empty {what}", hint="use provider/model")
+    if has_control(text):
+        raise UsageError(f"{what} {text!r} holds a control character",
+                         hint="a model ref is provider/model on one line of printable text")
+    if len(text) > REF_CHARS:
+        raise UsageError(f"{what} {text!r} is {len(text):,} characters; the limit is "
+                         f"{REF_CHARS}")
+    return text
+
+
 def parse_model_ref(con: sqlite3.Connection, ref: str) -> ModelRef:
     """`provider/model` split on the first `/`; a bare name is an alias, else a model of the
     default provider. Errors list what is registered."""
-    text = ref.strip()
-    if not text:
-        raise UsageError("empty model ref")
+    text = check_ref_text(ref)
     registered = [r["id"] for r in providers(con)]
     listing = ", ".join(registered) if registered else "none yet"
     if "/" not in text:

@@ -369,3 +369,121 @@ def test_providers_show_says_where_a_local_provider_runs(set_up, ok, tmp_path):
     listed = next(p for p in json.loads(ok("agent", "models", "providers", "list", "--json"))
                   if p["id"] == "mine")
     assert listed["base_url"] is None and listed["models"] == 1
+
+
+# -- names and refs: one line of printable text, everywhere -----------------------------------
+
+@pytest.mark.parametrize("bad", ["ollama/a\nb", "ollama/a\x1b[31mb", "ollama/a\rb",
+                                 "ollama/a\tb", "ollama/\u202eevil"])
+def test_a_model_ref_with_a_control_character_is_refused_everywhere(models, run, fased_home,
+                                                                    bad):
+    """`models set primary "ollama/a<newline>b"` was kept, then printed raw in every
+    message that named it (a second line on the terminal that fased never wrote)."""
+    ok_ = run("session", "new", "--name", "work")
+    assert ok_.exit_code == 0
+    before = len(events(fased_home))
+    for args in (("agent", "models", "set", "primary", bad),
+                 ("agent", "models", "fallback", "add", bad),
+                 ("chat", "-m", bad, "hello"),
+                 ("session", "model", "set", bad),
+                 ("task", "new", "--every", "1h", "--message", "hi", "--model", bad),
+                 ("config", "set", "agents.defaults.model.primary", bad),
+                 ("config", "set", "models.params", json.dumps({bad: {"seed": 1}})),
+                 ("config", "set", "models.capabilities", json.dumps({bad: {"tools": True}}))):
+        refused = run(*args)
+        assert refused.exit_code == 2, (args, refused.stdout, refused.stderr)
+        assert "holds a control character" in refused.stderr, (args, refused.stderr)
+        assert "\n" not in refused.stderr.split("Error: ", 1)[1].split("\nHint:")[0]
+        assert "Traceback" not in refused.stderr
+    assert len(events(fased_home)) == before
+
+
+@pytest.mark.parametrize(("table", "value"), [
+    ("models.params", {"seed": 1}), ("models.capabilities", {"tools": True})])
+def test_fased_json_keys_that_name_models_are_refs_fased_can_use(models, ok, run, tmp_path,
+                                                                 fased_home, table, value):
+    """models.params and models.capabilities took any key: one no model call could ever
+    match (`local/otherName` of a one-model provider, an empty key, a bare name)."""
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(gguf(tmp_path / "Tiny-Model.Q4.gguf")))
+    before = len(events(fased_home))
+    for key, says in (("", "empty model ref"),
+                      ("fake-model", "is not a provider/model ref"),
+                      ("mine/otherName", "provider mine runs one model, Tiny-Model.Q4")):
+        refused = run("config", "set", table, json.dumps({key: value}))
+        assert refused.exit_code == 2, (key, refused.stderr)
+        assert says in refused.stderr, (key, refused.stderr)
+    assert len(events(fased_home)) == before
+    # a provider not registered yet is kept, as a hand edit is, and said so
+    kept = run("config", "set", table, json.dumps({"nope/x": value}))
+    assert kept.exit_code == 0, kept.stderr
+    assert ("fased: no provider nope is registered yet: a turn that uses it fails until "
+            "`fased agent models providers add nope`") in kept.stderr
+    ok("config", "set", table, json.dumps({"mine/Tiny-Model.Q4": value,
+                                           "ollama/fake-model": value}))
+
+
+def test_a_hand_edited_fased_json_key_with_a_control_character_is_refused(models, run,
+                                                                          fased_home):
+    doc = json.loads((fased_home / "fased.json").read_text())
+    doc.setdefault("models", {})["params"] = {"ollama/x\u001b]0;pwned\u0007": {"seed": 1}}
+    (fased_home / "fased.json").write_text(json.dumps(doc))
+    result = run("config", "validate")
+    assert result.exit_code != 0
+    assert "holds a control character" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    (".gguf", "names no model"),
+    ("my model.gguf", "a space"),
+    ("tab\tmodel.gguf", "a control character"),
+    ("model.bin", "does not end in .gguf"),
+    ("new\nline.gguf", "a control character"),
+])
+def test_a_local_model_file_name_must_make_a_model_name(set_up, run, tmp_path, fased_home,
+                                                        name, says):
+    """The file's name is the model's name in every ref: `.gguf` gave the model "" (shown
+    as `e1/`), and spaces, tabs and newlines went into refs and messages."""
+    model = gguf(tmp_path / name)
+    before = len(events(fased_home))
+    refused = run("agent", "models", "providers", "add", "e1", "--kind", "local",
+                  "--model-path", str(model))
+    assert refused.exit_code == 2, refused.stdout
+    assert says in refused.stderr, refused.stderr
+    assert "ln -s" in refused.stderr  # a link with a plain name is the way round
+    assert len(events(fased_home)) == before
+
+
+def test_a_local_model_in_a_folder_with_a_newline_is_refused(set_up, run, tmp_path,
+                                                             fased_home):
+    folder = tmp_path / "we\nird"
+    folder.mkdir()
+    refused = run("agent", "models", "providers", "add", "e1", "--kind", "local",
+                  "--model-path", str(gguf(folder / "Tiny.gguf")))
+    assert refused.exit_code == 2
+    assert "holds a control character" in refused.stderr
+    assert refused.stderr.count("\n") <= 2  # Error: and Hint:, one line each
+
+
+def test_a_server_listing_a_model_name_with_control_characters_is_not_listed(models, ok,
+                                                                              server):
+    server.models = ["fake-model", "evil\nname", "bell\x07", "fine:latest"]
+    listed = json.loads(ok("agent", "models", "list", "--refresh", "--json"))
+    assert [m["model"] for m in listed] == ["fake-model", "fine:latest"]
+
+
+def test_a_path_fased_keeps_and_prints_is_one_line(set_up, run, tmp_path, fased_home):
+    """`setup --workspace "/tmp/a<newline>b"` printed `Created in /tmp/a` and a line `b: ...`
+    that fased never wrote; every path it keeps is refused the same way."""
+    bad = str(tmp_path / "a\nb")
+    before = len(events(fased_home))
+    for args in (("setup", "-y", "--no-detect", "--workspace", bad),
+                 ("agent", "create", "bob", "--workspace", bad),
+                 ("config", "set", "agents.defaults.workspace", bad),
+                 ("config", "set", "memory.roots", json.dumps([bad])),
+                 ("session", "export", "s-1", "-o", bad)):
+        refused = run(*args)
+        assert refused.exit_code == 2, (args, refused.stdout, refused.stderr)
+        assert "holds a control character" in refused.stderr, (args, refused.stderr)
+    assert len(events(fased_home)) == before
+    assert not (tmp_path / "a\nb").exists()

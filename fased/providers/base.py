@@ -284,8 +284,12 @@ def safe_result(result: ChatResult) -> ChatResult:
 
 
 def safe_names(names: list[Any]) -> list[str]:
-    """Model names from a server's list: strings only, repaired."""
-    return [repair(n)[0] for n in names if isinstance(n, str) and n]
+    """Model names from a server's list: strings only, repaired; a name with a control
+    character is left out (no ref may hold one: fased.models.check_ref_text)."""
+    from fased.bounds import has_control
+
+    repaired = (repair(n)[0] for n in names if isinstance(n, str) and n)
+    return [n for n in repaired if not has_control(n)]
 
 
 def _count(value: Any) -> int | None:
