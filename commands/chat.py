@@ -72,6 +72,10 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
     params = parse_options(options)
     _check_schedule_options(schedule, tz, queue=queue_only, model=model, save=save,
                             new_session=new_session, stream=stream, option=bool(params))
+    if not (queue_only or schedule):
+        from fased.local import check_settings
+
+        check_settings()  # before anything is queued: the embedded model's settings
     text = _message(message)
     if text is None:
         if sys.stdin.isatty() and sys.stdout.isatty() and not json_ and not queue_only:

@@ -76,8 +76,10 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json
     if dry_run:
         _dry_run(agent, max_turns, json_)
         return
+    from fased.local import check_settings
     from fased.runner import Runner, Stop, sigterm_stops
 
+    check_settings()  # the embedded model's, before a turn is claimed
     counts = {"completed": 0, "failed": 0, "models_failed": 0, "internal": 0}
     try:
         with sigterm_stops():

@@ -399,6 +399,10 @@ def run_(task_id, queue_only, json_):
     from fased.commands.output import echo_reply, turn_json
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
+    if not queue_only:
+        from fased.local import check_settings
+
+        check_settings()  # the embedded model's, before the task fires
     st = store()
 
     def decide(con):

@@ -548,6 +548,14 @@ def context_size() -> int:
     return env_int("FASED_LOCAL_CTX", 4096, MIN_CTX, 1 << 20)
 
 
+def check_settings() -> None:
+    """Refuse a bad FASED_LOCAL_CTX or FASED_LOCAL_THREADS before a command queues or runs a
+    turn (a UsageError naming the variable), not as the failure of a turn it answers."""
+    context_size()
+    if os.environ.get("FASED_LOCAL_THREADS"):
+        decode_threads()
+
+
 def decode_threads() -> int:
     """How many threads llama.cpp computes with: $FASED_LOCAL_THREADS, else one a CPU this
     process may use that no other runnable task is using right now (at most 8, at least 1).

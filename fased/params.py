@@ -37,7 +37,7 @@ def parse_option(key: str, text: str) -> tuple[str, float | int]:
         raise UsageError(f"unknown model option {key!r}", hint="options: " + ", ".join(OPTIONS))
     low, high, integer = OPTIONS[name]
     value = parse_number(text, low=low, high=high, integer=integer, what=f"option {name}")
-    return name, int(value) if integer else float(value)
+    return name, int(value) if integer else float(value) + 0.0  # -0 is 0
 
 
 def parse_options(pairs: tuple[tuple[str, str], ...]) -> dict:
@@ -54,8 +54,10 @@ def model_params(con: sqlite3.Connection, agent: str, ref: str, turn: dict | Non
     row = con.execute("SELECT config FROM agents WHERE id = ?", (agent,)).fetchone()
     own = json.loads(row[0] or "{}") if row else {}
     per_model = ((doc.get("models") or {}).get("params") or {}).get(ref) or {}
-    return {**_recommended(con, ref), **(defaults.get("params") or {}), **per_model,
-            **(own.get("params") or {}), **(turn or {})}
+    merged = {**_recommended(con, ref), **(defaults.get("params") or {}), **per_model,
+              **(own.get("params") or {}), **(turn or {})}
+    return {key: value + 0.0 if isinstance(value, float) else value  # -0.0 is 0.0
+            for key, value in merged.items()}
 
 
 def _provider(con: sqlite3.Connection, provider: str) -> tuple[str, str | None] | None:

@@ -75,6 +75,26 @@ def test_bad_options_are_usage_errors_that_queue_nothing(models, run, server, fa
     assert chat_payloads(server) == []
 
 
+def test_a_negative_zero_option_is_zero_on_the_wire_and_in_the_turn(models, ok, server,
+                                                                     fased_home):
+    """`-o temperature -0` was recorded (and sent) as -0.0: a value no one typed, shown by
+    replay as `-0.0`. A zero is zero, from -o and from fased.json alike."""
+    import math
+
+    ok("config", "set", "agents.defaults.params", '{"top_p": -0.0}')
+    server.script(Reply("fine"))
+    ok("chat", "-o", "temperature", "-0", "hi")
+    sent = chat_payloads(server)[-1]["options"]
+    assert (math.copysign(1, sent["temperature"]), math.copysign(1, sent["top_p"])) == (1, 1)
+    queued = [e for e in events(fased_home) if e["type"] == "turn.queued"][-1]
+    assert math.copysign(1, queued["data"]["options"]["temperature"]) == 1
+    done = [e for e in events(fased_home) if e["type"] == "turn.completed"][-1]
+    assert done["data"]["request"]["options"] == {"temperature": 0.0, "top_p": 0.0}
+    assert "-0.0" not in json.dumps(done["data"])
+    shown = ok("replay", "--turn", done["data"]["turn"], "--request")
+    assert "0.0" in shown and "-0" not in shown
+
+
 def test_config_params_layer_agent_over_model_over_defaults_and_chat_over_all(
         models, ok, server):
     ok("config", "set", "agents.defaults.params", '{"temperature": 0.9, "seed": 1}')
@@ -238,16 +258,23 @@ def test_the_embedded_server_holds_the_context_a_request_and_the_cache_need(monk
 
 
 def test_a_bad_local_setting_in_the_environment_is_one_clear_error(set_up, ok, run, tmp_path,
-                                                                  monkeypatch):
+                                                                  fased_home):
+    """A bad FASED_LOCAL_CTX or FASED_LOCAL_THREADS failed the turn (exit 5, a failed turn
+    in the session) instead of being refused before anything was queued."""
     pytest.importorskip("xllamacpp")
     ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
        str(gguf(tmp_path / "m.gguf")))
     ok("agent", "models", "set", "primary", "mine/m")
-    for name, value in (("FASED_LOCAL_THREADS", "lots"), ("FASED_LOCAL_CTX", "0")):
-        result = run("chat", "hi", env={name: value})
-        assert result.exit_code == 5, result.stderr
-        assert f"{name} must be a whole number from" in result.stderr
-        assert "Traceback" not in result.stderr
+    ok("task", "new", "--every", "1h", "--message", "check", "--name", "t")
+    before = len(events(fased_home))
+    for name, value in (("FASED_LOCAL_THREADS", "lots"), ("FASED_LOCAL_CTX", "0"),
+                        ("FASED_LOCAL_CTX", "99999999999")):
+        for args in (("chat", "hi"), ("run", "--once"), ("task", "run", "t")):
+            result = run(*args, env={name: value})
+            assert result.exit_code == 2, (args, result.stderr)
+            assert f"{name} must be a whole number from" in result.stderr
+            assert "Traceback" not in result.stderr
+    assert len(events(fased_home)) == before
 
 
 def test_a_local_models_context_is_the_window_its_history_is_planned_for(set_up, ok,
