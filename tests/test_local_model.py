@@ -336,6 +336,8 @@ def test_a_second_pull_downloads_nothing(local):
     assert "Registered" not in again.stdout  # nothing new to register
     assert (local / "models" / SPEC.file).stat().st_ino == before
     assert len([e for e in events(local) if e["type"] == "provider.added"]) == 1
+    listed = run_process("agent", "models", "pull", "--list", "--json", env=NO_INDEX)
+    assert [(m["present"], m["damaged"]) for m in json.loads(listed.stdout)] == [(True, False)]
 
 
 def test_a_pull_killed_midway_leaves_nothing_behind_after_the_next(pulled, fased_home):

