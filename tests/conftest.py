@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -121,6 +122,21 @@ def run_together(when: str, n: int = 2) -> None:
     finally:
         for p in procs:
             p.kill()
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str):
+    """A tmpfs of `size` (`3m`) mounted at `mount` (created) for the block: a disk that
+    fills, for real. Skips the test where none can be mounted."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def events(home: Path) -> list[dict]:

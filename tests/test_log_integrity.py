@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import error_line, events, rows, run_process
+from conftest import error_line, events, rows, run_process, tmpfs
 
 from fased.log import EventLog
 
@@ -272,16 +272,8 @@ def test_a_damaged_last_record_that_state_db_applied_is_not_cut_as_a_torn_tail(
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MiB tmpfs, and a way to fill it to the last byte; skipped where none can be mounted."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(mount: Path) -> Path:

