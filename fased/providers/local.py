@@ -59,6 +59,10 @@ class LocalClient(OpenAIClient):
             hint = (f"the embedded server holds at most {context_size()} tokens: ask for a "
                     f"shorter reply (-o max_tokens {context_size() // 4}), or set "
                     "FASED_LOCAL_CTX higher")
+        elif sum(m.get("role") == "user" for m in messages) <= 1:  # no history to leave
+            hint = (f"the message alone is more than the embedded server holds "
+                    f"({context_size()} tokens): send a shorter one (or point the agent at a "
+                    "file), or set FASED_LOCAL_CTX higher")
         else:
             hint = (f"the embedded server holds at most {context_size()} tokens: set "
                     "FASED_LOCAL_CTX higher, or start a new session (fased chat "
