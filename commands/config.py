@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from fased.bounds import clip_line
 from fased.commands.main import FasedGroup
 from fased.commands.output import echo_json, note, say, store
 from fased.commands.types import LinePath
@@ -93,7 +94,8 @@ def set_(path: str, value: str) -> None:
         return [Draft("config.set", "config", change)]
 
     outcome = store().transact(decide)
-    say(f"Set {path}." if outcome.events else f"{path} already has that value.")
+    shown = clip_line(path, 200)
+    say(f"Set {shown}." if outcome.events else f"{shown} already has that value.")
     for provider in sorted(unregistered) if outcome.events else ():
         note(f"fased: no provider {provider} is registered yet: a turn that uses it fails until "
              f"`fased agent models providers add {provider}`")
@@ -113,7 +115,8 @@ def unset(path: str) -> None:
         return [Draft("config.unset", "config", change)]
 
     outcome = store().transact(decide)
-    say(f"Unset {path}." if outcome.events else f"{path} was not set.")
+    shown = clip_line(path, 200)
+    say(f"Unset {shown}." if outcome.events else f"{shown} was not set.")
 
 
 @config.command("validate")

@@ -83,7 +83,12 @@ class LinePath(_Bounded, click.Path):
         click.Path.__init__(self, **kwargs)
 
     def check(self, text: str) -> str:
-        return bounds.check_path_text(text)
+        import os
+
+        bounds.check_path_text(text)
+        # as it is kept: absolute, so the working directory's name is in it too
+        bounds.check_path_text(os.path.abspath(os.path.expanduser(text)))
+        return text
 
     def convert(self, value, param, ctx):
         checked = _Bounded.convert(self, value, param, ctx)

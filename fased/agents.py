@@ -83,6 +83,26 @@ def workspace_for(con: sqlite3.Connection, home: Path, agent: sqlite3.Row) -> Pa
     return home / f"workspace-{agent['id']}"
 
 
+def make_workspace(path: Path) -> list[Path]:
+    """Make a workspace directory (and its parents) before the agent that needs it is
+    recorded: one that cannot be made (a name too long, a file in the way, /proc) is a
+    usage error that changes nothing. Returns the directories made, outermost first, for
+    fased.tools.fileio.remove_dirs to undo."""
+    from fased.bounds import check_path_text
+    from fased.tools.fileio import make_parents
+
+    check_path_text(str(path), "the workspace")
+    try:
+        created = make_parents(path / "_")  # `path` itself and what is missing above it
+    except OSError as exc:
+        raise UsageError(f"cannot make the workspace {path}: {exc.strerror or exc}",
+                         hint="give another --workspace") from None
+    if not path.is_dir():
+        raise UsageError(f"cannot make the workspace {path}: something else is there",
+                         hint="give another --workspace")
+    return created
+
+
 def skip_bootstrap(con: sqlite3.Connection) -> bool:
     from fased.config import config_doc
 

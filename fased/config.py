@@ -59,6 +59,11 @@ def parse_path(path: str) -> list[str | int]:
         pos = match.end()
     if not parts or not isinstance(parts[0], str):
         raise UsageError(f"invalid config path {path!r}")
+    from fased.bounds import has_control
+
+    if any(isinstance(part, str) and has_control(part) for part in parts):
+        raise UsageError(f"invalid config path {path!r}: a key holds a control character",
+                         hint="the keys of fased.json are one line of printable text")
     return parts
 
 
@@ -234,7 +239,8 @@ def validate(doc: object, text: str | None = None,
     problem = limit_error(doc) or first_error(doc, schema, schema, "fased.json")
     if problem is None:
         _check_model_refs(doc)
-        _check_paths(doc)
+        _check_one_line(doc)
+        _check_user_timezones(doc)
         _check_agent_ids(doc)
         _check_bindings(doc, hint)
         _check_heartbeats(doc)
@@ -329,33 +335,60 @@ def _check_model_refs(doc: dict) -> None:
                              "shows them (ollama/llama3.2)")
 
 
+#: the values of fased.json that are text of several lines: a system prompt, a hook's
+#: script. Every other string (names, paths, tool names, chat ids, zones) and every key is
+#: one line of printable text: fased prints them in tables, `show` and messages
+MULTILINE_KEYS = frozenset({"systemPrompt", "run"})
+
+
+def _check_one_line(doc: dict) -> None:
+    """Every key and every string of fased.json is one line of printable text, but those
+    of MULTILINE_KEYS and a skill's own settings (skills.entries.NAME: its env values and
+    config are the skill's to read; their keys are still one line)."""
+    from fased.bounds import has_control
+
+    stack: list[tuple[object, str, bool]] = [(doc, "", False)]
+    while stack:
+        value, where, free = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                here = f"{where}.{key}" if where else str(key)
+                if has_control(str(key)):
+                    raise UsageError(f"fased.json: {where or 'the top level'}: the key "
+                                     f"{key!r} holds a control character",
+                                     hint="keys are one line of printable text")
+                in_skill = where.startswith("skills.entries.") and where.count(".") >= 2
+                stack.append((item, here, free or key in MULTILINE_KEYS or in_skill))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", free) for i, item in enumerate(value))
+        elif isinstance(value, str) and not free and has_control(value):
+            what = "the path" if where.rsplit(".", 1)[-1].split("[")[0] in PATH_KEYS else \
+                "the value"
+            raise UsageError(f"fased.json: {where}: {what} {value!r} holds a control "
+                             "character", hint="a value of fased.json is one line of "
+                             "printable text (only systemPrompt and a hook's run take several)")
+
+
 #: keys of fased.json whose values (a string, or a list of them) are paths
 PATH_KEYS = frozenset({"workspace", "workspaceRoot", "roots", "extraDirs"})
 
 
-def _check_paths(doc: dict) -> None:
-    """Every path fased.json holds is one line of printable text (fased prints them)."""
-    from fased.bounds import check_path_text
+def _check_user_timezones(doc: dict) -> None:
+    """userTimezone (the zone the agent is told) is a zone that exists, as a heartbeat's."""
+    from fased.timeparse import zone_info
 
-    stack: list[tuple[object, str]] = [(doc, "")]
-    while stack:
-        value, where = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                here = f"{where}.{key}" if where else key
-                if key in PATH_KEYS:
-                    for i, path in enumerate(item if isinstance(item, list) else [item]):
-                        if isinstance(path, str):
-                            try:
-                                check_path_text(path)
-                            except UsageError as exc:
-                                at = f"{here}[{i}]" if isinstance(item, list) else here
-                                raise UsageError(f"fased.json: {at}: {exc.message}",
-                                                 hint=exc.hint) from None
-                else:
-                    stack.append((item, here))
-        elif isinstance(value, list):
-            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(value))
+    agents = doc.get("agents") or {}
+    places = [("agents.defaults", agents.get("defaults") or {})]
+    places += [(f"agents.list[{i}]", a) for i, a in enumerate(agents.get("list") or [])
+               if isinstance(a, dict)]
+    for where, settings in places:
+        zone = settings.get("userTimezone")
+        if isinstance(zone, str) and zone:
+            try:
+                zone_info(zone)
+            except UsageError as exc:
+                raise UsageError(f"fased.json: {where}.userTimezone: {exc.message}",
+                                 hint=exc.hint) from None
 
 
 def _check_heartbeats(doc: dict) -> None:

@@ -5,17 +5,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fased.errors import StateError
+from fased.errors import StateError, UsageError
 
 
 def resolve_home(explicit: str | os.PathLike | None = None) -> Path:
-    """Where fased keeps its state, without touching the disk."""
+    """Where fased keeps its state, without touching the disk: one line of printable text
+    (fased prints it, and every path it keeps starts with it)."""
+    from fased.bounds import has_control
+
     if explicit:
-        return Path(explicit).expanduser().absolute()
-    env = os.environ.get("FASED_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
-    return Path.home() / ".fased"
+        home = Path(explicit).expanduser().absolute()
+    elif os.environ.get("FASED_HOME"):
+        home = Path(os.environ["FASED_HOME"]).expanduser().absolute()
+    else:
+        home = Path.home() / ".fased"
+    if has_control(str(home)):
+        raise UsageError(f"the fased home {str(home)!r} holds a control character",
+                         hint="point --home (or FASED_HOME) at a folder with a plain name")
+    return home
 
 
 def ensure_home(home: Path) -> Path:

@@ -81,8 +81,9 @@ def check_gguf(path: str | Path) -> Path:
     from fased.bounds import NotRegularFile, has_control, read_head
 
     where = Path(path).expanduser()
-    if has_control(str(where)):
-        raise UsageError(f"the model path {str(where)!r} holds a control character",
+    if has_control(str(where.absolute())):  # as it is kept: the working directory too
+        raise UsageError(f"the model path {str(where.absolute())!r} holds a control "
+                         "character",
                          hint="rename it, or link to it from a plain name: ln -s PATH "
                          "~/models/NAME.gguf")
     try:

@@ -44,7 +44,15 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
             drafts.append(Draft("agent.selected", "agents", {"agent": DEFAULT_AGENT}))
         return drafts
 
-    store.transact(decide)
+    from fased.agents import make_workspace
+    from fased.tools.fileio import remove_dirs
+
+    made = make_workspace(workspace) if workspace is not None else []
+    try:
+        store.transact(decide)
+    except BaseException:
+        remove_dirs(made)
+        raise
     ws, created = bootstrap_workspace(store, None)
     created_files.extend(created)
     if created:

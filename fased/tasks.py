@@ -40,7 +40,12 @@ def check_target(target: str | None) -> str | None:
         return target
     kind, sep, rest = target.partition(":")
     if sep and kind == "file" and rest and not has_control(rest):
-        return f"file:{Path(rest).expanduser().absolute()}"
+        path = str(Path(rest).expanduser().absolute())
+        if has_control(path):  # the working directory's name
+            raise UsageError(f"invalid delivery target: the path {path!r} holds a control "
+                             "character", hint="give an absolute path, or run from another "
+                             "folder")
+        return f"file:{path}"
     hint = "use stdout, channel, file:PATH or webhook:https://host/path"
     if sep and kind == "webhook":
         try:
