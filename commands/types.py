@@ -72,7 +72,7 @@ class Name(_Bounded):
 
     def check(self, text: str) -> str:
         if not text.strip():
-            return text
+            return ""  # spaces are no name, as nothing is
         return bounds.check_name(text, self.what, self.limit)
 
 
@@ -85,6 +85,9 @@ class LinePath(_Bounded, click.Path):
     def check(self, text: str) -> str:
         import os
 
+        if not text.strip():
+            raise UsageError("the path is empty" if not text else f"the path {text!r} is only "
+                             "spaces", hint="give a folder or file name")
         bounds.check_path_text(text)
         # as it is kept: absolute, so the working directory's name is in it too
         bounds.check_path_text(os.path.abspath(os.path.expanduser(text)))

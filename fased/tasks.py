@@ -39,7 +39,7 @@ def check_target(target: str | None) -> str | None:
     if target is None or target in ("stdout", "channel", "none"):
         return target
     kind, sep, rest = target.partition(":")
-    if sep and kind == "file" and rest and not has_control(rest):
+    if sep and kind == "file" and rest.strip() and not has_control(rest):
         path = str(Path(rest).expanduser().absolute())
         if has_control(path):  # the working directory's name
             raise UsageError(f"invalid delivery target: the path {path!r} holds a control "

@@ -157,3 +157,26 @@ def test_a_huge_config_path_is_clipped(set_up, run):
     result = run("config", "unset", "a" * 100000)
     assert result.exit_code == 0  # a key fased.json may hold, not set
     assert all(len(line) < 2000 for line in (result.stdout + result.stderr).splitlines())
+
+
+def test_a_name_of_only_spaces_is_no_name(set_up, ok, run):
+    """`agent create x --name "   "` kept a name of three spaces (a blank column in `agent
+    list`); a blank name is no name, as an empty one is."""
+    ok("agent", "create", "x", "--name", "   ")
+    assert json.loads(ok("agent", "show", "x", "--json"))["name"] == "x"
+    ok("task", "new", "--every", "1h", "--message", "hi", "--name", "   ")
+    assert "(   )" not in ok("task", "list")
+
+
+@pytest.mark.parametrize("args", [
+    ("agent", "create", "y", "--workspace", "  "),
+    ("setup", "-y", "--no-detect", "--workspace", " "),
+    ("task", "new", "--every", "1h", "--message", "hi", "--deliver", "file: "),
+])
+def test_a_path_of_only_spaces_is_refused(set_up, run, fased_home, args, tmp_path,
+                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused_and_unrecorded(run, fased_home, *args, says="")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(("fased",))) \
+        == sorted(p.name for p in tmp_path.iterdir() if p.name.strip() and
+                  not p.name.startswith("fased"))
