@@ -43,6 +43,9 @@ def agent() -> None:
 def create(agent_id, name, workspace, model, emoji, use_it, json_):
     """Create an agent. IDs: lower-case letters, digits, '-' and '_'.
 
+    --workspace is made before the agent is recorded: a folder that cannot be made (a
+    name too long, a file in the way) is refused and changes nothing.
+
     \b
     Examples:
       fased agent create ops
