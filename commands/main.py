@@ -212,6 +212,23 @@ def without_output_options(argv: list[str]) -> list[str]:
     return out
 
 
+def _checked_key(value: str | None) -> str | None:
+    """An idempotency key: 1-256 characters of one line (an empty FASED_IDEMPOTENCY_KEY is
+    none, as click reads it; an empty --idempotency-key is refused, not a key)."""
+    if value is None:
+        return None
+    from fased.bounds import check_name
+    from fased.errors import UsageError
+
+    if not value.strip():
+        raise click.BadParameter("the idempotency key is empty")
+    try:
+        check_name(value, "the idempotency key", limit=256)
+    except UsageError as exc:
+        raise click.BadParameter(exc.message) from None
+    return value
+
+
 @click.group(
     cls=RootGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -221,7 +238,7 @@ def without_output_options(argv: list[str]) -> list[str]:
 )
 @click.option(
     "idempotency_key", "--idempotency-key", metavar="KEY", envvar="FASED_IDEMPOTENCY_KEY",
-    show_envvar=True,
+    show_envvar=True, callback=lambda ctx, param, value: _checked_key(value),
     help="Run at most once: a re-run with a key already in the log appends nothing and "
     "reports the original outcome.",
 )

@@ -180,3 +180,13 @@ def test_a_path_of_only_spaces_is_refused(set_up, run, fased_home, args, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(("fased",))) \
         == sorted(p.name for p in tmp_path.iterdir() if p.name.strip() and
                   not p.name.startswith("fased"))
+
+
+@pytest.mark.parametrize(("key", "says"), [
+    ("", "the idempotency key is empty"), ("  ", "the idempotency key is empty"),
+    ("a\nb", "holds a control character"), ("k" * 300, "the idempotency key needs 1-256")])
+def test_an_idempotency_key_is_one_line_of_text(set_up, run, fased_home, key, says):
+    """`--idempotency-key ''` was a real key (a second, different command then failed with
+    exit 3), while an empty FASED_IDEMPOTENCY_KEY is none; a key with a newline was kept."""
+    refused_and_unrecorded(run, fased_home, "--idempotency-key", key, "agent", "create", "a",
+                           says=says)
