@@ -323,7 +323,11 @@ def _check_model_refs(doc: dict) -> None:
     from fased.models import check_ref_text
 
     for name in ((doc.get("models") or {}).get("aliases") or {}):
-        check_ref_text(name, "alias")  # a name of a ref, printed like one
+        try:
+            check_ref_text(name, "alias")  # a name of a ref, printed like one
+        except UsageError as exc:
+            raise UsageError(f"fased.json: models.aliases: {exc.message}",
+                             hint="an alias is a name of one line of printable text") from None
     for where, ref, keyed in model_refs(doc):
         try:
             text = check_ref_text(ref)

@@ -190,3 +190,10 @@ def test_an_idempotency_key_is_one_line_of_text(set_up, run, fased_home, key, sa
     exit 3), while an empty FASED_IDEMPOTENCY_KEY is none; a key with a newline was kept."""
     refused_and_unrecorded(run, fased_home, "--idempotency-key", key, "agent", "create", "a",
                            says=says)
+
+
+def test_an_alias_name_with_a_control_character_is_refused_as_an_alias(set_up, run,
+                                                                      fased_home):
+    result = refused_and_unrecorded(run, fased_home, "config", "set", "models.aliases",
+                                    json.dumps({"a\nb": "ollama/x"}))
+    assert "Hint: an alias is a name of one line of printable text" in result.stderr
