@@ -80,6 +80,10 @@ def check_gguf(path: str | Path) -> Path:
     """An existing GGUF file (its magic bytes), as an absolute path; else a usage error."""
     from fased.bounds import NotRegularFile, has_control, read_head
 
+    if not str(path).strip():
+        raise UsageError("the model path is empty" if not str(path) else
+                         f"the model path {str(path)!r} is only spaces",
+                         hint="give a GGUF file: --model-path ~/models/NAME.gguf")
     where = Path(path).expanduser()
     if has_control(str(where.absolute())):  # as it is kept: the working directory too
         raise UsageError(f"the model path {str(where.absolute())!r} holds a control "

@@ -197,3 +197,10 @@ def test_an_alias_name_with_a_control_character_is_refused_as_an_alias(set_up, r
     result = refused_and_unrecorded(run, fased_home, "config", "set", "models.aliases",
                                     json.dumps({"a\nb": "ollama/x"}))
     assert "Hint: an alias is a name of one line of printable text" in result.stderr
+
+
+@pytest.mark.parametrize("path", ["", " "])
+def test_an_empty_model_path_is_said_empty(set_up, run, fased_home, path):
+    """--model-path '' said ". is a directory, not a GGUF file"; ' ' said "no file  "."""
+    refused_and_unrecorded(run, fased_home, "agent", "models", "providers", "add", "mine",
+                           "--kind", "local", "--model-path", path, says="the model path ")
