@@ -365,6 +365,12 @@ def _check_one_line(doc: dict) -> None:
                 stack.append((item, here, free or key in MULTILINE_KEYS or in_skill))
         elif isinstance(value, list):
             stack.extend((item, f"{where}[{i}]", free) for i, item in enumerate(value))
+        elif isinstance(value, str) and where.endswith("workspace") and value.strip() \
+                and not value.startswith(("/", "~")):
+            # a hand-edited relative one would be found from wherever each command runs
+            raise UsageError(f"fased.json: {where}: the workspace {value!r} is not an "
+                             "absolute path", hint="write it from / or ~ (`fased config set` "
+                             "makes a relative one absolute)")
         elif isinstance(value, str) and not free and has_control(value):
             what = "the path" if where.rsplit(".", 1)[-1].split("[")[0] in PATH_KEYS else \
                 "the value"

@@ -204,3 +204,18 @@ def test_an_empty_model_path_is_said_empty(set_up, run, fased_home, path):
     """--model-path '' said ". is a directory, not a GGUF file"; ' ' said "no file  "."""
     refused_and_unrecorded(run, fased_home, "agent", "models", "providers", "add", "mine",
                            "--kind", "local", "--model-path", path, says="the model path ")
+
+
+def test_a_hand_edited_relative_workspace_is_refused(set_up, run, ok):
+    """A relative workspace written by hand was found from each command's working
+    directory (from another one, `agent files` said every file was missing)."""
+    doc = json.loads((set_up / "fased.json").read_text())
+    doc["agents"]["list"][0]["workspace"] = "relws"
+    (set_up / "fased.json").write_text(json.dumps(doc))
+    result = run("agent", "files")
+    assert result.exit_code == 2, result.stderr
+    assert "agents.list[0].workspace: the workspace 'relws' is not an absolute path" \
+        in result.stderr
+    doc["agents"]["list"][0]["workspace"] = "~/ws"
+    (set_up / "fased.json").write_text(json.dumps(doc))
+    ok("agent", "files")
