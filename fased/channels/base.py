@@ -16,6 +16,16 @@ from typing import Protocol
 from fased.errors import FasedError
 
 
+def shown_id(text: object, limit: int = 64) -> str:
+    """An untrusted id or name as it may be recorded (every field fased keeps from a
+    channel's server): escaped, on one line, cut short. A valid id is unchanged by it."""
+    from fased.bounds import printable
+
+    value = ("" if text is None else str(text)).encode("utf-8", "backslashreplace").decode(
+        "utf-8")
+    return printable(value)[:limit]
+
+
 @dataclass(frozen=True)
 class Inbound:
     channel: str          # "telegram"

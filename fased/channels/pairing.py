@@ -14,8 +14,8 @@ import secrets
 import sqlite3
 from datetime import datetime, timedelta
 
-from fased.channels.base import Inbound
-from fased.channels.routing import DEFAULT_ACCOUNT, config_draft, normalize_id, shown_id
+from fased.channels.base import Inbound, shown_id
+from fased.channels.routing import DEFAULT_ACCOUNT, config_draft, normalize_id
 from fased.errors import NotFoundError, UsageError
 from fased.store import Draft
 from fased.timeparse import format_ts

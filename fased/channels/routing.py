@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from fased.channels.base import Inbound
+from fased.channels.base import Inbound, shown_id
 
 DM_SCOPES = ("per-peer", "per-channel-peer", "main")
 MAIN_SESSION = "main"  # the agent's main session: where dmScope main sends every DM
@@ -136,14 +136,6 @@ def _valid(inbound: Inbound) -> bool:
     return (inbound.peer_kind in ("dm", "group") and bool(ACCOUNT.fullmatch(inbound.account or ""))
             and bool(PEER_ID.fullmatch(inbound.peer_id or ""))
             and bool(PEER_ID.fullmatch(inbound.sender_id or "")))
-
-
-def shown_id(text: object, limit: int = 64) -> str:
-    """An untrusted id or name as it may be recorded: escaped, on one line, cut short."""
-    from fased.bounds import printable
-
-    value = str(text or "").encode("utf-8", "backslashreplace").decode("utf-8")
-    return printable(value)[:limit]
 
 
 def _refuse(con: sqlite3.Connection, inbound: Inbound, reason: str, now: datetime,

@@ -20,13 +20,16 @@ import re
 import time
 from collections.abc import Callable
 
-from fased.channels.base import ChannelError, Inbound, Update
+from fased.channels.base import ChannelError, Inbound, Update, shown_id
 
 DEFAULT_API_BASE = "https://api.telegram.org"
 MAX_TEXT = 4096
 MAX_RETRY_AFTER = 30.0
 RATE_ATTEMPTS = 3
 TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}\Z")
+# Room for every id and name a server sends, kept whole (cut to 64, an invalid id of 100
+# characters would become a valid one): routing refuses ids longer than 64 itself.
+KEPT_CHARS = 256
 
 
 def check_token(token: str) -> str:
@@ -154,8 +157,13 @@ class TelegramChannel:
         me = self.call("getMe", {})
         if not isinstance(me, dict) or "id" not in me:
             raise ChannelError("Telegram getMe: the answer names no bot")
-        return {"id": str(me["id"]), "username": me.get("username"),
-                "name": me.get("first_name")}
+        # what the server says is kept and printed: one line of printable text, as every
+        # field of an update is
+        return {"id": shown_id(me["id"], KEPT_CHARS),
+                "username": shown_id(me["username"], KEPT_CHARS) if me.get("username")
+                else None,
+                "name": shown_id(me["first_name"], KEPT_CHARS) if me.get("first_name")
+                else None}
 
     def receive(self, offset: int | None, timeout: float) -> list[Update]:
         body: dict = {"timeout": int(timeout), "allowed_updates": ["message"]}
@@ -187,10 +195,11 @@ class TelegramChannel:
             or (self.bot.get("id") and str(replied.get("id")) == str(self.bot["id"])))
         name = sender.get("username")
         name = f"@{name}" if name else " ".join(
-            p for p in (sender.get("first_name"), sender.get("last_name")) if p)
-        return Inbound(self.name, self.account, kind, str(chat["id"]),
-                       str(sender.get("id", chat["id"])), name or "", text, mentioned,
-                       str(msg.get("message_id", "")), str(update["update_id"]))
+            str(p) for p in (sender.get("first_name"), sender.get("last_name")) if p)
+        return Inbound(self.name, self.account, kind, shown_id(chat["id"], KEPT_CHARS),
+                       shown_id(sender.get("id", chat["id"]), KEPT_CHARS),
+                       shown_id(name, KEPT_CHARS), text, mentioned,
+                       shown_id(msg.get("message_id", ""), KEPT_CHARS), str(update["update_id"]))
 
     def send(self, peer_id: str, text: str) -> tuple[str, bool]:
         formatted = markdown(text)

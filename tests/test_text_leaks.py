@@ -1,0 +1,61 @@
+"""Text fased keeps and later prints is one line of printable text: what a Telegram server
+says about its bot and its senders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import events
+from fakebotapi import BOT, TOKEN, FakeBotAPI
+
+from fased.channels.telegram import TelegramChannel
+
+
+def of_type(home: Path, *types: str) -> list[dict]:
+    return [e["data"] for e in events(home) if e["type"] in types]
+
+
+def lines_with(text: str, needle: str) -> list[str]:
+    return [line for line in text.splitlines() if needle in line]
+
+
+# -- what a Telegram server says ---------------------------------------------------------------
+
+@pytest.fixture
+def evil_api():
+    with FakeBotAPI(bot={**BOT, "username": "evil\nbot", "first_name": "Evil\tName"}) as fake:
+        yield fake
+
+
+def test_a_bot_username_with_a_newline_is_kept_and_printed_escaped(set_up, run, ok, evil_api):
+    added = run("channel", "add", "telegram", "--token-stdin", "--api-base", evil_api.url,
+                input=TOKEN)
+    assert added.exit_code == 0, added.stderr
+    [line] = lines_with(added.stdout, "Added telegram/default")
+    assert line.startswith("Added telegram/default: @evil\\x0abot; its token is read from")
+    [data] = of_type(set_up, "channel.added")
+    assert (data["bot_username"], data["bot_name"]) == ("evil\\x0abot", "Evil\\x09Name")
+    assert lines_with(ok("channel", "show"), "Bot:") == [
+        f"Bot:           @evil\\x0abot ({BOT['id']})"]
+    status = ok("channel", "status", "--probe")
+    assert status.splitlines()[0] == "telegram/default (@evil\\x0abot): ready (probed)"
+
+
+def test_every_field_kept_from_getupdates_is_escaped_like_the_senders_name():
+    client = TelegramChannel(TOKEN, "http://127.0.0.1:9", bot={"id": "1", "username": "b"})
+    inbound = client.parse({"update_id": 5, "message": {
+        "message_id": "7\n8", "text": "two\nlines",
+        "chat": {"id": "4\n2", "type": "private"},
+        "from": {"id": "4\x1b2", "username": "ma\nl"}}})
+    assert (inbound.peer_id, inbound.sender_id, inbound.sender_name, inbound.message_id) == (
+        "4\\x0a2", "4\\x1b2", "@ma\\x0al", "7\\x0a8")
+    assert inbound.text == "two\nlines"  # a message may have lines: escaped when shown
+
+
+def test_a_senders_name_is_recorded_escaped_when_the_update_is(set_up, ok, evil_api):
+    ok("channel", "add", "telegram", "--token-stdin", "--api-base", evil_api.url, input=TOKEN)
+    evil_api.message(42, "hi", username="ma\nl")
+    ok("channel", "poll", "--no-answer")
+    [received] = of_type(set_up, "channel.received")
+    assert received["sender_name"] == "@ma\\x0al"
