@@ -1,5 +1,6 @@
 """Text fased keeps and later prints is one line of printable text: what a Telegram server
-says about its bot and its senders."""
+says about its bot and its senders, and the skill loader's notes about broken skill
+folders."""
 
 from __future__ import annotations
 
@@ -59,3 +60,33 @@ def test_a_senders_name_is_recorded_escaped_when_the_update_is(set_up, ok, evil_
     ok("channel", "poll", "--no-answer")
     [received] = of_type(set_up, "channel.received")
     assert received["sender_name"] == "@ma\\x0al"
+
+
+# -- the skill loader's notes ------------------------------------------------------------------
+
+def write_skill(folder: Path, front: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "SKILL.md").write_text(f"---\n{front}---\nbody\n")
+
+
+@pytest.mark.parametrize("command", [("skill", "list"), ("skill", "check"),
+                                     ("agent", "skills")])
+def test_a_skill_folder_named_with_a_newline_is_skipped_in_one_line(set_up, run, command):
+    skills = set_up / "workspace" / "skills"
+    write_skill(skills / "bad\nname", "name: bad\ndescription: d\n")
+    write_skill(skills / "no\tdesc", "name: no-desc\n")
+    result = run(*command)
+    assert result.exit_code == 0, result.stderr
+    notes = lines_with(result.stderr, "skill skipped")
+    assert sorted(notes) == [
+        f"skill skipped: {skills}/bad\\x0aname/SKILL.md: name 'bad' does not match its "
+        "folder 'bad\\nname'",
+        f"skill skipped: {skills}/no\\x09desc/SKILL.md: missing description"]
+
+
+def test_a_gate_from_skill_md_is_shown_escaped_in_the_status(set_up, ok):
+    write_skill(set_up / "workspace" / "skills" / "gated",
+                'name: gated\ndescription: d\nmetadata: {"fased": {"requires": '
+                '{"bins": ["no-such\\nbin"]}}}\n')
+    [line] = lines_with(ok("skill", "check"), "gated (workspace)")
+    assert line == "  gated (workspace): missing: bins=no-such\\x0abin"

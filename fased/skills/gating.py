@@ -51,7 +51,16 @@ def entry_of(config: dict, name: str) -> dict:
 
 def unmet(skill: Skill, config: dict, secrets: dict,
           which: Callable[[str], str | None] = shutil.which) -> str | None:
-    """Why the skill's gates are not met (`missing: bins=jq`, `os: darwin only`), or None."""
+    """Why the skill's gates are not met (`missing: bins=jq`, `os: darwin only`), or None:
+    one line, as the gates quote a SKILL.md, which may hold anything."""
+    from fased.bounds import printable
+
+    why = _unmet(skill, config, secrets, which)
+    return None if why is None else printable(why)
+
+
+def _unmet(skill: Skill, config: dict, secrets: dict,
+           which: Callable[[str], str | None]) -> str | None:
     gate = skill.gate()
     if gate.get("always") is True:
         return None

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fased.bounds import int64, storable
+from fased.bounds import int64, printable, storable
 
 SKILL_FILE = "SKILL.md"
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*\Z")
@@ -249,7 +249,9 @@ def read_folder(path: Path, source: str, cache: Cache | None = None) -> tuple[Sk
             cache.entries[key] = entry
             cache.dirty = True
     if entry.get("problem"):
-        return None, f"skill skipped: {path / SKILL_FILE}: {entry['problem']}"
+        # one line whatever the folder is called and whatever the reason quotes (a name, a
+        # YAML error, an OSError): note() keeps newlines and tabs
+        return None, printable(f"skill skipped: {path / SKILL_FILE}: {entry['problem']}")
     return Skill(entry["name"], entry["description"], path, source, entry["sha256"],
                  entry.get("metadata") or {}), None
 
