@@ -121,6 +121,9 @@ def show(name, agent, json_):
       fased skill show skill-writing
       fased skill show pdf --json
     """
+    from fased.skills.loader import check_skill_name
+
+    check_skill_name(name)
     _, rows, _ = _rows(agent)
     match = next((r for r in rows if r["name"] == name and not r["status"].startswith(
         "shadowed")), None)
@@ -193,11 +196,9 @@ def new(name, description, global_, agent):
       fased skill new release-notes -d "Write release notes from git log"
       fased skill new deploy --global
     """
-    from fased.skills.loader import DESCRIPTION_MAX, NAME, NAME_MAX
+    from fased.skills.loader import DESCRIPTION_MAX, check_skill_name
 
-    if len(name) > NAME_MAX or not NAME.match(name):
-        raise UsageError(f"{name!r} is not a skill name",
-                         hint=f"lowercase letters, digits and hyphens, ≤ {NAME_MAX}")
+    check_skill_name(name)
     description = description or f"TODO: what {name} does and when to use it."
     if len(description) > DESCRIPTION_MAX or "\n" in description:
         raise UsageError(f"--description must be one line of ≤ {DESCRIPTION_MAX} characters")
@@ -237,8 +238,11 @@ def install(source, global_, name, force, agent, json_):
       fased skill install pdf-skill.tar.gz
     """
     from fased.skills.install import install as do_install
+    from fased.skills.loader import check_skill_name
     from fased.store import Draft
 
+    if name is not None:
+        check_skill_name(name)
     st, _, row, root, scope = _root(global_, agent)
     data, placement = do_install(source, root, scope, name, row["id"], force)
     dest = placement.dest
@@ -272,11 +276,10 @@ def remove(name, global_, agent):
       fased skill remove deploy --global
     """
     from fased.skills.install import Placement
-    from fased.skills.loader import NAME, SKILL_FILE, content_hash
+    from fased.skills.loader import SKILL_FILE, check_skill_name, content_hash
     from fased.store import Draft
 
-    if not NAME.match(name):
-        raise UsageError(f"{name!r} is not a skill name")
+    check_skill_name(name)
     st, _, _, root, scope = _root(global_, agent)
     folder = root / name
     if folder.is_symlink() or not (folder / SKILL_FILE).is_file():
@@ -313,12 +316,11 @@ def env(name, variable, unset):
     import sys
 
     from fased.models import fingerprint
-    from fased.skills.loader import NAME
+    from fased.skills.loader import check_skill_name
     from fased.skills.secrets import store_skill_secret
     from fased.store import Draft
 
-    if not NAME.match(name):
-        raise UsageError(f"{name!r} is not a skill name")
+    check_skill_name(name)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
         raise UsageError(f"{variable!r} is not a variable name (letters, digits, _)")
     value = None

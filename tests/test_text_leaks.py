@@ -1,13 +1,13 @@
 """Text fased keeps and later prints is one line of printable text: what a Telegram server
-says about its bot and its senders, and the skill loader's notes about broken skill
-folders."""
+says about its bot and its senders, the skill loader's notes about broken skill folders,
+and skill names given as arguments."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from conftest import events
+from conftest import events, fails
 from fakebotapi import BOT, TOKEN, FakeBotAPI
 
 from fased.channels.telegram import TelegramChannel
@@ -90,3 +90,27 @@ def test_a_gate_from_skill_md_is_shown_escaped_in_the_status(set_up, ok):
                 '{"bins": ["no-such\\nbin"]}}}\n')
     [line] = lines_with(ok("skill", "check"), "gated (workspace)")
     assert line == "  gated (workspace): missing: bins=no-such\\x0abin"
+
+
+# -- skill names given as arguments ------------------------------------------------------------
+
+LONG = "a" * 100_000
+
+
+@pytest.mark.parametrize("args", [("agent", "skills", "deny", "main", LONG),
+                                  ("agent", "skills", "allow", "main", LONG),
+                                  ("agent", "skills", "reset", "main", LONG),
+                                  ("skill", "remove", LONG),
+                                  ("skill", "show", LONG),
+                                  ("skill", "env", LONG, "VAR"),
+                                  ("skill", "install", ".", "--name", LONG),
+                                  ("skill", "new", LONG)])
+def test_a_skill_name_over_64_characters_is_refused_everywhere(set_up, run, args):
+    line = fails(run, set_up, 2, *args)
+    assert "is 100,000 characters; a skill name has at most 64" in line
+    assert len(line) <= 1000
+
+
+def test_deny_of_a_valid_name_still_works(set_up, ok):
+    assert ok("agent", "skills", "deny", "main", "skill-writing") == (
+        "Denied skill-writing for main.\n")

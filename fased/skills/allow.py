@@ -11,8 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from fased.errors import UsageError
-from fased.skills.loader import NAME
+from fased.skills.loader import check_skill_name
 from fased.store import Draft
 
 
@@ -23,9 +22,7 @@ def skills_change(con: sqlite3.Connection, home: Path, agent_id: str, action: st
     from fased.skills.gating import find
 
     for name in names:
-        if not NAME.match(name):
-            raise UsageError(f"{name!r} is not a skill name",
-                             hint="lowercase letters, digits and hyphens")
+        check_skill_name(name)
     doc, index, settings = agent_entry(con, agent_id)
     agents = doc["agents"]["list"]
     own = settings.get("skills")

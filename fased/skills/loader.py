@@ -67,6 +67,20 @@ class Found:
         return {s.name: s for s in self.skills if s.shadowed_by is None}
 
 
+def check_skill_name(name: str) -> str:
+    """A skill name given as an argument, checked as a SKILL.md's own name is (UsageError):
+    every command that takes one uses this, so none records or prints a name no skill has."""
+    from fased.errors import UsageError
+
+    hint = f"lowercase letters, digits and single hyphens, at most {NAME_MAX} characters"
+    if len(name) > NAME_MAX:
+        raise UsageError(f"the skill name is {len(name):,} characters; a skill name has at "
+                         f"most {NAME_MAX}", hint=hint)
+    if not NAME.match(name):
+        raise UsageError(f"{name!r} is not a skill name", hint=hint)
+    return name
+
+
 def roots(home: Path, workspace: Path | None, settings: dict) -> list[tuple[str, Path]]:
     """(source, directory) in precedence order; skills.load.extraDirs come last."""
     out: list[tuple[str, Path]] = []
