@@ -184,7 +184,7 @@ def _root(global_: bool, agent_id: str | None):
 @skill.command("new")
 @click.argument("name")
 @click.option("--description", "-d", metavar="TEXT",
-              help="What it does and when to use it (≤ 1024 characters).")
+              help="What it does and when to use it: one line of 1-1024 characters.")
 @click.option("global_", "--global", is_flag=True,
               help="In ~/.fased/skills (every agent) instead of the agent's workspace.")
 @agent_option
@@ -196,24 +196,33 @@ def new(name, description, global_, agent):
       fased skill new release-notes -d "Write release notes from git log"
       fased skill new deploy --global
     """
-    from fased.skills.loader import DESCRIPTION_MAX, check_skill_name
+    import json
+
+    from fased.bounds import has_control
+    from fased.skills.loader import DESCRIPTION_MAX, check_skill_name, parse_skill_file
 
     check_skill_name(name)
-    description = description or f"TODO: what {name} does and when to use it."
-    if len(description) > DESCRIPTION_MAX or "\n" in description:
-        raise UsageError(f"--description must be one line of ≤ {DESCRIPTION_MAX} characters")
+    if description is None:
+        description = f"TODO: what {name} does and when to use it."
+    description = description.strip()  # as the loader keeps it
+    if not description or len(description) > DESCRIPTION_MAX or has_control(description):
+        raise UsageError(f"--description must be one line of 1-{DESCRIPTION_MAX} printable "
+                         f"characters, got {len(description):,}", hint="nothing was written")
+    text = TEMPLATE.format(name=name, description=json.dumps(description, ensure_ascii=False),
+                           title=name.replace("-", " ").capitalize())
+    # the file must load: a skill its own loader skips is worse than none
+    front, problem = parse_skill_file(text)
+    if front is None:
+        raise UsageError(f"--description cannot be written as a SKILL.md: {problem}",
+                         hint="nothing was written")
     _, _, _, root, _ = _root(global_, agent)
     folder = root / name
     if folder.exists():
         from fased.errors import ConflictError
 
         raise ConflictError(f"{folder} already exists")
-    import json
-
     folder.mkdir(parents=True)
-    (folder / "SKILL.md").write_text(TEMPLATE.format(
-        name=name, description=json.dumps(description, ensure_ascii=False),
-        title=name.replace("-", " ").capitalize()), encoding="utf-8")
+    (folder / "SKILL.md").write_text(text, encoding="utf-8")
     say(f"Created {folder / 'SKILL.md'}")
 
 

@@ -1,13 +1,14 @@
 """Text fased keeps and later prints is one line of printable text: what a Telegram server
 says about its bot and its senders, the skill loader's notes about broken skill folders,
-and skill names given as arguments."""
+skill names given as arguments, and the SKILL.md `skill new` writes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from conftest import events, fails
+from conftest import error_line, events, fails
 from fakebotapi import BOT, TOKEN, FakeBotAPI
 
 from fased.channels.telegram import TelegramChannel
@@ -114,3 +115,29 @@ def test_a_skill_name_over_64_characters_is_refused_everywhere(set_up, run, args
 def test_deny_of_a_valid_name_still_works(set_up, ok):
     assert ok("agent", "skills", "deny", "main", "skill-writing") == (
         "Denied skill-writing for main.\n")
+
+
+# -- what `skill new` writes, its own loader reads ---------------------------------------------
+
+@pytest.mark.parametrize("description", [" ", "", "\t", "x" * 1025, "a\nb", "a\rb",
+                                         "a\x1bb", "a\ufffeb"])
+def test_skill_new_refuses_a_description_its_loader_would_skip(set_up, run, description):
+    line = fails(run, set_up, 2, "skill", "new", "s", "-d", description)
+    assert "--description" in line and "\\x0a" not in line
+    assert not (set_up / "workspace" / "skills" / "s").exists()
+
+
+@pytest.mark.parametrize("description", ["Does a thing: use it when asked", "  padded  ",
+                                         "quotes \" and ' and # too", "---"])
+def test_what_skill_new_writes_its_loader_offers(set_up, ok, description):
+    ok("skill", "new", "s", "-d", description)
+    [skill] = [s for s in json.loads(ok("skill", "list", "--json"))["skills"]
+               if s["name"] == "s"]
+    assert skill["status"] == "ready" and skill["description"] == description.strip()
+
+
+def test_skill_new_without_a_description_writes_a_valid_placeholder(set_up, ok, run):
+    ok("skill", "new", "s")
+    result = run("skill", "list")
+    assert "skill skipped" not in result.stderr
+    assert error_line(run("skill", "new", "s")).startswith("Error: ")

@@ -109,7 +109,9 @@ def parse_skill_file(text: str) -> tuple[dict | None, str]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 2}" if mark is not None else ""
-        return None, f"bad YAML{where}: {getattr(exc, 'problem', None) or exc}"
+        # a reader error has no problem, and says where on a second line
+        why = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        return None, f"bad YAML{where}: {why}"
     if not isinstance(data, dict):
         return None, "the front matter is not a mapping"
     name, description = data.get("name"), data.get("description")
