@@ -57,10 +57,10 @@ def providers_group() -> None:
 def _headers(values: tuple[str, ...]) -> dict[str, str]:
     """NAME=VALUE or 'NAME: VALUE' (as curl takes it): a name holds neither '=' nor ':', so
     whichever comes first ends it."""
-    from fased.bounds import check_header
+    from fased.bounds import check_header, check_utf8
 
     out = {}
-    for item in values:
+    for item in map(check_utf8, values):
         cut = min((i for i in (item.find("="), item.find(":")) if i >= 0), default=-1)
         key, value = (item[:cut], item[cut + 1:]) if cut >= 0 else (item, "")
         if item[cut:cut + 1] == ":":
@@ -113,10 +113,11 @@ def providers_add(provider, kind, base_url, header, account_id, model_path):
       fased agent models providers add sglang --kind openai-compatible --base-url http://127.0.0.1:30000/v1
       fased agent models providers add qwen --kind local --model-path ~/qwen2.5-0.5b.gguf
     """
+    from fased.bounds import check_utf8
     from fased.models import KINDS, local_model_name, provider_draft, store_provider_secrets
 
     if kind is None:
-        if provider not in KINDS:
+        if check_utf8(provider) not in KINDS:
             raise UsageError(f"--kind is required for provider {provider!r}",
                              hint="kinds: " + ", ".join(KINDS))
         kind = provider
@@ -175,11 +176,14 @@ def providers_set(provider, base_url, header, remove_header, kind, account_id):
       fased agent models providers set gw -H X-Api-Key=NEW-KEY      # to credentials.json
       fased agent models providers set box --kind litellm
     """
+    from fased.models import check_account_id
     from fased.provider_update import update_provider
 
     if not (base_url or header or remove_header or kind or account_id):
         raise UsageError("nothing to change: give --base-url, --header, --remove-header, "
                          "--kind or --account-id")
+    if account_id:  # checked whatever the kind: it is recorded, and shown
+        check_account_id(account_id)
     lines = update_provider(store(), provider, kind=kind, base_url=base_url,
                             headers=_headers(header), remove_headers=remove_header,
                             account_id=account_id)
@@ -386,10 +390,11 @@ def auth(provider, from_stdin, env_var, command, remove):
       fased agent models auth openrouter --env OPENROUTER_API_KEY
       fased agent models auth anthropic --command "pass show anthropic"
     """
+    from fased.bounds import header_unsafe
     from fased.models import check_credential_command, fingerprint, get_provider, store_secret
     from fased.store import Draft
 
-    chosen = [name for name, on in (("--stdin", from_stdin), ("--env", env_var),
+    chosen = [name for name, on in (("--stdin", from_stdin), ("--env", env_var is not None),
                                     ("--command", command), ("--remove", remove)) if on]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} cannot be combined")
@@ -399,11 +404,10 @@ def auth(provider, from_stdin, env_var, command, remove):
     data: dict = {"provider": provider}
     if remove:
         draft_type = "credential.removed"
-    elif env_var:
-        import re
+    elif env_var is not None:
+        from fased.bounds import check_env_name
 
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", env_var):
-            raise UsageError(f"invalid environment variable name {env_var!r}")
+        check_env_name(env_var)
         draft_type, data = "credential.set", {**data, "kind": "env", "env": env_var}
     elif command:
         check_credential_command(provider, command)
@@ -411,6 +415,12 @@ def auth(provider, from_stdin, env_var, command, remove):
     else:
         secret = read_secret(from_stdin, "key", "API key or token",
                              "pipe it with --stdin, or use --env VAR or --command CMD")
+        why = header_unsafe(secret)
+        if why is not None:
+            raise UsageError(f"the key holds a character an HTTP header cannot carry ({why}); "
+                             "nothing was stored",
+                             hint="a pasted key can pick up a curly quote or a tab: copy it "
+                             "again, as plain text")
         draft_type = "credential.set"
         data = {**data, "kind": "api_key", "fingerprint": fingerprint(secret)}
     store_secret(st, provider, api_key=secret)

@@ -32,6 +32,7 @@ TYPED_CHARS = 200  # a typed number, duration or time
 URL_CHARS = 2048
 HEADER_NAME_CHARS = 256
 HEADER_VALUE_CHARS = 8 * KIB
+ENV_NAME_CHARS = 255  # an environment variable name (`--env VAR`, `--token-env VAR`)
 
 MIN_DURATION_SECONDS = 1
 MAX_DURATION_SECONDS = 100 * 366 * 86400  # 100 years
@@ -58,6 +59,9 @@ _CONTROL_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]"
 _FLOAT = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _INTEGER = r"[+-]?[0-9]+"
 _HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# what an HTTP header value cannot carry: past Latin-1, and C0 (tab and newline too), DEL, C1
+_NOT_IN_HEADER = "[^\x20-\x7e\xa0-\xff]"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _ZONE = r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*"
 
 
@@ -230,16 +234,59 @@ def check_path_text(text: str, what: str = "the path") -> str:
     return text
 
 
+def check_utf8(text: str) -> str:
+    """`text`, when UTF-8 can hold it. Argument bytes that are not UTF-8 arrive as lone
+    surrogates; encoding them raises the UnicodeEncodeError that commands/failures words as
+    `'a\\x85b' is not UTF-8 text` (exit 2). A validator calls this first, so that its own
+    vaguer message ("invalid provider id 'a\\udc85b'") never hides the real cause."""
+    text.encode("utf-8")
+    return text
+
+
+def header_unsafe(value: str) -> str | None:
+    """Why `value` cannot go into an HTTP header ("U+2019 at position 7"), or None. Header
+    values travel as Latin-1, and a control character (tab and newline too) would end or
+    split the header; the reason names the character, never the value (it may be a key)."""
+    found = re.search(_NOT_IN_HEADER, value)
+    if found is None:
+        return None
+    return f"U+{ord(found.group()):04X} at position {found.start() + 1}"
+
+
 def check_header(name: str, value: str) -> tuple[str, str]:
-    """An HTTP header a provider sends: a token name and a one-line value."""
-    name = name.strip()
+    """An HTTP header a provider sends: a token name and a value an HTTP header can carry
+    (header_unsafe), not empty."""
+    name = check_utf8(name).strip()
     if len(name) > HEADER_NAME_CHARS or not re.fullmatch(_HEADER_NAME, name):
         raise UsageError(f"invalid header name {name[:60]!r}",
                          hint="letters, digits and - (e.g. X-Title)")
-    if len(value) > HEADER_VALUE_CHARS or has_control(value.replace("\t", " ")):
-        raise UsageError(f"invalid value for header {name}: at most {HEADER_VALUE_CHARS} "
-                         "characters on one line, without control characters")
+    check_utf8(value)
+    if not value:
+        raise UsageError(f"header {name} has no value",
+                         hint=f"give one (-H {name}=VALUE), or stop sending it: "
+                         f"--remove-header {name}")
+    if len(value) > HEADER_VALUE_CHARS:
+        raise UsageError(f"invalid value for header {name}: longer than {HEADER_VALUE_CHARS} "
+                         "characters")
+    why = header_unsafe(value)
+    if why is not None:
+        raise UsageError(f"invalid value for header {name}: it holds a character an HTTP "
+                         f"header cannot carry ({why})",
+                         hint="one line of Latin-1 text: no tabs or other control characters")
     return name, value
+
+
+def check_env_name(name: str, what: str = "environment variable name") -> str:
+    """An environment variable name fased records and reads later (`--env VAR`):
+    [A-Za-z_][A-Za-z0-9_]*, at most ENV_NAME_CHARS."""
+    check_utf8(name)
+    if len(name) > ENV_NAME_CHARS:
+        raise UsageError(f"the {what} is {len(name):,} characters; the limit is "
+                         f"{ENV_NAME_CHARS}")
+    if not re.fullmatch(_ENV_NAME, name):
+        raise UsageError(f"invalid {what} {name!r}",
+                         hint="letters, digits and _, not starting with a digit")
+    return name
 
 
 def check_zone_name(name: str) -> str:

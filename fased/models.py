@@ -120,7 +120,9 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
     """The provider.added draft, and what must go to credentials.json: the secret header
     values and the base URL's credentials (see store_provider_secrets). Kind local runs the
     GGUF file at `model_path` (and only it takes one)."""
-    if not PROVIDER_ID.match(provider):
+    from fased.bounds import check_utf8
+
+    if not PROVIDER_ID.match(check_utf8(provider)):
         raise UsageError(f"invalid provider id {provider!r}",
                          hint="lower-case letters, digits, '-' and '_'")
     check_kind(kind)
@@ -141,13 +143,42 @@ def provider_draft(con: sqlite3.Connection, provider: str, kind: str, base_url: 
         from fased.local import check_gguf
 
         data["model_path"] = str(check_gguf(model_path))
+        check_local_ref(provider, data["model_path"])
     if detected:
         data["detected"] = True
     return Draft("provider.added", f"provider:{provider}", data), secrets
 
 
+def check_local_ref(provider: str, model_path: str) -> None:
+    """A kind-local provider serves one model, `provider/NAME` (NAME: its file's name): one
+    past REF_CHARS could never be set, so the provider is not added at all."""
+    ref = f"{provider}/{local_model_name(model_path)}"
+    if len(ref) > REF_CHARS:
+        raise UsageError(f"its one model ref, {ref}, would be {len(ref):,} characters; the "
+                         f"limit is {REF_CHARS}",
+                         hint="give the file a shorter name (a link to it will do), or the "
+                         "provider a shorter id")
+
+
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_account_id(account_id: str) -> str:
+    """A Cloudflare account id (32 hex characters on the dashboard): it goes into the URL's
+    path, so a '?', '#' or '/' would change where requests go."""
+    from fased.bounds import check_utf8
+
+    if not ACCOUNT_ID.fullmatch(check_utf8(account_id)):
+        raise UsageError(f"invalid Cloudflare account id {account_id!r}",
+                         hint="letters, digits, '-' and '_' (at most 64): the 32-character "
+                         "id on the Cloudflare dashboard")
+    return account_id
+
+
 def check_kind(kind: str) -> None:
-    if kind not in KINDS:
+    from fased.bounds import check_utf8
+
+    if check_utf8(kind) not in KINDS:
         raise UsageError(f"unknown provider kind {kind!r}", hint="one of: " + ", ".join(KINDS))
 
 
@@ -155,6 +186,8 @@ def provider_endpoint(kind: str, base_url: str | None, headers: dict[str, str],
                       account_id: str | None) -> tuple[dict, dict]:
     """A provider's kind, checked base URL (the kind's default when None) and headers as
     provider.added records them, and the secrets taken out for credentials.json."""
+    if account_id is not None:
+        check_account_id(account_id)
     if base_url is None:
         if kind == "openai-compatible":
             raise UsageError("kind openai-compatible needs --base-url",
@@ -437,30 +470,47 @@ class CredentialStatus:
 
 
 def resolve_secret(home: Path, row: sqlite3.Row) -> tuple[str | None, CredentialStatus]:
-    """The secret to send (or None) and the status to show."""
+    """The secret to send (or None) and the status to show. A key an HTTP header cannot
+    carry (a pasted curly quote, a newline) is a credential that cannot be had, as an unset
+    variable is: it is never sent, so it never fails as a connection or an internal error."""
+    from fased.bounds import header_unsafe
+
+    secret, status, where = _find_secret(home, row)
+    why = header_unsafe(secret) if secret else None
+    if why is not None:
+        return None, CredentialStatus(status.needed, status.source, False,
+                                      f"{where} holds a character an HTTP header cannot carry "
+                                      f"({why})")
+    return secret, status
+
+
+def _find_secret(home: Path, row: sqlite3.Row) -> tuple[str | None, CredentialStatus, str]:
+    """resolve_secret's secret and status, and where the secret came from, for people."""
     needed = row["kind"] in HOSTED
     kind = row["credential_kind"]
     if kind == "api_key":
         key = load_credentials(home)["providers"].get(row["id"], {}).get("api_key")
         if key is None or fingerprint(key) != row["credential_fingerprint"]:
             return None, CredentialStatus(needed, "api_key", False,
-                                          "the stored key is missing from credentials.json")
-        return key, CredentialStatus(needed, "api_key", True)
+                                          "the stored key is missing from credentials.json"), ""
+        return key, CredentialStatus(needed, "api_key", True), "the stored key"
     if kind == "env":
-        value = os.environ.get(row["credential_env"])
+        name = row["credential_env"]
+        value = os.environ.get(name)
         if not value:
-            return None, CredentialStatus(needed, f"env:{row['credential_env']}", False,
-                                          f"${row['credential_env']} is not set")
-        return value, CredentialStatus(needed, f"env:{row['credential_env']}", True)
+            return None, CredentialStatus(needed, f"env:{name}", False, f"${name} is not set"), ""
+        return value, CredentialStatus(needed, f"env:{name}", True), f"${name}"
     if kind == "command":
-        return _from_command(row["credential_command"], needed)
+        secret, status = _from_command(row["credential_command"], needed)
+        return secret, status, "the key the credential command printed"
     default_env = KEY_ENV.get(row["kind"])
     if default_env and os.environ.get(default_env):
-        return os.environ[default_env], CredentialStatus(needed, f"env:{default_env}", True)
+        return (os.environ[default_env], CredentialStatus(needed, f"env:{default_env}", True),
+                f"${default_env}")
     if needed:
         return None, CredentialStatus(True, "none", False,
-                                      f"no credential: `fased agent models auth {row['id']}`")
-    return None, CredentialStatus(False, "none", True)
+                                      f"no credential: `fased agent models auth {row['id']}`"), ""
+    return None, CredentialStatus(False, "none", True), ""
 
 
 def _from_command(command: str, needed: bool) -> tuple[str | None, CredentialStatus]:
@@ -479,6 +529,7 @@ def _from_command(command: str, needed: bool) -> tuple[str | None, CredentialSta
 
 def make_client(home: Path, row: sqlite3.Row, **timeouts):
     """An HTTP client for a registered provider, with its credential resolved now."""
+    from fased.bounds import header_unsafe
     from fased.providers import client_for
 
     secret, status = resolve_secret(home, row)
@@ -496,6 +547,13 @@ def make_client(home: Path, row: sqlite3.Row, **timeouts):
                          hint=f"give it again: fased agent models providers set {row['id']} "
                          "--header NAME=VALUE (or --base-url URL)")
     headers = {**json.loads(row["headers"] or "{}"), **(stored.get("headers") or {})}
+    for name, value in headers.items():
+        why = header_unsafe(str(value))  # one an older fased, or a hand edit, let in
+        if why is not None:
+            raise FasedError(f"provider {row['id']}: the value of header {name} holds a "
+                             f"character an HTTP header cannot carry ({why})",
+                             hint=f"give it again: fased agent models providers set {row['id']} "
+                             f"--header {name}=VALUE")
     url, params = join_url_credentials(row["base_url"], stored)
     client = client_for(row["kind"], url, secret, headers, params=params, **timeouts)
     if row["kind"] == "local":
