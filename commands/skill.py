@@ -321,17 +321,16 @@ def env(name, variable, unset):
       pass weather/key | fased skill env weather WEATHER_API_KEY
       fased skill env weather WEATHER_API_KEY --unset
     """
-    import re
     import sys
 
+    from fased.bounds import check_env_name
     from fased.models import fingerprint
     from fased.skills.loader import check_skill_name
     from fased.skills.secrets import store_skill_secret
     from fased.store import Draft
 
     check_skill_name(name)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", variable):
-        raise UsageError(f"{variable!r} is not a variable name (letters, digits, _)")
+    check_env_name(variable, "variable name")
     value = None
     if not unset:
         if sys.stdin.isatty():

@@ -258,3 +258,18 @@ def test_an_env_name_that_is_not_utf8_says_so(set_up, ok):
     assert done.stderr.decode().splitlines()[0] == (
         "Error: 'K\\x85' is not UTF-8 text: fased looks up and records names, ids and "
         "messages as UTF-8")
+
+
+@pytest.mark.parametrize("args", [
+    ("channel", "add", "telegram", "--token-env", "V" * 100000),
+    ("skill", "env", "weather", "V" * 100000),
+])
+def test_every_variable_name_option_has_the_same_limit(set_up, run, args):
+    """`channel add --token-env` and `skill env` had a regex of their own, without the
+    255-character limit `auth --env` has: a 100,000-character name was printed whole."""
+    before = len(events(set_up))
+    result = run(*args, input="value\n")
+    assert result.exit_code == 2, result.stderr
+    assert "is 100,000 characters; the limit is 255" in result.stderr
+    assert all(len(line) < 1000 for line in result.stderr.splitlines())
+    assert len(events(set_up)) == before

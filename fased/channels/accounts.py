@@ -115,8 +115,9 @@ def add(store: Store, channel: str, account: str, *, token: str | None, env: str
     check_channel(channel)
     check_account(account)
     if env is not None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
-            raise UsageError(f"invalid variable name {env!r}")
+        from fased.bounds import check_env_name
+
+        check_env_name(env, "variable name")
         value = os.environ.get(env)
         if not value:
             raise UsageError(f"${env} is not set", hint=f"export {env}=<the bot token> first")
