@@ -24,7 +24,7 @@ from fased.bounds import clip_lines, printable
 
 # what json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (or cannot encode);
 # a pattern text that re compiles on first use, so start-up pays nothing for it
-_JSON_UNSAFE = "[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+_JSON_UNSAFE = "[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
 
 
 def json_option(fn: Callable) -> Callable:

@@ -516,6 +516,16 @@ def test_a_server_listing_a_model_name_with_control_characters_is_not_listed(mod
     assert [m["model"] for m in listed] == ["fake-model", "fine:latest"]
 
 
+def test_a_server_listing_names_no_ref_can_hold_is_not_listed(models, ok, server):
+    """A 100,000-character id made `models list` print 100,017-character lines for every
+    row (the column is as wide as its longest name), and an id of only spaces listed `p/  `;
+    neither could ever be set. A name is listed when a ref can hold it."""
+    server.models = ["fake-model", "x" * 100000, "  ", "line\u2028break", "fine:latest"]
+    listed = json.loads(ok("agent", "models", "list", "--refresh", "--json"))
+    assert [m["model"] for m in listed] == ["fake-model", "fine:latest"]
+    assert all(len(line) < 300 for line in ok("agent", "models", "list").splitlines())
+
+
 def test_a_path_fased_keeps_and_prints_is_one_line(set_up, run, tmp_path, fased_home):
     """`setup --workspace "/tmp/a<newline>b"` printed `Created in /tmp/a` and a line `b: ...`
     that fased never wrote; every path it keeps is refused the same way."""

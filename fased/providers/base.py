@@ -284,12 +284,15 @@ def safe_result(result: ChatResult) -> ChatResult:
 
 
 def safe_names(names: list[Any]) -> list[str]:
-    """Model names from a server's list: strings only, repaired; a name with a control
-    character is left out (no ref may hold one: fased.models.check_ref_text)."""
+    """Model names from a server's list: strings only, repaired; a name no ref can hold is
+    left out (fased.models.check_ref_text: blank, a control character, longer than a ref
+    may be with its provider's id)."""
     from fased.bounds import has_control
+    from fased.models import REF_CHARS
 
     repaired = (repair(n)[0] for n in names if isinstance(n, str) and n)
-    return [n for n in repaired if not has_control(n)]
+    return [n for n in repaired
+            if n.strip() and len(n) <= REF_CHARS - 2 and not has_control(n)]
 
 
 def _count(value: Any) -> int | None:
