@@ -83,15 +83,7 @@ class LinePath(_Bounded, click.Path):
         click.Path.__init__(self, **kwargs)
 
     def check(self, text: str) -> str:
-        import os
-
-        if not text.strip():
-            raise UsageError("the path is empty" if not text else f"the path {text!r} is only "
-                             "spaces", hint="give a folder or file name")
-        bounds.check_path_text(text)
-        # as it is kept: absolute, so the working directory's name is in it too
-        bounds.check_path_text(os.path.abspath(os.path.expanduser(text)))
-        return text
+        return bounds.check_kept_path(text)
 
     def convert(self, value, param, ctx):
         checked = _Bounded.convert(self, value, param, ctx)

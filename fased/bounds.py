@@ -225,12 +225,24 @@ def check_name(text: str, what: str = "the name", limit: int = NAME_CHARS) -> st
     return value
 
 
-def check_path_text(text: str, what: str = "the path") -> str:
+def check_path_text(text: str, what: str = "the path",
+                    hint: str = "rename it, or give a link to it with a plain name") -> str:
     """A path fased keeps and prints (a workspace, a model file): one line of printable
     text. A newline in it would print as a line fased never wrote."""
     if has_control(text):
-        raise UsageError(f"{what} {text!r} holds a control character",
-                         hint="rename it, or give a link to it with a plain name")
+        raise UsageError(f"{what} {text!r} holds a control character", hint=hint)
+    return text
+
+
+def check_kept_path(text: str, what: str = "the path",
+                    hint: str = "rename it, or give a link to it with a plain name") -> str:
+    """A path fased keeps: not blank, and one line of printable text both as typed and as
+    kept (absolute: the working directory's name is in it then). Returns `text`."""
+    if not text.strip():
+        raise UsageError(f"{what} is empty" if not text else f"{what} {text!r} is only spaces",
+                         hint="give a folder or file name")
+    check_path_text(text, what, hint)
+    check_path_text(os.path.abspath(os.path.expanduser(text)), what, hint)
     return text
 
 

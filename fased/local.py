@@ -78,18 +78,11 @@ def size_text(size: int) -> str:
 
 def check_gguf(path: str | Path) -> Path:
     """An existing GGUF file (its magic bytes), as an absolute path; else a usage error."""
-    from fased.bounds import NotRegularFile, has_control, read_head
+    from fased.bounds import NotRegularFile, check_kept_path, read_head
 
-    if not str(path).strip():
-        raise UsageError("the model path is empty" if not str(path) else
-                         f"the model path {str(path)!r} is only spaces",
-                         hint="give a GGUF file: --model-path ~/models/NAME.gguf")
+    check_kept_path(str(path), "the model path", hint="rename it, or link to it from a plain "
+                    "name: ln -s PATH ~/models/NAME.gguf")
     where = Path(path).expanduser()
-    if has_control(str(where.absolute())):  # as it is kept: the working directory too
-        raise UsageError(f"the model path {str(where.absolute())!r} holds a control "
-                         "character",
-                         hint="rename it, or link to it from a plain name: ln -s PATH "
-                         "~/models/NAME.gguf")
     try:
         magic = read_head(where, 4)
     except FileNotFoundError:

@@ -34,18 +34,17 @@ def check_target(target: str | None) -> str | None:
     """`stdout`, `channel` (the chat the session came from), `file:PATH` (made absolute),
     `webhook:URL` (fased.bounds.parse_url), or `none` (no delivery, where one is the
     default)."""
-    from fased.bounds import has_control, parse_url
+    from fased.bounds import check_kept_path, has_control, parse_url
 
     if target is None or target in ("stdout", "channel", "none"):
         return target
     kind, sep, rest = target.partition(":")
     if sep and kind == "file" and rest.strip() and not has_control(rest):
-        path = str(Path(rest).expanduser().absolute())
-        if has_control(path):  # the working directory's name
-            raise UsageError(f"invalid delivery target: the path {path!r} holds a control "
-                             "character", hint="give an absolute path, or run from another "
-                             "folder")
-        return f"file:{path}"
+        try:
+            check_kept_path(rest, hint="give an absolute path, or run from another folder")
+        except UsageError as exc:  # the working directory's name
+            raise UsageError(f"invalid delivery target: {exc.message}", hint=exc.hint) from None
+        return f"file:{Path(rest).expanduser().absolute()}"
     hint = "use stdout, channel, file:PATH or webhook:https://host/path"
     if sep and kind == "webhook":
         try:
