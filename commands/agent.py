@@ -73,16 +73,11 @@ def create(agent_id, name, workspace, model, emoji, use_it, json_):
             drafts.append(Draft("agent.selected", "agents", {"agent": agent_id}))
         return drafts
 
-    from fased.agents import make_workspace
+    from fased.agents import workspace_made
     from fased.setup import bootstrap_workspace
-    from fased.tools.fileio import remove_dirs
 
-    made = make_workspace(Path(workspace)) if workspace else []
-    try:
+    with workspace_made(Path(workspace) if workspace else None):
         outcome = store().transact(decide)
-    except BaseException:
-        remove_dirs(made)
-        raise
     ws, created = bootstrap_workspace(store(), agent_id)
     _report(outcome, json_, f"Created agent {agent_id} (workspace {ws}"
             + (f"; created {', '.join(created)})." if created else ")."))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -83,11 +84,25 @@ def workspace_for(con: sqlite3.Connection, home: Path, agent: sqlite3.Row) -> Pa
     return home / f"workspace-{agent['id']}"
 
 
+@contextlib.contextmanager
+def workspace_made(path: Path | None):
+    """Make `path` (when given) before the block that records the agent using it, and
+    remove what was made if the block fails: a workspace that cannot be made is refused
+    before anything is recorded, and a refused agent leaves no folder behind."""
+    from fased.tools.fileio import remove_dirs
+
+    made = make_workspace(path) if path is not None else []
+    try:
+        yield
+    except BaseException:
+        remove_dirs(made)
+        raise
+
+
 def make_workspace(path: Path) -> list[Path]:
-    """Make a workspace directory (and its parents) before the agent that needs it is
-    recorded: one that cannot be made (a name too long, a file in the way, /proc) is a
-    usage error that changes nothing. Returns the directories made, outermost first, for
-    fased.tools.fileio.remove_dirs to undo."""
+    """Make a workspace directory (and its parents): one that cannot be made (a name too
+    long, a file in the way, /proc) is a usage error that changes nothing. Returns the
+    directories made, outermost first, for fased.tools.fileio.remove_dirs to undo."""
     from fased.bounds import check_path_text
     from fased.tools.fileio import make_parents
 

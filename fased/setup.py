@@ -44,15 +44,10 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
             drafts.append(Draft("agent.selected", "agents", {"agent": DEFAULT_AGENT}))
         return drafts
 
-    from fased.agents import make_workspace
-    from fased.tools.fileio import remove_dirs
+    from fased.agents import workspace_made
 
-    made = make_workspace(workspace) if workspace is not None else []
-    try:
+    with workspace_made(workspace):
         store.transact(decide)
-    except BaseException:
-        remove_dirs(made)
-        raise
     ws, created = bootstrap_workspace(store, None)
     created_files.extend(created)
     if created:
