@@ -139,6 +139,19 @@ def tmpfs(mount: Path, size: str):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def key_gateway_with_fallback(ok, keyed_url: str, spare_url: str, auth: list[str]) -> None:
+    """Provider gw (kind litellm, its key from `auth`) as the primary, and a keyless spare
+    (kind vllm) as its fallback; no cooldown between tries: how a credential that cannot be
+    used is seen to fall back."""
+    ok("agent", "models", "providers", "add", "gw", "--kind", "litellm", "--base-url", keyed_url)
+    ok("agent", "models", "auth", "gw", *auth)
+    ok("agent", "models", "providers", "add", "spare", "--kind", "vllm", "--base-url", spare_url)
+    ok("agent", "models", "set", "primary", "gw/fake-model")
+    ok("agent", "models", "fallback", "add", "spare/fake-model")
+    ok("config", "set", "agents.defaults.retries", "2")
+    ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+
+
 def events(home: Path) -> list[dict]:
     """Every event in the home's log, oldest first."""
     from fased.log import EventLog

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import error_line, events
+from conftest import error_line, events, key_gateway_with_fallback
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import FakeModelServer
@@ -80,14 +80,9 @@ def test_a_bad_key_resolved_at_call_time_sends_nothing_and_falls_back(
     keyfile.write_text(value + "\n", encoding="utf-8")
     monkeypatch.setenv("GW_KEY", value)
     with FakeModelServer(api_key="sk-gw-SECRET") as keyed, FakeModelServer() as spare:
-        ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", keyed.url)
-        ok(*MODELS, "auth", "gw", *(["--env", "GW_KEY"] if how == "env" else
-                                    ["--command", f"cat {keyfile}"]))
-        ok(*PROVIDERS, "add", "spare", "--kind", "vllm", "--base-url", spare.url + "/v1")
-        ok(*MODELS, "set", "primary", "gw/fake-model")
-        ok(*MODELS, "fallback", "add", "spare/fake-model")
-        ok("config", "set", "agents.defaults.retries", "2")
-        ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+        key_gateway_with_fallback(ok, keyed.url, spare.url + "/v1",
+                                  ["--env", "GW_KEY"] if how == "env" else
+                                  ["--command", f"cat {keyfile}"])
 
         result = run("chat", "hi")
 

@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import error_line, events, read_json, rows, run_process, tmpfs
+from conftest import (
+    error_line,
+    events,
+    key_gateway_with_fallback,
+    read_json,
+    rows,
+    run_process,
+    tmpfs,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakeserver import FakeModelServer, Hang, Status
@@ -1294,13 +1302,7 @@ def test_an_unresolvable_credential_sends_nothing_and_falls_back(set_up, ok, run
                                                                   how, named):
     monkeypatch.delenv("GW_KEY", raising=False)
     with FakeModelServer(api_key="sk-gw-SECRET") as keyed, FakeModelServer() as spare:
-        ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", keyed.url)
-        ok(*MODELS, "auth", "gw", *how)
-        add_local(ok, "spare", spare.url + "/v1", kind="vllm")
-        ok(*MODELS, "set", "primary", "gw/fake-model")
-        ok(*MODELS, "fallback", "add", "spare/fake-model")
-        ok("config", "set", "agents.defaults.retries", "2")
-        ok("config", "set", "agents.defaults.cooldownSeconds", "0")
+        key_gateway_with_fallback(ok, keyed.url, spare.url + "/v1", list(how))
 
         result = run("chat", "hi")
 
