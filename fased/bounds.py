@@ -54,8 +54,10 @@ MAX_SEQ = 2**63 - 1  # what SQLite stores
 _BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
 # Pattern texts, not compiled objects: re compiles (and caches) each on first use, so
 # importing this module, which every command does, costs no regex compilation.
-_CONTROL_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}\u2028\u2029\ud800-\udfff]"  # and line separators
-_CONTROL_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}\ud800-\udfff]"
+# U+2028 and U+2029 are escaped in multi-line text too: no terminal breaks a line there, and
+# a line-based reader (JSON in JavaScript, a log viewer) may.
+_CONTROL_LINE = f"[\x00-\x1f\x7f-\x9f{_BIDI}\u2028\u2029\ud800-\udfff]"
+_CONTROL_TEXT = f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}\u2028\u2029\ud800-\udfff]"
 _FLOAT = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _INTEGER = r"[+-]?[0-9]+"
 _HEADER_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"

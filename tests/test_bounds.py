@@ -602,6 +602,7 @@ def test_name_and_header_checks_are_bounded(text, value):
 
 @PROPERTY
 @given(st.text(), st.booleans())
+@example("reply\u2028line", True)  # a line separator: no terminal breaks the line there
 def test_printable_leaves_no_control_character(text, multiline):
     shown = bounds.printable(text, multiline)
     kept = shown.replace("\n", "").replace("\t", "") if multiline else shown
