@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fased.errors import FasedError, LogGapError, StateAheadError, StateError
 from fased.log import EventLog, LogState, segment_name
+from fased.store import same_log
 from fased.upcast import upcast
 
 # how long doctor waits for the log lock to see whether a tail is torn or being written
@@ -240,7 +241,7 @@ def _tail(log: EventLog, state: LogState, repair: bool,
                    ".broken file)")
         if not repair:
             return state, Finding("log", "warn", message)
-        log.floor = seen.checkpoint if seen.log_id in (None, state.first_id) else 0
+        log.floor = seen.checkpoint if same_log(seen, state) else 0
         try:
             cut = log.repair_tail()
         except StateAheadError:
@@ -259,8 +260,8 @@ def _tail(log: EventLog, state: LogState, repair: bool,
 def _projections(store, state: LogState, seen: _Seen, repair: bool,
                  accept_loss: bool) -> list[Finding]:
     head = state.head.seq
-    same_log = seen.checkpoint > 0 and seen.log_id in (None, state.first_id)
-    if seen.problem is None and seen.version == _version() and same_log:
+    ours = same_log(seen, state)
+    if seen.problem is None and seen.version == _version() and ours:
         lost = _lost(store.log, state, seen)
         if lost is not None:
             if not (repair and accept_loss):
@@ -272,7 +273,7 @@ def _projections(store, state: LogState, seen: _Seen, repair: bool,
     problem = seen.problem
     if problem is None and seen.version != _version():
         problem = "state.db was built by another projection version"
-    if problem is None and not same_log and seen.checkpoint > 0:
+    if problem is None and not ours and seen.checkpoint > 0:
         problem = "state.db was built from another log"
     if problem is None and seen.checkpoint < head:
         return [Finding("projections", "info", f"state.db is {head - seen.checkpoint} events "

@@ -285,21 +285,21 @@ class Store:
                 self._rewrite_files(con)
             return con
         state, torn = self.log.survey(known)
-        same_log = seen.checkpoint > 0 and seen.log_id in (None, state.first_id)
-        if same_log:
+        ours = same_log(seen, state)
+        if ours:
             self._require_not_behind(state, torn, seen)
         if torn is not None:
-            self.log.floor = seen.checkpoint if same_log else 0
+            self.log.floor = seen.checkpoint if ours else 0
             self.log.state = state
             self.log.repair_torn(torn)
         self.log.adopt(state)
-        if usable and same_log and seen.checkpoint == state.head.seq:
+        if usable and ours and seen.checkpoint == state.head.seq:
             self._require_same_event(seen, state.head.id)
             _set_meta_now(con, log_state=state.dumps(), log_id=state.first_id or "")
             if "files_stale" in seen.meta:
                 self._rewrite_files(con)
             return con
-        if usable and same_log and 0 < seen.checkpoint < state.head.seq:
+        if usable and ours and 0 < seen.checkpoint < state.head.seq:
             events = self.log.read(seen.checkpoint,
                                    bulk=state.head.seq - seen.checkpoint > 5000)
             self._require_same_event(seen, next(events)["id"])
@@ -396,7 +396,7 @@ class Store:
             # what state.db verified of the log holds whatever built its tables: only what
             # changed since is read here (the build reads everything, checked, anyway)
             state, torn = self.log.survey(seen.known)
-            if seen.checkpoint > 0 and seen.log_id in (None, state.first_id):
+            if same_log(seen, state):
                 self._require_not_behind(state, torn, seen)
             if torn is not None:
                 self.log.state = state
@@ -441,7 +441,7 @@ class Store:
         with self.log.locked():
             seen = self.evidence()
             state, torn = self.log.survey(seen.known)
-            if seen.checkpoint > 0 and seen.log_id in (None, state.first_id):
+            if same_log(seen, state):
                 self._require_not_behind(state, torn, seen)
             self.log.adopt(state)
             self._rebuild_locked()
@@ -672,6 +672,16 @@ def _copy_side(con: sqlite3.Connection, proj, side: Path) -> None:
     finally:
         con.execute("DETACH DATABASE side")
     con.execute("BEGIN")
+
+
+def same_log(seen, state: LogState) -> bool:
+    """Whether state.db was built from this log, so that what it applied is evidence of what
+    the log must still hold (`seen`: its checkpoint and log_id): it applied events, and the log's first event is the one it
+    recorded (or it recorded none, an older state.db). A log with no readable first event at
+    all (emptied, cut or mangled from its first byte) is this log damaged, never another
+    home's: taking it for one rebuilt an empty history over the lost one."""
+    return seen.checkpoint > 0 and (
+        seen.log_id is None or state.first_id is None or seen.log_id == state.first_id)
 
 
 def _set_meta_now(con: sqlite3.Connection, **values) -> None:

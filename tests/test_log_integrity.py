@@ -451,3 +451,44 @@ def test_a_file_in_the_log_directory_named_with_other_digits_is_not_a_segment(se
     was an internal error."""
     (set_up / "log" / "\u00b2\u00b2.jsonl").write_text("")
     assert "main" in ok("agent", "list")
+
+
+# -- a home of one segment ----------------------------------------------------------------------
+
+@pytest.fixture
+def one_segment(fased_home, ok, server) -> Path:
+    """The usual home: every event in one segment, with answered turns in it."""
+    ok("setup", "-y", "--no-detect")
+    ok("agent", "models", "providers", "add", "ollama", "--kind", "ollama", "--base-url",
+       server.url)
+    ok("agent", "models", "set", "primary", "ollama/fake-model")
+    ok("config", "set", "agents.defaults.retries", "0")
+    ok("chat", "question")
+    assert len(segments(fased_home)) == 1
+    return fased_home
+
+
+@pytest.mark.parametrize("how", ["emptied", "cut-inside-the-first-record", "crlf-every-line"])
+def test_a_one_segment_log_that_lost_its_first_record_is_refused_never_started_over(
+        one_segment, run, server, how):
+    """With no readable first record, the log is this home's log damaged, not another home's:
+    state.db's checkpoint is evidence of what it lost. No reader may cut it into a .broken
+    file and rebuild an empty history over it."""
+    home = one_segment
+    path = segments(home)[0]
+    checkpoint = len(events(home))
+    data = path.read_bytes()
+    if how == "emptied":
+        path.write_bytes(b"")
+    elif how == "cut-inside-the-first-record":
+        path.write_bytes(data[:200])
+    else:
+        path.write_bytes(data.replace(b"\n", b"\r\n"))
+
+    for args in READERS:
+        line = refuses(run, home, server, *args)
+        if how != "crlf-every-line":
+            assert f"seqs 1..{checkpoint} are missing from the log" in line, (args, line)
+    assert not list((home / "log").glob("*.broken"))
+    doctor = run("doctor")
+    assert doctor.exit_code == 1, doctor.stdout
