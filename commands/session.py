@@ -184,7 +184,9 @@ def show(ref, agent, last, json_):
               show_default=True, help="md: a transcript to read; jsonl: the session's event "
               "lines from the log; json: one document (turns, steps, calls).")
 @click.option("--output", "-o", "output", type=LinePath(dir_okay=False, writable=True),
-              metavar="FILE", help="Write to FILE instead of stdout.")
+              metavar="FILE", help="Write to FILE instead of stdout, all at once (a failed "
+              "write leaves the old FILE as it was); a new FILE is 0600, an existing one "
+              "keeps its mode.")
 @click.option("--max-chars", type=count(), default=2000, show_default=True, metavar="N",
               help="md: cut each tool call's arguments and result to N characters (0: whole).")
 def export(ref, agent, fmt, output, max_chars):
@@ -203,7 +205,7 @@ def export(ref, agent, fmt, output, max_chars):
       fased session export ops --max-chars 0      # tool results whole
     """
     from fased.agents import get_agent
-    from fased.export import markdown, session_document, session_events
+    from fased.export import markdown, session_document, session_events, write_output
     from fased.sessions import current_session, get_session
 
     st = store()
@@ -229,11 +231,7 @@ def export(ref, agent, fmt, output, max_chars):
     if output is None:
         click.echo(text, nl=False)
         return
-    try:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    write_output(output, text)
     note(f"fased: wrote session {row['id']} to {output}")
 
 

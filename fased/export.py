@@ -2,17 +2,20 @@
 
 The document and the Markdown are built from the projections (turns, steps, tool calls), which
 keep a deleted session's turns: a delete is an event, nothing is forgotten. The event lines
-are the log's own records of the session, masked as `fased replay` masks them. Nothing here
-writes anything.
+are the log's own records of the session, masked as `fased replay` masks them. The only
+file written is the one a user names (write_output), replaced all at once.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import stat
 from collections.abc import Iterator
 
+from fased.errors import FasedError, UsageError
 from fased.log import EventLog
 
 FORMATS = ("md", "jsonl", "json")
@@ -85,6 +88,47 @@ def markdown(doc: dict, max_chars: int = MAX_CHARS) -> str:
                 out += _call(c, max_chars)
         out += _ending(t)
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write_output(name: str, text: str) -> None:
+    """Replace (or create) the file a user named with `text`, all at once: a temp file beside
+    it, fsync, rename (fased.tools.fileio.atomic_write), so a full disk or a kill leaves the
+    previous file as it was. A new file is 0600 (it holds a whole conversation); a replaced
+    one keeps its mode, as an editor keeps it. A symlink stays a link: its target is
+    replaced. Anything but a regular file (a FIFO, a device, a directory) is refused before
+    it is opened: renaming over it would replace it, and opening a FIFO waits for a reader."""
+    from pathlib import Path
+
+    from fased.tools.fileio import atomic_write
+
+    path = Path(os.path.realpath(name))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise FasedError(f"cannot write {name}: {exc.strerror}") from None
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{name} is {_kind(st.st_mode)}, not a regular file: an export "
+                             "replaces the file it is written to",
+                             hint="leave out -o to write to stdout, and send that on")
+        mode = stat.S_IMODE(st.st_mode)
+    try:
+        atomic_write(path, text.encode("utf-8"), 0o600 if mode is None else mode)
+    except OSError as exc:
+        raise FasedError(f"cannot write {name}: {exc.strerror}",
+                         hint="nothing was written" if mode is None else
+                         f"{name} is as it was") from None
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
 
 
 def _ending(t: dict) -> list[str]:
