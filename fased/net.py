@@ -68,6 +68,21 @@ class BodyTooLarge(NetError):
     kind = "server"
 
 
+class BrokenBody(ConnectionError):
+    """A body that could not be read to its end once the headers had come: the connection
+    broke, the body was cut short, or it could not be decoded. net.chunks raises it (its
+    __cause__ is the original) for every transport failure, so no caller ever meets one of
+    urllib3's own errors; `phrase` says what happened."""
+
+    def __init__(self, phrase: str):
+        super().__init__(phrase)
+        self.phrase = phrase
+
+
+class BodyTimedOut(BrokenBody, TimeoutError):
+    """The server stopped sending a body for longer than the read timeout."""
+
+
 class CrossOriginRedirect(NetError):
     kind = "connection"
 
@@ -165,6 +180,98 @@ def current() -> Deadline | None:
     return getattr(_local, "deadline", None)
 
 
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps (requests and urllib3 nest several levels)."""
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None)])
+        stack.extend(item.args)
+
+
+def _loaded(module: str, *names: str) -> tuple[type, ...]:
+    """Exception classes of `module` (urllib3.exceptions, requests.exceptions) if it was
+    imported: nothing raised them otherwise, and importing it costs start-up time."""
+    import sys
+
+    found = sys.modules.get(module)
+    return tuple(getattr(found, name) for name in names) if found is not None else ()
+
+
+def _among(seen: list[BaseException], *types: type) -> bool:
+    return any(isinstance(c, types) for c in seen)
+
+
+def _broken(exc: BaseException) -> BrokenBody:
+    """The BrokenBody that a transport failure while reading a body was."""
+    import http.client
+
+    seen = list(causes(exc))
+    if _among(seen, TimeoutError, *_loaded("urllib3.exceptions", "ReadTimeoutError")):
+        return BodyTimedOut("read timed out")
+    if _among(seen, *_loaded("urllib3.exceptions", "DecodeError"),
+              *_loaded("requests.exceptions", "ContentDecodingError")):
+        return BrokenBody("sent a body that cannot be decompressed")
+    # http.client reports a chunk size it cannot parse as an IncompleteRead from ValueError
+    if _among(seen, *_loaded("urllib3.exceptions", "InvalidChunkLength")) or any(
+            isinstance(c, http.client.IncompleteRead) and isinstance(c.__context__, ValueError)
+            for c in seen):
+        return BrokenBody("sent a malformed chunk")
+    if _among(seen, http.client.IncompleteRead):  # urllib3's IncompleteRead subclasses it
+        return BrokenBody("the connection closed before the whole body came")
+    return BrokenBody("the connection broke")
+
+
+def _is_transport(exc: BaseException) -> bool:
+    import http.client
+
+    return isinstance(exc, (OSError, http.client.HTTPException,
+                            *_loaded("urllib3.exceptions", "HTTPError")))
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong with a call, in words, for any transport failure (requests', urllib3's
+    or ours): never a class name."""
+    import socket
+    import ssl
+
+    if isinstance(exc, (NetError, BrokenBody)):
+        return exc.phrase
+    seen = list(causes(exc))
+    if _among(seen, *_loaded("requests.exceptions", "TooManyRedirects")):
+        return "redirected too many times"
+    if _among(seen, *_loaded("requests.exceptions", "InvalidURL", "MissingSchema",
+                             "InvalidSchema")):
+        return "the URL is not valid"
+    if _among(seen, ConnectionRefusedError):
+        return "connection refused"
+    if _among(seen, socket.gaierror, *_loaded("urllib3.exceptions", "NameResolutionError")):
+        return "cannot resolve the host"
+    if _among(seen, ssl.SSLError):
+        return "TLS error"
+    connecting = never_sent(exc)
+    # urllib3's NewConnectionError (refused, unreachable) subclasses its ConnectTimeoutError
+    failed_to_connect = _loaded("urllib3.exceptions", "NewConnectionError")
+    if any(isinstance(c, (TimeoutError, *_loaded("urllib3.exceptions", "TimeoutError")))
+           and not isinstance(c, failed_to_connect) for c in seen):
+        return "connect timed out" if connecting else "read timed out"
+    return "cannot connect" if connecting else "the connection broke"
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True for a failure while connecting, before any byte of the request left: the server
+    cannot have acted on it."""
+    return _among(list(causes(exc)),
+                  *_loaded("urllib3.exceptions", "NewConnectionError", "ConnectTimeoutError"),
+                  *_loaded("requests.exceptions", "ConnectTimeout", "InvalidURL",
+                           "MissingSchema", "InvalidSchema"))
+
+
 def explain(exc: BaseException) -> BaseException:
     """What a failure really was: an error from a socket that the deadline shut down is the
     deadline's."""
@@ -214,7 +321,7 @@ def session_for(url: str) -> requests.Session:
 
 def chunks(resp: requests.Response, limit: int) -> Iterator[bytes]:
     """The body as it arrives (decoded if compressed), at most `limit` bytes; a read cut off
-    by the deadline raises DeadlineExceeded."""
+    by the deadline raises DeadlineExceeded, any other transport failure BrokenBody."""
     read1 = getattr(resp.raw, "read1", None)
     if read1 is not None:
         # read1 returns whatever is available, so a close-delimited stream arrives piece by
@@ -230,9 +337,11 @@ def chunks(resp: requests.Response, limit: int) -> Iterator[bytes]:
             break
         except Exception as exc:
             real = explain(exc)
-            if real is exc:
+            if real is not exc:
+                raise real from None
+            if isinstance(exc, (NetError, BrokenBody)) or not _is_transport(exc):
                 raise
-            raise real from None
+            raise _broken(exc) from exc
         total += len(chunk)
         if total > limit:
             resp.close()

@@ -11,13 +11,18 @@ as Telegram's. getUpdates keeps updates until a request confirms them (offset = 
 waits up to `timeout` seconds for the first one (long polling), and answers 409 when another
 getUpdates is still waiting. Scripted failures: `rate_limit(method, retry_after, times)` (429
 with parameters.retry_after), `reject_entities` (400 "can't parse entities" for any
-parse_mode), `fail(method, code, description, times)`. sendMessage refuses texts over 4096
-characters and unbalanced legacy Markdown, like Telegram.
+parse_mode), `fail(method, code, description, times)`, `cut(method, how, times)` (the call is
+handled, so a sendMessage is sent, then the answer breaks after its headers: `reset` the
+connection, close it `short` of Content-Length, a malformed `chunk`, a `gzip` body that is
+not gzip). sendMessage refuses texts over 4096 characters and unbalanced legacy Markdown,
+like Telegram.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +45,7 @@ class FakeBotAPI:
         self.actions: list[dict] = []
         self.reject_entities = False
         self.failures: dict[str, list[tuple[int, str, dict]]] = {}
+        self.cuts: dict[str, list[str]] = {}
         self.send_delay = 0.0
         self._cond = threading.Condition()
         self._polling = 0
@@ -85,6 +91,16 @@ class FakeBotAPI:
         self.failures.setdefault(method, []).extend(
             [(code, description, parameters or {})] * times)
 
+    def cut(self, method: str, how: str = "reset", times: int = 1) -> None:
+        assert how in ("reset", "short", "chunk", "gzip"), how
+        with self._cond:
+            self.cuts.setdefault(method, []).extend([how] * times)
+
+    def _cut(self, path: str) -> str | None:
+        with self._cond:
+            queue = self.cuts.get(path.rpartition("/")[2])
+            return queue.pop(0) if queue else None
+
     def texts(self, chat: int | None = None) -> list[str]:
         return [s["text"] for s in self.sent if chat is None or str(s["chat_id"]) == str(chat)]
 
@@ -123,11 +139,34 @@ class FakeBotAPI:
                         body.update(parse_qsl(raw.decode()))
                 status, doc = api.handle(parts.path, body)
                 data = json.dumps(doc).encode()
+                how = api._cut(parts.path)
+                if how:
+                    self._broken(how, status, data)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _broken(self, how: str, status: int, data: bytes):
+                head = f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                body = data[:5]
+                if how in ("reset", "short"):
+                    head += f"Content-Length: {len(data)}\r\n"
+                elif how == "chunk":
+                    head += "Transfer-Encoding: chunked\r\n"
+                    body = b"ZZZ\r\n" + data + b"\r\n0\r\n\r\n"
+                else:
+                    head += f"Content-Encoding: gzip\r\nContent-Length: {len(data)}\r\n"
+                    body = data
+                self.wfile.write(head.encode() + b"\r\n" + body)
+                self.wfile.flush()
+                if how == "reset":  # SO_LINGER 0: close sends a TCP reset, not an orderly end
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -441,6 +441,56 @@ def test_kill_9_while_sending_is_reported_not_sent_again(bot, ok, api, server):
     no_token_anywhere(bot, done.stdout, done.stderr, status)
 
 
+# -- a connection the server breaks ----------------------------------------------------------
+
+@pytest.mark.parametrize("how, says", [
+    ("reset", "the connection broke"),
+    ("short", "the connection closed before the whole body came"),
+    ("chunk", "sent a malformed chunk"),
+    ("gzip", "sent a body that cannot be decompressed"),
+])
+def test_an_answer_that_breaks_after_its_headers_is_one_line(models, run, api, how, says):
+    api.cut("getMe", how)
+    result = run("channel", "add", "telegram", "--token-stdin", "--api-base", api.url,
+                 input=TOKEN)
+    assert result.exit_code == 1
+    assert error_line(result) == f"Error: Telegram getMe: cannot reach {api.url}: {says}"
+    assert of_type(models, "channel.added") == []
+    assert not (models / "credentials.json").exists()
+    no_token_anywhere(models, result.stdout, result.stderr)
+
+
+def test_a_connection_reset_while_receiving_loses_no_update(bot, run, api, server):
+    server.script(Reply("got it"))
+    api.message(42, "hi")
+    api.cut("getUpdates")
+    result = run("channel", "poll")
+    assert result.exit_code == 1
+    assert error_line(result) == (
+        f"Error: Telegram getUpdates: cannot reach {api.url}: the connection broke")
+    assert of_type(bot, "channel.received") == []
+    assert run("channel", "poll").exit_code == 0
+    assert api.texts(42) == ["got it"]
+
+
+def test_a_send_whose_connection_broke_may_have_arrived_and_is_never_sent_again(bot, ok, run,
+                                                                                 api, server):
+    server.script(Reply("sent at most once"))
+    api.message(42, "hi")
+    api.cut("sendMessage")  # handled, so the chat has it; the answer is cut off
+    result = run("channel", "poll")
+    assert "Traceback" not in result.stderr and "bug in fased" not in result.stderr
+    said = (f"Telegram sendMessage to {api.url}: the connection broke; it may have arrived, "
+            "so it is not sent again")
+    assert said in result.stderr
+    [sent] = of_type(bot, "channel.sent")
+    assert (sent["outcome"], sent["error"]) == ("unknown", said)
+    assert run("channel", "poll").exit_code == 0
+    assert api.texts(42) == ["sent at most once"]
+    assert len(api.calls("sendMessage")) == 1
+    assert "may not have arrived: part 1/1 of reply:" in ok("channel", "status")
+
+
 # -- the token never shows --------------------------------------------------------------------
 
 def test_the_token_is_in_no_output_or_log_line_when_the_network_fails(bot, run):

@@ -114,18 +114,17 @@ class TelegramChannel:
         raise self._api_error(method, doc, resp.status_code)
 
     def _network_error(self, method: str, exc: BaseException) -> ChannelError:
-        import requests
+        from fased.net import describe, display, never_sent
 
-        from fased.net import NetError, display
-
-        what = exc.phrase if isinstance(exc, NetError) else type(exc).__name__
-        connect = isinstance(exc, (requests.ConnectTimeout,)) or (
-            isinstance(exc, requests.ConnectionError)
-            and "refused" in str(exc).lower())
-        return ChannelError(
-            self._mask(f"Telegram {method}: cannot reach {display(self.api_base)}: {what}"),
-            hint="check the network (and channels.telegram.apiBase)",
-            retry=True, unknown=not connect and method == "sendMessage")
+        what, where = describe(exc), display(self.api_base)
+        hint = "check the network (and channels.telegram.apiBase)"
+        if method == "sendMessage" and not never_sent(exc):
+            # the request went out: Telegram may have delivered it before the answer was lost
+            return ChannelError(
+                self._mask(f"Telegram {method} to {where}: {what}; it may have arrived, so it "
+                           "is not sent again"), hint=hint, retry=True, unknown=True)
+        return ChannelError(self._mask(f"Telegram {method}: cannot reach {where}: {what}"),
+                            hint=hint, retry=True)
 
     def _api_error(self, method: str, doc: dict, status: int) -> ChannelError:
         from fased.safetext import one_line

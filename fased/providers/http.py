@@ -74,20 +74,6 @@ _PROBE_KINDS = {
 }
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and everything it wraps (requests and urllib3 nest several levels)."""
-    seen: set[int] = set()
-    stack: list[Any] = [exc]
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        yield item
-        stack.extend([item.__cause__, item.__context__, getattr(item, "reason", None)])
-        stack.extend(item.args)
-
-
 def is_transport_error(exc: BaseException) -> bool:
     """True for network-level failures (as opposed to bugs or callback errors)."""
     import http.client
@@ -108,7 +94,7 @@ def classify_exception(exc: BaseException, *, mid_stream: bool) -> tuple[str, st
 
     if isinstance(exc, net.NetError):
         return exc.kind, exc.phrase
-    causes = list(_causes(exc))
+    causes = list(net.causes(exc))
     if isinstance(exc, rex.TooManyRedirects):
         return "connection", "redirected too many times"
     if isinstance(exc, rex.ConnectTimeout):
