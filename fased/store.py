@@ -676,10 +676,11 @@ def _copy_side(con: sqlite3.Connection, proj, side: Path) -> None:
 
 def same_log(seen, state: LogState) -> bool:
     """Whether state.db was built from this log, so that what it applied is evidence of what
-    the log must still hold (`seen`: its checkpoint and log_id): it applied events, and the log's first event is the one it
-    recorded (or it recorded none, an older state.db). A log with no readable first event at
-    all (emptied, cut or mangled from its first byte) is this log damaged, never another
-    home's: taking it for one rebuilt an empty history over the lost one."""
+    the log must still hold (`seen`: its checkpoint and log_id). It applied events, and the
+    log's first event is the one it recorded (or it recorded none, an older state.db). A
+    log with no readable first event at all (emptied, cut or mangled from its first byte)
+    is this log damaged, never another home's: taking it for one rebuilt an empty history
+    over the lost one."""
     return seen.checkpoint > 0 and (
         seen.log_id is None or state.first_id is None or seen.log_id == state.first_id)
 
