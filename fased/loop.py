@@ -209,13 +209,16 @@ class AgentLoop:
         first = (self.claim.models or [None])[0]
         tools = specs(offered_names(settings["tools"])) if first is None or model_tools(
             con, first) else []
+        from fased.models import known_secrets
         from fased.skills.gating import offered, skill_env
-        from fased.skills.secrets import skill_secrets
+        from fased.tools.exec import tool_environment_for
 
-        skills, _ = offered(con, self.runner.store.home, agent["id"], workspace)
-        stored = skill_secrets(self.runner.store.home)
-        # a secret set for a skill reaches its commands, but never the log or the model
-        self._skill_secrets = tuple(v for s in skills for v in stored.get(s.name, {}).values())
+        home = self.runner.store.home
+        skills, _ = offered(con, home, agent["id"], workspace)
+        # a secret a tool's output carries (a skill's, which its commands are given, or a
+        # provider key a command read from a file) never reaches the log or the model
+        self._secrets = tuple(sorted(known_secrets(con, home), key=len, reverse=True))
+        self._tool_env = tool_environment_for(con, home, dict(os.environ))
         return _Env(agent, workspace, tools, settings["tools"],
                     tuple(s.path for s in skills),
                     skill_env(con, self.runner.store.home, skills))
@@ -495,7 +498,8 @@ class AgentLoop:
             # in a sandbox the file tools reach what exec reaches
             workspace_only=sandbox.mode != "host" or bool(
                 (env.settings.get("fs") or {}).get("workspaceOnly", True)),
-            sandbox=sandbox, env=dict(os.environ), skill_env=dict(env.skill_env),
+            sandbox=sandbox, env=dict(getattr(self, "_tool_env", {})),
+            skill_env=dict(env.skill_env),
             cancel=threading.Event())
         box: dict = {}
 
@@ -545,10 +549,10 @@ class AgentLoop:
     def _finished_draft(self, call, status: str, text: str, extra: dict,
                         duration_ms: float | None = None) -> Draft:
         c = self.claim
-        if getattr(self, "_skill_secrets", ()):
+        if getattr(self, "_secrets", ()):
             from fased.redact import mask_secrets
 
-            text = mask_secrets(text, self._skill_secrets)
+            text = mask_secrets(text, self._secrets)
         data = {"turn": c.turn, "agent": c.agent, "session": c.session, "call": call["id"],
                 "name": call["name"], "status": status, "result": text[:LOG_RESULT_MAX]}
         if len(text) > LOG_RESULT_MAX:

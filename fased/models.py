@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -398,6 +399,35 @@ def load_credentials(home: Path) -> dict:
                          hint="fix or remove it, then sign in again") from None
     data.setdefault("providers", {})
     return data
+
+
+def known_secrets(con: sqlite3.Connection, home: Path,
+                  environ: Mapping[str, str] | None = None) -> set[str]:
+    """Every secret fased knows of: each string credentials.json holds (keys, secret
+    headers, URL credentials, skill secrets, channel tokens), and the values of the
+    variables providers read keys from (a provider's `auth --env` variable, a kind's
+    default like OPENAI_API_KEY). No tool is given one, and a tool's output that carries
+    one is masked before it is recorded or sent."""
+    environ = os.environ if environ is None else environ
+    try:
+        data: object = load_credentials(home)
+    except FasedError:
+        data = {}
+    found: set[str] = set()
+    stack: list[object] = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and value:
+            found.add(value)
+    names = {r[0] for r in con.execute(
+        "SELECT credential_env FROM providers WHERE credential_env IS NOT NULL")}
+    names |= set(KEY_ENV.values())
+    found |= {environ[n] for n in names if environ.get(n)}
+    return found
 
 
 def save_credentials(home: Path, data: dict) -> None:

@@ -22,8 +22,13 @@ from collections.abc import Iterable, Mapping
 
 MASK = "***"
 
-SECRET_NAME = re.compile(r"auth|api[-_]?key|token|secret|cookie|password", re.IGNORECASE)
-"""NAME=VALUE arguments whose value is masked in the recorded command line."""
+SECRET_NAME = re.compile(
+    r"auth|api[-_]?key|token|secret|cookie|passw(?:or)?d|credential|webhook|private[-_]?key"
+    r"|(?:^|[-_])(?:pass(?:phrase)?|key|dsn)(?:$|[-_])|[-_]pwd(?:$|[-_])", re.IGNORECASE)
+"""Names that hold secrets: NAME=VALUE arguments whose value is masked in the recorded
+command line, variables no tool is given, skill variables kept in credentials.json. Whole
+words for the short ones (DB_PASS, STRIPE_KEY, SENTRY_DSN, MYSQL_PWD), so that KEYMAP,
+COMPASS and PWD are not taken for secrets."""
 
 HARMLESS_HEADERS = frozenset({
     "accept", "accept-encoding", "accept-language", "cache-control", "content-type",

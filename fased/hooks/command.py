@@ -62,39 +62,12 @@ def event_line(event: dict) -> str:
                       default=str)
 
 
-def secret_values(home: Path) -> set[str]:
-    """Every string credentials.json holds (keys, secret headers, URL credentials, skill
-    secrets): a variable with one of these values never reaches a hook."""
-    from fased.errors import FasedError
-    from fased.models import load_credentials
-
-    try:
-        data = load_credentials(home)
-    except FasedError:
-        return set()
-    found: set[str] = set()
-    stack: list[object] = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, str) and value:
-            found.add(value)
-    return found
-
-
 def hook_environment(con: sqlite3.Connection, home: Path, spec: HookSpec, event: dict,
                      base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a hook's command for `event`."""
-    from fased.tools.exec import tool_environment
+    from fased.tools.exec import tool_environment_for
 
-    drop = {r[0] for r in con.execute(
-        "SELECT credential_env FROM providers WHERE credential_env IS NOT NULL")}
-    secrets = secret_values(home)
-    env = {name: value for name, value in tool_environment(
-        dict(os.environ if base is None else base), drop=drop).items() if value not in secrets}
+    env = tool_environment_for(con, home, dict(os.environ if base is None else base))
     env.update(FASED_EVENT=event["type"], FASED_SEQ=str(event["seq"]),
                FASED_AGENT=event_agent(event) or "", FASED_SESSION=event_session(event) or "",
                FASED_HOME=str(home), FASED_HOOK=spec.name)

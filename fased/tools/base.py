@@ -9,7 +9,9 @@ for the model; any other exception is a bug in fased.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,6 +101,9 @@ class ToolContext:
         if _within(real, home) and not any(
                 home in root.parents and _within(real, root) for root in (workspace, *extra)):
             raise ToolError(f"{path}: the fased home ({self.home}) is off limits to tools")
+        if _links_home_file(real, home):
+            raise ToolError(f"{path}: a hard link to one of the fased home's own files "
+                            "(credentials, the log, state.db), which are off limits to tools")
         if any(_within(real, root) for root in extra):
             return real
         if self.workspace_only and not _within(real, workspace):
@@ -122,6 +127,32 @@ def shown(path: Path | str) -> str:
     from fased.bounds import storable
 
     return storable(os.fspath(path))
+
+
+HOME_FILES = ("credentials.json", "fased.json", "state.db", "state.db-wal", "state.db-shm")
+
+
+def _links_home_file(path: Path, home: Path) -> bool:
+    """Whether `path` is a hard link to one of the home's own files: no path check can see
+    that (a link in the workspace to credentials.json is a file of the workspace). Only a
+    file with more than one link is compared, so this costs one stat for any other."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    if st.st_nlink < 2 or not stat.S_ISREG(st.st_mode):
+        return False
+    own = [home / name for name in HOME_FILES]
+    with contextlib.suppress(OSError):
+        own += [entry for entry in (home / "log").iterdir()]
+    for other in own:
+        try:
+            o = os.stat(other)
+        except OSError:
+            continue
+        if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
 def _within(path: Path, root: Path) -> bool:

@@ -55,6 +55,19 @@ def tool_environment(base: dict[str, str], *, drop: Iterable[str] = ()) -> dict[
             and not SECRET_NAME.search(name) and literal_secret(value) not in _SECRET_VALUE}
 
 
+def tool_environment_for(con, home: Path, base: dict[str, str]) -> dict[str, str]:
+    """tool_environment of `base` for a tool or hook of this home: also without the
+    variables its providers read keys from, and without any variable whose value is a
+    secret fased knows (fased.models.known_secrets)."""
+    from fased.models import known_secrets
+
+    drop = {r[0] for r in con.execute(
+        "SELECT credential_env FROM providers WHERE credential_env IS NOT NULL")}
+    secrets = known_secrets(con, home, base)
+    return {name: value for name, value in tool_environment(base, drop=drop).items()
+            if value not in secrets}
+
+
 def check_env_overrides(env: object) -> dict[str, str]:
     """The `env` argument as variables to add, or ToolError: names must be valid, and PATH,
     LD_*, DYLD_* and the shell's start-up variables cannot be set."""
