@@ -157,6 +157,7 @@ class _Seen:
     checkpoint: int = -1
     head_id: str | None = None
     log_id: str | None = None
+    stuck: bool = False  # SQLite cannot open it (a full disk, an I/O error): no rebuild helps
 
 
 def _evidence(path: Path) -> _Seen:
@@ -171,7 +172,13 @@ def _evidence(path: Path) -> _Seen:
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
-        return _Seen(f"state.db is unreadable ({exc})")
+        from fased.store import disk_full, is_projection_damage
+
+        if is_projection_damage(exc):
+            return _Seen(f"state.db is unreadable ({exc})")
+        full = f"; the disk holding {path.parent} is full" if disk_full(path.parent) else ""
+        return _Seen(f"state.db cannot be opened ({exc}{full}): it may be fine, so it is not "
+                     "rebuilt over", stuck=True)
     try:
         checkpoint = int(meta.get("checkpoint", -1))
     except ValueError:
@@ -260,6 +267,8 @@ def _tail(log: EventLog, state: LogState, repair: bool,
 def _projections(store, state: LogState, seen: _Seen, repair: bool,
                  accept_loss: bool) -> list[Finding]:
     head = state.head.seq
+    if seen.stuck:
+        return [Finding("projections", "error", seen.problem or "state.db cannot be opened")]
     ours = same_log(seen, state)
     if seen.problem is None and seen.version == _version() and ours:
         lost = _lost(store.log, state, seen)

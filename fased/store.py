@@ -60,15 +60,17 @@ class Evidence:
 class ApplyFailed(StateError):
     """state.db or a file view could not be written (a full disk, most often)."""
 
-    def __init__(self, what: str, exc: BaseException):
+    def __init__(self, what: str, exc: BaseException, home: Path | None = None):
         self.what, self.reason = what, _reason(exc)
         target = {"state.db": "state.db could not be updated",
                   "read": "state.db could not be read",
                   "rebuild": "state.db could not be rebuilt",
                   "files": "fased.json or a transcript could not be written"}[what]
+        self.full = _is_full(exc) or (home is not None and disk_full(home))
+        if self.full and home is not None:
+            self.reason += f" (the disk holding {home} is full)"
         super().__init__(f"{target}: {self.reason}", hint="free disk space; nothing was "
-                         "recorded" if _is_full(exc) else "nothing was recorded")
-        self.full = _is_full(exc)
+                         "recorded" if self.full else "nothing was recorded")
 
     def recorded(self, records: list[dict]) -> StateError:
         """The same failure after the command's events were appended: they are recorded."""
@@ -94,6 +96,16 @@ def _is_full(exc: BaseException) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)
 
 
+def disk_full(path: Path) -> bool:
+    """Whether the file system holding `path` has no block left for this user: what an
+    I/O error SQLite reports (it could not grow its shared-memory file) comes from."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail == 0
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
@@ -110,7 +122,10 @@ def is_projection_damage(exc: BaseException) -> bool:
     import json
 
     if isinstance(exc, sqlite3.DatabaseError):
-        return getattr(exc, "sqlite_errorcode", None) not in _NOT_DAMAGE and not (
+        # sqlite_errorcode is the extended code (SQLITE_IOERR_SHMSIZE is 4874): its low byte
+        # is the primary one
+        code = getattr(exc, "sqlite_errorcode", None)
+        return (code is None or code & 0xFF not in _NOT_DAMAGE) and not (
             "locked" in str(exc) or "disk is full" in str(exc))
     return isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError))
 
@@ -230,7 +245,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             if is_projection_damage(exc):
                 return None
-            raise ApplyFailed("read", exc) from None
+            raise ApplyFailed("read", exc, self.home) from None
 
     def _known(self, meta: dict[str, str]) -> LogState | None:
         """The LogState state.db recorded with its checkpoint (parsed once per change)."""
@@ -357,7 +372,7 @@ class Store:
             if not is_projection_damage(exc):
                 if isinstance(exc, ValueError):
                     raise
-                raise ApplyFailed("state.db", exc) from None
+                raise ApplyFailed("state.db", exc, self.home) from None
             self._rebuild_damaged(exc)  # the rebuild applies these events too
             return applied
         if applied:
@@ -366,7 +381,7 @@ class Store:
             except (OSError, StateError) as exc:
                 with contextlib.suppress(sqlite3.Error):
                     _set_meta_now(con, files_stale="1")
-                raise ApplyFailed("files", exc) from None
+                raise ApplyFailed("files", exc, self.home) from None
             except (sqlite3.Error, ValueError) as exc:
                 if not is_projection_damage(exc):
                     raise
@@ -419,7 +434,7 @@ class Store:
             state = LogState(track)
         except sqlite3.Error as exc:
             tmp.unlink(missing_ok=True)
-            raise ApplyFailed("rebuild", exc) from None
+            raise ApplyFailed("rebuild", exc, self.home) from None
         for suffix in ("-wal", "-shm"):  # a stale WAL must never be applied to the new file
             Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
         os.replace(tmp, self.db_path)
@@ -431,7 +446,7 @@ class Store:
         except (OSError, StateError) as exc:
             with contextlib.suppress(sqlite3.Error):
                 _set_meta_now(con, files_stale="1")
-            raise ApplyFailed("files", exc) from None
+            raise ApplyFailed("files", exc, self.home) from None
         return count
 
     def recover_damaged(self) -> None:

@@ -318,6 +318,33 @@ def test_a_full_disk_before_the_append_records_nothing(small_disk, server):
     assert run_process("--home", str(home), "doctor").returncode == 0
 
 
+def test_a_full_disk_stops_readers_with_what_is_wrong_and_rebuilds_nothing(small_disk, server):
+    """With no byte left, SQLite cannot make state.db's shared-memory file: that I/O error is
+    not damage, so nothing is rebuilt (which could not be written anyway), and the user is
+    told the disk is full; doctor says so and fails."""
+    home = tmpfs_home(small_disk, server)
+    assert run_process("--home", str(home), "session", "new", "--name", "a").returncode == 0
+    for name in ("state.db-wal", "state.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    db = (home / "state.db").read_bytes()
+    filler = fill(small_disk)
+
+    for args in (["session", "list"], ["replay", "-n", "1"], ["session", "export"]):
+        done = run_process("--home", str(home), *args)
+        assert done.returncode == 4, (args, done.stderr)
+        assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+        assert "rebuilt" not in done.stderr, done.stderr
+        assert f"the disk holding {home} is full" in done.stderr, done.stderr
+    assert (home / "state.db").read_bytes() == db
+    doctor = run_process("--home", str(home), "doctor")
+    assert doctor.returncode == 1, doctor.stdout
+    assert f"the disk holding {home} is full" in doctor.stdout
+
+    filler.unlink()
+    assert run_process("--home", str(home), "session", "list").returncode == 0
+    assert run_process("--home", str(home), "doctor").returncode == 0
+
+
 def test_a_full_disk_after_the_append_says_it_is_recorded_and_catches_up(small_disk, server):
     """The event is in the log when SQLite finds the disk full: the user is told it is
     recorded (so they do not run it again), and the next command catches up cleanly."""
