@@ -105,7 +105,7 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
     finds it done) goes to `sink` whole. `stream=False` asks the server for one document."""
     kwargs = {"lease": lease} if lease else {}
     runner = Runner(store, note=note, stream=stream, **kwargs)
-    waited = False
+    waited = None
     while True:
         done = result_from_row(store.db(check_files=False), queued.turn)
         if done is not None:
@@ -114,10 +114,13 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
             return done
         claim = runner.claim_next(session=queued.session, upto_seq=queued.seq)
         if claim is None:
-            if not waited and not runner.waiting:
-                note(f"fased: waiting for another runner to finish turn {queued.turn}'s "
-                     f"session {queued.session}")
-            waited = True
+            if runner.held_by and runner.held_by != waited:  # once per turn holding it
+                turn, state = runner.held_by
+                note(f"fased: waiting for turn {turn} of session {queued.session}: it awaits "
+                     "an approval (`fased approvals`)" if state == "parked" else
+                     f"fased: waiting for another runner to finish turn {turn} of session "
+                     f"{queued.session}")
+                waited = runner.held_by
             time.sleep(poll)
             continue
         if claim.turn == queued.turn or queued.turn in claim.merged:

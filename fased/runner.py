@@ -2,7 +2,8 @@
 fallback, record every attempt, and answer each turn exactly once.
 
 A claim is `turn.started` with a lease; a heartbeat thread extends it while the model works.
-A turn whose lease ran out (its runner was killed) is claimable again. The result is recorded
+A turn whose lease ran out (its runner was killed) is claimable again, and so at once is one
+whose runner was a process of this host that has ended (fased.leases). The result is recorded
 only if this runner still holds the claim (the fence), so nothing is answered twice.
 
 Whatever goes wrong while answering (a bug, an error nothing below classified) ends that turn
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fased.errors import FasedError, ModelsFailedError, StateError
+from fased.leases import holders, lapsed
 from fased.safetext import describe, scrub
 from fased.settings import agent_settings, queue_mode
 from fased.store import Draft, Store
@@ -161,6 +163,8 @@ class Runner:
         self.note = note
         self.stream = stream  # False (`chat --no-stream`): ask servers for one document
         self.id = runner_id()
+        self.waiting = False  # the last claim found a turn whose collect debounce runs
+        self.held_by: tuple[str, str] | None = None  # (turn, state) holding the session
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -168,6 +172,7 @@ class Runner:
         """Claim the oldest turn that may run now (one running turn per session)."""
         claimed: list[Claim] = []
         self.waiting = False
+        self.held_by = None
 
         def decide(con):
             claim = self._pick(con, session, upto_seq)
@@ -183,8 +188,8 @@ class Runner:
         from fased.turn import model_chain
 
         now = format_ts(self.clock())
-        where = ["(state = 'queued' OR (state = 'running' AND lease_until < ?))"]
-        params: list = [now]
+        lapsed_sql, params = lapsed(con, now)
+        where = [f"(state = 'queued' OR (state = 'running' AND {lapsed_sql}))"]
         if self.agent:
             where.append("agent = ?")
             params.append(self.agent)
@@ -195,13 +200,14 @@ class Runner:
             where.append("queued_seq <= ?")
             params.append(upto_seq)
         # a parked turn holds its session too: later messages wait for its approval
-        busy = {r[0] for r in con.execute(
-            "SELECT session FROM turns WHERE (state = 'running' AND lease_until >= ?)"
-            " OR state = 'parked'", (now,))}
+        busy = holders(con, now)
         seen: set[str] = set()
         for row in con.execute(f"SELECT * FROM turns WHERE {' AND '.join(where)} "
                                "ORDER BY queued_seq", params).fetchall():
-            if row["session"] in busy or row["session"] in seen:
+            if row["session"] in busy:
+                self.held_by = self.held_by or busy[row["session"]]
+                continue
+            if row["session"] in seen:
                 continue
             seen.add(row["session"])
             merged = self._collect(con, row, now)
@@ -425,13 +431,14 @@ class Runner:
     def pending(self) -> tuple[int, int]:
         """(queued turns, turns running under a live lease) for this runner's agent filter."""
         con = self.store.db()
-        now = format_ts(self.clock())
+        lapsed_sql, lapsed_params = lapsed(con, format_ts(self.clock()))
         agent_clause, params = ("AND agent = ?", [self.agent]) if self.agent else ("", [])
         queued = con.execute(f"SELECT COUNT(*) FROM turns WHERE (state = 'queued' OR (state ="
-                             f" 'running' AND lease_until < ?)) {agent_clause}",
-                             [now, *params]).fetchone()[0]
-        running = con.execute(f"SELECT COUNT(*) FROM turns WHERE state = 'running' AND "
-                              f"lease_until >= ? {agent_clause}", [now, *params]).fetchone()[0]
+                             f" 'running' AND {lapsed_sql})) {agent_clause}",
+                             [*lapsed_params, *params]).fetchone()[0]
+        running = con.execute(f"SELECT COUNT(*) FROM turns WHERE state = 'running' AND NOT "
+                              f"{lapsed_sql} {agent_clause}",
+                              [*lapsed_params, *params]).fetchone()[0]
         return queued, running
 
 

@@ -152,11 +152,16 @@ def override_notice(con: sqlite3.Connection, session: str, changed: bool) -> str
 def waiting_turns(con: sqlite3.Connection, now: str, *, session: str | None = None,
                   agent: str | None = None) -> list[sqlite3.Row]:
     """Turns of a session (or an agent) that a runner would still answer: queued, parked for
-    an approval, or claimed by a runner whose lease ran out. One being answered is not."""
+    an approval, or claimed by a runner whose lease ran out or that is gone
+    (fased.leases.lapsed). One being answered is not."""
+    from fased.leases import lapsed
+
     column, value = ("session", session) if session is not None else ("agent", agent)
+    lapsed_sql, params = lapsed(con, now)
     return con.execute(
         f"SELECT * FROM turns WHERE {column} = ? AND (state IN ('queued', 'parked') OR"
-        " (state = 'running' AND lease_until < ?)) ORDER BY queued_seq", (value, now)).fetchall()
+        f" (state = 'running' AND {lapsed_sql})) ORDER BY queued_seq",
+        (value, *params)).fetchall()
 
 
 def withdraw_drafts(con: sqlite3.Connection, turns: list[sqlite3.Row],
