@@ -156,3 +156,23 @@ def test_only_a_runner_of_this_host_is_known_to_be_gone(models, ok, run, server,
         assert rows(models, "SELECT state, claims FROM turns") == [
             {"state": "running", "claims": 1}]
         assert server.requests == []
+
+
+def test_a_chat_behind_a_parked_turn_says_it_waits_for_an_approval(models, ok, run, server):
+    ok("config", "set", "tools.exec.mode", "ask")
+    server.script(Reply("", tool_calls=[("exec", json.dumps({"command": "touch f"}))]))
+    parked = ok("chat", "--queue", "make the file").strip()
+    assert run("run", "--once", env={"FASED_NO_TTY": "1"}).exit_code == 0
+    chat = spawn("chat", "later")
+    try:
+        line = chat.stderr.readline()  # then it waits, until Ctrl-C
+        chat.send_signal(signal.SIGINT)
+        _, rest = chat.communicate(timeout=15)
+    finally:
+        chat.kill()
+
+    assert line == (f"fased: waiting for turn {parked} of session s-1: it awaits an "
+                    "approval (`fased approvals`)\n"), line + rest
+    assert chat.returncode == 130
+    assert rows(models, "SELECT state FROM turns ORDER BY queued_seq") == [
+        {"state": "parked"}, {"state": "aborted"}]
