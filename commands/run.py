@@ -49,8 +49,9 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json
     (`fased agent heartbeat`); a heartbeat's HEARTBEAT_OK reply is never printed.
 
     Several runners may run at once; each turn is answered exactly once. A runner that is
-    killed loses its turns to the others when their lease runs out. SIGINT or SIGTERM gives
-    the current turn back to the queue (recorded), then exits.
+    killed loses its turns to the others when their lease runs out, or at once when it ran
+    on the same host and its process is gone. SIGINT or SIGTERM gives the current turn back
+    to the queue (recorded), then exits.
 
     \b
     Examples:

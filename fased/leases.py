@@ -1,12 +1,12 @@
 """Whether a claimed turn's lease still holds it: until the lease runs out, unless its runner
 was a process of this host that has ended (kill -9, a crash), which is known at once.
 
-A runner id is `host:pid:random` (fased.runner.runner_id); turn.started records the host and
-pid too. Only a runner of this host can be seen to be gone, and only by its pid being unused
-(or a zombie): a pid used again by another process looks alive, a runner of another host is
-never judged, so in doubt the lease decides. Machines that share a home must differ in host
-name: containers with one name but their own pid namespaces would see each other's runners
-as gone.
+A runner id is `host:pid:ns-random` (fased.runner.runner_id), `ns` its pid namespace;
+turn.started records the host and pid too. Only a runner of this host and pid namespace can
+be seen to be gone, and only by its pid being unused (or a zombie): a pid used again by
+another process looks alive, and a runner of another host, or of a container with the same
+host name but its own pids (host networking, a shared home), is never judged; nor is one an
+older fased recorded without its namespace. In doubt the lease decides.
 """
 
 from __future__ import annotations
@@ -15,10 +15,21 @@ import os
 import sqlite3
 
 
+def namespace() -> str:
+    """This process's pid namespace as a runner id carries it (hex), "0" where unknown: a
+    pid names a process only within its namespace."""
+    try:
+        return format(os.stat("/proc/self/ns/pid").st_ino, "x")
+    except OSError:
+        return "0"
+
+
 def runner_gone(runner: str | None) -> bool:
-    """Whether `runner` (a runner_id) was a process of this host that has ended."""
+    """Whether `runner` (a runner_id) was a process of this host and pid namespace that has
+    ended."""
     parts = (runner or "").rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != os.uname().nodename or not parts[1].isdecimal():
+    if (len(parts) != 3 or parts[0] != os.uname().nodename or not parts[1].isdecimal()
+            or parts[2].partition("-")[0] != namespace()):
         return False
     pid = int(parts[1])
     if pid <= 0 or pid == os.getpid():  # 0 would signal our own process group

@@ -145,7 +145,11 @@ def _one_signal_each():
 
 
 def runner_id() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}:{os.urandom(3).hex()}"
+    """`host:pid:ns-random`: where a runner ran, precisely enough to tell it has ended
+    (fased.leases.runner_gone)."""
+    from fased.leases import namespace
+
+    return f"{os.uname().nodename}:{os.getpid()}:{namespace()}-{os.urandom(3).hex()}"
 
 
 class Runner:

@@ -139,10 +139,18 @@ def claimed_by(home: Path, ok, runner: str) -> str:
     return turn
 
 
-@pytest.mark.parametrize(("host", "taken"), [(os.uname().nodename, True), ("elsewhere", False)])
-def test_only_a_runner_of_this_host_is_known_to_be_gone(models, ok, run, server, host, taken):
+@pytest.mark.parametrize(("host", "ns", "taken"), [
+    (os.uname().nodename, "own", True), ("elsewhere", "own", False),
+    (os.uname().nodename, "1a2b3c", False),  # a container of the same name, its own pids
+    (os.uname().nodename, "", False)],  # an id without its namespace: the lease decides
+    ids=["this-host", "another-host", "another-pid-namespace", "no-namespace"])
+def test_only_a_runner_of_this_host_is_known_to_be_gone(models, ok, run, server, host, ns,
+                                                        taken):
+    from fased.leases import namespace
+
     server.default = Echo()
-    turn = claimed_by(models, ok, f"{host}:{ended_pid()}:abcdef")
+    tail = {"own": f"{namespace()}-abcdef", "": "abcdef"}.get(ns, f"{ns}-abcdef")
+    turn = claimed_by(models, ok, f"{host}:{ended_pid()}:{tail}")
 
     result = run("run", "--once", "--json")
 
@@ -176,3 +184,40 @@ def test_a_chat_behind_a_parked_turn_says_it_waits_for_an_approval(models, ok, r
     assert chat.returncode == 130
     assert rows(models, "SELECT state FROM turns ORDER BY queued_seq") == [
         {"state": "parked"}, {"state": "aborted"}]
+
+
+def test_a_channel_turn_whose_runner_is_gone_is_answered_by_the_next_poll_at_once(
+        models, ok, run, server):
+    """The channel poller asks which sessions are ready the way `run` does: a turn held by
+    a runner of this host that is gone is not left for its whole lease."""
+    from datetime import timedelta
+
+    from fakebotapi import TOKEN, FakeBotAPI
+
+    from fased.leases import namespace
+    from fased.store import Draft, Store
+    from fased.timeparse import format_ts, utc_now
+
+    with FakeBotAPI() as api:
+        ok("channel", "add", "telegram", "--token-stdin", "--api-base", api.url, input=TOKEN)
+        ok("config", "set", "channels.telegram.dmPolicy", "open")
+        api.message(7, "are you there")
+        ok("channel", "poll", "--no-answer")
+        [turn] = rows(models, "SELECT id, session FROM turns WHERE state = 'queued'")
+        pid = ended_pid()
+        store = Store(models)
+        try:
+            store.append_internal([Draft("turn.started", f"session:{turn['session']}", {
+                "turn": turn["id"], "agent": "main", "session": turn["session"],
+                "runner": f"{os.uname().nodename}:{pid}:{namespace()}-abcdef", "pid": pid,
+                "host": os.uname().nodename, "claim": 1, "models": ["ollama/fake-model"],
+                "lease_until": format_ts(utc_now() + timedelta(seconds=60))})])
+        finally:
+            store.close()
+        server.script(Reply("yes, here"))
+
+        result = run("channel", "poll", env={"FASED_NO_TTY": "1"})
+
+        assert result.exit_code == 0, result.stderr
+        assert api.texts(7) == ["yes, here"]
+        assert [d["claim"] for d in of_type(models, "turn.started")] == [1, 2]

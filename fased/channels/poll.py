@@ -234,14 +234,18 @@ def typing_for(store: Store, session: str, clients: dict) -> Iterator[None]:
 
 
 def ready_sessions(store: Store, runner, channel: str, account: str) -> list[str]:
-    """This account's sessions with a turn a runner may take now."""
+    """This account's sessions with a turn a runner may take now: queued, or running under a
+    lease that lapsed (fased.leases: ran out, or its runner on this host is gone)."""
+    from fased.leases import lapsed
     from fased.timeparse import format_ts
 
-    return [r[0] for r in store.db(check_files=False).execute(
+    con = store.db(check_files=False)
+    lapsed_sql, params = lapsed(con, format_ts(runner.clock()))
+    return [r[0] for r in con.execute(
         "SELECT DISTINCT t.session FROM turns t JOIN session_origins o ON o.session = t.session"
         " WHERE o.channel = ? AND o.account = ? AND (t.state = 'queued' OR (t.state = 'running'"
-        " AND t.lease_until < ?)) ORDER BY t.queued_seq",
-        (channel, account, format_ts(runner.clock())))]
+        f" AND t.id IN (SELECT id FROM turns WHERE {lapsed_sql}))) ORDER BY t.queued_seq",
+        (channel, account, *params))]
 
 
 def answer_ready(store: Store, runner, client, on_result: Callable) -> list:
