@@ -24,7 +24,8 @@ from fased.tools.policy import decide_exec, how_to_allow
 
 PROGRAMS = ("git", "ls", "cat", "grep", "head", "wc", "curl", "python3", "node", "perl", "make",
             "npm", "touch", "find", "awk", "sed", "bash", "sh", "env", "xargs", "sudo",
-            "timeout", "nohup", "diff", "rm", "nc")
+            "timeout", "nohup", "diff", "rm", "nc", "tar", "zip", "sort", "mawk", "ruby", "php",
+            "lua", "sqlite3", "psql")
 ENTRIES = ["git status", "git log *", "git rebase *", "git fetch *", "ls *", "cat *", "grep *",
            "head *", "wc *", "python3 *", "node *", "npm test", "CI=1 npm test", "make *",
            "touch *", "find *", "awk *", "sed *", "bash -c 'echo hi'", "env",
@@ -265,6 +266,70 @@ def test_a_symlink_out_of_the_working_directory_is_outside(where, tmp_path):
         assert "writes outside" in verdict(where, "ls > link/x").reason
     finally:
         (ws / "link").unlink()
+
+
+# -- what a probe ran unasked, and more of its kind ------------------------------------------
+# Under entries like `tar *`, every one of these ran a program the line does not name.
+
+PROBED = ["tar *", "make *", "zip *", "sort *", "git *", "sed *", "awk *", "mawk *", "python3 *",
+          "perl *", "node *", "ruby *", "php *", "lua *", "sqlite3 *", "psql *", "cat *", "bash"]
+
+# getopt_long takes any unambiguous prefix of a long option, with its value after `=` or in
+# the next word
+ABBREVIATED = [
+    ("tar -xf a.tar --to-comm='touch X'", "`tar` runs a command given with `--to-command`"),
+    ("tar -xf a.tar --to-c 'touch X'", "with `--to-command`"),
+    ("tar -cf /dev/null f --checkpoint=1 --checkpoint-act=exec='touch X'",
+     "with `--checkpoint-action`"),
+    ("tar -cf x.tar --use-comp=sh f", "with `--use-compress-program`"),
+    ("tar -cf x.tar --info=x.sh f", "with `--info-script`"),
+    ("tar -cf x.tar --new-vol x.sh f", "with `--new-volume-script`"),
+    ("tar -cf h:x.tar --rsh-c=x f", "with `--rsh-command`"),
+    ("tar -cf h:x.tar --rmt=x f", "with `--rmt-command`"),
+    ("make --ev='$(shell touch X)' -n", "inline code (make --eval)"),
+    ("make --ev '$(shell touch X)'", "inline code (make --eval)"),
+    ("make '-E$(shell touch X)'", "inline code (make -E)"),
+    ("make -nE '$(shell touch X)'", "inline code (make -E)"),
+    ("zip -q z.zip f -T --unzip-comm='touch X'", "`zip` runs a command given with "
+     "`--unzip-command`"),
+    ("sort --compress-prog=sh f", "`sort` runs a command given with `--compress-program`"),
+    ("sort --com sh f", "with `--compress-program`"),
+    ("git fetch --upload-p='touch X'", "`git` runs a command given with `--upload-pack`"),
+    ("git push --rec='touch X'", "with `--receive-pack`"),
+    ("git rebase --ex 'touch X' main", "`git` runs a command given with `--exec`"),
+    ("git clone --templ=t x y", "with `--template`"),
+    ("sed --expr='1e touch X' f", "inline code (sed script that runs commands"),
+    ("sed --e '1e touch X' f", "inline code (sed script that runs commands"),
+    ("sed --l 5 '1e touch X' f", "inline code (sed script that runs commands"),
+    ("awk --so 'BEGIN{system(\"x\")}'", "inline code (awk program that runs commands"),
+    ("awk --sou='BEGIN{system(\"x\")}'", "inline code (awk program that runs commands"),
+    ("awk --fi x.awk --so 'BEGIN{system(\"x\")}'", "inline code (awk program that runs"),
+    ("awk -F: --as x=1 'BEGIN{system(\"x\")}'", "inline code (awk program that runs"),
+    ("awk --lo x", "inline code (awk -l)"),
+    ("awk -W source='BEGIN{system(\"x\")}'", "inline code (awk program that runs"),
+    # mawk reads its -W abbreviations in its own way, and ignores one it does not know: `fi`
+    # may be nothing there, and the program the next word
+    ("awk -W so='BEGIN{system(\"x\")}'", "cannot tell whether `awk` is given inline code "
+     "(`-W so`)"),
+    ("mawk -W fi 'BEGIN{system(\"x\")}' f", "cannot tell whether `awk` is given inline code"),
+]
+ABBREVIATED_ALLOWED = ["tar -cf x.tar --checkpoint=10 f", "tar -xf a.tar --to-stdout",
+                       "sort -k2 --reverse f", "make -n", "make --directory sub",
+                       "sed --expression=p f", "sed --quiet -e p f", "awk --source='{print}' f",
+                       "awk -F, --assign x=1 '{print x}' f", "git fetch origin --prune"]
+
+
+@pytest.mark.parametrize(("command", "reason"), ABBREVIATED)
+def test_an_abbreviated_long_option_is_the_option(where, command, reason):
+    result = verdict(where, command, entries=PROBED)
+    assert not result.allowed
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize("command", ABBREVIATED_ALLOWED)
+def test_options_that_run_nothing_stay_allowed(where, command):
+    result = verdict(where, command, entries=PROBED)
+    assert result.allowed, result.reason
 
 
 # -- entries -------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ RUNS_COMMANDS = {
     "rsync": ("-e", "--rsh", "--rsync-path"),
     "tar": ("-I", "--use-compress-program", "--to-command", "--checkpoint-action",
             "--info-script", "-F", "--new-volume-script", "--rsh-command", "--rmt-command"),
-    "git": ("--config-env", "--exec-path", "--upload-pack", "--receive-pack", "--exec",
+    "git": ("--config-env", "--exec", "--exec-path", "--upload-pack", "--receive-pack",
             "--extcmd", "--template", "--config"),
     "zip": ("-TT", "--unzip-command"), "sort": ("--compress-program",),
     "scp": ("-S", "-o", "-F"), "sftp": ("-S", "-o", "-F", "-D"),
@@ -55,8 +55,16 @@ _GIT_RUNS = {"rebase": ("-x", "--exec"), "bisect": ("run",), "submodule": ("fore
              "filter-branch": (), "difftool": ("-x", "--extcmd", "-t", "--tool"),
              "mergetool": ("-t", "--tool"), "clone": ("-u", "-c"), "ls-remote": ("-u",),
              "archive": ("--remote",)}
+# Options whose whole name abbreviates a longer option above (`tar --checkpoint=10`).
+_WHOLE_NAMES = frozenset({"--checkpoint"})
 _VERSION = re.compile(r"[0-9.]+\Z")
 _AWK_RISK = re.compile(r"system|\||>|@")
+# gawk's long options that take a value (the first of an ambiguous abbreviation is the one
+# that matters most), and those that write a file named in theirs
+_AWK_LONG = ("--source", "--load", "--file", "--exec", "--include", "--assign",
+             "--field-separator", "--dump-variables", "--pretty-print", "--profile", "--debug")
+_AWK_WRITES = frozenset({"--dump-variables", "--pretty-print", "--profile"})
+_MAKE_VALUES = "CfIoWjlO"  # make's short options with a value: the rest of the word or the next
 
 
 def names_of(name: str, program: str) -> frozenset[str]:
@@ -160,12 +168,33 @@ def inline_code(names: Iterable[str], args: list[Word]) -> str | None:
 
 
 def _option(value: str, options: tuple[str, ...]) -> str | None:
+    """Which of `options` the word `value` gives: a `--long` one also abbreviated, a short
+    one also in a cluster (`-xI`), any other (`-exec`) as written."""
     for option in options:
-        if value == option or value.startswith(option + "="):
-            return option
-        if len(option) == 2 and re.fullmatch(rf"-[A-Za-z0-9]*{re.escape(option[1])}.*", value):
+        if option.startswith("--"):
+            given = _long(value, (option,)) is not None
+        else:
+            given = value == option or value.startswith(option + "=") or (
+                len(option) == 2
+                and re.fullmatch(rf"-[A-Za-z0-9]*{re.escape(option[1])}.*", value) is not None)
+        if given:
             return option
     return None
+
+
+def _long(value: str, options: Iterable[str]) -> str | None:
+    """The long option of `options` that the word `value` (`--name`, `--name=...`) gives: its
+    name, or any abbreviation of it, the way getopt_long reads one. An abbreviation of two
+    options is refused there (nothing runs), so the first one listed is as good as any; a word
+    that is the whole name of another option of the program (`--checkpoint`) is that one."""
+    key = value.partition("=")[0]
+    if len(key) < 3 or not key.startswith("--"):
+        return None
+    if key in options:
+        return key
+    if key in _WHOLE_NAMES:
+        return None
+    return next((option for option in options if option.startswith(key)), None)
 
 
 def _any(args: list[Word], flags: set[str], prefixes: tuple[str, ...]) -> str | None:
@@ -183,13 +212,21 @@ def _data_url(args: list[Word]) -> str | None:
 
 
 def _make(args: list[Word]) -> str | None:
-    """`--eval`, and variables set on the command line to make code (`SHELL=`, `$(shell`)."""
+    """`--eval` (`-E`), and variables set on the command line to make code (`SHELL=`,
+    `$(shell`). Every word is looked at, an option's value too."""
     for word in args:
         value = word.value
         if value is None:
             return f"${word.source}"
-        if value in ("--eval", "-E") or value.startswith("--eval="):
+        if _long(value, ("--eval",)):
             return "--eval"
+        if re.match(r"-[^-]", value):
+            for letter in value[1:]:
+                if letter == "E":
+                    return "-E"
+                if letter in _MAKE_VALUES:
+                    break
+            continue
         name, eq, rest = value.partition("=")
         if eq and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*[:+?!]?", name) and (
                 name.rstrip(":+?!") in ("SHELL", ".SHELLFLAGS", "MAKEFLAGS", "MAKE")
@@ -243,8 +280,8 @@ def _value(words: Iterator[Word], tail: str) -> str | None:
 
 def _awk(args: list[Word]) -> str | None:
     """An awk program (inline, -e, --source, -W source=) that runs commands (`system`, `|`),
-    writes files (`>`) or loads extensions (`@load`, -l). Options are looked for in every
-    argument, as getopt permutes them."""
+    writes files (`>`, a file for --profile and the like) or loads extensions (`@load`, -l).
+    Options are looked for in every argument, as getopt permutes them."""
     programs: list[str | None] = []
     first: Word | None = None
     from_file, words = False, iter(args)
@@ -259,26 +296,41 @@ def _awk(args: list[Word]) -> str | None:
             first = first or word
             continue
         if value.startswith("-W"):
-            value = "--" + (_value(words, value[2:]) or "")
+            wide = _value(words, value[2:])
+            if wide is None:
+                return "$an option value"
+            typed = "--" + wide.partition("=")[0]
+            option = _long(typed, _AWK_LONG)
+            if option and option != typed:  # mawk reads -W abbreviations its own way
+                return f"$-W {typed[2:]}"
+            value = "--" + wide
         if value.startswith("--"):
-            key, eq, rest = value.partition("=")
-            if key in ("--load", "--l"):
+            option = _long(value, _AWK_LONG)
+            _, eq, rest = value.partition("=")
+            if option == "--load":
                 return "-l"
-            given = rest if eq else (_value(words, "") if key in (
-                "--source", "--file", "--exec", "--include", "--assign",
-                "--field-separator") else None)
-            if key == "--source":
+            if option in _AWK_WRITES:
+                if eq:
+                    return option
+                continue
+            given = rest if eq else _value(words, "") if option else None
+            if option == "--source":
                 programs.append(given)
-            from_file = from_file or key in ("--file", "--exec")
+            from_file = from_file or option in ("--file", "--exec")
             continue
-        letter = value[1]
-        if letter == "l":
-            return "-l"
-        if letter in "efEivF":
-            given = _value(words, value[2:])
-            if letter == "e":
-                programs.append(given)
-            from_file = from_file or letter in "fE"
+        for i, letter in enumerate(value[1:], 2):
+            if letter == "l":
+                return "-l"
+            if letter in "efEivF":
+                given = _value(words, value[i:])
+                if letter == "e":
+                    programs.append(given)
+                from_file = from_file or letter in "fE"
+                break
+            if letter in "dopDL":  # an optional value: the rest of the word
+                if value[i:] and letter in "dop":
+                    return f"-{letter}"
+                break
     if first is not None and not from_file and not programs:
         if first.value is None:
             return f"${first.source}"
@@ -309,13 +361,14 @@ def _sed(args: list[Word]) -> str | None:
         if value == "-" or not value.startswith("-"):
             first = first or word
         elif value.startswith("--"):
-            key, eq, rest = value.partition("=")
-            if key in ("--expression", "--file"):
+            option = _long(value, ("--expression", "--file", "--line-length"))
+            _, eq, rest = value.partition("=")
+            if option in ("--expression", "--file"):
                 given = rest if eq else _value(words, "")
-                if key == "--expression":
+                if option == "--expression":
                     scripts.append(given)
-                from_file = from_file or key == "--file"
-            elif key == "--line-length" and not eq:
+                from_file = from_file or option == "--file"
+            elif option == "--line-length" and not eq:
                 next(words, None)
         else:
             for i, letter in enumerate(value[1:], 2):
