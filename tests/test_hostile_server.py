@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -238,6 +239,88 @@ def test_a_malformed_reply_is_a_server_error_not_a_crash(models, run, server):
     assert "internal error" not in result.stderr
     [failed] = of_type(models, "turn.failed")
     assert failed["error_class"] == "models_failed"
+
+
+# What a reply of the wrong shape is called: the place in the API's own terms, never the
+# Python exception a parser met. (family, a 200 body, what is wrong)
+WHOLE_SHAPES = [
+    *[(family, b"[1, 2, 3]", "not a JSON object") for family in FAMILIES],
+    *[(family, b"null", "not a JSON object") for family in FAMILIES],
+    ("openai", b'{"choices": [{"message": {"role": "assistant", "content": {"a": 1}}}]}',
+     "choices[0].message.content is not a string"),
+    ("loopback", b'{"choices": "none"}', "choices is not a list"),
+    ("openai", b'{"choices": [7]}', "choices[0] is not an object"),
+    ("openai", b'{"choices": [{"message": {"tool_calls": {"id": "x"}}}]}',
+     "choices[0].message.tool_calls is not a list"),
+    ("openai", b'{"choices": [{"message": {"tool_calls": [{"function": "f"}]}}]}',
+     "choices[0].message.tool_calls[0].function is not an object"),
+    ("ollama", b'{"message": {"role": "assistant", "content": {"a": 1}}, "done": true}',
+     "message.content is not a string"),
+    ("ollama", b'{"message": "hi", "done": true}', "message is not an object"),
+    ("anthropic", b'{"content": [{"type": "text", "text": {"a": 1}}]}',
+     "content[0].text is not a string"),
+    ("anthropic", b'{"content": "hi"}', "content is not a list"),
+]
+STREAM_SHAPES = [
+    ("openai", 'data: {"choices": [{"delta": {"content": {"a": 1}}}]}\n\ndata: [DONE]\n\n',
+     "choices[0].delta.content is not a string"),
+    ("openai", 'data: {"choices": [{"delta": [1]}]}\n\ndata: [DONE]\n\n',
+     "choices[0].delta is not an object"),
+    ("ollama", '{"message": {"content": [1]}, "done": false}\n', "message.content is not a string"),
+    ("anthropic", 'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, '
+     '"delta": {"type": "text_delta", "text": {"a": 1}}}\n\n', "delta.text is not a string"),
+]
+LIST_SHAPES = [
+    ("openai", b"[1, 2, 3]", "item 0 is not an object"),
+    ("openai", b"null", "not a JSON object or array"),
+    ("openai", b'{"data": "fake-model"}', "data is not a list"),
+    ("ollama", b"[1, 2, 3]", "not a JSON object"),
+    ("ollama", b'{"models": [1]}', "models[0] is not an object"),
+    ("anthropic", b'{"data": {"id": "fake-model"}}', "data is not a list"),
+]
+
+
+def assert_malformed(err: ProviderError, what: str) -> None:
+    assert f" sent a malformed response ({what}) at " in err.message
+    assert not re.search(r"[A-Z][a-z]+Error|non-JSON", err.message), err.message
+    assert err.kind == "server"
+
+
+@pytest.mark.parametrize("family, body, what", WHOLE_SHAPES)
+def test_a_whole_reply_of_the_wrong_shape_says_what_is_wrong(server, family, body, what):
+    server.script(Status(200, body=body))
+    with make(family, server.url) as client, pytest.raises(ProviderError) as info:
+        client.chat("fake-model", HELLO, stream=False)
+    assert_malformed(info.value, what)
+
+
+@pytest.mark.parametrize("family, body, what", STREAM_SHAPES)
+def test_a_streamed_reply_of_the_wrong_shape_says_what_is_wrong(server, family, body, what):
+    server.script(Status(200, body=body))  # text/plain: read as the stream it is
+    with make(family, server.url) as client, pytest.raises(ProviderError) as info:
+        client.chat("fake-model", HELLO, stream=True)
+    assert_malformed(info.value, what)
+
+
+@pytest.mark.parametrize("family, body, what", LIST_SHAPES)
+def test_a_model_list_of_the_wrong_shape_says_what_is_wrong(server, family, body, what):
+    server.script_models(Status(200, body=body))
+    with make(family, server.url) as client, pytest.raises(ProviderError) as info:
+        client.list_models()
+    assert_malformed(info.value, what)
+
+
+def test_a_probe_of_a_server_answering_the_wrong_shape_says_what_is_wrong(set_up, ok, run,
+                                                                          server):
+    ok("agent", "models", "providers", "add", "h", "--kind", "vllm", "--base-url",
+       server.url + "/v1")
+    ok("agent", "models", "set", "primary", "h/fake-model")
+    server.script(Status(200, body=b"[1, 2, 3]"))
+    result = run("agent", "models", "status", "--probe")
+    assert result.exit_code != 0
+    assert "vllm sent a malformed response (not a JSON object) at" in result.stdout + \
+        result.stderr
+    assert "AttributeError" not in result.stdout + result.stderr
 
 
 def test_a_result_that_cannot_be_recorded_is_a_state_error(models, run, ok, server,

@@ -17,6 +17,7 @@ from .calls import (
 )
 from .http import HttpClient
 from .openai import SseDecoder
+from .shape import as_object, document, objects, position, text
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -120,31 +121,32 @@ class _AnthropicStream(StreamParser):
         if not isinstance(obj, dict):
             return
         kind = obj.get("type") or name
-        index = obj.get("index", 0)
+        index = position(obj.get("index"), "index")
         if kind == "message_start":
-            message = obj.get("message") or {}
+            message = as_object(obj.get("message"), "message")
             self.model = message.get("model") or self.model
             _merge_usage(self.usage, message.get("usage"))
         elif kind == "content_block_start":
-            block = obj.get("content_block") or {}
+            block = as_object(obj.get("content_block"), "content_block")
             if block.get("type") == "text":
-                self.emit(block.get("text"))
+                self.emit(text(block.get("text"), "content_block.text"))
             elif block.get("type") == "tool_use":
                 slot = self.tool(index)
                 slot["id"], slot["name"] = block.get("id"), block.get("name") or ""
                 self.inputs[index] = block.get("input")
         elif kind == "content_block_delta":
-            delta = obj.get("delta") or {}
+            delta = as_object(obj.get("delta"), "delta")
             if delta.get("type") == "text_delta":
-                self.emit(delta.get("text"))
+                self.emit(text(delta.get("text"), "delta.text"))
             elif delta.get("type") == "input_json_delta" and index in self.tools:
-                self.add_arguments(self.tools[index], delta.get("partial_json") or "")
+                self.add_arguments(self.tools[index],
+                                   text(delta.get("partial_json"), "delta.partial_json"))
         elif kind == "content_block_stop":
             if index in self.tools and not self.tools[index]["parts"]:
                 # no input_json_delta came: the input was whole in content_block_start
                 self.add_arguments(self.tools[index], json.dumps(self.inputs.get(index) or {}))
         elif kind == "message_delta":
-            delta = obj.get("delta") or {}
+            delta = as_object(obj.get("delta"), "delta")
             self.finish_reason = delta.get("stop_reason") or self.finish_reason
             _merge_usage(self.usage, obj.get("usage"))
         elif kind == "message_stop":
@@ -197,11 +199,11 @@ class AnthropicClient(HttpClient):
         return _AnthropicStream(self, model, on_delta, started)
 
     def _parse_full(self, data: Any, model: str) -> ChatResult:
-        data = data if isinstance(data, dict) else {}
+        data = document(data)
         texts, calls = [], []
-        for block in data.get("content") or []:
+        for where, block in objects(data.get("content"), "content"):
             if block.get("type") == "text":
-                texts.append(block.get("text") or "")
+                texts.append(text(block.get("text"), f"{where}.text"))
             elif block.get("type") == "tool_use":
                 arguments = json.dumps(block.get("input") or {})
                 calls.append(ToolCall(block.get("id"), block.get("name") or "", arguments))
@@ -219,9 +221,8 @@ class AnthropicClient(HttpClient):
         names: list[str] = []
         path = "/v1/models?limit=1000"
         for _ in range(_MAX_MODEL_PAGES):
-            data = self.get_json(path, timeout)
-            items = data.get("data") if isinstance(data, dict) else None
-            names += [m["id"] for m in items or [] if isinstance(m, dict) and "id" in m]
+            data = document(self.get_json(path, timeout))
+            names += [m["id"] for _, m in objects(data.get("data"), "data") if "id" in m]
             if not (isinstance(data, dict) and data.get("has_more") and data.get("last_id")):
                 break
             # the id comes from the server: it must stay one query value

@@ -260,9 +260,11 @@ def loads(text: str) -> Any:
 def safe_result(result: ChatResult) -> ChatResult:
     """The result with what the server chose made safe to log: strings without lone
     surrogates (counted in replaced_chars), counts that are counts. A reply text that is not
-    text at all raises TypeError (a malformed reply)."""
+    text at all is a malformed reply."""
+    from .shape import Malformed
+
     if not isinstance(result.text, str):
-        raise TypeError(f"reply text is {type(result.text).__name__}")
+        raise Malformed("the reply text is not a string")
     result.text, replaced = repair(result.text)
     calls = []
     for call in result.tool_calls:

@@ -13,6 +13,7 @@ commands never talk to a model.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -34,13 +35,13 @@ from .base import (
     classify_status,
     display_url,
     error_fields,
-    loads,
     refuses_tools,
     retry_after_from,
     safe_names,
     safe_result,
 )
 from .calls import CallsRejected, route_calls
+from .shape import Malformed
 
 if TYPE_CHECKING:
     import requests
@@ -262,9 +263,10 @@ class HttpClient(Client):
         except _MALFORMED as exc:
             if parser is not None and exc is parser.callback_error:
                 raise
-            raise self.make_error(
-                "server", phrase=f"sent a malformed response ({type(exc).__name__})",
-                model=model) from None
+            # a shape check says where; anything else a parser met is not worth naming
+            where = f" ({exc})" if isinstance(exc, Malformed) else ""
+            raise self.make_error("server", phrase=f"sent a malformed response{where}",
+                                  model=model) from None
 
     def _chat(
         self, model: str, messages: list[dict], stream: bool, on_delta: DeltaCallback | None,
@@ -467,11 +469,13 @@ class HttpClient(Client):
             raise self._transport_error(exc, True, model, None) from None
         finally:
             resp.close()
-        data = loads(text)
-        if data is None:
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise self.make_error(
                 "server", status=resp.status_code, phrase="sent a non-JSON response", model=model
-            )
+            ) from None
+        # JSON of the wrong shape (null, an array) is the parser's to name
         if isinstance(data, dict) and data.get("error"):
             kind, status, detail = classify_error_object(data)
             raise self.make_error(kind, status=status, detail=detail, model=model)

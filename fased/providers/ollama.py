@@ -9,6 +9,7 @@ from .base import ChatResult, DeltaCallback, StreamParser, Usage, loads
 from .calls import call_arguments, function_tools, invalid_arguments, result_text, wire_name
 from .http import HttpClient, model_listed
 from .openai import arguments_text
+from .shape import as_object, document, items, objects, text
 
 
 def ollama_messages(messages: list[dict]) -> list[dict]:
@@ -46,11 +47,11 @@ class _OllamaStream(StreamParser):
         if obj.get("error"):
             self.fail(obj)
         self.model = obj.get("model") or self.model
-        message = obj.get("message") or {}
-        self.emit(message.get("content"))
+        message = as_object(obj.get("message"), "message")
+        self.emit(text(message.get("content"), "message.content"))
         # each call comes whole, in whichever chunk (often one before the last, or the last)
-        for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
+        for where, call in objects(message.get("tool_calls"), "message.tool_calls"):
+            function = as_object(call.get("function"), f"{where}.function")
             slot = self.tool(len(self.tools))
             slot["id"] = call.get("id")
             slot["name"] = function.get("name") or ""
@@ -98,8 +99,7 @@ class OllamaClient(HttpClient):
 
     def _parse_full(self, data: Any, model: str) -> ChatResult:
         parser = _OllamaStream(self, model, None, time.monotonic())
-        if isinstance(data, dict):
-            parser.handle(data)
+        parser.handle(document(data))
         result = parser.result()
         result.ttft_ms = None
         return result
@@ -108,16 +108,12 @@ class OllamaClient(HttpClient):
         return "/api/embed", {"model": model, "input": texts}
 
     def _parse_embeddings(self, data: Any) -> list[list[float]]:
-        return data["embeddings"]
+        return items(document(data).get("embeddings"), "embeddings", required=True)
 
     def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
-        data = self.get_json("/api/tags", timeout)
-        items = data.get("models") if isinstance(data, dict) else None
-        return [
-            m.get("name") or m.get("model")
-            for m in items or []
-            if isinstance(m, dict) and (m.get("name") or m.get("model"))
-        ]
+        data = document(self.get_json("/api/tags", timeout))
+        return [m.get("name") or m.get("model") for _, m in objects(data.get("models"), "models")
+                if m.get("name") or m.get("model")]
 
     def _probe(self, model: str | None, limits: tuple[float, float]) -> str:
         # A chat request would load the model into memory (seconds, gigabytes); the tag

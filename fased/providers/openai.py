@@ -16,6 +16,7 @@ from .calls import (
     wire_name,
 )
 from .http import HttpClient
+from .shape import Malformed, as_object, document, items, objects, position, text
 
 
 def openai_messages(messages: list[dict]) -> list[dict]:
@@ -85,11 +86,12 @@ def _usage(raw: Any) -> Usage:
     return Usage(raw.get("prompt_tokens"), raw.get("completion_tokens"), raw.get("cost"))
 
 
-def _content_text(content: Any) -> str:
+def _content_text(content: Any, where: str) -> str:
     if isinstance(content, list):
         # Some servers return content as a list of typed parts.
-        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
-    return content or ""
+        return "".join(text(p.get("text"), f"{where}[{i}].text")
+                       for i, p in enumerate(content) if isinstance(p, dict))
+    return text(content, where)
 
 
 class _OpenAIStream(StreamParser):
@@ -124,18 +126,18 @@ class _OpenAIStream(StreamParser):
         self.model = obj.get("model") or self.model
         if obj.get("usage"):
             self.usage = _usage(obj["usage"])
-        for choice in obj.get("choices") or []:
+        for i, choice in enumerate(items(obj.get("choices"), "choices")):
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta") or {}
-            self.emit(_content_text(delta.get("content")))
-            for call in delta.get("tool_calls") or []:
-                self._tool_delta(call)
+            delta = as_object(choice.get("delta"), f"choices[{i}].delta")
+            self.emit(_content_text(delta.get("content"), f"choices[{i}].delta.content"))
+            for where, call in objects(delta.get("tool_calls"), f"choices[{i}].delta.tool_calls"):
+                self._tool_delta(call, where)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
 
-    def _tool_delta(self, call: dict[str, Any]) -> None:
-        function = call.get("function") or {}
+    def _tool_delta(self, call: dict[str, Any], where: str) -> None:
+        function = as_object(call.get("function"), f"{where}.function")
         ident, name, key = call.get("id"), function.get("name"), call.get("index")
         position = self.positions.get(key)
         slot = None if position is None else self.tools[position]
@@ -200,12 +202,13 @@ class OpenAIClient(HttpClient):
         return _OpenAIStream(self, model, on_delta, started)
 
     def _parse_full(self, data: Any, model: str) -> ChatResult:
-        choices = data.get("choices") if isinstance(data, dict) else None
-        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-        message = choice.get("message") or {}
+        data = document(data)
+        choices = items(data.get("choices"), "choices")
+        choice = as_object(choices[0], "choices[0]") if choices else {}
+        message = as_object(choice.get("message"), "choices[0].message")
         calls = []
-        for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
+        for where, call in objects(message.get("tool_calls"), "choices[0].message.tool_calls"):
+            function = as_object(call.get("function"), f"{where}.function")
             calls.append(
                 ToolCall(
                     call.get("id"), function.get("name") or "",
@@ -213,7 +216,7 @@ class OpenAIClient(HttpClient):
                 )
             )
         return ChatResult(
-            text=_content_text(message.get("content")),
+            text=_content_text(message.get("content"), "choices[0].message.content"),
             finish_reason=choice.get("finish_reason"),
             usage=_usage(data.get("usage")),
             model=data.get("model") or model,
@@ -224,10 +227,14 @@ class OpenAIClient(HttpClient):
         return "/embeddings", {"model": model, "input": texts}
 
     def _parse_embeddings(self, data: Any) -> list[list[float]]:
-        items = sorted(data["data"], key=lambda d: d.get("index", 0))
-        return [item["embedding"] for item in items]
+        entries = []
+        for where, entry in objects(document(data).get("data"), "data", required=True):
+            if entry.get("embedding") is None:
+                raise Malformed(f"{where}.embedding is missing")
+            entries.append((position(entry.get("index"), f"{where}.index"), entry["embedding"]))
+        return [vector for _, vector in sorted(entries, key=lambda e: e[0])]
 
     def _list_models(self, timeout: tuple[float, float] | None) -> list[str]:
-        data = self.get_json("/models", timeout)
-        items = data.get("data") if isinstance(data, dict) else data
-        return [m["id"] for m in items or [] if isinstance(m, dict) and "id" in m]
+        data = document(self.get_json("/models", timeout), arrays=True)
+        listed = objects(data.get("data"), "data") if isinstance(data, dict) else objects(data, "")
+        return [m["id"] for _, m in listed if "id" in m]
