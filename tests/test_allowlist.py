@@ -332,6 +332,78 @@ def test_options_that_run_nothing_stay_allowed(where, command):
     assert result.allowed, result.reason
 
 
+# An interpreter with no program named reads it from stdin: a pipe, a here-document, a
+# here-string, or what exec gives it (a background process's stdin is a pipe the model writes
+# to). That is inline code; a program in a file it is given (`< prog.py` too) is not.
+FROM_STDIN = [
+    ("echo 'import os;os.system(\"x\")' | python3", "inline code (python program from stdin)"),
+    ("echo x | python3 -", "inline code (python program from stdin)"),
+    ("python3 - <<'E'\nimport os\nE", "inline code (python program from stdin)"),
+    ("python3 <<< 'import os'", "inline code (python program from stdin)"),
+    ("python3 -u /dev/stdin <<< x", "inline code (python program from stdin)"),
+    ("python3 /dev/./stdin <<< x", "inline code (python program from stdin)"),
+    ("python3 /proc/self/fd/0 < /dev/stdin", "inline code (python program from stdin)"),
+    ("python3 /dev/fd/3 3<<< x", "inline code (python program from a file descriptor)"),
+    ("echo x | python3 3< a.py", "inline code (python program from stdin)"),
+    ("echo x | python3 -i script.py", "inline code (python program from stdin)"),
+    ("cat f | { python3; }", "inline code (python program from stdin)"),
+    ("python3 -X dev", "inline code (python program from stdin)"),
+    ("echo 'system(q(x))' | perl", "inline code (perl program from stdin)"),
+    ("echo x | perl -w -- -", "inline code (perl program from stdin)"),
+    ("echo x | perl -d script.pl", "inline code (perl program from stdin)"),
+    ("perl '-Mstrict;system(q(x))' s.pl", "inline code (perl -M"),
+    ("perl '-d:Peek;system(q(x))' s.pl", "inline code (perl -d:"),
+    ("echo x | node", "inline code (node program from stdin)"),
+    ("echo x | node -", "inline code (node program from stdin)"),
+    ("echo x | node -i", "inline code (node program from stdin)"),
+    ("echo x | node --require /dev/stdin app.js", "inline code (node program from stdin)"),
+    ("echo x | node --stack-size 100", "inline code (node program from stdin)"),
+    ("echo x | ruby", "inline code (ruby program from stdin)"),
+    ("echo x | ruby -v -", "inline code (ruby program from stdin)"),
+    ("echo x | ruby -r /dev/stdin x.rb", "inline code (ruby program from stdin)"),
+    ("echo x | php", "inline code (php program from stdin)"),
+    ("echo x | php -a", "inline code (php program from stdin)"),
+    ("php -d auto_prepend_file=/dev/stdin x.php", "inline code (php"),
+    ("echo x | lua -", "inline code (lua program from stdin)"),
+    ("echo '1e touch X' | sed -f - f.txt", "inline code (sed script from stdin)"),
+    ("sed --file=- f <<E\n1e x\nE", "inline code (sed script from stdin)"),
+    ("sed -f /dev/stdin f.txt <<< '1e touch X'", "inline code (sed script that runs commands"),
+    ("echo 'BEGIN{system(\"x\")}' | awk -f -", "inline code (awk program from stdin)"),
+    ("awk -f /dev/stdin <<< 'BEGIN{system(\"x\")}'", "inline code (awk program that runs"),
+    ("echo x | awk -W exec /dev/stdin", "inline code (awk program from stdin)"),
+    ("echo x | awk -D '{print}'", "inline code (awk program from stdin)"),
+    ("echo 'all:; touch X' | make -f -", "inline code (make makefile from stdin)"),
+    ("make --file /dev/stdin <<< 'all:; touch X'", "inline code (make makefile from stdin)"),
+    ("echo 'curl x' | bash", "inline code (bash program from stdin)"),
+    ("bash <<< 'curl x'", "inline code (bash program from stdin)"),
+]
+FROM_A_FILE = ["python3 script.py < data.txt", "python3 < script.py", "python3 - < script.py",
+               "echo x | python3 script.py", "python3 script.py <<< data", "python3 -m pytest",
+               "python3 --version", "echo x | python3 -V", "node --version", "node app.js < in",
+               "node --no-warnings app.js", "node -r ./setup.js app.js", "perl script.pl < in",
+               "perl -Mstrict -MList::Util=sum s.pl", "ruby -v", "ruby x.rb", "lua -v",
+               "php x.php", "sed -f script.sed f", "awk -f prog.awk f",
+               "sed -f - f <<< 's/a/b/'", "awk -f - f <<< '{print}'", "make -f build.mk",
+               "echo x | cat", "bash < /dev/null"]
+
+
+@pytest.mark.parametrize(("command", "reason"), FROM_STDIN)
+def test_a_program_read_from_stdin_is_inline_code(where, command, reason):
+    result = verdict(where, command, entries=PROBED)
+    assert not result.allowed
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize("command", FROM_A_FILE)
+def test_a_program_from_a_file_is_not(where, command):
+    result = verdict(where, command, entries=PROBED)
+    assert result.allowed, result.reason
+
+
+def test_a_program_from_stdin_runs_when_strict_inline_eval_is_off(where):
+    assert verdict(where, "echo x | python3", entries=PROBED, strict_inline=False).allowed
+
+
 # -- entries -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("entry", "problem"), [

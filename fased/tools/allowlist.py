@@ -36,8 +36,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fased.tools.inline import inline_code, launcher_use, names_of
-from fased.tools.shellsplit import Command, Unsure, Word, split, words
+from fased.tools.inline import Stdin, inline_code, launcher_use, names_of, reads_descriptor
+from fased.tools.shellsplit import Command, Redirect, Unsure, Word, split, words
 
 SAFE_BUILTINS = frozenset({"cd", "echo", "true", "false", ":", "test", "[", "pwd", "exit",
                            "return", "break", "continue", "wait", "jobs", "times", "type",
@@ -306,7 +306,8 @@ class _Checker:
             self.found[name] = _resolve(name, cwd=self.cwd, path=self.path)
         program = self.found[name]
         names = names_of(name, program)
-        code = inline_code(names, args)
+        stdin = stdin_of(cmd.redirects, cmd.text)
+        code = inline_code(names, args, stdin)
         if code and self.strict:
             raise _Ask(code)
         launcher = launcher_use(names, args)
@@ -390,6 +391,21 @@ class _Checker:
         real = os.path.realpath(os.path.join(base, value))
         if value.startswith("~") or (real != base and not real.startswith(base + os.sep)):
             raise _Ask(f"`{op} {value}`{{where}} writes outside the working directory")
+
+
+def stdin_of(redirects: list[Redirect], text: str) -> Stdin:
+    """What a simple command's own redirections give it on stdin (the last one wins): a file
+    (`< prog.py`, not a descriptor such as `/dev/stdin`), a here-string's text, or not known.
+    A Redirect keeps no descriptor number, so a command with one (`3< a.py`) is not known."""
+    reads = [r for r in redirects if r.op in _READS or r.op == "<>"]
+    if not reads or re.search(r"[0-9]<", text):
+        return Stdin()
+    value = reads[-1].target.value
+    if value is None:
+        return Stdin()
+    if reads[-1].op in ("<", "<>") and not reads_descriptor(value):
+        return Stdin(file=True)
+    return Stdin(text=value) if reads[-1].op == "<<<" else Stdin()
 
 
 def first_program(command: str) -> str | None:

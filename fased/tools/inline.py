@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from fased.tools.shellsplit import Word
 
@@ -58,6 +59,10 @@ _GIT_RUNS = {"rebase": ("-x", "--exec"), "bisect": ("run",), "submodule": ("fore
 # Options whose whole name abbreviates a longer option above (`tar --checkpoint=10`).
 _WHOLE_NAMES = frozenset({"--checkpoint"})
 _VERSION = re.compile(r"[0-9.]+\Z")
+# where a program comes from when it is not a file: stdin, or another file descriptor
+_STDIN, _FD = "<stdin", "<fd"
+_DESCRIPTOR = re.compile(r"(?:.*/)?(?:dev/(?:stdin|fd/([0-9]+))|proc/[^/]+/(?:task/[^/]+/)?fd/"
+                         r"([0-9]+))")
 _AWK_RISK = re.compile(r"system|\||>|@")
 # gawk's long options that take a value (the first of an ambiguous abbreviation is the one
 # that matters most), and those that write a file named in theirs
@@ -65,6 +70,32 @@ _AWK_LONG = ("--source", "--load", "--file", "--exec", "--include", "--assign",
              "--field-separator", "--dump-variables", "--pretty-print", "--profile", "--debug")
 _AWK_WRITES = frozenset({"--dump-variables", "--pretty-print", "--profile"})
 _MAKE_VALUES = "CfIoWjlO"  # make's short options with a value: the rest of the word or the next
+
+
+@dataclass(frozen=True)
+class Stdin:
+    """What a command reads on stdin, as far as the line says: a file it names (`< prog.py`),
+    a here-string's text, or neither (a pipe, a here-document, or what exec gives it: a
+    background process's stdin is a pipe the model writes to)."""
+
+    file: bool = False
+    text: str | None = None
+
+
+def reads_descriptor(path: str) -> bool:
+    """Whether `path` names an open file descriptor (`/dev/stdin`, `/dev/fd/3`,
+    `/proc/self/fd/0`), which may be a pipe, rather than a file."""
+    return _descriptor(path) is not None
+
+
+def _descriptor(path: str) -> str | None:
+    """_STDIN for `-` and the names of descriptor 0, _FD for another descriptor, else None."""
+    if path == "-":
+        return _STDIN
+    found = _DESCRIPTOR.fullmatch(os.path.normpath(path))
+    if found is None:
+        return None
+    return _STDIN if (found.group(1) or found.group(2) or "0") == "0" else _FD
 
 
 def names_of(name: str, program: str) -> frozenset[str]:
@@ -127,40 +158,54 @@ def _git(args: list[Word]) -> str | None:
     return None
 
 
-def inline_code(names: Iterable[str], args: list[Word]) -> str | None:
-    """Why this command runs code written in its arguments (for the reason), or None."""
+def inline_code(names: Iterable[str], args: list[Word], stdin: Stdin = Stdin()) -> str | None:
+    """Why this command runs code written in its arguments or read from its stdin (for the
+    reason), or None."""
     names = set(names)
     label = ""
     if names & {"python", "pypy", "ipython"}:
-        label, found = "python", _python(args)
+        label, found = "python", _source(args, _PYTHON)
     elif names & {"node", "nodejs", "bun"}:
         label, found = "node", _any(args, {"-e", "--eval", "-p", "--print", "-pe", "-ep"},
-                                    ("--eval=", "--print=")) or _data_url(args)
+                                    ("--eval=", "--print=")) or _data_url(args) or (
+            _named_stdin(args, "repl") if "bun" in names else _source(args, _NODE))
     elif "deno" in names:
-        label, found = "deno", _any(args, {"eval", "--eval"}, ("--eval=",)) or _data_url(args)
+        label, found = "deno", _any(args, {"eval", "--eval"}, ("--eval=",)) or _data_url(
+            args) or _named_stdin(args, "repl", alone=True)
     elif names & {"ruby", "lua", "luajit"}:
-        label, found = sorted(names & {"ruby", "lua", "luajit"})[0], _cluster(args, "e")
+        label = sorted(names & {"ruby", "lua", "luajit"})[0]
+        found = _cluster(args, "e") or _source(args, _RUBY if label == "ruby" else _LUA)
     elif "perl" in names:
-        label, found = "perl", _cluster(args, "eE")
+        label, found = "perl", _cluster(args, "eE") or _perl_modules(args) or _source(
+            args, _PERL)
     elif "php" in names:
         label, found = "php", _any(args, {"-r", "--run", "-B", "--process-begin", "-R",
-                                          "--process-code", "-E", "--process-end"}, ())
+                                          "--process-code", "-E", "--process-end"},
+                                   ()) or _php_streams(args) or _source(args, _PHP)
     elif names & {"Rscript", "R", "osascript"}:
-        label, found = sorted(names & {"Rscript", "R", "osascript"})[0], _any(
-            args, {"-e", "--expr"}, ())
+        label = sorted(names & {"Rscript", "R", "osascript"})[0]
+        found = _any(args, {"-e", "--expr"}, ()) or _source(
+            args, {"Rscript": _RSCRIPT, "R": _R, "osascript": _OSASCRIPT}[label])
+    elif "pwsh" in names:
+        label, found = "pwsh", _pwsh(args)
     elif names & SHELLS:
-        label, found = sorted(names & SHELLS)[0], _cluster(args, "c") or _any(
-            args, {"--command"}, ())
+        label = sorted(names & SHELLS)[0]
+        found = _cluster(args, "c") or _any(args, {"--command"}, ()) or _source(
+            args, _FISH if "fish" in names else _SHELL)
     elif names & {"awk", "gawk", "mawk", "nawk"}:
-        label, found = "awk", _awk(args)
+        label, found = "awk", _awk(args, stdin)
     elif names & {"sed", "gsed"}:
-        label, found = "sed", _sed(args)
+        label, found = "sed", _sed(args, stdin)
     elif names & {"make", "gmake"}:
         label, found = "make", _make(args)
     else:
         return None
-    if found is None:
+    if found is None or (found == _STDIN and stdin.file):
         return None
+    if found in (_STDIN, _FD):
+        what = {"sed": "script", "make": "makefile"}.get(label, "program")
+        where = "stdin" if found == _STDIN else "a file descriptor"
+        return f"inline code ({label} {what} from {where}){{where}} needs asking"
     if found.startswith("$"):
         return (f"cannot tell whether `{label}`{{where}} is given inline code "
                 f"(`{found[1:]}`); it needs asking")
@@ -211,19 +256,81 @@ def _data_url(args: list[Word]) -> str | None:
     return next(("data:" for w in args if w.value and "data:" in w.value), None)
 
 
-def _make(args: list[Word]) -> str | None:
-    """`--eval` (`-E`), and variables set on the command line to make code (`SHELL=`,
-    `$(shell`). Every word is looked at, an option's value too."""
+def _named_stdin(args: list[Word], repl: str, alone: bool = False) -> str | None:
+    """A program read from `-` or a descriptor, or a REPL (`deno repl`; `deno` alone)."""
     for word in args:
+        if word.value is None:
+            return f"${word.source}"
+        found = _descriptor(word.value)
+        if found:
+            return found
+    positional = [w.value for w in args if w.value and not w.value.startswith("-")]
+    return _STDIN if positional[:1] == [repl] or (alone and not positional) else None
+
+
+def _perl_modules(args: list[Word]) -> str | None:
+    """`-M`, `-m` and `-d:` become `use MODULE ...;` in the program: anything but a module
+    name there (`-M'strict;system(...)'`) is code. What follows `=` is quoted."""
+    for word in args:
+        found = re.fullmatch(r"-[A-Za-z]*?([Mm]|dt?:)(.*)", word.value or "", re.S)
+        if found and not re.fullmatch(r"-?[A-Za-z_][\w:]*(?:=.*)?", found.group(2), re.S):
+            return f"-{found.group(1)}"
+    return None
+
+
+def _php_streams(args: list[Word]) -> str | None:
+    """A script or prepended file that is a stream of code (`php://stdin`, `data:`), or the
+    program's stdin or another descriptor."""
+    for word in args:
+        value = word.value or ""
+        if re.search(r"php://|data:", value):
+            return "php://" if "php:" in value else "data:"
+        found = re.search(r"auto_(?:prepend|append)_file=(.*)", value)
+        if found and _descriptor(found.group(1)):
+            return _descriptor(found.group(1))
+    return None
+
+
+def _pwsh(args: list[Word]) -> str | None:
+    """`-Command` and `-EncodedCommand` (any abbreviation, any case); with no `.ps1` file or
+    with `-`, the program is read from stdin."""
+    for word in args:
+        if word.value is None:
+            return f"${word.source}"
+        low = word.value.lower()
+        if len(low) > 1 and any(o.startswith(low) for o in (
+                "-command", "-encodedcommand", "-commandwithargs", "-ec", "-cwa")):
+            return word.value
+    if any(w.value == "-" for w in args) or not any(
+            (w.value or "").lower().endswith(".ps1") for w in args):
+        return _STDIN
+    return None
+
+
+def _make(args: list[Word]) -> str | None:
+    """`--eval` (`-E`), a makefile read from stdin (`-f -`), and variables set on the command
+    line to make code (`SHELL=`, `$(shell`). Every word is looked at, an option's value too."""
+    for number, word in enumerate(args):
         value = word.value
         if value is None:
             return f"${word.source}"
-        if _long(value, ("--eval",)):
+        following = args[number + 1].value if number + 1 < len(args) else ""
+        option = _long(value, ("--eval", "--file", "--makefile"))
+        if option == "--eval":
             return "--eval"
+        if option:
+            makefile: str | None = value.partition("=")[2] if "=" in value else following
+            if makefile is None or _descriptor(makefile):
+                return _descriptor(makefile) if makefile else "$an option value"
+            continue
         if re.match(r"-[^-]", value):
-            for letter in value[1:]:
+            for i, letter in enumerate(value[1:], 2):
                 if letter == "E":
                     return "-E"
+                if letter == "f":
+                    makefile = value[i:] or following
+                    if makefile is None or _descriptor(makefile):
+                        return _descriptor(makefile) if makefile else "$an option value"
                 if letter in _MAKE_VALUES:
                     break
             continue
@@ -233,6 +340,19 @@ def _make(args: list[Word]) -> str | None:
                 or re.search(r"[$`]", rest)):
             return value if len(value) <= 24 else value[:24] + "..."
     return None
+
+
+def _program_file(given: str | None, stdin: Stdin, texts: list[str | None]) -> str | None:
+    """For a program file an option names (`-f`): _STDIN or _FD when it is read from a
+    descriptor that cannot be read here (a here-string's text is added to `texts`, to be
+    checked with the rest), `$...` when it expands, else None."""
+    if given is None:
+        return "$an option value"
+    found = _descriptor(given)
+    if found == _STDIN and stdin.text is not None:
+        texts.append(stdin.text)
+        return None
+    return None if found == _STDIN and stdin.file else found
 
 
 def _cluster(args: list[Word], letters: str) -> str | None:
@@ -245,29 +365,155 @@ def _cluster(args: list[Word], letters: str) -> str | None:
     return None
 
 
-def _python(args: list[Word]) -> str | None:
-    """`-c` among python's own options, which end at the script, `-m` or `-`."""
+def _options(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+@dataclass(frozen=True)
+class _Interpreter:
+    """How an interpreter's options say where its program comes from. Short options may be
+    in clusters (`-Sc`); one with a value takes the rest of its word or the next word."""
+
+    inline: frozenset[str] = frozenset()  # the value is the program (`-c`, `--eval`)
+    values: frozenset[str] = frozenset()  # other options with a value
+    rest: frozenset[str] = frozenset()  # a value only in the rest of the word (`-i.bak`)
+    preload: frozenset[str] = frozenset()  # the value is a file of code run too (`-r`)
+    program: frozenset[str] = frozenset()  # the value is the program file (`-f`)
+    ends: frozenset[str] = frozenset()  # it runs a module or checks syntax: no program to read
+    stops: frozenset[str] = frozenset()  # the words after are arguments (R's `--args`)
+    info: frozenset[str] = frozenset()  # it prints something and exits
+    info_alone: frozenset[str] = frozenset()  # that, unless a program is named (`ruby -v`)
+    interactive: frozenset[str] = frozenset()  # it reads code from stdin after the program
+    stdin: frozenset[str] = frozenset()  # it reads the program from stdin (`sh -s`)
+    script: bool = True  # the first word that is not an option is the program file
+    reads_stdin: bool = True  # with no program named, it reads one from stdin
+    dash_ends: bool = False  # a lone `-` ends the options (shells), not names stdin
+    signs: tuple[str, ...] = ("-",)
+    # Long options known to take no value, by prefix; any other may take the next word (node
+    # hands options it does not know to V8, whose options may). None: all others take none.
+    flags: tuple[str, ...] | None = None
+
+
+def _source(args: list[Word], spec: _Interpreter) -> str | None:
+    """Where the program comes from: an inline option (`-c`), _STDIN, _FD, `$word` (cannot
+    tell), or None (a file or module it names, or no program at all)."""
     words = iter(args)
+    interactive = alone = stopped = False
     for word in words:
         value = word.value
         if value is None:
             return f"${word.source}"
-        if value in ("-", "--") or not value.startswith("-"):
-            return None
-        if value.startswith("--"):
-            if value == "--check-hash-based-pycs":
-                next(words, None)
+        if value == "--" or (value == "-" and spec.dash_ends):
+            following = next(words, None)
+            return _STDIN if following is None else _script(following, interactive)
+        if value == "-" or not value.startswith(spec.signs):
+            if spec.script:
+                return _script(word, interactive)
             continue
-        for i, letter in enumerate(value[1:]):
-            if letter == "c":
-                return "-c"
-            if letter == "m":
+        if value.startswith("--"):
+            name, eq, tail = value.partition("=")
+            if spec.flags is not None:  # node reads `--a_b` as `--a-b`
+                name = name.replace("_", "-")
+            cluster = [(name, tail if eq else "")]
+        else:
+            cluster = [(value[0] + c, value[i:]) for i, c in enumerate(value[1:], 2)]
+        for option, tail in cluster:
+            if option in spec.info or option in spec.ends:
                 return None
-            if letter in "WX":
-                if i == len(value) - 2:
-                    next(words, None)
+            if option in spec.inline:
+                return option
+            if option in spec.stdin:
+                return _STDIN
+            stopped = option in spec.stops
+            interactive = interactive or option in spec.interactive
+            alone = alone or option in spec.info_alone
+            loose = option.startswith("--") and spec.flags is not None and \
+                not option.startswith(spec.flags)
+            if stopped or option in spec.rest:
                 break
-    return None
+            if loose or option in spec.values | spec.preload | spec.program:
+                given: str | None = tail
+                if not tail:
+                    following = next(words, None)
+                    given = following.value if following else ""
+                if loose or option in spec.preload | spec.program:
+                    found = _descriptor(given) if given is not None else f"${option}"
+                    if found or option in spec.program:
+                        return found
+                break
+        if stopped:
+            break
+    return _STDIN if (spec.reads_stdin or interactive) and not alone else None
+
+
+def _script(word: Word, interactive: bool) -> str | None:
+    if word.value is None:
+        return f"${word.source}"
+    return _descriptor(word.value) or (_STDIN if interactive else None)
+
+
+_PYTHON = _Interpreter(
+    inline=_options("-c"), ends=_options("-m"), values=_options("-W -X --check-hash-based-pycs"),
+    interactive=_options("-i"),
+    info=_options("-h -? -V --help --help-env --help-xoptions --help-all --version"))
+_PERL = _Interpreter(
+    inline=_options("-e -E"), values=_options("-I"), rest=_options("-M -m -d -x -i -0 -l -C -D -F"),
+    interactive=_options("-d"), info=_options("-v -V -h"))
+_RUBY = _Interpreter(
+    inline=_options("-e"), preload=_options("-r"),
+    values=_options("-I -C -E --enable --disable --encoding --external-encoding "
+                    "--internal-encoding --dump --backtrace-limit"),
+    rest=_options("-F -0 -x -T -W -i -K"), info=_options("-h --help --version --copyright"),
+    info_alone=_options("-v"))
+_LUA = _Interpreter(inline=_options("-e"), values=_options("-l"), interactive=_options("-i"),
+                    info_alone=_options("-v"))
+_PHP = _Interpreter(
+    inline=_options("-r -B -R -E"), program=_options("-f -F"),
+    values=_options("-c -d -t -z -S --rf --rc --re --rz --ri"), interactive=_options("-a"),
+    ends=_options("-l -s -w -S"), info=_options("-h -v -i -m --ini"))
+_RSCRIPT = _Interpreter(inline=_options("-e"), info=_options("--help --version"),
+                        reads_stdin=False)
+_R = _Interpreter(inline=_options("-e"), program=_options("-f --file"), values=_options("-d -g"),
+                  stops=_options("--args"), info=_options("-h --help --version"), script=False)
+_OSASCRIPT = _Interpreter(inline=_options("-e"), values=_options("-l -s"))
+_NODE = _Interpreter(
+    inline=_options("-e -p --eval --print"), preload=_options(
+        "-r --require --import --loader --experimental-loader"),
+    values=_options(
+        "-C --conditions --allow-fs-read --allow-fs-write --build-snapshot-config "
+        "--cpu-prof-dir --cpu-prof-interval --cpu-prof-name --diagnostic-dir --disable-proto "
+        "--disable-warning --dns-result-order --env-file --env-file-if-exists "
+        "--experimental-default-type --experimental-policy --experimental-sea-config "
+        "--experimental-config-file --heap-prof-dir --heap-prof-interval --heap-prof-name "
+        "--heapsnapshot-near-heap-limit --heapsnapshot-signal --icu-data-dir --input-type "
+        "--inspect-port --debug-port --inspect-publish-uid --localstorage-file "
+        "--max-http-header-size --openssl-config --policy-integrity --redirect-warnings "
+        "--report-directory --report-dir --report-filename --report-signal --secure-heap "
+        "--secure-heap-min --snapshot-blob --test-concurrency --test-name-pattern "
+        "--test-skip-pattern --test-reporter --test-reporter-destination --test-shard "
+        "--test-timeout --title --tls-cipher-list --tls-keylog --trace-event-categories "
+        "--trace-event-file-pattern --trace-require-module --unhandled-rejections "
+        "--use-largepages --v8-pool-size --watch-path"),
+    interactive=_options("-i --interactive"),
+    ends=_options("-c --check --test --run --prof-process"),
+    info=_options("-h -v --help --version --v8-options --completion-bash"),
+    flags=("--no-", "--experimental-", "--trace-", "--tls-", "--allow-", "--enable-",
+           "--expose", "--report-", "--test-", "--inspect", "--heap-prof", "--cpu-prof",
+           "--prof", "--watch", "--preserve-symlinks", "--use-", "--openssl-", "--force-",
+           "--harmony", "--frozen-intrinsics", "--jitless", "--pending-deprecation",
+           "--throw-deprecation", "--abort-on-uncaught-exception", "--insecure-http-parser",
+           "--zero-fill-buffers", "--disallow-code-generation-from-strings",
+           "--track-heap-objects", "--huge-max-old-generation-size", "--node-memory-debug",
+           "--interpreted-frames-native-stack", "--build-snapshot", "--entry-url",
+           "--disable-wasm-trap-handler"))
+_SHELL = _Interpreter(
+    inline=_options("-c"), values=_options("-o +o -O +O --rcfile --init-file"),
+    stdin=_options("-s"), info=_options("--help --version"), dash_ends=True, signs=("-", "+"))
+_FISH = _Interpreter(
+    inline=_options("-c -C --command --init-command"), values=_options("-d --debug -o "
+                                                                      "--debug-output"),
+    info=_options("-h -v --help --version"))
+
 
 
 def _value(words: Iterator[Word], tail: str) -> str | None:
@@ -278,10 +524,12 @@ def _value(words: Iterator[Word], tail: str) -> str | None:
     return None if word is None else word.value
 
 
-def _awk(args: list[Word]) -> str | None:
-    """An awk program (inline, -e, --source, -W source=) that runs commands (`system`, `|`),
-    writes files (`>`, a file for --profile and the like) or loads extensions (`@load`, -l).
-    Options are looked for in every argument, as getopt permutes them."""
+def _awk(args: list[Word], stdin: Stdin) -> str | None:
+    """An awk program (inline, -e, --source, -W source=, a here-string read with `-f -`) that
+    runs commands (`system`, `|`), writes files (`>`, a file for --profile and the like) or
+    loads extensions (`@load`, -l); a program read from stdin otherwise, or gawk's debugger
+    (-D), which reads commands there. Options are looked for in every argument, as getopt
+    permutes them."""
     programs: list[str | None] = []
     first: Word | None = None
     from_file, words = False, iter(args)
@@ -313,9 +561,18 @@ def _awk(args: list[Word]) -> str | None:
                 if eq:
                     return option
                 continue
+            if option == "--debug":
+                found = _program_file(rest if eq else "-", stdin, programs)
+                if found:
+                    return found
+                continue
             given = rest if eq else _value(words, "") if option else None
             if option == "--source":
                 programs.append(given)
+            elif option in ("--file", "--exec", "--include"):
+                found = _program_file(given, stdin, programs)
+                if found:
+                    return found
             from_file = from_file or option in ("--file", "--exec")
             continue
         for i, letter in enumerate(value[1:], 2):
@@ -325,11 +582,19 @@ def _awk(args: list[Word]) -> str | None:
                 given = _value(words, value[i:])
                 if letter == "e":
                     programs.append(given)
+                elif letter in "fEi":
+                    found = _program_file(given, stdin, programs)
+                    if found:
+                        return found
                 from_file = from_file or letter in "fE"
                 break
             if letter in "dopDL":  # an optional value: the rest of the word
                 if value[i:] and letter in "dop":
                     return f"-{letter}"
+                found = _program_file(value[i:] or "-", stdin, programs) if letter == "D" \
+                    else None
+                if found:
+                    return found
                 break
     if first is not None and not from_file and not programs:
         if first.value is None:
@@ -343,9 +608,10 @@ def _awk(args: list[Word]) -> str | None:
     return None
 
 
-def _sed(args: list[Word]) -> str | None:
+def _sed(args: list[Word], stdin: Stdin) -> str | None:
     """A sed script with a command that runs commands or writes files (GNU `e`, `w`, `W`,
-    the `e` and `w` flags of `s`); a script that cannot be read counts as one."""
+    the `e` and `w` flags of `s`); a script that cannot be read counts as one, and one read
+    from stdin (`-f -`) is checked only when it is a here-string."""
     if any(w.value == "--sandbox" for w in args):
         return None
     scripts: list[str | None] = []
@@ -367,6 +633,8 @@ def _sed(args: list[Word]) -> str | None:
                 given = rest if eq else _value(words, "")
                 if option == "--expression":
                     scripts.append(given)
+                elif found := _program_file(given, stdin, scripts):
+                    return found
                 from_file = from_file or option == "--file"
             elif option == "--line-length" and not eq:
                 next(words, None)
@@ -376,6 +644,8 @@ def _sed(args: list[Word]) -> str | None:
                     given = _value(words, value[i:])
                     if letter == "e":
                         scripts.append(given)
+                    elif letter == "f" and (found := _program_file(given, stdin, scripts)):
+                        return found
                     from_file = from_file or letter == "f"
                     break
                 if letter == "i":
