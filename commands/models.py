@@ -550,16 +550,24 @@ def pull(name, list_, json_):
 @click.option("--refresh", is_flag=True, help="Ask the providers again now.")
 @json_option
 def list_(provider, refresh, json_):
-    """The models offered by registered providers (cached; --refresh asks again)."""
+    """The models offered by registered providers (cached; --refresh asks again).
+
+    \b
+    Exit codes: 0 listed, 1 --refresh could not ask a provider (each is named on stderr
+    with why; the models known from before are listed all the same), 2 usage. Without
+    --refresh, a first fetch that fails is a note on stderr.
+    """
     from fased.models import fetch_catalogs, get_provider, providers
 
     st = store()
     con = st.db()
     targets = [get_provider(con, provider)] if provider else providers(con)
     stale = [r["id"] for r in targets if refresh or r["models_fetched_at"] is None]
+    failed = []
     if stale:
         for result in fetch_catalogs(st, stale):
             if result["error"]:
+                failed.append(result["provider"])
                 note(f"{result['provider']}: {result['error']}")
         con = st.db()
         targets = [get_provider(con, r["id"]) for r in targets]
@@ -568,13 +576,15 @@ def list_(provider, refresh, json_):
            for r in targets for m in json.loads(r["models"] or "[]")]
     if json_:
         echo_json(out)
-        return
-    if not targets:
-        from fased.setup import add_provider_step
+    else:
+        if not targets:
+            from fased.setup import add_provider_step
 
-        note(f"No providers yet: {add_provider_step()}.")
-    table([(m["ref"], shown_time(m["fetched_at"])) for m in out],
-          ("MODEL REF", "FETCHED (UTC)"))
+            note(f"No providers yet: {add_provider_step()}.")
+        table([(m["ref"], shown_time(m["fetched_at"])) for m in out],
+              ("MODEL REF", "FETCHED (UTC)"))
+    if refresh and failed:
+        raise click.exceptions.Exit(1)
 
 
 # -- the agent's refs -------------------------------------------------------------------------

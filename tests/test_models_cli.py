@@ -332,7 +332,7 @@ def test_remove_forgets_secrets_so_a_readded_provider_starts_clean(set_up, ok, r
         # Re-added at the same URL without the header: the old secret is not sent.
         ok(*PROVIDERS, "add", "gw", "--kind", "litellm", "--base-url", guarded.url)
         refreshed = run(*MODELS, "list", "--refresh", "--json")
-        assert refreshed.exit_code == 0
+        assert refreshed.exit_code == 1
         assert json.loads(refreshed.stdout) == []
         assert "gw: litellm 401 authentication failed" in refreshed.stderr
         shown = json.loads(ok(*PROVIDERS, "show", "gw", "--json"))
@@ -668,9 +668,9 @@ def test_secrets_appear_only_in_credentials_json(fased_home):
               "--header", f"X-Api-Key={header_secret}", "-H", "X-Org=acme")
         fased(*PROVIDERS, "add", "keyed", "--kind", "openai", "--base-url", keyed.url + "/v1")
         fased(*PROVIDERS, "add", "anthropic", "--base-url", env_server.url)
-        fased(*MODELS, "list", "--refresh", "-p", "keyed")  # no key yet: nothing is sent
+        fased(*MODELS, "list", "--refresh", "-p", "keyed", code=1)  # no key yet: nothing sent
         fased(*MODELS, "auth", "keyed", "--stdin", input=stdin_secret + "\n")
-        fased(*MODELS, "list", "--refresh", "-p", "keyed")  # the scripted, key-echoing 401
+        fased(*MODELS, "list", "--refresh", "-p", "keyed", code=1)  # the key-echoing 401
         fased(*MODELS, "auth", "anthropic", "--env", "MY_ANTHROPIC_KEY")
         fased(*MODELS, "set", "primary", "hdr/fake-model")
         fased(*MODELS, "fallback", "add", "keyed/fake-model")
@@ -895,7 +895,7 @@ def test_a_failed_refresh_keeps_the_last_catalog(set_up, ok, run, server):
     before = count(set_up)
 
     result = run(*MODELS, "list", "--refresh", "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 1
     assert result.stderr.startswith(f"vllm: vllm 503 server error at {server.url}/v1")
     (event,) = events(set_up)[before:]
     assert event["type"] == "models.catalog_fetched"
@@ -910,6 +910,26 @@ def test_a_failed_refresh_keeps_the_last_catalog(set_up, ok, run, server):
 
     ok(*MODELS, "list", "--refresh")
     assert provider_row(set_up, "vllm")["models_error"] is None
+
+
+@pytest.mark.parametrize("json_", [False, True])
+def test_a_refresh_that_fails_says_why_and_exits_non_zero(set_up, ok, run, server, json_):
+    """A server answering its model list with a JSON array: `models list --refresh`
+    printed nothing and exited 0."""
+    add_local(ok, "h", server.url + "/v1", kind="vllm")
+    add_local(ok, "good", server.url + "/v1", kind="vllm")
+    ok(*MODELS, "list")
+    server.script_models(Status(200, body=b"[1, 2, 3]"))
+    result = run(*MODELS, "list", "--refresh", *(["--json"] if json_ else []))
+    assert result.exit_code == 1
+    assert result.stderr == (f"h: vllm sent a malformed response (item 0 is not an object) "
+                             f"at {server.url}/v1\n")
+    if json_:  # what is known is still listed, as always
+        assert [m["ref"] for m in json.loads(result.stdout)] == [
+            "h/fake-model", "h/fake-small", "good/fake-model", "good/fake-small"]
+    else:
+        assert "good/fake-model" in result.stdout and "h/fake-model" in result.stdout
+    assert provider_row(set_up, "h")["models_error"].startswith("vllm sent a malformed")
 
 
 # -- an agent's model refs --------------------------------------------------------------------
@@ -1158,7 +1178,7 @@ def test_projections_match_a_rebuild_from_the_log(set_up, ok, run, server):
     ok(*MODELS, "fallback", "add", "openai/gpt-4o-mini")
     ok(*MODELS, "alias", "add", "fast", "ollama/fake-small")
     server.script_models(Status(500))
-    ok(*MODELS, "list", "--refresh")
+    assert run(*MODELS, "list", "--refresh").exit_code == 1
     ok(*PROVIDERS, "add", "gone", "--kind", "vllm")
     ok(*MODELS, "auth", "gone", "--env", "GONE_KEY")
     ok(*PROVIDERS, "remove", "gone")
@@ -1415,7 +1435,7 @@ def test_a_fetch_that_learns_nothing_new_writes_nothing(set_up, ok, run, server)
     before = count(set_up)
     for args in (["list"], ["list"], ["list", "--refresh"], ["list", "--refresh", "-p", "vllm"]):
         result = run(*MODELS, *args)
-        assert result.exit_code == 0
+        assert result.exit_code == (1 if args == ["list", "--refresh"] else 0)
         assert "down: vllm connection refused" in result.stderr or "-p" in args
     assert count(set_up) == before
     assert provider_row(set_up, "vllm")["models_fetched_at"] == fetched_at
@@ -1423,7 +1443,7 @@ def test_a_fetch_that_learns_nothing_new_writes_nothing(set_up, ok, run, server)
     # what is new is recorded: another catalog, another failure, a recovery
     server.models = ["fake-model"]
     server.script_models(Status(503))
-    ok(*MODELS, "list", "--refresh", "-p", "vllm")
+    assert run(*MODELS, "list", "--refresh", "-p", "vllm").exit_code == 1
     ok(*MODELS, "list", "--refresh", "-p", "vllm")
     ok(*MODELS, "list", "--refresh", "-p", "vllm")
     assert [(d.get("error", "")[:15], d["models"]) for _, d in added(set_up, before)] == [
