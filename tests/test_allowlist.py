@@ -404,6 +404,104 @@ def test_a_program_from_stdin_runs_when_strict_inline_eval_is_off(where):
     assert verdict(where, "echo x | python3", entries=PROBED, strict_inline=False).allowed
 
 
+# Tools that run commands through their own syntax: git's config (aliases, pagers, filters,
+# hooks ...), sqlite3's and psql's meta-commands.
+OWN_SYNTAX = [
+    ("git config alias.pw '!touch X'", "`git` sets `alias.pw` with `git config`, a key that "
+     "may name a program git runs: only an entry for exactly this command allows it"),
+    ("git config --global core.pager 'touch X'", "sets `core.pager` with `git config`"),
+    ("git config set core.fsmonitor 'touch X'", "sets `core.fsmonitor` with `git config`"),
+    ("git config set --all core.sshCommand x", "sets `core.sshCommand` with `git config`"),
+    ("git config --file .git/config core.hooksPath h", "sets `core.hooksPath`"),
+    ("git config --fi=x diff.external x", "sets `diff.external`"),
+    ("git config --add diff.x.textconv sh", "sets `diff.x.textconv`"),
+    ("git config --replace-all Filter.x.clean 'touch X'", "sets `Filter.x.clean`"),
+    ("git -C sub config credential.helper '!touch X'", "sets `credential.helper`"),
+    ("git config include.path x.cfg", "sets `include.path`"),
+    ("git config init.templateDir t", "sets `init.templateDir`"),
+    ("git config -e", "`git` opens an editor with `git config`"),
+    ("git config --ed", "`git` opens an editor with `git config`"),
+    ("git config edit", "`git` opens an editor with `git config`"),
+    ("git config --rename-section user alias", "renames a section with `git config`"),
+    ("git config alias.pw $X", "may run a command given in its arguments (`$X`)"),
+    ("git pw", "`git` may run an alias or a program named `git-pw`"),
+    ("git submodule--helper foreach 'touch X'", "runs a command given to "
+     "`git submodule--helper`"),
+    ("git grep -O'touch X' x", "runs a command given to `git grep` with `-O`"),
+    ("git grep --open-files='touch X' x", "with `--open-files-in-pager`"),
+    ("git for-each-repo --config=x -- log", "`git` runs a command given"),
+    ("git hook run pre-commit", "runs a command given to `git hook` with `run`"),
+    ("git merge-index 'touch X' -a", "runs a command given to `git merge-index`"),
+    ("sqlite3 :memory: '.shell touch X'", "`sqlite3` runs a command given with `.shell`"),
+    ("sqlite3 :memory: '.system touch X'", "`sqlite3` runs a command given with `.system`"),
+    ("sqlite3 :memory: '.sh touch X'", "runs a command given with `.sh`"),
+    ("sqlite3 -cmd '.sy touch X' db 'select 1'", "runs a command given with `.sy`"),
+    ("sqlite3 --cmd '.system touch X' db 'select 1'", "runs a command given with `.system`"),
+    ("sqlite3 db \".once '|touch X'\" 'select 1'", "runs a command given with `.once`"),
+    ("sqlite3 db \".import '|touch X' t\"", "runs a command given with `.import`"),
+    ("sqlite3 db '.once -x' 'select 1'", "runs a command given with `.once`"),
+    ("sqlite3 db '.load ./x'", "runs a command given with `.load`"),
+    ("sqlite3 db \"select edit('x', 'touch X')\"", "runs a command given with `edit(`"),
+    ("sqlite3 db \"SELECT load_extension('./x')\"", "runs a command given with "
+     "`load_extension(`"),
+    ("sqlite3 db <<< '.system touch X'", "runs a command given with `.system`"),
+    ("sqlite3 db -init /dev/stdin <<< '.shell x' 'select 1'", "with `.shell`"),
+    ("echo '.shell touch X' | sqlite3 db", "inline code (sqlite3 commands from stdin)"),
+    ("sqlite3 db <<'E'\n.shell touch X\nE", "inline code (sqlite3 commands from stdin)"),
+    ("sqlite3 -safe -nonce n db '.shell x'", "runs a command given with `.shell`"),
+    ("psql -c '\\! touch X'", "`psql` runs a command given with `\\!`"),
+    ("psql --comm='\\! touch X'", "`psql` runs a command given with `\\!`"),
+    ("psql -tAc '\\! touch X'", "`psql` runs a command given with `\\!`"),
+    ("psql -c '\\o |touch X'", "runs a command given with `\\o |`"),
+    ("psql -c \"\\copy t to program 'touch X'\"", "runs a command given with `to program`"),
+    ("psql -c '\\echo `touch X`'", "`psql` runs a command given in backquotes"),
+    ("psql -c '\\e'", "runs a command given with `\\e`"),
+    ("psql -o '|touch X' -c 'select 1'", "runs a command given with `-o |`"),
+    ("psql <<< '\\! touch X'", "`psql` runs a command given with `\\!`"),
+    ("echo '\\! touch X' | psql", "inline code (psql commands from stdin)"),
+    ("psql -f - <<'E'\n\\! touch X\nE", "inline code (psql commands from stdin)"),
+    ("echo x >> .git/config", "`>> .git/config` writes into `.git`, where git finds "
+     "commands to run"),
+    ("echo x > sub/.git/hooks/pre-commit", "writes into `.git`"),
+    ("echo 'gitdir: /x' > .git", "writes into `.git`"),
+]
+OWN_SYNTAX_ALLOWED = [
+    "git config user.email a@b.c", "git config --global user.name 'A B'",
+    "git config core.autocrlf false", "git config init.defaultBranch main",
+    "git config branch.main.remote origin", "git config color.diff.meta blue",
+    "git config --get core.pager", "git config alias.pw", "git config --list",
+    "git config -l --show-origin", "git config get alias.pw", "git config --unset alias.pw",
+    "git config --get-regexp '^alias\\.'", "git config --file x.cfg --get a.b",
+    "git status", "git log -1", "git grep -n x", "git submodule update --init",
+    "sqlite3 db 'select 1'", "sqlite3 db .tables '.mode csv' 'select * from t'",
+    "sqlite3 db < schema.sql", "sqlite3 db <<< 'select 1'", "sqlite3 db '.read x.sql'",
+    "sqlite3 db \".import data.csv t\"", "sqlite3 -safe db '.shell x'",
+    "psql -c 'select 1'", "psql -tAc 'select 1' mydb", "psql -f q.sql", "psql < q.sql",
+    "psql -c '\\dt'", "psql <<< 'select 1'", "echo x > .gitignore", "echo x > .github",
+]
+
+
+@pytest.mark.parametrize(("command", "reason"), OWN_SYNTAX)
+def test_a_tool_that_runs_commands_through_its_own_syntax(where, command, reason):
+    result = verdict(where, command, entries=PROBED)
+    assert not result.allowed
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize("command", OWN_SYNTAX_ALLOWED)
+def test_the_same_tools_without_it_stay_allowed(where, command):
+    result = verdict(where, command, entries=PROBED)
+    assert result.allowed, result.reason
+
+
+def test_only_an_exact_entry_lets_git_config_name_a_program(where):
+    line = "git config alias.st status"
+    assert verdict(where, line, entries=[line]).allowed
+    assert not verdict(where, line, entries=["git config *"]).allowed
+    assert check_entry("git config *") is None
+    assert check_entry("sqlite3 *") is None and check_entry("psql *") is None
+
+
 # -- entries -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("entry", "problem"), [

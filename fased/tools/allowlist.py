@@ -17,13 +17,16 @@ An entry is `[NAME=PATTERN ...] PROGRAM [ARG ...]`, written as shell words:
   expands (`$x`, `$(...)`, an unquoted glob) is matched only by a lone `*`.
 - NAME=PATTERN words allow those environment assignments before the program (`CI=1 npm
   test`); a command that sets variables for its program needs an entry that names them.
-- Launchers (shells, env, xargs, sudo, nohup, timeout, ...; `find -exec` and the like) run
-  whatever they are given: only an entry without patterns, for exactly that command, allows
-  one, and `check_entry` refuses a pattern entry for one.
-- Inline code (`python -c`, `node -e`, `bash -c`, awk programs that run commands, ...) needs
-  asking even when allowlisted, while `strict_inline` (tools.exec.strictInlineEval) is on.
+- Launchers (shells, env, xargs, sudo, nohup, timeout, ...; `find -exec`, `git config
+  alias.x ...`, sqlite3's `.shell` and the like) run whatever they are given: only an entry
+  without patterns, for exactly that command, allows one, and `check_entry` refuses a
+  pattern entry for one.
+- Inline code (`python -c`, `node -e`, `bash -c`, awk programs that run commands, a program
+  read from stdin unless the command's own `<` gives it a file ...) needs asking even when
+  allowlisted, while `strict_inline` (tools.exec.strictInlineEval) is on.
 Without an entry: the builtins `cd`, `echo`, `test`/`[`, `true`, `false`, `:`, `pwd` and a
-few more; redirections to files inside the working directory; `set -e`-style options.
+few more; redirections to files inside the working directory, but not into `.git`;
+`set -e`-style options.
 """
 
 from __future__ import annotations
@@ -310,7 +313,7 @@ class _Checker:
         code = inline_code(names, args, stdin)
         if code and self.strict:
             raise _Ask(code)
-        launcher = launcher_use(names, args)
+        launcher = launcher_use(names, args, stdin)
         for entry, resolved in self.entries:
             if resolved != program or (launcher and not entry.exact):
                 continue
@@ -391,6 +394,9 @@ class _Checker:
         real = os.path.realpath(os.path.join(base, value))
         if value.startswith("~") or (real != base and not real.startswith(base + os.sep)):
             raise _Ask(f"`{op} {value}`{{where}} writes outside the working directory")
+        if ".git" in real.lower().split(os.sep):  # its config and hooks name programs
+            raise _Ask(f"`{op} {value}`{{where}} writes into `.git`, where git finds commands "
+                       "to run")
 
 
 def stdin_of(redirects: list[Redirect], text: str) -> Stdin:
