@@ -284,7 +284,8 @@ def test_a_server_echoing_secrets_back_is_masked_before_anything_records_or_prin
         failed = fased("chat", "hi", code=5)
         assert "Incorrect API key provided: ***" in failed.stderr, failed.stderr
         server.script_models(Status(401, body=body(echo)))
-        fased(*MODELS, "list", "--refresh")
+        refused = fased(*MODELS, "list", "--refresh", code=1)  # the provider could not be asked
+        assert "Incorrect API key provided: ***" in refused.stderr, refused.stderr
     server.script(Status(401, body=f"denied: {API_KEY[:7]}...{API_KEY[-4:]} is not valid"))
     assert fased("task", "run", "task-1", code=5).stdout.startswith("Error: every model failed")
     fased(*MODELS, "status", "--probe")
