@@ -60,14 +60,19 @@ def test_a_stored_key_that_exec_reads_is_masked_in_the_log_the_export_and_the_re
     assert KEY not in ok("replay", "--json")
 
 
-def test_the_variable_a_provider_reads_its_key_from_never_reaches_a_tool(set_up, ok, server,
-                                                                       monkeypatch):
+@pytest.fixture
+def env_keyed(set_up, ok, server, monkeypatch) -> Path:
+    """Agent main on a provider that reads its key from $LLM_CRED; exec runs unasked."""
     ok("agent", "models", "providers", "add", "o", "--kind", "vllm", "--base-url",
        f"{server.url}/v1")
     ok("agent", "models", "auth", "o", "--env", "LLM_CRED")
     ok("agent", "models", "set", "primary", "o/fake-model")
     ok("config", "set", "tools.exec.mode", "full")
     monkeypatch.setenv("LLM_CRED", "supersecretvalue42")
+    return set_up
+
+
+def test_the_variable_a_provider_reads_its_key_from_never_reaches_a_tool(env_keyed, ok, server):
     server.script(Reply("", tool_calls=[("exec", json.dumps(
         {"command": "env; echo; cat $HOME/.profile-holding-it 2>/dev/null; echo seen"}))]),
         Reply("done"))
@@ -76,21 +81,15 @@ def test_the_variable_a_provider_reads_its_key_from_never_reaches_a_tool(set_up,
     sent = tool_messages(server)
     assert "seen" in sent[0]
     assert "LLM_CRED" not in sent[0] and "supersecretvalue42" not in sent[0]
-    assert b"supersecretvalue42" not in everything_recorded(set_up)
+    assert b"supersecretvalue42" not in everything_recorded(env_keyed)
     headers = {k.lower(): v for k, v in server.requests[-1]["headers"].items()}
     assert headers["authorization"] == "Bearer supersecretvalue42"  # the provider had it
 
 
 def test_a_key_taken_from_the_environment_is_masked_when_a_tool_finds_it_elsewhere(
-        set_up, ok, server, monkeypatch, tmp_path):
+        env_keyed, ok, server, tmp_path):
     """The variable is dropped, but the same value in a file the command reads is the key
     all the same."""
-    ok("agent", "models", "providers", "add", "o", "--kind", "vllm", "--base-url",
-       f"{server.url}/v1")
-    ok("agent", "models", "auth", "o", "--env", "LLM_CRED")
-    ok("agent", "models", "set", "primary", "o/fake-model")
-    ok("config", "set", "tools.exec.mode", "full")
-    monkeypatch.setenv("LLM_CRED", "supersecretvalue42")
     rc = tmp_path / "rc"
     rc.write_text("export LLM_CRED=supersecretvalue42\n")
     server.script(Reply("", tool_calls=[("exec", json.dumps({"command": f"cat {rc}"}))]),
@@ -98,7 +97,7 @@ def test_a_key_taken_from_the_environment_is_masked_when_a_tool_finds_it_elsewhe
     ok("chat", "go")
 
     assert tool_messages(server)[0].strip().endswith("LLM_CRED=***")
-    assert b"supersecretvalue42" not in everything_recorded(set_up)
+    assert b"supersecretvalue42" not in everything_recorded(env_keyed)
 
 
 @pytest.mark.parametrize("name", [
