@@ -318,7 +318,8 @@ def test_an_echoed_api_key_is_masked_in_the_turn_the_catalog_and_the_output(set_
     server.script(Status(401, body=body))
     server.script_models(Status(401, body=body))
     fased("chat", "hi", code=5)
-    fased(*MODELS, "list", "--refresh")
+    refused = fased(*MODELS, "list", "--refresh", code=1)  # the provider could not be asked
+    assert "Incorrect API key provided: ***" in refused.stderr, refused.stderr
     (failed,) = [e["data"] for e in events(set_up) if e["type"] == "turn.attempt_failed"]
     assert failed["message"].endswith("server says: Incorrect API key provided: ***")
     assert_nowhere(set_up, fased.printed, {echo})
