@@ -114,6 +114,8 @@ def _reason(exc: BaseException) -> str:
 
 _NOT_DAMAGE = frozenset({3, 5, 6, 7, 8, 9, 10, 13, 14, 23})  # perm, busy, locked, nomem,
 # readonly, interrupt, I/O error, full, cannot open, auth: the file may be fine
+_SHORT_FILE = frozenset({522, 8458})  # I/O errors that are damage: a file shorter than its
+# own index says (SQLITE_IOERR_SHORT_READ), a file system that reports corruption (CORRUPTFS)
 
 
 def is_projection_damage(exc: BaseException) -> bool:
@@ -125,7 +127,7 @@ def is_projection_damage(exc: BaseException) -> bool:
         # sqlite_errorcode is the extended code (SQLITE_IOERR_SHMSIZE is 4874): its low byte
         # is the primary one
         code = getattr(exc, "sqlite_errorcode", None)
-        return (code is None or code & 0xFF not in _NOT_DAMAGE) and not (
+        return (code is None or code in _SHORT_FILE or code & 0xFF not in _NOT_DAMAGE) and not (
             "locked" in str(exc) or "disk is full" in str(exc))
     return isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError))
 
@@ -224,6 +226,9 @@ class Store:
                     if not self.db_path.exists():
                         self._rebuild_locked()
             inode = os.stat(self.db_path).st_ino
+            if self._con is not None and inode == self._con_inode:
+                return self._con  # the rebuild connected to the file it made
+            self._close_db()
         con = sqlite3.connect(self.db_path, isolation_level=None, timeout=30)
         con.row_factory = sqlite3.Row
         # the log is what is durable (fsynced before state.db is touched); state.db can lose

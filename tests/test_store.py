@@ -4,6 +4,7 @@ homes and logs a command must refuse without writing anything."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -281,6 +282,72 @@ def test_state_db_not_ours_is_rebuilt_into_a_new_file_without_the_stale_wal(
     assert files_of(set_up / "log") == log_before
     assert not list(set_up.glob("state.db.rebuild-*"))
     assert ok("replay", "--verify") == "Projections match the log.\n"
+
+
+def test_a_stale_wal_under_a_connection_another_process_holds_is_rebuilt_over(
+        set_up, ok, tmp_path):
+    """A `fased run` holds state.db open (its shared memory indexes the WAL) when a stale WAL
+    is put in place: SQLite reads it short, which is damage, not a passing I/O error."""
+    ok("agent", "create", "ops", "--name", "Ops")
+    expected = rows(set_up, AGENT_ROWS)
+    wal = tmp_path / "saved-wal"
+    stale_wal(set_up, wal)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+         "c.execute('SELECT count(*) FROM agents').fetchone(); print('held', flush=True); "
+         "sys.stdin.read()", str(set_up / "state.db")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        spoil_version(set_up)
+        shutil.copyfile(wal, f"{set_up}/state.db-wal")
+
+        out = ok("agent", "list", "--all", "--json")
+    finally:
+        holder.communicate("")
+
+    assert '"STALE"' not in out and '"OLD"' not in out
+    assert rows(set_up, AGENT_ROWS) == expected
+    assert ok("replay", "--verify") == "Projections match the log.\n"
+
+
+@pytest.mark.parametrize(("code", "damage"), [
+    (522, True), (8458, True),  # read short, the file system says corrupt: rebuild
+    (10, False), (4874, False), (266, False), (13, False), (5, False),  # I/O, shm, full, busy
+    (11, True), (26, True)])  # malformed, not a database
+def test_which_sqlite_errors_are_damage_that_a_rebuild_repairs(code, damage):
+    from fased.store import is_projection_damage
+
+    exc = sqlite3.DatabaseError("an error")
+    exc.sqlite_errorcode = code
+    assert is_projection_damage(exc) is damage
+
+
+def open_files_of(home: Path) -> list[str]:
+    """The files under `home` this process holds open."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{home}/"):
+                held.append(target[len(str(home)) + 1:])
+    return sorted(held)
+
+
+def test_a_store_that_rebuilt_a_missing_state_db_holds_one_connection_and_closes_it(fased_home):
+    """A missing state.db is rebuilt while connecting: the rebuild's connection is the one
+    kept, so closing the Store lets go of state.db, its WAL and its shared memory."""
+    store = Store(fased_home, command="test")
+    store.append_internal([Draft("config.set", "config", {"path": "x.k", "value": 1})])
+    store.close()
+    (fased_home / "state.db").unlink()
+
+    store = Store(fased_home, command="test")
+    assert store.db(check_files=False).execute("SELECT count(*) FROM config").fetchone()[0] == 1
+    assert open_files_of(fased_home).count("state.db") == 1
+    store.close()
+
+    assert [f for f in open_files_of(fased_home) if f.startswith("state.db")] == []
 
 
 def two_homes(tmp_path: Path, ours: list[list[str]], theirs: list[list[str]]) -> tuple:
