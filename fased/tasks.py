@@ -407,7 +407,7 @@ def _post(url: str, body: dict) -> tuple[bool, str | None, int]:
                 return exc.phrase  # the deadline is spent, or a redirect will not go away
             if isinstance(exc, requests.TooManyRedirects):
                 return "redirected too many times"
-            raise Retryable(f"{type(exc).__name__}") from None
+            raise Retryable(net.describe(exc)) from None  # in words: "connection refused"
         resp.close()  # the status is the answer; the body is not read
         if resp.status_code in (408, 429) or resp.status_code >= 500:
             raise Retryable(f"HTTP {resp.status_code}")
