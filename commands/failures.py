@@ -183,12 +183,11 @@ def _recovered_from_damage(app: App | None, exc: BaseException) -> int | None:
     store = getattr(app, "_store", None)
     if store is None or not is_projection_damage(exc):
         return None
-    from fased.bounds import printable
     from fased.errors import StateError
+    from fased.store import damage_note
 
     done = store.appended
-    sys.stderr.write(printable(f"fased: state.db was damaged ({type(exc).__name__}: {exc}); "
-                               "rebuilding it from the log") + "\n")
+    sys.stderr.write(damage_note(exc) + "\n")
     try:
         store.recover_damaged()
     except FasedError as again:

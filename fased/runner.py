@@ -322,11 +322,11 @@ class Runner:
     def _recovered_from_damage(self, exc: Exception) -> bool:
         """state.db held bytes it cannot decode while the turn was being answered: rebuild it
         from the log (the claim is in the log, so the turn is still ours) and run it again."""
-        from fased.store import is_projection_damage
+        from fased.store import damage_note, is_projection_damage
 
         if not is_projection_damage(exc):
             return False
-        self.note(f"fased: state.db was damaged ({describe(exc)}); rebuilding it from the log")
+        self.note(damage_note(exc))
         self.store.recover_damaged()
         return True
 

@@ -132,6 +132,22 @@ def is_projection_damage(exc: BaseException) -> bool:
     return isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError))
 
 
+def damage_note(exc: BaseException) -> str:
+    """The line that says state.db is being rebuilt, and what was wrong with it in words:
+    never its bytes (a damaged text would reach the terminal) nor a class name."""
+    import json
+
+    from fased.safetext import one_line
+
+    if isinstance(exc, UnicodeDecodeError) or "decode to UTF-8" in str(exc):
+        what = "a text that is not UTF-8"
+    elif isinstance(exc, json.JSONDecodeError):
+        what = "a JSON document that does not parse"
+    else:
+        what = one_line(str(exc), 120)
+    return f"fased: state.db was damaged ({what}); rebuilding it from the log"
+
+
 @dataclass
 class Outcome:
     """What a transaction appended, or (replayed=True) what the same idempotency key did."""
@@ -396,8 +412,7 @@ class Store:
     def _rebuild_damaged(self, exc: BaseException) -> None:
         """state.db held bytes it cannot decode (under the lock, while applying): it is
         rebuilt from the log, which holds every event, these included."""
-        self.note(f"fased: state.db was damaged ({type(exc).__name__}: {exc}); rebuilding it "
-                  "from the log")
+        self.note(damage_note(exc))
         self._close_db()
         self._rebuild_locked()
 
