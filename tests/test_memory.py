@@ -915,3 +915,28 @@ def test_a_note_changed_while_its_old_text_is_embedded_gets_its_new_text_embedde
     by_path = {r["path"]: r["score"] for r in results(ok, "automobile")}
     assert by_path.get("memory/z.md", 0) < 0.1, by_path
     assert results(ok, "violin")[0]["path"] == "memory/z.md"
+
+
+def test_the_memory_tools_let_go_of_state_db_after_each_call(set_up, ok):
+    """A long `fased run` calls them turn after turn: each call's connection to state.db and
+    its log files are closed when the call returns, not whenever the collector runs."""
+    import gc
+
+    from fased.tools.base import ToolContext
+    from fased.tools.memory import memory_get, memory_search
+
+    note(set_up, "MEMORY.md", "# Memory\n\nThe deploy key lives in the team vault.\n")
+    ok("memory", "search", "vault")
+    ctx = ToolContext(agent="main", session="s-1", turn="t-1", call_id="c-1",
+                      workspace=ws(set_up), home=set_up)
+    gc.collect()
+    gc.disable()  # what is closed must be closed by the call itself
+    try:
+        for _ in range(3):
+            assert "team vault" in memory_search({"query": "vault"}, ctx).text
+            assert "team vault" in memory_get({"path": "MEMORY.md"}, ctx).text
+        held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{fd}")]
+    finally:
+        gc.enable()
+    assert [h for h in held if h.startswith(f"{set_up}/")] == []

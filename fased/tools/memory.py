@@ -4,11 +4,16 @@ user finds. The agent writes memory with write and edit on the notes themselves.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from fased.errors import FasedError
 from fased.tools.base import ToolContext, ToolError, ToolResult, ToolSpec, schema
 from fased.tools.fileio import checked
+
+if TYPE_CHECKING:
+    import sqlite3
 
 SEARCH_PARAMS = schema({
     "query": {"type": "string", "minLength": 1,
@@ -29,10 +34,17 @@ GET_PARAMS = schema({
 }, ["path"])
 
 
-def _state(ctx: ToolContext):
+@contextlib.contextmanager
+def _state(ctx: ToolContext) -> Iterator[sqlite3.Connection]:
+    """state.db, up to date, for one call: closed (with the log's files) when it returns, so
+    a long `fased run` holds nothing open between calls."""
     from fased.store import Store
 
-    return Store(ctx.home, command="memory tool").db(check_files=False)
+    store = Store(ctx.home, command="memory tool")
+    try:
+        yield store.db(check_files=False)
+    finally:
+        store.close()
 
 
 def memory_search(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
@@ -41,8 +53,9 @@ def memory_search(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
     checked(args, SEARCH_PARAMS)
     try:
-        found = search(_state(ctx), ctx.home, ctx.agent, args["query"],
-                       max_results=args.get("maxResults"), min_score=args.get("minScore"))
+        with _state(ctx) as con:
+            found = search(con, ctx.home, ctx.agent, args["query"],
+                           max_results=args.get("maxResults"), min_score=args.get("minScore"))
     except FasedError as exc:
         raise ToolError(exc.message + (f" ({exc.hint})" if exc.hint else "")) from None
     return ToolResult(found.render(), data=found.to_dict())
@@ -54,8 +67,9 @@ def memory_get(args: dict[str, Any], ctx: ToolContext) -> ToolResult:
 
     checked(args, GET_PARAMS)
     try:
-        got = get(_state(ctx), ctx.home, ctx.agent, args["path"], int(args.get("from", 1)),
-                  args.get("lines"))
+        with _state(ctx) as con:
+            got = get(con, ctx.home, ctx.agent, args["path"], int(args.get("from", 1)),
+                      args.get("lines"))
     except FasedError as exc:
         raise ToolError(exc.message) from None
     text = got["text"]
