@@ -4,6 +4,7 @@ runner, or one of another host, keeps its lease until it runs out: test_lease_ta
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -451,3 +452,45 @@ def test_three_runners_answer_200_turns_once_each_in_session_order(models, ok, s
     assert len(written) == 10
     assert run_process("replay", "--rebuild").returncode == 0
     assert {p.name: p.read_bytes() for p in transcripts} == written
+
+
+def open_fds(pid: int) -> list[str]:
+    held = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            held.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return sorted(held)
+
+
+def test_a_long_running_runner_holds_no_more_files_after_many_turns(models, ok, server,
+                                                                     spawn):
+    """Every turn calls tools (memory search, read, write) and appends to the log: what a runner
+    holds open after 6 turns is what it holds after 30, so weeks of `fased run` never run
+    out of descriptors."""
+    (models / "workspace" / "notes.md").write_text("the deploy key is in the vault\n")
+
+    def script(turns: int) -> None:
+        for _ in range(turns):
+            server.script(Reply("", tool_calls=[("memory_search", '{"query": "vault"}'),
+                                                ("read", '{"path": "notes.md"}'),
+                                                ("write", '{"path": "out.md", '
+                                                          '"content": "seen"}')]),
+                          Reply("done"))
+
+    runner = spawn("run", "--json", "--poll", "0.05")
+    script(6)
+    queue(ok, *[f"turn {i}" for i in range(6)])
+    wait_for(lambda: len(rows(models, "SELECT id FROM turns WHERE state = 'completed'")) == 6)
+    after_six = open_fds(runner.pid)
+    script(24)
+    queue(ok, *[f"turn {i}" for i in range(6, 30)])
+    wait_for(lambda: len(rows(models, "SELECT id FROM turns WHERE state = 'completed'")) == 30,
+             timeout=60)
+    after_thirty = open_fds(runner.pid)
+
+    results = [e["data"] for e in events(models) if e["type"] == "tool.finished"]
+    assert len(results) == 90, len(results)
+    assert {r["status"] for r in results} == {"ok"}, [
+        (r["name"], r["result"]) for r in results if r["status"] != "ok"][:3]
+    grown = [f for f in set(after_thirty) if after_thirty.count(f) > after_six.count(f)]
+    assert grown == [], (after_six, after_thirty)
