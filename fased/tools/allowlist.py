@@ -39,7 +39,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fased.tools.inline import Stdin, inline_code, launcher_use, names_of, reads_descriptor
+from fased.tools.inline import inline_code
+from fased.tools.launchers import launcher_use
+from fased.tools.programs import Stdin, names_of, reads_descriptor
 from fased.tools.shellsplit import Command, Redirect, Unsure, Word, split, words
 
 SAFE_BUILTINS = frozenset({"cd", "echo", "true", "false", ":", "test", "[", "pwd", "exit",
