@@ -409,6 +409,8 @@ MIN_CTX = 1024
 CTX_STEP = 512
 KV_LAYOUT = "v-transposed"  # no flash attention (_start): V is kept transposed
 READY_SECONDS = 30  # from Server() returning to the server answering /health
+HURRIED_SECONDS = 5  # of READY_SECONDS, left to a server starting when Ctrl-C came
+ASK_SECONDS = 1  # for each look at a starting server (it answers in a millisecond)
 
 
 def server_url(model_path: str, name: str, home: Path | None = None,
@@ -459,10 +461,15 @@ def _replace(key: str, model_path: str, name: str, home: Path | None, threads: i
     # a server too small for the request stops here, before the larger one starts: the
     # registry held its last reference
     _servers.pop(key, None)
-    server, url = _start(model_path, name, cache, threads, embedding, size)
-    if not _servers:
-        atexit.register(stop_all)
-    _servers[key] = (server, url, size)
+    from fased.signals import held
+
+    # Ctrl-C (or SIGTERM) while a server starts takes effect once it is registered: dropped
+    # before it has answered, its destructor would wait forever (_await_answer)
+    with held() as came:
+        server, url = _start(model_path, name, cache, threads, embedding, size, came)
+        if not _servers:
+            atexit.register(stop_all)
+        _servers[key] = (server, url, size)
     if slot is not None:
         _slot(url, "restore", slot.name)
 
@@ -628,25 +635,30 @@ def _json_of(answered: tuple[int, bytes] | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _await_answer(address: str, model_path: str) -> None:
+def _await_answer(address: str, model_path: str, hurry: list | None = None) -> None:
     """Wait until a new server has answered through its task loop. llama.cpp's Server()
     returns before that loop runs, and its destructor hangs for good when it stops a loop
     that has not begun yet (the loop starts after the stop and waits for tasks forever:
     about one server in 25 stopped at once). /health is answered by the HTTP thread alone,
     so a server that answered it could still hang (CI caught one); GET /slots is answered
     by the loop itself. Each server fased starts has answered it before anything can stop
-    it."""
+    it. Once `hurry` holds something (a Ctrl-C is waiting), it has HURRIED_SECONDS left."""
     deadline = time.monotonic() + READY_SECONDS
+    hurried = False
     for path in ("/health", "/slots"):
-        while _ask(address, "GET", path, timeout=READY_SECONDS) != 200:
-            if time.monotonic() > deadline:
+        while _ask(address, "GET", path, timeout=ASK_SECONDS) != 200:
+            now = time.monotonic()
+            if hurry and not hurried:
+                hurried, deadline = True, min(deadline, now + HURRIED_SECONDS)
+            if now > deadline:
                 raise FasedError(f"the embedded llama.cpp server for {model_path} started "
                                  f"but did not answer within {READY_SECONDS} s", hint=None)
             time.sleep(0.005)
 
 
 def _start(model_path: str, name: str, cache: Path | None, threads: int | None = None,
-           embedding: bool = False, size: int | None = None) -> tuple[object, str]:
+           embedding: bool = False, size: int | None = None,
+           hurry: list | None = None) -> tuple[object, str]:
     try:
         import xllamacpp
     except ImportError:
@@ -687,9 +699,22 @@ def _start(model_path: str, name: str, cache: Path | None, threads: int | None =
                          hint="a pulled model: pull it again; another file: check it "
                          "against where it came from") from None
     address = server.listening_address.rstrip("/")
-    _await_answer(address, model_path)
+    try:
+        _await_answer(address, model_path, hurry)
+    except BaseException:
+        _keep_forever(server)
+        raise
     _stats["start_ms"] = (time.monotonic() - began) * 1000.0
     return server, f"{address}/v1"
+
+
+def _keep_forever(server: object) -> None:
+    """A server that never answered through its task loop cannot be stopped without the
+    risk of waiting forever (_await_answer): it is kept, unreferenced but never freed, until
+    the process ends, which ends its threads."""
+    import ctypes
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(server))
 
 
 def context_size() -> int:

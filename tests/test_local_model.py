@@ -13,8 +13,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -297,6 +299,75 @@ def test_a_server_stopped_as_soon_as_it_started_stops(pulled):
         pytest.fail("stopping an embedded server hung")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "all stopped\n"
+
+
+# Ctrl-C the moment a server's address is known, before it has answered anything (in a
+# process of its own: a hang must not hang pytest)
+INTERRUPTED_START = """
+import json, os, signal, sys
+from fased import local
+asked, real = [], local._ask
+def ask(url, method, path, *args, **kwargs):
+    if not asked:
+        os.kill(os.getpid(), signal.SIGINT)
+    status = real(url, method, path, *args, **kwargs)
+    asked.append([path, status])
+    return status
+local._ask = ask
+try:
+    local.server_url(sys.argv[1], "m", threads=1)
+    print(json.dumps({"interrupted": False}))
+except KeyboardInterrupt:
+    print(json.dumps({"interrupted": True, "asked": asked,
+                      "kept": sys.argv[1] in local._servers}))
+local.stop_all()
+print("stopped")
+"""
+
+
+def test_ctrl_c_while_a_server_starts_waits_until_the_server_can_be_stopped(pulled):
+    """Ctrl-C in the half second a server starts hung fased for good (a probe: 3 tries in 6
+    on a terminal, and a second Ctrl-C or SIGTERM did nothing): the KeyboardInterrupt
+    dropped a server that had not answered yet, whose destructor waits forever (the test
+    above). The interrupt now takes effect once the server has answered through its task
+    loop, and the server is kept, warm, for what the command does next."""
+    try:
+        done = subprocess.run([sys.executable, "-P", "-c", INTERRUPTED_START, str(pulled)],
+                              capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a server interrupted as it started hung")
+    assert done.returncode == 0, done.stderr
+    first, last = done.stdout.splitlines()
+    seen = json.loads(first)
+    assert seen["interrupted"] is True
+    assert seen["asked"][-1:] == [["/slots", 200]]
+    assert seen["kept"] is True
+    assert last == "stopped"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.2, 0.35])
+def test_ctrl_c_at_any_moment_of_a_chat_ends_it_and_its_turn(local, delay):
+    """Ctrl-C while the embedded server starts, or while it answers: the chat exits 130 and
+    its turn is ended, never left started for the next chat to answer."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from fased.commands.entry import main; main()", "chat",
+         "--new-session", "Write a long poem about the sea."],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    began = time.monotonic()
+    while not any(e["type"] == "turn.queued" for e in events(local)):
+        assert proc.poll() is None and time.monotonic() - began < 30, proc.communicate()
+        time.sleep(0.005)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"fased chat hung after Ctrl-C {delay} s after its turn was queued")
+    assert proc.returncode == 130, err
+    ended = [e for e in events(local) if e["type"] in ("turn.aborted", "turn.completed")]
+    assert [e["type"] for e in ended] == ["turn.aborted"], err
 
 
 # a process whose embedded server runs when fased exits (a stand-in server: no model needed)
