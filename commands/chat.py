@@ -151,36 +151,41 @@ def _valid_text(text: str) -> str:
 def _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_,
               params=None):
     from fased.chat import answer, queue_turn, withdraw
-    from fased.runner import require_success
+    from fased.runner import Stop, require_success, sigterm_stops
+    from fased.signals import held
 
     st = store()
-    queued = queue_turn(st, text, agent=agent, session=session, new_session=new_session,
-                        override=model, save=save, options=params)
-    _tell_override(st, queued, model)
-    if queue_only:
-        if json_:
-            echo_json({"turn": queued.turn, "agent": queued.agent, "session": queued.session,
-                       "queued": not queued.replayed})
-        else:
-            click.echo(queued.turn)
-        return
-    from fased.commands.approve import show_tool, terminal_approver
-    from fased.runner import Stop, sigterm_stops
-
-    live = (sys.stdout.isatty() if stream is None else stream) and not json_
-    sink = _sink(st) if live else None
+    queued = sink = None
     try:
         # `timeout 30 fased chat ...` sends SIGTERM: the turn ends (turn.aborted), never
         # left started for another process to answer once its lease runs out
         with sigterm_stops():
+            with held():  # a signal while the turn is recorded comes once it can be withdrawn
+                queued = queue_turn(st, text, agent=agent, session=session,
+                                    new_session=new_session, override=model, save=save,
+                                    options=params)
+            _tell_override(st, queued, model)
+            if queue_only:
+                if json_:
+                    echo_json({"turn": queued.turn, "agent": queued.agent,
+                               "session": queued.session, "queued": not queued.replayed})
+                else:
+                    click.echo(queued.turn)
+                return
+            from fased.commands.approve import show_tool, terminal_approver
+
+            live = (sys.stdout.isatty() if stream is None else stream) and not json_
+            sink = _sink(st) if live else None
             result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
                             on_tool=show_tool, stream=stream is not False)
     except KeyboardInterrupt:
-        if withdraw(st, queued):
+        if queued is not None and not queue_only and withdraw(st, queued):
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
                  "answered")
         raise
     except Stop as stop:
+        if queued is None or queue_only:
+            raise click.exceptions.Exit(143) from None
         if withdraw(st, queued):
             note(f"fased: terminated before turn {queued.turn} started; it will not be "
                  "answered")

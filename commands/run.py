@@ -86,8 +86,9 @@ def run(once, until_idle, agent, max_turns, poll, lease, dry_run, channels, json
         with sigterm_stops():
             st = store()
             runner = Runner(st, agent=agent, lease=lease, note=note)
-            _loop(st, runner, once, until_idle, max_turns, poll, json_, counts,
-                  _ticker(st) if channels else None)
+            with runner.letting_go():
+                _loop(st, runner, once, until_idle, max_turns, poll, json_, counts,
+                      _ticker(st) if channels else None)
     except Stop:
         note("fased: terminated; the current turn went back to the queue")
         raise click.exceptions.Exit(143) from None

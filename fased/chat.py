@@ -106,35 +106,36 @@ def answer(store: Store, queued: Queued, sink=None, note: Callable[[str], None] 
     kwargs = {"lease": lease} if lease else {}
     runner = Runner(store, note=note, stream=stream, **kwargs)
     waited = None
-    while True:
-        done = result_from_row(store.db(check_files=False), queued.turn)
-        if done is not None:
-            if sink is not None and done.state == "completed":
-                sink.feed(done.reply)
-            return done
-        claim = runner.claim_next(session=queued.session, upto_seq=queued.seq)
-        if claim is None:
-            if runner.held_by and runner.held_by != waited:  # once per turn holding it
-                turn, state = runner.held_by
-                note(f"fased: waiting for turn {turn} of session {queued.session}: it awaits "
-                     "an approval (`fased approvals`)" if state == "parked" else
-                     f"fased: waiting for another runner to finish turn {turn} of session "
-                     f"{queued.session}")
-                waited = runner.held_by
-            time.sleep(poll)
-            continue
-        if claim.turn == queued.turn or queued.turn in claim.merged:
-            result = runner.run(claim, sink, interrupt="abort", approver=approver,
-                                on_tool=on_tool)
-            if result.state == "parked":
-                wait_for_decision(store, result.approval, note, poll)
-                continue  # decided: the turn is queued again, and this chat resumes it
-            if result.state != "abandoned":
-                return result
-            continue  # given back after a network error: answer it again (a bounded number)
-        note(f"fased: answering the earlier queued turn {claim.turn} of session "
-             f"{claim.session} first")
-        runner.run(claim, None, interrupt="abandon", approver=approver, on_tool=on_tool)
+    with runner.letting_go():  # a claim cut short before its run goes back
+        while True:
+            done = result_from_row(store.db(check_files=False), queued.turn)
+            if done is not None:
+                if sink is not None and done.state == "completed":
+                    sink.feed(done.reply)
+                return done
+            claim = runner.claim_next(session=queued.session, upto_seq=queued.seq)
+            if claim is None:
+                if runner.held_by and runner.held_by != waited:  # once per turn holding it
+                    turn, state = runner.held_by
+                    note(f"fased: waiting for turn {turn} of session {queued.session}: it awaits "
+                         "an approval (`fased approvals`)" if state == "parked" else
+                         f"fased: waiting for another runner to finish turn {turn} of session "
+                         f"{queued.session}")
+                    waited = runner.held_by
+                time.sleep(poll)
+                continue
+            if claim.turn == queued.turn or queued.turn in claim.merged:
+                result = runner.run(claim, sink, interrupt="abort", approver=approver,
+                                    on_tool=on_tool)
+                if result.state == "parked":
+                    wait_for_decision(store, result.approval, note, poll)
+                    continue  # decided: the turn is queued again, and this chat resumes it
+                if result.state != "abandoned":
+                    return result
+                continue  # given back after a network error: answer it again (a bounded number)
+            note(f"fased: answering the earlier queued turn {claim.turn} of session "
+                 f"{claim.session} first")
+            runner.run(claim, None, interrupt="abandon", approver=approver, on_tool=on_tool)
 
 
 def wait_for_decision(store: Store, approval: str, note: Callable[[str], None],
@@ -161,7 +162,9 @@ def wait_for_decision(store: Store, approval: str, note: Callable[[str], None],
 def withdraw(store: Store, queued: Queued) -> bool:
     """Ctrl-C before the chat's own turn started (while it waited for a runner holding the
     session, or answered an earlier turn first): record the turn aborted with nothing said,
-    so that no runner answers it later. False when a runner has taken it already."""
+    so that no runner answers it later. False when a runner has taken it already. A second
+    signal (`timeout -s INT` sends two) does not cut the record short."""
+    from fased.signals import held
 
     def decide(con):
         row = con.execute("SELECT state, agent, session, task FROM turns WHERE id = ?",
@@ -172,7 +175,8 @@ def withdraw(store: Store, queued: Queued) -> bool:
             "turn": queued.turn, "agent": row["agent"], "session": row["session"],
             "partial_reply": "", "reason": "interrupted", "task": row["task"]})]
 
-    return bool(store.append_internal(decide).events)
+    with held(deliver=False):
+        return bool(store.append_internal(decide).events)
 
 
 class StreamSink:

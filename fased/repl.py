@@ -73,16 +73,19 @@ class Repl:
     def send(self, message: str) -> str | None:
         """Ask the agent; the reply streams to the terminal as it arrives."""
         from fased.chat import StreamSink, answer, queue_turn, withdraw
+        from fased.signals import held
 
-        queued = queue_turn(self.store, message, agent=self.agent, session=self.session,
-                            source="interactive")
+        queued = None
         sink = StreamSink(self._write_now, self.warn)
         try:
+            with held():  # a Ctrl-C while the turn is recorded comes once it can be withdrawn
+                queued = queue_turn(self.store, message, agent=self.agent,
+                                    session=self.session, source="interactive")
             result = answer(self.store, queued, sink=sink, note=self.warn)
         except KeyboardInterrupt:
             # Ctrl-C before this message's turn started (an earlier turn of the session was
             # being answered, here or by another runner): withdraw it, as `fased chat` does
-            if not withdraw(self.store, queued):
+            if queued is None or not withdraw(self.store, queued):
                 raise
             self.warn(f"fased: interrupted before turn {queued.turn} started; it will not "
                       "be answered")

@@ -169,6 +169,7 @@ class Runner:
         self.id = runner_id()
         self.waiting = False  # the last claim found a turn whose collect debounce runs
         self.held_by: tuple[str, str] | None = None  # (turn, state) holding the session
+        self.holding: Claim | None = None  # claimed by this runner, its end not yet recorded
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -185,8 +186,37 @@ class Runner:
             claimed.append(claim)
             return [self._started_draft(con, claim)]
 
-        self.store.append_internal(decide)
+        from fased.signals import held
+
+        # a signal while the claim is recorded comes once `holding` knows it: whatever then
+        # ends the command before the turn's end is recorded gives it back (letting_go)
+        with held():
+            self.store.append_internal(decide)
+            if claimed:
+                self.holding = claimed[-1]
         return claimed[-1] if claimed else None
+
+    @contextlib.contextmanager
+    def letting_go(self):
+        """Whatever ends the block before a claim's end is recorded (Ctrl-C or SIGTERM
+        between the claim and its run, an error there) gives the turn back to the queue, as
+        an interrupted `fased run` does, rather than leave it started, to be answered by
+        the next runner of its session: for a chat, a message its user took back."""
+        try:
+            yield
+        except BaseException as exc:
+            claim, self.holding = self.holding, None
+            if claim is not None:
+                from fased.signals import held
+
+                reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
+                          "terminated" if isinstance(exc, Stop) else "runner failed")
+                # nothing more can be done if it cannot be recorded: its lease runs out
+                with held(deliver=False), contextlib.suppress(FasedError, OSError,
+                                                              sqlite3.Error):
+                    self._record(claim, "turn.abandoned", {"runner": self.id,
+                                                           "reason": reason}, [])
+            raise
 
     def _pick(self, con, session: str | None, upto_seq: int | None) -> Claim | None:
         from fased.turn import model_chain
@@ -315,6 +345,7 @@ class Runner:
             keeper.stop()
         etype, data = outcome
         if etype == "parked":  # recorded already: the turn waits for an approval
+            self.holding = None
             return TurnResult(claim.turn, claim.agent, claim.session, "parked",
                               attempts=call.attempts, approval=data["id"])
         return self._finish(claim, etype, data, call)
@@ -372,6 +403,7 @@ class Runner:
                     "message": f"internal error: could not record the {etype}: {describe(exc)}"}
                 self._record(claim, etype, data, [])
         except LostClaim as exc:
+            self.holding = None
             self.note(f"fased: {exc.message}; this runner's result is dropped")
             return TurnResult(claim.turn, claim.agent, claim.session, "lost")
         except StateError:
@@ -413,6 +445,8 @@ class Runner:
                                              {**base, **data})]
 
         self.store.append_internal(decide)
+        if self.holding is claim:
+            self.holding = None
 
     def record_fenced(self, claim: Claim, drafts: list[Draft]) -> None:
         """Append events of a turn this runner still holds (LostClaim otherwise)."""

@@ -253,15 +253,16 @@ def answer_ready(store: Store, runner, client, on_result: Callable) -> list:
     each reply goes out as soon as its turn ends."""
     results = []
     clients = {(client.name, client.account): client}
-    for session in ready_sessions(store, runner, client.name, client.account):
-        while True:
-            claim = runner.claim_next(session=session)
-            if claim is None:
-                break
-            with typing_for(store, claim.session, clients):
-                result = runner.run(claim, None, interrupt="abandon")
-            results.append(result)
-            on_result(result)
+    with runner.letting_go():
+        for session in ready_sessions(store, runner, client.name, client.account):
+            while True:
+                claim = runner.claim_next(session=session)
+                if claim is None:
+                    break
+                with typing_for(store, claim.session, clients):
+                    result = runner.run(claim, None, interrupt="abandon")
+                results.append(result)
+                on_result(result)
     return results
 
 
