@@ -399,7 +399,10 @@ def auth(provider, from_stdin, env_var, command, remove):
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} cannot be combined")
     st = store()
-    get_provider(st.db(), provider)
+    row = get_provider(st.db(), provider)
+    if row["kind"] == "local" and not remove:
+        raise UsageError(f"{provider} is kind local: fased's embedded llama.cpp runs it and "
+                         "takes no key; nothing was stored")
     secret = None
     data: dict = {"provider": provider}
     if remove:

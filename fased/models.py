@@ -518,6 +518,8 @@ def _find_secret(home: Path, row: sqlite3.Row) -> tuple[str | None, CredentialSt
     """resolve_secret's secret and status, and where the secret came from, for people."""
     needed = row["kind"] in HOSTED
     kind = row["credential_kind"]
+    if row["kind"] == "local":  # run in this process: a credential an older fased let in
+        return None, CredentialStatus(False, "none", True), ""
     if kind == "api_key":
         key = load_credentials(home)["providers"].get(row["id"], {}).get("api_key")
         if key is None or fingerprint(key) != row["credential_fingerprint"]:

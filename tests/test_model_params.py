@@ -543,3 +543,30 @@ def test_a_path_fased_keeps_and_prints_is_one_line(set_up, run, tmp_path, fased_
         assert "holds a control character" in refused.stderr, (args, refused.stderr)
     assert len(events(fased_home)) == before
     assert not (tmp_path / "a\nb").exists()
+
+
+def test_a_local_provider_takes_no_key_and_a_stored_credential_cannot_break_it(
+        set_up, ok, run, tmp_path, fased_home, monkeypatch):
+    """auth stored a key for the embedded model, which sends none, and `auth --env FOO_KEY`
+    made every turn fail with '$FOO_KEY is not set'."""
+    model = gguf(tmp_path / "tiny.gguf")
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(model))
+    ok("agent", "models", "set", "primary", "mine/tiny")
+    before = len(events(fased_home))
+    for how in (["--stdin"], ["--env", "FOO_KEY"], ["--command", "echo x"]):
+        refused = run("agent", "models", "auth", "mine", *how, input="sk-test1234567890abcd\n")
+        assert refused.exit_code == 2, refused.stderr
+        assert "kind local" in refused.stderr and "takes no key" in refused.stderr
+    assert len(events(fased_home)) == before
+    assert "mine" not in json.loads((fased_home / "credentials.json").read_text()
+                                    if (fased_home / "credentials.json").exists()
+                                    else '{"providers": {}}')["providers"]
+    # one an older fased recorded is not asked for
+    from fased.store import Draft, Store
+
+    Store(fased_home).transact(lambda con: [Draft("credential.set", "provider:mine", {
+        "provider": "mine", "kind": "env", "env": "FOO_KEY"})])
+    monkeypatch.delenv("FOO_KEY", raising=False)
+    status = json.loads(ok("agent", "models", "status", "--json"))
+    assert status["ready"] is True, status
