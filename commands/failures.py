@@ -97,7 +97,9 @@ def failure_exit(exc: BaseException, app: App | None, attempt: int) -> int:
         recovered = _recovered_from_damage(app, exc)
         if recovered is not None:
             return recovered
-    if os.environ.get("FASED_DEBUG"):
+    from fased.settings import env_flag
+
+    if env_flag("FASED_DEBUG", strict=False):
         raise exc
     from fased.redact import mask_urls
 

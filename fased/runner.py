@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from fased.errors import FasedError, ModelsFailedError, StateError
 from fased.leases import holders, lapsed
 from fased.safetext import describe, scrub
-from fased.settings import agent_settings, queue_mode
+from fased.settings import agent_settings, env_flag, queue_mode
 from fased.store import Draft, Store
 from fased.timeparse import format_ts, parse_ts, utc_now
 
@@ -373,7 +373,7 @@ class Runner:
             error_class, message = "error", exc.message
         else:
             error_class, message = "internal", f"internal error: {what}"
-            if os.environ.get("FASED_DEBUG"):
+            if env_flag("FASED_DEBUG", strict=False):
                 import traceback
 
                 self.note("".join(traceback.format_exception(exc)).rstrip())

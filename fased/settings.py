@@ -75,3 +75,28 @@ def env_int(name: str, default: int, lo: int, hi: int) -> int:
     if value is None or not lo <= value <= hi:
         raise UsageError(f"{name} must be a whole number from {lo} to {hi}, not {text!r}")
     return value
+
+
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+              "0": False, "false": False, "no": False, "off": False}
+
+
+def env_flag(name: str, default: bool = False, strict: bool = True) -> bool:
+    """A yes-or-no environment variable: 1/true/yes/on or 0/false/no/off, in any case
+    (`default` when unset or blank). Any other value is a UsageError naming the variable,
+    never a silent yes (FASED_EMBEDDED=false pulled the model); strict=False takes it as
+    yes, for a place that must not fail (printing a bug's traceback)."""
+    import os
+
+    from fased.errors import UsageError
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    value = FLAG_WORDS.get(text.lower())
+    if value is None:
+        if not strict:
+            return True
+        raise UsageError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), "
+                         f"not {text!r}")
+    return value
