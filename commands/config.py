@@ -216,7 +216,7 @@ def _check_new_refs(con, old: dict, new: dict) -> set[str]:
     a hand edit of the file would be: it is checked when a turn uses it. Returns the
     providers not registered."""
     from fased.config import model_refs
-    from fased.models import parse_model_ref, providers
+    from fased.models import PROVIDER_ID, parse_model_ref, providers
 
     before = set(model_refs(old))
     registered = {row["id"] for row in providers(con)}
@@ -225,6 +225,11 @@ def _check_new_refs(con, old: dict, new: dict) -> set[str]:
         if (where, ref, keyed) in before:
             continue
         provider = ref.strip().partition("/")[0] if "/" in ref else None
+        if provider is not None and not PROVIDER_ID.match(provider):
+            raise UsageError(f"{where}: {ref!r} names {provider!r}, which is not a provider "
+                             "id", hint="a ref is provider/model, and provider ids are "
+                             "lower-case letters, digits, - and _ (`fased agent models "
+                             "providers list`)")
         if provider and provider not in registered:
             unknown.add(provider)
             continue

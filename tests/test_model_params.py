@@ -570,3 +570,18 @@ def test_a_local_provider_takes_no_key_and_a_stored_credential_cannot_break_it(
     monkeypatch.delenv("FOO_KEY", raising=False)
     status = json.loads(ok("agent", "models", "status", "--json"))
     assert status["ready"] is True, status
+
+
+@pytest.mark.parametrize("path, value", [
+    ("models.params", '{"LOCAL/smollm2-135m": {"seed": 1}}'),
+    ("agents.defaults.model.primary", "My Provider/x"),
+    ("agents.defaults.model.fallbacks", '["-bad/x"]')])
+def test_a_ref_whose_provider_no_provider_can_be_called_is_refused(set_up, run, fased_home,
+                                                                   path, value):
+    """The note said `providers add LOCAL` would make it work, which refuses that id."""
+    before = len(events(fased_home))
+    refused = run("config", "set", path, value)
+    assert refused.exit_code == 2, refused.stderr
+    assert "is not a provider id" in refused.stderr
+    assert "providers add" not in refused.stderr
+    assert len(events(fased_home)) == before
