@@ -161,6 +161,7 @@ def _change(con, op: str, path: str, value: object,
     """The change `op` makes, validated against the whole document; None if it changes
     nothing. The providers its new refs name that are not registered go in `unregistered`."""
     import copy
+    import json
 
     from fased.bounds import CONFIG_FILE_BYTES, format_bytes
     from fased.config import (
@@ -176,6 +177,11 @@ def _change(con, op: str, path: str, value: object,
     )
 
     parts = parse_path(path)
+    if op == "set":  # 3500.0 where a whole number goes is 3500 (schema.whole_numbers)
+        from fased.schema import load_schema, schema_at, whole_numbers
+
+        root = load_schema("config")
+        value = whole_numbers(value, schema_at(root, root, parts), root)
     if parts == ["agents"]:  # its list is the agents themselves, which config cannot change
         raise UsageError(f"agents cannot be {op} as a whole: agents.list holds the agents",
                          hint=f"{op} agents.defaults (or one key of it, or agents.list[N]."
@@ -186,7 +192,9 @@ def _change(con, op: str, path: str, value: object,
         had = True
     except KeyError:
         old, had = None, False
-    if (op == "set" and had and old == value) or (op == "unset" and not had):
+    # the same value is the same JSON: 3500 over an older fased's 3500.0 is a change
+    same = had and json.dumps(old, sort_keys=True) == json.dumps(value, sort_keys=True)
+    if (op == "set" and same) or (op == "unset" and not had):
         return None
     change: dict = {"path": format_path(parts), "value": value}
     if had:

@@ -26,7 +26,7 @@ from fased.bounds import (
     read_bounded,
 )
 from fased.errors import UsageError
-from fased.schema import first_error, load_schema
+from fased.schema import first_error, load_schema, whole_numbers
 
 CONFIG_NAME = "fased.json"
 # a key, a list index [N], or a quoted key ["a.b/c"] for a key with dots or brackets in it
@@ -510,7 +510,8 @@ def parse_file(data: bytes) -> dict:
         raise UsageError("fased.json line 1: the top level must be an object",
                          hint="fix the file (nothing was recorded)")
     validate(doc, text)
-    return doc
+    schema = load_schema("config")
+    return whole_numbers(doc, schema, schema)
 
 
 def _line_of(text: str, where: str) -> int | None:

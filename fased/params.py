@@ -56,8 +56,17 @@ def model_params(con: sqlite3.Connection, agent: str, ref: str, turn: dict | Non
     per_model = ((doc.get("models") or {}).get("params") or {}).get(ref) or {}
     merged = {**_recommended(con, ref), **(defaults.get("params") or {}), **per_model,
               **(own.get("params") or {}), **(turn or {})}
-    return {key: value + 0.0 if isinstance(value, float) else value  # -0.0 is 0.0
-            for key, value in merged.items()}
+    return {key: _number(key, value) for key, value in merged.items()}
+
+
+def _number(key: str, value):
+    """A layer's value as it is sent: -0.0 is 0.0, and a whole-number option is an int
+    (an older fased kept `max_tokens: 3500.0` as written)."""
+    if not isinstance(value, float):
+        return value
+    if OPTIONS.get(key, (0, 0, False))[2] and value.is_integer():
+        return int(value)
+    return value + 0.0
 
 
 def _provider(con: sqlite3.Connection, provider: str) -> tuple[str, str | None] | None:

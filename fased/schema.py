@@ -154,6 +154,55 @@ def _same(a: object, b: object) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
+def _deref(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"][len("#/$defs/"):]]
+    return schema
+
+
+def whole_numbers(value: object, schema: dict, root: dict) -> object:
+    """`value` with every float that `schema` puts where a whole number goes (3500.0, 1e2)
+    made an int. JSON Schema calls 2.0 an integer, so the check lets it in; the code that
+    reads it would take it for no number at all (`isinstance(x, int)`), slice with it, or
+    send `5.0` to an API that wants 5. Along an anyOf, the form the value fits is followed."""
+    schema = _deref(schema, root)
+    if "anyOf" in schema:
+        fits = [b for b in schema["anyOf"] if first_error(value, b, root, "") is None]
+        return whole_numbers(value, fits[0], root) if fits else value
+    if isinstance(value, float):
+        kind = schema.get("type")
+        wanted = kind == "integer" or (isinstance(kind, list) and "integer" in kind
+                                       and "number" not in kind)
+        return int(value) if wanted and value.is_integer() else value
+    if isinstance(value, dict):
+        known, extra = schema.get("properties") or {}, schema.get("additionalProperties")
+        return {key: whole_numbers(item, known.get(key, extra if isinstance(extra, dict)
+                                                   else {}), root)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [whole_numbers(item, items if isinstance(items, dict) else {}, root)
+                for item in value]
+    return value
+
+
+def schema_at(schema: dict, root: dict, parts: list[str | int]) -> dict:
+    """The part of `schema` that describes the value at `parts` ({} where it says nothing)."""
+    for part in parts:
+        schema = _deref(schema, root)
+        forms = [_deref(b, root) for b in schema.get("anyOf", [])] or [schema]
+        want = "array" if isinstance(part, int) else "object"
+        schema = next((f for f in forms if f.get("type") == want), forms[0])
+        if isinstance(part, int):
+            items = schema.get("items")
+            schema = items if isinstance(items, dict) else {}
+        else:
+            extra = schema.get("additionalProperties")
+            schema = (schema.get("properties") or {}).get(
+                part, extra if isinstance(extra, dict) else {})
+    return schema
+
+
 def _is_type(value: object, expected: str | list[str]) -> bool:
     if isinstance(expected, list):
         return any(_is_type(value, e) for e in expected)

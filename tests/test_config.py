@@ -408,3 +408,44 @@ def test_an_invalid_hand_edit_survives_a_lost_state_db(set_up, run):
     assert error_line(result).startswith(
         "Error: fased.json line 7: agents.list[0].default: expected boolean, got string")
     assert (set_up / "fased.json").read_text() == text
+
+
+# -- whole numbers ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, text, kept", [
+    ("agents.defaults.retries", "2.0", 2),
+    ("agents.defaults.params", '{"max_tokens": 3.5e3, "seed": 7.0, "temperature": 1.0}',
+     {"max_tokens": 3500, "seed": 7, "temperature": 1.0}),
+    ('models.params["ollama/x"]', '{"max_tokens": 5.0}', {"max_tokens": 5}),
+    ("tasks.backoffSeconds", "[30.0, 60]", [30, 60]),
+    ("channels.telegram.allowFrom", "[123.0, \"@me\"]", [123, "@me"])])
+def test_a_whole_number_written_with_a_point_is_kept_as_a_whole_number(set_up, ok, path,
+                                                                        text, kept):
+    """`max_tokens: 3500.0` passed the check (JSON Schema calls 3500.0 an integer) and was
+    kept and sent as a float, which the history's planning then took for no max_tokens at
+    all; `-o max_tokens 1.0` was refused. A number in a place of whole numbers is kept as
+    one; a number elsewhere (a temperature of 1.0) as written."""
+    ok("config", "set", path, text)
+    change = events(set_up)[-1]["data"]
+    assert json.dumps(change["value"]) == json.dumps(kept)
+    assert json.dumps(json.loads(ok("config", "get", path))) == json.dumps(kept)
+
+
+def test_a_hand_edit_keeps_whole_numbers_whole(set_up, ok):
+    edit(set_up, lambda doc: doc["agents"].setdefault("defaults", {}).update(
+        {"retries": 3.0, "params": {"seed": 1e2}}))
+    ok("agent", "list")
+    change = events(set_up)[-1]["data"]["changes"]
+    assert json.dumps(change) == json.dumps([
+        {"op": "set", "path": "agents.defaults", "value": {"retries": 3, "params": {"seed": 100}}}])
+
+
+def test_a_whole_number_over_the_same_float_is_a_change(set_up, ok):
+    """Over a 3500.0 an older fased kept, 3500 said 'already has that value' and kept it."""
+    from fased.store import Draft, Store
+
+    Store(set_up).transact(lambda con: [Draft("config.set", "config", {
+        "path": "agents.defaults.contextWindow", "value": 8192.0})])
+    assert ok("config", "set", "agents.defaults.contextWindow", "8192") == \
+        "Set agents.defaults.contextWindow.\n"
+    assert json.dumps(json.loads(ok("config", "get", "agents.defaults.contextWindow"))) == "8192"

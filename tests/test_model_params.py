@@ -585,3 +585,19 @@ def test_a_ref_whose_provider_no_provider_can_be_called_is_refused(set_up, run, 
     assert "is not a provider id" in refused.stderr
     assert "providers add" not in refused.stderr
     assert len(events(fased_home)) == before
+
+
+def test_a_whole_number_option_an_older_fased_kept_as_a_float_is_sent_whole(models, ok,
+                                                                            server,
+                                                                            fased_home):
+    """An older fased kept `max_tokens: 3500.0` as written: it went out as 3500.0, and the
+    history's planning took it for no max_tokens at all (256 kept for the reply)."""
+    from fased.store import Draft, Store
+
+    Store(fased_home).transact(lambda con: [Draft("config.set", "config", {
+        "path": "agents.defaults.params", "value": {"max_tokens": 3500.0, "seed": 7.0}})])
+    assert "3500 kept for the reply" in ok("agent", "context")
+    server.script(Reply("fine"))
+    ok("chat", "hi")
+    sent = chat_payloads(server)[-1]["options"]
+    assert json.dumps([sent["num_predict"], sent["seed"]]) == "[3500, 7]"
