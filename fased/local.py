@@ -163,6 +163,22 @@ def model_state(home: Path, name: str) -> str:
     return "present" if good else "damaged"
 
 
+def pulled_problem(home: Path, path: str | Path) -> str | None:
+    """For a model file `fased agent models pull` keeps in the home: what is wrong with it
+    (gone, or not the pinned bytes: a size or a sha256 that differs), and how to mend it.
+    None when it is right, and for any other file."""
+    where = Path(path).absolute()
+    for spec in PULLABLE.values():
+        if where == (home / MODELS_DIR / spec.file).absolute():
+            state = model_state(home, spec.name)
+            again = f"pull it again (fased agent models pull {spec.name})"
+            if state == "absent":
+                return f"{where} is gone: {again}"
+            if state == "damaged":
+                return f"{where} is not the model pulled (damaged): {again}"
+    return None
+
+
 def _stamp(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
@@ -447,6 +463,9 @@ def server_url(model_path: str, name: str, home: Path | None = None,
 def _replace(key: str, model_path: str, name: str, home: Path | None, threads: int | None,
              embedding: bool, tokens: int) -> None:
     """Start the server `key` names with room for `tokens`, in place of the one running."""
+    problem = None if home is None else pulled_problem(home, model_path)
+    if problem is not None:  # llama.cpp would run damaged weights, or fail in its own words
+        raise FasedError(problem, hint=None)
     cache = None if home is None or embedding else home / MODELS_DIR / CACHE_DIR
     if cache is not None:
         try:

@@ -92,20 +92,18 @@ def _ref_status(store, con, role: str, ref: str | None, probe: bool, timeout: fl
 
 
 def _model_file_problem(home, model_path: str | None) -> str | None:
-    """What is wrong with a kind local model's file, without loading it (a stat and a
-    4-byte read): gone, a folder, not GGUF, or a pulled model shorter than it was."""
-    from fased.local import PULLABLE, check_gguf, size_text
+    """What is wrong with a kind local model's file, without loading it: gone, a folder,
+    not GGUF, or a pulled model that is not the bytes pulled (its sha256 is read once, then
+    known by the file's size, time and inode: local.model_state)."""
+    from fased.local import check_gguf, pulled_problem
 
+    problem = pulled_problem(home, model_path) if model_path else None
+    if problem is not None:
+        return problem
     try:
-        path = check_gguf(model_path or "")
+        check_gguf(model_path or "")
     except FasedError as exc:
         return exc.message
-    for spec in PULLABLE.values():
-        if path == (home / "models" / spec.file).absolute():
-            size = path.stat().st_size
-            if size != spec.size:
-                return (f"{path} is {size_text(size)}, not the {size_text(spec.size)} "
-                        f"pulled: pull it again (fased agent models pull {spec.name})")
     return None
 
 

