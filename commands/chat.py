@@ -192,10 +192,14 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
         else:
             if stop.result is not None:  # what was said, as after Ctrl-C
                 _show(stop.result, sink, json_, queued.replayed)
+            if sink is not None:
+                sink.end_line()
             note(f"fased: terminated; turn {queued.turn} ended with what was said")
         raise click.exceptions.Exit(143) from None
     if sink is not None and result.state == "completed":
         sink.finish()
+    elif sink is not None:
+        sink.end_line()
     _show(result, sink, json_, queued.replayed)
     if result.state == "aborted":
         raise click.exceptions.Exit(130)

@@ -226,6 +226,11 @@ class StreamSink:
         if self.current_len and text != self.shown:
             self._show_again(text)
             self.shown = text
+        self.end_line()
+
+    def end_line(self) -> None:
+        """End the line a reply left open (one stopped midway, too), so that what follows
+        (a note, the shell's prompt) starts a line of its own."""
         if self.shown and not self.shown.endswith("\n"):
             self.write("\n")
 
@@ -275,6 +280,9 @@ class BlockSink:
             self._emit(block)
         self._show()
         self.inner.finish()
+
+    def end_line(self) -> None:
+        self.inner.end_line()
 
 
 def block_settings(con: sqlite3.Connection) -> tuple[bool, int, int, str]:

@@ -465,3 +465,22 @@ def test_exec_that_needs_asking_asks_on_the_terminal(home, server, answer, ran):
     assert [s["approval"] for s in started] == (["user"] if ran else [])
     term.close()
     assert b"Traceback" not in term.out + term.err
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_one_shot_reply_stopped_midway_ends_its_line(home, server, stop):
+    """SIGTERM printed its note on the partial reply's own line ('Infased: terminated ...'),
+    and Ctrl-C left the shell's prompt there: an aborted reply ends its line, as a whole
+    one does."""
+    server.script(Reply("In the beginning there was a very long reply", delay=0.25))
+    term = Terminal("tell me", stderr_apart=True)
+    term.expect(b"In the")
+    if stop == "ctrl-c":
+        term.type("\x03")
+    else:
+        os.kill(term.pid, signal.SIGTERM)
+    assert term.wait() == (130 if stop == "ctrl-c" else 143)
+    shown = term.out.replace(b"^C", b"")
+    assert shown.startswith(b"In the") and shown.endswith(b"\r\n"), shown
+    assert shown.count(b"\r\n") == 1, shown
+    term.close()

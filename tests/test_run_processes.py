@@ -260,7 +260,9 @@ def test_ctrl_c_in_chat_keeps_the_partial_reply(models, server, spawn):
     [(_, aborted)] = [(t, d) for e in events(models) for t, d in [(e["type"], e["data"])]
                       if t == "turn.aborted"]
     assert aborted["reason"] == "interrupted"
-    assert aborted["partial_reply"].startswith(printed) and printed.startswith("word word")
+    # the part printed, ending its line as every Unix tool's output does (as unstreamed)
+    assert printed.endswith("\n") and printed.count("\n") == 1, printed
+    assert aborted["partial_reply"].startswith(printed[:-1]) and printed.startswith("word word")
     assert len(aborted["partial_reply"]) < len("word " * 40)
     transcript = models / "agents" / "main" / "sessions" / "s-1.jsonl"
     last = json.loads(transcript.read_text().splitlines()[-1])
