@@ -77,7 +77,9 @@ def context(agent_id, session, json_):
       fased agent context ops --session s-4 --json
     """
     from fased.context import preview
+    from fased.local import check_settings
 
+    check_settings()  # the window is the embedded server's, as the next turn would find
     st = store()
     con = st.db()
     view = preview(con, st.home, agent_id, session)

@@ -271,7 +271,9 @@ def test_a_bad_local_setting_in_the_environment_is_one_clear_error(set_up, ok, r
     before = len(events(fased_home))
     for name, value in (("FASED_LOCAL_THREADS", "lots"), ("FASED_LOCAL_CTX", "0"),
                         ("FASED_LOCAL_CTX", "99999999999")):
-        for args in (("chat", "hi"), ("run", "--once"), ("task", "run", "t")):
+        # agent context said 'of a 32768-token window' (the configured one) instead
+        for args in (("chat", "hi"), ("run", "--once"), ("task", "run", "t"),
+                     ("agent", "context")):
             result = run(*args, env={name: value})
             assert result.exit_code == 2, (args, result.stderr)
             assert f"{name} must be a whole number from" in result.stderr
