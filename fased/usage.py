@@ -74,11 +74,16 @@ class Totals:
 
 def prices(con: sqlite3.Connection) -> dict[str, dict]:
     """models.prices, with each alias's price under the alias too (a turn records the ref
-    it was given)."""
+    it was given). The model of a kind-local provider runs in fased, on this machine: it
+    costs nothing, unless models.prices says otherwise."""
     from fased.config import config_doc
+    from fased.models import local_model_name
 
     models = config_doc(con).get("models") or {}
     table = dict(models.get("prices") or {})
+    for row in con.execute("SELECT id, model_path FROM providers WHERE kind = 'local' AND "
+                           "removed = 0 AND model_path IS NOT NULL"):
+        table.setdefault(f"{row[0]}/{local_model_name(row[1])}", {"input": 0.0, "output": 0.0})
     for alias, ref in (models.get("aliases") or {}).items():
         if ref in table and alias not in table:
             table[alias] = table[ref]

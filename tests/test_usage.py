@@ -521,3 +521,23 @@ def test_a_wallet_key_that_is_no_limit_is_refused(lite, run):
 
     assert result.exit_code == 2
     assert len(events(lite)) == before
+
+
+def test_the_embedded_model_costs_nothing_rather_than_an_unknown(set_up, ok, tmp_path):
+    """usage said the embedded model's calls 'have no cost' (unknown): it runs in fased,
+    on this machine. A price in models.prices still wins."""
+    from fased.store import Store
+    from fased.usage import Totals, _priced, prices
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 60)
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(model))
+    ok("config", "set", "models.aliases", '{"tiny": "mine/m"}')
+    table = prices(Store(set_up).db())
+    assert table["mine/m"] == table["tiny"] == {"input": 0.0, "output": 0.0}
+    # one call of 10 in and 2 out that reported no cost, all of it priceable
+    totals: Totals = _priced("mine/m", (1, 10, 2, None, 0, 10, 2, 1), table)
+    assert (totals.cost, totals.uncosted, totals.cost_known) == (0.0, 0, True)
+    ok("config", "set", "models.prices", '{"mine/m": {"input": 1, "output": 1}}')
+    assert prices(Store(set_up).db())["mine/m"] == {"input": 1, "output": 1}
