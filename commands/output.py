@@ -144,20 +144,38 @@ def table(rows: Iterable[Sequence[object]], headers: Sequence[str],
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row[:-1]):
-            widths[i] = max(widths[i], len(cell))
+            widths[i] = max(widths[i], columns_of(cell))
     if max_width is None:
         max_width = _terminal_width() if sys.stdout.isatty() else 0
-    lines = [_line(headers, widths)] + [_line(row, widths) for row in rows]
-    for text in lines:
-        if max_width and len(text) > max_width:
-            text = text[: max_width - 1] + "…"
-        _echo(text)
+    for cells in [list(headers), *rows]:
+        _echo(table_line(cells, widths, max_width))
 
 
-def _line(cells: Sequence[str], widths: list[int]) -> str:
-    parts = [cell.ljust(widths[i]) for i, cell in enumerate(cells[:-1])]
-    parts.append(cells[-1])
-    return "  ".join(parts).rstrip()
+def columns_of(text: str) -> int:
+    """The columns `text` takes on a terminal: two for a wide character (CJK, most emoji),
+    none for a combining mark or a zero-width one, one for the rest."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) or unicodedata.category(c) in ("Me", "Cf") else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def table_line(cells: Sequence[str], widths: Sequence[int], max_width: int = 0) -> str:
+    """One row of a table: each cell but the last padded to its column's width, in terminal
+    columns; the whole cut to `max_width` columns (0: not cut) with `…`."""
+    parts = [cell + " " * (widths[i] - columns_of(cell)) for i, cell in enumerate(cells[:-1])]
+    text = "  ".join([*parts, cells[-1]]).rstrip()
+    if not max_width or columns_of(text) <= max_width:
+        return text
+    kept, used = [], 0
+    for c in text:
+        used += columns_of(c)
+        if used > max_width - 1:
+            break
+        kept.append(c)
+    return "".join(kept) + "…"
 
 
 def _terminal_width() -> int:

@@ -8,6 +8,7 @@ import time
 import click
 
 from fased.commands.output import (
+    columns_of,
     echo_json,
     echo_jsonl,
     json_option,
@@ -16,6 +17,7 @@ from fased.commands.output import (
     shown_time,
     store,
     table,
+    table_line,
 )
 from fased.commands.types import complete_agents, complete_sessions, count
 from fased.errors import EXIT_ERROR, UsageError
@@ -196,13 +198,11 @@ class _Columns:
         if header:  # the first page: its own cells may widen the columns, once
             for row in cells:
                 for i, cell in enumerate(row[:-1]):
-                    self.widths[i] = max(self.widths[i], len(cell))
+                    self.widths[i] = max(self.widths[i], columns_of(cell))
             cells.insert(0, list(HEADERS))
         width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
         for row in cells:
-            text = "  ".join([*(c.ljust(w) for c, w in zip(row[:-1], self.widths, strict=True)),
-                              row[-1]]).rstrip()
-            click.echo(text[:width - 1] + "…" if width and len(text) > width else text)
+            click.echo(table_line(row, self.widths, width))
 
 
 def _requests(st, con, turn: str, json_: bool) -> None:

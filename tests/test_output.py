@@ -128,3 +128,30 @@ def test_output_a_terminal_cannot_encode_is_escaped_not_a_crash(set_up, encoding
     out = done.stdout.decode(encoding)
     assert "\\u2713" in out and "\\U0001f680" in out
     assert ("café" if encoding == "latin-1" else "caf\\xe9") in out
+
+
+def test_a_table_lines_up_wide_characters_by_the_columns_they_take(capsys):
+    """A model named 模型 took two columns a character on a terminal, and the cells after it
+    came two columns late: widths were counted in characters."""
+    import unicodedata
+
+    from fased.commands.output import table
+
+    def columns(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else
+                   0 if unicodedata.combining(c) else 1 for c in text)
+
+    table([("p/模型", "2026", "x"), ("p/ab", "2027", "y"), ("p/e\u0301", "2028", "z")],
+          ("REF", "SEEN", "NOTE"), max_width=0)
+    lines = capsys.readouterr().out.splitlines()
+    starts = {columns(line[:line.index("20")]) for line in lines[1:]}
+    assert len(starts) == 1, lines
+    assert columns(lines[0][:lines[0].index("SEEN")]) in starts
+
+
+def test_a_table_cut_to_the_terminal_counts_its_columns(capsys):
+    from fased.commands.output import table
+
+    table([("模" * 30, "tail")], ("NAME", "NOTE"), max_width=21)
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line == "模" * 10 + "…"
