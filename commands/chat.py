@@ -61,8 +61,10 @@ def chat(message, agent, session, new_session, model, save, stream, queue_only, 
       fased chat -o temperature 0 -o seed 42 "name a colour"
 
     \b
-    Exit codes: 0 ok, 1 error, 2 usage, 5 every model failed, 130 interrupted, 143
-    terminated (SIGTERM: the turn ends as with Ctrl-C).
+    Exit codes: 0 ok (also when the reader of a piped reply goes away, `| head -1`: the
+    turn ends aborted, "output closed"), 1 error (a turn that failed for another reason
+    than its models, such as a request longer than the model holds), 2 usage, 5 every
+    model failed, 130 interrupted, 143 terminated (SIGTERM: the turn ends as with Ctrl-C).
     """
     from fased.errors import UsageError
     from fased.params import parse_options
