@@ -506,6 +506,9 @@ def test_a_reply_asked_longer_than_the_server_holds_says_to_ask_for_less(local):
     done = run_process("chat", "--new-session", "-o", "max_tokens", "4000", "hi", timeout=120)
     assert done.returncode != 0
     assert "ask for a shorter reply (-o max_tokens 1024)" in done.stderr, done.stderr
+    # fased's own count, said as such: not a throwaway port, not "server says"
+    assert "the request needs" in done.stderr
+    assert "127.0.0.1" not in done.stderr and "server says" not in done.stderr
 
 
 def test_setup_run_again_reports_the_model_it_pulled_and_set(pulled, fased_home, ok,

@@ -520,7 +520,7 @@ class HttpClient(Client):
         head = f"{self.label} {status} {phrase}" if status else f"{self.label} {phrase}"
         # The label is exempt from redaction: local servers take keys like "ollama". The URL
         # loses its credentials even when malformed (a password with an unescaped '/').
-        message = f"{head} at {self._redact(display_url(mask_url(self.base_url)))}"
+        message = f"{head} at {self._where()}"
         if retry_after is not None:
             message += f" (retry after {_seconds(retry_after)})"
         if detail:
@@ -538,6 +538,10 @@ class HttpClient(Client):
             model=model,
             detail=detail or None,
         )
+
+    def _where(self) -> str:
+        """Where the client's requests go, for its messages."""
+        return self._redact(display_url(mask_url(self.base_url)))
 
     def _redact(self, text: str) -> str:
         """`text` without any form of the key, secret header values or URL credentials."""

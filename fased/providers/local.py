@@ -31,6 +31,12 @@ class LocalClient(OpenAIClient):
         #: the fased home, where the server keeps its prompt cache between processes
         self.home = None
 
+    def _where(self) -> str:
+        """The embedded server, not its throwaway port: a new one each process."""
+        import os
+
+        return f"the embedded server of {os.path.basename(self.model_path) or 'its file'}"
+
     def _new_session(self):
         """Plain HTTP over a socket: the server is this process's own
         (fased.providers.loopback)."""
@@ -68,9 +74,10 @@ class LocalClient(OpenAIClient):
                     "FASED_LOCAL_CTX higher, or start a new session (fased chat "
                     "--new-session)")
         if counted and counted[0] > context_size():  # llama.cpp would refuse it
-            refused = self.make_error("context_length", model=model, detail=(
-                f"the request needs {counted[0]} tokens of context with the reply's {room}, "
-                f"more than the {context_size()} the embedded server holds"))
+            refused = ProviderError(
+                f"{self.label}: the request needs {counted[0]} tokens of context with the "
+                f"reply's {room}, more than the {context_size()} the embedded server holds",
+                kind="context_length", provider=self.label, model=model)
             refused.hint = hint
             raise refused
         try:
