@@ -19,7 +19,9 @@ def terminal_approver():
     """A function that asks on the controlling terminal (/dev/tty, as sudo does, so that
     pipes on stdin and stdout do not matter), or None when there is no terminal to ask:
     then a call that needs asking is refused (cron, CI, `fased run`)."""
-    if os.environ.get("FASED_NO_TTY"):
+    from fased.settings import env_flag
+
+    if env_flag("FASED_NO_TTY", strict=False):  # mid-turn: an unreadable value never asks
         return None
     try:
         fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)

