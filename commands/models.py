@@ -83,7 +83,7 @@ def _headers(values: tuple[str, ...]) -> dict[str, str]:
               help="Extra HTTP header (repeatable). Values go to credentials.json, except "
               "those of known harmless headers (User-Agent, HTTP-Referer, X-Title, ...).")
 @click.option("--account-id", metavar="ID", help="Cloudflare account id (kind cloudflare).")
-@click.option("--model-path", metavar="FILE.gguf", type=click.Path(dir_okay=False),
+@click.option("--model-path", metavar="FILE.gguf", type=str,
               help="Kind local: the GGUF model file to run in fased's embedded llama.cpp "
               "server (needs `pip install 'fased[local]'`). Its name without .gguf is the "
               "model's name: letters, digits, '.', '_', '+', '-'.")

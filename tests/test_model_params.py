@@ -139,6 +139,12 @@ def test_providers_add_local_checks_the_file(set_up, run, tmp_path, fased_home):
     assert wrong.exit_code == 2 and "is not a GGUF file" in wrong.stderr
     no_path = run("agent", "models", "providers", "add", "mine", "--kind", "local")
     assert no_path.exit_code == 2 and "kind local needs --model-path" in no_path.stderr
+    (tmp_path / "dir.gguf").mkdir()  # click's own words and usage banner, before
+    folder = run("agent", "models", "providers", "add", "mine", "--kind", "local",
+                 "--model-path", str(tmp_path / "dir.gguf"))
+    assert folder.exit_code == 2
+    assert folder.stderr == (f"Error: {tmp_path / 'dir.gguf'} is a directory, not a GGUF "
+                             "file\n"), folder.stderr
     stray = run("agent", "models", "providers", "add", "o", "--kind", "ollama",
                 "--model-path", str(gguf(tmp_path / "m.gguf")))
     assert stray.exit_code == 2 and "--model-path is for kind local only" in stray.stderr
