@@ -26,12 +26,11 @@ from fased.bounds import (
     read_bounded,
 )
 from fased.errors import UsageError
-from fased.schema import first_error, load_schema, whole_numbers
+from fased.schema import first_error, join_key, load_schema, whole_numbers
 
 CONFIG_NAME = "fased.json"
 # a key, a list index [N], or a quoted key ["a.b/c"] for a key with dots or brackets in it
 _SEGMENT = re.compile(r"""([^.\[\]"']+)|\[([0-9]+)\]|\["((?:[^"\\]|\\.)*)"\]|\['([^']*)'\]""")
-_PLAIN_KEY = re.compile(r"""[^.\[\]"']+""")
 
 
 def parse_path(path: str) -> list[str | int]:
@@ -70,12 +69,7 @@ def parse_path(path: str) -> list[str | int]:
 def format_path(parts: list[str | int]) -> str:
     out = ""
     for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not _PLAIN_KEY.fullmatch(part):
-            out += f"[{json.dumps(part)}]"
-        else:
-            out += f".{part}" if out else part
+        out = f"{out}[{part}]" if isinstance(part, int) else join_key(out, part)
     return out
 
 
@@ -272,7 +266,7 @@ def limit_error(doc: object) -> str | None:
                 for key, item in value.items():
                     if len(key) > CONFIG_STRING_CHARS:
                         return f"{path}: a key is longer than {CONFIG_STRING_CHARS:,} characters"
-                    stack.append((item, f"{path}.{key}", depth + 1))
+                    stack.append((item, join_key(path, key), depth + 1))
             else:
                 stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
         elif isinstance(value, str) and len(value) > CONFIG_STRING_CHARS:
@@ -356,7 +350,7 @@ def _check_one_line(doc: dict) -> None:
         value, where, free = stack.pop()
         if isinstance(value, dict):
             for key, item in value.items():
-                here = f"{where}.{key}" if where else str(key)
+                here = join_key(where, key)
                 if has_control(str(key)):
                     raise UsageError(f"fased.json: {where or 'the top level'}: the key "
                                      f"{key!r} holds a control character",

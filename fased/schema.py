@@ -124,6 +124,19 @@ def _string_error(value: str, schema: dict, path: str) -> str | None:
     return None
 
 
+#: a key a dotted path can hold as it is (fased.config.parse_path reads the rest quoted)
+PLAIN_KEY = re.compile(r"""[^.\[\]"']+""")
+
+
+def join_key(path: str, key: object) -> str:
+    """`path` and then `key`, written as `fased config set` takes it: `.key`, or
+    `["local/qwen2.5"]` for a key with a dot, a bracket or a quote."""
+    key = str(key)
+    if PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"
+
+
 def _object_error(value: dict, schema: dict, root: dict, path: str) -> str | None:
     for key in schema.get("required", ()):
         if key not in value:
@@ -131,7 +144,7 @@ def _object_error(value: dict, schema: dict, root: dict, path: str) -> str | Non
     props = schema.get("properties", {})
     extra = schema.get("additionalProperties", True)
     for key, item in value.items():
-        sub = f"{path}.{key}"
+        sub = join_key(path, key)
         if key in props:
             problem = first_error(item, props[key], root, sub)
         elif extra is False:

@@ -449,3 +449,11 @@ def test_a_whole_number_over_the_same_float_is_a_change(set_up, ok):
     assert ok("config", "set", "agents.defaults.contextWindow", "8192") == \
         "Set agents.defaults.contextWindow.\n"
     assert json.dumps(json.loads(ok("config", "get", "agents.defaults.contextWindow"))) == "8192"
+
+
+def test_an_error_names_a_ref_keyed_value_as_config_set_takes_it(set_up, run):
+    """'models.params.local/qwen2.5.temperature' could not be typed back: the ref's dot
+    splits it. The path an error names is the one `config set` takes."""
+    result = run("config", "set", 'models.params["ollama/qwen2.5"]', '{"temperature": 9}')
+    assert result.exit_code == 2
+    assert 'models.params["ollama/qwen2.5"].temperature' in result.stderr, result.stderr
