@@ -215,6 +215,10 @@ def next_step(con, agent: str | None = None, guided: str | None = GUIDED) -> str
     registered = providers(con)
     for p in registered:
         models = json.loads(p["models"] or "[]")
+        if p["kind"] == "local" and p["model_path"]:  # its one model is its file's
+            from fased.models import local_model_name
+
+            models = [local_model_name(p["model_path"])]
         if models:
             return (f"`fased agent models set primary {p['id']}/{models[0]}{flag}` "
                     f"(`fased agent models list` shows the others)")

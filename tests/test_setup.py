@@ -688,3 +688,21 @@ def test_a_setting_setup_cannot_read_is_refused_before_it_does_anything(run, fas
     assert result.exit_code == 2, result.stderr
     assert f"{name} must be 1 or 0" in result.stderr
     assert not fased_home.exists() or not (fased_home / "fased.json").exists()
+
+
+def test_a_local_provider_without_a_primary_is_told_its_one_model(set_up, ok, tmp_path):
+    """status said `auth local` 'if it needs a key' and `list --refresh` to see its
+    models, for a provider that runs one known file and takes no key."""
+    model = tmp_path / "Tiny.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 60)
+    ok("agent", "models", "providers", "add", "mine", "--kind", "local", "--model-path",
+       str(model))
+    reason = json.loads(run_status(set_up))["reason"]
+    assert "`fased agent models set primary mine/Tiny`" in reason, reason
+    assert "auth" not in reason
+
+
+def run_status(home) -> str:
+    from conftest import run_process
+
+    return run_process("agent", "models", "status", "--json").stdout
