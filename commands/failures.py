@@ -86,6 +86,11 @@ def failure_exit(exc: BaseException, app: App | None, attempt: int) -> int:
     if isinstance(exc, KeyboardInterrupt):
         sys.stderr.write("Interrupted.\n")
         return 130
+    from fased.signals import Stop
+
+    if isinstance(exc, Stop):  # SIGTERM, where the command had nothing more to say
+        sys.stderr.write("Terminated.\n")
+        return 143
     if isinstance(exc, BrokenPipeError):
         silence_stdout()
         return 0

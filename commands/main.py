@@ -14,6 +14,7 @@ import click
 
 from fased import __version__
 from fased.commands.failures import RUN_AGAIN, App, failure_exit
+from fased.signals import Stop
 
 # name -> "module:attribute" under fased.commands; the help line comes from the docstring.
 COMMANDS = {
@@ -148,7 +149,7 @@ class RootGroup(LazyGroup):
                 raise
             except (click.exceptions.Exit, click.exceptions.Abort):
                 raise
-            except (KeyboardInterrupt, Exception) as exc:  # one line each, the bug's too
+            except (KeyboardInterrupt, Stop, Exception) as exc:  # one line each, bugs too
                 code = failure_exit(exc, ctx.obj, attempt)
                 if code == RUN_AGAIN:
                     _restore_args(ctx, saved)

@@ -403,6 +403,9 @@ def run_(task_id, queue_only, json_):
         from fased.local import check_settings
 
         check_settings()  # the embedded model's, before the task fires
+    from fased.runner import Stop, sigterm_stops
+    from fased.signals import held
+
     st = store()
 
     def decide(con):
@@ -410,22 +413,34 @@ def run_(task_id, queue_only, json_):
         require_active(row, "active", "paused")
         return fire_drafts(con, row, st.clock(), manual=True)
 
-    outcome = st.transact(decide)
-    fired = next(e for e in outcome.events if e["type"] == "turn.queued")
-    queued = Queued(fired["data"]["turn"], fired["data"]["agent"], fired["data"]["session"],
-                    fired["seq"], outcome.replayed)
-    if queue_only:
-        click.echo(queued.turn)
-        return
+    queued = None
     try:
-        result = answer(st, queued, note=note)
+        # `timeout 30 fased task run ...` sends SIGTERM: the run's turn ends, as in chat
+        with sigterm_stops():
+            with held():  # a signal while the run is recorded comes once it can be withdrawn
+                outcome = st.transact(decide)
+                fired = next(e for e in outcome.events if e["type"] == "turn.queued")
+                queued = Queued(fired["data"]["turn"], fired["data"]["agent"],
+                                fired["data"]["session"], fired["seq"], outcome.replayed)
+            if queue_only:
+                click.echo(queued.turn)
+                return
+            result = answer(st, queued, note=note)
     except KeyboardInterrupt:
-        # while an earlier turn of the session was answered first: as `fased chat` does,
-        # the run is withdrawn so that no runner answers it later
-        if withdraw(st, queued):
+        # before its turn started (while an earlier turn of the session was answered first):
+        # as `fased chat` does, the run is withdrawn so that no runner answers it later
+        if queued is not None and not queue_only and withdraw(st, queued):
             note(f"fased: interrupted before turn {queued.turn} started; it will not be "
                  "answered")
         raise
+    except Stop:
+        if queued is not None and not queue_only:
+            if withdraw(st, queued):
+                note(f"fased: terminated before turn {queued.turn} started; it will not be "
+                     "answered")
+            else:
+                note(f"fased: terminated; turn {queued.turn} ended with what was said")
+        raise click.exceptions.Exit(143) from None
     shown: list[str] = []
 
     def emit(delivery: dict) -> None:

@@ -73,7 +73,7 @@ class Repl:
     def send(self, message: str) -> str | None:
         """Ask the agent; the reply streams to the terminal as it arrives."""
         from fased.chat import StreamSink, answer, queue_turn, withdraw
-        from fased.signals import held
+        from fased.signals import Stop, held
 
         queued = None
         sink = StreamSink(self._write_now, self.warn)
@@ -82,6 +82,9 @@ class Repl:
                 queued = queue_turn(self.store, message, agent=self.agent,
                                     session=self.session, source="interactive")
             result = answer(self.store, queued, sink=sink, note=self.warn)
+        except Stop:  # SIGTERM: the turn has ended; so does the chat, on a line of its own
+            sink.end_line()
+            raise
         except KeyboardInterrupt:
             # Ctrl-C before this message's turn started (an earlier turn of the session was
             # being answered, here or by another runner): withdraw it, as `fased chat` does

@@ -27,6 +27,7 @@ from fased.errors import FasedError, ModelsFailedError, StateError
 from fased.leases import holders, lapsed
 from fased.safetext import describe, scrub
 from fased.settings import agent_settings, env_flag, queue_mode
+from fased.signals import Stop
 from fased.store import Draft, Store
 from fased.timeparse import format_ts, parse_ts, utc_now
 
@@ -88,13 +89,6 @@ class TurnResult:
             "replaced_chars": self.replaced_chars, "steps": self.steps, "calls": self.calls,
             **({"approval": self.approval} if self.approval else {}),
         }
-
-
-class Stop(BaseException):
-    """SIGTERM: give the current turn back (or, for chat, end it) and leave. `result`: the
-    turn a chat ended (turn.aborted), for it to print as it does after Ctrl-C."""
-
-    result: TurnResult | None = None
 
 
 @contextlib.contextmanager

@@ -12,6 +12,14 @@ from collections.abc import Iterator
 HELD = (signal.SIGINT, signal.SIGTERM)
 
 
+class Stop(BaseException):
+    """SIGTERM: give the current turn back (or, for chat, end it) and leave. `result`: the
+    turn a chat ended (turn.aborted, a fased.runner.TurnResult), for it to print as it does
+    after Ctrl-C. One that no command handles ends it with exit 143 (commands.failures)."""
+
+    result = None
+
+
 @contextlib.contextmanager
 def held(deliver: bool = True) -> Iterator[list[int]]:
     """SIGINT and SIGTERM wait while the block runs, then reach the handlers that were in

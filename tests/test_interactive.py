@@ -484,3 +484,16 @@ def test_a_one_shot_reply_stopped_midway_ends_its_line(home, server, stop):
     assert shown.startswith(b"In the") and shown.endswith(b"\r\n"), shown
     assert shown.count(b"\r\n") == 1, shown
     term.close()
+
+
+def test_sigterm_during_a_reply_ends_the_interactive_chat_with_its_turn(home, chat, server):
+    """The runner's Stop escaped the interactive loop: a traceback, not exit 143."""
+    server.script(Reply("In the beginning there was a very long reply", delay=0.25))
+    term = chat()
+    term.type("tell me\r")
+    term.expect(b"In the")
+    os.kill(term.pid, signal.SIGTERM)
+    assert term.wait() == 143
+    assert b"Traceback" not in term.out
+    assert re.search(rb"In the[^\r\n]*\r\nTerminated\.\r\n\Z", term.out), term.out
+    assert [e["data"]["reason"] for e in of_type(home, "turn.aborted")] == ["terminated"]

@@ -152,3 +152,57 @@ def test_the_interactive_chat_interrupted_as_a_turn_is_recorded_takes_it_back(
     assert turn_types(models) == ["turn.queued", "turn.aborted"]
     assert any("it will not be answered" in line for line in said), said
     assert server.requests == []
+
+
+@pytest.fixture
+def ctrl_c_as_fired(monkeypatch):
+    """Ctrl-C the moment `fased task run` has recorded its run, before it can know it."""
+    from fased.store import Store
+
+    real = Store.transact
+    fired: list[bool] = []
+
+    def transact(self, *args, **kwargs):
+        outcome = real(self, *args, **kwargs)
+        if not fired and any(e["type"] == "turn.queued" for e in outcome.events):
+            fired.append(True)
+            kill_self()
+        return outcome
+
+    monkeypatch.setattr(Store, "transact", transact)
+
+
+def test_task_run_interrupted_as_its_run_is_recorded_takes_it_back(models, ok, run, server,
+                                                                   ctrl_c_as_fired):
+    ok("task", "new", "--every", "1d", "--message", "by hand")
+    with contextlib.suppress(KeyboardInterrupt):
+        run("task", "run", "task-1")
+    assert turn_types(models) == ["turn.queued", "turn.aborted"]
+    assert server.requests == []
+
+
+def test_task_run_ended_by_sigterm_ends_its_turn_and_exits_143(models, ok, server):
+    """`timeout 30 fased task run t` had no SIGTERM handling of its own: the runner's Stop
+    escaped it as a traceback."""
+    import subprocess
+    import sys
+
+    from conftest import wait_for
+    from fakeserver import Reply
+
+    ok("task", "new", "--every", "1d", "--message", "by hand")
+    server.script(Reply("slow " * 40, delay=0.1))
+    proc = subprocess.Popen([sys.executable, "-c", "from fased.commands.entry import main; "
+                             "main()", "task", "run", "task-1"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: server.requests)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert turn_types(models)[-1] == "turn.aborted"
