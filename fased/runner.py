@@ -27,7 +27,7 @@ from fased.errors import FasedError, ModelsFailedError, StateError
 from fased.leases import holders, lapsed
 from fased.safetext import describe, scrub
 from fased.settings import agent_settings, env_flag, queue_mode
-from fased.signals import Stop
+from fased.signals import Stop, held
 from fased.store import Draft, Store
 from fased.timeparse import format_ts, parse_ts, utc_now
 
@@ -180,8 +180,6 @@ class Runner:
             claimed.append(claim)
             return [self._started_draft(con, claim)]
 
-        from fased.signals import held
-
         # a signal while the claim is recorded comes once `holding` knows it: whatever then
         # ends the command before the turn's end is recorded gives it back (letting_go)
         with held():
@@ -201,8 +199,6 @@ class Runner:
         except BaseException as exc:
             claim, self.holding = self.holding, None
             if claim is not None:
-                from fased.signals import held
-
                 reason = ("interrupted" if isinstance(exc, KeyboardInterrupt) else
                           "terminated" if isinstance(exc, Stop) else "runner failed")
                 # nothing more can be done if it cannot be recorded: its lease runs out

@@ -74,10 +74,7 @@ def validate_event_data(etype: str, v: int, data: object) -> None:
 def first_error(value: object, schema: dict, root: dict, path: str) -> str | None:
     """The first way `value` breaks `schema`, as `path: reason`, or None when it fits."""
     if "$ref" in schema:
-        ref = schema["$ref"]
-        if not ref.startswith("#/$defs/"):
-            raise SchemaError(f"unsupported $ref {ref}")
-        return first_error(value, root["$defs"][ref[8:]], root, path)
+        return first_error(value, _deref(schema, root), root, path)
     if "anyOf" in schema and all(first_error(value, s, root, path) for s in schema["anyOf"]):
         return f"{path}: does not match any allowed form"
     expected = schema.get("type")
@@ -168,8 +165,12 @@ def _same(a: object, b: object) -> bool:
 
 
 def _deref(schema: dict, root: dict) -> dict:
+    """`schema` with its `$ref`s to #/$defs followed (the only kind the files use)."""
     while "$ref" in schema:
-        schema = root["$defs"][schema["$ref"][len("#/$defs/"):]]
+        ref = schema["$ref"]
+        if not ref.startswith("#/$defs/"):
+            raise SchemaError(f"unsupported $ref {ref}")
+        schema = root["$defs"][ref[len("#/$defs/"):]]
     return schema
 
 
