@@ -152,7 +152,7 @@ def _valid_text(text: str) -> str:
 
 def _one_shot(text, agent, session, new_session, model, save, stream, queue_only, json_,
               params=None):
-    from fased.chat import answer, queue_turn, withdraw
+    from fased.chat import answer, queue_turn, take_back
     from fased.runner import Stop, require_success, sigterm_stops
     from fased.signals import held
 
@@ -181,17 +181,13 @@ def _one_shot(text, agent, session, new_session, model, save, stream, queue_only
             result = answer(st, queued, sink=sink, note=note, approver=terminal_approver(),
                             on_tool=show_tool, stream=stream is not False)
     except KeyboardInterrupt:
-        if queued is not None and not queue_only and withdraw(st, queued):
-            note(f"fased: interrupted before turn {queued.turn} started; it will not be "
-                 "answered")
+        if queued is not None and not queue_only:
+            take_back(st, queued, "interrupted", note)
         raise
     except Stop as stop:
         if queued is None or queue_only:
             raise click.exceptions.Exit(143) from None
-        if withdraw(st, queued):
-            note(f"fased: terminated before turn {queued.turn} started; it will not be "
-                 "answered")
-        else:
+        if not take_back(st, queued, "terminated", note):
             if stop.result is not None:  # what was said, as after Ctrl-C
                 _show(stop.result, sink, json_, queued.replayed)
             if sink is not None:

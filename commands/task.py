@@ -395,7 +395,7 @@ def run_(task_id, queue_only, json_):
     Exit codes: 0 answered (and delivered), 1 the turn or its delivery failed (the
     target's error on stderr; the reply stays in the session), 5 every model failed.
     """
-    from fased.chat import Queued, answer, withdraw
+    from fased.chat import Queued, answer, take_back
     from fased.commands.output import echo_reply, turn_json
     from fased.tasks import deliver_pending, fire_drafts, get_task, require_active
 
@@ -429,17 +429,13 @@ def run_(task_id, queue_only, json_):
     except KeyboardInterrupt:
         # before its turn started (while an earlier turn of the session was answered first):
         # as `fased chat` does, the run is withdrawn so that no runner answers it later
-        if queued is not None and not queue_only and withdraw(st, queued):
-            note(f"fased: interrupted before turn {queued.turn} started; it will not be "
-                 "answered")
+        if queued is not None and not queue_only:
+            take_back(st, queued, "interrupted", note)
         raise
     except Stop:
-        if queued is not None and not queue_only:
-            if withdraw(st, queued):
-                note(f"fased: terminated before turn {queued.turn} started; it will not be "
-                     "answered")
-            else:
-                note(f"fased: terminated; turn {queued.turn} ended with what was said")
+        answering = queued is not None and not queue_only
+        if answering and not take_back(st, queued, "terminated", note):
+            note(f"fased: terminated; turn {queued.turn} ended with what was said")
         raise click.exceptions.Exit(143) from None
     shown: list[str] = []
 

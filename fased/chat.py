@@ -179,6 +179,16 @@ def withdraw(store: Store, queued: Queued) -> bool:
         return bool(store.append_internal(decide).events)
 
 
+def take_back(store: Store, queued: Queued, why: str,
+              note: Callable[[str], None]) -> bool:
+    """withdraw `queued`, and say so: `why` ended the command before its turn started
+    ("interrupted", "terminated"). False, and nothing said, when a runner has taken it."""
+    if not withdraw(store, queued):
+        return False
+    note(f"fased: {why} before turn {queued.turn} started; it will not be answered")
+    return True
+
+
 class StreamSink:
     """Writes a streamed reply as it arrives, without repeating a retried prefix."""
 

@@ -72,7 +72,7 @@ class Repl:
 
     def send(self, message: str) -> str | None:
         """Ask the agent; the reply streams to the terminal as it arrives."""
-        from fased.chat import StreamSink, answer, queue_turn, withdraw
+        from fased.chat import StreamSink, answer, queue_turn, take_back
         from fased.signals import Stop, held
 
         queued = None
@@ -88,10 +88,8 @@ class Repl:
         except KeyboardInterrupt:
             # Ctrl-C before this message's turn started (an earlier turn of the session was
             # being answered, here or by another runner): withdraw it, as `fased chat` does
-            if queued is None or not withdraw(self.store, queued):
+            if queued is None or not take_back(self.store, queued, "interrupted", self.warn):
                 raise
-            self.warn(f"fased: interrupted before turn {queued.turn} started; it will not "
-                      "be answered")
             return None
         if result.state == "aborted":
             return "\n[stopped: the partial reply is kept, marked aborted]"
