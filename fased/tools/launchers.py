@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from fased.tools.programs import Stdin, descriptor, long_option, matched_option, option_set
 from fased.tools.shellsplit import Word
@@ -239,6 +239,15 @@ def _query_tool(name: str, args: list[Word], stdin: Stdin | None) -> str | None:
         f"runs a command given with `{found}`"
 
 
+def _next_text(words: Iterator[Word]) -> tuple[str, str | None]:
+    """An option's value in the next word: its text ("" when there is none), and the
+    word's source when it expands (what it says cannot be known), else None."""
+    word = next(words, None)
+    if word is None:
+        return "", None
+    return ("", word.source) if word.value is None else (word.value, None)
+
+
 def _sqlite(args: list[Word]) -> tuple[str | None, bool]:
     """What in sqlite3's arguments runs a program (`.shell`, `.once |cmd`, `edit()`; `$x`
     if one expands), and whether it reads commands from stdin (no SQL argument, or -init
@@ -260,10 +269,9 @@ def _sqlite(args: list[Word]) -> tuple[str | None, bool]:
         safe = (safe or option == "-safe") and option != "-nonce"
         for _ in range(2 if option in ("-lookaside", "-pagecache") else
                        option in _SQLITE_VALUES):
-            given = next(words, None)
-            if given is not None and given.value is None:
-                return f"${given.source}", False
-            text = given.value if given is not None else ""
+            text, expands = _next_text(words)
+            if expands is not None:
+                return f"${expands}", False
             if option == "-cmd":
                 texts.append(text)
             elif option == "-init" and descriptor(text):
@@ -295,10 +303,9 @@ def _psql(args: list[Word]) -> tuple[str | None, bool]:
         if option is None:
             continue
         if tail is None:
-            following = next(words, None)
-            if following is not None and following.value is None:
-                return f"${following.source}", False
-            tail = following.value if following is not None else ""
+            tail, expands = _next_text(words)
+            if expands is not None:
+                return f"${expands}", False
         if option == "--command":
             texts.append(tail)
             named = True
